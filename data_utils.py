@@ -1,0 +1,465 @@
+"""The Moth Radio Hour data layer (OpenNeuro ds003020): paths, responses, stimuli, story splits, NC masks.
+
+Reads the published layout (SPEC-data.md) and nothing else:
+
+    <root>/stimuli/<story>.wav
+    <root>/derivative/respdict.json
+    <root>/derivative/TextGrids/<story>.TextGrid
+    <root>/derivative/preprocessed_data/<UTS0X>/<story>.hf5     (key "data", (n-20, V))
+
+Every mismatch raises an error naming the file, the expected and the found. Run as a script to validate a
+download:  python data_utils.py --data-dir DIR [--subject S] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from textgrid_utils import TimedLabels, parse_textgrid, phones_from_tiers, read_textgrid, words_from_tiers
+from timing import DEFAULT_TR, TRGrid, check_alignment, simulated_tr_grid
+
+SAMPLE_RATE = 16000
+TEST_STORY = "wheretheressmoke"
+VAL_STORIES = ("stagefright", "life")
+TRAIN_STORIES = (
+    "alternateithicatom", "souls", "avatar", "legacy", "odetostepfather", "undertheinfluence", "howtodraw",
+    "myfirstdaywiththeyankees", "naked", "tildeath", "fromboyhoodtofatherhood", "sloth", "exorcism",
+    "haveyoumethimyet", "adollshouse", "inamoment", "theclosetthatateeverything", "adventuresinsayingyes",
+    "buck", "swimmingwithastronauts", "thatthingonmyarm", "eyespy", "itsabox", "hangtime")
+ENCODING_TRAIN_STORIES = TRAIN_STORIES + VAL_STORIES  # the evaluation's encoding model trains on all but the test
+NC_THRESHOLD = 0.4
+DEFAULT_NC_DIR = Path(__file__).resolve().parent / "subject_NCs"
+
+
+class DataError(ValueError):
+    """The dataset on disk does not match the ds003020 contract."""
+
+
+def subject_id(subject: str | int) -> str:
+    """Normalise a subject given as 'UTS03', 'uts03', '3' or 3 to 'UTS03'."""
+    m = re.fullmatch(r"(?:UTS)?0*(\d+)", str(subject).strip(), flags=re.IGNORECASE)
+    if not m:
+        raise DataError(f"subject must look like 'UTS03' or '3', found {subject!r}")
+    return f"UTS{int(m.group(1)):02d}"
+
+
+# ----------------------------------------------------------------------------------------------- the layout
+class Ds003020:
+    """Paths and readers of one ds003020 tree.
+
+    Parameters
+    ----------
+    root : the dataset root holding `derivative/` and `stimuli/`.
+    tr : repetition time in seconds used to simulate TR grids (recorded by callers).
+    cache_dir : where resampled audio is cached (default `$BRAIN_TUNING_CACHE` or ~/.cache/brain-tuning).
+    """
+
+    def __init__(self, root: str | os.PathLike, tr: float = DEFAULT_TR, cache_dir: str | os.PathLike | None = None):
+        self.root = Path(root).expanduser().resolve()
+        self.tr = float(tr)
+        self.derivative = self.root / "derivative"
+        self.stimuli = self.root / "stimuli"
+        for d in (self.derivative, self.stimuli):
+            if not d.is_dir():
+                raise DataError(f"{d}: expected a ds003020 folder here (the root must hold 'derivative/' and "
+                                f"'stimuli/'), found {'a file' if d.exists() else 'nothing'}")
+        default_cache = os.environ.get("BRAIN_TUNING_CACHE", Path.home() / ".cache" / "brain-tuning")
+        self.cache_dir = Path(cache_dir or default_cache)
+        self._respdict: dict[str, int] | None = None
+        self._box_grids: dict[str, TRGrid] | None = None
+
+    # ------------------------------------------------------------------ metadata
+    @property
+    def respdict(self) -> dict[str, int]:
+        """story -> respdict value ("number of TRs"; the TR grid has 5 fewer)."""
+        if self._respdict is None:
+            path = self.derivative / "respdict.json"
+            if not path.is_file():
+                raise DataError(f"{path}: missing (expected a JSON object story -> number of TRs)")
+            try:
+                raw = json.loads(path.read_text())
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}: not valid JSON ({err})") from err
+            if not isinstance(raw, dict) or not all(isinstance(v, int) for v in raw.values()):
+                raise DataError(f"{path}: expected a JSON object of story -> integer, found {type(raw).__name__}")
+            self._respdict = raw
+        return self._respdict
+
+    def subjects(self) -> list[str]:
+        """Subjects with a response folder, sorted."""
+        base = self.derivative / "preprocessed_data"
+        if not base.is_dir():
+            raise DataError(f"{base}: missing (expected one folder per subject, e.g. UTS03)")
+        return sorted(p.name for p in base.iterdir() if p.is_dir() and re.fullmatch(r"UTS\d+", p.name))
+
+    def response_path(self, subject: str | int, story: str) -> Path:
+        return self.derivative / "preprocessed_data" / subject_id(subject) / f"{story}.hf5"
+
+    def stories(self, subject: str | int) -> list[str]:
+        """Stories with a response file for `subject`, sorted."""
+        folder = self.derivative / "preprocessed_data" / subject_id(subject)
+        if not folder.is_dir():
+            raise DataError(f"{folder}: no response folder for subject {subject_id(subject)} (found subjects "
+                            f"{self.subjects()})")
+        return sorted(p.stem for p in folder.glob("*.hf5"))
+
+    def n_voxels(self, subject: str | int, story: str | None = None) -> int:
+        """Number of voxels V of a subject (columns of "data" of `story`, default: the first story)."""
+        story = story or self.stories(subject)[0]
+        with self._open_h5(self.response_path(subject, story)) as f:
+            return int(self._dataset(f, "data", self.response_path(subject, story)).shape[1])
+
+    # ------------------------------------------------------------------ timing
+    def use_box_trfiles(self, path: str | os.PathLike) -> None:
+        """Take TR grids from an Antonello `trfiles_huge.jbl` (restricted unpickler) instead of respdict."""
+        from box_pickles import load_box_tr_grids
+        self._box_grids = load_box_tr_grids(path)
+
+    def tr_grid(self, story: str) -> TRGrid:
+        """TR grid of `story`: from the Box TRFiles when loaded, else simulated from respdict."""
+        if self._box_grids is not None:
+            if story not in self._box_grids:
+                raise DataError(f"trfiles pickle: no entry for story '{story}'")
+            return self._box_grids[story]
+        if story not in self.respdict:
+            raise DataError(f"{self.derivative / 'respdict.json'}: no entry for story '{story}'")
+        return simulated_tr_grid(self.respdict[story], self.tr)
+
+    # ------------------------------------------------------------------ responses
+    @staticmethod
+    def _open_h5(path: Path) -> h5py.File:
+        if not path.is_file():
+            raise DataError(f"{path}: response file missing")
+        try:
+            return h5py.File(path, "r")
+        except OSError as err:
+            raise DataError(f"{path}: not a readable HDF5 file ({err})") from err
+
+    @staticmethod
+    def _dataset(f: h5py.File, key: str, path: Path) -> h5py.Dataset:
+        if key not in f:
+            raise DataError(f"{path}: expected key '{key}', found keys {sorted(f.keys())}")
+        return f[key]
+
+    def load_responses(self, subject: str | int, story: str, voxels: np.ndarray | None = None,
+                       check: bool = True) -> np.ndarray:
+        """Responses of one story: "data" as float32 (n_rows, V) or (n_rows, len(voxels)), NaN -> 0.
+
+        Parameters
+        ----------
+        voxels : optional sorted column indices or boolean mask of length V; read in row blocks so that
+            memory stays at the subset's size.
+        check : assert that the rows match the TR grid (`respdict - 20`).
+        """
+        path = self.response_path(subject, story)
+        with self._open_h5(path) as f:
+            ds = self._dataset(f, "data", path)
+            if ds.ndim != 2:
+                raise DataError(f"{path}: 'data' must be 2-D (TRs, voxels), found shape {ds.shape}")
+            out = read_columns(ds, voxels, path)
+        if check:
+            check_alignment(self.tr_grid(story), out.shape[0], story, where=str(path))
+        return out
+
+    def load_repeats(self, subject: str | int, story: str = TEST_STORY,
+                     voxels: np.ndarray | None = None) -> np.ndarray:
+        """Test-story repeats "individual_repeats" (R, n_rows, V or n_sel) float32, NaN -> 0, read per repeat."""
+        path = self.response_path(subject, story)
+        with self._open_h5(path) as f:
+            ds = self._dataset(f, "individual_repeats", path)
+            if ds.ndim != 3:
+                raise DataError(f"{path}: 'individual_repeats' must be 3-D (repeats, TRs, voxels), found "
+                                f"shape {ds.shape}")
+            return np.stack([read_columns(ds, voxels, path, lead=(r,)) for r in range(ds.shape[0])])
+
+    # ------------------------------------------------------------------ stimuli
+    def textgrid_path(self, story: str) -> Path:
+        return self.derivative / "TextGrids" / f"{story}.TextGrid"
+
+    def words(self, story: str) -> TimedLabels:
+        """Words of a story (tier 1, Huth filtering), times in seconds from audio onset."""
+        path = self.textgrid_path(story)
+        return words_from_tiers(read_textgrid(path), str(path))
+
+    def phones(self, story: str) -> TimedLabels:
+        """Phones of a story (tier 0, stress digits stripped)."""
+        path = self.textgrid_path(story)
+        return phones_from_tiers(read_textgrid(path), str(path))
+
+    def audio(self, story: str) -> np.ndarray:
+        """16 kHz mono float32 waveform of a story (`stimuli/<story>/wav.npy` if present, else the .wav)."""
+        ready = self.stimuli / story / "wav.npy"
+        if ready.is_file():
+            wav = np.load(ready, allow_pickle=False)
+            if wav.ndim != 1:
+                raise DataError(f"{ready}: expected a 1-D 16 kHz waveform, found shape {wav.shape}")
+            return wav.astype(np.float32, copy=False)
+        return load_wav_16k(self.stimuli / f"{story}.wav", self.cache_dir)
+
+
+def read_columns(ds: h5py.Dataset, voxels, path: Path, lead: tuple = (), block_rows: int = 64) -> np.ndarray:
+    """Read `ds[lead + (:, voxels)]` as float32 with NaN -> 0, in row blocks (memory ~ block + output).
+
+    `voxels` is None (all), a boolean mask over the last axis, or increasing integer indices.
+    """
+    n_rows, n_cols = ds.shape[-2], ds.shape[-1]
+    if voxels is not None:
+        voxels = np.asarray(voxels)
+        if voxels.dtype == bool:
+            if voxels.shape != (n_cols,):
+                raise DataError(f"{path}: voxel mask has length {voxels.shape[0]} but the file has {n_cols} voxels")
+            voxels = np.flatnonzero(voxels)
+        if voxels.size and (voxels.min() < 0 or voxels.max() >= n_cols):
+            raise DataError(f"{path}: voxel index out of range [0, {n_cols}) (found {voxels.min()}..{voxels.max()})")
+    out = np.empty((n_rows, n_cols if voxels is None else len(voxels)), dtype=np.float32)
+    for r0 in range(0, n_rows, block_rows):
+        block = np.asarray(ds[lead + (slice(r0, r0 + block_rows),)], dtype=np.float32)
+        out[r0:r0 + block_rows] = block if voxels is None else block[:, voxels]
+    np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- audio
+def load_wav_16k(path: Path, cache_dir: Path | None = None) -> np.ndarray:
+    """Read a WAV at any rate/channels/bit depth, mix to mono, resample to 16 kHz float32 (cached as .npy)."""
+    import soundfile as sf
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: audio file missing")
+    cache = None
+    if cache_dir is not None:
+        st = path.stat()
+        key = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+        cache = Path(cache_dir) / "audio16k" / f"{path.stem}-{key}.npy"
+        if cache.is_file():
+            return np.load(cache, allow_pickle=False)
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as err:  # soundfile raises LibsndfileError / RuntimeError on bad headers
+        raise DataError(f"{path}: unreadable audio ({err})") from err
+    wav = resample_to_16k(data.mean(axis=1), rate)
+    if cache is not None:
+        atomic_save_npy(cache, wav)
+    return wav
+
+
+def resample_to_16k(wav: np.ndarray, rate: int) -> np.ndarray:
+    """(n,) mono waveform at `rate` Hz -> (m,) float32 at 16 kHz (soxr, high quality)."""
+    if rate == SAMPLE_RATE:
+        return np.ascontiguousarray(wav, dtype=np.float32)
+    import soxr
+    return soxr.resample(np.asarray(wav, dtype=np.float32), rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
+
+
+def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    """np.save to a temporary name then rename, so a killed process never leaves a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------------- splits
+@dataclass
+class StorySplit:
+    """Train / validation / test stories of one subject, with what was asked for but is missing."""
+    train: list[str]
+    val: list[str]
+    test: list[str]
+    missing: dict[str, list[str]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"train": self.train, "val": self.val, "test": self.test, "missing": self.missing}
+
+
+def story_split(available: list[str], preset: str = "paper", train: list[str] | None = None,
+                val: list[str] | None = None, test: list[str] | None = None) -> StorySplit:
+    """Resolve a story split against the stories a subject has.
+
+    Parameters
+    ----------
+    available : stories with responses for the subject.
+    preset : "paper" (24 train, stagefright+life, wheretheressmoke) or "all" (every available story but
+        the validation and test ones for training).
+    train, val, test : explicit lists overriding the preset's.
+
+    A requested story the subject lacks is skipped and listed in `missing` (e.g. UTS04 has no `life`).
+    """
+    if preset not in ("paper", "all"):
+        raise DataError(f"unknown split preset {preset!r} (expected 'paper' or 'all')")
+    test = list(test) if test is not None else [TEST_STORY]
+    val = list(val) if val is not None else list(VAL_STORIES)
+    if train is None:
+        train = list(TRAIN_STORIES) if preset == "paper" else [s for s in available if s not in set(val) | set(test)]
+    overlap = (set(train) & set(val)) | (set(train) & set(test)) | (set(val) & set(test))
+    if overlap:
+        raise DataError(f"stories in more than one split: {sorted(overlap)}")
+    have = set(available)
+    missing = {name: [s for s in lst if s not in have] for name, lst in (("train", train), ("val", val), ("test", test))}
+    missing = {k: v for k, v in missing.items() if v}
+    split = StorySplit([s for s in train if s in have], [s for s in val if s in have], [s for s in test if s in have],
+                       missing)
+    if not split.train:
+        raise DataError(f"none of the requested training stories has responses (asked {train[:5]}..., "
+                        f"available {sorted(available)[:8]}...)")
+    return split
+
+
+# ----------------------------------------------------------------------------------------------- noise ceilings
+def nc_path(subject: str | int, nc_dir: str | os.PathLike | None = None) -> Path:
+    return Path(nc_dir or DEFAULT_NC_DIR) / f"{subject_id(subject)}.npy"
+
+
+def load_noise_ceiling(subject: str | int, n_voxels: int | None = None, nc_file: str | os.PathLike | None = None,
+                       nc_dir: str | os.PathLike | None = None) -> np.ndarray:
+    """Noise ceiling (V,) float64 of a subject from `subject_NCs/<SUBJ>.npy` (or `nc_file`), length-checked."""
+    path = Path(nc_file) if nc_file else nc_path(subject, nc_dir)
+    if not path.is_file():
+        raise DataError(f"{path}: noise-ceiling file missing; create it with "
+                        f"`python compute_noise_ceiling.py --data-dir DIR --subject {subject_id(subject)}`")
+    nc = np.load(path, allow_pickle=False)
+    if nc.ndim != 1:
+        raise DataError(f"{path}: expected a 1-D vector of one value per voxel, found shape {nc.shape}")
+    if n_voxels is not None and nc.shape[0] != n_voxels:
+        raise DataError(f"{path}: noise ceiling has {nc.shape[0]} values but subject {subject_id(subject)} has "
+                        f"{n_voxels} voxels")
+    return nc.astype(np.float64)
+
+
+def nc_voxel_mask(noise_ceiling: np.ndarray, threshold: float = NC_THRESHOLD, source: str = "noise ceiling") -> np.ndarray:
+    """Boolean (V,) mask of voxels with NC > threshold; raises when none pass."""
+    mask = np.nan_to_num(noise_ceiling, nan=0.0) > threshold
+    if not mask.any():
+        raise DataError(f"{source}: no voxel has a noise ceiling above {threshold} (max "
+                        f"{np.nanmax(noise_ceiling):.3f}); lower --nc-threshold")
+    return mask
+
+
+def load_roi_file(path: str | os.PathLike, n_voxels: int | None = None) -> dict[str, np.ndarray]:
+    """ROIs from a JSON file {name: [voxel indices]} (or .npz of index arrays) -> name -> sorted int array."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: ROI file missing")
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            rois = {k: np.asarray(z[k]) for k in z.files}
+    else:
+        rois = {k: np.asarray(v) for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}
+    out = {}
+    for name, idx in rois.items():
+        idx = np.flatnonzero(idx) if idx.dtype == bool else np.unique(idx.astype(np.int64))
+        if n_voxels is not None and idx.size and (idx.min() < 0 or idx.max() >= n_voxels):
+            raise DataError(f"{path}: ROI '{name}' has voxel index {idx.max()} but the subject has {n_voxels} voxels")
+        out[name] = idx
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- summary CLI
+def summarize(data: Ds003020, subjects: list[str] | None = None) -> tuple[dict, list[str]]:
+    """Check every subject and story; returns (summary dict, list of problems in the order found)."""
+    problems: list[str] = []
+    summary: dict = {"root": str(data.root), "tr": data.tr, "subjects": {}}
+    try:
+        respdict = data.respdict
+        subjects = [subject_id(s) for s in subjects] if subjects else data.subjects()
+    except DataError as err:
+        return summary, [str(err)]
+    story_cache: dict[str, dict] = {}
+    for subj in subjects:
+        entry: dict = {"voxels": None, "stories": {}}
+        summary["subjects"][subj] = entry
+        try:
+            stories = data.stories(subj)
+        except DataError as err:
+            problems.append(str(err))
+            continue
+        for story in stories:
+            info: dict = {"aligned": False}
+            entry["stories"][story] = info
+            path = data.response_path(subj, story)
+            try:
+                with data._open_h5(path) as f:
+                    shape = data._dataset(f, "data", path).shape
+                    if story == TEST_STORY and "individual_repeats" in f:
+                        info["repeats"] = int(f["individual_repeats"].shape[0])
+                info["hf5_rows"] = int(shape[0])
+                if entry["voxels"] is None:
+                    entry["voxels"] = int(shape[1])
+                elif shape[1] != entry["voxels"]:
+                    raise DataError(f"{path}: has {shape[1]} voxels but other stories of {subj} have {entry['voxels']}")
+                if story not in respdict:
+                    raise DataError(f"{data.derivative / 'respdict.json'}: no entry for story '{story}'")
+                grid = data.tr_grid(story)
+                info["tr_grid"] = grid.n_tr
+                check_alignment(grid, shape[0], story, where=str(path))
+                if story not in story_cache:
+                    story_cache[story] = _story_stimulus_summary(data, story)
+                info.update(story_cache[story])
+                info["aligned"] = True
+            except (DataError, ValueError, FileNotFoundError) as err:
+                problems.append(str(err))
+                info["error"] = str(err)
+    return summary, problems
+
+
+def _story_stimulus_summary(data: Ds003020, story: str) -> dict:
+    """Audio seconds and word count of a story; raises on unreadable files."""
+    import soundfile as sf
+    ready = data.stimuli / story / "wav.npy"
+    if ready.is_file():
+        seconds = len(np.load(ready, mmap_mode="r")) / SAMPLE_RATE
+    else:
+        wav_path = data.stimuli / f"{story}.wav"
+        if not wav_path.is_file():
+            raise DataError(f"{wav_path}: audio file missing")
+        try:
+            seconds = sf.info(str(wav_path)).duration
+        except Exception as err:
+            raise DataError(f"{wav_path}: unreadable audio ({err})") from err
+    return {"audio_s": round(float(seconds), 3), "words": len(data.words(story))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Validate and summarise a ds003020 download.")
+    parser.add_argument("--data-dir", required=True, help="dataset root holding derivative/ and stimuli/")
+    parser.add_argument("--subject", action="append", help="subject (UTS03 or 3); repeatable; default all")
+    parser.add_argument("--tr", type=float, default=DEFAULT_TR, help="repetition time in seconds (default 2.0045)")
+    parser.add_argument("--trfiles", help="optional Box trfiles_huge.jbl to take TR times from")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    args = parser.parse_args(argv)
+    try:
+        data = Ds003020(args.data_dir, tr=args.tr)
+        if args.trfiles:
+            data.use_box_trfiles(args.trfiles)
+    except (DataError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    summary, problems = summarize(data, args.subject)
+    summary["problems"] = problems
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    else:
+        for subj, entry in summary["subjects"].items():
+            ok = sum(s["aligned"] for s in entry["stories"].values())
+            print(f"{subj}: {entry['voxels']} voxels, {ok}/{len(entry['stories'])} stories aligned")
+            for story, s in entry["stories"].items():
+                print(f"  {story:28s} rows={s.get('hf5_rows')} grid={s.get('tr_grid')} audio_s={s.get('audio_s')} "
+                      f"words={s.get('words')} {'ok' if s['aligned'] else 'PROBLEM'}")
+    if problems:
+        print(f"error: {len(problems)} problem(s); first: {problems[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

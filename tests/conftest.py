@@ -1,0 +1,25 @@
+"""Shared fixtures: one tiny miniature dataset per test session (built in ~4 s)."""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+@pytest.fixture(scope="session")
+def mini(tmp_path_factory) -> Path:
+    """Folder holding ds003020/, box/, subject_NCs/, rois/ and ground_truth/ of the tiny miniature."""
+    from make_demo_data import build
+    out = tmp_path_factory.mktemp("mini") / "miniature"
+    os.environ["BRAIN_TUNING_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    build(out, seed=0, size="tiny", quiet=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def mini_root(mini) -> Path:
+    return mini / "ds003020"

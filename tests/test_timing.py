@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+
+from timing import (AlignmentError, TRGrid, check_alignment, cut_window, response_tr_indices, simulated_tr_grid,
+                    trim_slice, window_end_samples, window_samples)
+
+
+def test_simulated_grid_follows_the_contract():
+    grid = simulated_tr_grid(363, tr=2.0045)
+    assert grid.n_tr == 358
+    assert grid.onsets[0] == pytest.approx(-10.0)
+    assert grid.onsets[7] == pytest.approx(7 * 2.0045 - 10.0)
+    assert grid.tr_times[0] == pytest.approx(-10.0 + 1.00225)
+    assert grid.tr_ends[-1] == pytest.approx(357 * 2.0045 - 10.0 + 2.0045)
+
+
+def test_alignment_accepts_n_minus_20_and_names_both_numbers():
+    grid = simulated_tr_grid(311)
+    check_alignment(grid, 291, "wheretheressmoke")
+    with pytest.raises(AlignmentError, match=r"292 rows.*306 TRs.*291 rows were expected"):
+        check_alignment(grid, 292, "wheretheressmoke")
+
+
+def test_row_to_tr_mapping_and_trims():
+    assert list(response_tr_indices(3)) == [10, 11, 12]
+    n_tr = 306
+    assert trim_slice(n_tr) == slice(10, 301)
+    assert trim_slice(n_tr, test=True) == slice(50, 301)
+    assert len(range(n_tr)[trim_slice(n_tr, test=True)]) == 291 - 40
+
+
+def test_window_end_is_the_end_of_tr_k_in_exact_samples():
+    grid = TRGrid(onsets=np.arange(30) * 2.0045 - 10.0, tr=2.0045)
+    ends = window_end_samples(grid, response_tr_indices(2), 16000)
+    # row 0 <-> TR 10, which ends at 11 * 2.0045 - 10 = 12.0495 s
+    assert ends[0] == round(12.0495 * 16000)
+    assert ends[1] == round(14.054 * 16000)
+    assert window_samples(2.0045, 5, 16000) == round(10.0225 * 16000)
+
+
+def test_cut_window_pads_before_onset_and_after_end():
+    wav = np.arange(1, 11, dtype=np.float32)
+    np.testing.assert_array_equal(cut_window(wav, 3, 5), [0, 0, 1, 2, 3])
+    np.testing.assert_array_equal(cut_window(wav, 12, 4), [9, 10, 0, 0])
+    np.testing.assert_array_equal(cut_window(wav, -1, 3), [0, 0, 0])
+    np.testing.assert_array_equal(cut_window(wav, 6, 3), [4, 5, 6])
