@@ -1,0 +1,289 @@
+"""Brain-tune a speech model on one subject's fMRI responses to the Moth Radio Hour stories.
+
+    python brain_trainer_story.py --data-dir /path/to/ds003020 --subject UTS03 \
+        --model-name facebook/wav2vec2-base --out-dir runs/w2v_UTS03
+
+Defaults follow Moussa et al. (ICLR 2025): voxels with NC > 0.4, mean-pooled last layer -> linear head, MSE,
+Adam lr 5e-5 (backbone) / 1e-4 (head), 10% warm-up then linear decay, batch 128, up to 30 epochs, early
+stopping on the validation stories. BrainWavLM options: --lora-rank 4 --head-rank 100 --loss spatial_corr.
+Multi-GPU: torchrun --nproc_per_node=N brain_trainer_story.py ... (DDP; only rank 0 writes).
+Outputs in --out-dir: config.json, metrics.csv, loss_curve.png, best/ (HF model dir + voxel head), last/.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import data_utils as du
+import models
+import training
+from run_utils import (command_line, package_versions, recover_dir, replace_dir, set_seed, timestamp,
+                       write_csv_atomic, write_json_atomic)
+
+# Settings that define a run: a resumed run must agree on all of them.
+RUN_DEFINING = ("data_dir", "subject", "model_name", "nc_threshold", "roi", "hemisphere", "loss", "target_control",
+                "targets_from", "lora_rank", "head_rank", "batch_size", "lr", "head_lr", "seed", "tr", "whisper_mode",
+                "train_stories", "val_stories", "split", "num_epochs", "warmup_fraction")
+EXIT_USAGE, EXIT_DATA = 2, 3
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("data")
+    g.add_argument("--data-dir", required=True, help="ds003020 root (holds derivative/ and stimuli/)")
+    g.add_argument("--subject", required=True, help="UTS03 or 3")
+    g.add_argument("--split", default="paper", choices=["paper", "all"], help="story split preset")
+    g.add_argument("--train-stories", nargs="+", help="explicit training stories (overrides the preset)")
+    g.add_argument("--val-stories", nargs="+", help="explicit validation stories")
+    g.add_argument("--tr", type=float, default=2.0045, help="repetition time in seconds")
+    g.add_argument("--nc-threshold", type=float, default=du.NC_THRESHOLD, help="tune on voxels with NC above this")
+    g.add_argument("--nc-dir", default=str(du.DEFAULT_NC_DIR), help="folder of <SUBJ>.npy noise ceilings")
+    g.add_argument("--nc-file", help="explicit noise-ceiling .npy (overrides --nc-dir)")
+    g.add_argument("--roi-file", help="JSON {roi: [voxel indices]} (needed for --roi / --hemisphere)")
+    g.add_argument("--roi", help="restrict targets to this ROI of --roi-file (intersected with the NC mask)")
+    g.add_argument("--hemisphere", choices=["left", "right"], help="restrict to <side>_hemisphere of --roi-file")
+    g.add_argument("--target-control", choices=training.CONTROLS, help="decoupled-target control run")
+    g.add_argument("--targets-from", help=".npz story -> (hf5 rows, F) TR-aligned targets (teacher-tuned control)")
+    g = p.add_argument_group("model")
+    g.add_argument("--model-name", required=True, help="hub id or local dir (wav2vec2, hubert, wavlm, data2vec, whisper)")
+    g.add_argument("--whisper-mode", default="pad30", choices=models.WHISPER_MODES,
+                   help="pad30 = paper (pad to 30 s, pool valid frames); truncate = positions cut to the window")
+    g.add_argument("--head-rank", type=int, help="low-rank readout (BrainWavLM: 100); default full rank")
+    g.add_argument("--lora-rank", type=int, help="train LoRA adapters of this rank instead of the full transformer")
+    g.add_argument("--lora-alpha", type=float, default=4.0)
+    g.add_argument("--lora-dropout", type=float, default=0.1)
+    g.add_argument("--lora-targets", nargs="+", help="module names to adapt (default per family)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--loss", default="mse", choices=training.LOSSES)
+    g.add_argument("--lr", type=float, default=5e-5, help="backbone learning rate")
+    g.add_argument("--head-lr", type=float, default=1e-4)
+    g.add_argument("--batch-size", type=int, default=128, help="samples per optimizer step (all GPUs together)")
+    g.add_argument("--micro-batch-size", type=int, help="samples per forward pass (gradient accumulation)")
+    g.add_argument("--num-epochs", type=int, default=30)
+    g.add_argument("--patience", type=int, default=3, help="epochs without validation improvement before stopping")
+    g.add_argument("--warmup-fraction", type=float, default=0.1)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
+    g.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"], help="auto = bf16 on CUDA")
+    g.add_argument("--num-workers", type=int, default=0)
+    g = p.add_argument_group("run")
+    g.add_argument("--out-dir", required=True)
+    g.add_argument("--resume", action="store_true", help="continue the run in --out-dir from last/")
+    g.add_argument("--overwrite", action="store_true", help="replace a different run in --out-dir")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars (batch logs)")
+    g.add_argument("--stop-after-steps", type=int, help=argparse.SUPPRESS)  # tests: simulate a kill
+    return p.parse_args(argv)
+
+
+def select_voxels(args, data: du.Ds003020, subject: str) -> tuple[np.ndarray, dict]:
+    """Target voxel indices: NC > threshold, intersected with --roi / --hemisphere; plus a description."""
+    n_vox = data.n_voxels(subject)
+    nc = du.load_noise_ceiling(subject, n_vox, nc_file=args.nc_file, nc_dir=args.nc_dir)
+    mask = du.nc_voxel_mask(nc, args.nc_threshold, source=args.nc_file or str(du.nc_path(subject, args.nc_dir)))
+    info = {"n_voxels_total": n_vox, "n_above_nc": int(mask.sum())}
+    wanted = [r for r in (args.roi, f"{args.hemisphere}_hemisphere" if args.hemisphere else None) if r]
+    if wanted:
+        if not args.roi_file:
+            raise du.DataError("--roi/--hemisphere need --roi-file (JSON {roi: [voxel indices]})")
+        rois = du.load_roi_file(args.roi_file, n_vox)
+        for name in wanted:
+            if name not in rois:
+                raise du.DataError(f"{args.roi_file}: no ROI '{name}' (found {sorted(rois)})")
+            roi_mask = np.zeros(n_vox, bool)
+            roi_mask[rois[name]] = True
+            mask &= roi_mask
+        if not mask.any():
+            raise du.DataError(f"no voxel is both above NC {args.nc_threshold} and in {wanted}")
+        info["rois"] = wanted
+    return np.flatnonzero(mask), info
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    rank, world, local_rank = training.distributed_setup()
+    is_main = rank == 0
+    out_dir = Path(args.out_dir)
+    device = torch.device(f"cuda:{local_rank}" if args.device == "auto" and torch.cuda.is_available() and world > 1
+                          else ("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                                ("cpu" if args.device == "auto" else args.device)))
+    precision = args.precision if args.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    if args.batch_size % world:
+        print(f"error: --batch-size {args.batch_size} is not divisible by {world} processes", file=sys.stderr)
+        return EXIT_USAGE
+    micro = args.micro_batch_size or args.batch_size // world
+    if (args.batch_size // world) % micro:
+        print(f"error: per-process batch {args.batch_size // world} is not a multiple of --micro-batch-size {micro}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    accum = args.batch_size // world // micro
+
+    # ---------------------------------------------------------------- config and out-dir
+    subject = du.subject_id(args.subject)
+    config = {k: v for k, v in vars(args).items() if k not in ("resume", "overwrite", "no_progress", "stop_after_steps")}
+    config["subject"] = subject
+    old_cfg_path = out_dir / "config.json"
+    if old_cfg_path.is_file() and not args.overwrite:
+        old = json.loads(old_cfg_path.read_text()).get("args", {})
+        diff = {k: (old.get(k), config.get(k)) for k in RUN_DEFINING if old.get(k) != config.get(k)}
+        if not args.resume:
+            print(f"error: {out_dir} already holds a run; pass --resume to continue it or --overwrite to replace it",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        if diff:
+            print(f"error: {old_cfg_path} describes a different run (setting: (saved, now)): {diff}", file=sys.stderr)
+            return EXIT_USAGE
+    if args.overwrite and is_main and out_dir.exists():
+        shutil.rmtree(out_dir)
+    set_seed(args.seed)
+
+    # ---------------------------------------------------------------- data
+    try:
+        data = du.Ds003020(args.data_dir, tr=args.tr)
+        split = du.story_split(data.stories(subject), args.split, args.train_stories, args.val_stories)
+        if not split.val:
+            raise du.DataError(f"{subject} has none of the validation stories {args.val_stories or du.VAL_STORIES}")
+        targets_from = None
+        if args.targets_from:
+            with np.load(args.targets_from, allow_pickle=False) as z:
+                targets_from = {k: z[k] for k in z.files}
+            voxels, vox_info = None, {"targets_from": args.targets_from}
+        else:
+            voxels, vox_info = select_voxels(args, data, subject)
+        quiet_load = args.no_progress or rank != 0
+        train_stories = training.load_story_data(data, subject, split.train, voxels, targets_from, quiet=quiet_load)
+        val_stories = training.load_story_data(data, subject, split.val, voxels, targets_from, quiet=quiet_load)
+    except (du.DataError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_DATA
+    if args.target_control:
+        train_stories = training.apply_target_control(train_stories, args.target_control, args.seed)
+        val_stories = training.apply_target_control(val_stories, args.target_control, args.seed + 1)
+    if is_main and split.missing:
+        brief = {k: f"{len(v)}: {', '.join(v[:3])}{'...' if len(v) > 3 else ''}" for k, v in split.missing.items()}
+        print(f"note: {subject} has no responses for requested stories {brief}; skipped", file=sys.stderr)
+    train_set, val_set = training.WindowDataset(train_stories), training.WindowDataset(val_stories)
+    n_targets = train_stories[0].targets.shape[1]
+
+    # ---------------------------------------------------------------- model
+    try:
+        backbone, extractor, model_type = models.load_backbone(args.model_name)
+        encoder = models.SpeechEncoder(backbone, extractor, model_type, args.whisper_mode)
+        encoder.freeze_feature_encoder()
+        lora_targets = None
+        if args.lora_rank:
+            lora_targets = models.apply_lora(encoder, args.lora_rank, args.lora_alpha, args.lora_dropout,
+                                             args.lora_targets)
+    except models.ModelError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    model = models.BrainTuningModel(encoder, models.VoxelHead(encoder.hidden_size, n_targets, args.head_rank)).to(device)
+    backbone_params = [p for p in model.encoder.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam([{"params": backbone_params, "lr": args.lr},
+                                  {"params": model.head.parameters(), "lr": args.head_lr}])
+    steps_per_epoch = -(-len(train_set) // args.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, training.warmup_linear_decay(steps_per_epoch * args.num_epochs, args.warmup_fraction))
+    ddp_model = model
+    if world > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    config.update({
+        "resolved": {"device": str(device), "precision": precision, "world_size": world, "micro_batch_size": micro,
+                     "grad_accum_steps": accum, "steps_per_epoch": steps_per_epoch, "model_type": model_type,
+                     "n_targets": n_targets, "voxels": vox_info, "lora_targets": lora_targets,
+                     "trainable_backbone_params": sum(p.numel() for p in backbone_params),
+                     "train_windows": len(train_set), "val_windows": len(val_set),
+                     "window_samples": train_set.length, "pooling": "mean of last hidden state over real-audio frames",
+                     "target_control_applies_to": "train and validation stories" if args.target_control else None},
+        "split": split.as_dict()})
+    run_config = {"args": config, "command": command_line(), "started": timestamp(), "versions": package_versions()}
+    if is_main:
+        write_json_atomic(out_dir / "config.json", run_config)
+        if voxels is not None:
+            np.save(out_dir / "target_voxels.npy", voxels)
+
+    # ---------------------------------------------------------------- resume
+    state = {"epoch": 0, "step": 0, "best_val": None, "best_epoch": None, "bad_epochs": 0, "metrics": []}
+    last = recover_dir(out_dir / "last")
+    if args.resume and last is not None:
+        state = training.load_training_state(last, model, optimizer, scheduler)
+        if is_main:
+            print(f"resumed from {last} after epoch {state['epoch']}")
+
+    # ---------------------------------------------------------------- loop
+    val_loader = torch.utils.data.DataLoader(val_set, batch_size=micro, shuffle=False, num_workers=args.num_workers)
+    quiet = args.no_progress or not is_main
+    if not state["metrics"]:  # epoch 0: the untrained head, the reference the run must beat
+        state["metrics"].append({"epoch": 0, "train_loss": float("nan"),
+                                 **training.evaluate(model, val_loader, args.loss, device, precision, quiet),
+                                 "lr": 0.0, "head_lr": 0.0, "seconds": 0.0})
+    for epoch in range(state["epoch"] + 1, args.num_epochs + 1):
+        if state["bad_epochs"] >= args.patience:
+            break
+        torch.manual_seed(args.seed * 100003 + epoch)  # dropout & order depend on (seed, epoch) only: exact resume
+        if world > 1:
+            sampler = torch.utils.data.DistributedSampler(train_set, num_replicas=world, rank=rank, seed=args.seed)
+            sampler.set_epoch(epoch)
+        else:
+            sampler = torch.utils.data.RandomSampler(train_set, generator=torch.Generator().manual_seed(args.seed + epoch))
+        loader = torch.utils.data.DataLoader(train_set, batch_size=micro, sampler=sampler, num_workers=args.num_workers,
+                                             pin_memory=device.type == "cuda", drop_last=False)
+        t0 = training.epoch_timer()
+        train_loss, steps = training.train_one_epoch(
+            ddp_model, loader, optimizer, scheduler, args.loss, accum, device, precision, desc=f"epoch {epoch}",
+            stop_after_steps=args.stop_after_steps, step_offset=state["step"], disable_progress=quiet)
+        if world > 1:
+            t = torch.tensor([train_loss], device=device)
+            torch.distributed.all_reduce(t)
+            train_loss = t.item() / world
+        val = training.evaluate(model, val_loader, args.loss, device, precision, disable_progress=quiet)
+        state["step"] += steps
+        row = {"epoch": epoch, "train_loss": train_loss, **val, "lr": optimizer.param_groups[0]["lr"],
+               "head_lr": optimizer.param_groups[1]["lr"], "seconds": round(training.epoch_timer() - t0, 2)}
+        state["metrics"].append(row)
+        improved = state["best_val"] is None or val["val_loss"] < state["best_val"]
+        if improved:
+            state.update(best_val=val["val_loss"], best_epoch=epoch, bad_epochs=0)
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch
+        if is_main:
+            if improved:
+                tmp = out_dir / "best.tmp"
+                shutil.rmtree(tmp, ignore_errors=True)
+                models.save_tuned(model, extractor, tmp)
+                write_json_atomic(tmp / "brain_tuning.json", {"epoch": epoch, **val, "subject": subject,
+                                                              "base_model": args.model_name})
+                replace_dir(tmp, out_dir / "best")
+            tmp = out_dir / "last.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            training.save_training_state(tmp, model, optimizer, scheduler, state)
+            replace_dir(tmp, out_dir / "last")
+            write_csv_atomic(out_dir / "metrics.csv", state["metrics"])
+            print(f"epoch {epoch}: train {train_loss:.4f}  val {val['val_loss']:.4f}  val r {val['val_corr']:.4f}"
+                  f"{'  *best*' if improved else ''}", flush=True)
+        if world > 1:
+            torch.distributed.barrier()
+
+    if is_main:
+        from plotting import plot_loss_curve
+        plot_loss_curve(state["metrics"], out_dir / "loss_curve.png", title=f"{subject} · {Path(args.model_name).name}")
+        run_config.update(finished=timestamp(), best_epoch=state["best_epoch"], best_val_loss=state["best_val"],
+                          stopped_early=state["epoch"] < args.num_epochs)
+        write_json_atomic(out_dir / "config.json", run_config)
+        print(f"best epoch {state['best_epoch']} (val loss {state['best_val']:.4f}); model in {out_dir / 'best'}")
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,276 @@
+"""Speech encoders with a voxel head: loading, freezing, pooling, LoRA, saving.
+
+Any HuggingFace audio encoder loads through the Auto classes (wav2vec2, HuBERT, WavLM, data2vec-audio and
+the Whisper encoder, decoder unused). `SpeechEncoder` turns 16 kHz waveforms into hidden states with the
+same conventions for every family: `hidden_states[0]` is the transformer input, `hidden_states[i]` the output
+of layer i, and a boolean mask of the frames that cover real audio.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+WAV2VEC_FAMILY = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
+SUPPORTED_TYPES = WAV2VEC_FAMILY + ("whisper",)
+WHISPER_MODES = ("pad30", "truncate")
+# LoRA targets per family. WavLM's attention calls F.multi_head_attention_forward with the raw projection
+# weights, so LoRA on q/k/v/out would silently never run: adapt its feed-forward layers instead.
+DEFAULT_LORA_TARGETS = {
+    "wav2vec2": ["q_proj", "k_proj", "v_proj", "out_proj"],
+    "hubert": ["q_proj", "k_proj", "v_proj", "out_proj"],
+    "data2vec-audio": ["q_proj", "k_proj", "v_proj", "out_proj"],
+    "wavlm": ["intermediate_dense", "output_dense"],
+    "whisper": ["q_proj", "k_proj", "v_proj", "out_proj"],
+}
+WAVLM_BYPASSED = {"q_proj", "k_proj", "v_proj", "out_proj"}
+HEAD_FILE, HEAD_CONFIG = "voxel_head.safetensors", "voxel_head.json"
+
+
+class ModelError(ValueError):
+    """A model that the toolkit cannot use as asked."""
+
+
+def load_backbone(name_or_path: str, dtype: torch.dtype = torch.float32):
+    """Load a pretrained speech model and its feature extractor from a hub id or a local directory.
+
+    Returns (model, feature_extractor, model_type). Whisper returns the full WhisperModel (the encoder is
+    used, the decoder is kept only so that a saved tuned model stays a standard checkpoint).
+    """
+    from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
+    try:
+        config = AutoConfig.from_pretrained(name_or_path)
+    except (OSError, ValueError) as err:
+        raise ModelError(f"cannot load a model config from {name_or_path!r}: {err}") from err
+    model_type = config.model_type
+    if model_type not in SUPPORTED_TYPES:
+        raise ModelError(f"{name_or_path}: model type {model_type!r} is not a supported speech encoder "
+                         f"(expected one of {', '.join(SUPPORTED_TYPES)})")
+    model = AutoModel.from_pretrained(name_or_path, dtype=dtype)
+    extractor = AutoFeatureExtractor.from_pretrained(name_or_path)
+    return model, extractor, model_type
+
+
+class SpeechEncoder(nn.Module):
+    """Waveforms (B, n_samples) at 16 kHz -> per-layer hidden states and a valid-frame mask.
+
+    Parameters
+    ----------
+    model : a loaded HF model (see `load_backbone`).
+    feature_extractor : its feature extractor (normalisation flag, Whisper mel filters).
+    model_type : one of SUPPORTED_TYPES.
+    whisper_mode : "pad30" (the paper: pad the log-mel to 30 s, all 1500 positions, pool valid frames) or
+        "truncate" (positions cut to the window length: faster, outputs differ slightly).
+    """
+
+    def __init__(self, model: nn.Module, feature_extractor, model_type: str, whisper_mode: str = "pad30"):
+        super().__init__()
+        if whisper_mode not in WHISPER_MODES:
+            raise ModelError(f"whisper_mode must be one of {WHISPER_MODES}, found {whisper_mode!r}")
+        self.model = model
+        self.model_type = model_type
+        self.whisper_mode = whisper_mode
+        self.do_normalize = bool(getattr(feature_extractor, "do_normalize", False))
+        if model_type == "whisper":
+            self.register_buffer("mel_filters", torch.as_tensor(feature_extractor.mel_filters, dtype=torch.float32),
+                                 persistent=False)
+            self.n_fft, self.hop = feature_extractor.n_fft, feature_extractor.hop_length
+            self.n_mel_frames = feature_extractor.nb_max_frames  # 3000 for 30 s
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self.model.get_encoder() if self.model_type == "whisper" else self.model
+
+    @property
+    def num_layers(self) -> int:
+        cfg = self.model.config
+        return cfg.encoder_layers if self.model_type == "whisper" else cfg.num_hidden_layers
+
+    @property
+    def hidden_size(self) -> int:
+        cfg = self.model.config
+        return cfg.d_model if self.model_type == "whisper" else cfg.hidden_size
+
+    def freeze_feature_encoder(self) -> None:
+        """Freeze the convolutional front end (Whisper: conv1, conv2 and positional embeddings)."""
+        if self.model_type == "whisper":
+            enc = self.encoder
+            for module in (enc.conv1, enc.conv2, enc.embed_positions):
+                module.requires_grad_(False)
+            self.model.get_decoder().requires_grad_(False)  # unused: never trained
+        else:
+            self.model.feature_extractor._freeze_parameters()
+
+    def frame_count(self, n_samples: int) -> int:
+        """Number of encoder frames covering `n_samples` of real audio."""
+        if self.model_type == "whisper":
+            return min(int(math.ceil(n_samples / self.hop / 2)), self.n_mel_frames // 2)
+        n = n_samples
+        for k, s in zip(self.model.config.conv_kernel, self.model.config.conv_stride):
+            n = (n - k) // s + 1
+        return int(n)
+
+    def log_mel(self, wav: torch.Tensor) -> torch.Tensor:
+        """Whisper log-mel (B, n_mels, frames), as WhisperFeatureExtractor computes it, on wav's device."""
+        window = torch.hann_window(self.n_fft, device=wav.device)
+        stft = torch.stft(wav.float(), self.n_fft, self.hop, window=window, return_complex=True)
+        power = stft[..., :-1].abs() ** 2
+        log_spec = torch.clamp(self.mel_filters.T @ power, min=1e-10).log10()
+        log_spec = torch.maximum(log_spec, log_spec.amax(dim=(1, 2), keepdim=True) - 8.0)
+        return (log_spec + 4.0) / 4.0
+
+    def forward(self, wav: torch.Tensor, layers: list[int] | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Hidden states of the requested layers (default all) and the valid-frame mask.
+
+        Parameters
+        ----------
+        wav : (B, n_samples) float 16 kHz waveforms of equal length.
+        layers : hidden-state indices to return (0 = transformer input, num_layers = last).
+
+        Returns
+        -------
+        states : list of (B, frames, hidden) tensors, one per requested layer.
+        valid : (B, frames) bool, frames covering real audio (all True except Whisper pad30 padding).
+        """
+        if layers is None:
+            layers = list(range(self.num_layers + 1))
+        bad = [i for i in layers if not 0 <= i <= self.num_layers]
+        if bad:
+            raise ModelError(f"layer(s) {bad} out of range: this model has hidden states 0..{self.num_layers}")
+        if self.model_type == "whisper":
+            states = self._whisper_hidden_states(wav, max(layers))
+        else:
+            if self.do_normalize:  # the feature extractor's zero-mean unit-variance normalisation
+                wav = (wav - wav.mean(dim=1, keepdim=True)) / torch.sqrt(wav.var(dim=1, keepdim=True, unbiased=False) + 1e-7)
+            out = self.model(wav, output_hidden_states=True)
+            states = list(out.hidden_states)
+        n_valid = self.frame_count(wav.shape[1])
+        frames = states[0].shape[1]
+        valid = torch.zeros(wav.shape[0], frames, dtype=torch.bool, device=wav.device)
+        valid[:, :min(n_valid, frames)] = True
+        return [states[i] for i in layers], valid
+
+    def _whisper_hidden_states(self, wav: torch.Tensor, up_to: int) -> list[torch.Tensor]:
+        # Our own loop over the encoder layers: HF's forward insists on 3000 mel frames, which the
+        # truncated-positions mode must avoid; pad30 reproduces HF's forward exactly.
+        enc = self.encoder
+        if self.whisper_mode == "pad30":
+            n_pad = self.n_mel_frames * self.hop
+            if wav.shape[1] > n_pad:
+                raise ModelError(f"Whisper takes at most 30 s of audio; found {wav.shape[1] / 16000:.1f} s")
+            # pad the waveform (as WhisperFeatureExtractor does): attention sees the padding frames
+            wav = nn.functional.pad(wav, (0, n_pad - wav.shape[1]))
+        mel = self.log_mel(wav).to(enc.conv1.weight.dtype)
+        x = nn.functional.gelu(enc.conv1(mel))
+        x = nn.functional.gelu(enc.conv2(x)).permute(0, 2, 1)
+        x = x + enc.embed_positions.weight[:x.shape[1]]
+        x = nn.functional.dropout(x, p=enc.dropout, training=self.training)
+        states = [x]
+        for i, layer in enumerate(enc.layers[:up_to]):
+            out = layer(x, None)
+            x = out[0] if isinstance(out, tuple) else out
+            states.append(enc.layer_norm(x) if i == len(enc.layers) - 1 else x)
+        return states
+
+
+def masked_mean(states: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean over valid frames: (B, frames, H), (B, frames) bool -> (B, H)."""
+    w = valid.to(states.dtype).unsqueeze(-1)
+    return (states * w).sum(dim=1) / w.sum(dim=1).clamp(min=1.0)
+
+
+class VoxelHead(nn.Module):
+    """Linear readout from a pooled representation to voxels, full rank or through a rank-r bottleneck."""
+
+    def __init__(self, hidden_size: int, n_targets: int, rank: int | None = None):
+        super().__init__()
+        self.hidden_size, self.n_targets, self.rank = hidden_size, n_targets, rank
+        if rank:
+            self.net = nn.Sequential(nn.Linear(hidden_size, rank, bias=False), nn.Linear(rank, n_targets))
+        else:
+            self.net = nn.Linear(hidden_size, n_targets)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.net(pooled)
+
+    def config(self) -> dict:
+        return {"hidden_size": self.hidden_size, "n_targets": self.n_targets, "rank": self.rank}
+
+
+class BrainTuningModel(nn.Module):
+    """SpeechEncoder + mean pooling of the last hidden state over real-audio frames + VoxelHead."""
+
+    def __init__(self, encoder: SpeechEncoder, head: VoxelHead):
+        super().__init__()
+        self.encoder, self.head = encoder, head
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        (last,), valid = self.encoder(wav, layers=[self.encoder.num_layers])
+        return self.head(masked_mean(last, valid))
+
+
+# ----------------------------------------------------------------------------------------------- LoRA
+def apply_lora(encoder: SpeechEncoder, rank: int, alpha: float, dropout: float, targets: list[str] | None = None):
+    """Wrap the transformer of `encoder` with peft LoRA adapters; only the adapters stay trainable.
+
+    Returns the list of target module names used.
+    """
+    from peft import LoraConfig, inject_adapter_in_model
+    targets = list(targets or DEFAULT_LORA_TARGETS[encoder.model_type])
+    if encoder.model_type == "wavlm" and WAVLM_BYPASSED & set(targets):
+        raise ModelError(f"LoRA on WavLM attention projections {sorted(WAVLM_BYPASSED & set(targets))} would never "
+                         f"run (its attention uses the raw weights); use e.g. {DEFAULT_LORA_TARGETS['wavlm']}")
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets)
+    encoder.requires_grad_(False)
+    if encoder.model_type == "whisper":
+        inject_adapter_in_model(config, encoder.model.get_encoder())
+    else:
+        config.exclude_modules = ["feature_extractor", "feature_projection"]
+        inject_adapter_in_model(config, encoder.model)
+    n = sum(p.numel() for name, p in encoder.named_parameters() if "lora_" in name)
+    if n == 0:
+        raise ModelError(f"LoRA targets {targets} matched no module of this {encoder.model_type} model")
+    return targets
+
+
+def merge_lora(module: nn.Module) -> None:
+    """Fold every LoRA adapter into its base weights and restore plain nn.Linear modules, in place."""
+    from peft.tuners.lora import LoraLayer
+    for name, child in list(module.named_modules()):
+        if isinstance(child, LoraLayer):
+            child.merge()
+            parent = module.get_submodule(name.rsplit(".", 1)[0]) if "." in name else module
+            setattr(parent, name.rsplit(".", 1)[-1], child.get_base_layer())
+
+
+# ----------------------------------------------------------------------------------------------- saving
+def save_tuned(model: BrainTuningModel, feature_extractor, out_dir: str | os.PathLike) -> None:
+    """Save a standard HF model directory (LoRA merged) + feature extractor + the voxel head."""
+    import copy
+
+    from safetensors.torch import save_file
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    backbone = model.encoder.model
+    if any("lora_" in n for n, _ in backbone.named_parameters()):
+        backbone = copy.deepcopy(backbone)
+        merge_lora(backbone)
+    backbone.save_pretrained(out_dir, safe_serialization=True)
+    feature_extractor.save_pretrained(out_dir)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
+    save_file(state, str(out_dir / HEAD_FILE))
+    (out_dir / HEAD_CONFIG).write_text(json.dumps(model.head.config()))
+
+
+def load_head(model_dir: str | os.PathLike) -> VoxelHead:
+    """The voxel head saved beside a tuned model."""
+    from safetensors.torch import load_file
+    model_dir = Path(model_dir)
+    cfg = json.loads((model_dir / HEAD_CONFIG).read_text())
+    head = VoxelHead(cfg["hidden_size"], cfg["n_targets"], cfg["rank"])
+    head.load_state_dict(load_file(str(model_dir / HEAD_FILE)))
+    return head

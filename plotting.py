@@ -1,0 +1,71 @@
+"""PNG plots of runs and results (matplotlib, no display needed)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _save(fig, path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def plot_loss_curve(metrics: list[dict], path, title: str = "brain-tuning") -> None:
+    """Train and validation loss per epoch, validation correlation on a second axis."""
+    epochs = [m["epoch"] for m in metrics]  # epoch 0 = untrained head (no train loss)
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot(epochs, [m["train_loss"] for m in metrics], "o-", label="train loss")
+    ax.plot(epochs, [m["val_loss"] for m in metrics], "s-", label="val loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax2 = ax.twinx()
+    ax2.plot(epochs, [m["val_corr"] for m in metrics], "^--", color="tab:green", label="val r")
+    ax2.set_ylabel("mean val r")
+    lines = ax.get_lines() + ax2.get_lines()
+    ax.legend(lines, [l.get_label() for l in lines], fontsize=8, loc="best")
+    ax.set_title(title)
+    _save(fig, path)
+
+
+def plot_layer_curves(curves: dict[str, dict[str, list[float]]], layers: list[int], path, ylabel: str,
+                      title: str = "") -> None:
+    """One panel per ROI, one line per model: `curves[roi][model]` = values per layer."""
+    rois = list(curves)
+    fig, axes = plt.subplots(1, len(rois), figsize=(4 * len(rois), 3.2), squeeze=False)
+    for ax, roi in zip(axes[0], rois):
+        for model, values in curves[roi].items():
+            ax.plot(layers, values, "o-", label=model)
+        ax.set_title(roi)
+        ax.set_xlabel("layer")
+        ax.set_ylabel(ylabel)
+        ax.axhline(0, color="grey", lw=0.5)
+    axes[0][0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    _save(fig, path)
+
+
+def plot_bars(values: dict[str, dict[str, float]], path, ylabel: str, title: str = "") -> None:
+    """Grouped bars: `values[group][model]`."""
+    import numpy as np
+    groups = list(values)
+    models = list(next(iter(values.values())))
+    x = np.arange(len(groups))
+    width = 0.8 / max(1, len(models))
+    fig, ax = plt.subplots(figsize=(max(4, 1.4 * len(groups)), 3.2))
+    for i, m in enumerate(models):
+        ax.bar(x + i * width, [values[g].get(m, np.nan) for g in groups], width, label=m)
+    ax.set_xticks(x + width * (len(models) - 1) / 2, groups, rotation=20)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    _save(fig, path)

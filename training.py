@@ -1,0 +1,268 @@
+"""Brain-tuning training pieces: story windows and targets, controls, losses, schedule, loops, checkpoints.
+
+The script `brain_trainer_story.py` reads top to bottom and calls these. Shapes: windows (B, n_samples)
+float32 at 16 kHz; targets (B, n_targets) float32 (z-scored responses of the selected voxels, or any
+TR-aligned feature matrix).
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from data_utils import DataError, Ds003020
+from timing import TRGrid, cut_window, response_tr_indices, window_end_samples, window_samples
+
+LOSSES = ("mse", "spatial_corr", "temporal_corr")
+CONTROLS = ("story-swap", "block-shuffle")
+
+
+@dataclass
+class StoryData:
+    """One story ready for brain-tuning: waveform, TR grid and one target row per hf5 row."""
+    name: str
+    wav: np.ndarray        # (n_samples,) float32, 16 kHz
+    grid: TRGrid
+    targets: np.ndarray    # (n_rows, n_targets) float32
+
+
+def load_story_data(data: Ds003020, subject: str, stories: list[str], voxels: np.ndarray | None,
+                    targets_from: dict[str, np.ndarray] | None = None, quiet: bool = False) -> list[StoryData]:
+    """Waveforms, grids and targets of `stories` (responses of `voxels`, or `targets_from[story]`)."""
+    out = []
+    for story in tqdm(stories, desc="loading stories", leave=False, disable=quiet):
+        grid = data.tr_grid(story)
+        resp = data.load_responses(subject, story, voxels=voxels)
+        if targets_from is not None:
+            if story not in targets_from:
+                raise DataError(f"--targets-from file has no entry for story '{story}' (has "
+                                f"{sorted(targets_from)[:6]}...)")
+            tgt = np.asarray(targets_from[story], dtype=np.float32)
+            if tgt.ndim != 2 or tgt.shape[0] != resp.shape[0]:
+                raise DataError(f"--targets-from '{story}': expected ({resp.shape[0]}, F) rows aligned with the "
+                                f"responses, found shape {tgt.shape}")
+            resp = tgt
+        out.append(StoryData(story, data.audio(story), grid, resp))
+    return out
+
+
+def apply_target_control(stories: list[StoryData], control: str, seed: int, block_trs: int = 10,
+                         min_block_distance: int = 2) -> list[StoryData]:
+    """Decouple targets from the audio (SPEC-methods.md §7).
+
+    story-swap: each story takes the responses of another story (cyclic pairing, cropped or wrapped to length).
+    block-shuffle: TR blocks of `block_trs` rows are permuted so that no block lands within
+    `min_block_distance` blocks of its own position.
+    """
+    rng = np.random.default_rng(seed)
+    if control == "story-swap":
+        if len(stories) < 2:
+            raise DataError("target control 'story-swap' needs at least 2 stories in a split")
+        order = np.roll(np.arange(len(stories)), 1 + rng.integers(len(stories) - 1))
+        out = []
+        for s, j in zip(stories, order):
+            other = stories[j].targets
+            idx = np.arange(len(s.targets)) % len(other)
+            out.append(StoryData(s.name, s.wav, s.grid, other[idx]))
+        return out
+    if control == "block-shuffle":
+        out = []
+        for s in stories:
+            n_blocks = math.ceil(len(s.targets) / block_trs)
+            perm = _distant_permutation(n_blocks, min_block_distance, rng)
+            rows = np.concatenate([np.arange(b * block_trs, min((b + 1) * block_trs, len(s.targets))) for b in perm])
+            out.append(StoryData(s.name, s.wav, s.grid, s.targets[rows]))
+        return out
+    raise ValueError(f"unknown target control {control!r} (expected one of {CONTROLS})")
+
+
+def _distant_permutation(n: int, min_distance: int, rng) -> np.ndarray:
+    """A permutation p of range(n) with |p[i] - i| >= min_distance where possible (else a half rotation)."""
+    for _ in range(2000):
+        p = rng.permutation(n)
+        if np.all(np.abs(p - np.arange(n)) >= min_distance):
+            return p
+    return np.roll(np.arange(n), n // 2)
+
+
+class WindowDataset(torch.utils.data.Dataset):
+    """(window, target) pairs: the 5-TR audio window ending at the end of TR j+10, and hf5 row j's target.
+
+    Windows are cut on access from the story waveforms, never materialised all at once.
+    """
+
+    def __init__(self, stories: list[StoryData], n_chunks: int = 5, sample_rate: int = 16000):
+        self.stories = stories
+        self.index = [(si, j) for si, s in enumerate(stories) for j in range(len(s.targets))]
+        tr = stories[0].grid.tr
+        self.length = window_samples(tr, n_chunks, sample_rate)
+        self.ends = [window_end_samples(s.grid, response_tr_indices(len(s.targets)), sample_rate) for s in stories]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int):
+        si, j = self.index[i]
+        s = self.stories[si]
+        return torch.from_numpy(cut_window(s.wav, int(self.ends[si][j]), self.length)), torch.from_numpy(s.targets[j])
+
+
+# ----------------------------------------------------------------------------------------------- losses
+def _pearson(pred: torch.Tensor, target: torch.Tensor, dim: int) -> torch.Tensor:
+    p = pred - pred.mean(dim=dim, keepdim=True)
+    t = target - target.mean(dim=dim, keepdim=True)
+    return (p * t).sum(dim) / (p.norm(dim=dim) * t.norm(dim=dim) + 1e-8)
+
+
+def brain_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    """Loss between predictions and targets (B, V).
+
+    mse: mean squared error. spatial_corr: −mean over samples of the correlation across voxels (BrainWavLM).
+    temporal_corr: −mean over voxels of the correlation across the samples of the batch.
+    """
+    pred, target = pred.float(), target.float()
+    if kind == "mse":
+        return nn.functional.mse_loss(pred, target)
+    if kind == "spatial_corr":
+        return -_pearson(pred, target, dim=1).mean()
+    if kind == "temporal_corr":
+        return -_pearson(pred, target, dim=0).mean()
+    raise ValueError(f"unknown loss {kind!r} (expected one of {LOSSES})")
+
+
+def warmup_linear_decay(total_steps: int, warmup_fraction: float = 0.1):
+    """LR multiplier: linear warm-up over `warmup_fraction` of the steps, then linear decay to 0."""
+    warmup = max(1, int(round(warmup_fraction * total_steps)))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+    return factor
+
+
+# ----------------------------------------------------------------------------------------------- loops
+def autocast(device: torch.device, precision: str):
+    if precision == "bf16" and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast(device.type, enabled=False)
+
+
+def train_one_epoch(model, loader, optimizer, scheduler, loss_kind: str, accum_steps: int, device, precision: str,
+                    desc: str = "train", stop_after_steps: int | None = None, step_offset: int = 0,
+                    disable_progress: bool = False) -> tuple[float, int]:
+    """One pass over `loader` with gradient accumulation; returns (mean loss, optimizer steps taken).
+
+    `stop_after_steps` (testing crash recovery) raises SystemExit(75) once that many optimizer steps of the
+    run (counting `step_offset` earlier ones) are done, without writing anything.
+    """
+    model.train()
+    total, count, steps = 0.0, 0, 0
+    optimizer.zero_grad(set_to_none=True)
+    micro = 0
+    for wav, target in tqdm(loader, desc=desc, leave=False, disable=disable_progress):
+        wav, target = wav.to(device, non_blocking=True), target.to(device, non_blocking=True)
+        last_micro = (micro + 1) % accum_steps == 0
+        sync = model.no_sync() if hasattr(model, "no_sync") and not last_micro else _null()
+        with sync, autocast(device, precision):
+            loss = brain_loss(model(wav), target, loss_kind)
+        (loss / accum_steps).backward()
+        total += loss.item() * len(wav)
+        count += len(wav)
+        micro += 1
+        if last_micro:
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            steps += 1
+            if stop_after_steps is not None and step_offset + steps >= stop_after_steps:
+                raise SystemExit(75)
+    if micro % accum_steps:  # a last partial accumulation still counts as a step
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        steps += 1
+    return total / max(count, 1), steps
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+@torch.no_grad()
+def evaluate(model, loader, loss_kind: str, device, precision: str, disable_progress: bool = False) -> dict:
+    """Validation loss (sample-weighted) and mean voxelwise correlation over all validation rows."""
+    from eval_utils import columnwise_correlation
+    model.eval()
+    preds, targets, total, count = [], [], 0.0, 0
+    for wav, target in tqdm(loader, desc="validate", leave=False, disable=disable_progress):
+        wav, target = wav.to(device), target.to(device)
+        with autocast(device, precision):
+            pred = model(wav)
+        total += brain_loss(pred, target, loss_kind).item() * len(wav)
+        count += len(wav)
+        preds.append(pred.float().cpu().numpy())
+        targets.append(target.cpu().numpy())
+    r = columnwise_correlation(np.concatenate(preds), np.concatenate(targets))
+    return {"val_loss": total / max(count, 1), "val_corr": float(np.mean(r))}
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints
+def save_training_state(path_dir: Path, model, optimizer, scheduler, state: dict) -> None:
+    """Write everything needed to resume into `path_dir` (weights as safetensors, the rest as a .pt)."""
+    from safetensors.torch import save_file
+
+    from run_utils import write_json_atomic
+    path_dir.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(_dedupe_shared(weights), str(path_dir / "model.safetensors"))
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, path_dir / "optim.pt")
+    write_json_atomic(path_dir / "state.json", state)
+
+
+def _dedupe_shared(weights: dict) -> dict:
+    # safetensors refuses tensors sharing memory (tied weights): store clones
+    seen, out = set(), {}
+    for k, v in weights.items():
+        ptr = v.data_ptr()
+        out[k] = v.clone() if ptr in seen else v
+        seen.add(ptr)
+    return out
+
+
+def load_training_state(path_dir: Path, model, optimizer, scheduler) -> dict:
+    """Restore weights, optimizer and scheduler from `path_dir`; returns the saved state dict."""
+    import json
+
+    from safetensors.torch import load_file
+    model.load_state_dict(load_file(str(path_dir / "model.safetensors")))
+    opt = torch.load(path_dir / "optim.pt", weights_only=True, map_location="cpu")
+    optimizer.load_state_dict(opt["optimizer"])
+    scheduler.load_state_dict(opt["scheduler"])
+    return json.loads((path_dir / "state.json").read_text())
+
+
+def distributed_setup() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) from torchrun's environment; initialises the process group if > 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend=backend)
+    return rank, world, local
+
+
+def epoch_timer() -> float:
+    return time.perf_counter()
