@@ -203,7 +203,7 @@ def main(argv=None) -> int:
                      "train_windows": len(train_set), "val_windows": len(val_set),
                      "window_samples": train_set.length, "pooling": "mean of last hidden state over real-audio frames",
                      "target_control_applies_to": "train and validation stories" if args.target_control else None},
-        "split": split.as_dict()})
+        "stories": split.as_dict()})
     run_config = {"args": config, "command": command_line(), "started": timestamp(), "versions": package_versions()}
     if is_main:
         write_json_atomic(out_dir / "config.json", run_config)
@@ -228,7 +228,8 @@ def main(argv=None) -> int:
     for epoch in range(state["epoch"] + 1, args.num_epochs + 1):
         if state["bad_epochs"] >= args.patience:
             break
-        torch.manual_seed(args.seed * 100003 + epoch)  # dropout & order depend on (seed, epoch) only: exact resume
+        # dropout, SpecAugment masks (numpy) and order depend on (seed, epoch) only: a resumed run is exact
+        set_seed(args.seed * 100003 + epoch)
         if world > 1:
             sampler = torch.utils.data.DistributedSampler(train_set, num_replicas=world, rank=rank, seed=args.seed)
             sampler.set_epoch(epoch)

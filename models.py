@@ -146,10 +146,18 @@ class SpeechEncoder(nn.Module):
         else:
             if self.do_normalize:  # the feature extractor's zero-mean unit-variance normalisation
                 wav = (wav - wav.mean(dim=1, keepdim=True)) / torch.sqrt(wav.var(dim=1, keepdim=True, unbiased=False) + 1e-7)
-            out = self.model(wav, output_hidden_states=True)
-            states = list(out.hidden_states)
+            if layers == [self.num_layers]:
+                # only the last layer: no per-layer recording (LayerDrop in training skips recorded layers)
+                out = self.model(wav)
+                states = [None] * self.num_layers + [out.last_hidden_state]
+            else:
+                out = self.model(wav, output_hidden_states=True)
+                states = list(out.hidden_states)
+                if len(states) != self.num_layers + 1:
+                    raise ModelError(f"expected {self.num_layers + 1} hidden states, got {len(states)} "
+                                     f"(LayerDrop active in training mode?)")
         n_valid = self.frame_count(wav.shape[1])
-        frames = states[0].shape[1]
+        frames = states[layers[0]].shape[1]
         valid = torch.zeros(wav.shape[0], frames, dtype=torch.bool, device=wav.device)
         valid[:, :min(n_valid, frames)] = True
         return [states[i] for i in layers], valid

@@ -23,3 +23,14 @@ def mini(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def mini_root(mini) -> Path:
     return mini / "ds003020"
+
+
+FAMILIES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "whisper")
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict:
+    """model_type -> folder of a tiny randomly initialised model (hidden 64, 2 layers) with its extractor."""
+    from model_zoo import build_random_model
+    base = tmp_path_factory.mktemp("models")
+    return {t: str(build_random_model(t, base / t)) for t in FAMILIES}

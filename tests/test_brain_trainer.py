@@ -1,0 +1,142 @@
+"""End-to-end runs of brain_trainer_story.py on the tiny miniature with tiny random models."""
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import brain_trainer_story as trainer
+from conftest import FAMILIES
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(mini, model, out, *extra):
+    argv = ["--data-dir", str(mini / "ds003020"), "--subject", "UTS01", "--model-name", model,
+            "--nc-dir", str(mini / "subject_NCs"), "--out-dir", str(out), "--batch-size", "16",
+            "--num-epochs", "2", "--no-progress", "--seed", "3", *extra]
+    return trainer.main(argv)
+
+
+def metrics(out):
+    with open(Path(out) / "metrics.csv") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_family_trains_and_lowers_validation_loss(mini, tiny_models, family, tmp_path):
+    extra = ["--whisper-mode", "truncate"] if family == "whisper" else []
+    assert run(mini, tiny_models[family], tmp_path / "r", "--head-lr", "3e-3", *extra) == 0
+    m = metrics(tmp_path / "r")
+    assert [r["epoch"] for r in m] == [0, 1, 2]
+    assert min(r["val_loss"] for r in m[1:]) < m[0]["val_loss"]
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    nc = np.load(mini / "subject_NCs" / "UTS01.npy")
+    assert cfg["args"]["resolved"]["n_targets"] == int((nc > 0.4).sum())
+    assert cfg["versions"]["torch"] and cfg["args"]["stories"]["val"] == ["stagefright", "life"]
+    for name in ("metrics.csv", "loss_curve.png", "best/config.json", "best/voxel_head.safetensors",
+                 "best/preprocessor_config.json", "last/optim.pt", "last/model.safetensors"):
+        assert (tmp_path / "r" / name).is_file(), name
+
+
+def test_best_dir_reproduces_the_best_validation_loss(mini, tiny_models, tmp_path):
+    from transformers import AutoFeatureExtractor, AutoModel
+
+    import data_utils as du
+    import models
+    import training
+    assert run(mini, tiny_models["hubert"], tmp_path / "r", "--lora-rank", "4", "--head-rank", "8") == 0
+    out = tmp_path / "r"
+    best = json.loads((out / "best" / "brain_tuning.json").read_text())
+    backbone = AutoModel.from_pretrained(out / "best")
+    enc = models.SpeechEncoder(backbone, AutoFeatureExtractor.from_pretrained(out / "best"), "hubert")
+    model = models.BrainTuningModel(enc, models.load_head(out / "best"))
+    data = du.Ds003020(mini / "ds003020")
+    voxels = np.load(out / "target_voxels.npy")
+    val = training.WindowDataset(training.load_story_data(data, "UTS01", ["stagefright", "life"], voxels, quiet=True))
+    res = training.evaluate(model, torch.utils.data.DataLoader(val, batch_size=16), "mse", torch.device("cpu"), "fp32", True)
+    assert res["val_loss"] == pytest.approx(best["val_loss"], rel=1e-4)
+
+
+def test_roi_hemisphere_losses_and_controls(mini, tiny_models, tmp_path):
+    rois = json.loads((mini / "rois" / "UTS01.json").read_text())
+    nc = np.load(mini / "subject_NCs" / "UTS01.npy")
+    model = tiny_models["wav2vec2"]
+    assert run(mini, model, tmp_path / "roi", "--roi-file", str(mini / "rois" / "UTS01.json"), "--roi", "auditory",
+               "--hemisphere", "left", "--loss", "spatial_corr", "--num-epochs", "1") == 0
+    expected = sorted(set(np.flatnonzero(nc > 0.4)) & set(rois["auditory"]) & set(rois["left_hemisphere"]))
+    np.testing.assert_array_equal(np.load(tmp_path / "roi" / "target_voxels.npy"), expected)
+    assert np.isfinite(metrics(tmp_path / "roi")[-1]["val_loss"])
+    for control in ("story-swap", "block-shuffle"):
+        assert run(mini, model, tmp_path / control, "--target-control", control, "--loss", "temporal_corr",
+                   "--num-epochs", "1") == 0
+        cfg = json.loads((tmp_path / control / "config.json").read_text())
+        assert cfg["args"]["target_control"] == control
+        assert metrics(tmp_path / control)[-1]["val_loss"] <= 0  # a negative correlation loss
+
+
+def test_teacher_targets_from_file(mini, tiny_models, tmp_path):
+    import data_utils as du
+    data = du.Ds003020(mini / "ds003020")
+    rng = np.random.default_rng(0)
+    targets = {s: rng.normal(size=(data.respdict[s] - 20, 6)).astype(np.float32) for s in data.stories("UTS01")}
+    np.savez(tmp_path / "teacher.npz", **targets)
+    assert run(mini, tiny_models["wav2vec2"], tmp_path / "t", "--targets-from", str(tmp_path / "teacher.npz"),
+               "--num-epochs", "1") == 0
+    assert json.loads((tmp_path / "t" / "config.json").read_text())["args"]["resolved"]["n_targets"] == 6
+    bad = dict(targets, souls=targets["souls"][:-2])
+    np.savez(tmp_path / "bad.npz", **bad)
+    assert run(mini, tiny_models["wav2vec2"], tmp_path / "b", "--targets-from", str(tmp_path / "bad.npz")) == trainer.EXIT_DATA
+
+
+def test_resume_after_a_kill_matches_an_uninterrupted_run(mini, tiny_models, tmp_path):
+    model = tiny_models["wav2vec2"]
+    args = ("--num-epochs", "3", "--micro-batch-size", "8")
+    assert run(mini, model, tmp_path / "full", *args) == 0
+    with pytest.raises(SystemExit) as killed:  # 60 windows, 4 steps per epoch: dies after 2 steps of epoch 2
+        run(mini, model, tmp_path / "cut", *args, "--stop-after-steps", "6")
+    assert killed.value.code == 75
+    assert [r["epoch"] for r in metrics(tmp_path / "cut")] == [0, 1]
+    assert run(mini, model, tmp_path / "cut", *args) == trainer.EXIT_USAGE  # refuses without --resume
+    assert run(mini, model, tmp_path / "cut", *args, "--resume") == 0
+    full, cut = metrics(tmp_path / "full"), metrics(tmp_path / "cut")
+    assert [r["epoch"] for r in cut] == [0, 1, 2, 3]
+    for a, b in zip(full, cut):
+        for key in ("train_loss", "val_loss", "val_corr", "lr"):
+            if not np.isnan(a[key]):
+                assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), (a["epoch"], key)
+    assert run(mini, model, tmp_path / "cut", "--num-epochs", "3", "--micro-batch-size", "8", "--lr", "1e-3",
+               "--resume") == trainer.EXIT_USAGE  # a different run
+
+
+def test_clear_errors(mini, tiny_models, tmp_path, capsys):
+    model = tiny_models["wav2vec2"]
+    assert run(mini, model, tmp_path / "a", "--nc-threshold", "0.999") == trainer.EXIT_DATA
+    assert "no voxel has a noise ceiling above 0.999" in capsys.readouterr().err
+    np.save(tmp_path / "nc.npy", np.ones(7) * 0.5)
+    assert run(mini, model, tmp_path / "b", "--nc-file", str(tmp_path / "nc.npy")) == trainer.EXIT_DATA
+    assert "nc.npy: noise ceiling has 7 values but subject UTS01 has 120 voxels" in capsys.readouterr().err
+    assert run(mini, model, tmp_path / "c", "--train-stories", "legacy", "naked") == trainer.EXIT_DATA
+    assert "none of the requested training stories has responses" in capsys.readouterr().err
+    assert run(mini, str(tmp_path / "nomodel"), tmp_path / "d") == trainer.EXIT_USAGE
+    assert "cannot load a model config" in capsys.readouterr().err
+
+
+def test_ddp_two_cpu_processes(mini, tiny_models, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531",
+           str(REPO / "brain_trainer_story.py"), "--data-dir", str(mini / "ds003020"), "--subject", "UTS01",
+           "--model-name", tiny_models["wav2vec2"], "--nc-dir", str(mini / "subject_NCs"), "--out-dir", str(out),
+           "--batch-size", "16", "--num-epochs", "1", "--no-progress"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["args"]["resolved"]["world_size"] == 2 and cfg["args"]["resolved"]["micro_batch_size"] == 8
+    assert (out / "best" / "model.safetensors").is_file()
+    assert res.stdout.count("epoch 1:") == 1  # only rank 0 reports and writes

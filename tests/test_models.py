@@ -1,0 +1,107 @@
+import numpy as np
+import pytest
+import torch
+
+from conftest import FAMILIES
+from models import (BrainTuningModel, ModelError, SpeechEncoder, VoxelHead, apply_lora, load_backbone, load_head,
+                    masked_mean, save_tuned)
+
+
+def _encoder(path, mode="pad30"):
+    model, fe, mt = load_backbone(path)
+    enc = SpeechEncoder(model, fe, mt, mode)
+    enc.freeze_feature_encoder()
+    return enc, fe
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_hidden_state_convention_and_frozen_front_end(tiny_models, family):
+    enc, _ = _encoder(tiny_models[family])
+    enc.eval()
+    wav = torch.randn(2, 16000)
+    states, valid = enc(wav)
+    assert len(states) == enc.num_layers + 1 == 3
+    assert valid.sum(1).tolist() == [enc.frame_count(16000)] * 2
+    trainable = {n for n, p in enc.named_parameters() if p.requires_grad}
+    frozen_prefix = "model.encoder.conv" if family == "whisper" else "model.feature_extractor"
+    assert trainable and not any(n.startswith(frozen_prefix) for n in trainable)
+    with pytest.raises(ModelError, match=r"layer\(s\) \[7\] out of range: this model has hidden states 0..2"):
+        enc(wav, layers=[7])
+
+
+def test_whisper_pad30_matches_the_hf_encoder(tiny_models):
+    from transformers import WhisperModel
+    enc, fe = _encoder(tiny_models["whisper"])
+    enc.eval()
+    wav = np.random.default_rng(0).normal(size=16000 * 3).astype(np.float32) * 0.1
+    states, valid = enc(torch.from_numpy(wav)[None], layers=[0, 2])
+    feats = fe(wav, sampling_rate=16000, return_tensors="pt").input_features
+    ref = WhisperModel.from_pretrained(tiny_models["whisper"]).encoder.eval()
+    with torch.no_grad():
+        last = ref(feats).last_hidden_state
+    torch.testing.assert_close(states[1], last, atol=2e-4, rtol=1e-3)
+    assert valid.sum().item() == 150  # 3 s of audio = 150 encoder frames of 20 ms
+    trunc, _ = _encoder(tiny_models["whisper"], "truncate")
+    trunc.eval()
+    t_states, t_valid = trunc(torch.from_numpy(wav)[None], layers=[2])
+    assert t_states[0].shape[1] == 150 and bool(t_valid.all())
+
+
+def test_masked_mean_ignores_invalid_frames():
+    states = torch.tensor([[[1.0], [3.0], [100.0]]])
+    valid = torch.tensor([[True, True, False]])
+    assert masked_mean(states, valid).item() == 2.0
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_lora_parameter_receives_a_gradient(tiny_models, family):
+    enc, _ = _encoder(tiny_models[family])
+    targets = apply_lora(enc, rank=4, alpha=4, dropout=0.0)
+    model = BrainTuningModel(enc, VoxelHead(enc.hidden_size, 5, rank=3))
+    lora = {n: p for n, p in model.named_parameters() if "lora_" in n}
+    assert lora and all(p.requires_grad for p in lora.values())
+    assert not any(p.requires_grad for n, p in model.encoder.named_parameters() if "lora_" not in n)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    wav = torch.randn(3, 16000)
+    for _ in range(2):  # lora_B starts at 0, so lora_A's gradient is 0 until B has moved once
+        opt.zero_grad()
+        model(wav).pow(2).mean().backward()
+        opt.step()
+    dead = [n for n, p in lora.items() if p.grad is None or p.grad.abs().sum() == 0]
+    assert not dead, f"{family} ({targets}): LoRA parameters without gradient: {dead[:4]}"
+
+
+def test_wavlm_attention_lora_is_refused(tiny_models):
+    enc, _ = _encoder(tiny_models["wavlm"])
+    with pytest.raises(ModelError, match="would never run"):
+        apply_lora(enc, 4, 4, 0.0, targets=["q_proj", "v_proj"])
+
+
+@pytest.mark.parametrize("family", ["wav2vec2", "whisper"])
+def test_saved_model_reloads_as_a_standard_checkpoint(tiny_models, family, tmp_path):
+    from transformers import AutoModel
+    enc, fe = _encoder(tiny_models[family])
+    apply_lora(enc, 4, 4, 0.0)
+    model = BrainTuningModel(enc, VoxelHead(enc.hidden_size, 7))
+    with torch.no_grad():  # move LoRA away from its identity init so that merging matters
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    model.eval()
+    wav = torch.randn(2, 16000)
+    with torch.no_grad():
+        expected = model(wav)
+    save_tuned(model, fe, tmp_path / "best")
+    reloaded = AutoModel.from_pretrained(tmp_path / "best")
+    enc2 = SpeechEncoder(reloaded, fe, family)
+    again = BrainTuningModel(enc2, load_head(tmp_path / "best")).eval()
+    assert not any("lora" in n for n, _ in again.named_parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(again(wav), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_unknown_model_type_is_named(tmp_path):
+    from transformers import BertConfig
+    BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32).save_pretrained(tmp_path)
+    with pytest.raises(ModelError, match=r"model type 'bert' is not a supported speech encoder"):
+        load_backbone(str(tmp_path))

@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+import torch
+
+from training import StoryData, WindowDataset, _distant_permutation, apply_target_control, brain_loss, warmup_linear_decay
+from timing import simulated_tr_grid
+
+
+def _story(name, n_rows, n_vox=4, seed=0, resp=40):
+    rng = np.random.default_rng(seed)
+    grid = simulated_tr_grid(resp, 2.0)
+    return StoryData(name, rng.normal(size=16000 * (2 * resp - 20)).astype(np.float32), grid,
+                     rng.normal(size=(n_rows, n_vox)).astype(np.float32))
+
+
+def test_window_dataset_pairs_row_j_with_the_window_ending_at_tr_j_plus_10():
+    s = _story("a", 20)
+    s.wav[:] = np.arange(len(s.wav)) / 16000.0  # sample value = its time in seconds
+    ds = WindowDataset([s])
+    wav, target = ds[3]
+    # TR 13 ends at 13*2 - 10 + 2 = 18 s; the window covers 5 TRs = 10 s: [8, 18) s
+    assert wav.shape == (160000,)
+    assert wav[-1].item() == pytest.approx(18.0 - 1 / 16000, abs=1e-4)
+    assert wav[0].item() == pytest.approx(8.0, abs=1e-4)
+    np.testing.assert_array_equal(target.numpy(), s.targets[3])
+    first, _ = ds[0]  # TR 10 ends at 12 s: window [2, 12) s, no padding needed
+    assert first[0].item() == pytest.approx(2.0, abs=1e-4)
+
+
+def test_losses_against_numpy():
+    rng = np.random.default_rng(0)
+    p, t = rng.normal(size=(6, 5)), rng.normal(size=(6, 5))
+    pt, tt = torch.tensor(p), torch.tensor(t)
+    assert brain_loss(pt, tt, "mse").item() == pytest.approx(((p - t) ** 2).mean(), rel=1e-5)
+    spatial = np.mean([np.corrcoef(p[i], t[i])[0, 1] for i in range(6)])
+    temporal = np.mean([np.corrcoef(p[:, v], t[:, v])[0, 1] for v in range(5)])
+    assert brain_loss(pt, tt, "spatial_corr").item() == pytest.approx(-spatial, rel=1e-4)
+    assert brain_loss(pt, tt, "temporal_corr").item() == pytest.approx(-temporal, rel=1e-4)
+    with pytest.raises(ValueError, match="unknown loss 'l1'"):
+        brain_loss(pt, tt, "l1")
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+    f = warmup_linear_decay(100, 0.1)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0) and f(55) == pytest.approx(0.5) and f(100) == 0.0
+
+
+def test_controls_decouple_targets():
+    stories = [_story(n, r, seed=i) for i, (n, r) in enumerate([("a", 20), ("b", 25), ("c", 18)])]
+    swapped = apply_target_control(stories, "story-swap", seed=0)
+    for s, w in zip(stories, swapped):
+        assert w.targets.shape == s.targets.shape and w.wav is s.wav
+        others = [o for o in stories if o is not s]
+        assert any(np.array_equal(w.targets[:5], o.targets[:5]) for o in others)
+    shuffled = apply_target_control(stories, "block-shuffle", seed=0, block_trs=4)
+    for s, b in zip(stories, shuffled):
+        assert sorted(map(tuple, b.targets)) == sorted(map(tuple, s.targets))  # same rows, new order
+        assert not np.array_equal(b.targets[:4], s.targets[:4])
+    p = _distant_permutation(10, 2, np.random.default_rng(1))
+    assert sorted(p) == list(range(10)) and np.all(np.abs(p - np.arange(10)) >= 2)
