@@ -1,0 +1,101 @@
+"""Encoding-model alignment of layer features with fMRI: design matrices, per-layer fits, ROI summaries.
+
+Arrays in, arrays out (SPEC-methods.md §3–§4). The script `brain_evaluate.py` does the I/O around it.
+Conventions: per story, features are Lanczos-downsampled to the TR midpoints, trimmed (train rows [10:-5],
+test rows [50:-5]), z-scored per column, stacked over stories, then FIR-delayed by 1–4 TRs.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from eval_utils import DEFAULT_DELAYS, cc_norm, columnwise_correlation, lanczosinterp2d, make_delayed, zscore
+from ridge import DEFAULT_ALPHAS, bootstrap_ridge, ridge_predict
+from timing import TRGrid, trim_slice
+
+
+def story_tr_features(times: np.ndarray, feats: np.ndarray, grid: TRGrid, test: bool) -> np.ndarray:
+    """(n, F) features at `times` (s) -> trimmed, z-scored (rows, F) at the story's TRs."""
+    at_trs = lanczosinterp2d(feats, times, grid.tr_times)
+    return zscore(at_trs[trim_slice(grid.n_tr, test=test)]).astype(np.float32)
+
+
+def stack_design(per_story: dict[str, np.ndarray], train_stories: list[str], test_story: str,
+                 delays=DEFAULT_DELAYS) -> tuple[np.ndarray, np.ndarray]:
+    """Delayed design matrices: X_train (Σ train rows, F·D) and X_test (test rows, F·D)."""
+    x_train = make_delayed(np.vstack([per_story[s] for s in train_stories]), delays)
+    x_test = make_delayed(per_story[test_story], delays)
+    return x_train, x_test
+
+
+def fit_and_score(x_train, y_train, x_test, y_test, cc_max: np.ndarray, nc_floor: float = 0.1,
+                  alphas=DEFAULT_ALPHAS, ridge_kwargs: dict | None = None) -> dict:
+    """Ridge (per-voxel alpha) on the training TRs, scored on the test story.
+
+    Returns dict with r (V,), cc_norm (V,), alphas (V,), edge_fraction.
+    """
+    res = bootstrap_ridge(x_train, y_train, x_test, alphas=alphas, **(ridge_kwargs or {}))
+    r = columnwise_correlation(res.predictions, y_test)
+    return {"r": r, "cc_norm": cc_norm(r, cc_max, nc_floor), "alphas": res.alphas, "edge_fraction": res.edge_fraction}
+
+
+def residualize(model_train: np.ndarray, model_test: np.ndarray, low_train: np.ndarray, low_test: np.ndarray,
+                ridge_kwargs: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Regress low-level features out of model features (alpha per model feature by CV, fit on train TRs).
+
+    Returns the z-scored residuals (train, test).
+    """
+    kwargs = dict(ridge_kwargs or {}, score="corr")
+    res = bootstrap_ridge(low_train, model_train, low_test, **kwargs)
+    fit_train = ridge_predict(low_train, model_train, low_train, res.alphas)
+    return zscore(model_train - fit_train), zscore(model_test - res.predictions)
+
+
+def roi_summary(result: dict, rois: dict[str, np.ndarray]) -> dict:
+    """Per ROI: mean cc_norm (over voxels with a defined value), mean r, and voxel counts."""
+    out = {}
+    for name, idx in rois.items():
+        ccn = result["cc_norm"][idx]
+        out[name] = {"cc_norm": float(np.nanmean(ccn)) if np.isfinite(ccn).any() else float("nan"),
+                     "r": float(np.mean(result["r"][idx])) if len(idx) else float("nan"),
+                     "n_voxels": int(len(idx)), "n_above_floor": int(np.isfinite(ccn).sum())}
+    return out
+
+
+def upper_middle_layers(layers: list[int], n_layers: int) -> list[int]:
+    """Requested layers in the upper-middle of the network: n/2 < layer <= ceil(0.85·n) (12 layers: 7–10)."""
+    chosen = [l for l in layers if n_layers / 2 < l <= int(np.ceil(0.85 * n_layers))]
+    return chosen or [max(layers)]
+
+
+def low_level_impact(full: float, residual: float) -> float:
+    """100·(align_full − align_residual)/align_full (percent of alignment explained by low-level features)."""
+    return float(100.0 * (full - residual) / full) if full and np.isfinite(full) else float("nan")
+
+
+def relative_change(new: float, reference: float) -> float:
+    """Percent change of `new` over `reference`."""
+    return float(100.0 * (new - reference) / abs(reference)) if reference and np.isfinite(reference) else float("nan")
+
+
+def wilcoxon_compare(tuned: np.ndarray, pretrained: np.ndarray) -> dict:
+    """Wilcoxon signed-rank test across subjects (paired values); mean ± SEM of each."""
+    from scipy.stats import wilcoxon
+    tuned, pretrained = np.asarray(tuned, float), np.asarray(pretrained, float)
+    sem = lambda x: float(np.std(x, ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")  # noqa: E731
+    out = {"tuned_mean": float(tuned.mean()), "tuned_sem": sem(tuned), "pretrained_mean": float(pretrained.mean()),
+           "pretrained_sem": sem(pretrained), "n": int(len(tuned))}
+    if len(tuned) >= 2 and np.any(tuned != pretrained):
+        stat, p = wilcoxon(tuned, pretrained)
+        out.update(statistic=float(stat), p_value=float(p))
+    return out
+
+
+def low_level_features(wav: np.ndarray, phone_labels: list[str], phone_times: np.ndarray,
+                       grid: TRGrid, test: bool, n_bands: int = 16) -> np.ndarray:
+    """Low-level features of one story at its TRs: mel-band energies + articulatory features (trimmed, z-scored)."""
+    from low_level import articulatory_features, mel_band_energy
+    t_mel, mel = mel_band_energy(wav, 16000, n_bands=n_bands)
+    mel_tr = story_tr_features(t_mel, mel - mel.mean(0), grid, test)
+    art = articulatory_features(phone_labels)
+    art_tr = story_tr_features(phone_times, art, grid, test) if len(phone_labels) else np.zeros((len(mel_tr), 22))
+    return np.hstack([mel_tr, art_tr]).astype(np.float32)

@@ -1,0 +1,200 @@
+"""Noise-ceiling-normalised alignment of a speech model's layers with one subject's fMRI (held-out story).
+
+    python brain_evaluate.py --data-dir /path/to/ds003020 --subject UTS03 \
+        --model-name facebook/wav2vec2-base --out results/w2v_UTS03 [--roi-file rois.json] [--low-level]
+    python brain_evaluate.py --compare results/pre results/tuned results/control --out results/cmp
+
+A trainer's `best/` folder is a model like any other (--model-name runs/x/best); a model tuned on subject A
+evaluated with --subject B is the cross-subject transfer analysis. Outputs: layer_<l>.npz (voxelwise r,
+cc_max, cc_norm, alphas), summary.json, table.md, alignment_by_layer.png, config.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import alignment as al
+import data_utils as du
+import models
+from features import POOLINGS, FeatureCache, extract_story_features
+from timing import TEST_EXTRA_TRIM
+from run_utils import command_line, package_versions, set_seed, timestamp, write_json_atomic, write_text_atomic
+
+PAPER_LAYERS = (2, 5, 7, 8, 10, 11, 12)
+EXIT_USAGE, EXIT_DATA = 2, 3
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", required=True, help="result folder")
+    p.add_argument("--compare", nargs="+", metavar="DIR", help="only compare earlier result folders (first = reference)")
+    p.add_argument("--data-dir")
+    p.add_argument("--subject")
+    p.add_argument("--model-name", help="hub id, local model dir, or a trainer's best/")
+    p.add_argument("--layers", type=int, nargs="+", help="hidden-state indices (default: the paper's 2 5 7 8 10 11 12 "
+                                                          "that the model has, else all)")
+    p.add_argument("--train-stories", nargs="+", help="encoding-model training stories (default: the paper's 26)")
+    p.add_argument("--test-story", default=du.TEST_STORY)
+    p.add_argument("--roi-file", help="JSON {roi: [voxel indices]}; 'all' is always reported")
+    p.add_argument("--nc-dir", default=str(du.DEFAULT_NC_DIR), help="noise ceilings (computed from repeats if absent)")
+    p.add_argument("--nc-floor", type=float, default=0.1, help="cc_norm only where cc_max exceeds this")
+    p.add_argument("--tr", type=float, default=2.0045)
+    p.add_argument("--stride", type=float, default=0.1, help="seconds between feature windows")
+    p.add_argument("--context", type=float, default=16.0, help="seconds of context per window")
+    p.add_argument("--pooling", default="auto", choices=("auto",) + POOLINGS,
+                   help="auto = last frame (wav2vec family), mean over the window's last TR (Whisper)")
+    p.add_argument("--whisper-mode", default="pad30", choices=models.WHISPER_MODES)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--backend", default="numpy", choices=["numpy", "torch"], help="ridge backend (torch uses CUDA if present)")
+    p.add_argument("--ridge-score", default="r2", choices=["r2", "corr"], help="alpha selection criterion")
+    p.add_argument("--cache-dir", help="feature cache (default <data cache>/features)")
+    p.add_argument("--low-level", action="store_true", help="also run the low-level residual analysis (§4)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def resolve_layers(requested, n_layers: int) -> list[int]:
+    if requested:
+        bad = [l for l in requested if not 0 <= l <= n_layers]
+        if bad:
+            raise models.ModelError(f"--layers {bad} out of range: the model has hidden states 0..{n_layers}")
+        return sorted(set(requested))
+    paper = [l for l in PAPER_LAYERS if l <= n_layers]
+    return paper if n_layers >= 12 else list(range(1, n_layers + 1))
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out)
+    if args.compare:
+        from compare_results import compare
+        compare([Path(d) for d in args.compare], out)
+        return 0
+    if not (args.data_dir and args.subject and args.model_name):
+        print("error: --data-dir, --subject and --model-name are required (or --compare DIR...)", file=sys.stderr)
+        return EXIT_USAGE
+    set_seed(args.seed)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    subject = du.subject_id(args.subject)
+    try:
+        data = du.Ds003020(args.data_dir, tr=args.tr)
+        available = data.stories(subject)
+        train = [s for s in (args.train_stories or du.ENCODING_TRAIN_STORIES) if s != args.test_story]
+        missing = [s for s in train + [args.test_story] if s not in available]
+        if args.test_story in missing:
+            raise du.DataError(f"{data.response_path(subject, args.test_story)}: test story has no responses")
+        if args.train_stories and missing:
+            raise du.DataError(f"{subject} has no responses for {missing}")
+        train = [s for s in train if s in available]
+        n_vox = data.n_voxels(subject)
+        nc_file = du.nc_path(subject, args.nc_dir)
+        if nc_file.is_file():
+            cc_max, nc_source = du.load_noise_ceiling(subject, n_vox, nc_dir=args.nc_dir), str(nc_file)
+        else:
+            from compute_noise_ceiling import subject_noise_ceiling
+            cc_max, nc_source = subject_noise_ceiling(data, subject, args.test_story), "computed from repeats"
+        rois = {"all": np.arange(n_vox)}
+        if args.roi_file:
+            rois.update(du.load_roi_file(args.roi_file, n_vox))
+        y_train = np.vstack([data.load_responses(subject, s) for s in train])
+        y_test = data.load_responses(subject, args.test_story)[TEST_EXTRA_TRIM:]  # data[40:] <-> TR grid [50:-5]
+    except (du.DataError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_DATA
+    try:
+        backbone, extractor, model_type = models.load_backbone(args.model_name)
+        encoder = models.SpeechEncoder(backbone, extractor, model_type, args.whisper_mode)
+        n_layers = encoder.num_layers
+        layers = resolve_layers(args.layers, n_layers)
+    except models.ModelError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    pooling = args.pooling if args.pooling != "auto" else ("last_tr" if model_type == "whisper" else "last")
+    settings = {"stride": args.stride, "context": args.context, "pooling": pooling, "tr": args.tr,
+                "whisper_mode": args.whisper_mode if model_type == "whisper" else None}
+    cache = FeatureCache(Path(args.cache_dir) if args.cache_dir else data.cache_dir / "features", args.model_name, settings)
+    precision = "bf16" if device.type == "cuda" else "fp32"
+
+    # ---------------------------------------------------------------- features per story and layer
+    per_layer: dict[int, dict[str, np.ndarray]] = {l: {} for l in layers}
+    stories = train + [args.test_story]
+    from tqdm import tqdm
+    for story in tqdm(stories, desc="features", disable=args.no_progress):
+        cached = cache.load(story, layers)
+        if cached is None:
+            times, feats = extract_story_features(encoder, data.audio(story), layers, args.stride, args.context,
+                                                  pooling, args.tr, args.batch_size, device, precision,
+                                                  progress=not args.no_progress)
+            cache.save(story, layers, times, feats)
+        else:
+            times, feats = cached
+        grid = data.tr_grid(story)
+        for li, l in enumerate(layers):
+            per_layer[l][story] = al.story_tr_features(times, feats[li], grid, test=story == args.test_story)
+    del encoder, backbone
+
+    # ---------------------------------------------------------------- encoding models
+    ridge_kwargs = {"backend": args.backend, "score": args.ridge_score, "seed": args.seed}
+    low = None
+    if args.low_level:
+        low = {}
+        for story in stories:
+            ph = data.phones(story)
+            low[story] = al.low_level_features(data.audio(story), ph.labels, ph.midpoints, data.tr_grid(story),
+                                               test=story == args.test_story)
+    summary = {"subject": subject, "model": args.model_name, "model_type": model_type, "layers": layers,
+               "n_layers": n_layers, "upper_middle_layers": al.upper_middle_layers(layers, n_layers),
+               "per_layer": {}, "nc_floor": args.nc_floor}
+    out.mkdir(parents=True, exist_ok=True)
+    for l in tqdm(layers, desc="encoding models", disable=args.no_progress):
+        x_train, x_test = al.stack_design(per_layer[l], train, args.test_story)
+        res = al.fit_and_score(x_train, y_train, x_test, y_test, cc_max, args.nc_floor, ridge_kwargs=ridge_kwargs)
+        entry = {"rois": al.roi_summary(res, rois), "alpha_edge_fraction": res["edge_fraction"]}
+        arrays = {"r": res["r"], "cc_max": cc_max, "cc_norm": res["cc_norm"], "alphas": res["alphas"]}
+        if low is not None:
+            tr_m = np.vstack([per_layer[l][s] for s in train])
+            lo_tr = np.vstack([low[s] for s in train])
+            r_train, r_test = al.residualize(tr_m, per_layer[l][args.test_story], lo_tr, low[args.test_story],
+                                             {"backend": args.backend, "seed": args.seed})
+            xr_train, xr_test = al.stack_design({"train": r_train, "test": r_test}, ["train"], "test")
+            res_low = al.fit_and_score(xr_train, y_train, xr_test, y_test, cc_max, args.nc_floor, ridge_kwargs=ridge_kwargs)
+            entry["rois_residual"] = al.roi_summary(res_low, rois)
+            entry["low_level_impact"] = {roi: al.low_level_impact(entry["rois"][roi]["cc_norm"],
+                                                                  entry["rois_residual"][roi]["cc_norm"]) for roi in rois}
+            arrays["cc_norm_residual"] = res_low["cc_norm"]
+        np.savez(out / f"layer_{l}.npz", **arrays)
+        summary["per_layer"][str(l)] = entry
+    um = [str(l) for l in summary["upper_middle_layers"]]
+    summary["upper_middle_mean"] = {roi: float(np.nanmean([summary["per_layer"][l]["rois"][roi]["cc_norm"] for l in um]))
+                                    for roi in rois}
+    if low is not None:
+        summary["upper_middle_low_level_impact"] = {
+            roi: float(np.nanmean([summary["per_layer"][l]["low_level_impact"][roi] for l in um])) for roi in rois}
+    write_json_atomic(out / "summary.json", summary)
+    write_json_atomic(out / "config.json", {"args": vars(args), "resolved": {
+        "train_stories": train, "skipped_stories": missing, "layers": layers, "pooling": pooling,
+        "noise_ceiling": nc_source, "device": str(device), "ridge": {**ridge_kwargs, "penalty": "alpha^2 (Huth)",
+                                                                      "alphas": "logspace(1, 4, 15)"},
+        "feature_cache": str(cache.folder), "feature_cache_hits": cache.hits},
+        "command": command_line(), "finished": timestamp(), "versions": package_versions()})
+    from compare_results import render_single
+    from plotting import plot_layer_curves
+    table = render_single(summary)
+    write_text_atomic(out / "table.md", table)
+    curves = {roi: {Path(args.model_name).name: [summary["per_layer"][str(l)]["rois"][roi]["cc_norm"] for l in layers]}
+              for roi in rois}
+    plot_layer_curves(curves, layers, out / "alignment_by_layer.png", "mean cc_norm", title=subject)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Layer-wise features of a speech model on causal sliding windows of each story, cached on disk.
+
+For a story waveform, windows end every `stride` seconds (t = stride, 2·stride, …) and reach back `context`
+seconds plus one stride (shorter at story start; windows under 400 samples are dropped). Each window gives one
+vector per requested layer: the last frame (wav2vec2 family) or the mean over the frames of the window's
+last TR ("last_tr", the default for Whisper: with positions cut to the window its last frame carries almost
+nothing). Window end times are the feature times. Equal-length windows run in batches under inference mode.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from models import SpeechEncoder
+
+MIN_WINDOW_SAMPLES = 400
+POOLINGS = ("last", "last_tr", "mean")
+
+
+def window_bounds(n_samples: int, stride_s: float = 0.1, context_s: float = 16.0,
+                  sample_rate: int = 16000) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end samples (n_windows,) of the causal windows; ends at every stride, from exact times."""
+    n_windows = int(np.floor(n_samples / sample_rate / stride_s + 1e-9))
+    ends = np.round(np.arange(1, n_windows + 1) * stride_s * sample_rate).astype(np.int64)
+    starts = np.maximum(0, ends - int(round((context_s + stride_s) * sample_rate)))
+    keep = ends - starts >= MIN_WINDOW_SAMPLES
+    return starts[keep], ends[keep]
+
+
+def pool_frames(states: torch.Tensor, valid: torch.Tensor, pooling: str, n_last_frames: int) -> torch.Tensor:
+    """(B, frames, H) -> (B, H): last valid frame, mean of the last `n_last_frames` valid frames, or mean."""
+    n_valid = valid.sum(1)
+    if pooling == "last":
+        return states[torch.arange(len(states)), n_valid - 1]
+    if pooling == "mean":
+        w = valid.unsqueeze(-1).to(states.dtype)
+        return (states * w).sum(1) / w.sum(1)
+    idx = torch.arange(states.shape[1], device=states.device)[None, :]
+    lo = (n_valid - n_last_frames).clamp(min=0)[:, None]
+    w = ((idx >= lo) & (idx < n_valid[:, None])).unsqueeze(-1).to(states.dtype)
+    return (states * w).sum(1) / w.sum(1)
+
+
+@torch.inference_mode()
+def extract_story_features(encoder: SpeechEncoder, wav: np.ndarray, layers: list[int], stride_s: float = 0.1,
+                           context_s: float = 16.0, pooling: str = "last", tr: float = 2.0045, batch_size: int = 16,
+                           device: str | torch.device = "cpu", precision: str = "fp32",
+                           progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Features of one story.
+
+    Returns
+    -------
+    times : (n_windows,) window end times in seconds from audio onset.
+    feats : (n_layers, n_windows, hidden) float32.
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, found {pooling!r}")
+    encoder.eval().to(device)
+    starts, ends = window_bounds(len(wav), stride_s, context_s)
+    lengths = ends - starts
+    out = np.zeros((len(layers), len(ends), encoder.hidden_size), dtype=np.float32)
+    wav_t = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
+    frames_per_s = encoder.frame_count(16000 * 10) / 10.0
+    n_last = max(1, int(round(tr * frames_per_s)))
+    order = np.lexsort((ends, lengths))  # equal lengths side by side: batches need no padding
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = [g for b in batches for g in _split_by_length(b, lengths)]
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if precision == "bf16" and torch.device(device).type == "cuda" \
+        else torch.autocast("cpu", enabled=False)
+    for idx in tqdm(batches, desc="windows", leave=False, disable=not progress):
+        batch = torch.stack([wav_t[starts[i]:ends[i]] for i in idx]).to(device)
+        with autocast:
+            states, valid = encoder(batch, layers=layers)
+        for li, s in enumerate(states):
+            out[li, idx] = pool_frames(s.float(), valid, pooling, n_last).cpu().numpy()
+    return ends / 16000.0, out
+
+
+def _split_by_length(batch: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
+    groups = {}
+    for i in batch:
+        groups.setdefault(int(lengths[i]), []).append(i)
+    return [np.array(g) for g in groups.values()]
+
+
+def model_fingerprint(name_or_path: str) -> str:
+    """Identity of a model for the cache: hub id, or path + size + mtime of its weight and config files."""
+    p = Path(name_or_path)
+    if not p.is_dir():
+        return name_or_path
+    parts = [str(p.resolve())]
+    for f in sorted(p.glob("*.safetensors")) + sorted(p.glob("*.bin")) + sorted(p.glob("config.json")):
+        st = f.stat()
+        parts.append(f"{f.name}:{st.st_size}:{st.st_mtime_ns}")
+    return "|".join(parts)
+
+
+class FeatureCache:
+    """Per (model, story, settings) .npz files: a second evaluation of the same model extracts nothing."""
+
+    def __init__(self, folder: str | os.PathLike, model_name: str, settings: dict):
+        key = json.dumps({"model": model_fingerprint(model_name), **settings}, sort_keys=True)
+        self.folder = Path(folder) / hashlib.sha1(key.encode()).hexdigest()[:16]
+        self.settings = settings
+        self.hits = 0
+
+    def path(self, story: str) -> Path:
+        return self.folder / f"{story}.npz"
+
+    def load(self, story: str, layers: list[int]):
+        """(times, feats (n_layers, n, H)) if every requested layer is cached, else None."""
+        path = self.path(story)
+        if not path.is_file():
+            return None
+        with np.load(path, allow_pickle=False) as z:
+            have = list(z["layers"])
+            if not all(l in have for l in layers):
+                return None
+            self.hits += 1
+            return z["times"], z["feats"][[have.index(l) for l in layers]]
+
+    def save(self, story: str, layers: list[int], times: np.ndarray, feats: np.ndarray) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / "settings.json").write_text(json.dumps(self.settings, indent=1))
+        tmp = self.folder / f".{story}.{os.getpid()}.tmp.npz"
+        np.savez(tmp, times=times, feats=feats, layers=np.array(layers))
+        os.replace(tmp, self.path(story))
