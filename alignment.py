@@ -62,8 +62,8 @@ def roi_summary(result: dict, rois: dict[str, np.ndarray]) -> dict:
 
 
 def upper_middle_layers(layers: list[int], n_layers: int) -> list[int]:
-    """Requested layers in the upper-middle of the network: n/2 < layer <= ceil(0.85·n) (12 layers: 7–10)."""
-    chosen = [l for l in layers if n_layers / 2 < l <= int(np.ceil(0.85 * n_layers))]
+    """Requested layers in the upper-middle of the network: n/2 < layer <= floor(0.85·n) (12 layers: 7–10)."""
+    chosen = [l for l in layers if n_layers / 2 < l <= int(np.floor(0.85 * n_layers))]
     return chosen or [max(layers)]
 
 

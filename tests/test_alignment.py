@@ -1,0 +1,84 @@
+"""The encoding pipeline recovers the miniature's planted structure; brain_evaluate.py end to end."""
+import json
+
+import numpy as np
+import pytest
+
+import alignment as al
+import brain_evaluate
+from data_utils import ENCODING_TRAIN_STORIES, TEST_STORY, Ds003020, load_roi_file
+from timing import trim_slice
+
+
+def _truth_design(mini, data, kind):
+    feats = np.load(mini / "ground_truth" / "features.npz")
+    train = [s for s in ENCODING_TRAIN_STORIES if s in data.stories("UTS01")]
+    per_story = {}
+    for s in train + [TEST_STORY]:
+        f = feats[f"{s}/{kind}"]
+        per_story[s] = al.zscore(f[trim_slice(len(f), test=s == TEST_STORY)])
+    return train, al.stack_design(per_story, train, TEST_STORY)
+
+
+def test_planted_semantic_features_win_in_the_language_roi(mini, mini_root):
+    data = Ds003020(mini_root)
+    rois = load_roi_file(mini / "rois" / "UTS01.json")
+    nc = np.load(mini / "subject_NCs" / "UTS01.npy")
+    scores = {}
+    for kind in ("semantic", "acoustic"):
+        train, (x_tr, x_te) = _truth_design(mini, data, kind)
+        y_tr = np.vstack([data.load_responses("UTS01", s) for s in train])
+        y_te = data.load_responses("UTS01", TEST_STORY)[40:]
+        res = al.fit_and_score(x_tr, y_tr, x_te, y_te, nc, 0.1)
+        scores[kind] = al.roi_summary(res, {k: rois[k] for k in ("auditory", "language")})
+    assert scores["semantic"]["language"]["r"] > scores["acoustic"]["language"]["r"] + 0.05
+    assert scores["acoustic"]["auditory"]["r"] > scores["semantic"]["auditory"]["r"] + 0.05
+
+
+def test_upper_middle_layers_and_impact():
+    assert al.upper_middle_layers([2, 5, 7, 8, 10, 11, 12], 12) == [7, 8, 10]
+    assert al.upper_middle_layers([1, 2], 2) == [2]
+    assert al.low_level_impact(0.5, 0.4) == pytest.approx(20.0)
+    assert np.isnan(al.low_level_impact(0.0, 0.1))
+    w = al.wilcoxon_compare([0.5, 0.6, 0.55, 0.7, 0.65, 0.62], [0.4, 0.5, 0.5, 0.6, 0.55, 0.5])
+    assert w["p_value"] < 0.05 and w["n"] == 6
+
+
+def _eval(mini, model, out, *extra):
+    return brain_evaluate.main(["--data-dir", str(mini / "ds003020"), "--subject", "UTS02", "--model-name", model,
+                                "--out", str(out), "--nc-dir", str(mini / "subject_NCs"), "--roi-file",
+                                str(mini / "rois" / "UTS02.json"), "--stride", "0.5", "--context", "3",
+                                "--no-progress", "--cache-dir", str(out.parent / "cache"), *extra])
+
+
+def test_brain_evaluate_end_to_end_cache_and_compare(mini, tiny_models, tmp_path):
+    assert _eval(mini, tiny_models["wav2vec2"], tmp_path / "a", "--low-level") == 0
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["layers"] == [1, 2] and set(summary["upper_middle_mean"]) >= {"all", "auditory", "language"}
+    assert "low_level_impact" in summary["per_layer"]["2"]
+    z = np.load(tmp_path / "a" / "layer_2.npz")
+    v = Ds003020(mini / "ds003020").n_voxels("UTS02")
+    assert z["r"].shape == z["cc_norm"].shape == (v,)
+    assert np.all(np.isnan(z["cc_norm"][z["cc_max"] <= 0.1])) and not np.isinf(z["cc_norm"]).any()
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["resolved"]["feature_cache_hits"] == 0
+    for f in ("table.md", "alignment_by_layer.png"):
+        assert (tmp_path / "a" / f).is_file()
+    assert _eval(mini, tiny_models["wav2vec2"], tmp_path / "b") == 0  # same model: every story from the cache
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["resolved"]["feature_cache_hits"] == 6
+    np.testing.assert_allclose(np.load(tmp_path / "b" / "layer_2.npz")["r"], z["r"], atol=1e-6)
+    assert brain_evaluate.main(["--compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "cmp")]) == 0
+    table = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    assert table["change_vs_first_pct"]["b"]["all"] == pytest.approx(0.0, abs=1e-6)
+    assert (tmp_path / "cmp" / "alignment_by_layer.png").is_file()
+
+
+def test_bad_inputs(mini, tiny_models, tmp_path, capsys):
+    assert _eval(mini, tiny_models["hubert"], tmp_path / "x", "--layers", "9") == brain_evaluate.EXIT_USAGE
+    assert "--layers [9] out of range" in capsys.readouterr().err
+    assert _eval(mini, tiny_models["hubert"], tmp_path / "y", "--train-stories", "souls", "naked") == brain_evaluate.EXIT_DATA
+    assert "has no responses for ['naked']" in capsys.readouterr().err
+    np.save(tmp_path / "UTS02.npy", np.zeros(3))
+    assert brain_evaluate.main(["--data-dir", str(mini / "ds003020"), "--subject", "UTS02", "--model-name",
+                                tiny_models["hubert"], "--out", str(tmp_path / "z"), "--nc-dir", str(tmp_path)]) == \
+        brain_evaluate.EXIT_DATA
+    assert "noise ceiling has 3 values" in capsys.readouterr().err

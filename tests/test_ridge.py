@@ -1,0 +1,51 @@
+import numpy as np
+import pytest
+
+from ridge import bootstrap_ridge, chunked_holdout, ridge_predict
+
+
+@pytest.mark.parametrize("n,p", [(200, 30), (40, 120)])  # primal and kernel paths
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_fixed_alpha_matches_sklearn_with_squared_penalty(n, p, backend):
+    from sklearn.linear_model import Ridge
+    rng = np.random.default_rng(0)
+    x, y, xt = rng.normal(size=(n, p)), rng.normal(size=(n, 6)), rng.normal(size=(15, p))
+    alphas = np.array([3.0, 3.0, 10.0, 10.0, 30.0, 30.0])
+    pred = ridge_predict(x, y, xt, alphas, backend=backend)
+    for a in (3.0, 10.0, 30.0):
+        ref = Ridge(alpha=a ** 2, fit_intercept=False).fit(x, y).predict(xt)
+        cols = alphas == a
+        np.testing.assert_allclose(pred[:, cols], ref[:, cols], rtol=1e-3, atol=1e-4)
+
+
+def test_per_voxel_alphas_follow_the_noise():
+    rng = np.random.default_rng(1)
+    n, p = 400, 40
+    x = rng.normal(size=(n, p))
+    w = rng.normal(size=(p, 2))
+    y = np.column_stack([x @ w[:, 0] + 0.1 * rng.normal(size=n),      # clean: small alpha
+                         x @ w[:, 1] * 0.05 + rng.normal(size=n)])    # noisy: large alpha
+    res = bootstrap_ridge(x, y, x[:10], alphas=np.logspace(0, 3, 10))
+    assert res.alphas[0] < res.alphas[1]
+    assert res.scores.shape == (10, 2) and 0 <= res.edge_fraction <= 1
+
+
+def test_numpy_and_torch_pick_the_same_alphas():
+    rng = np.random.default_rng(2)
+    x, xt = rng.normal(size=(150, 20)), rng.normal(size=(30, 20))
+    y = x @ rng.normal(size=(20, 50)) * rng.uniform(0.01, 1, 50) + rng.normal(size=(150, 50))
+    a = bootstrap_ridge(x, y, xt, backend="numpy", voxel_chunk=7)
+    b = bootstrap_ridge(x, y, xt, backend="torch")
+    assert np.mean(a.alphas == b.alphas) > 0.95
+    np.testing.assert_allclose(a.predictions, b.predictions, atol=1e-3)
+
+
+def test_holdout_chunks_are_contiguous_quarter():
+    held = chunked_holdout(400, np.random.default_rng(0), chunk_len=20, fraction=0.25)
+    assert len(held) == 100 and len(np.unique(held)) == 100
+    assert all(len(set(range(s, s + 20)) - set(held)) == 0 for s in held[::20])
+
+
+def test_shape_errors_are_named():
+    with pytest.raises(ValueError, match="x_train has 5 rows but y_train has 4"):
+        bootstrap_ridge(np.zeros((5, 2)), np.zeros((4, 1)), np.zeros((1, 2)))
