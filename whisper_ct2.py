@@ -79,23 +79,23 @@ def ct2_to_hf_state(v: dict[str, np.ndarray], n_enc: int, n_dec: int) -> dict[st
     lin(f"{e}.conv2", f"{m}/conv2")
     sd[f"{e}.embed_positions.weight"] = v[f"{m}/position_encodings/encodings"]
     ln(f"{e}.layer_norm", f"{m}/layer_norm")
-    for i in range(n_enc):
-        s, d = f"{m}/layer_{i}", f"{e}.layers.{i}"
+    def self_attn_and_ffn(d, s):  # the parts encoder and decoder layers share
         ln(f"{d}.self_attn_layer_norm", f"{s}/self_attention/layer_norm")
         qkv(f"{d}.self_attn", f"{s}/self_attention/linear_0")
         lin(f"{d}.self_attn.out_proj", f"{s}/self_attention/linear_1")
         ln(f"{d}.final_layer_norm", f"{s}/ffn/layer_norm")
         lin(f"{d}.fc1", f"{s}/ffn/linear_0")
         lin(f"{d}.fc2", f"{s}/ffn/linear_1")
+
+    for i in range(n_enc):
+        self_attn_and_ffn(f"{e}.layers.{i}", f"{m}/layer_{i}")
     dd, m = "model.decoder", "decoder"
     sd[f"{dd}.embed_tokens.weight"] = v[f"{m}/embeddings/weight"]
     sd[f"{dd}.embed_positions.weight"] = v[f"{m}/position_encodings/encodings"]
     ln(f"{dd}.layer_norm", f"{m}/layer_norm")
     for i in range(n_dec):
         s, d = f"{m}/layer_{i}", f"{dd}.layers.{i}"
-        ln(f"{d}.self_attn_layer_norm", f"{s}/self_attention/layer_norm")
-        qkv(f"{d}.self_attn", f"{s}/self_attention/linear_0")
-        lin(f"{d}.self_attn.out_proj", f"{s}/self_attention/linear_1")
+        self_attn_and_ffn(d, s)
         ln(f"{d}.encoder_attn_layer_norm", f"{s}/attention/layer_norm")
         lin(f"{d}.encoder_attn.q_proj", f"{s}/attention/linear_0")
         w, b = v[f"{s}/attention/linear_1/weight"], v[f"{s}/attention/linear_1/bias"]
@@ -103,9 +103,6 @@ def ct2_to_hf_state(v: dict[str, np.ndarray], n_enc: int, n_dec: int) -> dict[st
         sd[f"{d}.encoder_attn.k_proj.weight"] = w[:half]
         sd[f"{d}.encoder_attn.v_proj.weight"], sd[f"{d}.encoder_attn.v_proj.bias"] = w[half:], b[half:]
         lin(f"{d}.encoder_attn.out_proj", f"{s}/attention/linear_2")
-        ln(f"{d}.final_layer_norm", f"{s}/ffn/layer_norm")
-        lin(f"{d}.fc1", f"{s}/ffn/linear_0")
-        lin(f"{d}.fc2", f"{s}/ffn/linear_1")
     sd["proj_out.weight"] = sd[f"{dd}.embed_tokens.weight"]
     return sd
 
