@@ -29,7 +29,7 @@ from run_utils import (command_line, package_versions, recover_dir, replace_dir,
 # Settings that define a run: a resumed run must agree on all of them.
 RUN_DEFINING = ("data_dir", "subject", "model_name", "nc_threshold", "roi", "hemisphere", "loss", "target_control",
                 "targets_from", "lora_rank", "head_rank", "batch_size", "lr", "head_lr", "seed", "tr", "whisper_mode",
-                "train_stories", "val_stories", "split", "num_epochs", "warmup_fraction")
+                "train_stories", "val_stories", "split", "num_epochs", "warmup_fraction", "freeze_layers", "init_head")
 EXIT_USAGE, EXIT_DATA = 2, 3
 
 
@@ -60,6 +60,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--lora-alpha", type=float, default=4.0)
     g.add_argument("--lora-dropout", type=float, default=0.1)
     g.add_argument("--lora-targets", nargs="+", help="module names to adapt (default per family)")
+    g.add_argument("--freeze-layers", type=int, default=0,
+                   help="also freeze the bottom N transformer layers (tune only the layers above)")
+    g.add_argument("--init-head", default="random", choices=["random", "ridge"],
+                   help="ridge = start from the ridge readout of the pretrained pooled features (alpha per voxel "
+                        "chosen on the validation windows)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--loss", default="mse", choices=training.LOSSES)
     g.add_argument("--lr", type=float, default=5e-5, help="backbone learning rate")
@@ -180,6 +185,7 @@ def main(argv=None) -> int:
         if args.lora_rank:
             lora_targets = models.apply_lora(encoder, args.lora_rank, args.lora_alpha, args.lora_dropout,
                                              args.lora_targets)
+        encoder.freeze_bottom_layers(args.freeze_layers)
     except models.ModelError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -221,7 +227,19 @@ def main(argv=None) -> int:
     # ---------------------------------------------------------------- loop
     val_loader = torch.utils.data.DataLoader(val_set, batch_size=micro, shuffle=False, num_workers=args.num_workers)
     quiet = args.no_progress or not is_main
-    if not state["metrics"]:  # epoch 0: the untrained head, the reference the run must beat
+    if not state["metrics"] and args.init_head == "ridge":
+        try:
+            head_info = training.init_head_ridge(model, torch.utils.data.DataLoader(train_set, batch_size=micro),
+                                                 val_loader, device, precision, quiet)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_USAGE
+        if world > 1:  # identical start on every rank
+            for p in model.head.parameters():
+                torch.distributed.broadcast(p.data, src=0)
+        if is_main:
+            print(f"voxel head initialised by ridge (median alpha {head_info['median_alpha']:.3g})", flush=True)
+    if not state["metrics"]:  # epoch 0: the initial head (untrained or ridge), the reference the run must beat
         state["metrics"].append({"epoch": 0, "train_loss": float("nan"),
                                  **training.evaluate(model, val_loader, args.loss, device, precision, quiet),
                                  "lr": 0.0, "head_lr": 0.0, "seconds": 0.0})

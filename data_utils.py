@@ -72,8 +72,7 @@ class Ds003020:
             if not d.is_dir():
                 raise DataError(f"{d}: expected a ds003020 folder here (the root must hold 'derivative/' and "
                                 f"'stimuli/'), found {'a file' if d.exists() else 'nothing'}")
-        default_cache = os.environ.get("BRAIN_TUNING_CACHE", Path.home() / ".cache" / "brain-tuning")
-        self.cache_dir = Path(cache_dir or default_cache)
+        self.cache_dir = Path(cache_dir or default_cache_dir())
         self._respdict: dict[str, int] | None = None
         self._box_grids: dict[str, TRGrid] | None = None
 
@@ -229,6 +228,11 @@ def read_columns(ds: h5py.Dataset, voxels, path: Path, lead: tuple = (), block_r
 
 
 # ----------------------------------------------------------------------------------------------- audio
+def default_cache_dir() -> Path:
+    """`$BRAIN_TUNING_CACHE`, else ~/.cache/brain-tuning: resampled audio and model features live there."""
+    return Path(os.environ.get("BRAIN_TUNING_CACHE", Path.home() / ".cache" / "brain-tuning"))
+
+
 def load_wav_16k(path: Path, cache_dir: Path | None = None) -> np.ndarray:
     """Read a WAV at any rate/channels/bit depth, mix to mono, resample to 16 kHz float32 (cached as .npy)."""
     import soundfile as sf

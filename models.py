@@ -105,6 +105,33 @@ class SpeechEncoder(nn.Module):
         else:
             self.model.feature_extractor._freeze_parameters()
 
+    def transformer_layers(self) -> nn.ModuleList:
+        """The encoder's transformer blocks, bottom first."""
+        return self.encoder.layers if self.model_type == "whisper" else self.model.encoder.layers
+
+    def freeze_bottom_layers(self, n_layers: int) -> int:
+        """Freeze everything below transformer block `n_layers` (front end, embeddings, blocks 0..n-1).
+
+        Parameters of the blocks above (and of the final layer norm) keep their trainable flag, so this
+        composes with LoRA (then only the upper blocks' adapters train). Returns the number of frozen params.
+        """
+        blocks = self.transformer_layers()
+        if not 0 <= n_layers <= len(blocks):
+            raise ModelError(f"--freeze-layers {n_layers}: this model has {len(blocks)} transformer layers")
+        if n_layers == 0:
+            return 0
+        keep = {id(p) for block in blocks[n_layers:] for p in block.parameters()}
+        final_norm = self.encoder.layer_norm if self.model_type == "whisper" else (
+            self.model.encoder.layer_norm if getattr(self.model.config, "do_stable_layer_norm", False) else None)
+        if final_norm is not None:  # applied after the last block: belongs to the top
+            keep |= {id(p) for p in final_norm.parameters()}
+        frozen = 0
+        for p in self.model.parameters():
+            if id(p) not in keep and p.requires_grad:
+                p.requires_grad_(False)
+                frozen += p.numel()
+        return frozen
+
     def frame_count(self, n_samples: int) -> int:
         """Number of encoder frames covering `n_samples` of real audio."""
         if self.model_type == "whisper":
@@ -216,9 +243,13 @@ class BrainTuningModel(nn.Module):
         super().__init__()
         self.encoder, self.head = encoder, head
 
-    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+    def pool(self, wav: torch.Tensor) -> torch.Tensor:
+        """(B, n_samples) -> (B, hidden): last hidden state averaged over real-audio frames."""
         (last,), valid = self.encoder(wav, layers=[self.encoder.num_layers])
-        return self.head(masked_mean(last, valid))
+        return masked_mean(last, valid)
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(wav))
 
 
 # ----------------------------------------------------------------------------------------------- LoRA

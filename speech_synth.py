@@ -17,7 +17,7 @@ _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _INITIALIZE_PHONEME_EVENTS = 0x0001
 _POS_CHARACTER = 1
 _CHARS_UTF8 = 1
-_ESPEAK_RATE = 1
+_ESPEAK_RATE, _ESPEAK_PITCH = 1, 3
 _EVENT_WORD, _EVENT_END, _EVENT_MSG_TERMINATED, _EVENT_PHONEME = 1, 5, 6, 7
 
 
@@ -85,13 +85,14 @@ class EspeakSynthesizer:
     ----------
     words_per_minute : speaking rate.
     voice : espeak voice name.
+    pitch : base pitch 0-100 (espeak default 50): with the rate, what makes miniature "speakers" differ.
     """
 
     _lock = threading.Lock()  # libespeak-ng holds global state: one synthesis at a time per process
     _initialised_rate: int | None = None
     _lib = None
 
-    def __init__(self, words_per_minute: int = 170, voice: str = "en-us"):
+    def __init__(self, words_per_minute: int = 170, voice: str = "en-us", pitch: int = 50):
         try:
             import espeakng_loader
         except ImportError as err:  # pragma: no cover - dependency listed in requirements.txt
@@ -108,6 +109,7 @@ class EspeakSynthesizer:
         self.sample_rate = cls._initialised_rate
         self.words_per_minute = words_per_minute
         self.voice = voice
+        self.pitch = pitch
 
     def synthesize(self, text: str) -> Utterance:
         """Synthesise `text`; word times come from espeak's word events, phones from phoneme events."""
@@ -135,6 +137,7 @@ class EspeakSynthesizer:
             if lib.espeak_SetVoiceByName(self.voice.encode()) != 0:
                 raise RuntimeError(f"espeak-ng has no voice {self.voice!r}")
             lib.espeak_SetParameter(_ESPEAK_RATE, self.words_per_minute, 0)
+            lib.espeak_SetParameter(_ESPEAK_PITCH, self.pitch, 0)
             err = lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
             if err != 0:
                 raise RuntimeError(f"espeak_Synth failed with code {err} for text {text[:40]!r}")

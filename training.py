@@ -266,3 +266,57 @@ def distributed_setup() -> tuple[int, int, int]:
 
 def epoch_timer() -> float:
     return time.perf_counter()
+
+
+# ----------------------------------------------------------------------------------------------- head init
+@torch.no_grad()
+def pooled_features(model, loader, device, precision: str, disable_progress: bool = False):
+    """Pooled last-layer features (N, hidden) and targets (N, n_targets) of every window of `loader`."""
+    model.eval()
+    feats, targets = [], []
+    for wav, target in tqdm(loader, desc="pooled features", leave=False, disable=disable_progress):
+        with autocast(device, precision):
+            feats.append(model.pool(wav.to(device)).float().cpu().numpy())
+        targets.append(target.numpy())
+    return np.concatenate(feats).astype(np.float64), np.concatenate(targets).astype(np.float64)
+
+
+def ridge_head_weights(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
+                       alphas=np.logspace(-3, 5, 17)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ridge readout (with intercept) per target, its penalty chosen on the validation windows (MSE).
+
+    x : (N, H) pooled features; y : (N, V) targets. Penalty is alpha·trace(XᵀX)/H (scale-free grid).
+    Returns W (H, V), b (V,), and the chosen alpha per target (V,).
+    """
+    mx, my = x_train.mean(0), y_train.mean(0)
+    xc, yc = x_train - mx, y_train - my
+    s2, u = np.linalg.eigh(xc.T @ xc)
+    s2 = np.clip(s2, 0, None)
+    scale = s2.sum() / len(s2)
+    uxy = u.T @ (xc.T @ yc)
+    best_mse = np.full(y_train.shape[1], np.inf)
+    best_w = np.zeros((x_train.shape[1], y_train.shape[1]))
+    best_a = np.zeros(y_train.shape[1])
+    for a in alphas:
+        w = u @ (uxy / (s2 + a * scale)[:, None])
+        mse = (((x_val - mx) @ w + my - y_val) ** 2).mean(0)
+        better = mse < best_mse
+        best_mse[better], best_w[:, better], best_a[better] = mse[better], w[:, better], a
+    return best_w, my - mx @ best_w, best_a
+
+
+def init_head_ridge(model, train_loader, val_loader, device, precision: str, disable_progress: bool = False) -> dict:
+    """Set a full-rank voxel head to the ridge readout of the current backbone's pooled features.
+
+    Starts tuning from the best linear readout, so the backbone's gradients carry signal from the first step.
+    """
+    if model.head.rank:
+        raise ValueError("--init-head ridge needs a full-rank head (no --head-rank)")
+    x_tr, y_tr = pooled_features(model, train_loader, device, precision, disable_progress)
+    x_va, y_va = pooled_features(model, val_loader, device, precision, disable_progress)
+    w, b, alphas = ridge_head_weights(x_tr, y_tr, x_va, y_va)
+    linear = model.head.net
+    with torch.no_grad():
+        linear.weight.copy_(torch.from_numpy(w.T).to(linear.weight))
+        linear.bias.copy_(torch.from_numpy(b).to(linear.bias))
+    return {"head_init": "ridge", "median_alpha": float(np.median(alphas))}

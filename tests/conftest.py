@@ -34,3 +34,10 @@ def tiny_models(tmp_path_factory) -> dict:
     from model_zoo import build_random_model
     base = tmp_path_factory.mktemp("models")
     return {t: str(build_random_model(t, base / t)) for t in FAMILIES}
+
+
+@pytest.fixture(scope="session")
+def downstream(tmp_path_factory) -> Path:
+    """Tiny miniature downstream datasets: timit/, speech_commands/, crema_d/, slurp/, words/ (~3 s)."""
+    from make_downstream_data import build
+    return build(tmp_path_factory.mktemp("downstream") / "downstream", seed=0, size="tiny", quiet=True)

@@ -1,0 +1,233 @@
+"""Readers for the downstream probing datasets in their public layouts (TIMIT, Speech Commands, CREMA-D, SLURP).
+
+Each reader returns a list of `Utterance` records (audio path, split, label(s), speaker, alignments) and never
+loads audio; `load_utterance_audio` does, at 16 kHz mono. Splits are fixed by the datasets where they define
+them (TIMIT TRAIN/TEST, Speech Commands list files, SLURP jsonl files) and by speaker/actor otherwise, so that
+no speaker is in two splits. Label maps are built once over all splits (SLURP intents, 61→39 TIMIT phones).
+The `words` layout (`words.tsv` + wavs) is the toolkit's own, written by the miniature for the semantic probe.
+"""
+from __future__ import annotations
+
+import json
+import re
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from data_utils import DataError, load_wav_16k
+
+SPLITS = ("train", "val", "test")
+
+# ---------------------------------------------------------------------------------------- TIMIT 61 -> 39
+# Lee & Hon (1989) folding; closures, pauses and epenthetic silence fold into "sil"; the glottal stop is dropped.
+TIMIT_FOLDING = {
+    "ao": "aa", "ax": "ah", "ax-h": "ah", "axr": "er", "hv": "hh", "ix": "ih", "el": "l", "em": "m", "en": "n",
+    "nx": "n", "eng": "ng", "zh": "sh", "ux": "uw",
+    "pcl": "sil", "tcl": "sil", "kcl": "sil", "bcl": "sil", "dcl": "sil", "gcl": "sil", "h#": "sil", "pau": "sil",
+    "epi": "sil", "q": None,
+}
+TIMIT_39 = ("iy", "ih", "eh", "ae", "ah", "uw", "uh", "aa", "ey", "ay", "oy", "aw", "ow", "er", "l", "r", "w", "y",
+            "m", "n", "ng", "v", "f", "dh", "th", "z", "s", "sh", "jh", "ch", "b", "p", "d", "dx", "t", "g", "k",
+            "hh", "sil")
+TIMIT_61 = tuple(sorted(set(TIMIT_39) - {"sil"} | set(TIMIT_FOLDING)))
+SENTENCE_TYPES = ("SA", "SI", "SX")
+TIMIT_RATE = 16000
+
+SPEECH_COMMANDS_35 = ("backward", "bed", "bird", "cat", "dog", "down", "eight", "five", "follow", "forward", "four",
+                      "go", "happy", "house", "learn", "left", "marvin", "nine", "no", "off", "on", "one", "right",
+                      "seven", "sheila", "six", "stop", "three", "tree", "two", "up", "visual", "wow", "yes", "zero")
+CREMA_EMOTIONS = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
+
+
+@dataclass
+class Utterance:
+    """One audio file of a downstream dataset.
+
+    label : the class name (single-label tasks); None where the task reads `segments`.
+    segments : time-aligned labels [(start_s, end_s, label)], e.g. TIMIT phones (folded) or words.
+    """
+    path: Path
+    split: str
+    label: str | None
+    speaker: str
+    segments: list = field(default_factory=list)
+    words: list = field(default_factory=list)
+
+
+def fold_timit_phone(phone: str) -> str | None:
+    """61-phone TIMIT label -> 39-phone set (None for the dropped glottal stop `q`)."""
+    p = phone.strip().lower()
+    if p in TIMIT_FOLDING:
+        return TIMIT_FOLDING[p]
+    if p in TIMIT_39:
+        return p
+    raise DataError(f"unknown TIMIT phone label {phone!r} (expected one of the 61 TIMIT phones)")
+
+
+def read_sample_alignment(path: Path, sample_rate: int = TIMIT_RATE) -> list[tuple[float, float, str]]:
+    """TIMIT .PHN/.WRD file (`start_sample end_sample label` per line) -> [(start_s, end_s, label)]."""
+    out = []
+    for i, line in enumerate(Path(path).read_text(encoding="latin-1").splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit():
+            raise DataError(f"{path}, line {i}: expected 'start_sample end_sample label', found {line!r}")
+        a, b = int(parts[0]), int(parts[1])
+        if b < a:
+            raise DataError(f"{path}, line {i}: end sample {b} before start sample {a}")
+        out.append((a / sample_rate, b / sample_rate, parts[2]))
+    return out
+
+
+def _ci_glob(folder: Path, pattern: str) -> list[Path]:
+    """Case-insensitive glob (TIMIT copies exist in upper and lower case)."""
+    rx = re.compile(re.escape(pattern).replace(r"\*", ".*") + "$", re.IGNORECASE)
+    return sorted(p for p in folder.iterdir() if rx.match(p.name)) if folder.is_dir() else []
+
+
+def held_out_speakers(speakers: list[str], fraction: float) -> set[str]:
+    """A deterministic speaker-level hold-out (at least one): the speakers with the smallest CRC32 of their id."""
+    ranked = sorted(set(speakers), key=lambda sp: (zlib.crc32(sp.encode()), sp))
+    return set(ranked[:max(1, int(round(fraction * len(ranked))))])
+
+
+def read_timit(root: str | Path, val_fraction: float = 0.1, include_sa: bool = True) -> list[Utterance]:
+    """TIMIT under `root` (TRAIN|TEST/DR*/<SPEAKER>/<UTT>.WAV|.PHN|.WRD; any letter case).
+
+    TRAIN speakers are split into train/val by speaker (`held_out_speakers`), TEST is test.
+    Phone segments are folded to 39 classes (q dropped). Labels: the sentence type (SA, SI, SX).
+    """
+    root = Path(root)
+    speaker_dirs = []
+    for top in ("TRAIN", "TEST"):
+        (top_dir,) = _ci_glob(root, top) or [None]
+        if top_dir is None:
+            raise DataError(f"{root}: no {top}/ folder (expected the TIMIT layout TRAIN|TEST/DR1..DR8/<SPEAKER>/)")
+        speaker_dirs += [(top, d) for dr in _ci_glob(top_dir, "DR*") for d in sorted(dr.iterdir()) if d.is_dir()]
+    val_speakers = held_out_speakers([d.name.upper() for top, d in speaker_dirs if top == "TRAIN"], val_fraction)
+    utts = []
+    for top, spk_dir in speaker_dirs:
+        speaker = spk_dir.name.upper()
+        split = "test" if top == "TEST" else ("val" if speaker in val_speakers else "train")
+        for wav in _ci_glob(spk_dir, "*.WAV"):
+            utt = wav.stem.upper()
+            stype = utt[:2]
+            if stype not in SENTENCE_TYPES:
+                raise DataError(f"{wav}: utterance id {utt!r} does not start with SA, SI or SX")
+            if stype == "SA" and not include_sa:
+                continue
+            phn = [p for p in _ci_glob(spk_dir, wav.stem + ".PHN")]
+            wrd = [p for p in _ci_glob(spk_dir, wav.stem + ".WRD")]
+            if not phn:
+                raise DataError(f"{wav}: no matching .PHN alignment in {spk_dir}")
+            phones = [(a, b, f) for a, b, p in read_sample_alignment(phn[0])
+                      if (f := fold_timit_phone(p)) is not None]
+            words = read_sample_alignment(wrd[0]) if wrd else []
+            utts.append(Utterance(wav, split, stype, speaker, phones, words))
+    if not utts:
+        raise DataError(f"{root}: TIMIT layout found but no .WAV files under DR*/<SPEAKER>/")
+    return utts
+
+
+def read_speech_commands(root: str | Path, words: tuple = SPEECH_COMMANDS_35) -> list[Utterance]:
+    """Speech Commands v0.02: `<word>/<speaker>_nohash_<i>.wav` + validation_list.txt / testing_list.txt."""
+    root = Path(root)
+    lists = {}
+    for split, name in (("val", "validation_list.txt"), ("test", "testing_list.txt")):
+        path = root / name
+        if not path.is_file():
+            raise DataError(f"{root}: missing {name} (Speech Commands v0.02 layout)")
+        lists.update({line.strip(): split for line in path.read_text().splitlines() if line.strip()})
+    utts = []
+    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_"))
+    missing = [w for w in words if w not in found]
+    if missing:
+        raise DataError(f"{root}: word folders missing: {missing} (found {found})")
+    for word in words:
+        for wav in sorted((root / word).glob("*.wav")):
+            rel = f"{word}/{wav.name}"
+            utts.append(Utterance(wav, lists.get(rel, "train"), word, wav.name.split("_nohash_")[0]))
+    return utts
+
+
+def read_crema_d(root: str | Path, val_fraction: float = 0.1, test_fraction: float = 0.2) -> list[Utterance]:
+    """CREMA-D: `AudioWAV/<actor>_<sentence>_<EMO>_<level>.wav`; split by actor (sorted ids: last ones test)."""
+    folder = Path(root) / "AudioWAV"
+    if not folder.is_dir():
+        raise DataError(f"{root}: no AudioWAV/ folder (CREMA-D layout)")
+    rows = []
+    for wav in sorted(folder.glob("*.wav")):
+        parts = wav.stem.split("_")
+        if len(parts) != 4 or parts[2] not in CREMA_EMOTIONS:
+            raise DataError(f"{wav.name}: expected <actor>_<sentence>_<EMO>_<level>.wav with EMO in {CREMA_EMOTIONS}")
+        rows.append((wav, parts[0], parts[2]))
+    actors = sorted({a for _, a, _ in rows})
+    n_test = max(1, int(round(test_fraction * len(actors))))
+    n_val = max(1, int(round(val_fraction * len(actors))))
+    if len(actors) < n_test + n_val + 1:
+        raise DataError(f"{folder}: {len(actors)} actors, too few for an actor-level train/val/test split")
+    split_of = {a: "test" if i >= len(actors) - n_test else ("val" if i >= len(actors) - n_test - n_val else "train")
+                for i, a in enumerate(actors)}
+    return [Utterance(w, split_of[a], e, a) for w, a, e in rows]
+
+
+def read_slurp(root: str | Path, label: str = "intent", audio_dir: str | Path | None = None) -> list[Utterance]:
+    """SLURP: `dataset/slurp/{train,devel,test}.jsonl` + audio in `slurp_real/`; one record per recording."""
+    root = Path(root)
+    audio = Path(audio_dir) if audio_dir else root / "slurp_real"
+    utts = []
+    for split, name in (("train", "train"), ("val", "devel"), ("test", "test")):
+        path = root / "dataset" / "slurp" / f"{name}.jsonl"
+        if not path.is_file():
+            raise DataError(f"{root}: missing dataset/slurp/{name}.jsonl (SLURP layout)")
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            rec = json.loads(line)
+            if label not in rec or "recordings" not in rec:
+                raise DataError(f"{path}, line {i}: no '{label}' or 'recordings' field (found {sorted(rec)})")
+            for r in rec["recordings"]:
+                utts.append(Utterance(audio / r["file"], split, str(rec[label]), str(rec.get("slurp_id", i))))
+    return utts
+
+
+def read_words(root: str | Path) -> list[Utterance]:
+    """The miniature's word dataset: `words.tsv` (file, word, category, split, speaker) + wav files."""
+    path = Path(root) / "words.tsv"
+    if not path.is_file():
+        raise DataError(f"{root}: no words.tsv (the miniature word-dataset layout)")
+    lines = [l.split("\t") for l in path.read_text().splitlines() if l.strip()]
+    header = ["file", "word", "category", "split", "speaker"]
+    if lines[0] != header:
+        raise DataError(f"{path}: expected header {header}, found {lines[0]}")
+    utts = []
+    for i, row in enumerate(lines[1:], 2):
+        if len(row) != 5 or row[3] not in SPLITS:
+            raise DataError(f"{path}, line {i}: expected 5 tab-separated fields with split in {SPLITS}, found {row}")
+        f, word, category, split, speaker = row
+        utts.append(Utterance(path.parent / f, split, category, speaker, words=[(0.0, 0.0, word)]))
+    return utts
+
+
+def label_map(utts: list[Utterance]) -> dict[str, int]:
+    """One label -> index map over all splits (sorted names), so indices mean the same in train and test."""
+    return {name: i for i, name in enumerate(sorted({u.label for u in utts if u.label is not None}))}
+
+
+def check_splits(utts: list[Utterance], source: str) -> dict[str, int]:
+    """Utterances per split; a clear error if a split is empty or a speaker sits in two splits."""
+    counts = {s: sum(u.split == s for u in utts) for s in SPLITS}
+    empty = [s for s, n in counts.items() if n == 0]
+    if empty:
+        raise DataError(f"{source}: split(s) {empty} hold no utterance (counts {counts})")
+    return counts
+
+
+def load_utterance_audio(utt: Utterance) -> np.ndarray:
+    """(n_samples,) float32 16 kHz mono waveform of one utterance (any rate/channels/format libsndfile reads)."""
+    if not utt.path.is_file():
+        raise DataError(f"{utt.path}: audio file missing")
+    return load_wav_16k(utt.path)

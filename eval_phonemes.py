@@ -1,0 +1,37 @@
+"""Probe a frozen speech model for phonemes and sentence type on TIMIT (SPEC-methods.md §5).
+
+    python eval_phonemes.py --data-dir /path/to/TIMIT --model-name facebook/wav2vec2-base --out results/phon_w2v
+    python eval_phonemes.py --task phonemes_frame ...     # 39-class phone per frame (every --frame-step-th frame)
+    python eval_phonemes.py --task sentence_type ...      # SA / SI / SX
+    python eval_phonemes.py --compare results/phon_pre results/phon_tuned --out results/phon_cmp
+
+TIMIT layout: TRAIN|TEST/DR1..DR8/<SPEAKER>/<UTT>.WAV (NIST SPHERE) + .PHN/.WRD, any letter case. Phones are
+folded 61 -> 39 (Lee & Hon); TRAIN speakers are split into train/val by speaker, TEST is only scored.
+Outputs in --out: results.json, table.md, <task>_by_layer.png, config.json.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from probe_cli import common_parser, run
+from probe_tasks import run_probe_task
+
+TIMIT_TASKS = ["phonemes", "phonemes_frame", "sentence_type"]
+
+
+def main(argv=None) -> int:
+    parser = common_parser(__doc__.splitlines()[0], TIMIT_TASKS, "TIMIT root (holds TRAIN/ and TEST/)")
+    parser.add_argument("--frame-step", type=int, default=4, help="phonemes_frame: keep every N-th frame")
+    args = parser.parse_args(argv)
+
+    def task(args, encoder, layers, device, cache_dir):
+        run_probe_task(args.task, args.data_dir, encoder, args.model_name, layers, Path(args.out), cache_dir,
+                       frame_step=args.frame_step, batch_size=args.batch_size, device=device,
+                       precision="bf16" if device.type == "cuda" else "fp32", seed=args.seed,
+                       progress=not args.no_progress, config=vars(args))
+    return run(args, task)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

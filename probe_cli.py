@@ -1,0 +1,74 @@
+"""Command-line plumbing shared by eval_phonemes.py and eval_downstream.py: flags, model loading, dispatch."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+import data_utils as du
+import models
+from run_utils import set_seed
+
+EXIT_USAGE, EXIT_DATA = 2, 3
+
+
+def common_parser(description: str, tasks: list[str], data_help: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--task", choices=tasks, default=tasks[0])
+    p.add_argument("--data-dir", help=data_help)
+    p.add_argument("--model-name", help="hub id, local model dir, or a trainer's best/")
+    p.add_argument("--out", required=True, help="result folder")
+    p.add_argument("--compare", nargs="+", metavar="DIR", help="only compare earlier result folders (first = reference)")
+    p.add_argument("--layers", type=int, nargs="+", help="hidden-state indices (default: all transformer layers)")
+    p.add_argument("--whisper-mode", default="pad30", choices=models.WHISPER_MODES)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--cache-dir", help="feature cache (default $BRAIN_TUNING_CACHE or ~/.cache/brain-tuning, /probes)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def load_encoder(args) -> tuple[models.SpeechEncoder, list[int]]:
+    """The frozen encoder and the validated layer list (default 1..num_layers)."""
+    backbone, extractor, model_type = models.load_backbone(args.model_name)
+    encoder = models.SpeechEncoder(backbone, extractor, model_type, args.whisper_mode)
+    n = encoder.num_layers
+    layers = sorted(set(args.layers)) if args.layers else list(range(1, n + 1))
+    bad = [l for l in layers if not 0 <= l <= n]
+    if bad:
+        raise models.ModelError(f"--layers {bad} out of range: the model has hidden states 0..{n}")
+    return encoder, layers
+
+
+def run(args, task_runner) -> int:
+    """Validate flags, load the model, call `task_runner(args, encoder, layers, device, cache_dir)`; map errors to exit codes."""
+    from probe_tasks import compare_probe_results
+    out = Path(args.out)
+    if args.compare:
+        try:
+            compare_probe_results([Path(d) for d in args.compare], out)
+        except (FileNotFoundError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_USAGE
+        return 0
+    if not (args.data_dir and args.model_name):
+        print("error: --data-dir and --model-name are required (or --compare DIR...)", file=sys.stderr)
+        return EXIT_USAGE
+    set_seed(args.seed)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    cache_dir = Path(args.cache_dir) if args.cache_dir else du.default_cache_dir() / "probes"
+    try:
+        encoder, layers = load_encoder(args)
+    except models.ModelError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        task_runner(args, encoder, layers, device, cache_dir)
+    except (du.DataError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_DATA
+    return 0

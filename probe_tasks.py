@@ -1,0 +1,229 @@
+"""The downstream tasks of the paper as runnable units: dataset, labels, cached features, probes, result files.
+
+`run_probe_task` and `run_semantic_preference` are what `eval_phonemes.py` and `eval_downstream.py` call;
+`compare_probe_results` renders several result folders side by side. Result folder: results.json, table.md,
+<task>_by_layer.png, config.json.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+import downstream_data as dd
+import probes
+from alignment import relative_change, upper_middle_layers
+from features import FeatureCache
+from run_utils import command_line, package_versions, timestamp, write_json_atomic, write_text_atomic
+
+METRICS = ("f1_macro", "f1_micro", "accuracy")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a task reads and predicts: a reader of the dataset root, the label kind and the feature level."""
+    reader: Callable
+    kind: str          # multiclass | multilabel
+    level: str         # utterance | frame
+    label: str         # label | phone_presence | frame_phone
+    description: str
+
+
+TASKS = {
+    "phonemes": TaskSpec(dd.read_timit, "multilabel", "utterance", "phone_presence",
+                         "TIMIT: which of the 39 folded phones occur in the utterance (the paper's task)"),
+    "phonemes_frame": TaskSpec(dd.read_timit, "multiclass", "frame", "frame_phone",
+                               "TIMIT: 39-class phone of each frame (standard frame-level variant)"),
+    "sentence_type": TaskSpec(dd.read_timit, "multiclass", "utterance", "label", "TIMIT: SA / SI / SX"),
+    "commands": TaskSpec(dd.read_speech_commands, "multiclass", "utterance", "label", "Speech Commands: 35 words"),
+    "emotion": TaskSpec(dd.read_crema_d, "multiclass", "utterance", "label", "CREMA-D: 6 emotions, split by actor"),
+    "intent": TaskSpec(dd.read_slurp, "multiclass", "utterance", "label", "SLURP: intent (scenario_action)"),
+    "action": TaskSpec(lambda root: dd.read_slurp(root, label="action"), "multiclass", "utterance", "label",
+                       "SLURP: action"),
+    "semantic_category": TaskSpec(dd.read_words, "multiclass", "utterance", "label",
+                                  "miniature words: semantic category of unseen words (split by word)"),
+}
+
+
+def task_labels(spec: TaskSpec, utts: list[dd.Utterance]) -> tuple[dict[str, int], Callable]:
+    """Class map over all splits and a function utterance -> label(s)."""
+    if spec.label == "label":
+        classes = dd.label_map(utts)
+        return classes, lambda u: classes[u.label]
+    classes = {p: i for i, p in enumerate(dd.TIMIT_39)}
+    return classes, lambda u: u.segments
+
+
+def task_features(spec: TaskSpec, utts: list[dd.Utterance], encoder, layers: list[int], cache: FeatureCache,
+                  to_label: Callable, classes: dict, frame_step: int, batch_size: int, device, precision: str,
+                  progress: bool) -> tuple[dict, dict]:
+    """Per split: features (n_layers, N, hidden) and labels; extracted once, then read from `cache`."""
+    feats, labels = {}, {}
+    for split in dd.SPLITS:
+        members = [u for u in utts if u.split == split]
+        cached = cache.load(split, layers)
+        if spec.level == "utterance":
+            if cached is None:
+                wavs = [dd.load_utterance_audio(u) for u in members]
+                x = probes.utterance_features(encoder, wavs, layers, batch_size, device, precision, progress)
+                cache.save(split, layers, np.arange(len(members), dtype=np.float64), x)
+            else:
+                x = cached[1]
+            y = [to_label(u) for u in members]
+            y = probes.presence_matrix(y, classes) if spec.label == "phone_presence" else np.array(y, np.int64)
+        else:  # frames: every `frame_step`-th frame of every utterance, labelled by the phone at its centre
+            if cached is None:
+                xs, rows = [], []
+                for ui, u in enumerate(members):
+                    times, states = probes.frame_features(encoder, dd.load_utterance_audio(u), layers, device)
+                    keep = np.arange(0, len(times), frame_step)
+                    xs.append(states[:, keep])
+                    rows.append(np.stack([np.full(len(keep), ui), times[keep]], 1))
+                x, rows = np.concatenate(xs, axis=1), np.concatenate(rows)
+                cache.save(split, layers, rows, x)
+            else:
+                rows, x = cached
+            y = np.concatenate([probes.frame_labels(rows[rows[:, 0] == ui, 1], u.segments, classes)
+                                for ui, u in enumerate(members)])
+            x = x[:, y >= 0]
+            y = y[y >= 0]
+        feats[split], labels[split] = x, y
+    return feats, labels
+
+
+def chance_level(labels: dict, kind: str) -> dict:
+    """Accuracy of always predicting the majority train class (multiclass) or the per-class majority (multilabel)."""
+    y_tr, y_te = labels["train"], labels["test"]
+    if kind == "multiclass":
+        return {"accuracy": float(np.mean(y_te == np.bincount(y_tr).argmax())), "n_classes_train": int(len(np.unique(y_tr)))}
+    majority = (y_tr.mean(0) > 0.5).astype(np.float32)
+    return {"accuracy": float((y_te == majority).mean())}
+
+
+def summarise_probes(task: str, model: str, per_layer: dict, layers: list[int], n_layers: int, extra: dict) -> dict:
+    um = upper_middle_layers(layers, n_layers)
+    return {"task": task, "model": model, "layers": layers, "n_layers": n_layers, "upper_middle_layers": um,
+            "per_layer": {str(l): v for l, v in per_layer.items()},
+            "upper_middle_mean": {m: float(np.mean([per_layer[l]["test"][m] for l in um])) for m in METRICS}, **extra}
+
+
+def render_probe_table(result: dict) -> str:
+    lines = [f"### {result['task']} · {result['model']}", "", "test-split scores per layer (probe chosen on val)", "",
+             "| layer | F1 macro | F1 micro | accuracy | weight decay | epochs |", "|---|---|---|---|---|---|"]
+    for l, v in result["per_layer"].items():
+        t = v["test"]
+        lines.append(f"| {l} | {t['f1_macro']:.3f} | {t['f1_micro']:.3f} | {t['accuracy']:.3f} | {v['weight_decay']:g} "
+                     f"| {v['epochs']} |")
+    um = result["upper_middle_mean"]
+    lines.append(f"| upper-middle {result['upper_middle_layers']} | {um['f1_macro']:.3f} | {um['f1_micro']:.3f} "
+                 f"| {um['accuracy']:.3f} | | |")
+    lines.append(f"\nchance (majority class): accuracy {result['chance']['accuracy']:.3f}; "
+                 f"rows train/val/test: {result['n_rows']}")
+    return "\n".join(lines) + "\n"
+
+
+def write_run(out: Path, result: dict, config: dict, table: str, plot_name: str, curves: dict, ylabel: str) -> None:
+    from plotting import plot_layer_curves
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "results.json", result)
+    write_text_atomic(out / "table.md", table)
+    write_json_atomic(out / "config.json", {**config, "command": command_line(), "finished": timestamp(),
+                                             "versions": package_versions()})
+    plot_layer_curves(curves, result["layers"], out / plot_name, ylabel, title=result["task"])
+
+
+def run_probe_task(task: str, data_root: str, encoder, model_name: str, layers: list[int], out: Path,
+                   cache_dir: Path, frame_step: int = 4, batch_size: int = 16, device="cpu", precision: str = "fp32",
+                   seed: int = 0, progress: bool = True, config: dict | None = None) -> dict:
+    """Features → per-layer probes → results.json, table.md, <task>_by_layer.png, config.json in `out`."""
+    spec = TASKS[task]
+    utts = spec.reader(data_root)
+    counts = dd.check_splits(utts, str(data_root))
+    classes, to_label = task_labels(spec, utts)
+    settings = {"dataset": str(Path(data_root).resolve()), "reader": task if spec.reader is not dd.read_timit else "timit",
+                "level": spec.level, "frame_step": frame_step if spec.level == "frame" else None,
+                "whisper_mode": getattr(encoder, "whisper_mode", None) if encoder.model_type == "whisper" else None}
+    cache = FeatureCache(cache_dir, model_name, settings)
+    feats, labels = task_features(spec, utts, encoder, layers, cache, to_label, classes, frame_step, batch_size,
+                                  device, precision, progress)
+    per_layer = probes.run_layer_probes(feats, labels, layers, spec.kind, len(classes), seed=seed, progress=progress)
+    result = summarise_probes(task, model_name, per_layer, layers, encoder.num_layers, {
+        "description": spec.description, "kind": spec.kind, "classes": list(classes), "utterances": counts,
+        "n_rows": {s: int(len(labels[s])) for s in dd.SPLITS}, "chance": chance_level(labels, spec.kind),
+        "feature_cache_hits": cache.hits})
+    curves = {m: {Path(model_name).name: [per_layer[l]["test"][m] for l in layers]} for m in ("f1_macro", "accuracy")}
+    write_run(out, result, {"args": config or {}, "feature_cache": str(cache.folder)}, render_probe_table(result),
+              f"{task}_by_layer.png", curves, "test score")
+    return result
+
+
+def run_semantic_preference(encoder, model_name: str, layers: list[int], words_by_source: dict, audio_loader: Callable,
+                            pairs_file: str, out: Path, context_s: float = 3.0, max_per_word: int = 10, device="cpu",
+                            seed: int = 0, progress: bool = True, config: dict | None = None) -> dict:
+    """Word segments → per-layer word vectors → semantic preference; writes the result folder."""
+    from semantic_preference import read_pairs, semantic_preference, word_embeddings, word_occurrences
+    pairs = read_pairs(pairs_file)
+    vocab = {w for a, b, _ in pairs for w in (a, b)}
+    occ = word_occurrences(words_by_source, vocab, max_per_word)
+    audio = {src: audio_loader(src) for src in sorted({s for o in occ.values() for s, _, _ in o})}
+    emb = word_embeddings(encoder, audio, occ, layers, context_s, device, progress)
+    pref = semantic_preference(emb, pairs, seed=seed)
+    per_layer = {str(l): {k: pref[k][i] for k in ("synonym", "near_homophone", "random", "preference")}
+                 for i, l in enumerate(layers)}
+    um = upper_middle_layers(layers, encoder.num_layers)
+    result = {"task": "semantic_preference", "model": model_name, "layers": layers, "n_layers": encoder.num_layers,
+              "upper_middle_layers": um, "per_layer": per_layer,
+              "upper_middle_mean": {"preference": float(np.mean([per_layer[str(l)]["preference"] for l in um]))},
+              "n_pairs": pref["n_pairs"], "skipped_pairs": pref["skipped"], "words_found": len(emb),
+              "pairs_file": str(pairs_file)}
+    lines = [f"### semantic preference · {model_name}", "", "mean cosine per layer; preference = synonym − near-homophone",
+             "", "| layer | synonym | near-homophone | random | preference |", "|---|---|---|---|---|"]
+    for l, v in per_layer.items():
+        lines.append(f"| {l} | {v['synonym']:.3f} | {v['near_homophone']:.3f} | {v['random']:.3f} | {v['preference']:+.3f} |")
+    lines.append(f"| upper-middle {um} | | | | {result['upper_middle_mean']['preference']:+.3f} |")
+    lines.append(f"\npairs used: {pref['n_pairs']}, skipped (word not in corpus): {pref['skipped']}")
+    curves = {"preference": {Path(model_name).name: [per_layer[str(l)]["preference"] for l in layers]}}
+    write_run(out, result, {"args": config or {}}, "\n".join(lines) + "\n", "semantic_preference_by_layer.png",
+              curves, "sim(syn) − sim(homophone)")
+    return result
+
+
+def compare_probe_results(dirs: list[Path], out: Path) -> dict:
+    """Side-by-side upper-middle scores of several result folders of the same task (first = reference)."""
+    from plotting import plot_layer_curves
+    results = []
+    for d in dirs:
+        path = Path(d) / "results.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: not a probe result folder (results.json missing)")
+        results.append(json.loads(path.read_text()))
+    tasks = {r["task"] for r in results}
+    if len(tasks) != 1:
+        raise ValueError(f"--compare needs result folders of one task, found {sorted(tasks)}")
+    names = [Path(d).name for d in dirs]
+    metric_names = list(results[0]["upper_middle_mean"])
+    ref = results[0]["upper_middle_mean"]
+    lines = [f"### {results[0]['task']}: upper-middle-layer means (Δ% vs {names[0]})", "",
+             "| model | " + " | ".join(f"{m} | Δ%" for m in metric_names) + " |", "|---|" + "---|---|" * len(metric_names)]
+    table = {"task": results[0]["task"], "models": names, "upper_middle_mean": {}, "change_vs_first_pct": {}}
+    for name, r in zip(names, results):
+        um = r["upper_middle_mean"]
+        table["upper_middle_mean"][name] = um
+        table["change_vs_first_pct"][name] = {m: relative_change(um[m], ref[m]) for m in metric_names}
+        lines.append(f"| {name} | " + " | ".join(f"{um[m]:.3f} | {relative_change(um[m], ref[m]):+.1f}"
+                                                 for m in metric_names) + " |")
+    text = "\n".join(lines) + "\n"
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "comparison.md", text)
+    write_json_atomic(out / "comparison.json", table)
+    layers = results[0]["layers"]
+    key = metric_names[0]
+    value = (lambda r, l: r["per_layer"][str(l)]["test"][key]) if "test" in next(iter(results[0]["per_layer"].values())) \
+        else (lambda r, l: r["per_layer"][str(l)][key])
+    curves = {key: {n: [value(r, l) if str(l) in r["per_layer"] else np.nan for l in layers] for n, r in zip(names, results)}}
+    plot_layer_curves(curves, layers, out / f"{results[0]['task']}_by_layer.png", key)
+    print(text)
+    return table

@@ -1,0 +1,193 @@
+"""Linear probes on frozen speech-model layers: pooled features, probe fitting with validation-only selection, metrics.
+
+SPEC-methods.md §5. Features are computed once per (model, dataset, settings) and cached with
+`features.FeatureCache`. A probe is a linear layer on standardised features trained with Adam; its weight
+decay and number of epochs are chosen on the validation split only: the test split enters once, at scoring.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from models import SpeechEncoder, masked_mean
+
+TASK_KINDS = ("multiclass", "multilabel")
+DEFAULT_WEIGHT_DECAYS = (0.0, 1e-4, 1e-3, 1e-2, 1e-1)
+
+
+# ----------------------------------------------------------------------------------------------- features
+def _batches_by_length(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped by equal length (no padding: group-norm models change with padding), then chunked."""
+    groups: dict[int, list[int]] = {}
+    for i, n in enumerate(lengths):
+        groups.setdefault(n, []).append(i)
+    return [g[i:i + batch_size] for _, g in sorted(groups.items()) for i in range(0, len(g), batch_size)]
+
+
+@torch.inference_mode()
+def utterance_features(encoder: SpeechEncoder, wavs: list[np.ndarray], layers: list[int], batch_size: int = 16,
+                       device="cpu", precision: str = "fp32", progress: bool = True) -> np.ndarray:
+    """Mean over each utterance's real-audio frames, per layer.
+
+    wavs : 16 kHz float32 waveforms of any lengths (Whisper: ≤ 30 s in pad30 mode).
+    Returns (n_layers, n_utterances, hidden) float32.
+    """
+    encoder.eval().to(device)
+    out = np.zeros((len(layers), len(wavs), encoder.hidden_size), np.float32)
+    batches = _batches_by_length([len(w) for w in wavs], batch_size)
+    use_bf16 = precision == "bf16" and torch.device(device).type == "cuda"
+    for idx in tqdm(batches, desc="utterances", leave=False, disable=not progress):
+        batch = torch.from_numpy(np.stack([wavs[i] for i in idx]).astype(np.float32)).to(device)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
+            states, valid = encoder(batch, layers=layers)
+        for li, s in enumerate(states):
+            out[li, idx] = masked_mean(s.float(), valid).cpu().numpy()
+    return out
+
+
+def frame_rate(encoder: SpeechEncoder) -> float:
+    """Encoder frames per second of audio (50 for wav2vec2-style and Whisper encoders)."""
+    return encoder.frame_count(16000 * 10) / 10.0
+
+
+@torch.inference_mode()
+def frame_features(encoder: SpeechEncoder, wav: np.ndarray, layers: list[int], device="cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Hidden states of every real-audio frame of one utterance.
+
+    Returns times (frames,) frame centres in seconds and states (n_layers, frames, hidden) float32.
+    """
+    encoder.eval().to(device)
+    states, valid = encoder(torch.from_numpy(np.asarray(wav, np.float32))[None].to(device), layers=layers)
+    n = int(valid[0].sum())
+    times = (np.arange(n) + 0.5) / frame_rate(encoder)
+    return times, np.stack([s[0, :n].float().cpu().numpy() for s in states])
+
+
+def segment_mean(times: np.ndarray, states: np.ndarray, start_s: float, end_s: float) -> np.ndarray:
+    """Mean of the frames whose centres fall in [start_s, end_s) (the nearest frame if none): (n_layers, hidden)."""
+    inside = (times >= start_s) & (times < end_s)
+    if not inside.any():
+        inside = np.zeros(len(times), bool)
+        inside[int(np.argmin(np.abs(times - (start_s + end_s) / 2)))] = True
+    return states[:, inside].mean(axis=1)
+
+
+def frame_labels(times: np.ndarray, segments: list[tuple[float, float, str]], classes: dict[str, int]) -> np.ndarray:
+    """Class index of the segment covering each frame centre (-1 where none does): (frames,) int64."""
+    labels = np.full(len(times), -1, np.int64)
+    for a, b, name in segments:
+        labels[(times >= a) & (times < b)] = classes[name]
+    return labels
+
+
+def presence_matrix(segment_lists: list[list], classes: dict[str, int]) -> np.ndarray:
+    """(n_utterances, n_classes) 0/1: which classes occur in each utterance (the paper's phoneme task)."""
+    y = np.zeros((len(segment_lists), len(classes)), np.float32)
+    for i, segs in enumerate(segment_lists):
+        for _, _, name in segs:
+            y[i, classes[name]] = 1.0
+    return y
+
+
+# ----------------------------------------------------------------------------------------------- metrics
+def probe_metrics(y_true: np.ndarray, y_pred: np.ndarray, kind: str) -> dict:
+    """F1 macro, F1 micro and accuracy.
+
+    multiclass : y (N,) class indices; accuracy = share of exact matches.
+    multilabel : y (N, C) 0/1; F1 over (utterance, class) decisions; accuracy = share of correct decisions.
+    """
+    from sklearn.metrics import accuracy_score, f1_score
+    if kind == "multiclass":
+        return {"f1_macro": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+                "f1_micro": float(f1_score(y_true, y_pred, average="micro", zero_division=0)),
+                "accuracy": float(accuracy_score(y_true, y_pred))}
+    present = y_true.sum(0) > 0  # macro over classes that occur in this split
+    return {"f1_macro": float(f1_score(y_true[:, present], y_pred[:, present], average="macro", zero_division=0)),
+            "f1_micro": float(f1_score(y_true, y_pred, average="micro", zero_division=0)),
+            "accuracy": float((y_true == y_pred).mean())}
+
+
+# ----------------------------------------------------------------------------------------------- probes
+@dataclass
+class LinearProbe:
+    """A fitted probe: standardisation, weights and the validation choices that produced it."""
+    mean: np.ndarray
+    std: np.ndarray
+    weight: np.ndarray        # (hidden, n_classes)
+    bias: np.ndarray          # (n_classes,)
+    kind: str
+    weight_decay: float
+    epochs: int
+    val_f1_macro: float
+
+    def decision(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.mean) / self.std) @ self.weight + self.bias
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        z = self.decision(x)
+        return z.argmax(1) if self.kind == "multiclass" else (z > 0).astype(np.float32)
+
+
+def fit_linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, kind: str,
+                     n_classes: int, weight_decays=DEFAULT_WEIGHT_DECAYS, max_epochs: int = 60, eval_every: int = 5,
+                     lr: float = 1e-2, batch_size: int = 1024, seed: int = 0, device="cpu") -> LinearProbe:
+    """Train linear probes (Adam, cross-entropy or binary cross-entropy) and keep the best on validation F1 macro.
+
+    Only (x_train, y_train) are fitted and only (x_val, y_val) choose the weight decay and the epoch; the
+    function never sees test data. Deterministic for a given seed.
+    """
+    if kind not in TASK_KINDS:
+        raise ValueError(f"kind must be one of {TASK_KINDS}, found {kind!r}")
+    if len(x_train) == 0 or len(x_val) == 0:
+        raise ValueError(f"probe needs train and validation rows (found {len(x_train)} and {len(x_val)})")
+    mean = x_train.mean(0)
+    std = x_train.std(0) + 1e-6
+    xt = torch.as_tensor((x_train - mean) / std, dtype=torch.float32, device=device)
+    xv = (x_val - mean) / std
+    yt = torch.as_tensor(y_train, dtype=torch.long if kind == "multiclass" else torch.float32, device=device)
+    loss_fn = torch.nn.CrossEntropyLoss() if kind == "multiclass" else torch.nn.BCEWithLogitsLoss()
+    best = None
+    for wd in weight_decays:
+        gen = torch.Generator().manual_seed(seed)
+        layer = torch.nn.Linear(xt.shape[1], n_classes).to(device)
+        with torch.no_grad():
+            layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen) * 0.01)
+            layer.bias.zero_()
+        opt = torch.optim.AdamW(layer.parameters(), lr=lr, weight_decay=wd)
+        for epoch in range(1, max_epochs + 1):
+            order = torch.randperm(len(xt), generator=gen).to(device)
+            for i in range(0, len(xt), batch_size):
+                idx = order[i:i + batch_size]
+                opt.zero_grad(set_to_none=True)
+                loss_fn(layer(xt[idx]), yt[idx]).backward()
+                opt.step()
+            if epoch % eval_every and epoch != max_epochs:
+                continue
+            w = layer.weight.detach().cpu().numpy().T.astype(np.float64)
+            b = layer.bias.detach().cpu().numpy().astype(np.float64)
+            z = xv @ w + b
+            pred = z.argmax(1) if kind == "multiclass" else (z > 0).astype(np.float32)
+            f1 = probe_metrics(y_val, pred, kind)["f1_macro"]
+            if best is None or f1 > best.val_f1_macro:
+                best = LinearProbe(mean, std, w, b, kind, wd, epoch, f1)
+    return best
+
+
+def run_layer_probes(features: dict[str, np.ndarray], labels: dict[str, np.ndarray], layers: list[int], kind: str,
+                     n_classes: int, seed: int = 0, device="cpu", progress: bool = True, **probe_kwargs) -> dict:
+    """Fit one probe per layer on train, select on val, score once on test.
+
+    features[split] : (n_layers, N_split, hidden); labels[split] : (N_split,) or (N_split, C).
+    Returns {layer: {"test": metrics, "val": metrics, "weight_decay", "epochs"}}.
+    """
+    out = {}
+    for li, layer in enumerate(tqdm(layers, desc="probes", leave=False, disable=not progress)):
+        probe = fit_linear_probe(features["train"][li], labels["train"], features["val"][li], labels["val"], kind,
+                                 n_classes, seed=seed, device=device, **probe_kwargs)
+        out[layer] = {"test": probe_metrics(labels["test"], probe.predict(features["test"][li]), kind),
+                      "val": probe_metrics(labels["val"], probe.predict(features["val"][li]), kind),
+                      "weight_decay": probe.weight_decay, "epochs": probe.epochs}
+    return out

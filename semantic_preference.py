@@ -1,0 +1,93 @@
+"""Semantic preference of a representation space (Choi et al. 2024): synonyms vs near-homophones, per layer.
+
+Each word's audio segments (from TextGrid or TIMIT .WRD alignments) are pooled per layer over the frames of
+the word, with `context_s` seconds of preceding audio given to the model; a word's vector is the mean over its
+occurrences. Semantic preference = mean cosine(synonym pairs) − mean cosine(near-homophone pairs): positive
+when meaning outweighs sound. Random pairs of the same words are reported as a baseline.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from data_utils import DataError
+from probes import frame_features, segment_mean
+
+RELATIONS = ("synonym", "near_homophone")
+ENGLISH_PAIRS = Path(__file__).resolve().parent / "downstream" / "semantic_pairs_en.tsv"
+
+
+def read_pairs(path: str | Path) -> list[tuple[str, str, str]]:
+    """TSV with header `word1 word2 relation` (relation in RELATIONS) -> [(word1, word2, relation)]."""
+    path = Path(path)
+    lines = [l.split("\t") for l in path.read_text().splitlines() if l.strip() and not l.startswith("#")]
+    if not lines or lines[0] != ["word1", "word2", "relation"]:
+        raise DataError(f"{path}: expected header 'word1<TAB>word2<TAB>relation', found {lines[:1]}")
+    pairs = []
+    for i, row in enumerate(lines[1:], 2):
+        if len(row) != 3 or row[2] not in RELATIONS:
+            raise DataError(f"{path}, row {i}: expected word1, word2, relation in {RELATIONS}; found {row}")
+        pairs.append((row[0].lower(), row[1].lower(), row[2]))
+    return pairs
+
+
+def word_occurrences(words_by_source: dict[str, list[tuple[float, float, str]]], vocabulary: set[str],
+                     max_per_word: int = 10) -> dict[str, list[tuple[str, float, float]]]:
+    """{word: [(source, start_s, end_s)]} for the words of `vocabulary`, at most `max_per_word` each (in order)."""
+    occ: dict[str, list] = {}
+    for source, words in words_by_source.items():
+        for a, b, w in words:
+            w = w.lower()
+            if w in vocabulary and len(occ.setdefault(w, [])) < max_per_word:
+                occ[w].append((source, a, b))
+    return occ
+
+
+def word_embeddings(encoder, audio_by_source: dict[str, np.ndarray], occurrences: dict[str, list], layers: list[int],
+                    context_s: float = 3.0, device="cpu", progress: bool = True) -> dict[str, np.ndarray]:
+    """{word: (n_layers, hidden)} mean over occurrences of the word's frames; each run sees `context_s` s before it."""
+    out = {}
+    for word, occ in tqdm(sorted(occurrences.items()), desc="word segments", leave=False, disable=not progress):
+        vecs = []
+        for source, a, b in occ:
+            wav = audio_by_source[source]
+            start = max(0, int((a - context_s) * 16000))
+            end = min(len(wav), int(np.ceil(b * 16000)))
+            times, states = frame_features(encoder, wav[start:end], layers, device=device)
+            vecs.append(segment_mean(times, states, a - start / 16000, b - start / 16000))
+        out[word] = np.mean(vecs, axis=0)
+    return out
+
+
+def _cosine(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Row-wise cosine of (n_layers, H) pairs -> (n_layers,)."""
+    return (u * v).sum(-1) / (np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1) + 1e-12)
+
+
+def semantic_preference(embeddings: dict[str, np.ndarray], pairs: list[tuple[str, str, str]], n_random: int = 200,
+                        seed: int = 0) -> dict:
+    """Mean cosine per relation and layer, and the preference sim(synonym) − sim(near_homophone).
+
+    embeddings : {word: (n_layers, hidden)}; pairs whose words have no embedding are skipped and counted.
+    Returns {"synonym", "near_homophone", "random", "preference"}: (n_layers,) lists, and "n_pairs", "skipped".
+    """
+    sims = {r: [] for r in RELATIONS}
+    skipped = 0
+    for a, b, rel in pairs:
+        if a in embeddings and b in embeddings:
+            sims[rel].append(_cosine(embeddings[a], embeddings[b]))
+        else:
+            skipped += 1
+    empty = [r for r in RELATIONS if not sims[r]]
+    if empty:
+        raise DataError(f"no {empty} pair has both words in the corpus ({skipped} pairs skipped)")
+    words = sorted(embeddings)
+    rng = np.random.default_rng(seed)
+    rand = [_cosine(embeddings[words[i]], embeddings[words[j]])
+            for i, j in rng.integers(0, len(words), (n_random, 2)) if i != j]
+    mean = {r: np.mean(sims[r], axis=0) for r in RELATIONS}
+    return {"synonym": mean["synonym"].tolist(), "near_homophone": mean["near_homophone"].tolist(),
+            "random": np.mean(rand, axis=0).tolist(), "preference": (mean["synonym"] - mean["near_homophone"]).tolist(),
+            "n_pairs": {r: len(sims[r]) for r in RELATIONS}, "skipped": skipped}

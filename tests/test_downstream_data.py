@@ -1,0 +1,116 @@
+"""Readers of the downstream datasets on their miniature layouts, and on hand-made files."""
+import json
+
+import numpy as np
+import pytest
+
+import downstream_data as dd
+from data_utils import DataError
+
+
+def test_timit_folding_covers_61_phones_into_39():
+    assert len(dd.TIMIT_61) == 61 and len(dd.TIMIT_39) == 39
+    folded = {dd.fold_timit_phone(p) for p in dd.TIMIT_61} - {None}
+    assert folded == set(dd.TIMIT_39)
+    assert dd.fold_timit_phone("q") is None
+    assert [dd.fold_timit_phone(p) for p in ("ao", "ix", "zh", "bcl", "h#", "pau", "epi", "ux", "EN")] == \
+        ["aa", "ih", "sh", "sil", "sil", "sil", "sil", "uw", "n"]
+    with pytest.raises(DataError, match="unknown TIMIT phone"):
+        dd.fold_timit_phone("xx")
+
+
+def _hand_timit(root, utt="SX101"):
+    spk = root / "train" / "dr3" / "mabc0"  # lower case copy of TIMIT
+    spk.mkdir(parents=True)
+    (root / "TEST" / "DR1" / "FXYZ1").mkdir(parents=True)
+    for folder in (spk, root / "TEST" / "DR1" / "FXYZ1"):
+        (folder / f"{utt.lower()}.phn").write_text("0 1600 h#\n1600 2400 q\n2400 4000 ix\n4000 4800 bcl\n4800 6400 b\n"
+                                                  "6400 8000 h#\n")
+        (folder / f"{utt.lower()}.wrd").write_text("2400 6400 ib\n")
+        (folder / f"{utt.lower()}.wav").write_bytes(b"")
+    return spk
+
+
+def test_timit_reader_hand_made_phn(tmp_path):
+    _hand_timit(tmp_path)
+    utts = dd.read_timit(tmp_path, val_fraction=0.0)
+    train = [u for u in utts if u.split in ("train", "val")][0]
+    assert train.label == "SX" and train.speaker == "MABC0"
+    # q dropped, ix -> ih, bcl -> sil; times in seconds at 16 kHz
+    assert [p for _, _, p in train.segments] == ["sil", "ih", "sil", "b", "sil"]
+    assert train.segments[1][:2] == (0.15, 0.25)
+    assert train.words == [(0.15, 0.4, "ib")]
+    assert {u.split for u in utts} == {"val", "test"}  # one train speaker: held out as val (at least one)
+
+
+def test_timit_reader_errors(tmp_path):
+    with pytest.raises(DataError, match="no TRAIN/ folder"):
+        dd.read_timit(tmp_path)
+    spk = _hand_timit(tmp_path)
+    (spk / "sx101.phn").write_text("0 x h#\n")
+    with pytest.raises(DataError, match=r"sx101.phn, line 1: expected 'start_sample end_sample label'"):
+        dd.read_timit(tmp_path)
+
+
+def test_miniature_timit_layout(downstream):
+    import soundfile as sf
+    utts = dd.read_timit(downstream / "timit")
+    counts = dd.check_splits(utts, "timit")
+    assert all(n > 0 for n in counts.values())
+    assert {u.label for u in utts} == {"SA", "SI", "SX"}
+    # speakers never cross splits
+    by_speaker = {}
+    for u in utts:
+        by_speaker.setdefault(u.speaker, set()).add(u.split)
+    assert all(len(s) == 1 for s in by_speaker.values())
+    # .WAV is NIST SPHERE at 16 kHz, as in the LDC release
+    u = utts[0]
+    assert u.path.read_bytes()[:7] == b"NIST_1A"
+    assert sf.info(str(u.path)).samplerate == 16000
+    wav = dd.load_utterance_audio(u)
+    assert abs(len(wav) / 16000 - u.segments[-1][1]) < 0.01  # the last h# ends at the end of the audio
+    assert all(p in dd.TIMIT_39 for uu in utts for _, _, p in uu.segments)
+
+
+def test_miniature_speech_commands(downstream):
+    utts = dd.read_speech_commands(downstream / "speech_commands")
+    assert len(dd.label_map(utts)) == 35
+    assert "_background_noise_" not in {u.label for u in utts}
+    val_list = (downstream / "speech_commands" / "validation_list.txt").read_text().split()
+    val = {f"{u.label}/{u.path.name}" for u in utts if u.split == "val"}
+    assert val == set(val_list)
+    speakers = {s: {u.speaker for u in utts if u.split == s} for s in dd.SPLITS}
+    assert not (speakers["train"] & speakers["test"]) and not (speakers["val"] & speakers["test"])
+
+
+def test_miniature_crema_d_split_by_actor(downstream):
+    utts = dd.read_crema_d(downstream / "crema_d")
+    assert set(dd.label_map(utts)) == set(dd.CREMA_EMOTIONS)
+    actors = {s: {u.speaker for u in utts if u.split == s} for s in dd.SPLITS}
+    assert all(actors.values()) and not (actors["train"] & actors["test"]) and not (actors["val"] & actors["test"])
+    bad = downstream / "crema_bad" / "AudioWAV"
+    bad.mkdir(parents=True)
+    (bad / "1001_IEO_XXX_HI.wav").write_bytes(b"")
+    with pytest.raises(DataError, match="1001_IEO_XXX_HI.wav: expected"):
+        dd.read_crema_d(bad.parent)
+
+
+def test_miniature_slurp_one_label_map(downstream):
+    utts = dd.read_slurp(downstream / "slurp")
+    classes = dd.label_map(utts)
+    assert {u.split for u in utts} == set(dd.SPLITS)
+    # the map covers every split's labels, built once
+    assert all(u.label in classes for u in utts)
+    rec = json.loads((downstream / "slurp" / "dataset" / "slurp" / "test.jsonl").read_text().splitlines()[0])
+    assert rec["intent"] == f"{rec['scenario']}_{rec['action']}"
+    assert all(u.path.suffix == ".flac" and u.path.is_file() for u in utts)
+    actions = dd.read_slurp(downstream / "slurp", label="action")
+    assert {u.label for u in actions} <= {"set", "query", "music", "hue_lightoff"}
+
+
+def test_miniature_words_split_by_word(downstream):
+    utts = dd.read_words(downstream / "words")
+    words = {s: {u.words[0][2] for u in utts if u.split == s} for s in dd.SPLITS}
+    assert not (words["train"] & words["test"]) and not (words["train"] & words["val"])
+    assert len(dd.label_map(utts)) == 8
+    assert {u.label for u in utts if u.split == "test"} == set(dd.label_map(utts))  # every category in test

@@ -1,0 +1,72 @@
+"""eval_phonemes.py / eval_downstream.py end to end on the miniature layouts with tiny models."""
+import json
+from pathlib import Path
+
+import pytest
+
+import brain_trainer_story
+import eval_downstream
+import eval_phonemes
+
+
+def _args(model, data, out, cache, *extra):
+    return ["--data-dir", str(data), "--model-name", model, "--out", str(out), "--cache-dir", str(cache),
+            "--no-progress", *extra]
+
+
+@pytest.mark.parametrize("task", ["phonemes", "phonemes_frame", "sentence_type"])
+def test_timit_tasks_write_results_and_hit_the_cache(downstream, tiny_models, tmp_path, task):
+    args = _args(tiny_models["whisper"], downstream / "timit", tmp_path / "r", tmp_path / "cache",
+                 "--task", task, "--whisper-mode", "truncate")
+    assert eval_phonemes.main(args) == 0
+    res = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert res["layers"] == [1, 2] and set(res["per_layer"]) == {"1", "2"}
+    assert res["kind"] == ("multilabel" if task == "phonemes" else "multiclass")
+    assert res["classes"] == (["SA", "SI", "SX"] if task == "sentence_type" else res["classes"])
+    assert len(res["classes"]) == (3 if task == "sentence_type" else 39)
+    for name in ("table.md", "config.json", f"{task}_by_layer.png"):
+        assert (tmp_path / "r" / name).is_file()
+    assert res["feature_cache_hits"] == 0
+    assert eval_phonemes.main(args) == 0
+    again = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert again["feature_cache_hits"] == 3                       # train, val, test read back
+    assert again["per_layer"] == res["per_layer"]                 # deterministic probes
+
+
+def test_other_tasks_on_pretrained_and_tuned_models(mini, downstream, tiny_models, tmp_path):
+    tuned = tmp_path / "tuned"
+    assert brain_trainer_story.main(["--data-dir", str(mini / "ds003020"), "--subject", "UTS01", "--model-name",
+                                     tiny_models["wav2vec2"], "--nc-dir", str(mini / "subject_NCs"), "--out-dir",
+                                     str(tuned), "--batch-size", "16", "--num-epochs", "1", "--no-progress"]) == 0
+    for model, name in ((tiny_models["wav2vec2"], "pre"), (str(tuned / "best"), "tuned")):
+        for task, folder in (("commands", "speech_commands"), ("emotion", "crema_d"), ("intent", "slurp"),
+                             ("semantic_category", "words")):
+            out = tmp_path / task / name
+            assert eval_downstream.main(_args(model, downstream / folder, out, tmp_path / "c", "--task", task,
+                                              "--layers", "2")) == 0
+            res = json.loads((out / "results.json").read_text())
+            assert res["n_rows"]["test"] > 0 and 0 <= res["per_layer"]["2"]["test"]["accuracy"] <= 1
+    assert eval_downstream.main(["--compare", str(tmp_path / "emotion" / "pre"), str(tmp_path / "emotion" / "tuned"),
+                                 "--out", str(tmp_path / "cmp")]) == 0
+    cmp = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    assert cmp["models"] == ["pre", "tuned"] and cmp["change_vs_first_pct"]["pre"]["accuracy"] == 0.0
+    assert (tmp_path / "cmp" / "emotion_by_layer.png").is_file()
+
+
+def test_semantic_preference_on_miniature_stories(mini, downstream, tiny_models, tmp_path):
+    out = tmp_path / "sp"
+    assert eval_downstream.main(_args(tiny_models["hubert"], mini / "ds003020", out, tmp_path / "c",
+                                      "--task", "semantic_preference", "--pairs",
+                                      str(downstream / "words" / "semantic_pairs.tsv"), "--max-per-word", "2")) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["n_pairs"]["near_homophone"] >= 5 and res["n_pairs"]["synonym"] >= 10
+    v = res["per_layer"]["1"]
+    assert v["preference"] == pytest.approx(v["synonym"] - v["near_homophone"])
+
+
+def test_clear_errors(downstream, tiny_models, tmp_path):
+    base = _args(tiny_models["whisper"], downstream / "timit", tmp_path / "r", tmp_path / "c")
+    assert eval_phonemes.main(base + ["--layers", "9"]) == 2          # layer out of range
+    assert eval_phonemes.main(_args(tiny_models["whisper"], tmp_path / "nowhere", tmp_path / "r",
+                                    tmp_path / "c")) == 3             # dataset missing
+    assert eval_downstream.main(["--compare", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2

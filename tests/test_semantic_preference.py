@@ -1,0 +1,65 @@
+"""Semantic preference: the formula on hand-built spaces, pair files, and the CLI on the miniature stories."""
+import zlib
+
+import numpy as np
+import pytest
+
+from data_utils import DataError
+from make_demo_data import CATEGORIES, NEAR_HOMOPHONES, VOCABULARY
+from semantic_preference import ENGLISH_PAIRS, read_pairs, semantic_preference, word_occurrences
+
+
+def _pairs():
+    pairs = [(a, b, "near_homophone") for a, b in NEAR_HOMOPHONES]
+    for a, _ in NEAR_HOMOPHONES:
+        mate = [w for w in CATEGORIES[VOCABULARY[a]].split() if w != a][0]
+        pairs.append((a, mate, "synonym"))
+    return pairs
+
+
+def _sound_vector(word, dim=64):
+    # letters stand in for phones: near-homophones share most of them
+    v = np.zeros(dim)
+    for i in range(len(word) - 1):
+        v[zlib.crc32(word[i:i + 2].encode()) % dim] += 1.0
+    return v
+
+
+def test_meaning_space_prefers_synonyms_and_sound_space_homophones():
+    rng = np.random.default_rng(0)
+    cats = sorted(CATEGORIES)
+    meaning, sound = {}, {}
+    for w, c in VOCABULARY.items():
+        onehot = np.eye(len(cats))[cats.index(c)]
+        r = np.random.default_rng(zlib.crc32(w.encode()))
+        meaning[w] = np.stack([onehot * 3 + r.normal(0, 0.5, len(cats))] * 2)          # 2 "layers"
+        s = _sound_vector(w, 8)
+        sound[w] = np.stack([s + r.normal(0, 0.1, 8)] * 2)
+    m = semantic_preference(meaning, _pairs())
+    s = semantic_preference(sound, _pairs())
+    assert all(p > 0.3 for p in m["preference"]) and all(p < 0 for p in s["preference"])
+    assert m["n_pairs"] == {"synonym": 10, "near_homophone": 10}
+    # the preference is exactly the difference of the two mean cosines
+    np.testing.assert_allclose(m["preference"], np.array(m["synonym"]) - np.array(m["near_homophone"]))
+    # cosine of identical vectors is 1
+    same = semantic_preference({"a": np.ones((1, 3)), "b": np.ones((1, 3)), "c": -np.ones((1, 3))},
+                               [("a", "b", "synonym"), ("a", "c", "near_homophone")])
+    assert same["synonym"] == pytest.approx([1.0]) and same["near_homophone"] == pytest.approx([-1.0])
+
+
+def test_pairs_files(tmp_path):
+    pairs = read_pairs(ENGLISH_PAIRS)
+    assert {r for _, _, r in pairs} == {"synonym", "near_homophone"} and len(pairs) >= 40
+    bad = tmp_path / "p.tsv"
+    bad.write_text("word1\tword2\trelation\nbig\tlarge\tantonym\n")
+    with pytest.raises(DataError, match="row 2"):
+        read_pairs(bad)
+    with pytest.raises(DataError, match="no \\['synonym'\\] pair"):
+        semantic_preference({"a": np.ones((1, 2)), "b": np.ones((1, 2))}, [("a", "b", "near_homophone"),
+                                                                          ("a", "zzz", "synonym")])
+
+
+def test_word_occurrences_caps_and_filters():
+    words = {"s1": [(0, 1, "Bear"), (1, 2, "the"), (2, 3, "bear")], "s2": [(0, 1, "bear"), (1, 2, "pear")]}
+    occ = word_occurrences(words, {"bear", "pear"}, max_per_word=2)
+    assert occ == {"bear": [("s1", 0, 1), ("s1", 2, 3)], "pear": [("s2", 1, 2)]}
