@@ -1,31 +1,124 @@
-"""`make demo`: build the miniature dataset and run the toolkit on it.
+"""`make demo`: the paper's experiment on the built-in miniature with the real pretrained Whisper tiny.en.
 
-    python run_demo.py --out runs/demo [--quick] [--seed 0]
+    python run_demo.py [--out runs/demo] [--seed 0] [--quick] [--seeds 0 1 2]
 
-Grows with the toolkit: for now it builds the miniature and validates it with the data layer.
+Steps (each one is the toolkit's own CLI, called in-process with the arguments a real run would take):
+build the miniature fMRI dataset and the miniature downstream datasets; convert the bundled Whisper tiny.en
+to a HF model directory; evaluate the pretrained model; brain-tune it on UTS01; brain-tune a block-shuffled
+random-target control; evaluate both (with the low-level residual analysis); probe all three; write
+OUT/REPORT.md with tables, plots and the findings checked against the paper's, and print the headline.
+The demo only chooses data, model and budget flags (DEMO_* below); `--seeds` repeats it per seed and
+writes OUT/SEEDS.md. Exit code 0 when the pipeline ran (findings that do not hold are reported, not hidden).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 from pathlib import Path
 
-import data_utils
-from make_demo_data import build
+SUBJECT = "UTS01"
+MODEL_DIR = Path("models/whisper-tiny.en")
+# Budget flags: truncated Whisper positions, 2 epochs over the bottom-frozen encoder, TR-stride features.
+DEMO_TRAIN_FLAGS = ["--whisper-mode", "truncate", "--batch-size", "16", "--lr", "5e-4", "--head-lr", "5e-4",
+                    "--num-epochs", "2", "--freeze-layers", "1", "--init-head", "ridge"]
+DEMO_EVAL_FLAGS = ["--whisper-mode", "truncate", "--stride", "2.0", "--context", "6", "--low-level"]
+PROBE_TASKS = [("semantic_category", "words"), ("phonemes", "timit"), ("sentence_type", "timit"),
+               ("commands", "speech_commands"), ("emotion", "crema_d"), ("intent", "slurp")]
+# --quick (CI): the same data and recipe, without the control run and with the semantic probe only.
+QUICK_PROBE_TASKS = PROBE_TASKS[:1]
+
+
+def _step(name: str, fn, *args) -> None:
+    t0 = time.perf_counter()
+    print(f"\n=== {name}", flush=True)
+    rc = fn(*args)
+    if isinstance(rc, int) and rc != 0:
+        raise SystemExit(f"demo step '{name}' failed with exit code {rc}")
+    print(f"=== {name}: {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def run_pipeline(out: Path, data: Path, seed: int, quick: bool, progress: bool) -> dict:
+    """Run every step for one seed; returns the findings (see demo_report.findings)."""
+    import brain_evaluate
+    import brain_trainer_story
+    import eval_downstream
+    import eval_phonemes
+    import make_demo_data
+    import make_downstream_data
+    from demo_report import findings, write_report
+
+    size = "demo"  # the tiny miniature's 20 test TRs are too few to measure the effect
+    quiet = [] if progress else ["--no-progress"]
+    ds = data / "miniature"
+    _step("build the miniature fMRI dataset", lambda: make_demo_data.build(ds, seed=seed, size=size, quiet=not progress))
+    _step("build the miniature downstream datasets",
+          lambda: make_downstream_data.build(data / "downstream", seed=seed, size=size, quiet=not progress))
+    if not (MODEL_DIR / "model.safetensors").is_file():
+        import whisper_ct2
+        _step("convert the bundled Whisper tiny.en to a HF model", whisper_ct2.main, ["--out", str(MODEL_DIR)])
+    models = {"pretrained": str(MODEL_DIR), "tuned": str(out / "train" / "tuned" / "best"),
+              "control": str(out / "train" / "control" / "best")}
+    if quick:
+        del models["control"]
+    cache = ["--cache-dir", str(out / "cache")]
+    common = ["--data-dir", str(ds / "ds003020"), "--subject", SUBJECT, "--nc-dir", str(ds / "subject_NCs")]
+    train_flags = DEMO_TRAIN_FLAGS + ["--seed", str(seed)]
+    runs = (("tuned", []), ("control", ["--target-control", "block-shuffle"]))
+    for name, extra in runs[:1] if quick else runs:
+        _step(f"brain-tune ({name})", brain_trainer_story.main,
+              common + ["--model-name", str(MODEL_DIR), "--out-dir", str(out / "train" / name), "--overwrite"]
+              + train_flags + extra + quiet)
+    for name, model in models.items():
+        _step(f"alignment of the {name} model", brain_evaluate.main,
+              common + ["--model-name", model, "--out", str(out / "eval" / name), "--roi-file",
+                        str(ds / "rois" / f"{SUBJECT}.json"), "--seed", str(seed)] + DEMO_EVAL_FLAGS + cache + quiet)
+    _step("compare alignment", brain_evaluate.main,
+          ["--compare"] + [str(out / "eval" / m) for m in models] + ["--out", str(out / "eval" / "comparison")])
+    for task, folder in QUICK_PROBE_TASKS if quick else PROBE_TASKS:
+        script = eval_phonemes if folder == "timit" else eval_downstream
+        for name, model in models.items():
+            _step(f"probe {task} ({name})", script.main,
+                  ["--task", task, "--data-dir", str(data / "downstream" / folder), "--model-name", model,
+                   "--whisper-mode", "truncate", "--out", str(out / "probes" / task / name), "--seed", str(seed)]
+                  + cache + quiet)
+        _step(f"compare {task}", script.main,
+              ["--compare"] + [str(out / "probes" / task / m) for m in models] + ["--out", str(out / "probes" / task)])
+    for name, model in models.items():
+        _step(f"semantic preference ({name})", eval_downstream.main,
+              ["--task", "semantic_preference", "--data-dir", str(ds / "ds003020"), "--model-name", model,
+               "--whisper-mode", "truncate", "--pairs", str(data / "downstream" / "words" / "semantic_pairs.tsv"),
+               "--stories", "wheretheressmoke", "--out", str(out / "probes" / "semantic_preference" / name)] + quiet)
+    result = findings(out, list(models))
+    write_report(out, result, seed=seed, quick=quick, train_flags=train_flags, eval_flags=DEMO_EVAL_FLAGS)
+    return result
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/demo")
-    parser.add_argument("--data", default="data/miniature", help="where the miniature is built")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="tiny miniature and budgets (CI)")
+    parser.add_argument("--data", default="data", help="where the miniature datasets are built")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data, the tuning and the probes")
+    parser.add_argument("--seeds", type=int, nargs="+", help="run the whole demo once per seed (OUT/seed_<s>)")
+    parser.add_argument("--quick", action="store_true", help="no control run, semantic probe only (CI)")
+    parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    from demo_report import headline, write_seed_summary
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    root = build(Path(args.data), seed=args.seed, size="tiny" if args.quick else "demo")
-    print(f"\nminiature dataset: {root}")
-    return data_utils.main(["--data-dir", str(root)])
+    t0 = time.perf_counter()
+    if args.seeds:
+        results = {}
+        for s in args.seeds:
+            results[s] = run_pipeline(out / f"seed_{s}", Path(args.data) / f"seed_{s}", s, args.quick,
+                                      not args.no_progress)
+        print(write_seed_summary(out, results))
+    else:
+        result = run_pipeline(out, Path(args.data), args.seed, args.quick, not args.no_progress)
+        print("\n" + headline(result))
+        print(f"report: {out / 'REPORT.md'}")
+    print(f"demo finished in {(time.perf_counter() - t0) / 60:.1f} min")
+    return 0
 
 
 if __name__ == "__main__":

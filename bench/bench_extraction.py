@@ -1,0 +1,100 @@
+"""Layer-wise feature extraction: the toolkit's batched extractor against one-window-at-a-time extraction.
+
+    python bench/bench_extraction.py                       # reduced: base geometry, 12 s audio, 4 s context
+    python bench/bench_extraction.py --real                # 16 s context, 60 s of audio, 0.1 s stride
+    python bench/bench_extraction.py --real --device cuda --precision bf16
+
+Each method runs in its own process (same pinned thread count) so that peak memory (max RSS) is its own.
+Baseline = the public reference's approach: every window alone through the model with all hidden states
+returned and kept, fp32. Toolkit = `features.extract_story_features` (equal-length windows batched, inference
+mode, only the requested layers kept). Check: identical features (within float tolerance).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common import machine, max_rss_mb, pin_threads, write_results
+
+SIZES = {"reduced": dict(audio_s=12.0, context_s=4.0, stride_s=0.1), "real": dict(audio_s=60.0, context_s=16.0, stride_s=0.1)}
+LAYERS = [2, 5, 7, 8, 10, 11, 12]
+
+
+def worker(method: str, model_dir: str, size: dict, threads: int, device: str, precision: str, out: Path) -> None:
+    pin_threads(threads)
+    import torch
+
+    import models
+    from features import extract_story_features, pool_frames, window_bounds
+    backbone, fe, mt = models.load_backbone(model_dir)
+    enc = models.SpeechEncoder(backbone, fe, mt).eval().to(device)
+    wav = np.random.default_rng(0).normal(0, 0.1, int(size["audio_s"] * 16000)).astype(np.float32)
+    t0 = time.perf_counter()
+    if method == "toolkit":
+        _, feats = extract_story_features(enc, wav, LAYERS, size["stride_s"], size["context_s"], "last",
+                                          batch_size=16, device=device, precision=precision, progress=False)
+    else:
+        starts, ends = window_bounds(len(wav), size["stride_s"], size["context_s"])
+        kept = []
+        with torch.no_grad():
+            for s, e in zip(starts, ends):
+                states, valid = enc(torch.from_numpy(wav[s:e])[None].to(device))  # all layers, kept
+                kept.append([h.cpu() for h in states])
+        feats = np.stack([np.stack([pool_frames(k[l], torch.ones(k[l].shape[:2], dtype=torch.bool), "last", 1)[0].numpy()
+                                    for k in kept]) for l in LAYERS])
+    seconds = time.perf_counter() - t0
+    np.save(out / f"{method}.npy", feats)
+    (out / f"{method}.json").write_text(json.dumps({"seconds": seconds, "max_rss_mb": max_rss_mb(),
+                                                    "n_windows": int(feats.shape[1])}))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--real", action="store_true")
+    p.add_argument("--model-type", default="wav2vec2", choices=["wav2vec2", "hubert", "whisper"])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--model-dir", help=argparse.SUPPRESS)
+    p.add_argument("--tmp", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    size = SIZES["real" if args.real else "reduced"]
+    if args.worker:
+        worker(args.worker, args.model_dir, size, args.threads, args.device, args.precision, Path(args.tmp))
+        return 0
+    from model_zoo import build_random_model
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model_dir = build_random_model(args.model_type, tmp / "model", size="base")
+        rec = {"size": size, "model": f"{args.model_type} base geometry (random init)", "layers": LAYERS,
+               "machine": machine(args.threads), "device": args.device, "precision": args.precision, "runs": {}}
+        for method in ("reference", "toolkit"):
+            cmd = [sys.executable, __file__, "--worker", method, "--model-dir", str(model_dir), "--tmp", str(tmp),
+                   "--threads", str(args.threads), "--device", args.device, "--precision", args.precision] \
+                + (["--real"] if args.real else [])
+            subprocess.run(cmd, check=True)
+            rec["runs"][method] = json.loads((tmp / f"{method}.json").read_text())
+            rec["runs"][method]["audio_s_per_s"] = size["audio_s"] / rec["runs"][method]["seconds"]
+        a, b = np.load(tmp / "reference.npy"), np.load(tmp / "toolkit.npy")
+        rec["max_abs_difference"] = float(np.abs(a - b).max())
+        rec["max_relative_difference"] = float(np.abs(a - b).max() / np.abs(a).max())
+    rec["speedup"] = rec["runs"]["reference"]["seconds"] / rec["runs"]["toolkit"]["seconds"]
+    lines = [f"### extraction, {rec['model']}, {size['audio_s']:.0f} s audio, context {size['context_s']} s, stride "
+             f"{size['stride_s']} s, {args.threads} threads, {args.device} {args.precision}", "",
+             "| method | seconds | audio s / s | max RSS MB |", "|---|---|---|---|"]
+    lines += [f"| {k} | {v['seconds']:.1f} | {v['audio_s_per_s']:.2f} | {v['max_rss_mb']:.0f} |" for k, v in rec["runs"].items()]
+    lines += ["", f"speed-up: {rec['speedup']:.2f}x; max relative feature difference {rec['max_relative_difference']:.1e}"]
+    write_results(f"extraction_{args.model_type}" + ("_real" if args.real else ""), rec, "\n".join(lines) + "\n")
+    return 0 if rec["max_relative_difference"] < 1e-3 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,121 @@
+"""The demo's findings, checked against the paper's, and its REPORT.md (reads the result folders run_demo.py wrote)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from run_utils import package_versions, timestamp, write_json_atomic, write_text_atomic
+
+MODELS = ("pretrained", "tuned", "control")
+LANGUAGE_GAIN_AIM = 20.0  # percent, the issue's aim (the paper reports ~+30% for wav2vec2/HuBERT)
+
+
+def _load(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def findings(out: Path, models=MODELS) -> dict:
+    """Measured numbers and whether each finding of the paper holds on this run (control checks need a control)."""
+    cmp = _load(out / "eval" / "comparison" / "comparison.json")
+    cc = cmp["upper_middle_cc_norm"]
+    change = cmp["change_vs_first_pct"]
+    impact = cmp.get("low_level_impact_pct", {})
+    probes = {}
+    for d in sorted((out / "probes").iterdir()):
+        if (d / "comparison.json").is_file():
+            probes[d.name] = {m: v["f1_macro"] for m, v in _load(d / "comparison.json")["upper_middle_mean"].items()}
+    pref = {m: _load(out / "probes" / "semantic_preference" / m / "results.json")["upper_middle_mean"]["preference"]
+            for m in models}
+    lang, aud = "language", "auditory"
+    checks = [
+        ("language-ROI alignment gain of the tuned model", f">= +{LANGUAGE_GAIN_AIM:.0f}% vs pretrained",
+         change["tuned"][lang], change["tuned"][lang] >= LANGUAGE_GAIN_AIM)]
+    if "control" in models:
+        checks.append(("tuned above the random-target control (language)", "tuned > control",
+                       cc["tuned"][lang] - cc["control"][lang], cc["tuned"][lang] > cc["control"][lang]))
+    checks += [
+        ("auditory ROI does not gain in the same way", "gain(auditory) < gain(language)",
+         change["tuned"][aud], change["tuned"][aud] < change["tuned"][lang]),
+        ("low-level impact in the language ROI drops", "impact(tuned) < impact(pretrained)",
+         impact.get("tuned", {}).get(lang, np.nan) - impact.get("pretrained", {}).get(lang, np.nan),
+         bool(impact) and impact["tuned"][lang] < impact["pretrained"][lang]),
+        ("semantic-category probe improves", "F1 macro tuned > pretrained",
+         probes["semantic_category"]["tuned"] - probes["semantic_category"]["pretrained"],
+         probes["semantic_category"]["tuned"] > probes["semantic_category"]["pretrained"]),
+        ("semantic preference increases", "preference tuned > pretrained", pref["tuned"] - pref["pretrained"],
+         pref["tuned"] > pref["pretrained"]),
+    ]
+    return {"models": list(models), "alignment": cc, "change_pct": change, "low_level_impact_pct": impact, "probes_f1_macro": probes,
+            "semantic_preference": pref, "upper_middle_layers": _load(out / "eval" / "tuned" / "summary.json")["upper_middle_layers"],
+            "checks": [{"finding": f, "expected": e, "measured": float(m), "holds": bool(h)} for f, e, m, h in checks]}
+
+
+def headline(result: dict) -> str:
+    """The terminal table: alignment per ROI, low-level impact, semantic probe and preference per model."""
+    cc, ch, imp = result["alignment"], result["change_pct"], result["low_level_impact_pct"]
+    rows = ["| model | language cc_norm (Δ%) | auditory cc_norm (Δ%) | low-level impact lang. % | semantic probe F1 | "
+            "semantic preference |", "|---|---|---|---|---|---|"]
+    for m in result["models"]:
+        rows.append(f"| {m} | {cc[m]['language']:.3f} ({ch[m]['language']:+.1f}) | {cc[m]['auditory']:.3f} "
+                    f"({ch[m]['auditory']:+.1f}) | {imp.get(m, {}).get('language', float('nan')):.1f} | "
+                    f"{result['probes_f1_macro']['semantic_category'][m]:.3f} | {result['semantic_preference'][m]:+.4f} |")
+    rows += ["", "| finding | expected | measured | holds |", "|---|---|---|---|"]
+    rows += [f"| {c['finding']} | {c['expected']} | {c['measured']:+.3f} | {'yes' if c['holds'] else '**no**'} |"
+             for c in result["checks"]]
+    return "\n".join(rows) + "\n"
+
+
+def write_report(out: Path, result: dict, seed: int, quick: bool, train_flags: list, eval_flags: list) -> None:
+    """OUT/REPORT.md + OUT/findings.json + OUT/probes_summary.png."""
+    from plotting import plot_bars
+    probes = result["probes_f1_macro"]
+    plot_bars({t: probes[t] for t in probes}, out / "probes_summary.png", "F1 macro (upper-middle layers)",
+              "downstream probes")
+    plot_bars({"semantic preference": result["semantic_preference"]}, out / "semantic_preference.png",
+              "sim(syn) − sim(homophone)")
+    held = sum(c["holds"] for c in result["checks"])
+    sections = [
+        "# Brain-tuning demo: Whisper tiny.en on the miniature Moth Radio Hour", "",
+        f"{timestamp()} · seed {seed} · {'quick (tiny miniature, 1 epoch)' if quick else 'full demo'} · "
+        f"torch {package_versions().get('torch')}", "",
+        "Pretrained = the real Whisper tiny.en (bundled, converted offline); tuned = brain-tuned on subject UTS01's "
+        "language and auditory voxels (NC > 0.4); control = identical training on TR-block-shuffled targets. "
+        f"Alignment: held-out story `wheretheressmoke`, mean cc_norm over the upper-middle layers "
+        f"{result['upper_middle_layers']} (n/2 < layer ≤ 0.85·n of 4), Δ% vs pretrained.", "",
+        f"## Headline ({held} of {len(result['checks'])} findings hold)", "", headline(result),
+        "## Alignment by layer and ROI", "", "![alignment](eval/comparison/alignment_by_layer.png)", "",
+        (out / "eval" / "comparison" / "comparison.md").read_text(), "",
+    ]
+    for m in result["models"]:
+        sections += [(out / "eval" / m / "table.md").read_text(), ""]
+    sections += ["## Brain-tuning loss curves", "", " ".join(f"![{m}](train/{m}/loss_curve.png)"
+                                                             for m in result["models"] if m != "pretrained"),
+                 "", "## Downstream probes", "",
+                 "![probes](probes_summary.png) ![preference](semantic_preference.png)", ""]
+    for task in sorted(probes):
+        sections += [(out / "probes" / task / "comparison.md").read_text(), ""]
+    for m in result["models"]:
+        sections += [(out / "probes" / "semantic_preference" / m / "table.md").read_text(), ""]
+    sections += ["## How this was run", "", f"- brain-tuning flags: `{' '.join(train_flags)}`",
+                 f"- evaluation flags: `{' '.join(eval_flags)}`",
+                 "- every step's config.json (arguments, versions) sits in its folder under this report.",
+                 "- findings are reported as measured; a finding that does not hold is marked **no**, not tuned away."]
+    write_text_atomic(out / "REPORT.md", "\n".join(sections) + "\n")
+    write_json_atomic(out / "findings.json", result)
+
+
+def write_seed_summary(out: Path, results: dict) -> str:
+    """OUT/SEEDS.md: each check per seed, and the headline numbers per seed."""
+    checks = [c["finding"] for c in next(iter(results.values()))["checks"]]
+    lines = ["# The demo across seeds", "", "| finding | " + " | ".join(f"seed {s}" for s in results) + " |",
+             "|---|" + "---|" * len(results)]
+    for i, name in enumerate(checks):
+        cells = [f"{r['checks'][i]['measured']:+.3f} {'✓' if r['checks'][i]['holds'] else '✗'}" for r in results.values()]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "SEEDS.md", text)
+    write_json_atomic(out / "seeds.json", {str(s): r for s, r in results.items()})
+    return text
