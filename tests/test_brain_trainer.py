@@ -140,3 +140,16 @@ def test_ddp_two_cpu_processes(mini, tiny_models, tmp_path):
     assert cfg["args"]["resolved"]["world_size"] == 2 and cfg["args"]["resolved"]["micro_batch_size"] == 8
     assert (out / "best" / "model.safetensors").is_file()
     assert res.stdout.count("epoch 1:") == 1  # only rank 0 reports and writes
+
+
+def test_ridge_head_init_starts_below_the_random_head(mini, tiny_models, tmp_path):
+    assert run(mini, tiny_models["hubert"], tmp_path / "rand", "--num-epochs", "1") == 0
+    assert run(mini, tiny_models["hubert"], tmp_path / "ridge", "--num-epochs", "1", "--init-head", "ridge",
+               "--freeze-layers", "1") == 0
+    assert metrics(tmp_path / "ridge")[0]["val_loss"] < metrics(tmp_path / "rand")[0]["val_loss"]
+    cfg = json.loads((tmp_path / "ridge" / "config.json").read_text())
+    assert cfg["args"]["freeze_layers"] == 1
+    # only the top block (and the head) were trained
+    assert cfg["args"]["resolved"]["trainable_backbone_params"] < json.loads(
+        (tmp_path / "rand" / "config.json").read_text())["args"]["resolved"]["trainable_backbone_params"]
+    assert run(mini, tiny_models["hubert"], tmp_path / "lr", "--init-head", "ridge", "--head-rank", "8") == 2

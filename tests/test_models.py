@@ -2,6 +2,8 @@ import numpy as np
 import pytest
 import torch
 
+import models
+
 from conftest import FAMILIES
 from models import (BrainTuningModel, ModelError, SpeechEncoder, VoxelHead, apply_lora, load_backbone, load_head,
                     masked_mean, save_tuned)
@@ -105,3 +107,19 @@ def test_unknown_model_type_is_named(tmp_path):
     BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32).save_pretrained(tmp_path)
     with pytest.raises(ModelError, match=r"model type 'bert' is not a supported speech encoder"):
         load_backbone(str(tmp_path))
+
+
+@pytest.mark.parametrize("family", ["wav2vec2", "whisper"])
+def test_freeze_bottom_layers(tiny_models, family):
+    backbone, fe, mt = models.load_backbone(tiny_models[family])
+    enc = models.SpeechEncoder(backbone, fe, mt)
+    enc.freeze_bottom_layers(1)
+    blocks = enc.transformer_layers()
+    assert not any(p.requires_grad for p in blocks[0].parameters())
+    assert all(p.requires_grad for p in blocks[1].parameters())
+    front = enc.encoder.conv1 if mt == "whisper" else enc.model.feature_projection
+    assert not any(p.requires_grad for p in front.parameters())
+    if mt == "whisper":
+        assert all(p.requires_grad for p in enc.encoder.layer_norm.parameters())  # after the last block
+    with pytest.raises(models.ModelError, match="has 2 transformer layers"):
+        enc.freeze_bottom_layers(3)

@@ -2,6 +2,8 @@ import numpy as np
 import pytest
 import torch
 
+import training
+
 from training import StoryData, WindowDataset, _distant_permutation, apply_target_control, brain_loss, warmup_linear_decay
 from timing import simulated_tr_grid
 
@@ -59,3 +61,20 @@ def test_controls_decouple_targets():
         assert not np.array_equal(b.targets[:4], s.targets[:4])
     p = _distant_permutation(10, 2, np.random.default_rng(1))
     assert sorted(p) == list(range(10)) and np.all(np.abs(p - np.arange(10)) >= 2)
+
+
+def test_ridge_head_weights_match_closed_form_and_pick_the_better_alpha():
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (200, 6))
+    w_true = rng.normal(0, 1, (6, 3))
+    y = x @ w_true + 2.0 + rng.normal(0, 0.1, (200, 3))
+    xv = rng.normal(0, 1, (50, 6))
+    yv = xv @ w_true + 2.0
+    w, b, alphas = training.ridge_head_weights(x, y, xv, yv, alphas=[1e-3])
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    lam = 1e-3 * np.trace(xc.T @ xc) / 6
+    np.testing.assert_allclose(w, np.linalg.solve(xc.T @ xc + lam * np.eye(6), xc.T @ yc), rtol=1e-6)
+    np.testing.assert_allclose(b, y.mean(0) - x.mean(0) @ w, rtol=1e-6)
+    # low-noise data: the tiny penalty predicts validation better than a huge one
+    _, _, chosen = training.ridge_head_weights(x, y, xv, yv, alphas=[1e-3, 1e3])
+    assert (chosen == 1e-3).all()
