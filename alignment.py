@@ -92,10 +92,13 @@ def wilcoxon_compare(tuned: np.ndarray, pretrained: np.ndarray) -> dict:
 
 def low_level_features(wav: np.ndarray, phone_labels: list[str], phone_times: np.ndarray,
                        grid: TRGrid, test: bool, n_bands: int = 16) -> np.ndarray:
-    """Low-level features of one story at its TRs: mel-band energies + articulatory features (trimmed, z-scored)."""
-    from low_level import articulatory_features, mel_band_energy
+    """Low-level features of one story at its TRs (trimmed, z-scored): mel-band energies (n_bands), 22 articulatory
+    features, hashed diphones and triphones (64 each) of the phones: (rows, n_bands + 150)."""
+    from low_level import articulatory_features, mel_band_energy, phone_ngram_features
     t_mel, mel = mel_band_energy(wav, 16000, n_bands=n_bands)
     mel_tr = story_tr_features(t_mel, mel - mel.mean(0), grid, test)
-    art = articulatory_features(phone_labels)
-    art_tr = story_tr_features(phone_times, art, grid, test) if len(phone_labels) else np.zeros((len(mel_tr), 22))
-    return np.hstack([mel_tr, art_tr]).astype(np.float32)
+    if not len(phone_labels):
+        return np.hstack([mel_tr, np.zeros((len(mel_tr), 22 + 2 * 64))]).astype(np.float32)
+    phones = np.hstack([articulatory_features(phone_labels), phone_ngram_features(phone_labels, 2),
+                        phone_ngram_features(phone_labels, 3)])
+    return np.hstack([mel_tr, story_tr_features(phone_times, phones, grid, test)]).astype(np.float32)

@@ -49,7 +49,8 @@ def parse_args(argv=None):
     p.add_argument("--pooling", default="auto", choices=("auto",) + POOLINGS,
                    help="auto = last frame (wav2vec family), mean over the window's last TR (Whisper)")
     p.add_argument("--whisper-mode", default="pad30", choices=models.WHISPER_MODES)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, help="windows per forward pass (default 16 on CUDA, 1 on CPU, where "
+                                                   "batching saves no time and costs memory: bench/RESULTS.md)")
     p.add_argument("--device", default="auto")
     p.add_argument("--backend", default="numpy", choices=["numpy", "torch"], help="ridge backend (torch uses CUDA if present)")
     p.add_argument("--ridge-score", default="r2", choices=["r2", "corr"], help="alpha selection criterion")
@@ -122,6 +123,7 @@ def main(argv=None) -> int:
                 "whisper_mode": args.whisper_mode if model_type == "whisper" else None}
     cache = FeatureCache(Path(args.cache_dir) if args.cache_dir else data.cache_dir / "features", args.model_name, settings)
     precision = "bf16" if device.type == "cuda" else "fp32"
+    batch_size = args.batch_size or (16 if device.type == "cuda" else 1)
 
     # ---------------------------------------------------------------- features per story and layer
     per_layer: dict[int, dict[str, np.ndarray]] = {l: {} for l in layers}
@@ -131,7 +133,7 @@ def main(argv=None) -> int:
         cached = cache.load(story, layers)
         if cached is None:
             times, feats = extract_story_features(encoder, data.audio(story), layers, args.stride, args.context,
-                                                  pooling, args.tr, args.batch_size, device, precision,
+                                                  pooling, args.tr, batch_size, device, precision,
                                                   progress=not args.no_progress)
             cache.save(story, layers, times, feats)
         else:

@@ -1,4 +1,4 @@
-"""Low-level speech features: mel-band energies of the audio and articulatory features of the phones.
+"""Low-level speech features: mel-band energies of the audio; articulatory, diphone and triphone features of the phones.
 
 Used by the miniature generator (auditory voxels respond to band energies) and by the residual analysis of
 the evaluation (SPEC-methods.md §4). Functions return features with their times in seconds.
@@ -42,6 +42,20 @@ def articulatory_features(phone_labels: list[str]) -> np.ndarray:
     if not phone_labels:
         return np.zeros((0, len(ARTICULATORY_FEATURES)), np.float32)
     return np.stack([articulatory_vector(p) for p in phone_labels])
+
+
+def phone_ngram_features(phone_labels: list[str], n: int, n_buckets: int = 64) -> np.ndarray:
+    """(n_phones, n_buckets) one-hot of the phone n-gram ending at each phone (diphones n=2, triphones n=3).
+
+    N-grams (stress stripped, padded with "#" at the story start) are hashed into `n_buckets` with CRC32, which
+    keeps the dimension fixed whatever the phone inventory; the bucket of an n-gram is stable across runs.
+    """
+    import zlib
+    labels = ["#"] * (n - 1) + [p.upper().rstrip("012") for p in phone_labels]
+    out = np.zeros((len(phone_labels), n_buckets), np.float32)
+    for i in range(len(phone_labels)):
+        out[i, zlib.crc32(" ".join(labels[i:i + n]).encode()) % n_buckets] = 1.0
+    return out
 
 
 def mel_band_energy(wav: np.ndarray, sample_rate: int = 16000, n_bands: int = 8, win_s: float = 0.025,

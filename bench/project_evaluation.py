@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     scale = ridge_cost(REAL["n_train"], REAL["p"], REAL["v"], REAL["n_alphas"]) / \
         ridge_cost(size["n_train"], size["p"], size["v"], REAL["n_alphas"])
     ridge_s = best * scale * REAL["layers"]
-    rate = ext["runs"]["toolkit"]["audio_s_per_s"] * ext["size"]["context_s"] / REAL["context_s"]
+    rate = ext["runs"][ext["best_toolkit"]]["audio_s_per_s"] * ext["size"]["context_s"] / REAL["context_s"]
     extract_s = REAL["audio_s"] / rate
     rec = {"inputs": {"ridge": args.ridge, "extraction": args.extraction}, "real": REAL,
            "ridge_measured_s": best, "ridge_scale_factor": scale, "ridge_projected_s_all_layers": ridge_s,

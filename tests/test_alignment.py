@@ -82,3 +82,15 @@ def test_bad_inputs(mini, tiny_models, tmp_path, capsys):
                                 tiny_models["hubert"], "--out", str(tmp_path / "z"), "--nc-dir", str(tmp_path)]) == \
         brain_evaluate.EXIT_DATA
     assert "noise ceiling has 3 values" in capsys.readouterr().err
+
+
+def test_phone_ngram_features_hand_case():
+    from low_level import phone_ngram_features
+    import zlib
+    di = phone_ngram_features(["AH1", "B", "AH0"], 2, n_buckets=16)
+    assert di.shape == (3, 16) and (di.sum(1) == 1).all()
+    assert di[0, zlib.crc32(b"# AH") % 16] == 1 and di[1, zlib.crc32(b"AH B") % 16] == 1
+    # stress does not matter; the same diphone lands in the same bucket wherever it occurs
+    assert (phone_ngram_features(["B", "AH1"], 2, 16)[1] == phone_ngram_features(["B", "AH0"], 2, 16)[1]).all()
+    tri = phone_ngram_features(["AH1", "B", "AH0"], 3, n_buckets=16)
+    assert tri[2, zlib.crc32(b"AH B AH") % 16] == 1

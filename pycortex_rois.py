@@ -1,0 +1,79 @@
+"""ROI files from the dataset's pycortex store: {roi: [column indices of the hf5 "data"]} per subject.
+
+    python pycortex_rois.py --data-dir /path/to/ds003020 --subject UTS03 --out rois/UTS03.json [--rois AC Broca]
+
+Column i of a response file is the i-th True voxel (C order) of the subject's `mask_thick` in
+`derivative/pycortex-db/<SUBJ>/transforms/<SUBJ>_auto/`; an ROI's voxels are the mask voxels that pycortex's
+`get_roi_masks` assigns to it (cortical sampler, both hemispheres). pycortex is optional (it builds C
+extensions from a 70 MB sdist); without it this script says so and exits 4, and any ROI file works instead.
+Untested here against the real store (not downloadable offline); the voxel mapping is tested on arrays.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from data_utils import DataError, subject_id
+
+EXIT_DATA, EXIT_MISSING_DEP = 3, 4
+
+
+def mask_columns(mask: np.ndarray, roi_mask: np.ndarray) -> list[int]:
+    """Response columns of the voxels of `roi_mask` (both (Z, Y, X) volumes; columns = True voxels of `mask`, C order)."""
+    if mask.shape != roi_mask.shape:
+        raise DataError(f"ROI volume shape {roi_mask.shape} differs from the mask shape {mask.shape}")
+    column = np.full(mask.shape, -1, dtype=np.int64)
+    column[mask.astype(bool)] = np.arange(int(mask.astype(bool).sum()))
+    cols = column[roi_mask.astype(bool) & mask.astype(bool)]
+    return sorted(int(c) for c in cols)
+
+
+def rois_from_store(store: Path, subject: str, roi_names: list[str] | None = None, xfm: str | None = None) -> dict:
+    """{roi: columns} built with pycortex from the store at `store` (the `pycortex-db` folder)."""
+    try:
+        import cortex
+    except ImportError as err:
+        raise ImportError("building ROIs from the pycortex store needs pycortex (optional: pip install pycortex); "
+                          "or pass an ROI file {name: [voxel indices]} with --roi-file") from err
+    if not (store / subject).is_dir():
+        raise DataError(f"{store}: no pycortex subject folder '{subject}' (expected derivative/pycortex-db/{subject}/)")
+    cortex.database.default_filestore = str(store)
+    cortex.db = cortex.database.Database(str(store))
+    xfm = xfm or f"{subject}_auto"
+    mask = cortex.db.get_mask(subject, xfm, "thick")
+    roi_masks = cortex.utils.get_roi_masks(subject, xfm, roi_list=roi_names, gm_sampler="cortical",
+                                           split_lr=False, return_dict=True)
+    return {name: mask_columns(mask, m > 0) for name, m in roi_masks.items()}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--subject", required=True)
+    p.add_argument("--out", required=True, help="ROI JSON to write")
+    p.add_argument("--rois", nargs="+", help="ROI names of the store (default: all)")
+    p.add_argument("--xfm", help="transform name (default <SUBJ>_auto)")
+    args = p.parse_args(argv)
+    subject = subject_id(args.subject)
+    try:
+        rois = rois_from_store(Path(args.data_dir) / "derivative" / "pycortex-db", subject, args.rois, args.xfm)
+    except ImportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_MISSING_DEP
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_DATA
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rois["_note"] = f"built by pycortex_rois.py from {args.data_dir} ({subject}, mask_thick)"
+    out.write_text(json.dumps(rois))
+    print(f"{len(rois) - 1} ROIs written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
