@@ -40,10 +40,11 @@ def test_other_tasks_on_pretrained_and_tuned_models(mini, downstream, tiny_model
                                      str(tuned), "--batch-size", "16", "--num-epochs", "1", "--no-progress"]) == 0
     for model, name in ((tiny_models["wav2vec2"], "pre"), (str(tuned / "best"), "tuned")):
         for task, folder in (("commands", "speech_commands"), ("emotion", "crema_d"), ("intent", "slurp"),
-                             ("semantic_category", "words")):
+                             ("semantic_category", "words"), ("phonemes", "timit"), ("sentence_type", "timit")):
             out = tmp_path / task / name
-            assert eval_downstream.main(_args(model, downstream / folder, out, tmp_path / "c", "--task", task,
-                                              "--layers", "2")) == 0
+            script = eval_phonemes if folder == "timit" else eval_downstream
+            assert script.main(_args(model, downstream / folder, out, tmp_path / "c", "--task", task,
+                                     "--layers", "2")) == 0
             res = json.loads((out / "results.json").read_text())
             assert res["n_rows"]["test"] > 0 and 0 <= res["per_layer"]["2"]["test"]["accuracy"] <= 1
     assert eval_downstream.main(["--compare", str(tmp_path / "emotion" / "pre"), str(tmp_path / "emotion" / "tuned"),
