@@ -85,6 +85,12 @@ def write_report(out: Path, result: dict, seed: int, quick: bool, train_flags: l
         f"Alignment: held-out story `wheretheressmoke`, mean cc_norm over the upper-middle layers "
         f"{result['upper_middle_layers']} (n/2 < layer ≤ 0.85·n of 4), Δ% vs pretrained.", "",
         f"## Headline ({held} of {len(result['checks'])} findings hold)", "", headline(result),
+        "How to read the semantic checks: in the miniature a word's category is not audible, and the simulated "
+        "language voxels follow the categories of the words heard 2–8 s earlier. The semantic-category probe is "
+        "trained and tested on *different* words (split by word), spoken alone in a carrier phrase, so it asks "
+        "whether category is linearly readable from a single word's sound; semantic preference compares raw "
+        "cosines of word segments of the held-out story (the 'random' column shows how anisotropic the space "
+        "is). A gain in language-ROI alignment need not carry over to these word-level measures.", "",
         "## Alignment by layer and ROI", "", "![alignment](eval/comparison/alignment_by_layer.png)", "",
         (out / "eval" / "comparison" / "comparison.md").read_text(), "",
     ]
