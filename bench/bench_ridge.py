@@ -24,10 +24,13 @@ def synthetic(n_train, n_test, p, v, seed=0):
     rng = np.random.default_rng(seed)
     scales = (1.0 / np.sqrt(1 + np.arange(p))).astype(np.float32)
     x = (rng.standard_normal((n_train + n_test, p), dtype=np.float32) * scales)
-    w = rng.standard_normal((p, v), dtype=np.float32) / np.sqrt(p)
     snr = np.exp(rng.uniform(np.log(0.02), np.log(2.0), v)).astype(np.float32)
-    y = x @ w
-    y = y / y.std(0) * np.sqrt(snr) + rng.standard_normal(y.shape, dtype=np.float32)
+    y = np.empty((n_train + n_test, v), np.float32)
+    for v0 in range(0, v, 10000):  # in voxel blocks: peak memory ~ y itself at 95k voxels
+        block = x @ (rng.standard_normal((p, min(10000, v - v0)), dtype=np.float32) / np.sqrt(p))
+        block *= np.sqrt(snr[v0:v0 + 10000]) / block.std(0)
+        block += rng.standard_normal(block.shape, dtype=np.float32)
+        y[:, v0:v0 + 10000] = block
     return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
 
 
