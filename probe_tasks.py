@@ -86,8 +86,9 @@ def task_features(spec: TaskSpec, utts: list[dd.Utterance], encoder, layers: lis
                 cache.save(split, layers, rows, x)
             else:
                 rows, x = cached
-            y = np.concatenate([probes.frame_labels(rows[rows[:, 0] == ui, 1], u.segments, classes)
-                                for ui, u in enumerate(members)])
+            # rows are in utterance order: split once instead of masking all rows per utterance
+            times_per_utt = np.split(rows[:, 1], np.searchsorted(rows[:, 0], np.arange(1, len(members))))
+            y = np.concatenate([probes.frame_labels(t, u.segments, classes) for t, u in zip(times_per_utt, members)])
             x = x[:, y >= 0]
             y = y[y >= 0]
         feats[split], labels[split] = x, y
