@@ -80,6 +80,8 @@ class SpeechEncoder(nn.Module):
                                  persistent=False)
             self.n_fft, self.hop = feature_extractor.n_fft, feature_extractor.hop_length
             self.n_mel_frames = feature_extractor.nb_max_frames  # 3000 for 30 s
+        # transformer blocks included in a precomputed front end passed to forward(front=...)
+        self.front_blocks = 0
 
     @property
     def encoder(self) -> nn.Module:
@@ -132,6 +134,70 @@ class SpeechEncoder(nn.Module):
                 frozen += p.numel()
         return frozen
 
+    def front_end_modules(self, n_blocks: int = 0) -> list[nn.Module]:
+        """The modules of the front end: conv feature encoder (Whisper: conv1, conv2, positions) + n_blocks."""
+        if self.model_type == "whisper":
+            enc = self.encoder
+            return [enc.conv1, enc.conv2, enc.embed_positions, *enc.layers[:n_blocks]]
+        if n_blocks:
+            raise ModelError(f"{self.model_type}: only the convolutional feature encoder can be precomputed")
+        return [self.model.feature_extractor]
+
+    def cacheable_blocks(self) -> int:
+        """How many bottom transformer blocks a precomputed front end may include.
+
+        Whisper: the leading blocks whose parameters are all frozen, when the config has no dropout (a block
+        with dropout is not a fixed function in training), at most num_layers − 1. wav2vec2 family: 0 (its
+        feature projection, positional convolution and SpecAugment run after the conv encoder and stay live).
+        """
+        if self.model_type != "whisper":
+            return 0
+        cfg = self.model.config
+        if any(getattr(cfg, k, 0) for k in ("dropout", "attention_dropout", "activation_dropout")):
+            return 0
+        n = 0
+        for block in self.transformer_layers()[:self.num_layers - 1]:
+            if any(p.requires_grad for p in block.parameters()):
+                break
+            n += 1
+        return n
+
+    @torch.no_grad()
+    def front_end(self, wav: torch.Tensor, n_blocks: int = 0) -> torch.Tensor:
+        """Output of the frozen front end, the input of `forward(front=...)` with `front_blocks = n_blocks`.
+
+        Parameters
+        ----------
+        wav : (B, n_samples) float 16 kHz waveforms of equal length.
+        n_blocks : bottom transformer blocks to include (Whisper only, at most `cacheable_blocks()`).
+
+        Returns
+        -------
+        wav2vec2 family: conv feature encoder output (B, conv_channels, frames), after the waveform
+        normalisation. Whisper: conv front end + positional embeddings, before dropout, then n_blocks blocks
+        (B, frames, d_model).
+        """
+        trainable = [n for m in self.front_end_modules(n_blocks) for n, p in m.named_parameters() if p.requires_grad]
+        if trainable:
+            raise ModelError(f"the front end to precompute has trainable parameters ({trainable[:3]}...): "
+                             f"freeze the feature encoder (and --freeze-layers >= {n_blocks})")
+        if n_blocks > self.cacheable_blocks():
+            raise ModelError(f"cannot precompute {n_blocks} blocks: at most {self.cacheable_blocks()} are frozen and "
+                             f"dropout-free in this model")
+        if self.model_type == "whisper":
+            x = self._whisper_front(wav)
+            for layer in self.encoder.layers[:n_blocks]:
+                out = layer(x, None)
+                x = out[0] if isinstance(out, tuple) else out
+            return x
+        return self.model.feature_extractor(self._normalise(wav))
+
+    def _normalise(self, wav: torch.Tensor) -> torch.Tensor:
+        if not self.do_normalize:
+            return wav
+        # the feature extractor's zero-mean unit-variance normalisation, per waveform
+        return (wav - wav.mean(dim=1, keepdim=True)) / torch.sqrt(wav.var(dim=1, keepdim=True, unbiased=False) + 1e-7)
+
     def frame_count(self, n_samples: int) -> int:
         """Number of encoder frames covering `n_samples` of real audio."""
         if self.model_type == "whisper":
@@ -150,13 +216,17 @@ class SpeechEncoder(nn.Module):
         log_spec = torch.maximum(log_spec, log_spec.amax(dim=(1, 2), keepdim=True) - 8.0)
         return (log_spec + 4.0) / 4.0
 
-    def forward(self, wav: torch.Tensor, layers: list[int] | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def forward(self, wav: torch.Tensor | None = None, layers: list[int] | None = None,
+                front: torch.Tensor | None = None, valid: torch.Tensor | None = None
+                ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Hidden states of the requested layers (default all) and the valid-frame mask.
 
         Parameters
         ----------
         wav : (B, n_samples) float 16 kHz waveforms of equal length.
         layers : hidden-state indices to return (0 = transformer input, num_layers = last).
+        front, valid : instead of `wav`, a precomputed `front_end(wav, self.front_blocks)` and its
+            (B, frames) valid-frame mask (the front-end cache); layers below `front_blocks` are then unavailable.
 
         Returns
         -------
@@ -168,30 +238,45 @@ class SpeechEncoder(nn.Module):
         bad = [i for i in layers if not 0 <= i <= self.num_layers]
         if bad:
             raise ModelError(f"layer(s) {bad} out of range: this model has hidden states 0..{self.num_layers}")
+        if (wav is None) == (front is None):
+            raise ValueError("pass exactly one of wav or front")
+        if front is not None and (valid is None or min(layers) < self.front_blocks):
+            raise ValueError(f"forward(front=...) needs the valid mask and layers >= front_blocks "
+                             f"({self.front_blocks}); asked for {layers}")
         if self.model_type == "whisper":
-            states = self._whisper_hidden_states(wav, max(layers))
+            states = self._whisper_hidden_states(wav, max(layers), front)
         else:
-            if self.do_normalize:  # the feature extractor's zero-mean unit-variance normalisation
-                wav = (wav - wav.mean(dim=1, keepdim=True)) / torch.sqrt(wav.var(dim=1, keepdim=True, unbiased=False) + 1e-7)
-            if layers == [self.num_layers]:
-                # only the last layer: no per-layer recording (LayerDrop in training skips recorded layers)
-                out = self.model(wav)
-                states = [None] * self.num_layers + [out.last_hidden_state]
-            else:
-                out = self.model(wav, output_hidden_states=True)
-                states = list(out.hidden_states)
-                if len(states) != self.num_layers + 1:
-                    raise ModelError(f"expected {self.num_layers + 1} hidden states, got {len(states)} "
-                                     f"(LayerDrop active in training mode?)")
-        n_valid = self.frame_count(wav.shape[1])
-        frames = states[layers[0]].shape[1]
-        valid = torch.zeros(wav.shape[0], frames, dtype=torch.bool, device=wav.device)
-        valid[:, :min(n_valid, frames)] = True
+            states = self._wav2vec_hidden_states(wav, layers, front)
+        if valid is None:
+            n_valid = self.frame_count(wav.shape[1])
+            frames = states[layers[0]].shape[1]
+            valid = torch.zeros(wav.shape[0], frames, dtype=torch.bool, device=wav.device)
+            valid[:, :min(n_valid, frames)] = True
         return [states[i] for i in layers], valid
 
-    def _whisper_hidden_states(self, wav: torch.Tensor, up_to: int) -> list[torch.Tensor]:
-        # Our own loop over the encoder layers: HF's forward insists on 3000 mel frames, which the
-        # truncated-positions mode must avoid; pad30 reproduces HF's forward exactly.
+    def _wav2vec_hidden_states(self, wav, layers, front) -> list[torch.Tensor]:
+        fe = self.model.feature_extractor
+        if front is not None:  # HF's forward, with the conv encoder's output supplied instead of computed
+            fe.forward = lambda _input: front
+            wav = front
+        else:
+            wav = self._normalise(wav)
+        try:
+            if layers == [self.num_layers]:
+                # only the last layer: no per-layer recording (LayerDrop in training skips recorded layers)
+                return [None] * self.num_layers + [self.model(wav).last_hidden_state]
+            states = list(self.model(wav, output_hidden_states=True).hidden_states)
+        finally:
+            if front is not None:
+                del fe.forward
+        if len(states) != self.num_layers + 1:
+            raise ModelError(f"expected {self.num_layers + 1} hidden states, got {len(states)} "
+                             f"(LayerDrop active in training mode?)")
+        return states
+
+    def _whisper_front(self, wav: torch.Tensor) -> torch.Tensor:
+        # Our own front end: HF's forward insists on 3000 mel frames, which the truncated-positions mode must
+        # avoid; pad30 reproduces HF's forward exactly.
         enc = self.encoder
         if self.whisper_mode == "pad30":
             n_pad = self.n_mel_frames * self.hop
@@ -202,11 +287,17 @@ class SpeechEncoder(nn.Module):
         mel = self.log_mel(wav).to(enc.conv1.weight.dtype)
         x = nn.functional.gelu(enc.conv1(mel))
         x = nn.functional.gelu(enc.conv2(x)).permute(0, 2, 1)
-        x = x + enc.embed_positions.weight[:x.shape[1]]
-        x = nn.functional.dropout(x, p=enc.dropout, training=self.training)
-        states = [x]
-        for i, layer in enumerate(enc.layers[:up_to]):
-            out = layer(x, None)
+        return x + enc.embed_positions.weight[:x.shape[1]]
+
+    def _whisper_hidden_states(self, wav, up_to: int, front=None) -> list[torch.Tensor]:
+        enc = self.encoder
+        start = self.front_blocks if front is not None else 0
+        x = self._whisper_front(wav) if front is None else front
+        if start == 0:
+            x = nn.functional.dropout(x, p=enc.dropout, training=self.training)
+        states = [None] * start + [x]
+        for i in range(start, up_to):
+            out = enc.layers[i](x, None)
             x = out[0] if isinstance(out, tuple) else out
             states.append(enc.layer_norm(x) if i == len(enc.layers) - 1 else x)
         return states
@@ -243,13 +334,18 @@ class BrainTuningModel(nn.Module):
         super().__init__()
         self.encoder, self.head = encoder, head
 
-    def pool(self, wav: torch.Tensor) -> torch.Tensor:
-        """(B, n_samples) -> (B, hidden): last hidden state averaged over real-audio frames."""
-        (last,), valid = self.encoder(wav, layers=[self.encoder.num_layers])
+    def pool(self, wav: torch.Tensor | None = None, front: torch.Tensor | None = None,
+             valid: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, n_samples) waveforms, or a precomputed front end + valid mask -> (B, hidden).
+
+        The last hidden state averaged over real-audio frames.
+        """
+        (last,), valid = self.encoder(wav, layers=[self.encoder.num_layers], front=front, valid=valid)
         return masked_mean(last, valid)
 
-    def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        return self.head(self.pool(wav))
+    def forward(self, wav: torch.Tensor | None = None, front: torch.Tensor | None = None,
+                valid: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.pool(wav, front, valid))
 
 
 # ----------------------------------------------------------------------------------------------- LoRA

@@ -95,7 +95,9 @@ def _distant_permutation(n: int, min_distance: int, rng) -> np.ndarray:
 class WindowDataset(torch.utils.data.Dataset):
     """(window, target) pairs: the 5-TR audio window ending at the end of TR j+10, and hf5 row j's target.
 
-    Windows are cut on access from the story waveforms, never materialised all at once.
+    Items are ({"wav": (n_samples,) float32}, (n_targets,) float32): the model is called as model(**inputs),
+    which also takes the front-end cache's {"front", "valid"} inputs. Windows are cut on access from the story
+    waveforms, never materialised all at once.
     """
 
     def __init__(self, stories: list[StoryData], n_chunks: int = 5, sample_rate: int = 16000):
@@ -111,7 +113,12 @@ class WindowDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         si, j = self.index[i]
         s = self.stories[si]
-        return torch.from_numpy(cut_window(s.wav, int(self.ends[si][j]), self.length)), torch.from_numpy(s.targets[j])
+        return {"wav": torch.from_numpy(self.window(i))}, torch.from_numpy(s.targets[j])
+
+    def window(self, i: int) -> np.ndarray:
+        """Audio window i, (n_samples,) float32."""
+        si, j = self.index[i]
+        return cut_window(self.stories[si].wav, int(self.ends[si][j]), self.length)
 
 
 # ----------------------------------------------------------------------------------------------- losses
@@ -167,15 +174,15 @@ def train_one_epoch(model, loader, optimizer, scheduler, loss_kind: str, accum_s
     total, count, steps = 0.0, 0, 0
     optimizer.zero_grad(set_to_none=True)
     micro = 0
-    for wav, target in tqdm(loader, desc=desc, leave=False, disable=disable_progress):
-        wav, target = wav.to(device, non_blocking=True), target.to(device, non_blocking=True)
+    for inputs, target in tqdm(loader, desc=desc, leave=False, disable=disable_progress):
+        inputs, target = _to(inputs, device), target.to(device, non_blocking=True)
         last_micro = (micro + 1) % accum_steps == 0
         sync = model.no_sync() if hasattr(model, "no_sync") and not last_micro else _null()
         with sync, autocast(device, precision):
-            loss = brain_loss(model(wav), target, loss_kind)
+            loss = brain_loss(model(**inputs), target, loss_kind)
         (loss / accum_steps).backward()
-        total += loss.item() * len(wav)
-        count += len(wav)
+        total += loss.item() * len(target)
+        count += len(target)
         micro += 1
         if last_micro:
             optimizer.step()
@@ -192,6 +199,10 @@ def train_one_epoch(model, loader, optimizer, scheduler, loss_kind: str, accum_s
     return total / max(count, 1), steps
 
 
+def _to(inputs: dict, device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
+
+
 class _null:
     def __enter__(self):
         return self
@@ -206,12 +217,12 @@ def evaluate(model, loader, loss_kind: str, device, precision: str, disable_prog
     from eval_utils import columnwise_correlation
     model.eval()
     preds, targets, total, count = [], [], 0.0, 0
-    for wav, target in tqdm(loader, desc="validate", leave=False, disable=disable_progress):
-        wav, target = wav.to(device), target.to(device)
+    for inputs, target in tqdm(loader, desc="validate", leave=False, disable=disable_progress):
+        inputs, target = _to(inputs, device), target.to(device)
         with autocast(device, precision):
-            pred = model(wav)
-        total += brain_loss(pred, target, loss_kind).item() * len(wav)
-        count += len(wav)
+            pred = model(**inputs)
+        total += brain_loss(pred, target, loss_kind).item() * len(target)
+        count += len(target)
         preds.append(pred.float().cpu().numpy())
         targets.append(target.cpu().numpy())
     r = columnwise_correlation(np.concatenate(preds), np.concatenate(targets))
@@ -274,9 +285,9 @@ def pooled_features(model, loader, device, precision: str, disable_progress: boo
     """Pooled last-layer features (N, hidden) and targets (N, n_targets) of every window of `loader`."""
     model.eval()
     feats, targets = [], []
-    for wav, target in tqdm(loader, desc="pooled features", leave=False, disable=disable_progress):
+    for inputs, target in tqdm(loader, desc="pooled features", leave=False, disable=disable_progress):
         with autocast(device, precision):
-            feats.append(model.pool(wav.to(device)).float().cpu().numpy())
+            feats.append(model.pool(**_to(inputs, device)).float().cpu().numpy())
         targets.append(target.numpy())
     return np.concatenate(feats).astype(np.float64), np.concatenate(targets).astype(np.float64)
 

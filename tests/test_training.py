@@ -19,13 +19,14 @@ def test_window_dataset_pairs_row_j_with_the_window_ending_at_tr_j_plus_10():
     s = _story("a", 20)
     s.wav[:] = np.arange(len(s.wav)) / 16000.0  # sample value = its time in seconds
     ds = WindowDataset([s])
-    wav, target = ds[3]
+    inputs, target = ds[3]
+    wav = inputs["wav"]
     # TR 13 ends at 13*2 - 10 + 2 = 18 s; the window covers 5 TRs = 10 s: [8, 18) s
     assert wav.shape == (160000,)
     assert wav[-1].item() == pytest.approx(18.0 - 1 / 16000, abs=1e-4)
     assert wav[0].item() == pytest.approx(8.0, abs=1e-4)
     np.testing.assert_array_equal(target.numpy(), s.targets[3])
-    first, _ = ds[0]  # TR 10 ends at 12 s: window [2, 12) s, no padding needed
+    first = ds.window(0)  # TR 10 ends at 12 s: window [2, 12) s, no padding needed
     assert first[0].item() == pytest.approx(2.0, abs=1e-4)
 
 

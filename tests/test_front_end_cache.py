@@ -1,0 +1,151 @@
+"""The front-end cache computes what the uncached model computes, is keyed on what it depends on, and survives kills."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import brain_trainer_story as trainer
+import data_utils as du
+import models
+import training
+from conftest import FAMILIES
+from front_end_cache import ARRAY, META, build_front_end_cache
+
+
+def _encoder(path, mode="truncate", freeze_layers=0):
+    model, fe, mt = models.load_backbone(path)
+    enc = models.SpeechEncoder(model, fe, mt, mode)
+    enc.freeze_feature_encoder()
+    enc.freeze_bottom_layers(freeze_layers)
+    return enc
+
+
+def _windows(mini_root, stories=("stagefright",)):
+    data = du.Ds003020(mini_root)
+    return training.WindowDataset(training.load_story_data(data, "UTS01", list(stories), np.arange(5), quiet=True))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_forward_from_the_front_end_equals_forward_from_the_waveform(tiny_models, family):
+    enc = _encoder(tiny_models[family], mode="pad30", freeze_layers=1).eval()
+    wav = torch.randn(2, 16000 * 3)
+    ref, ref_valid = enc(wav)
+    n_blocks = enc.cacheable_blocks()
+    assert n_blocks == (1 if family == "whisper" else 0)  # tiny Whisper has no dropout; wav2vec2 family: conv only
+    front = enc.front_end(wav, n_blocks)
+    enc.front_blocks = n_blocks
+    states, valid = enc(front=front, valid=ref_valid, layers=list(range(n_blocks, enc.num_layers + 1)))
+    for got, want in zip(states, ref[n_blocks:]):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert torch.equal(valid, ref_valid)
+    with pytest.raises(ValueError, match="needs the valid mask and layers >= front_blocks"):
+        enc(front=front)
+    if n_blocks:
+        with pytest.raises(ValueError, match="needs the valid mask and layers >= front_blocks"):
+            enc(front=front, valid=ref_valid, layers=[0])
+    # the HF feature encoder is restored after a forward from the front end
+    assert "forward" not in vars(enc.model.get_encoder() if family == "whisper" else enc.model.feature_extractor)
+
+
+def test_front_end_refuses_trainable_or_dropout_blocks(tiny_models):
+    model, fe, mt = models.load_backbone(tiny_models["wav2vec2"])
+    enc = models.SpeechEncoder(model, fe, mt)  # feature encoder not frozen
+    with pytest.raises(models.ModelError, match="trainable parameters"):
+        enc.front_end(torch.randn(1, 16000))
+    whisper = _encoder(tiny_models["whisper"])  # no --freeze-layers: blocks train
+    assert whisper.cacheable_blocks() == 0
+    with pytest.raises(models.ModelError, match=r"trainable parameters \(\['self_attn"):
+        whisper.front_end(torch.randn(1, 16000), n_blocks=1)
+    whisper = _encoder(tiny_models["whisper"], freeze_layers=2)
+    assert whisper.cacheable_blocks() == 1  # the last block's output needs the final norm: never cached
+    whisper.model.config.dropout = 0.1
+    assert whisper.cacheable_blocks() == 0
+    with pytest.raises(models.ModelError, match="cannot precompute 1 blocks: at most 0"):
+        whisper.front_end(torch.randn(1, 16000), n_blocks=1)
+
+
+@pytest.mark.parametrize("storage,tol", [("fp32", 0.0), ("bf16", 1e-2)])
+def test_cached_values_are_the_front_end_of_each_window(mini_root, tiny_models, tmp_path, storage, tol):
+    enc = _encoder(tiny_models["wav2vec2"])
+    ds = _windows(mini_root)
+    cached = build_front_end_cache(tmp_path, enc, ds, torch.device("cpu"), storage, batch_size=7, quiet=True)
+    assert len(cached) == len(ds) and cached.length == ds.length
+    for i in (0, 5, len(ds) - 1):
+        inputs, target = cached[i]
+        want = enc.front_end(torch.from_numpy(ds.window(i))[None])[0]
+        torch.testing.assert_close(inputs["front"], want, atol=tol * float(want.abs().max()), rtol=tol)
+        assert inputs["valid"].all() and inputs["valid"].shape == (want.shape[1],)
+        np.testing.assert_array_equal(target.numpy(), ds[i][1].numpy())
+    per_window = np.prod(want.shape) * (2 if storage == "bf16" else 4)
+    assert cached.meta["bytes"] == per_window * len(ds)
+
+
+def test_cache_is_reused_only_for_the_same_weights_and_audio(mini_root, tiny_models, tmp_path, monkeypatch):
+    enc = _encoder(tiny_models["hubert"])
+    ds = _windows(mini_root)
+    first = build_front_end_cache(tmp_path, enc, ds, torch.device("cpu"), "fp32", quiet=True)
+
+    def fail(*a, **k):
+        raise AssertionError("recomputed")
+    monkeypatch.setattr(enc, "front_end", fail)
+    again = build_front_end_cache(tmp_path, enc, ds, torch.device("cpu"), "fp32", quiet=True)
+    assert again.path == first.path
+    monkeypatch.undo()
+    with torch.no_grad():  # other weights, other audio: new caches beside the first
+        enc.model.feature_extractor.conv_layers[0].conv.weight.mul_(1.01)
+    changed = build_front_end_cache(tmp_path, enc, ds, torch.device("cpu"), "fp32", quiet=True)
+    other = build_front_end_cache(tmp_path, enc, _windows(mini_root, ("life",)), torch.device("cpu"), "fp32",
+                                  quiet=True)
+    assert len({first.path, changed.path, other.path}) == 3
+    assert not np.allclose(changed[0][0]["front"], first[0][0]["front"])
+
+
+def test_an_interrupted_cache_is_rebuilt(mini_root, tiny_models, tmp_path):
+    enc = _encoder(tiny_models["wav2vec2"])
+    ds = _windows(mini_root)
+    cached = build_front_end_cache(tmp_path, enc, ds, torch.device("cpu"), "fp32", quiet=True)
+    want = cached[3][0]["front"].clone()
+    (cached.path / META).unlink()  # as if killed before the metadata was written
+    np.save(cached.path / ARRAY, np.zeros((1,), np.float32))
+    rebuilt = build_front_end_cache(tmp_path, enc, ds, torch.device("cpu"), "fp32", quiet=True)
+    torch.testing.assert_close(rebuilt[3][0]["front"], want)
+    assert json.loads((rebuilt.path / META).read_text())["complete"]
+
+
+def _metrics(out):
+    with open(out / "metrics.csv") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+@pytest.mark.parametrize("family,extra", [("wav2vec2", []), ("whisper", ["--whisper-mode", "truncate",
+                                                                         "--freeze-layers", "1"])])
+def test_training_with_the_cache_matches_training_without(mini, tiny_models, tmp_path, family, extra):
+    common = ["--data-dir", str(mini / "ds003020"), "--subject", "UTS01", "--model-name", tiny_models[family],
+              "--nc-dir", str(mini / "subject_NCs"), "--batch-size", "16", "--num-epochs", "2", "--no-progress",
+              "--seed", "5", "--head-lr", "3e-3", "--init-head", "ridge", *extra]
+    assert trainer.main([*common, "--out-dir", str(tmp_path / "plain")]) == 0
+    shared = tmp_path / "shared_cache"
+    assert trainer.main([*common, "--out-dir", str(tmp_path / "cached"), "--cache-front-end",
+                         "--front-end-cache-dir", str(shared)]) == 0
+    plain, cached = _metrics(tmp_path / "plain"), _metrics(tmp_path / "cached")
+    for a, b in zip(plain, cached):
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
+        assert np.isnan(a["train_loss"]) or a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+    cfg = json.loads((tmp_path / "cached" / "config.json").read_text())["args"]["resolved"]["front_end_cache"]
+    assert cfg["blocks_included"] == (1 if family == "whisper" else 0) and cfg["gigabytes"] > 0
+    assert len(list(shared.iterdir())) == 2  # train and validation windows, kept in the explicit folder
+    # the default folder inside the run is removed when the run finishes
+    assert trainer.main([*common, "--out-dir", str(tmp_path / "default"), "--cache-front-end",
+                         "--num-epochs", "1"]) == 0
+    assert not (tmp_path / "default" / "front_end_cache").exists()
+
+
+def test_trainer_exits_2_when_the_front_end_is_not_frozen(mini, tiny_models, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(models.SpeechEncoder, "freeze_feature_encoder", lambda self: None)
+    code = trainer.main(["--data-dir", str(mini / "ds003020"), "--subject", "UTS01", "--model-name",
+                         tiny_models["wav2vec2"], "--nc-dir", str(mini / "subject_NCs"), "--out-dir",
+                         str(tmp_path / "r"), "--num-epochs", "1", "--no-progress", "--cache-front-end"])
+    assert code == trainer.EXIT_USAGE
+    assert "--cache-front-end" in capsys.readouterr().err
