@@ -16,6 +16,8 @@ and the settings, so several models or runs can share one `cache_dir` and a stal
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -101,8 +103,9 @@ def build_front_end_cache(cache_dir: str | os.PathLike, encoder, dataset, device
 
     Parameters
     ----------
-    cache_dir : folder shared by caches (each in its own key-hash subfolder). With torchrun it must be on a
-        filesystem all ranks see: rank r computes windows r, r + world, ... into one memory map.
+    cache_dir : folder shared by caches (each in its own key-hash subfolder, built under an flock so that
+        concurrent runs build it once). With torchrun it must be on a filesystem all ranks see: rank r computes
+        windows r, r + world, ... into one memory map.
     encoder : models.SpeechEncoder whose front end is frozen; `encoder.front_blocks` is set to the blocks
         included, which the model then skips.
     dataset : training.WindowDataset.
@@ -113,21 +116,52 @@ def build_front_end_cache(cache_dir: str | os.PathLike, encoder, dataset, device
     storage = "bf16" if precision == "bf16" else "fp32"
     key = front_end_key(encoder, dataset, n_blocks, storage)
     path = Path(cache_dir) / _key_hash(key)
-    meta = _read_meta(path)
-    if meta is None or meta.get("key") != key:
-        meta = _fill(path, key, encoder, dataset, device, precision, batch_size, n_blocks, rank, world, quiet)
-    elif rank == 0 and not quiet:
+    dist = world > 1 and torch.distributed.is_initialized()
+    meta = _read_meta(path, key)
+    if meta is None or dist:  # under torchrun every rank takes this path, so that they agree
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        # runs sharing cache_dir (a tuned run and its control started together) build each cache once
+        with _exclusive(Path(cache_dir) / f"{path.name}.lock", enabled=rank == 0):
+            if dist:
+                torch.distributed.barrier()
+            meta = _read_meta(path, key)  # built by another run while this one waited?
+            if dist:  # one decision for all ranks: rank 0's
+                decision = [meta is None]
+                torch.distributed.broadcast_object_list(decision, src=0)
+                rebuild = decision[0]
+            else:
+                rebuild = meta is None
+            if rebuild:
+                meta = _fill(path, key, encoder, dataset, device, precision, batch_size, n_blocks, rank, world, quiet)
+            elif dist:
+                meta = _read_meta(path, key)
+    if rank == 0 and not quiet and meta.get("reused", True):
         print(f"front-end cache: reusing {path} ({meta['bytes'] / 1e9:.2f} GB)", flush=True)
     encoder.front_blocks = n_blocks
     return CachedWindowDataset(path, meta, dataset)
 
 
-def _read_meta(path: Path) -> dict | None:
+def _read_meta(path: Path, key: dict) -> dict | None:
+    """The metadata of a complete cache for `key` in `path`, else None."""
     try:
         meta = json.loads((path / META).read_text())
     except (OSError, ValueError):
         return None
-    return meta if meta.get("complete") else None
+    return meta if meta.get("complete") and meta.get("key") == key else None
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path, enabled: bool = True):
+    """An advisory lock (flock) held for the block; released when the process dies, so a kill never wedges it."""
+    if not enabled:
+        yield
+        return
+    with open(lock_path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _fill(path, key, encoder, dataset, device, precision, batch_size, n_blocks, rank, world, quiet) -> dict:
@@ -171,4 +205,4 @@ def _fill(path, key, encoder, dataset, device, precision, batch_size, n_blocks, 
         write_json_atomic(path / META, meta)  # written last: its presence means the array is whole
     if dist:
         torch.distributed.barrier()
-    return meta
+    return {**meta, "reused": False}

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from common import machine, matmul_peak_gflops, pin_threads, write_results
+from common import machine, matmul_peak_gflops, peak_rss, pin_threads, write_results
 
 N_VOXELS = 50732
 WINDOW_S = 10.025  # 5 TRs
@@ -74,9 +74,9 @@ def main(argv=None) -> int:
     lines = [f"### brain-tuning step, batch {batch} x {WINDOW_S} s, head {N_VOXELS} voxels, {args.threads} threads, "
              f"{args.device}, --freeze-layers {args.freeze_layers}; matmul peak "
              f"{rec['matmul_peak_gflops_fp32']:.0f} GFLOP/s fp32", "",
-             "| model | precision | s / step | samples / s | GFLOP / step | GFLOP/s | % of peak "
+             "| model | precision | s / step | samples / s | GFLOP / step | GFLOP/s | % of peak | peak memory MB "
              "| s / step, cached front end | saving | cache MB / window |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
         for mt in args.models:
             mdir = build_random_model(mt, Path(tmp) / mt, size="base")
@@ -98,22 +98,27 @@ def main(argv=None) -> int:
             for prec in precisions:
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats()
-                s = time_steps(model, opt, {"wav": wav}, target, args.steps, device, prec)
+                mem = {}
+                with peak_rss(mem, "rss_mb"):
+                    s = time_steps(model, opt, {"wav": wav}, target, args.steps, device, prec)
                 enc.front_blocks = n_blocks
                 s_cached = time_steps(model, opt, cached, target, args.steps, device, prec)
                 enc.front_blocks = 0
                 entry[prec] = {"seconds_per_step": s, "samples_per_s": batch / s, "gflops": flops / s / 1e9,
                                "peak_fraction": flops / s / 1e9 / rec["matmul_peak_gflops_fp32"],
                                "seconds_per_step_cached_front_end": s_cached, "cache_saving": 1 - s_cached / s,
+                               "peak_rss_mb": mem["rss_mb"],
                                "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2 ** 20 if device.type == "cuda" else None}
+                peak_mb = entry[prec]["peak_gpu_mb"] or mem["rss_mb"]
                 lines.append(f"| {mt} | {prec} | {s:.2f} | {batch / s:.2f} | {flops / 1e9:.0f} | {flops / s / 1e9:.0f} | "
-                             f"{100 * entry[prec]['peak_fraction']:.0f} | {s_cached:.2f} | "
+                             f"{100 * entry[prec]['peak_fraction']:.0f} | {peak_mb:.0f} | {s_cached:.2f} | "
                              f"{100 * (1 - s_cached / s):.0f}% | {entry['front_end_cache_mb_per_window_bf16']:.2f} |")
             rec["models"][mt] = entry
             del model, opt, enc, backbone
     lines += ["", "cached front end = the same step fed from `--cache-front-end` (frozen CNN, or Whisper's log-mel + "
                   "convs and the cacheable frozen blocks), computed once per window instead of every epoch. "
-                  "Cache size per window in bf16 (x2 in fp32)."]
+                  "Cache size per window in bf16 (x2 in fp32). "
+                  "Peak memory: GPU allocated on CUDA, else the process's resident memory during the timed steps."]
     write_results("training" + ("_real" if args.real else ""), rec, "\n".join(lines) + "\n")
     return 0
 

@@ -135,7 +135,7 @@ def test_training_with_the_cache_matches_training_without(mini, tiny_models, tmp
         assert np.isnan(a["train_loss"]) or a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
     cfg = json.loads((tmp_path / "cached" / "config.json").read_text())["args"]["resolved"]["front_end_cache"]
     assert cfg["blocks_included"] == (1 if family == "whisper" else 0) and cfg["gigabytes"] > 0
-    assert len(list(shared.iterdir())) == 2  # train and validation windows, kept in the explicit folder
+    assert len([d for d in shared.iterdir() if d.is_dir()]) == 2  # train and validation windows, kept
     # the default folder inside the run is removed when the run finishes
     assert trainer.main([*common, "--out-dir", str(tmp_path / "default"), "--cache-front-end",
                          "--num-epochs", "1"]) == 0
@@ -149,3 +149,29 @@ def test_trainer_exits_2_when_the_front_end_is_not_frozen(mini, tiny_models, tmp
                          str(tmp_path / "r"), "--num-epochs", "1", "--no-progress", "--cache-front-end"])
     assert code == trainer.EXIT_USAGE
     assert "--cache-front-end" in capsys.readouterr().err
+
+
+def test_concurrent_runs_sharing_a_folder_build_the_cache_once(mini_root, tiny_models, tmp_path):
+    import threading
+    ds = _windows(mini_root)
+    encoders = [_encoder(tiny_models["wav2vec2"]) for _ in range(2)]
+    calls, results = [], [None, None]
+    for enc in encoders:
+        original = enc.front_end
+
+        def counted(*a, _orig=original, **k):
+            calls.append(1)
+            return _orig(*a, **k)
+        enc.front_end = counted
+
+    def build(i):
+        results[i] = build_front_end_cache(tmp_path, encoders[i], ds, torch.device("cpu"), "fp32", quiet=True)
+    threads = [threading.Thread(target=build, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    n_batches = -(-len(ds) // 16)
+    assert len(calls) == n_batches + 1  # one shape probe + one pass over the windows, by one of the two runs
+    assert results[0].path == results[1].path
+    torch.testing.assert_close(results[0][4][0]["front"], results[1][4][0]["front"])
