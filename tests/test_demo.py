@@ -22,3 +22,6 @@ def test_quick_demo_tuning_raises_language_alignment(tmp_path, monkeypatch):
         assert (out / png).is_file(), png
     cfg = json.loads((out / "train" / "tuned" / "config.json").read_text())
     assert cfg["args"]["freeze_layers"] == 1 and cfg["args"]["init_head"] == "ridge"
+    # the frozen bottom block ran once per window (front-end cache), and its derived data was removed after training
+    assert cfg["args"]["resolved"]["front_end_cache"]["blocks_included"] == 1
+    assert not (out / "train" / "front_end_cache").exists()
