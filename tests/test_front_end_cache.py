@@ -175,3 +175,31 @@ def test_concurrent_runs_sharing_a_folder_build_the_cache_once(mini_root, tiny_m
     assert len(calls) == n_batches + 1  # one shape probe + one pass over the windows, by one of the two runs
     assert results[0].path == results[1].path
     torch.testing.assert_close(results[0][4][0]["front"], results[1][4][0]["front"])
+
+
+def test_torchrun_ranks_fill_one_shared_cache(mini, tiny_models, tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    shared = tmp_path / "cache"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+           str(repo / "brain_trainer_story.py"), "--data-dir", str(mini / "ds003020"), "--subject", "UTS01",
+           "--model-name", tiny_models["wav2vec2"], "--nc-dir", str(mini / "subject_NCs"), "--out-dir",
+           str(tmp_path / "ddp"), "--batch-size", "16", "--num-epochs", "1", "--no-progress", "--cache-front-end",
+           "--front-end-cache-dir", str(shared)]
+    res = subprocess.run(cmd, cwd=repo, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    # this process finds the two ranks' cache complete (nothing recomputed) and right for windows of both ranks
+    enc = _encoder(tiny_models["wav2vec2"])
+    nc = np.load(mini / "subject_NCs" / "UTS01.npy")
+    data = du.Ds003020(mini / "ds003020")
+    ds = training.WindowDataset(training.load_story_data(data, "UTS01", ["stagefright", "life"],
+                                                         np.flatnonzero(nc > 0.4), quiet=True))
+    reference = enc.front_end
+    monkeypatch.setattr(enc, "front_end", lambda *a, **k: pytest.fail("recomputed a cache torchrun built"))
+    cached = build_front_end_cache(shared, enc, ds, torch.device("cpu"), "fp32", quiet=True)
+    for i in (0, 1, len(ds) - 1):  # rank 0 computed even windows, rank 1 odd ones
+        torch.testing.assert_close(cached[i][0]["front"], reference(torch.from_numpy(ds.window(i))[None])[0])
