@@ -71,8 +71,10 @@ def extract_story_features(encoder: SpeechEncoder, wav: np.ndarray, layers: list
     order = np.lexsort((ends, lengths))  # equal lengths side by side: batches need no padding
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     batches = [g for b in batches for g in _split_by_length(b, lengths)]
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if precision == "bf16" and torch.device(device).type == "cuda" \
-        else torch.autocast("cpu", enabled=False)
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be fp32 or bf16, found {precision!r}")
+    # bf16 autocast on CUDA, and on CPUs with native bf16 matmuls (slow emulation elsewhere: the caller's choice)
+    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
     for idx in tqdm(batches, desc="windows", leave=False, disable=not progress):
         batch = torch.stack([wav_t[starts[i]:ends[i]] for i in idx]).to(device)
         with autocast:

@@ -70,6 +70,12 @@ def test_brain_evaluate_end_to_end_cache_and_compare(mini, tiny_models, tmp_path
     table = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert table["change_vs_first_pct"]["b"]["all"] == pytest.approx(0.0, abs=1e-6)
     assert (tmp_path / "cmp" / "alignment_by_layer.png").is_file()
+    # bf16 features are a different cache entry (never served for fp32), and close to the fp32 ones
+    assert _eval(mini, tiny_models["wav2vec2"], tmp_path / "bf16", "--precision", "bf16") == 0
+    resolved = json.loads((tmp_path / "bf16" / "config.json").read_text())["resolved"]
+    assert resolved["precision"] == "bf16" and resolved["feature_cache_hits"] == 0
+    r_bf16 = np.load(tmp_path / "bf16" / "layer_2.npz")["r"]
+    assert not np.array_equal(r_bf16, z["r"]) and np.corrcoef(r_bf16, z["r"])[0, 1] > 0.9
 
 
 def test_bad_inputs(mini, tiny_models, tmp_path, capsys):
