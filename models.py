@@ -146,8 +146,9 @@ class SpeechEncoder(nn.Module):
     def cacheable_blocks(self) -> int:
         """How many bottom transformer blocks a precomputed front end may include.
 
-        Whisper: the leading blocks whose parameters are all frozen, when the config has no dropout (a block
-        with dropout is not a fixed function in training), at most num_layers − 1. wav2vec2 family: 0 (its
+        Whisper: the leading blocks whose parameters are all frozen and that hold no dropout (config dropouts 0,
+        no Dropout module with p > 0 such as LoRA's: a block with dropout is not a fixed function in training),
+        at most num_layers − 1. wav2vec2 family: 0 (its
         feature projection, positional convolution and SpecAugment run after the conv encoder and stay live).
         """
         if self.model_type != "whisper":
@@ -157,7 +158,8 @@ class SpeechEncoder(nn.Module):
             return 0
         n = 0
         for block in self.transformer_layers()[:self.num_layers - 1]:
-            if any(p.requires_grad for p in block.parameters()):
+            if any(p.requires_grad for p in block.parameters()) or any(
+                    isinstance(m, nn.Dropout) and m.p > 0 for m in block.modules()):  # e.g. LoRA dropout
                 break
             n += 1
         return n

@@ -62,6 +62,10 @@ def test_front_end_refuses_trainable_or_dropout_blocks(tiny_models):
     assert whisper.cacheable_blocks() == 1  # the last block's output needs the final norm: never cached
     whisper.model.config.dropout = 0.1
     assert whisper.cacheable_blocks() == 0
+    whisper.model.config.dropout = 0.0
+    models.apply_lora(whisper, rank=2, alpha=2, dropout=0.1)  # a frozen block with LoRA dropout is not fixed
+    whisper.freeze_bottom_layers(1)
+    assert whisper.cacheable_blocks() == 0
     with pytest.raises(models.ModelError, match="cannot precompute 1 blocks: at most 0"):
         whisper.front_end(torch.randn(1, 16000), n_blocks=1)
 
