@@ -157,9 +157,8 @@ def warmup_linear_decay(total_steps: int, warmup_fraction: float = 0.1):
 
 # ----------------------------------------------------------------------------------------------- loops
 def autocast(device: torch.device, precision: str):
-    if precision == "bf16" and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast(device.type, enabled=False)
+    """bf16 autocast when asked (CUDA, or a CPU: fast where it has native bf16, e.g. AVX512-BF16/AMX), else off."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def train_one_epoch(model, loader, optimizer, scheduler, loss_kind: str, accum_steps: int, device, precision: str,

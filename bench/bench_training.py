@@ -68,6 +68,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--steps", type=int, default=3, help="timed steps of each kind")
+    p.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"],
+                   help="default fp32 (+ bf16 on CUDA); bf16 on a CPU with native bf16 is worth measuring")
     p.add_argument("--freeze-layers", type=int, default=0, help="as the trainer's flag (the paper: 0)")
     args = p.parse_args(argv)
     pin_threads(args.threads)
@@ -82,10 +84,14 @@ def main(argv=None) -> int:
     batch = 32 if args.real else 2
     rec = {"machine": machine(args.threads), "batch": batch, "window_s": WINDOW_S, "n_voxels": N_VOXELS,
            "matmul_peak_gflops_fp32": matmul_peak_gflops(args.device), "models": {}}
-    precisions = ["fp32"] + (["bf16"] if device.type == "cuda" else [])
+    precisions = args.precisions or (["fp32"] + (["bf16"] if device.type == "cuda" else []))
+    if "bf16" in precisions:
+        rec["matmul_peak_gflops_bf16"] = matmul_peak_gflops(args.device, dtype=torch.bfloat16)
     lines = [f"### brain-tuning step, batch {batch} x {WINDOW_S} s, head {N_VOXELS} voxels, {args.threads} threads, "
              f"{args.device}, --freeze-layers {args.freeze_layers}; matmul peak "
-             f"{rec['matmul_peak_gflops_fp32']:.0f} GFLOP/s fp32", "",
+             f"{rec['matmul_peak_gflops_fp32']:.0f} GFLOP/s fp32"
+             + (f", {rec['matmul_peak_gflops_bf16']:.0f} bf16 (% of peak: against the step's own precision)"
+                if "bf16" in precisions else ""), "",
              "| model | precision | s / step | samples / s | GFLOP / step | GFLOP/s | % of peak | peak memory MB "
              "| s / step, cached front end | saving | cache MB / window |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -116,7 +122,7 @@ def main(argv=None) -> int:
                         model, opt, {"wav": wav}, cached, target, args.steps, device, prec,
                         lambda on: setattr(enc, "front_blocks", n_blocks if on else 0))
                 entry[prec] = {"seconds_per_step": s, "samples_per_s": batch / s, "gflops": flops / s / 1e9,
-                               "peak_fraction": flops / s / 1e9 / rec["matmul_peak_gflops_fp32"],
+                               "peak_fraction": flops / s / 1e9 / rec[f"matmul_peak_gflops_{prec}"],
                                "seconds_per_step_cached_front_end": s_cached, "cache_saving": 1 - s_cached / s,
                                "peak_rss_mb": mem["rss_mb"],
                                "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2 ** 20 if device.type == "cuda" else None}

@@ -153,3 +153,13 @@ def test_ridge_head_init_starts_below_the_random_head(mini, tiny_models, tmp_pat
     assert cfg["args"]["resolved"]["trainable_backbone_params"] < json.loads(
         (tmp_path / "rand" / "config.json").read_text())["args"]["resolved"]["trainable_backbone_params"]
     assert run(mini, tiny_models["hubert"], tmp_path / "lr", "--init-head", "ridge", "--head-rank", "8") == 2
+
+
+def test_bf16_on_cpu_is_really_bf16(mini, tiny_models, tmp_path):
+    # --precision bf16 must not silently run fp32 on a CPU (it autocasts; fast where the CPU has native bf16)
+    assert run(mini, tiny_models["wav2vec2"], tmp_path / "fp32", "--num-epochs", "1", "--precision", "fp32") == 0
+    assert run(mini, tiny_models["wav2vec2"], tmp_path / "bf16", "--num-epochs", "1", "--precision", "bf16") == 0
+    fp32, bf16 = metrics(tmp_path / "fp32"), metrics(tmp_path / "bf16")
+    assert bf16[-1]["val_loss"] != fp32[-1]["val_loss"]
+    assert bf16[-1]["val_loss"] == pytest.approx(fp32[-1]["val_loss"], rel=5e-2)
+    assert json.loads((tmp_path / "bf16" / "config.json").read_text())["args"]["resolved"]["precision"] == "bf16"
