@@ -23,7 +23,7 @@ import data_utils as du
 import models
 from features import POOLINGS, FeatureCache, extract_story_features
 from timing import TEST_EXTRA_TRIM
-from run_utils import command_line, package_versions, set_seed, timestamp, write_json_atomic, write_text_atomic
+from run_utils import command_line, package_versions, resolve_precision, set_seed, timestamp, write_json_atomic, write_text_atomic
 
 PAPER_LAYERS = (2, 5, 7, 8, 10, 11, 12)
 EXIT_USAGE, EXIT_DATA = 2, 3
@@ -122,7 +122,7 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     pooling = args.pooling if args.pooling != "auto" else ("last_tr" if model_type == "whisper" else "last")
-    precision = args.precision if args.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    precision = resolve_precision(args.precision, device)
     settings = {"stride": args.stride, "context": args.context, "pooling": pooling, "tr": args.tr, "precision": precision,
                 "whisper_mode": args.whisper_mode if model_type == "whisper" else None}
     cache = FeatureCache(Path(args.cache_dir) if args.cache_dir else data.cache_dir / "features", args.model_name, settings)

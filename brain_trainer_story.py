@@ -23,7 +23,7 @@ import torch
 import data_utils as du
 import models
 import training
-from run_utils import (command_line, package_versions, recover_dir, replace_dir, set_seed, timestamp,
+from run_utils import (command_line, package_versions, recover_dir, replace_dir, resolve_precision, set_seed, timestamp,
                        write_csv_atomic, write_json_atomic)
 
 # Settings that define a run: a resumed run must agree on all of them.
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     device = torch.device(f"cuda:{local_rank}" if args.device == "auto" and torch.cuda.is_available() and world > 1
                           else ("cuda" if args.device == "auto" and torch.cuda.is_available() else
                                 ("cpu" if args.device == "auto" else args.device)))
-    precision = args.precision if args.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    precision = resolve_precision(args.precision, device)
     if args.batch_size % world:
         print(f"error: --batch-size {args.batch_size} is not divisible by {world} processes", file=sys.stderr)
         return EXIT_USAGE

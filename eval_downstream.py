@@ -18,6 +18,7 @@ from pathlib import Path
 
 from probe_cli import common_parser, run
 from probe_tasks import run_probe_task, run_semantic_preference
+from run_utils import resolve_precision
 
 PROBE_TASKS = ["commands", "emotion", "intent", "action", "semantic_category"]
 
@@ -59,7 +60,7 @@ def main(argv=None) -> int:
         if args.task == "semantic_preference":
             return semantic_preference_task(args, encoder, layers, device)
         run_probe_task(args.task, args.data_dir, encoder, args.model_name, layers, Path(args.out), cache_dir,
-                       batch_size=args.batch_size, device=device, precision="bf16" if device.type == "cuda" else "fp32",
+                       batch_size=args.batch_size, device=device, precision=resolve_precision("auto", device),
                        seed=args.seed, progress=not args.no_progress, config=vars(args))
     return run(args, task)
 

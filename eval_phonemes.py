@@ -16,6 +16,7 @@ from pathlib import Path
 
 from probe_cli import common_parser, run
 from probe_tasks import run_probe_task
+from run_utils import resolve_precision
 
 TIMIT_TASKS = ["phonemes", "phonemes_frame", "sentence_type"]
 
@@ -28,7 +29,7 @@ def main(argv=None) -> int:
     def task(args, encoder, layers, device, cache_dir):
         run_probe_task(args.task, args.data_dir, encoder, args.model_name, layers, Path(args.out), cache_dir,
                        frame_step=args.frame_step, batch_size=args.batch_size, device=device,
-                       precision="bf16" if device.type == "cuda" else "fp32", seed=args.seed,
+                       precision=resolve_precision("auto", device), seed=args.seed,
                        progress=not args.no_progress, config=vars(args))
     return run(args, task)
 

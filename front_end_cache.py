@@ -92,8 +92,7 @@ class CachedWindowDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         raw = torch.from_numpy(np.array(self.array[i]))
         front = raw.view(torch.bfloat16).float() if self.meta["key"]["storage"] == "bf16" else raw
-        si, j = self.dataset.index[i]
-        return {"front": front, "valid": self.valid}, torch.from_numpy(self.dataset.stories[si].targets[j])
+        return {"front": front, "valid": self.valid}, self.dataset.target(i)
 
 
 def build_front_end_cache(cache_dir: str | os.PathLike, encoder, dataset, device, precision: str,

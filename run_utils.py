@@ -96,6 +96,13 @@ def _json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def resolve_precision(choice: str, device) -> str:
+    """The --precision flag resolved: "auto" means bf16 autocast on CUDA and fp32 elsewhere."""
+    if choice != "auto":
+        return choice
+    return "bf16" if getattr(device, "type", str(device)) == "cuda" else "fp32"
+
+
 def command_line() -> str:
     return " ".join([Path(sys.executable).name] + sys.argv)
 

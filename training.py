@@ -111,14 +111,17 @@ class WindowDataset(torch.utils.data.Dataset):
         return len(self.index)
 
     def __getitem__(self, i: int):
-        si, j = self.index[i]
-        s = self.stories[si]
-        return {"wav": torch.from_numpy(self.window(i))}, torch.from_numpy(s.targets[j])
+        return {"wav": torch.from_numpy(self.window(i))}, self.target(i)
 
     def window(self, i: int) -> np.ndarray:
         """Audio window i, (n_samples,) float32."""
         si, j = self.index[i]
         return cut_window(self.stories[si].wav, int(self.ends[si][j]), self.length)
+
+    def target(self, i: int) -> torch.Tensor:
+        """Target of window i, (n_targets,) float32."""
+        si, j = self.index[i]
+        return torch.from_numpy(self.stories[si].targets[j])
 
 
 # ----------------------------------------------------------------------------------------------- losses
