@@ -93,7 +93,7 @@ def main(argv=None) -> int:
              + (f", {rec['matmul_peak_gflops_bf16']:.0f} bf16 (% of peak: against the step's own precision)"
                 if "bf16" in precisions else ""), "",
              "| model | precision | s / step | samples / s | GFLOP / step | GFLOP/s | % of peak | peak memory MB "
-             "| s / step, cached front end | saving | cache MB / window |",
+             "| s / step, cached front end | saving | cache MiB / window |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
         for mt in args.models:
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
             del model, opt, enc, backbone
     lines += ["", "cached front end = the same step fed from `--cache-front-end` (frozen CNN, or Whisper's log-mel + "
                   "convs and the cacheable frozen blocks), computed once per window instead of every epoch. "
-                  "Cache size per window in bf16 (x2 in fp32). "
+                  "Cache size per window in MiB, bf16 (x2 in fp32). "
                   "Peak memory: GPU allocated on CUDA, else the process's resident memory during the timed steps."]
     write_results("training" + ("_real" if args.real else ""), rec, "\n".join(lines) + "\n")
     return 0
