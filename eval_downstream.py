@@ -6,6 +6,8 @@
     python eval_downstream.py --task semantic_preference --data-dir /data/ds003020 --model-name M --out R \
         [--pairs downstream/semantic_pairs_en.tsv]   # word segments from the stories' TextGrids
     python eval_downstream.py --task semantic_preference --corpus timit --data-dir /data/TIMIT ...  # .WRD segments
+    python eval_downstream.py --task story_word_category --data-dir /data/ds003020 --word-labels W.tsv \
+        --model-name M --out R   # a word label (TSV word/label) of story words in context, CV by word
     python eval_downstream.py --compare R_pre R_tuned --out R_cmp
 
 semantic_category is the miniature's word task (data/downstream/words). Probes are chosen on the validation
@@ -15,19 +17,19 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Callable
 
 from probe_cli import common_parser, run
-from probe_tasks import run_probe_task, run_semantic_preference
+from probe_tasks import run_probe_task, run_semantic_preference, run_story_word_probe
 from run_utils import resolve_precision
 
 PROBE_TASKS = ["commands", "emotion", "intent", "action", "semantic_category"]
 
 
-def semantic_preference_task(args, encoder, layers, device):
-    """Word segments from ds003020 TextGrids (default) or TIMIT .WRD files."""
+def story_words(args) -> tuple[dict, Callable]:
+    """Word segments {source: [(start_s, end_s, word)]} and an audio loader: ds003020 TextGrids or TIMIT .WRD files."""
     import data_utils as du
     import downstream_data as dd
-    from semantic_preference import ENGLISH_PAIRS
     if args.corpus == "ds003020":
         data = du.Ds003020(args.data_dir)
         stories = args.stories or sorted(data.respdict)
@@ -35,30 +37,49 @@ def semantic_preference_task(args, encoder, layers, device):
         for s in stories:
             w = data.words(s)
             words_by_source[s] = list(zip(w.starts.tolist(), w.ends.tolist(), w.labels))
-        loader = data.audio
-    else:
-        utts = dd.read_timit(args.data_dir)
-        words_by_source = {str(u.path): u.words for u in utts}
-        loader = lambda src: dd.load_wav_16k(Path(src))  # noqa: E731
+        return words_by_source, data.audio
+    utts = dd.read_timit(args.data_dir)
+    return {str(u.path): u.words for u in utts}, lambda src: dd.load_wav_16k(Path(src))
+
+
+def semantic_preference_task(args, encoder, layers, device):
+    from semantic_preference import ENGLISH_PAIRS
+    words_by_source, loader = story_words(args)
     run_semantic_preference(encoder, args.model_name, layers, words_by_source, loader, args.pairs or ENGLISH_PAIRS,
                             Path(args.out), args.context, args.max_per_word, device, args.seed,
                             not args.no_progress, config=vars(args))
 
 
+def story_word_task(args, encoder, layers, device):
+    words_by_source, loader = story_words(args)
+    run_story_word_probe(encoder, args.model_name, layers, words_by_source, loader, args.word_labels, Path(args.out),
+                         args.context, args.max_per_word, args.folds, device, args.seed, not args.no_progress,
+                         config=vars(args))
+
+
 def main(argv=None) -> int:
-    parser = common_parser(__doc__.splitlines()[0], PROBE_TASKS + ["semantic_preference"],
+    parser = common_parser(__doc__.splitlines()[0], PROBE_TASKS + ["semantic_preference", "story_word_category"],
                            "dataset root in its public layout (see README)")
-    g = parser.add_argument_group("semantic preference")
+    g = parser.add_argument_group("word segments of stories (semantic_preference, story_word_category)")
     g.add_argument("--pairs", help="TSV word1/word2/relation (default: the shipped English list)")
     g.add_argument("--corpus", default="ds003020", choices=["ds003020", "timit"], help="where word segments come from")
     g.add_argument("--stories", nargs="+", help="ds003020 stories to take words from (default: all)")
     g.add_argument("--context", type=float, default=3.0, help="seconds of audio before each word given to the model")
-    g.add_argument("--max-per-word", type=int, default=10, help="occurrences averaged per word")
+    g.add_argument("--max-per-word", type=int, help="occurrences used per word (default 10; story_word_category 5)")
+    g.add_argument("--word-labels", help="story_word_category: TSV word/label (e.g. a semantic category per word)")
+    g.add_argument("--folds", type=int, default=6, help="story_word_category: folds of held-out words")
     args = parser.parse_args(argv)
+    if args.task == "story_word_category" and not (args.word_labels or args.compare):
+        print("error: --task story_word_category needs --word-labels (TSV with header word<TAB>label)", file=sys.stderr)
+        return 2
+    if args.max_per_word is None:
+        args.max_per_word = 5 if args.task == "story_word_category" else 10
 
     def task(args, encoder, layers, device, cache_dir):
         if args.task == "semantic_preference":
             return semantic_preference_task(args, encoder, layers, device)
+        if args.task == "story_word_category":
+            return story_word_task(args, encoder, layers, device)
         run_probe_task(args.task, args.data_dir, encoder, args.model_name, layers, Path(args.out), cache_dir,
                        batch_size=args.batch_size, device=device, precision=resolve_precision("auto", device),
                        seed=args.seed, progress=not args.no_progress, config=vars(args))

@@ -4,8 +4,9 @@
 
 Writes `OUT/ds003020/` (stimuli, respdict, TextGrids, responses, one subject missing `life`), Box pickles
 in `OUT/box/`, noise ceilings in `OUT/subject_NCs/`, ROI files in `OUT/rois/` and the generating truth in
-`OUT/ground_truth/`. Stories are English sentences over 96 content words in 8 semantic categories (the
-category of a word is not audible), spoken by espeak-ng. Simulated voxels: "auditory" ones follow mel-band
+`OUT/ground_truth/` (with `word_categories.tsv` for `eval_downstream.py --task story_word_category`).
+Stories are English sentences over 96 content words in 8 semantic categories (the category of a word is
+not audible), spoken by espeak-ng. Simulated voxels: "auditory" ones follow mel-band
 energies, "language" ones the categories of recently heard words, "mixed" both, "noise" nothing; through
 an FIR haemodynamic response over delays 1–4 TRs, with AR(1) noise at log-uniform SNRs. Every layout
 invariant of SPEC-data.md is asserted after writing (the tree is built in a temp folder and renamed).
@@ -268,6 +269,8 @@ def build(out: Path, seed: int = 0, size: str = "demo", tr: float = DEFAULT_TR, 
     truth_dir.mkdir()
     (truth_dir / "vocabulary.json").write_text(json.dumps(
         {"categories": CATEGORY_NAMES, "word_category": VOCABULARY, "near_homophones": NEAR_HOMOPHONES}, indent=1))
+    # the same truth as eval_downstream.py --word-labels reads it
+    (truth_dir / "word_categories.tsv").write_text("word\tlabel\n" + "".join(f"{w}\t{c}\n" for w, c in VOCABULARY.items()))
     np.savez(truth_dir / "features.npz", **{f"{s}/{k}": v for s, d in feats.items() for k, v in d.items()})
     (tmp / "rois").mkdir()
     for subj, n_vox in preset.voxels.items():

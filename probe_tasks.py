@@ -1,6 +1,6 @@
 """The downstream tasks of the paper as runnable units: dataset, labels, cached features, probes, result files.
 
-`run_probe_task` and `run_semantic_preference` are what `eval_phonemes.py` and `eval_downstream.py` call;
+`run_probe_task`, `run_semantic_preference` and `run_story_word_probe` are what `eval_phonemes.py` and `eval_downstream.py` call;
 `compare_probe_results` renders several result folders side by side. Result folder: results.json, table.md,
 <task>_by_layer.png, config.json.
 """
@@ -189,6 +189,65 @@ def run_semantic_preference(encoder, model_name: str, layers: list[int], words_b
     curves = {"preference": {Path(model_name).name: [per_layer[str(l)]["preference"] for l in layers]}}
     write_run(out, result, {"args": config or {}}, "\n".join(lines) + "\n", "semantic_preference_by_layer.png",
               curves, "sim(syn) − sim(homophone)")
+    return result
+
+
+def read_word_labels(path: str | Path) -> dict[str, str]:
+    """TSV with header `word label` (e.g. a semantic category per word) -> {word (lower case): label}."""
+    from data_utils import DataError
+    path = Path(path)
+    rows = [l.split("\t") for l in path.read_text().splitlines() if l.strip() and not l.startswith("#")]
+    if not rows or rows[0] != ["word", "label"]:
+        raise DataError(f"{path}: expected header 'word<TAB>label', found {rows[:1]}")
+    labels = {}
+    for i, row in enumerate(rows[1:], 2):
+        if len(row) != 2 or not row[0] or not row[1]:
+            raise DataError(f"{path}, row {i}: expected word<TAB>label, found {row}")
+        if labels.setdefault(row[0].lower(), row[1]) != row[1]:
+            raise DataError(f"{path}, row {i}: word {row[0]!r} labelled twice ({labels[row[0].lower()]!r}, {row[1]!r})")
+    return labels
+
+
+def run_story_word_probe(encoder, model_name: str, layers: list[int], words_by_source: dict, audio_loader: Callable,
+                         labels_file: str, out: Path, context_s: float = 3.0, max_per_word: int = 5, n_folds: int = 6,
+                         device="cpu", seed: int = 0, progress: bool = True, config: dict | None = None) -> dict:
+    """Label of story words in context (e.g. semantic category), probed per layer on words the probe never saw.
+
+    Word segments come from the stories' alignments with `context_s` s of preceding audio (as for semantic
+    preference); folds are made of whole words, so the probe must generalise the label to new words.
+    """
+    from data_utils import DataError
+    from semantic_preference import occurrence_features, word_occurrences
+    label_of = read_word_labels(labels_file)
+    occ = word_occurrences(words_by_source, set(label_of), max_per_word)
+    classes = {c: i for i, c in enumerate(sorted({label_of[w] for w in occ}))}
+    if len(classes) < 2 or len(occ) < n_folds:
+        raise DataError(f"{labels_file}: only {len(occ)} labelled words ({len(classes)} labels) occur in the stories; "
+                        f"need ≥ 2 labels and ≥ {n_folds} words")
+    audio = {src: audio_loader(src) for src in sorted({s for o in occ.values() for s, _, _ in o})}
+    words, feats = occurrence_features(encoder, audio, occ, layers, context_s, device, progress)
+    words = np.array(words)
+    y = np.array([classes[label_of[w]] for w in words], np.int64)
+    per_layer = probes.cross_validated_probes(feats, y, words, layers, len(classes), n_folds, seed, progress=progress)
+    majority = np.bincount(y).max() / len(y)
+    result = summarise_probes("story_word_category", model_name, per_layer, layers, encoder.num_layers, {
+        "description": "label of story words in context, cross-validated by word", "kind": "multiclass",
+        "classes": list(classes), "n_words": len(occ), "n_occurrences": int(len(words)), "n_folds": n_folds,
+        "context_s": context_s, "max_per_word": max_per_word, "labels_file": str(labels_file),
+        "chance": {"accuracy": float(majority), "f1_macro_uniform_guess": 1.0 / len(classes)}})
+    lines = [f"### story_word_category · {model_name}", "",
+             f"test scores per layer, mean ± SEM over {n_folds} folds of held-out words (probe chosen on another fold)",
+             "", "| layer | F1 macro | accuracy |", "|---|---|---|"]
+    for l, v in per_layer.items():
+        lines.append(f"| {l} | {v['test']['f1_macro']:.3f} ± {v['sem']['f1_macro']:.3f} | "
+                     f"{v['test']['accuracy']:.3f} ± {v['sem']['accuracy']:.3f} |")
+    um = result["upper_middle_mean"]
+    lines.append(f"| upper-middle {result['upper_middle_layers']} | {um['f1_macro']:.3f} | {um['accuracy']:.3f} |")
+    lines.append(f"\n{len(occ)} words, {len(words)} occurrences, {len(classes)} labels; chance: F1 macro of a uniform "
+                 f"guess {1 / len(classes):.3f}, majority accuracy {majority:.3f}")
+    curves = {m: {Path(model_name).name: [per_layer[l]["test"][m] for l in layers]} for m in ("f1_macro", "accuracy")}
+    write_run(out, result, {"args": config or {}}, "\n".join(lines) + "\n", "story_word_category_by_layer.png",
+              curves, "test score (held-out words)")
     return result
 
 

@@ -191,3 +191,51 @@ def run_layer_probes(features: dict[str, np.ndarray], labels: dict[str, np.ndarr
                       "val": probe_metrics(labels["val"], probe.predict(features["val"][li]), kind),
                       "weight_decay": probe.weight_decay, "epochs": probe.epochs}
     return out
+
+
+def group_folds(labels: np.ndarray, groups: np.ndarray, n_folds: int, seed: int = 0) -> np.ndarray:
+    """Fold index (0..n_folds-1) of each row; all rows of a group share a fold, groups of each label spread evenly.
+
+    labels, groups : (N,). A group's label is the label of its first row (word → category). Deterministic.
+    """
+    rng = np.random.default_rng(seed)
+    first = {}
+    for g, y in zip(groups.tolist(), labels.tolist()):
+        first.setdefault(g, y)
+    fold_of, k = {}, 0
+    for y in sorted(set(first.values())):
+        members = sorted(g for g, lab in first.items() if lab == y)
+        for g in rng.permutation(np.array(members, dtype=object)).tolist():
+            fold_of[g] = k % n_folds  # round-robin continues across labels so fold sizes stay even
+            k += 1
+    return np.array([fold_of[g] for g in groups.tolist()], np.int64)
+
+
+def cross_validated_probes(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, layers: list[int],
+                           n_classes: int, n_folds: int = 6, seed: int = 0, device="cpu", progress: bool = True,
+                           **probe_kwargs) -> dict:
+    """Multiclass probes per layer scored on held-out *groups* (e.g. words never seen by the probe).
+
+    For each fold k: test = fold k, validation = fold k+1 (chooses weight decay and epochs), train = the rest,
+    so test rows never enter fitting or selection. features (n_layers, N, hidden); labels, groups (N,).
+    Returns {layer: {"test": mean metrics over folds, "sem": their standard errors, "folds": per-fold f1_macro}}.
+    """
+    if n_folds < 3:
+        raise ValueError(f"cross-validation by group needs at least 3 folds (test, validation, train); found {n_folds}")
+    n_groups = len(set(groups.tolist()))
+    if n_groups < n_folds:
+        raise ValueError(f"{n_groups} groups cannot fill {n_folds} folds")
+    fold = group_folds(labels, groups, n_folds, seed)
+    out = {}
+    for li, layer in enumerate(tqdm(layers, desc="probes", leave=False, disable=not progress)):
+        scores = []
+        for k in range(n_folds):
+            test, val = fold == k, fold == (k + 1) % n_folds
+            train = ~test & ~val
+            probe = fit_linear_probe(features[li][train], labels[train], features[li][val], labels[val], "multiclass",
+                                     n_classes, seed=seed, device=device, **probe_kwargs)
+            scores.append(probe_metrics(labels[test], probe.predict(features[li][test]), "multiclass"))
+        out[layer] = {"test": {m: float(np.mean([s[m] for s in scores])) for m in scores[0]},
+                      "sem": {m: float(np.std([s[m] for s in scores]) / np.sqrt(n_folds)) for m in scores[0]},
+                      "folds": [s["f1_macro"] for s in scores]}
+    return out

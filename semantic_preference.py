@@ -45,20 +45,34 @@ def word_occurrences(words_by_source: dict[str, list[tuple[float, float, str]]],
     return occ
 
 
+def occurrence_features(encoder, audio_by_source: dict[str, np.ndarray], occurrences: dict[str, list],
+                        layers: list[int], context_s: float = 3.0, device="cpu",
+                        progress: bool = True) -> tuple[list[str], np.ndarray]:
+    """Per-layer mean over each occurrence's frames; the model sees `context_s` s of audio before the word.
+
+    occurrences : {word: [(source, start_s, end_s)]} (see `word_occurrences`); audio at 16 kHz per source.
+    Returns the word of each occurrence (sorted by word, then in `occurrences` order) and
+    (n_layers, n_occurrences, hidden) float32.
+    """
+    words, vecs = [], []
+    flat = [(w, o) for w in sorted(occurrences) for o in occurrences[w]]
+    for word, (source, a, b) in tqdm(flat, desc="word segments", leave=False, disable=not progress):
+        wav = audio_by_source[source]
+        start = max(0, int((a - context_s) * 16000))
+        end = min(len(wav), int(np.ceil(b * 16000)))
+        times, states = frame_features(encoder, wav[start:end], layers, device=device)
+        vecs.append(segment_mean(times, states, a - start / 16000, b - start / 16000))
+        words.append(word)
+    hidden = encoder.hidden_size
+    return words, (np.stack(vecs, axis=1).astype(np.float32) if vecs else np.zeros((len(layers), 0, hidden), np.float32))
+
+
 def word_embeddings(encoder, audio_by_source: dict[str, np.ndarray], occurrences: dict[str, list], layers: list[int],
                     context_s: float = 3.0, device="cpu", progress: bool = True) -> dict[str, np.ndarray]:
     """{word: (n_layers, hidden)} mean over occurrences of the word's frames; each run sees `context_s` s before it."""
-    out = {}
-    for word, occ in tqdm(sorted(occurrences.items()), desc="word segments", leave=False, disable=not progress):
-        vecs = []
-        for source, a, b in occ:
-            wav = audio_by_source[source]
-            start = max(0, int((a - context_s) * 16000))
-            end = min(len(wav), int(np.ceil(b * 16000)))
-            times, states = frame_features(encoder, wav[start:end], layers, device=device)
-            vecs.append(segment_mean(times, states, a - start / 16000, b - start / 16000))
-        out[word] = np.mean(vecs, axis=0)
-    return out
+    words, feats = occurrence_features(encoder, audio_by_source, occurrences, layers, context_s, device, progress)
+    words = np.array(words)
+    return {w: feats[:, words == w].mean(axis=1) for w in sorted(set(words.tolist()))}
 
 
 def _cosine(u: np.ndarray, v: np.ndarray) -> np.ndarray:

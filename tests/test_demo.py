@@ -25,3 +25,30 @@ def test_quick_demo_tuning_raises_language_alignment(tmp_path, monkeypatch):
     # the frozen bottom block ran once per window (front-end cache), and its derived data was removed after training
     assert cfg["args"]["resolved"]["front_end_cache"]["blocks_included"] == 1
     assert not (out / "train" / "front_end_cache").exists()
+
+
+def test_report_diagnostic_section_lists_each_models_layers(tmp_path):
+    from demo_report import diagnostic_section
+    diag = tmp_path / "diagnostics" / "story_word_category"
+    assert diagnostic_section(tmp_path, ["pretrained", "tuned"]) == []  # not run (--quick): no section
+    for m, f1 in (("pretrained", (0.07, 0.05)), ("tuned", (0.08, 0.15))):
+        (diag / m).mkdir(parents=True)
+        (diag / m / "results.json").write_text(json.dumps({
+            "layers": [1, 2], "n_layers": 2, "context_s": 3.0, "max_per_word": 5, "n_occurrences": 480, "n_folds": 6,
+            "chance": {"f1_macro_uniform_guess": 0.125},
+            "per_layer": {str(l): {"test": {"f1_macro": v}, "sem": {"f1_macro": 0.01}} for l, v in zip((1, 2), f1)}}))
+    lines = diagnostic_section(tmp_path, ["pretrained", "tuned"])
+    assert "| 2 | 0.050 ± 0.010 | 0.150 ± 0.010 |" in lines and "| 1 | 0.070 ± 0.010 | 0.080 ± 0.010 |" in lines
+    assert any("not one of the findings" in l for l in lines)
+
+
+def test_seed_summary_tables_checks_and_the_diagnostic(tmp_path):
+    from demo_report import write_seed_summary
+    check = {"finding": "language gain", "expected": ">= +20%", "measured": 23.0, "holds": True}
+    results = {s: {"checks": [dict(check, measured=m, holds=m >= 20)],
+                   "diagnostic_story_word_f1": {"pretrained": {"1": 0.1, "4": 0.07}, "tuned": {"1": 0.1, "4": f1}}}
+               for s, m, f1 in ((0, 23.0, 0.14), (1, 12.0, 0.16))}
+    text = write_seed_summary(tmp_path, results)
+    assert "| language gain | +23.000 ✓ | +12.000 ✗ |" in text
+    assert "at layer 4" in text and "| tuned | 0.140 | 0.160 |" in text and "| pretrained | 0.070 | 0.070 |" in text
+    assert json.loads((tmp_path / "seeds.json").read_text())["1"]["checks"][0]["holds"] is False

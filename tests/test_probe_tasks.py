@@ -65,6 +65,28 @@ def test_semantic_preference_on_miniature_stories(mini, downstream, tiny_models,
     assert v["preference"] == pytest.approx(v["synonym"] - v["near_homophone"])
 
 
+def test_story_word_category_probe_on_miniature_stories(mini, tiny_models, tmp_path):
+    labels = mini / "ground_truth" / "word_categories.tsv"
+    out = tmp_path / "swc"
+    args = _args(tiny_models["whisper"], mini / "ds003020", out, tmp_path / "c", "--task", "story_word_category",
+                 "--word-labels", str(labels), "--whisper-mode", "truncate", "--max-per-word", "2", "--folds", "4")
+    assert eval_downstream.main(args) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["n_folds"] == 4 and res["max_per_word"] == 2 and len(res["classes"]) == 8
+    assert res["n_words"] >= 40 and res["n_words"] <= res["n_occurrences"] <= 2 * res["n_words"]
+    for layer in ("1", "2"):
+        v = res["per_layer"][layer]
+        assert len(v["folds"]) == 4 and v["test"]["f1_macro"] == pytest.approx(sum(v["folds"]) / 4)
+    assert res["chance"]["f1_macro_uniform_guess"] == pytest.approx(1 / 8)
+    assert (out / "story_word_category_by_layer.png").is_file() and "held-out words" in (out / "table.md").read_text()
+    # usage and data errors
+    assert eval_downstream.main([a for a in args if a not in ("--word-labels", str(labels))]) == 2
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("word\tcategory\nbear\tanimal\n")
+    assert eval_downstream.main(args[:args.index("--word-labels") + 1] + [str(bad)] +
+                                args[args.index("--word-labels") + 2:]) == 3
+
+
 def test_clear_errors(downstream, tiny_models, tmp_path):
     base = _args(tiny_models["whisper"], downstream / "timit", tmp_path / "r", tmp_path / "c")
     assert eval_phonemes.main(base + ["--layers", "9"]) == 2          # layer out of range

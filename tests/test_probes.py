@@ -84,3 +84,59 @@ def test_equal_length_batching_matches_one_by_one(tiny_models):
     single = np.concatenate([probes.utterance_features(enc, [w], [1, 2], progress=False) for w in wavs], axis=1)
     np.testing.assert_allclose(batched, single, rtol=1e-4, atol=1e-5)
     assert batched.shape == (2, 5, enc.hidden_size)
+
+
+def _word_data(seed: int, category_strength: float, n_words_per_cat: int = 6, n_cats: int = 4, n_occ: int = 8):
+    """Occurrences of words: features = category mean · strength + a word-specific offset + noise."""
+    rng = np.random.default_rng(seed)
+    cat_means = rng.normal(0, 1, (n_cats, 16))
+    rows, labels, groups = [], [], []
+    for c in range(n_cats):
+        for k in range(n_words_per_cat):
+            word_offset = rng.normal(0, 1.5, 16)  # word identity: strong, carries no category
+            for _ in range(n_occ):
+                rows.append(category_strength * cat_means[c] + word_offset + rng.normal(0, 0.5, 16))
+                labels.append(c)
+                groups.append(f"w{c}_{k}")
+    return np.array(rows)[None], np.array(labels), np.array(groups)
+
+
+def test_group_folds_keep_words_whole_and_balance_labels():
+    _, y, g = _word_data(0, 1.0)
+    fold = probes.group_folds(y, g, 6, seed=3)
+    for word in set(g.tolist()):
+        assert len(set(fold[g == word].tolist())) == 1          # a word never straddles folds
+    for k in range(6):  # 24 words, 4 per fold, one per category
+        words = set(g[fold == k].tolist())
+        assert len(words) == 4 and len({y[g == w][0] for w in words}) == 4
+    assert (probes.group_folds(y, g, 6, seed=3) == fold).all()
+    with pytest.raises(ValueError, match="at least 3 folds"):
+        probes.cross_validated_probes(*_word_data(0, 1.0), [1], 4, n_folds=2, progress=False)
+
+
+def test_cross_validated_probe_generalises_category_to_new_words_only_when_planted():
+    planted = probes.cross_validated_probes(*_word_data(1, 3.0), [1], 4, n_folds=6, progress=False, max_epochs=20)
+    assert planted[1]["test"]["f1_macro"] > 0.8
+    assert len(planted[1]["folds"]) == 6 and planted[1]["sem"]["f1_macro"] >= 0
+    # word identity alone (no shared category direction): unseen words cannot be classified above chance (0.25)
+    identity_only = probes.cross_validated_probes(*_word_data(1, 0.0), [1], 4, n_folds=6, progress=False, max_epochs=20)
+    assert identity_only[1]["test"]["accuracy"] < 0.45
+
+
+def test_cross_validated_probe_never_fits_or_selects_on_test_words(monkeypatch):
+    x, y, g = _word_data(2, 1.0)
+    seen = []
+    real_fit = probes.fit_linear_probe
+
+    def spy(x_train, y_train, x_val, y_val, *a, **k):
+        seen.append((x_train, x_val))
+        return real_fit(x_train, y_train, x_val, y_val, *a, **k)
+
+    monkeypatch.setattr(probes, "fit_linear_probe", spy)
+    fold = probes.group_folds(y, g, 6, seed=0)
+    probes.cross_validated_probes(x, y, g, [1], 4, n_folds=6, progress=False, max_epochs=5)
+    assert len(seen) == 6
+    for k, (x_train, x_val) in enumerate(seen):
+        test_rows = {r.tobytes() for r in x[0][fold == k]}
+        assert not test_rows & {r.tobytes() for r in x_train}
+        assert not test_rows & {r.tobytes() for r in x_val}

@@ -63,3 +63,23 @@ def test_word_occurrences_caps_and_filters():
     words = {"s1": [(0, 1, "Bear"), (1, 2, "the"), (2, 3, "bear")], "s2": [(0, 1, "bear"), (1, 2, "pear")]}
     occ = word_occurrences(words, {"bear", "pear"}, max_per_word=2)
     assert occ == {"bear": [("s1", 0, 1), ("s1", 2, 3)], "pear": [("s2", 1, 2)]}
+
+
+def test_word_embeddings_are_the_mean_of_occurrence_features(mini_root, tiny_models):
+    import data_utils as du
+    import models
+    from semantic_preference import occurrence_features, word_embeddings
+    backbone, extractor, model_type = models.load_backbone(tiny_models["wav2vec2"])
+    encoder = models.SpeechEncoder(backbone, extractor, model_type)
+    data = du.Ds003020(mini_root)
+    story = sorted(data.respdict)[0]
+    w = data.words(story)
+    occ = word_occurrences({story: list(zip(w.starts.tolist(), w.ends.tolist(), w.labels))}, {"the", "and"}, 3)
+    audio = {story: data.audio(story)}
+    words, feats = occurrence_features(encoder, audio, occ, [1, 2], progress=False)
+    assert words == sorted(words) and len(words) == sum(len(o) for o in occ.values()) and feats.shape[:2] == (2, len(words))
+    emb = word_embeddings(encoder, audio, occ, [1, 2], progress=False)
+    for word in occ:
+        sel = [i for i, x in enumerate(words) if x == word]
+        np.testing.assert_allclose(emb[word], feats[:, sel].mean(axis=1), rtol=1e-6)
+    assert not np.allclose(feats[:, 0], feats[:, 1])  # different occurrences, different vectors
