@@ -264,6 +264,18 @@ def resample_to_16k(wav: np.ndarray, rate: int) -> np.ndarray:
     return soxr.resample(np.asarray(wav, dtype=np.float32), rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
 
 
+def read_tsv(path: str | os.PathLike, header: list[str]) -> list[tuple[int, list[str]]]:
+    """Rows after the header of a tab-separated list (blank and '#' lines skipped), numbered from 2 like the header's 1.
+
+    Raises DataError naming the file, the expected header and the found first row.
+    """
+    path = Path(path)
+    rows = [l.split("\t") for l in path.read_text().splitlines() if l.strip() and not l.startswith("#")]
+    if not rows or rows[0] != header:
+        raise DataError(f"{path}: expected header {'<TAB>'.join(header)!r}, found {rows[:1]}")
+    return list(enumerate(rows[1:], 2))
+
+
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
     """np.save to a temporary name then rename, so a killed process never leaves a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ import numpy as np
 import downstream_data as dd
 import probes
 from alignment import relative_change, upper_middle_layers
+from data_utils import DataError, read_tsv
 from features import FeatureCache
 from run_utils import command_line, package_versions, timestamp, write_json_atomic, write_text_atomic
 
@@ -194,13 +195,8 @@ def run_semantic_preference(encoder, model_name: str, layers: list[int], words_b
 
 def read_word_labels(path: str | Path) -> dict[str, str]:
     """TSV with header `word label` (e.g. a semantic category per word) -> {word (lower case): label}."""
-    from data_utils import DataError
-    path = Path(path)
-    rows = [l.split("\t") for l in path.read_text().splitlines() if l.strip() and not l.startswith("#")]
-    if not rows or rows[0] != ["word", "label"]:
-        raise DataError(f"{path}: expected header 'word<TAB>label', found {rows[:1]}")
     labels = {}
-    for i, row in enumerate(rows[1:], 2):
+    for i, row in read_tsv(path, ["word", "label"]):
         if len(row) != 2 or not row[0] or not row[1]:
             raise DataError(f"{path}, row {i}: expected word<TAB>label, found {row}")
         if labels.setdefault(row[0].lower(), row[1]) != row[1]:
@@ -216,7 +212,6 @@ def run_story_word_probe(encoder, model_name: str, layers: list[int], words_by_s
     Word segments come from the stories' alignments with `context_s` s of preceding audio (as for semantic
     preference); folds are made of whole words, so the probe must generalise the label to new words.
     """
-    from data_utils import DataError
     from semantic_preference import occurrence_features, word_occurrences
     label_of = read_word_labels(labels_file)
     occ = word_occurrences(words_by_source, set(label_of), max_per_word)

@@ -205,7 +205,7 @@ def group_folds(labels: np.ndarray, groups: np.ndarray, n_folds: int, seed: int 
     fold_of, k = {}, 0
     for y in sorted(set(first.values())):
         members = sorted(g for g, lab in first.items() if lab == y)
-        for g in rng.permutation(np.array(members, dtype=object)).tolist():
+        for g in (members[i] for i in rng.permutation(len(members))):
             fold_of[g] = k % n_folds  # round-robin continues across labels so fold sizes stay even
             k += 1
     return np.array([fold_of[g] for g in groups.tolist()], np.int64)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from data_utils import DataError
+from data_utils import DataError, read_tsv
 from probes import frame_features, segment_mean
 
 RELATIONS = ("synonym", "near_homophone")
@@ -21,12 +21,8 @@ ENGLISH_PAIRS = Path(__file__).resolve().parent / "downstream" / "semantic_pairs
 
 def read_pairs(path: str | Path) -> list[tuple[str, str, str]]:
     """TSV with header `word1 word2 relation` (relation in RELATIONS) -> [(word1, word2, relation)]."""
-    path = Path(path)
-    lines = [l.split("\t") for l in path.read_text().splitlines() if l.strip() and not l.startswith("#")]
-    if not lines or lines[0] != ["word1", "word2", "relation"]:
-        raise DataError(f"{path}: expected header 'word1<TAB>word2<TAB>relation', found {lines[:1]}")
     pairs = []
-    for i, row in enumerate(lines[1:], 2):
+    for i, row in read_tsv(path, ["word1", "word2", "relation"]):
         if len(row) != 3 or row[2] not in RELATIONS:
             raise DataError(f"{path}, row {i}: expected word1, word2, relation in {RELATIONS}; found {row}")
         pairs.append((row[0].lower(), row[1].lower(), row[2]))

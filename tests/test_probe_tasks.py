@@ -65,7 +65,7 @@ def test_semantic_preference_on_miniature_stories(mini, downstream, tiny_models,
     assert v["preference"] == pytest.approx(v["synonym"] - v["near_homophone"])
 
 
-def test_story_word_category_probe_on_miniature_stories(mini, tiny_models, tmp_path):
+def test_story_word_category_probe_on_miniature_stories(mini, tiny_models, tmp_path, capsys):
     labels = mini / "ground_truth" / "word_categories.tsv"
     out = tmp_path / "swc"
     args = _args(tiny_models["whisper"], mini / "ds003020", out, tmp_path / "c", "--task", "story_word_category",
@@ -85,6 +85,8 @@ def test_story_word_category_probe_on_miniature_stories(mini, tiny_models, tmp_p
     bad.write_text("word\tcategory\nbear\tanimal\n")
     assert eval_downstream.main(args[:args.index("--word-labels") + 1] + [str(bad)] +
                                 args[args.index("--word-labels") + 2:]) == 3
+    err = capsys.readouterr().err
+    assert str(bad) in err and "'word<TAB>label'" in err and "category" in err  # file, expected, found
 
 
 def test_clear_errors(downstream, tiny_models, tmp_path):
