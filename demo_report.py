@@ -16,6 +16,13 @@ def _load(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
+def below_chance_note(scores: dict, chance: float) -> str:
+    """A caveat for a probe finding when every model scores below chance: their difference is then no evidence."""
+    if max(scores.values()) < chance:
+        return f"every model below chance ({chance:.3f}): the difference is not evidence of readable category"
+    return ""
+
+
 def findings(out: Path, models=MODELS) -> dict:
     """Measured numbers and whether each finding of the paper holds on this run (control checks need a control)."""
     cmp = _load(out / "eval" / "comparison" / "comparison.json")
@@ -28,6 +35,7 @@ def findings(out: Path, models=MODELS) -> dict:
             probes[d.name] = {m: v["f1_macro"] for m, v in _load(d / "comparison.json")["upper_middle_mean"].items()}
     pref = {m: _load(out / "probes" / "semantic_preference" / m / "results.json")["upper_middle_mean"]["preference"]
             for m in models}
+    chance = _load(out / "probes" / "semantic_category" / "tuned" / "results.json")["chance"]["accuracy"]
     lang, aud = "language", "auditory"
     checks = [
         ("language-ROI alignment gain of the tuned model", f">= +{LANGUAGE_GAIN_AIM:.0f}% vs pretrained",
@@ -43,7 +51,8 @@ def findings(out: Path, models=MODELS) -> dict:
          bool(impact) and impact["tuned"][lang] < impact["pretrained"][lang]),
         ("semantic-category probe improves", "F1 macro tuned > pretrained",
          probes["semantic_category"]["tuned"] - probes["semantic_category"]["pretrained"],
-         probes["semantic_category"]["tuned"] > probes["semantic_category"]["pretrained"]),
+         probes["semantic_category"]["tuned"] > probes["semantic_category"]["pretrained"],
+         below_chance_note(probes["semantic_category"], chance)),
         ("semantic preference increases", "preference tuned > pretrained", pref["tuned"] - pref["pretrained"],
          pref["tuned"] > pref["pretrained"]),
     ]
@@ -53,7 +62,8 @@ def findings(out: Path, models=MODELS) -> dict:
     return {"models": list(models), "alignment": cc, "change_pct": change, "low_level_impact_pct": impact, "probes_f1_macro": probes,
             "diagnostic_story_word_f1": story_word,
             "semantic_preference": pref, "upper_middle_layers": _load(out / "eval" / "tuned" / "summary.json")["upper_middle_layers"],
-            "checks": [{"finding": f, "expected": e, "measured": float(m), "holds": bool(h)} for f, e, m, h in checks]}
+            "checks": [{"finding": f, "expected": e, "measured": float(m), "holds": bool(h), "note": note[0] if note else ""}
+                       for f, e, m, h, *note in checks]}
 
 
 def headline(result: dict) -> str:
@@ -65,9 +75,9 @@ def headline(result: dict) -> str:
         rows.append(f"| {m} | {cc[m]['language']:.3f} ({ch[m]['language']:+.1f}) | {cc[m]['auditory']:.3f} "
                     f"({ch[m]['auditory']:+.1f}) | {imp.get(m, {}).get('language', float('nan')):.1f} | "
                     f"{result['probes_f1_macro']['semantic_category'][m]:.3f} | {result['semantic_preference'][m]:+.4f} |")
-    rows += ["", "| finding | expected | measured | holds |", "|---|---|---|---|"]
-    rows += [f"| {c['finding']} | {c['expected']} | {c['measured']:+.3f} | {'yes' if c['holds'] else '**no**'} |"
-             for c in result["checks"]]
+    rows += ["", "| finding | expected | measured | holds | note |", "|---|---|---|---|---|"]
+    rows += [f"| {c['finding']} | {c['expected']} | {c['measured']:+.3f} | {'yes' if c['holds'] else '**no**'} | "
+             f"{c.get('note', '')} |" for c in result["checks"]]
     return "\n".join(rows) + "\n"
 
 
@@ -104,6 +114,8 @@ def write_report(out: Path, result: dict, seed: int, quick: bool, train_flags: l
     plot_bars({"semantic preference": result["semantic_preference"]}, out / "semantic_preference.png",
               "sim(syn) − sim(homophone)")
     held = sum(c["holds"] for c in result["checks"])
+    caveats = sum(bool(c["holds"] and c.get("note")) for c in result["checks"])
+    caveat = f", {caveats} of them with a caveat (see note)" if caveats else ""
     sections = [
         "# Brain-tuning demo: Whisper tiny.en on the miniature Moth Radio Hour", "",
         f"{timestamp()} · seed {seed} · {'quick (tiny miniature, 1 epoch)' if quick else 'full demo'} · "
@@ -112,7 +124,7 @@ def write_report(out: Path, result: dict, seed: int, quick: bool, train_flags: l
         "language and auditory voxels (NC > 0.4); control = identical training on TR-block-shuffled targets. "
         f"Alignment: held-out story `wheretheressmoke`, mean cc_norm over the upper-middle layers "
         f"{result['upper_middle_layers']} (n/2 < layer ≤ 0.85·n of 4), Δ% vs pretrained.", "",
-        f"## Headline ({held} of {len(result['checks'])} findings hold)", "", headline(result),
+        f"## Headline ({held} of {len(result['checks'])} findings hold{caveat})", "", headline(result),
         "How to read the semantic checks: in the miniature a word's category is not audible, and the simulated "
         "language voxels follow the categories of the words heard 2–8 s earlier. The semantic-category probe is "
         "trained and tested on *different* words (split by word), spoken alone in a carrier phrase, so it asks "
@@ -147,8 +159,11 @@ def write_seed_summary(out: Path, results: dict) -> str:
     lines = ["# The demo across seeds", "", "| finding | " + " | ".join(f"seed {s}" for s in results) + " |",
              "|---|" + "---|" * len(results)]
     for i, name in enumerate(checks):
-        cells = [f"{r['checks'][i]['measured']:+.3f} {'✓' if r['checks'][i]['holds'] else '✗'}" for r in results.values()]
+        cells = [f"{r['checks'][i]['measured']:+.3f} {'✓' if r['checks'][i]['holds'] else '✗'}"
+                 f"{' †' if r['checks'][i].get('note') else ''}" for r in results.values()]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    notes = sorted({c["note"] for r in results.values() for c in r["checks"] if c.get("note")})
+    lines += [f"\n† {n}" for n in notes]
     diag = {s: r.get("diagnostic_story_word_f1") for s, r in results.items()}
     if all(diag.values()):
         models = list(next(iter(diag.values())))

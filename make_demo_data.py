@@ -67,6 +67,10 @@ SIZES = {
     # ~24 min of audio: 6 train stories (~160 s), 2 validation, 1 test (~320 s) with 5 repeats.
     "demo": SizePreset(train_resp=(90, 92, 88, 91, 89, 90), val_resp=(90, 88), test_resp=170, n_repeats=5,
                        voxels={"UTS01": 400, "UTS02": 330, "UTS04": 260}),
+    # for scaling experiments beyond the demo budget (`run_demo.py --size large`): all 24 train stories,
+    # ~80 min of audio, 4x the demo's tuning data; the same validation and test stories.
+    "large": SizePreset(train_resp=(90, 92, 88, 91, 89, 90) * 4, val_resp=(90, 88), test_resp=170, n_repeats=5,
+                        voxels={"UTS01": 400, "UTS02": 330, "UTS04": 260}),
     # for the tests: ~7 min of audio.
     "tiny": SizePreset(train_resp=(40, 42, 38), val_resp=(38, 36), test_resp=80, n_repeats=3,
                        voxels={"UTS01": 120, "UTS02": 96, "UTS04": 72}),
@@ -238,6 +242,9 @@ def build(out: Path, seed: int = 0, size: str = "demo", tr: float = DEFAULT_TR, 
     from tqdm import tqdm
 
     preset = SIZES[size]
+    if len(preset.train_resp) > len(TRAIN_STORIES):  # zip() below would silently drop the extra stories
+        raise ValueError(f"size preset {size!r}: expected at most {len(TRAIN_STORIES)} train stories (the ds003020 "
+                         f"list), found {len(preset.train_resp)}")
     rng = np.random.default_rng(seed)
     out = Path(out)
     tmp = out.with_name(out.name + ".partial")

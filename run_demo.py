@@ -42,7 +42,7 @@ def _step(name: str, fn, *args) -> None:
     print(f"=== {name}: {time.perf_counter() - t0:.0f} s", flush=True)
 
 
-def run_pipeline(out: Path, data: Path, seed: int, quick: bool, progress: bool) -> dict:
+def run_pipeline(out: Path, data: Path, seed: int, quick: bool, progress: bool, size: str = "demo") -> dict:
     """Run every step for one seed; returns the findings (see demo_report.findings)."""
     import brain_evaluate
     import brain_trainer_story
@@ -52,12 +52,11 @@ def run_pipeline(out: Path, data: Path, seed: int, quick: bool, progress: bool) 
     import make_downstream_data
     from demo_report import findings, write_report
 
-    size = "demo"  # the tiny miniature's 20 test TRs are too few to measure the effect
     quiet = [] if progress else ["--no-progress"]
     ds = data / "miniature"
     _step("build the miniature fMRI dataset", lambda: make_demo_data.build(ds, seed=seed, size=size, quiet=not progress))
     _step("build the miniature downstream datasets",
-          lambda: make_downstream_data.build(data / "downstream", seed=seed, size=size, quiet=not progress))
+          lambda: make_downstream_data.build(data / "downstream", seed=seed, size="demo", quiet=not progress))
     if not (MODEL_DIR / "model.safetensors").is_file():
         import whisper_ct2
         _step("convert the bundled Whisper tiny.en to a HF model", whisper_ct2.main, ["--out", str(MODEL_DIR)])
@@ -116,6 +115,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the data, the tuning and the probes")
     parser.add_argument("--seeds", type=int, nargs="+", help="run the whole demo once per seed (OUT/seed_<s>)")
     parser.add_argument("--quick", action="store_true", help="no control run, semantic probe only (CI)")
+    parser.add_argument("--size", choices=("demo", "large"), default="demo",
+                        help="miniature flavour: demo (~24 min of audio) or large (4x the tuning stories, for "
+                             "scaling experiments; ~4x the tuning time); the tiny one's 20 test TRs are too few")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     from demo_report import headline, write_seed_summary
@@ -125,10 +127,10 @@ def main(argv=None) -> int:
         results = {}
         for s in args.seeds:
             results[s] = run_pipeline(out / f"seed_{s}", Path(args.data) / f"seed_{s}", s, args.quick,
-                                      not args.no_progress)
+                                      not args.no_progress, args.size)
         print(write_seed_summary(out, results))
     else:
-        result = run_pipeline(out, Path(args.data), args.seed, args.quick, not args.no_progress)
+        result = run_pipeline(out, Path(args.data), args.seed, args.quick, not args.no_progress, args.size)
         print("\n" + headline(result))
         print(f"report: {out / 'REPORT.md'}")
     print(f"demo finished in {(time.perf_counter() - t0) / 60:.1f} min")

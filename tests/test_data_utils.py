@@ -150,3 +150,17 @@ def test_generator_is_deterministic_up_to_espeak_jitter(mini, tmp_path):
     np.testing.assert_allclose(w1.midpoints, w2.midpoints, atol=0.05)
     other = build(tmp_path / "seed1", seed=1, size="tiny", quiet=True)
     assert words_from_tiers(read_textgrid(other / "derivative/TextGrids/souls.TextGrid")).labels != w1.labels
+
+
+def test_size_presets_fit_the_story_list_and_an_oversized_one_is_refused(tmp_path, monkeypatch):
+    import make_demo_data
+    from make_demo_data import SIZES, TRAIN_STORIES, SizePreset, build
+    # the large preset uses every ds003020 train story; none may exceed the list (zip would truncate silently)
+    assert len(SIZES["large"].train_resp) == len(TRAIN_STORIES)
+    assert all(len(p.train_resp) <= len(TRAIN_STORIES) for p in SIZES.values())
+    too_big = SizePreset(train_resp=(40,) * (len(TRAIN_STORIES) + 1), val_resp=(38, 36), test_resp=80,
+                         n_repeats=3, voxels=SIZES["tiny"].voxels)
+    monkeypatch.setitem(make_demo_data.SIZES, "too_big", too_big)
+    with pytest.raises(ValueError, match=rf"at most {len(TRAIN_STORIES)} train stories.*found {len(TRAIN_STORIES) + 1}"):
+        build(tmp_path / "x", size="too_big", quiet=True)
+    assert not (tmp_path / "x").exists()

@@ -52,3 +52,19 @@ def test_seed_summary_tables_checks_and_the_diagnostic(tmp_path):
     assert "| language gain | +23.000 ✓ | +12.000 ✗ |" in text
     assert "at layer 4" in text and "| tuned | 0.140 | 0.160 |" in text and "| pretrained | 0.070 | 0.070 |" in text
     assert json.loads((tmp_path / "seeds.json").read_text())["1"]["checks"][0]["holds"] is False
+
+
+def test_below_chance_probe_gain_is_flagged_in_headline_and_seed_summary(tmp_path):
+    from demo_report import below_chance_note, headline, write_seed_summary
+    assert below_chance_note({"pretrained": 0.0, "tuned": 0.049}, 0.125).startswith("every model below chance (0.125)")
+    assert below_chance_note({"pretrained": 0.0, "tuned": 0.13}, 0.125) == ""  # one model above chance: no caveat
+    note = below_chance_note({"pretrained": 0.0, "tuned": 0.049}, 0.125)
+    roi = {"language": 0.3, "auditory": 0.5}
+    result = {"models": ["pretrained"], "alignment": {"pretrained": roi}, "change_pct": {"pretrained": roi},
+              "low_level_impact_pct": {}, "probes_f1_macro": {"semantic_category": {"pretrained": 0.0}},
+              "semantic_preference": {"pretrained": -0.05},
+              "checks": [{"finding": "semantic-category probe improves", "expected": "tuned > pretrained",
+                          "measured": 0.049, "holds": True, "note": note}]}
+    assert f"| semantic-category probe improves | tuned > pretrained | +0.049 | yes | {note} |" in headline(result)
+    text = write_seed_summary(tmp_path, {0: result, 1: dict(result, checks=[dict(result["checks"][0], note="")])})
+    assert "| semantic-category probe improves | +0.049 ✓ † | +0.049 ✓ |" in text and f"† {note}" in text
