@@ -23,6 +23,10 @@ def below_chance_note(scores: dict, chance: float) -> str:
     return ""
 
 
+def _check(finding: str, expected: str, measured: float, holds: bool, note: str = "") -> dict:
+    return {"finding": finding, "expected": expected, "measured": float(measured), "holds": bool(holds), "note": note}
+
+
 def findings(out: Path, models=MODELS) -> dict:
     """Measured numbers and whether each finding of the paper holds on this run (control checks need a control)."""
     cmp = _load(out / "eval" / "comparison" / "comparison.json")
@@ -38,23 +42,23 @@ def findings(out: Path, models=MODELS) -> dict:
     chance = _load(out / "probes" / "semantic_category" / "tuned" / "results.json")["chance"]["accuracy"]
     lang, aud = "language", "auditory"
     checks = [
-        ("language-ROI alignment gain of the tuned model", f">= +{LANGUAGE_GAIN_AIM:.0f}% vs pretrained",
-         change["tuned"][lang], change["tuned"][lang] >= LANGUAGE_GAIN_AIM)]
+        _check("language-ROI alignment gain of the tuned model", f">= +{LANGUAGE_GAIN_AIM:.0f}% vs pretrained",
+               change["tuned"][lang], change["tuned"][lang] >= LANGUAGE_GAIN_AIM)]
     if "control" in models:
-        checks.append(("tuned above the random-target control (language)", "tuned > control",
-                       cc["tuned"][lang] - cc["control"][lang], cc["tuned"][lang] > cc["control"][lang]))
+        checks.append(_check("tuned above the random-target control (language)", "tuned > control",
+                             cc["tuned"][lang] - cc["control"][lang], cc["tuned"][lang] > cc["control"][lang]))
     checks += [
-        ("auditory ROI does not gain in the same way", "gain(auditory) < gain(language)",
-         change["tuned"][aud], change["tuned"][aud] < change["tuned"][lang]),
-        ("low-level impact in the language ROI drops", "impact(tuned) < impact(pretrained)",
-         impact.get("tuned", {}).get(lang, np.nan) - impact.get("pretrained", {}).get(lang, np.nan),
-         bool(impact) and impact["tuned"][lang] < impact["pretrained"][lang]),
-        ("semantic-category probe improves", "F1 macro tuned > pretrained",
-         probes["semantic_category"]["tuned"] - probes["semantic_category"]["pretrained"],
-         probes["semantic_category"]["tuned"] > probes["semantic_category"]["pretrained"],
-         below_chance_note(probes["semantic_category"], chance)),
-        ("semantic preference increases", "preference tuned > pretrained", pref["tuned"] - pref["pretrained"],
-         pref["tuned"] > pref["pretrained"]),
+        _check("auditory ROI does not gain in the same way", "gain(auditory) < gain(language)",
+               change["tuned"][aud], change["tuned"][aud] < change["tuned"][lang]),
+        _check("low-level impact in the language ROI drops", "impact(tuned) < impact(pretrained)",
+               impact.get("tuned", {}).get(lang, np.nan) - impact.get("pretrained", {}).get(lang, np.nan),
+               bool(impact) and impact["tuned"][lang] < impact["pretrained"][lang]),
+        _check("semantic-category probe improves", "F1 macro tuned > pretrained",
+               probes["semantic_category"]["tuned"] - probes["semantic_category"]["pretrained"],
+               probes["semantic_category"]["tuned"] > probes["semantic_category"]["pretrained"],
+               below_chance_note(probes["semantic_category"], chance)),
+        _check("semantic preference increases", "preference tuned > pretrained", pref["tuned"] - pref["pretrained"],
+               pref["tuned"] > pref["pretrained"]),
     ]
     diag = out / "diagnostics" / "story_word_category"
     story_word = {m: {l: v["test"]["f1_macro"] for l, v in _load(diag / m / "results.json")["per_layer"].items()}
@@ -62,8 +66,7 @@ def findings(out: Path, models=MODELS) -> dict:
     return {"models": list(models), "alignment": cc, "change_pct": change, "low_level_impact_pct": impact, "probes_f1_macro": probes,
             "diagnostic_story_word_f1": story_word,
             "semantic_preference": pref, "upper_middle_layers": _load(out / "eval" / "tuned" / "summary.json")["upper_middle_layers"],
-            "checks": [{"finding": f, "expected": e, "measured": float(m), "holds": bool(h), "note": note[0] if note else ""}
-                       for f, e, m, h, *note in checks]}
+            "checks": checks}
 
 
 def headline(result: dict) -> str:

@@ -19,7 +19,7 @@ import math
 import os
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import h5py
@@ -63,14 +63,14 @@ class SizePreset:
     voxels: dict
 
 
+# ~24 min of audio: 6 train stories (~160 s), 2 validation, 1 test (~320 s) with 5 repeats.
+_DEMO = SizePreset(train_resp=(90, 92, 88, 91, 89, 90), val_resp=(90, 88), test_resp=170, n_repeats=5,
+                   voxels={"UTS01": 400, "UTS02": 330, "UTS04": 260})
 SIZES = {
-    # ~24 min of audio: 6 train stories (~160 s), 2 validation, 1 test (~320 s) with 5 repeats.
-    "demo": SizePreset(train_resp=(90, 92, 88, 91, 89, 90), val_resp=(90, 88), test_resp=170, n_repeats=5,
-                       voxels={"UTS01": 400, "UTS02": 330, "UTS04": 260}),
+    "demo": _DEMO,
     # for scaling experiments beyond the demo budget (`run_demo.py --size large`): all 24 train stories,
-    # ~80 min of audio, 4x the demo's tuning data; the same validation and test stories.
-    "large": SizePreset(train_resp=(90, 92, 88, 91, 89, 90) * 4, val_resp=(90, 88), test_resp=170, n_repeats=5,
-                        voxels={"UTS01": 400, "UTS02": 330, "UTS04": 260}),
+    # ~80 min of audio, 4x the demo's tuning data; everything else as the demo.
+    "large": replace(_DEMO, train_resp=_DEMO.train_resp * 4),
     # for the tests: ~7 min of audio.
     "tiny": SizePreset(train_resp=(40, 42, 38), val_resp=(38, 36), test_resp=80, n_repeats=3,
                        voxels={"UTS01": 120, "UTS02": 96, "UTS04": 72}),
