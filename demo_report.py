@@ -10,6 +10,15 @@ from run_utils import package_versions, timestamp, write_json_atomic, write_text
 
 MODELS = ("pretrained", "tuned", "control")
 LANGUAGE_GAIN_AIM = 20.0  # percent, the issue's aim (the paper reports ~+30% for wav2vec2/HuBERT)
+# post-hoc diagnostics (run_demo.py writes OUT/diagnostics/<name>/<model>): title, description
+DIAGNOSTICS = {
+    "story_word_category": ("Category of story words in context", "The words of all stories in their story context "
+                            "(at most {per} occurrences per word, {n} in all): the story's topic helps here."),
+    "carrier_word_category": ("Category of words in neutral sentences", "Each content word once at the end of each "
+                              "of a few neutral sentences that hold no other content word, each sentence in another "
+                              "espeak voice ({n} in all): the context carries no category, so what the probe reads "
+                              "is the category of the word itself."),
+}
 
 
 def _load(path: Path) -> dict:
@@ -60,11 +69,8 @@ def findings(out: Path, models=MODELS) -> dict:
         _check("semantic preference increases", "preference tuned > pretrained", pref["tuned"] - pref["pretrained"],
                pref["tuned"] > pref["pretrained"]),
     ]
-    diag = out / "diagnostics" / "story_word_category"
-    story_word = {m: {l: v["test"]["f1_macro"] for l, v in _load(diag / m / "results.json")["per_layer"].items()}
-                  for m in models if (diag / m / "results.json").is_file()}
     return {"models": list(models), "alignment": cc, "change_pct": change, "low_level_impact_pct": impact, "probes_f1_macro": probes,
-            "diagnostic_story_word_f1": story_word,
+            "diagnostics": diagnostic_scores(out, models),
             "semantic_preference": pref, "upper_middle_layers": _load(out / "eval" / "tuned" / "summary.json")["upper_middle_layers"],
             "checks": checks}
 
@@ -84,27 +90,48 @@ def headline(result: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
+def diagnostic_scores(out: Path, models) -> dict:
+    """{diagnostic: {"f1_macro": {model: {layer: F1}}, "context_label_baseline": F1}} for the diagnostics run."""
+    scores = {}
+    for name in DIAGNOSTICS:
+        files = {m: out / "diagnostics" / name / m / "results.json" for m in models}
+        if all(f.is_file() for f in files.values()):
+            res = {m: _load(f) for m, f in files.items()}
+            scores[name] = {"f1_macro": {m: {l: v["test"]["f1_macro"] for l, v in r["per_layer"].items()}
+                                         for m, r in res.items()},
+                            "context_label_baseline": res[models[0]]["context_label_baseline"]["test"]["f1_macro"]}
+    return scores
+
+
 def diagnostic_section(out: Path, models) -> list[str]:
-    """REPORT.md lines for the post-hoc story-word category probe (empty when it was not run, e.g. --quick)."""
-    diag = out / "diagnostics" / "story_word_category"
-    if not all((diag / m / "results.json").is_file() for m in models):
-        return []
-    res = {m: _load(diag / m / "results.json") for m in models}
-    layers = res[models[0]]["layers"]
-    first = res[models[0]]
-    lines = ["## Post-hoc diagnostic: where did the tuning put word category?", "",
-             "Added after the two pre-specified semantic measures failed in all three seeds; it is not one of the "
-             "findings above and decides none of them. A linear probe reads the semantic category of the words of all "
-             f"stories *in context* (each word's frames, {first['context_s']:g} s of preceding audio, at most "
-             f"{first['max_per_word']} occurrences per word, {first['n_occurrences']} in all), scored on words it never "
-             f"saw ({first['n_folds']} folds of whole words; F1 macro mean ± SEM over folds; a uniform guess scores "
-             f"{first['chance']['f1_macro_uniform_guess']:.3f}). The voxel head reads layer {first['n_layers']}.", "",
-             "| layer | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
-    for l in layers:
-        cells = [f"{res[m]['per_layer'][str(l)]['test']['f1_macro']:.3f} ± {res[m]['per_layer'][str(l)]['sem']['f1_macro']:.3f}"
-                 for m in models]
-        lines.append(f"| {l} | " + " | ".join(cells) + " |")
-    lines += ["", "![story-word category](diagnostics/story_word_category/story_word_category_by_layer.png)", ""]
+    """REPORT.md lines for the post-hoc word-category diagnostics (empty when they were not run, e.g. --quick)."""
+    lines = []
+    for name, (title, what) in DIAGNOSTICS.items():
+        diag = out / "diagnostics" / name
+        if not all((diag / m / "results.json").is_file() for m in models):
+            continue
+        res = {m: _load(diag / m / "results.json") for m in models}
+        first = res[models[0]]
+        if not lines:
+            lines = ["## Post-hoc diagnostics: where did the tuning put word category?", "",
+                     "Added after the two pre-specified semantic measures failed in all three seeds; they are not "
+                     "findings above and decide none of them. A linear probe reads the semantic category of word "
+                     f"segments (each word's frames, with {first['context_s']:g} s of preceding audio given to the "
+                     f"model), scored on words it never saw ({first['n_folds']} folds of whole words; F1 macro mean ± "
+                     f"SEM over folds; a uniform guess scores {first['chance']['f1_macro_uniform_guess']:.3f}). The "
+                     f"voxel head reads layer {first['n_layers']}. The context-label baseline is the same probe on "
+                     "the counts of the categories of the words heard in those seconds (no audio): what following "
+                     "the topic scores without knowing the word.", ""]
+        base = first["context_label_baseline"]
+        lines += [f"### {title}", "", what.format(n=first["n_occurrences"], per=first["max_per_word"]), "",
+                  "| layer | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
+        for l in first["layers"]:
+            cells = [f"{res[m]['per_layer'][str(l)]['test']['f1_macro']:.3f} ± "
+                     f"{res[m]['per_layer'][str(l)]['sem']['f1_macro']:.3f}" for m in models]
+            lines.append(f"| {l} | " + " | ".join(cells) + " |")
+        lines += [f"| context-label baseline | {base['test']['f1_macro']:.3f} ± {base['sem']['f1_macro']:.3f} "
+                  f"({base['mean_context_words']:.1f} words in context on average) |" + " |" * (len(models) - 1),
+                  "", f"![{title}](diagnostics/{name}/story_word_category_by_layer.png)", ""]
     return lines
 
 
@@ -167,14 +194,19 @@ def write_seed_summary(out: Path, results: dict) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     notes = sorted({c["note"] for r in results.values() for c in r["checks"] if c.get("note")})
     lines += [f"\n† {n}" for n in notes]
-    diag = {s: r.get("diagnostic_story_word_f1") for s, r in results.items()}
-    if all(diag.values()):
-        models = list(next(iter(diag.values())))
-        last = max(next(iter(diag.values()))[models[0]], key=int)
-        lines += ["", f"Post-hoc diagnostic (not a finding): category of story words in context, F1 macro on unseen "
+    for name, (title, _) in DIAGNOSTICS.items():
+        diag = {s: r.get("diagnostics", {}).get(name) for s, r in results.items()}
+        if not all(diag.values()):
+            continue
+        first = next(iter(diag.values()))
+        models = list(first["f1_macro"])
+        last = max(first["f1_macro"][models[0]], key=int)
+        lines += ["", f"Post-hoc diagnostic (not a finding): {title[0].lower() + title[1:]}, F1 macro on unseen "
                   f"words at layer {last} (the layer the voxel head reads; uniform guess 0.125)", "",
                   "| model | " + " | ".join(f"seed {s}" for s in results) + " |", "|---|" + "---|" * len(results)]
-        lines += [f"| {m} | " + " | ".join(f"{diag[s][m][last]:.3f}" for s in results) + " |" for m in models]
+        lines += [f"| {m} | " + " | ".join(f"{diag[s]['f1_macro'][m][last]:.3f}" for s in results) + " |" for m in models]
+        lines.append("| context-label baseline | " + " | ".join(f"{diag[s]['context_label_baseline']:.3f}"
+                                                               for s in results) + " |")
     text = "\n".join(lines) + "\n"
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "SEEDS.md", text)

@@ -4,7 +4,8 @@ Each reader returns a list of `Utterance` records (audio path, split, label(s), 
 loads audio; `load_utterance_audio` does, at 16 kHz mono. Splits are fixed by the datasets where they define
 them (TIMIT TRAIN/TEST, Speech Commands list files, SLURP jsonl files) and by speaker/actor otherwise, so that
 no speaker is in two splits. Label maps are built once over all splits (SLURP intents, 61→39 TIMIT phones).
-The `words` layout (`words.tsv` + wavs) is the toolkit's own, written by the miniature for the semantic probe.
+The `words` layout (`words.tsv` + wavs) is the toolkit's own, written by the miniature for the semantic probe;
+`read_aligned_words` reads word alignments of any `<name>.wav` + `<name>.TextGrid` folder (forced-aligner output).
 """
 from __future__ import annotations
 
@@ -210,6 +211,27 @@ def read_words(root: str | Path) -> list[Utterance]:
         f, word, category, split, speaker = row
         utts.append(Utterance(path.parent / f, split, category, speaker, words=[(0.0, 0.0, word)]))
     return utts
+
+
+def read_aligned_words(root: str | Path) -> dict[str, list[tuple[float, float, str]]]:
+    """Word alignments of a `<name>.wav` + `<name>.TextGrid` folder (Montreal Forced Aligner output layout).
+
+    The word tier is the one named "words"/"word", else tier 1 (the ds003020 convention); Huth filtering applies.
+    Returns {wav path: [(start_s, end_s, word)]}, sorted by file name.
+    """
+    from textgrid_utils import read_textgrid, words_from_tiers
+    root = Path(root)
+    wavs = sorted(root.glob("*.wav"))
+    if not wavs:
+        raise DataError(f"{root}: no .wav files (expected <name>.wav + <name>.TextGrid pairs)")
+    out = {}
+    for wav in wavs:
+        grid = wav.with_suffix(".TextGrid")
+        if not grid.is_file():
+            raise DataError(f"{wav}: no matching alignment {grid.name} (expected <name>.wav + <name>.TextGrid)")
+        words = words_from_tiers(read_textgrid(grid), str(grid), by_name=True)
+        out[str(wav)] = list(zip(words.starts.tolist(), words.ends.tolist(), words.labels))
+    return out
 
 
 def label_map(utts: list[Utterance]) -> dict[str, int]:

@@ -8,6 +8,7 @@
     python eval_downstream.py --task semantic_preference --corpus timit --data-dir /data/TIMIT ...  # .WRD segments
     python eval_downstream.py --task story_word_category --data-dir /data/ds003020 --word-labels W.tsv \
         --model-name M --out R   # a word label (TSV word/label) of story words in context, CV by word
+    python eval_downstream.py --task story_word_category --corpus aligned --data-dir DIR ...  # <name>.wav+.TextGrid
     python eval_downstream.py --compare R_pre R_tuned --out R_cmp
 
 semantic_category is the miniature's word task (data/downstream/words). Probes are chosen on the validation
@@ -27,7 +28,8 @@ PROBE_TASKS = ["commands", "emotion", "intent", "action", "semantic_category"]
 
 
 def story_words(args) -> tuple[dict, Callable]:
-    """Word segments {source: [(start_s, end_s, word)]} and an audio loader: ds003020 TextGrids or TIMIT .WRD files."""
+    """Word segments {source: [(start_s, end_s, word)]} and an audio loader: ds003020 TextGrids, TIMIT .WRD files
+    or an aligned folder (<name>.wav + <name>.TextGrid)."""
     import data_utils as du
     import downstream_data as dd
     if args.corpus == "ds003020":
@@ -38,6 +40,8 @@ def story_words(args) -> tuple[dict, Callable]:
             w = data.words(s)
             words_by_source[s] = list(zip(w.starts.tolist(), w.ends.tolist(), w.labels))
         return words_by_source, data.audio
+    if args.corpus == "aligned":
+        return dd.read_aligned_words(args.data_dir), lambda src: dd.load_wav_16k(Path(src))
     utts = dd.read_timit(args.data_dir)
     return {str(u.path): u.words for u in utts}, lambda src: dd.load_wav_16k(Path(src))
 
@@ -62,7 +66,8 @@ def main(argv=None) -> int:
                            "dataset root in its public layout (see README)")
     g = parser.add_argument_group("word segments of stories (semantic_preference, story_word_category)")
     g.add_argument("--pairs", help="TSV word1/word2/relation (default: the shipped English list)")
-    g.add_argument("--corpus", default="ds003020", choices=["ds003020", "timit"], help="where word segments come from")
+    g.add_argument("--corpus", default="ds003020", choices=["ds003020", "timit", "aligned"],
+                   help="where word segments come from (aligned: a folder of <name>.wav + <name>.TextGrid)")
     g.add_argument("--stories", nargs="+", help="ds003020 stories to take words from (default: all)")
     g.add_argument("--context", type=float, default=3.0, help="seconds of audio before each word given to the model")
     g.add_argument("--max-per-word", type=int, help="occurrences used per word (default 10; story_word_category 5)")

@@ -5,7 +5,8 @@
 TIMIT (NIST SPHERE .WAV, .PHN/.WRD sample offsets, .TXT; SA/SI/SX), Speech Commands v0.02 (35 word folders,
 list files, `_background_noise_`), CREMA-D (AudioWAV/<actor>_<sentence>_<EMO>_<level>.wav), SLURP (jsonl +
 slurp_real/*.flac) and the toolkit's own `words/` set (the miniature's 96 content words in a carrier phrase,
-label = semantic category, split by word) with `semantic_pairs.tsv`. "Speakers" are espeak-ng voices at
+label = semantic category, split by word) with `semantic_pairs.tsv`, and `words_in_carriers/` (each content
+word ending neutral sentences, `<name>.wav` + `<name>.TextGrid`, for `story_word_category --corpus aligned`). "Speakers" are espeak-ng voices at
 different pitches and rates; CREMA-D emotions are acted through pitch, rate and loudness. Each reader of
 `downstream_data.py` is run on the result before the tree is moved into place.
 """
@@ -25,9 +26,9 @@ from make_demo_data import CATEGORIES, NEAR_HOMOPHONES, VOCABULARY
 
 RATE = 16000
 SIZES = {"demo": {"timit_speakers": (10, 4), "sc_speakers": 6, "crema_actors": 10, "slurp_speakers": 4,
-                  "word_speakers": 3},
+                  "word_speakers": 3, "carriers": 3},
          "tiny": {"timit_speakers": (5, 2), "sc_speakers": 3, "crema_actors": 5, "slurp_speakers": 3,
-                  "word_speakers": 2}}
+                  "word_speakers": 2, "carriers": 2}}
 TIMIT_SA = ("she had your dark suit in greasy wash water all year", "don't ask me to carry an oily rag like that")
 TIMIT_SX = ("the bright sun warmed the old stone wall", "a big dog ran across the wet field",
             "we need more paper for the printer", "the children played in the garden after lunch",
@@ -201,6 +202,27 @@ def write_miniature_pairs(path: Path, rng) -> None:
     path.write_text("\n".join(rows) + "\n")
 
 
+# Sentences without any of the miniature's content words: the word's category cannot come from the context.
+NEUTRAL_CARRIERS = ("then we talked for a while and i remember the {}.", "after a long time nobody expected the {}.",
+                    "it was late in the evening when she saw the {}.")
+
+
+def write_words_in_carriers(out: Path, synth_for, rng, n_carriers: int) -> None:
+    """words_in_carriers/: each content word at the end of neutral sentences (one voice per sentence), written as
+    <word>_c<k>.wav + .TextGrid (forced-aligner layout, words tier first) with word_categories.tsv."""
+    from textgrid_utils import format_textgrid
+    out.mkdir(parents=True)
+    voices = _speaker_voices(n_carriers, rng)
+    for word in sorted(VOCABULARY):
+        for k, (carrier, (pitch, wpm)) in enumerate(zip(NEUTRAL_CARRIERS[:n_carriers], voices)):
+            utt = synth_for(pitch, wpm).synthesize(carrier.format(word))
+            wav = _to16k(utt)
+            _write_wav(out / f"{word}_c{k}.wav", wav)
+            tiers = {"words": [(a, b, w.strip(".,").lower()) for a, b, w in utt.words], "phones": utt.phones}
+            (out / f"{word}_c{k}.TextGrid").write_text(format_textgrid(tiers, len(wav) / RATE, gap_label=""))
+    (out / "word_categories.tsv").write_text("word\tlabel\n" + "".join(f"{w}\t{c}\n" for w, c in VOCABULARY.items()))
+
+
 def _write_wav(path: Path, wav: np.ndarray) -> None:
     import soundfile as sf
     sf.write(str(path), np.clip(wav, -1, 1), RATE, subtype="PCM_16")
@@ -226,13 +248,20 @@ def build(out: Path, seed: int = 0, size: str = "demo", quiet: bool = False) -> 
              ("speech_commands", lambda d: write_speech_commands(d, synth_for, rng, preset["sc_speakers"])),
              ("crema_d", lambda d: write_crema_d(d, synth_for, rng, preset["crema_actors"])),
              ("slurp", lambda d: write_slurp(d, synth_for, rng, preset["slurp_speakers"])),
-             ("words", lambda d: write_words(d, synth_for, rng, preset["word_speakers"]))]
+             ("words", lambda d: write_words(d, synth_for, rng, preset["word_speakers"])),
+             # its own random stream, so that adding it left the other sets unchanged
+             ("words_in_carriers", lambda d: write_words_in_carriers(d, synth_for, np.random.default_rng([seed, 8]),
+                                                                     preset["carriers"]))]
     for name, fn in tqdm(steps, desc="downstream datasets", disable=quiet):
         fn(tmp / name)
     # the readers must accept what we wrote (labels, splits, one speaker per split)
     for name, reader in (("timit", dd.read_timit), ("speech_commands", dd.read_speech_commands),
                          ("crema_d", dd.read_crema_d), ("slurp", dd.read_slurp), ("words", dd.read_words)):
         dd.check_splits(reader(tmp / name), str(tmp / name))
+    aligned = dd.read_aligned_words(tmp / "words_in_carriers")
+    missing = set(VOCABULARY) - {w for words in aligned.values() for _, _, w in words}
+    if missing:
+        raise AssertionError(f"{tmp / 'words_in_carriers'}: words missing from the alignments: {sorted(missing)[:5]}")
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

@@ -212,7 +212,7 @@ def run_story_word_probe(encoder, model_name: str, layers: list[int], words_by_s
     Word segments come from the stories' alignments with `context_s` s of preceding audio (as for semantic
     preference); folds are made of whole words, so the probe must generalise the label to new words.
     """
-    from semantic_preference import occurrence_features, word_occurrences
+    from semantic_preference import context_label_counts, occurrence_features, word_occurrences
     label_of = read_word_labels(labels_file)
     occ = word_occurrences(words_by_source, set(label_of), max_per_word)
     classes = {c: i for i, c in enumerate(sorted({label_of[w] for w in occ}))}
@@ -224,11 +224,16 @@ def run_story_word_probe(encoder, model_name: str, layers: list[int], words_by_s
     words = np.array(words)
     y = np.array([classes[label_of[w]] for w in words], np.int64)
     per_layer = probes.cross_validated_probes(feats, y, words, layers, len(classes), n_folds, seed, progress=progress)
+    # the same probe and folds on the labels of the preceding words alone: what following the topic would score
+    counts = context_label_counts(words_by_source, occ, label_of, classes, context_s)
+    baseline = probes.cross_validated_probes(counts[None], y, words, [0], len(classes), n_folds, seed, progress=False)[0]
     majority = np.bincount(y).max() / len(y)
     result = summarise_probes("story_word_category", model_name, per_layer, layers, encoder.num_layers, {
         "description": "label of story words in context, cross-validated by word", "kind": "multiclass",
         "classes": list(classes), "n_words": len(occ), "n_occurrences": int(len(words)), "n_folds": n_folds,
         "context_s": context_s, "max_per_word": max_per_word, "labels_file": str(labels_file),
+        "context_label_baseline": {"test": baseline["test"], "sem": baseline["sem"],
+                                   "mean_context_words": float(counts.sum(axis=1).mean())},
         "chance": {"accuracy": float(majority), "f1_macro_uniform_guess": 1.0 / len(classes)}})
     lines = [f"### story_word_category · {model_name}", "",
              f"test scores per layer, mean ± SEM over {n_folds} folds of held-out words (probe chosen on another fold)",
@@ -238,8 +243,12 @@ def run_story_word_probe(encoder, model_name: str, layers: list[int], words_by_s
                      f"{v['test']['accuracy']:.3f} ± {v['sem']['accuracy']:.3f} |")
     um = result["upper_middle_mean"]
     lines.append(f"| upper-middle {result['upper_middle_layers']} | {um['f1_macro']:.3f} | {um['accuracy']:.3f} |")
+    lines.append(f"| context-label baseline | {baseline['test']['f1_macro']:.3f} ± {baseline['sem']['f1_macro']:.3f} | "
+                 f"{baseline['test']['accuracy']:.3f} ± {baseline['sem']['accuracy']:.3f} |")
     lines.append(f"\n{len(occ)} words, {len(words)} occurrences, {len(classes)} labels; chance: F1 macro of a uniform "
-                 f"guess {1 / len(classes):.3f}, majority accuracy {majority:.3f}")
+                 f"guess {1 / len(classes):.3f}, majority accuracy {majority:.3f}. Context-label baseline: the same "
+                 f"probe on the counts of the labels of the words in the {context_s:g} s before each word (no audio, "
+                 f"{counts.sum(axis=1).mean():.1f} words on average): what tracking the context's labels scores")
     curves = {m: {Path(model_name).name: [per_layer[l]["test"][m] for l in layers]} for m in ("f1_macro", "accuracy")}
     write_run(out, result, {"args": config or {}}, "\n".join(lines) + "\n", "story_word_category_by_layer.png",
               curves, "test score (held-out words)")

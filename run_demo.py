@@ -5,9 +5,10 @@
 Steps (each one is the toolkit's own CLI, called in-process with the arguments a real run would take):
 build the miniature fMRI dataset and the miniature downstream datasets; convert the bundled Whisper tiny.en
 to a HF model directory; evaluate the pretrained model; brain-tune it on UTS01; brain-tune a block-shuffled
-random-target control; evaluate both (with the low-level residual analysis); probe all three; a post-hoc
-diagnostic (category of story words in context, by layer) reported apart from the findings; write
-OUT/REPORT.md with tables, plots and the findings checked against the paper's, and print the headline.
+random-target control; evaluate both (with the low-level residual analysis); probe all three; post-hoc
+diagnostics (category of story words in context, and of words in neutral sentences, by layer) reported apart
+from the findings; write OUT/REPORT.md with tables, plots and the findings checked against the paper's, and
+print the headline.
 The demo only chooses data, model and budget flags (DEMO_* below); `--seeds` repeats it per seed and
 writes OUT/SEEDS.md. Exit code 0 when the pipeline ran (findings that do not hold are reported, not hidden).
 """
@@ -94,15 +95,20 @@ def run_pipeline(out: Path, data: Path, seed: int, quick: bool, progress: bool, 
               ["--task", "semantic_preference", "--data-dir", str(ds / "ds003020"), "--model-name", model,
                "--whisper-mode", "truncate", "--pairs", str(data / "downstream" / "words" / "semantic_pairs.tsv"),
                "--stories", "wheretheressmoke", "--out", str(out / "probes" / "semantic_preference" / name)] + quiet)
-    if not quick:  # post-hoc diagnostic, reported apart from the findings (see demo_report.diagnostic_section)
-        diag = out / "diagnostics" / "story_word_category"
-        for name, model in models.items():
-            _step(f"diagnostic: category of story words in context ({name})", eval_downstream.main,
-                  ["--task", "story_word_category", "--data-dir", str(ds / "ds003020"), "--model-name", model,
-                   "--whisper-mode", "truncate", "--word-labels", str(ds / "ground_truth" / "word_categories.tsv"),
-                   "--out", str(diag / name), "--seed", str(seed)] + quiet)
-        _step("compare the diagnostic", eval_downstream.main,
-              ["--compare"] + [str(diag / m) for m in models] + ["--out", str(diag)])
+    if not quick:  # post-hoc diagnostics, reported apart from the findings (see demo_report.diagnostic_section)
+        carriers = data / "downstream" / "words_in_carriers"
+        for diagnostic, what, corpus in (
+                ("story_word_category", "story words in context", ["--data-dir", str(ds / "ds003020")]),
+                ("carrier_word_category", "words in neutral sentences",
+                 ["--corpus", "aligned", "--data-dir", str(carriers)])):
+            diag = out / "diagnostics" / diagnostic
+            for name, model in models.items():
+                _step(f"diagnostic: category of {what} ({name})", eval_downstream.main,
+                      ["--task", "story_word_category", "--model-name", model, "--whisper-mode", "truncate",
+                       "--word-labels", str(ds / "ground_truth" / "word_categories.tsv"), "--out", str(diag / name),
+                       "--seed", str(seed)] + corpus + quiet)
+            _step(f"compare the diagnostic ({what})", eval_downstream.main,
+                  ["--compare"] + [str(diag / m) for m in models] + ["--out", str(diag)])
     result = findings(out, list(models))
     write_report(out, result, seed=seed, quick=quick, train_flags=train_flags, eval_flags=DEMO_EVAL_FLAGS)
     return result

@@ -41,6 +41,27 @@ def word_occurrences(words_by_source: dict[str, list[tuple[float, float, str]]],
     return occ
 
 
+def context_label_counts(words_by_source: dict[str, list[tuple[float, float, str]]], occurrences: dict[str, list],
+                         label_of: dict[str, str], classes: dict[str, int], context_s: float = 3.0) -> np.ndarray:
+    """(n_occurrences, n_classes) counts of the labels of the words heard in the `context_s` s before each occurrence.
+
+    A labelled word counts when its interval overlaps [start − context_s, start) of the same source, the
+    occurrence itself excluded. Rows follow `occurrence_features`' order (sorted by word, then occurrence order).
+    With text-coherent labels (a story's topic), these counts alone predict a word's label: the score of a probe
+    on them is what tracking the context's labels, without knowing the word, would reach.
+    """
+    rows = []
+    for word in sorted(occurrences):
+        for source, a, _ in occurrences[word]:
+            counts = np.zeros(len(classes))
+            for a2, b2, w2 in words_by_source[source]:
+                label = label_of.get(w2.lower())
+                if label in classes and b2 > a - context_s and a2 < a:
+                    counts[classes[label]] += 1
+            rows.append(counts)
+    return np.array(rows, np.float32).reshape(len(rows), len(classes))
+
+
 def occurrence_features(encoder, audio_by_source: dict[str, np.ndarray], occurrences: dict[str, list],
                         layers: list[int], context_s: float = 3.0, device="cpu",
                         progress: bool = True) -> tuple[list[str], np.ndarray]:

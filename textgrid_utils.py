@@ -32,10 +32,12 @@ class TimedLabels:
     ----------
     starts, ends : (n,) float64 seconds from audio onset.
     labels : list of n strings.
+    name : the tier's name in the file ("" when not read from a file).
     """
     starts: np.ndarray
     ends: np.ndarray
     labels: list
+    name: str = ""
 
     @property
     def midpoints(self) -> np.ndarray:
@@ -84,7 +86,7 @@ def parse_textgrid(text: str, source: str = "<text>") -> list[TimedLabels]:
             continue
         tiers.append(TimedLabels(starts=np.array([iv.minTime for iv in tier], dtype=np.float64),
                                  ends=np.array([iv.maxTime for iv in tier], dtype=np.float64),
-                                 labels=[iv.mark for iv in tier]))
+                                 labels=[iv.mark for iv in tier], name=tier.name or ""))
     return tiers
 
 
@@ -108,9 +110,14 @@ def is_word(label: str) -> bool:
     return label.lower().strip("{}").strip() not in BAD_WORDS
 
 
-def words_from_tiers(tiers: list[TimedLabels], source: str = "<text>") -> TimedLabels:
-    """Word intervals of tier 1 with the Huth-convention filtering applied."""
-    tier = _tier(tiers, WORD_TIER, source)
+def words_from_tiers(tiers: list[TimedLabels], source: str = "<text>", by_name: bool = False) -> TimedLabels:
+    """Word intervals of tier 1 with the Huth-convention filtering applied.
+
+    by_name : take the tier named "words" or "word" (any case) when there is one, as in Montreal Forced
+        Aligner output (words first, phones second), and fall back to tier 1 otherwise.
+    """
+    named = [t for t in tiers if t.name.strip().lower() in ("words", "word")] if by_name else []
+    tier = named[0] if named else _tier(tiers, WORD_TIER, source)
     keep = np.array([is_word(w) for w in tier.labels], dtype=bool)
     return TimedLabels(tier.starts[keep], tier.ends[keep], [w for w, k in zip(tier.labels, keep) if k])
 

@@ -27,30 +27,50 @@ def test_quick_demo_tuning_raises_language_alignment(tmp_path, monkeypatch):
     assert not (out / "train" / "front_end_cache").exists()
 
 
-def test_report_diagnostic_section_lists_each_models_layers(tmp_path):
-    from demo_report import diagnostic_section
-    diag = tmp_path / "diagnostics" / "story_word_category"
-    assert diagnostic_section(tmp_path, ["pretrained", "tuned"]) == []  # not run (--quick): no section
-    for m, f1 in (("pretrained", (0.07, 0.05)), ("tuned", (0.08, 0.15))):
-        (diag / m).mkdir(parents=True)
-        (diag / m / "results.json").write_text(json.dumps({
+def _write_diagnostic(out, name, f1_by_model, baseline=0.16, context_words=2.3):
+    for m, f1 in f1_by_model.items():
+        (out / "diagnostics" / name / m).mkdir(parents=True)
+        (out / "diagnostics" / name / m / "results.json").write_text(json.dumps({
             "layers": [1, 2], "n_layers": 2, "context_s": 3.0, "max_per_word": 5, "n_occurrences": 480, "n_folds": 6,
             "chance": {"f1_macro_uniform_guess": 0.125},
+            "context_label_baseline": {"test": {"f1_macro": baseline}, "sem": {"f1_macro": 0.02},
+                                       "mean_context_words": context_words},
             "per_layer": {str(l): {"test": {"f1_macro": v}, "sem": {"f1_macro": 0.01}} for l, v in zip((1, 2), f1)}}))
-    lines = diagnostic_section(tmp_path, ["pretrained", "tuned"])
+
+
+def test_report_diagnostic_sections_list_each_models_layers_and_the_baseline(tmp_path):
+    from demo_report import diagnostic_scores, diagnostic_section
+    models = ["pretrained", "tuned"]
+    assert diagnostic_section(tmp_path, models) == [] and diagnostic_scores(tmp_path, models) == {}  # --quick
+    _write_diagnostic(tmp_path, "story_word_category", {"pretrained": (0.07, 0.05), "tuned": (0.08, 0.15)})
+    lines = diagnostic_section(tmp_path, models)
     assert "| 2 | 0.050 ± 0.010 | 0.150 ± 0.010 |" in lines and "| 1 | 0.070 ± 0.010 | 0.080 ± 0.010 |" in lines
-    assert any("not one of the findings" in l for l in lines)
+    assert any("not findings" in l for l in lines) and "### Category of story words in context" in lines
+    assert "| context-label baseline | 0.160 ± 0.020 (2.3 words in context on average) | |" in lines
+    assert not any("neutral sentences" in l for l in lines)  # the second diagnostic was not run
+    _write_diagnostic(tmp_path, "carrier_word_category", {"pretrained": (0.07, 0.06), "tuned": (0.07, 0.19)}, 0.03, 0)
+    lines = diagnostic_section(tmp_path, models)
+    assert "### Category of words in neutral sentences" in lines and "| 2 | 0.060 ± 0.010 | 0.190 ± 0.010 |" in lines
+    assert sum(l.startswith("## ") for l in lines) == 1  # one introduction for both
+    scores = diagnostic_scores(tmp_path, models)
+    assert scores["carrier_word_category"] == {"f1_macro": {"pretrained": {"1": 0.07, "2": 0.06},
+                                                            "tuned": {"1": 0.07, "2": 0.19}},
+                                               "context_label_baseline": 0.03}
 
 
-def test_seed_summary_tables_checks_and_the_diagnostic(tmp_path):
+def test_seed_summary_tables_checks_and_the_diagnostics(tmp_path):
     from demo_report import write_seed_summary
     check = {"finding": "language gain", "expected": ">= +20%", "measured": 23.0, "holds": True}
     results = {s: {"checks": [dict(check, measured=m, holds=m >= 20)],
-                   "diagnostic_story_word_f1": {"pretrained": {"1": 0.1, "4": 0.07}, "tuned": {"1": 0.1, "4": f1}}}
-               for s, m, f1 in ((0, 23.0, 0.14), (1, 12.0, 0.16))}
+                   "diagnostics": {"story_word_category": {
+                       "f1_macro": {"pretrained": {"1": 0.1, "4": 0.07}, "tuned": {"1": 0.1, "4": f1}},
+                       "context_label_baseline": base}}}
+               for s, m, f1, base in ((0, 23.0, 0.14, 0.155), (1, 12.0, 0.16, 0.175))}
     text = write_seed_summary(tmp_path, results)
     assert "| language gain | +23.000 ✓ | +12.000 ✗ |" in text
-    assert "at layer 4" in text and "| tuned | 0.140 | 0.160 |" in text and "| pretrained | 0.070 | 0.070 |" in text
+    assert "category of story words in context, F1 macro on unseen words at layer 4" in text
+    assert "| tuned | 0.140 | 0.160 |" in text and "| pretrained | 0.070 | 0.070 |" in text
+    assert "| context-label baseline | 0.155 | 0.175 |" in text and "neutral sentences" not in text
     assert json.loads((tmp_path / "seeds.json").read_text())["1"]["checks"][0]["holds"] is False
 
 

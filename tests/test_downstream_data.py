@@ -1,5 +1,6 @@
 """Readers of the downstream datasets on their miniature layouts, and on hand-made files."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -115,3 +116,21 @@ def test_miniature_words_split_by_word(downstream):
     assert not (words["train"] & words["test"]) and not (words["train"] & words["val"])
     assert len(dd.label_map(utts)) == 8
     assert {u.label for u in utts if u.split == "test"} == set(dd.label_map(utts))  # every category in test
+
+
+def test_miniature_words_in_carriers_hold_every_word_once_per_sentence(downstream):
+    from make_demo_data import VOCABULARY
+    aligned = dd.read_aligned_words(downstream / "words_in_carriers")
+    assert len(aligned) == 2 * len(VOCABULARY)  # tiny preset: two carrier sentences
+    for path, words in aligned.items():
+        content = [w for _, _, w in words if w in VOCABULARY]
+        assert content == [Path(path).stem.rsplit("_c", 1)[0]]  # the file's own word, and no other content word
+        assert all(0 <= a < b for a, b, _ in words) and words[-1][1] <= dd.load_wav_16k(Path(path)).size / 16000 + 1e-3
+
+
+def test_aligned_reader_errors(tmp_path):
+    with pytest.raises(DataError, match="no .wav files"):
+        dd.read_aligned_words(tmp_path)
+    (tmp_path / "a.wav").write_bytes(b"")
+    with pytest.raises(DataError, match=r"a.wav: no matching alignment a.TextGrid"):
+        dd.read_aligned_words(tmp_path)

@@ -79,6 +79,10 @@ def test_story_word_category_probe_on_miniature_stories(mini, tiny_models, tmp_p
         assert len(v["folds"]) == 4 and v["test"]["f1_macro"] == pytest.approx(sum(v["folds"]) / 4)
     assert res["chance"]["f1_macro_uniform_guess"] == pytest.approx(1 / 8)
     assert (out / "story_word_category_by_layer.png").is_file() and "held-out words" in (out / "table.md").read_text()
+    # the model-free baseline on the labels of the preceding words, same folds: stories hold several words per 3 s
+    base = res["context_label_baseline"]
+    assert base["mean_context_words"] > 0.5 and 0 <= base["test"]["f1_macro"] <= 1
+    assert "| context-label baseline |" in (out / "table.md").read_text()
     # usage and data errors
     assert eval_downstream.main([a for a in args if a not in ("--word-labels", str(labels))]) == 2
     bad = tmp_path / "bad.tsv"
@@ -87,6 +91,19 @@ def test_story_word_category_probe_on_miniature_stories(mini, tiny_models, tmp_p
                                 args[args.index("--word-labels") + 2:]) == 3
     err = capsys.readouterr().err
     assert str(bad) in err and "'word<TAB>label'" in err and "category" in err  # file, expected, found
+
+
+def test_story_word_category_on_an_aligned_folder(downstream, tiny_models, tmp_path):
+    carriers = downstream / "words_in_carriers"
+    out = tmp_path / "carriers"
+    assert eval_downstream.main(_args(tiny_models["whisper"], carriers, out, tmp_path / "c", "--task",
+                                      "story_word_category", "--corpus", "aligned", "--word-labels",
+                                      str(carriers / "word_categories.tsv"), "--whisper-mode", "truncate")) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["n_words"] == 96 and res["n_occurrences"] == 2 * 96  # every word once in each of the two sentences
+    # neutral sentences: no labelled word precedes the target, so the baseline has nothing to go on
+    assert res["context_label_baseline"]["mean_context_words"] == 0
+    assert res["context_label_baseline"]["test"]["accuracy"] == pytest.approx(1 / 8)
 
 
 def test_clear_errors(downstream, tiny_models, tmp_path):

@@ -6,7 +6,8 @@ import pytest
 
 from data_utils import DataError
 from make_demo_data import CATEGORIES, NEAR_HOMOPHONES, VOCABULARY
-from semantic_preference import ENGLISH_PAIRS, read_pairs, semantic_preference, word_occurrences
+from semantic_preference import (ENGLISH_PAIRS, context_label_counts, read_pairs, semantic_preference,
+                                 word_occurrences)
 
 
 def _pairs():
@@ -63,6 +64,23 @@ def test_word_occurrences_caps_and_filters():
     words = {"s1": [(0, 1, "Bear"), (1, 2, "the"), (2, 3, "bear")], "s2": [(0, 1, "bear"), (1, 2, "pear")]}
     occ = word_occurrences(words, {"bear", "pear"}, max_per_word=2)
     assert occ == {"bear": [("s1", 0, 1), ("s1", 2, 3)], "pear": [("s2", 1, 2)]}
+
+
+def test_context_label_counts_by_hand():
+    # s1: bear at 0.0-0.4, rice 1.0-1.4, "the" 1.5-1.6, pear 2.0-2.4, bear 4.5-5.0; s2: pear alone
+    words = {"s1": [(0.0, 0.4, "bear"), (1.0, 1.4, "Rice"), (1.5, 1.6, "the"), (2.0, 2.4, "pear"), (4.5, 5.0, "bear")],
+             "s2": [(0.0, 0.3, "pear")]}
+    label_of = {"bear": "animal", "pear": "food", "rice": "food"}
+    classes = {"animal": 0, "food": 1}
+    occ = word_occurrences(words, set(label_of), max_per_word=5)
+    counts = context_label_counts(words, occ, label_of, classes, context_s=2.0)
+    # rows: bear@0 (nothing before), bear@4.5 (window 2.5-4.5: pear ends at 2.4, outside), pear@2.0 (window 0-2:
+    # bear ends at 0.4 > 0, rice), pear in s2 (nothing), rice@1.0 (bear)
+    np.testing.assert_array_equal(counts, [[0, 0], [0, 0], [1, 1], [0, 0], [1, 0]])
+    # a word overlapping the window's start counts; the occurrence itself never does
+    np.testing.assert_array_equal(context_label_counts(words, {"bear": [("s1", 4.5, 5.0)]}, label_of, classes, 2.2),
+                                  [[0, 1]])
+    assert context_label_counts(words, {}, label_of, classes).shape == (0, 2)
 
 
 def test_word_embeddings_are_the_mean_of_occurrence_features(mini_root, tiny_models):

@@ -52,3 +52,14 @@ def test_word_filter_and_stress():
     assert not is_word("{NS}") and is_word(" {NS} ") and not is_word("SP") and is_word("{CG}") and is_word("{IG}")
     assert strip_stress("ah0") == "AH" and strip_stress("ER12") == "ER"
     assert decode_textgrid_bytes(b"\xef\xbb\xbfa\r\nb") == "a\nb"
+
+
+def test_word_tier_by_name_for_aligner_output():
+    # Montreal Forced Aligner order: words first, phones second
+    text = format_textgrid({"words": TIERS["word"], "phones": TIERS["phone"]}, 2.0)
+    tiers = parse_textgrid(text)
+    assert [t.name for t in tiers] == ["words", "phones"]
+    assert words_from_tiers(tiers, by_name=True).labels == ["the", "dog", "{SL}", ""]
+    assert words_from_tiers(tiers).labels == ["DH", "AH0", "D", "AO1", "G"]  # by index: tier 1, here the phones
+    unnamed = parse_textgrid(format_textgrid(TIERS, 2.0))  # ds003020 names ("phone", "word"): tier 1 either way
+    assert words_from_tiers(unnamed, by_name=True).labels == words_from_tiers(unnamed).labels
