@@ -227,13 +227,14 @@ def run_story_word_probe(encoder, model_name: str, layers: list[int], words_by_s
     # the same probe and folds on the labels of the preceding words alone: what following the topic would score
     counts = context_label_counts(words_by_source, occ, label_of, classes, context_s)
     baseline = probes.cross_validated_probes(counts[None], y, words, [0], len(classes), n_folds, seed, progress=False)[0]
+    mean_context_words = float(counts.sum(axis=1).mean())
     majority = np.bincount(y).max() / len(y)
     result = summarise_probes("story_word_category", model_name, per_layer, layers, encoder.num_layers, {
         "description": "label of story words in context, cross-validated by word", "kind": "multiclass",
         "classes": list(classes), "n_words": len(occ), "n_occurrences": int(len(words)), "n_folds": n_folds,
         "context_s": context_s, "max_per_word": max_per_word, "labels_file": str(labels_file),
         "context_label_baseline": {"test": baseline["test"], "sem": baseline["sem"],
-                                   "mean_context_words": float(counts.sum(axis=1).mean())},
+                                   "mean_context_words": mean_context_words},
         "chance": {"accuracy": float(majority), "f1_macro_uniform_guess": 1.0 / len(classes)}})
     lines = [f"### story_word_category · {model_name}", "",
              f"test scores per layer, mean ± SEM over {n_folds} folds of held-out words (probe chosen on another fold)",
@@ -248,7 +249,7 @@ def run_story_word_probe(encoder, model_name: str, layers: list[int], words_by_s
     lines.append(f"\n{len(occ)} words, {len(words)} occurrences, {len(classes)} labels; chance: F1 macro of a uniform "
                  f"guess {1 / len(classes):.3f}, majority accuracy {majority:.3f}. Context-label baseline: the same "
                  f"probe on the counts of the labels of the words in the {context_s:g} s before each word (no audio, "
-                 f"{counts.sum(axis=1).mean():.1f} words on average): what tracking the context's labels scores")
+                 f"{mean_context_words:.1f} words on average): what tracking the context's labels scores")
     curves = {m: {Path(model_name).name: [per_layer[l]["test"][m] for l in layers]} for m in ("f1_macro", "accuracy")}
     write_run(out, result, {"args": config or {}}, "\n".join(lines) + "\n", "story_word_category_by_layer.png",
               curves, "test score (held-out words)")

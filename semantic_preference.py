@@ -50,16 +50,19 @@ def context_label_counts(words_by_source: dict[str, list[tuple[float, float, str
     With text-coherent labels (a story's topic), these counts alone predict a word's label: the score of a probe
     on them is what tracking the context's labels, without knowing the word, would reach.
     """
-    rows = []
+    tiers = {}  # per source once: (starts, ends, class index or -1)
+    for source, words in words_by_source.items():
+        cls = [classes.get(label_of.get(w.lower()), -1) for _, _, w in words]
+        tiers[source] = (np.array([a for a, _, _ in words]), np.array([b for _, b, _ in words]), np.array(cls, int))
+    rows = np.zeros((sum(map(len, occurrences.values())), len(classes)), np.float32)
+    i = 0
     for word in sorted(occurrences):
         for source, a, _ in occurrences[word]:
-            counts = np.zeros(len(classes))
-            for a2, b2, w2 in words_by_source[source]:
-                label = label_of.get(w2.lower())
-                if label in classes and b2 > a - context_s and a2 < a:
-                    counts[classes[label]] += 1
-            rows.append(counts)
-    return np.array(rows, np.float32).reshape(len(rows), len(classes))
+            starts, ends, cls = tiers[source]
+            heard = (ends > a - context_s) & (starts < a) & (cls >= 0)
+            np.add.at(rows[i], cls[heard], 1.0)
+            i += 1
+    return rows
 
 
 def occurrence_features(encoder, audio_by_source: dict[str, np.ndarray], occurrences: dict[str, list],
