@@ -88,6 +88,11 @@ AR_RHO = 0.3
 
 
 # ----------------------------------------------------------------------------------------------- text
+def word_categories_tsv() -> str:
+    """The vocabulary's categories as `eval_downstream.py --word-labels` reads them (header word, label)."""
+    return "word\tlabel\n" + "".join(f"{w}\t{c}\n" for w, c in VOCABULARY.items())
+
+
 def story_text(rng: np.random.Generator, n_sentences: int) -> list[tuple[str, list[str]]]:
     """Sentences with their content words; slot categories follow a slowly drifting topic mixture."""
     logits = rng.normal(0, 1, len(CATEGORY_NAMES))
@@ -277,7 +282,7 @@ def build(out: Path, seed: int = 0, size: str = "demo", tr: float = DEFAULT_TR, 
     (truth_dir / "vocabulary.json").write_text(json.dumps(
         {"categories": CATEGORY_NAMES, "word_category": VOCABULARY, "near_homophones": NEAR_HOMOPHONES}, indent=1))
     # the same truth as eval_downstream.py --word-labels reads it
-    (truth_dir / "word_categories.tsv").write_text("word\tlabel\n" + "".join(f"{w}\t{c}\n" for w, c in VOCABULARY.items()))
+    (truth_dir / "word_categories.tsv").write_text(word_categories_tsv())
     np.savez(truth_dir / "features.npz", **{f"{s}/{k}": v for s, d in feats.items() for k, v in d.items()})
     (tmp / "rois").mkdir()
     for subj, n_vox in preset.voxels.items():

@@ -6,8 +6,8 @@ TIMIT (NIST SPHERE .WAV, .PHN/.WRD sample offsets, .TXT; SA/SI/SX), Speech Comma
 list files, `_background_noise_`), CREMA-D (AudioWAV/<actor>_<sentence>_<EMO>_<level>.wav), SLURP (jsonl +
 slurp_real/*.flac) and the toolkit's own `words/` set (the miniature's 96 content words in a carrier phrase,
 label = semantic category, split by word) with `semantic_pairs.tsv`, and `words_in_carriers/` (each content
-word ending neutral sentences, `<name>.wav` + `<name>.TextGrid`, for `story_word_category --corpus aligned`). "Speakers" are espeak-ng voices at
-different pitches and rates; CREMA-D emotions are acted through pitch, rate and loudness. Each reader of
+word ending neutral sentences, `<name>.wav` + `<name>.TextGrid`, for `story_word_category --corpus aligned`).
+"Speakers" are espeak-ng voices at different pitches and rates; CREMA-D emotions are acted through pitch, rate and loudness. Each reader of
 `downstream_data.py` is run on the result before the tree is moved into place.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from downstream_data import CREMA_EMOTIONS, SPEECH_COMMANDS_35
-from make_demo_data import CATEGORIES, NEAR_HOMOPHONES, VOCABULARY
+from make_demo_data import CATEGORIES, NEAR_HOMOPHONES, VOCABULARY, word_categories_tsv
 
 RATE = 16000
 SIZES = {"demo": {"timit_speakers": (10, 4), "sc_speakers": 6, "crema_actors": 10, "slurp_speakers": 4,
@@ -220,7 +220,7 @@ def write_words_in_carriers(out: Path, synth_for, rng, n_carriers: int) -> None:
             _write_wav(out / f"{word}_c{k}.wav", wav)
             tiers = {"words": [(a, b, w.strip(".,").lower()) for a, b, w in utt.words], "phones": utt.phones}
             (out / f"{word}_c{k}.TextGrid").write_text(format_textgrid(tiers, len(wav) / RATE, gap_label=""))
-    (out / "word_categories.tsv").write_text("word\tlabel\n" + "".join(f"{w}\t{c}\n" for w, c in VOCABULARY.items()))
+    (out / "word_categories.tsv").write_text(word_categories_tsv())
 
 
 def _write_wav(path: Path, wav: np.ndarray) -> None:
