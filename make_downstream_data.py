@@ -7,8 +7,8 @@ list files, `_background_noise_`), CREMA-D (AudioWAV/<actor>_<sentence>_<EMO>_<l
 slurp_real/*.flac) and the toolkit's own `words/` set (the miniature's 96 content words in a carrier phrase,
 label = semantic category, split by word) with `semantic_pairs.tsv`, and `words_in_carriers/` (each content
 word ending neutral sentences, `<name>.wav` + `<name>.TextGrid`, for `story_word_category --corpus aligned`).
-"Speakers" are espeak-ng voices at different pitches and rates; CREMA-D emotions are acted through pitch, rate and loudness. Each reader of
-`downstream_data.py` is run on the result before the tree is moved into place.
+"Speakers" are espeak-ng voices at different pitches and rates; CREMA-D emotions are acted through pitch, rate
+and loudness. Each reader of `downstream_data.py` is run on the result before the tree is moved into place.
 """
 from __future__ import annotations
 
