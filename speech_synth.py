@@ -7,6 +7,7 @@ vowels) so that the TextGrids look like the Moth Radio Hour ones.
 """
 from __future__ import annotations
 
+import _ctypes
 import ctypes
 import threading
 from dataclasses import dataclass, field
@@ -81,6 +82,11 @@ class Utterance:
 class EspeakSynthesizer:
     """Synthesise English text with espeak-ng (en-us) and return audio with word and phone times.
 
+    Every utterance is synthesised by a freshly loaded library: libespeak-ng keeps synthesis state in
+    C statics that neither `espeak_Terminate` nor `espeak_ng_SetRandSeed` reset (the same sentence
+    came out 64468-64475 samples long in one process), so without the reload an utterance would depend
+    on what the process synthesised before it. Reloading costs well under a millisecond.
+
     Parameters
     ----------
     words_per_minute : speaking rate.
@@ -89,34 +95,19 @@ class EspeakSynthesizer:
     """
 
     _lock = threading.Lock()  # libespeak-ng holds global state: one synthesis at a time per process
-    _initialised_rate: int | None = None
-    _lib = None
 
     def __init__(self, words_per_minute: int = 170, voice: str = "en-us", pitch: int = 50):
-        try:
-            import espeakng_loader
-        except ImportError as err:  # pragma: no cover - dependency listed in requirements.txt
-            raise RuntimeError("speech synthesis needs the 'espeakng-loader' wheel (pip install espeakng-loader)") from err
-        cls = type(self)
-        if cls._lib is None:
-            lib = ctypes.CDLL(espeakng_loader.get_library_path())
-            rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0,
-                                         espeakng_loader.get_data_path().encode(), _INITIALIZE_PHONEME_EVENTS)
-            if rate <= 0:
-                raise RuntimeError(f"espeak_Initialize failed (returned {rate}); data path "
-                                   f"{espeakng_loader.get_data_path()}")
-            cls._lib, cls._initialised_rate = lib, rate
-        self.sample_rate = cls._initialised_rate
+        with self._lock:
+            lib, self.sample_rate = _open_espeak()
+            _close_espeak(lib)
         self.words_per_minute = words_per_minute
         self.voice = voice
         self.pitch = pitch
 
     def synthesize(self, text: str) -> Utterance:
         """Synthesise `text`; word times come from espeak's word events, phones from phoneme events."""
-        lib = self._lib
         chunks: list[np.ndarray] = []
         events: list[tuple[int, int, int, int, str]] = []  # (type, text_pos, length, sample, phoneme)
-        sample_count = [0]
 
         def callback(wav, n, ev):
             if n > 0 and wav:
@@ -127,24 +118,49 @@ class EspeakSynthesizer:
                 name = e.id.decode("ascii", "replace") if e.type == _EVENT_PHONEME else ""
                 events.append((e.type, e.text_position, e.length, e.audio_position, name))
                 i += 1
-            sample_count[0] += max(n, 0)
             return 0
 
         cb = _SYNTH_CALLBACK(callback)
         data = text.encode("utf-8")
         with self._lock:
-            lib.espeak_SetSynthCallback(cb)
-            if lib.espeak_SetVoiceByName(self.voice.encode()) != 0:
-                raise RuntimeError(f"espeak-ng has no voice {self.voice!r}")
-            lib.espeak_SetParameter(_ESPEAK_RATE, self.words_per_minute, 0)
-            lib.espeak_SetParameter(_ESPEAK_PITCH, self.pitch, 0)
-            err = lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
-            if err != 0:
-                raise RuntimeError(f"espeak_Synth failed with code {err} for text {text[:40]!r}")
-            lib.espeak_Synchronize()
+            lib, _ = _open_espeak()
+            try:
+                lib.espeak_SetSynthCallback(cb)
+                if lib.espeak_SetVoiceByName(self.voice.encode()) != 0:
+                    raise RuntimeError(f"espeak-ng has no voice {self.voice!r}")
+                lib.espeak_SetParameter(_ESPEAK_RATE, self.words_per_minute, 0)
+                lib.espeak_SetParameter(_ESPEAK_PITCH, self.pitch, 0)
+                err = lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
+                if err != 0:
+                    raise RuntimeError(f"espeak_Synth failed with code {err} for text {text[:40]!r}")
+                lib.espeak_Synchronize()
+            finally:
+                _close_espeak(lib)
         audio = (np.concatenate(chunks) if chunks else np.zeros(0, np.int16)).astype(np.float32) / 32768.0
         return Utterance(audio=audio, sample_rate=self.sample_rate,
                          **_events_to_alignment(events, data, len(audio) / self.sample_rate))
+
+
+def _open_espeak():
+    """Load libespeak-ng afresh and initialise it; returns (ctypes library, sample rate in Hz)."""
+    try:
+        import espeakng_loader
+    except ImportError as err:  # pragma: no cover - dependency listed in requirements.txt
+        raise RuntimeError("speech synthesis needs the 'espeakng-loader' wheel (pip install espeakng-loader)") from err
+    lib = ctypes.CDLL(espeakng_loader.get_library_path())
+    rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0,
+                                 espeakng_loader.get_data_path().encode(), _INITIALIZE_PHONEME_EVENTS)
+    if rate <= 0:
+        _ctypes.dlclose(lib._handle)
+        raise RuntimeError(f"espeak_Initialize failed (returned {rate}); data path "
+                           f"{espeakng_loader.get_data_path()}")
+    return lib, rate
+
+
+def _close_espeak(lib) -> None:
+    """Terminate and unload the library so the next `_open_espeak` starts from its pristine statics."""
+    lib.espeak_Terminate()
+    _ctypes.dlclose(lib._handle)
 
 
 def _events_to_alignment(events, text_bytes: bytes, duration: float) -> dict:
@@ -166,6 +182,8 @@ def _events_to_alignment(events, text_bytes: bytes, duration: float) -> dict:
         phones.append((t, nxt, arpa))
     for t, tp, ln in word_starts:
         word = text_bytes[tp - 1:tp - 1 + ln].decode("utf-8", "replace")
+        if not word.strip():  # espeak points a later sentence's first word at the space before it, length 1
+            word = (text_bytes[tp - 1:].decode("utf-8", "replace").split() or [""])[0]
         in_word = [p for p in phones if p[0] >= t - 1e-6]
         # The word ends where its last phone ends: the next word's first phone or a pause.
         later = [w[0] for w in word_starts if w[0] > t + 1e-6]
