@@ -77,7 +77,9 @@ def test_roi_hemisphere_losses_and_controls(mini, tiny_models, tmp_path):
                    "--num-epochs", "1") == 0
         cfg = json.loads((tmp_path / control / "config.json").read_text())
         assert cfg["args"]["target_control"] == control
-        assert metrics(tmp_path / control)[-1]["val_loss"] <= 0  # a negative correlation loss
+        # a correlation loss: a random tiny model on control targets scores near 0 on the real validation
+        # targets, of either sign (an MSE on z-scored targets would be about 1)
+        assert abs(metrics(tmp_path / control)[-1]["val_loss"]) < 0.5
 
 
 def test_teacher_targets_from_file(mini, tiny_models, tmp_path):
