@@ -42,5 +42,6 @@ def test_a_slower_rate_gives_longer_speech_and_unknown_voice_is_named():
 
 
 def test_espeak_mnemonics_map_to_arpabet():
-    assert espeak_phone_to_arpabet("_") is None
-    assert espeak_phone_to_arpabet("s") == "S"
+    assert espeak_phone_to_arpabet("_") is None and espeak_phone_to_arpabet("_:") is None  # pauses
+    assert espeak_phone_to_arpabet("s") == "S" and espeak_phone_to_arpabet("tS") == "CH"   # consonants: no digit
+    assert espeak_phone_to_arpabet("'a") == "AE1" and espeak_phone_to_arpabet("@") == "AH0"  # stress marks
