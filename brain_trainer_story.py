@@ -248,8 +248,12 @@ def main(argv=None) -> int:
     quiet = args.no_progress or not is_main
     if not state["metrics"] and args.init_head == "ridge":
         try:
+            pooled_file = None
+            if args.cache_front_end and world == 1:  # a control run reuses its tuned run's (same start, same windows)
+                from front_end_cache import pooled_features_path
+                pooled_file = pooled_features_path(train_set, val_set, model.encoder)
             head_info = training.init_head_ridge(model, torch.utils.data.DataLoader(train_set, batch_size=micro),
-                                                 val_loader, device, precision, quiet)
+                                                 val_loader, device, precision, quiet, feature_file=pooled_file)
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             return EXIT_USAGE
@@ -257,7 +261,10 @@ def main(argv=None) -> int:
             for p in model.head.parameters():
                 torch.distributed.broadcast(p.data, src=0)
         if is_main:
-            print(f"voxel head initialised by ridge (median alpha {head_info['median_alpha']:.3g})", flush=True)
+            print(f"voxel head initialised by ridge (median alpha {head_info['median_alpha']:.3g}; pooled features "
+                  f"{head_info['pooled_features']})", flush=True)
+            run_config["head_init"] = head_info
+            write_json_atomic(out_dir / "config.json", run_config)
     if not state["metrics"]:  # epoch 0: the initial head (untrained or ridge), the reference the run must beat
         state["metrics"].append({"epoch": 0, "train_loss": float("nan"),
                                  **training.evaluate(model, val_loader, args.loss, device, precision, quiet),

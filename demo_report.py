@@ -148,7 +148,7 @@ def write_report(out: Path, result: dict, seed: int, quick: bool, train_flags: l
     caveat = f", {caveats} of them with a caveat (see note)" if caveats else ""
     sections = [
         "# Brain-tuning demo: Whisper tiny.en on the miniature Moth Radio Hour", "",
-        f"{timestamp()} · seed {seed} · {'quick (tiny miniature, 1 epoch)' if quick else 'full demo'} · "
+        f"{timestamp()} · seed {seed} · {'quick (no control run, semantic probe only)' if quick else 'full demo'} · "
         f"torch {package_versions().get('torch')}", "",
         "Pretrained = the real Whisper tiny.en (bundled, converted offline); tuned = brain-tuned on subject UTS01's "
         "language and auditory voxels (NC > 0.4); control = identical training on TR-block-shuffled targets. "

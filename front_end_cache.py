@@ -45,11 +45,7 @@ def front_end_key(encoder, dataset, n_blocks: int, storage: str) -> dict:
     n_blocks : transformer blocks included in the front end.
     storage : "bf16" or "fp32".
     """
-    weights = hashlib.blake2b(digest_size=16)
-    for module in encoder.front_end_modules(n_blocks):
-        for name, t in sorted(module.state_dict().items()):
-            weights.update(name.encode())
-            weights.update(t.detach().cpu().contiguous().float().numpy().tobytes())
+    weights = weights_digest(encoder.front_end_modules(n_blocks))
     audio = hashlib.blake2b(digest_size=16)
     for story, ends in zip(dataset.stories, dataset.ends):
         audio.update(story.name.encode())
@@ -58,8 +54,28 @@ def front_end_key(encoder, dataset, n_blocks: int, storage: str) -> dict:
     return {"model_type": encoder.model_type, "whisper_mode": encoder.whisper_mode if encoder.model_type == "whisper"
             else None, "do_normalize": encoder.do_normalize, "n_blocks": int(n_blocks), "storage": storage,
             "window_samples": int(dataset.length), "n_windows": len(dataset),
-            "stories": [s.name for s in dataset.stories], "weights_blake2b": weights.hexdigest(),
+            "stories": [s.name for s in dataset.stories], "weights_blake2b": weights,
             "audio_blake2b": audio.hexdigest()}
+
+
+def weights_digest(modules) -> str:
+    """blake2b of the named parameters and buffers of `modules` (a list of nn.Module), as float32 bytes."""
+    weights = hashlib.blake2b(digest_size=16)
+    for module in modules:
+        for name, t in sorted(module.state_dict().items()):
+            weights.update(name.encode())
+            weights.update(t.detach().cpu().contiguous().float().numpy().tobytes())
+    return weights.hexdigest()
+
+
+def pooled_features_path(train_set: "CachedWindowDataset", val_set: "CachedWindowDataset", encoder) -> Path:
+    """Where the pooled last-layer features of `encoder` on these cached windows are kept (`--init-head ridge`).
+
+    The file sits in the training windows' cache folder, named by a hash of the validation cache and of every
+    weight of `encoder`: a brain-tuned run and its control start from the same backbone (same seed), so the second
+    run reads what the first computed; any other start computes its own.
+    """
+    return train_set.path / f"pooled_{weights_digest([encoder])}_{val_set.path.name}.npz"
 
 
 def _key_hash(key: dict) -> str:
@@ -89,10 +105,14 @@ class CachedWindowDataset(torch.utils.data.Dataset):
         """Window length in samples."""
         return self.dataset.length
 
+    def target(self, i: int) -> torch.Tensor:
+        """Target of window i, (n_targets,) float32."""
+        return self.dataset.target(i)
+
     def __getitem__(self, i: int):
         raw = torch.from_numpy(np.array(self.array[i]))
         front = raw.view(torch.bfloat16).float() if self.meta["key"]["storage"] == "bf16" else raw
-        return {"front": front, "valid": self.valid}, self.dataset.target(i)
+        return {"front": front, "valid": self.valid}, self.target(i)
 
 
 def build_front_end_cache(cache_dir: str | os.PathLike, encoder, dataset, device, precision: str,

@@ -5,9 +5,9 @@
 Steps (each one is the toolkit's own CLI, called in-process with the arguments a real run would take):
 build the miniature fMRI dataset and the miniature downstream datasets; convert the bundled Whisper tiny.en
 to a HF model directory; evaluate the pretrained model; brain-tune it on UTS01; brain-tune a block-shuffled
-random-target control; evaluate both (with the low-level residual analysis); probe all three; post-hoc
-diagnostics (category of story words in context, and of words in neutral sentences, by layer) reported apart
-from the findings; write OUT/REPORT.md with tables, plots and the findings checked against the paper's, and
+random-target control; evaluate both (with the low-level residual analysis); probe all three; with
+`--diagnostics`, post-hoc diagnostics (category of story words in context, and of words in neutral sentences, by
+layer) reported apart from the findings (~5 min on 2 cores, so not part of `make demo`); write OUT/REPORT.md with tables, plots and the findings checked against the paper's, and
 print the headline.
 The demo only chooses data, model and budget flags (DEMO_* below); `--seeds` repeats it per seed and
 writes OUT/SEEDS.md. Exit code 0 when the pipeline ran (findings that do not hold are reported, not hidden).
@@ -26,7 +26,7 @@ MODEL_DIR = Path("models/whisper-tiny.en")
 # Budget flags: truncated Whisper positions, 2 epochs over the bottom-frozen encoder (its output cached once
 # per window, shared by the tuned and the control run), TR-stride features.
 DEMO_TRAIN_FLAGS = ["--whisper-mode", "truncate", "--batch-size", "16", "--lr", "5e-4", "--head-lr", "5e-4",
-                    "--num-epochs", "2", "--freeze-layers", "1", "--init-head", "ridge", "--cache-front-end"]
+                    "--num-epochs", "2", "--freeze-layers", "2", "--init-head", "ridge", "--cache-front-end"]
 DEMO_EVAL_FLAGS = ["--whisper-mode", "truncate", "--stride", "2.0", "--context", "6", "--low-level"]
 PROBE_TASKS = [("semantic_category", "words"), ("phonemes", "timit"), ("sentence_type", "timit"),
                ("commands", "speech_commands"), ("emotion", "crema_d"), ("intent", "slurp")]
@@ -43,7 +43,8 @@ def _step(name: str, fn, *args) -> None:
     print(f"=== {name}: {time.perf_counter() - t0:.0f} s", flush=True)
 
 
-def run_pipeline(out: Path, data: Path, seed: int, quick: bool, progress: bool, size: str = "demo") -> dict:
+def run_pipeline(out: Path, data: Path, seed: int, quick: bool, progress: bool, size: str = "demo",
+                 diagnostics: bool = False) -> dict:
     """Run every step for one seed; returns the findings (see demo_report.findings)."""
     import brain_evaluate
     import brain_trainer_story
@@ -95,7 +96,7 @@ def run_pipeline(out: Path, data: Path, seed: int, quick: bool, progress: bool, 
               ["--task", "semantic_preference", "--data-dir", str(ds / "ds003020"), "--model-name", model,
                "--whisper-mode", "truncate", "--pairs", str(data / "downstream" / "words" / "semantic_pairs.tsv"),
                "--stories", "wheretheressmoke", "--out", str(out / "probes" / "semantic_preference" / name)] + quiet)
-    if not quick:  # post-hoc diagnostics, reported apart from the findings (see demo_report.diagnostic_section)
+    if diagnostics and not quick:  # post-hoc diagnostics, reported apart from the findings (see demo_report.diagnostic_section)
         carriers = data / "downstream" / "words_in_carriers"
         for diagnostic, what, corpus in (
                 ("story_word_category", "story words in context", ["--data-dir", str(ds / "ds003020")]),
@@ -124,6 +125,8 @@ def main(argv=None) -> int:
     parser.add_argument("--size", choices=("demo", "large"), default="demo",
                         help="miniature flavour: demo (~24 min of audio) or large (4x the tuning stories, for "
                              "scaling experiments; ~4x the tuning time); the tiny one's 20 test TRs are too few")
+    parser.add_argument("--diagnostics", action="store_true",
+                        help="also run the post-hoc word-category diagnostics (~5 min on 2 cores)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     from demo_report import headline, write_seed_summary
@@ -133,10 +136,11 @@ def main(argv=None) -> int:
         results = {}
         for s in args.seeds:
             results[s] = run_pipeline(out / f"seed_{s}", Path(args.data) / f"seed_{s}", s, args.quick,
-                                      not args.no_progress, args.size)
+                                      not args.no_progress, args.size, args.diagnostics)
         print(write_seed_summary(out, results))
     else:
-        result = run_pipeline(out, Path(args.data), args.seed, args.quick, not args.no_progress, args.size)
+        result = run_pipeline(out, Path(args.data), args.seed, args.quick, not args.no_progress, args.size,
+                              args.diagnostics)
         print("\n" + headline(result))
         print(f"report: {out / 'REPORT.md'}")
     print(f"demo finished in {(time.perf_counter() - t0) / 60:.1f} min")

@@ -318,18 +318,45 @@ def ridge_head_weights(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarr
     return best_w, my - mx @ best_w, best_a
 
 
-def init_head_ridge(model, train_loader, val_loader, device, precision: str, disable_progress: bool = False) -> dict:
+def init_head_ridge(model, train_loader, val_loader, device, precision: str, disable_progress: bool = False,
+                    feature_file: Path | None = None) -> dict:
     """Set a full-rank voxel head to the ridge readout of the current backbone's pooled features.
 
     Starts tuning from the best linear readout, so the backbone's gradients carry signal from the first step.
+    feature_file : optional .npz of the pooled features (train, val) of this very backbone on these windows
+        (front_end_cache.pooled_features_path): read when it exists, else written (atomically).
     """
     if model.head.rank:
         raise ValueError("--init-head ridge needs a full-rank head (no --head-rank)")
-    x_tr, y_tr = pooled_features(model, train_loader, device, precision, disable_progress)
-    x_va, y_va = pooled_features(model, val_loader, device, precision, disable_progress)
+    loaders = (train_loader, val_loader)
+    stored = _load_pooled(feature_file, [len(l.dataset) for l in loaders]) if feature_file else None
+    if stored is None:
+        (x_tr, y_tr), (x_va, y_va) = (pooled_features(model, l, device, precision, disable_progress) for l in loaders)
+        if feature_file:
+            tmp = Path(feature_file).with_name(Path(feature_file).stem + ".partial.npz")
+            np.savez(tmp, train=x_tr, val=x_va)
+            os.replace(tmp, feature_file)
+    else:
+        (x_tr, x_va), (y_tr, y_va) = stored, (dataset_targets(l.dataset) for l in loaders)
     w, b, alphas = ridge_head_weights(x_tr, y_tr, x_va, y_va)
     linear = model.head.net
     with torch.no_grad():
         linear.weight.copy_(torch.from_numpy(w.T).to(linear.weight))
         linear.bias.copy_(torch.from_numpy(b).to(linear.bias))
-    return {"head_init": "ridge", "median_alpha": float(np.median(alphas))}
+    return {"head_init": "ridge", "median_alpha": float(np.median(alphas)),
+            "pooled_features": "read from " + str(feature_file) if stored is not None else "computed"}
+
+
+def _load_pooled(path: Path, lengths: list[int]):
+    """(train, val) features from `path`, or None when it is missing or holds other windows."""
+    try:
+        with np.load(path) as f:
+            x = (f["train"], f["val"])
+    except (OSError, KeyError, ValueError):
+        return None
+    return x if [len(a) for a in x] == lengths else None
+
+
+def dataset_targets(dataset) -> np.ndarray:
+    """(N, n_targets) float64: the targets of every item of a (cached) window dataset, in order."""
+    return np.stack([np.asarray(dataset.target(i)) for i in range(len(dataset))]).astype(np.float64)

@@ -21,9 +21,11 @@ def test_quick_demo_tuning_raises_language_alignment(tmp_path, monkeypatch):
     for png in ("eval/comparison/alignment_by_layer.png", "train/tuned/loss_curve.png", "probes_summary.png"):
         assert (out / png).is_file(), png
     cfg = json.loads((out / "train" / "tuned" / "config.json").read_text())
-    assert cfg["args"]["freeze_layers"] == 1 and cfg["args"]["init_head"] == "ridge"
-    # the frozen bottom block ran once per window (front-end cache), and its derived data was removed after training
-    assert cfg["args"]["resolved"]["front_end_cache"]["blocks_included"] == 1
+    flags = run_demo.DEMO_TRAIN_FLAGS
+    frozen = int(flags[flags.index("--freeze-layers") + 1])
+    assert frozen >= 1 and cfg["args"]["freeze_layers"] == frozen and cfg["args"]["init_head"] == "ridge"
+    # the frozen bottom blocks ran once per window (front-end cache), and its derived data was removed after training
+    assert cfg["args"]["resolved"]["front_end_cache"]["blocks_included"] == frozen
     assert not (out / "train" / "front_end_cache").exists()
 
 
@@ -88,3 +90,30 @@ def test_below_chance_probe_gain_is_flagged_in_headline_and_seed_summary(tmp_pat
     assert f"| semantic-category probe improves | tuned > pretrained | +0.049 | yes | {note} |" in headline(result)
     text = write_seed_summary(tmp_path, {0: result, 1: dict(result, checks=[dict(result["checks"][0], note="")])})
     assert "| semantic-category probe improves | +0.049 ✓ † | +0.049 ✓ |" in text and f"† {note}" in text
+
+
+def test_pipeline_steps_diagnostics_only_on_request_and_quick_drops_the_control(tmp_path, monkeypatch):
+    import demo_report
+    ran = []
+    monkeypatch.setattr(run_demo, "_step", lambda name, fn, *args: ran.append(name))
+    monkeypatch.setattr(demo_report, "findings", lambda out, models: {"models": models})
+    monkeypatch.setattr(demo_report, "write_report", lambda *a, **k: None)
+
+    def steps(**kw):
+        ran.clear()
+        run_demo.run_pipeline(tmp_path / "out", tmp_path / "data", seed=0, progress=False, **kw)
+        return list(ran)
+
+    default = steps(quick=False)
+    assert "brain-tune (control)" in default and "alignment of the control model" in default
+    assert not any(s.startswith("diagnostic") for s in default)  # `make demo` leaves them out (~5 min)
+    full = steps(quick=False, diagnostics=True)
+    extra = [s for s in full if s not in default]
+    expected = []
+    for what in ("story words in context", "words in neutral sentences"):
+        expected += [f"diagnostic: category of {what} ({m})" for m in ("pretrained", "tuned", "control")]
+        expected.append(f"compare the diagnostic ({what})")
+    assert extra == expected and full[:len(default)] == default  # appended after everything else
+    quick = steps(quick=True, diagnostics=True)
+    assert not any("control" in s or s.startswith("diagnostic") for s in quick)
+    assert "probe semantic_category (tuned)" in quick and "probe phonemes (tuned)" not in quick

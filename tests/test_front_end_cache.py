@@ -220,3 +220,59 @@ def test_torchrun_ranks_fill_one_shared_cache(mini, tiny_models, tmp_path, monke
     cached = build_front_end_cache(shared, enc, ds, torch.device("cpu"), "fp32", quiet=True)
     for i in (0, 1, len(ds) - 1):  # rank 0 computed even windows, rank 1 odd ones
         torch.testing.assert_close(cached[i][0]["front"], reference(torch.from_numpy(ds.window(i))[None])[0])
+
+
+def test_control_run_reads_the_pooled_features_its_tuned_run_wrote(mini, tiny_models, tmp_path):
+    common = ["--data-dir", str(mini / "ds003020"), "--subject", "UTS01", "--model-name", tiny_models["whisper"],
+              "--nc-dir", str(mini / "subject_NCs"), "--batch-size", "16", "--num-epochs", "1", "--no-progress",
+              "--seed", "5", "--init-head", "ridge", "--whisper-mode", "truncate", "--freeze-layers", "1"]
+    shared = ["--cache-front-end", "--front-end-cache-dir", str(tmp_path / "shared")]
+    control = ["--target-control", "block-shuffle"]
+    assert trainer.main([*common, *shared, "--out-dir", str(tmp_path / "tuned")]) == 0
+    assert trainer.main([*common, *shared, *control, "--out-dir", str(tmp_path / "control")]) == 0
+    assert trainer.main([*common, *control, "--out-dir", str(tmp_path / "control_alone")]) == 0
+    head = {r: json.loads((tmp_path / r / "config.json").read_text())["head_init"]
+            for r in ("tuned", "control", "control_alone")}
+    assert head["tuned"]["pooled_features"] == "computed" == head["control_alone"]["pooled_features"]
+    stored = list((tmp_path / "shared").glob("*/pooled_*.npz"))
+    assert len(stored) == 1 and head["control"]["pooled_features"] == f"read from {stored[0]}"
+    # read features + the control's own targets give the head (and epoch-0 loss) of computing them afresh
+    assert head["control"]["median_alpha"] == head["control_alone"]["median_alpha"]
+    assert _metrics(tmp_path / "control")[0]["val_loss"] == pytest.approx(
+        _metrics(tmp_path / "control_alone")[0]["val_loss"], rel=1e-5)
+    with np.load(stored[0]) as f:
+        assert sorted(f.files) == ["train", "val"]  # features only: each run brings its own targets
+
+
+def test_pooled_features_file_is_named_by_every_weight_and_the_windows(mini_root, tiny_models, tmp_path):
+    from front_end_cache import pooled_features_path
+    enc = _encoder(tiny_models["whisper"], freeze_layers=1)
+    train = build_front_end_cache(tmp_path, enc, _windows(mini_root), torch.device("cpu"), "fp32", quiet=True)
+    val = build_front_end_cache(tmp_path, enc, _windows(mini_root, ("life",)), torch.device("cpu"), "fp32", quiet=True)
+    path = pooled_features_path(train, val, enc)
+    assert path.parent == train.path and path == pooled_features_path(train, val, enc)
+    assert pooled_features_path(train, train, enc) != path  # other validation windows
+    with torch.no_grad():
+        enc.model.get_encoder().layers[-1].fc2.bias.add_(1e-3)  # a trainable block above the cached front end
+    assert pooled_features_path(train, val, enc) != path
+
+
+def test_init_head_ridge_computes_once_and_rejects_a_file_of_other_windows(mini_root, tiny_models, tmp_path,
+                                                                          monkeypatch):
+    enc = _encoder(tiny_models["whisper"], freeze_layers=1)
+    ds = _windows(mini_root)
+    model = models.BrainTuningModel(enc, models.VoxelHead(enc.hidden_size, 5))
+    loader = torch.utils.data.DataLoader(ds, batch_size=8)
+    calls = []
+    real = training.pooled_features
+    monkeypatch.setattr(training, "pooled_features", lambda *a, **k: calls.append(1) or real(*a, **k))
+    file = tmp_path / "pooled.npz"
+    first = training.init_head_ridge(model, loader, loader, torch.device("cpu"), "fp32", True, feature_file=file)
+    w_first = model.head.net.weight.detach().clone()
+    assert first["pooled_features"] == "computed" and len(calls) == 2 and file.is_file()
+    again = training.init_head_ridge(model, loader, loader, torch.device("cpu"), "fp32", True, feature_file=file)
+    assert again["pooled_features"] == f"read from {file}" and len(calls) == 2
+    torch.testing.assert_close(model.head.net.weight, w_first, rtol=0, atol=0)
+    np.savez(file, train=np.zeros((3, enc.hidden_size)), val=np.zeros((3, enc.hidden_size)))  # other windows
+    assert training.init_head_ridge(model, loader, loader, torch.device("cpu"), "fp32", True,
+                                    feature_file=file)["pooled_features"] == "computed" and len(calls) == 4
