@@ -1,13 +1,14 @@
 """`make demo`: the paper's experiment on the built-in miniature with the real pretrained Whisper tiny.en.
 
-    python run_demo.py [--out runs/demo] [--seed 0] [--quick] [--seeds 0 1 2]
+    python run_demo.py [--out runs/demo] [--seed 0] [--quick] [--seeds 0 1 2] [--diagnostics]
 
 Steps (each one is the toolkit's own CLI, called in-process with the arguments a real run would take):
 build the miniature fMRI dataset and the miniature downstream datasets; convert the bundled Whisper tiny.en
 to a HF model directory; evaluate the pretrained model; brain-tune it on UTS01; brain-tune a block-shuffled
 random-target control; evaluate both (with the low-level residual analysis); probe all three; with
-`--diagnostics`, post-hoc diagnostics (category of story words in context, and of words in neutral sentences, by
-layer) reported apart from the findings (~5 min on 2 cores, so not part of `make demo`); write OUT/REPORT.md with tables, plots and the findings checked against the paper's, and
+`--diagnostics`, post-hoc diagnostics (category of story words in context, and of words in neutral sentences,
+by layer) reported apart from the findings (~5 min on 2 cores, so not part of `make demo`); write
+OUT/REPORT.md with tables, plots and the findings checked against the paper's, and
 print the headline.
 The demo only chooses data, model and budget flags (DEMO_* below); `--seeds` repeats it per seed and
 writes OUT/SEEDS.md. Exit code 0 when the pipeline ran (findings that do not hold are reported, not hidden).
@@ -23,8 +24,9 @@ from pathlib import Path
 
 SUBJECT = "UTS01"
 MODEL_DIR = Path("models/whisper-tiny.en")
-# Budget flags: truncated Whisper positions, 2 epochs over the bottom-frozen encoder (its output cached once
-# per window, shared by the tuned and the control run), TR-stride features.
+# Budget flags: truncated Whisper positions, 2 epochs with the bottom 2 of 4 layers frozen (their output cached
+# once per window, shared by the tuned and the control run: 68 s per epoch on 2 AVX2 cores, 105 s with 1
+# frozen), TR-stride features.
 DEMO_TRAIN_FLAGS = ["--whisper-mode", "truncate", "--batch-size", "16", "--lr", "5e-4", "--head-lr", "5e-4",
                     "--num-epochs", "2", "--freeze-layers", "2", "--init-head", "ridge", "--cache-front-end"]
 DEMO_EVAL_FLAGS = ["--whisper-mode", "truncate", "--stride", "2.0", "--context", "6", "--low-level"]
@@ -96,7 +98,7 @@ def run_pipeline(out: Path, data: Path, seed: int, quick: bool, progress: bool, 
               ["--task", "semantic_preference", "--data-dir", str(ds / "ds003020"), "--model-name", model,
                "--whisper-mode", "truncate", "--pairs", str(data / "downstream" / "words" / "semantic_pairs.tsv"),
                "--stories", "wheretheressmoke", "--out", str(out / "probes" / "semantic_preference" / name)] + quiet)
-    if diagnostics and not quick:  # post-hoc diagnostics, reported apart from the findings (see demo_report.diagnostic_section)
+    if diagnostics and not quick:  # reported apart from the findings (see demo_report.diagnostic_section)
         carriers = data / "downstream" / "words_in_carriers"
         for diagnostic, what, corpus in (
                 ("story_word_category", "story words in context", ["--data-dir", str(ds / "ds003020")]),
