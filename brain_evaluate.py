@@ -2,11 +2,14 @@
 
     python brain_evaluate.py --data-dir /path/to/ds003020 --subject UTS03 \
         --model-name facebook/wav2vec2-base --out results/w2v_UTS03 [--roi-file rois.json] [--low-level]
+    python brain_evaluate.py ... --model-name facebook/wav2vec2-base runs/x/best --out results/pre results/tuned
     python brain_evaluate.py --compare results/pre results/tuned results/control --out results/cmp
 
 A trainer's `best/` folder is a model like any other (--model-name runs/x/best); a model tuned on subject A
 evaluated with --subject B is the cross-subject transfer analysis. Outputs: layer_<l>.npz (voxelwise r,
-cc_max, cc_norm, alphas), summary.json, table.md, alignment_by_layer.png, config.json.
+cc_max, cc_norm, alphas), summary.json, table.md, alignment_by_layer.png, config.json. Several models (one --out
+each) are evaluated on one load of the data, and the bottom a tuned model shares with its pretrained start
+(front end and `--freeze-layers` blocks, compared weight by weight) is computed once: same numbers, less time.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ import torch
 import alignment as al
 import data_utils as du
 import models
-from features import POOLINGS, FeatureCache, extract_story_features
+from features import POOLINGS, FeatureCache, extract_story_features_together, sharing_plan
 from timing import TEST_EXTRA_TRIM
 from run_utils import command_line, package_versions, resolve_precision, set_seed, timestamp, write_json_atomic, write_text_atomic
 
@@ -31,11 +34,12 @@ EXIT_USAGE, EXIT_DATA = 2, 3
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", required=True, help="result folder")
+    p.add_argument("--out", required=True, nargs="+", help="result folder, one per --model-name")
     p.add_argument("--compare", nargs="+", metavar="DIR", help="only compare earlier result folders (first = reference)")
     p.add_argument("--data-dir")
     p.add_argument("--subject")
-    p.add_argument("--model-name", help="hub id, local model dir, or a trainer's best/")
+    p.add_argument("--model-name", nargs="+", help="hub id, local model dir, or a trainer's best/; several: "
+                                                    "evaluated together, their shared bottom computed once")
     p.add_argument("--layers", type=int, nargs="+", help="hidden-state indices (default: the paper's 2 5 7 8 10 11 12 "
                                                           "that the model has, else all)")
     p.add_argument("--train-stories", nargs="+", help="encoding-model training stories (default: the paper's 26)")
@@ -76,98 +80,149 @@ def resolve_layers(requested, n_layers: int) -> list[int]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    out = Path(args.out)
     if args.compare:
+        if len(args.out) != 1:
+            print(f"error: --compare writes one folder; found --out {' '.join(args.out)}", file=sys.stderr)
+            return EXIT_USAGE
         from compare_results import compare
-        compare([Path(d) for d in args.compare], out)
+        compare([Path(d) for d in args.compare], Path(args.out[0]))
         return 0
     if not (args.data_dir and args.subject and args.model_name):
         print("error: --data-dir, --subject and --model-name are required (or --compare DIR...)", file=sys.stderr)
         return EXIT_USAGE
+    if len(args.out) != len(args.model_name):
+        print(f"error: expected one --out folder per --model-name ({len(args.model_name)}), found {len(args.out)}",
+              file=sys.stderr)
+        return EXIT_USAGE
     set_seed(args.seed)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
-    subject = du.subject_id(args.subject)
     try:
-        data = du.Ds003020(args.data_dir, tr=args.tr)
-        available = data.stories(subject)
-        train = [s for s in (args.train_stories or du.ENCODING_TRAIN_STORIES) if s != args.test_story]
-        missing = [s for s in train + [args.test_story] if s not in available]
-        if args.test_story in missing:
-            raise du.DataError(f"{data.response_path(subject, args.test_story)}: test story has no responses")
-        if args.train_stories and missing:
-            raise du.DataError(f"{subject} has no responses for {missing}")
-        train = [s for s in train if s in available]
-        n_vox = data.n_voxels(subject)
-        nc_file = du.nc_path(subject, args.nc_dir)
-        if nc_file.is_file():
-            cc_max, nc_source = du.load_noise_ceiling(subject, n_vox, nc_dir=args.nc_dir), str(nc_file)
-        else:
-            from compute_noise_ceiling import subject_noise_ceiling
-            cc_max, nc_source = subject_noise_ceiling(data, subject, args.test_story), "computed from repeats"
-        rois = {"all": np.arange(n_vox)}
-        if args.roi_file:
-            rois.update(du.load_roi_file(args.roi_file, n_vox))
-        y_train = np.vstack([data.load_responses(subject, s) for s in train])
-        y_test = data.load_responses(subject, args.test_story)[TEST_EXTRA_TRIM:]  # data[40:] <-> TR grid [50:-5]
+        subject_data = load_subject_data(args)
     except (du.DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_DATA
+    data, train, test_story = subject_data["data"], subject_data["train"], args.test_story
     try:
-        backbone, extractor, model_type = models.load_backbone(args.model_name)
-        encoder = models.SpeechEncoder(backbone, extractor, model_type, args.whisper_mode)
-        n_layers = encoder.num_layers
-        layers = resolve_layers(args.layers, n_layers)
+        encoders, layers = [], []
+        for name in args.model_name:
+            backbone, extractor, model_type = models.load_backbone(name)
+            encoders.append(models.SpeechEncoder(backbone, extractor, model_type, args.whisper_mode))
+            layers.append(resolve_layers(args.layers, encoders[-1].num_layers))
     except models.ModelError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    pooling = args.pooling if args.pooling != "auto" else ("last_tr" if model_type == "whisper" else "last")
     precision = resolve_precision(args.precision, device)
-    settings = {"stride": args.stride, "context": args.context, "pooling": pooling, "tr": args.tr, "precision": precision,
-                "whisper_mode": args.whisper_mode if model_type == "whisper" else None}
-    cache = FeatureCache(Path(args.cache_dir) if args.cache_dir else data.cache_dir / "features", args.model_name, settings)
+    settings = [{"stride": args.stride, "context": args.context, "pooling": _pooling(args.pooling, enc.model_type),
+                 "tr": args.tr, "precision": precision,
+                 "whisper_mode": args.whisper_mode if enc.model_type == "whisper" else None} for enc in encoders]
+    cache_root = Path(args.cache_dir) if args.cache_dir else data.cache_dir / "features"
+    caches = [FeatureCache(cache_root, name, st) for name, st in zip(args.model_name, settings)]
+    plan = sharing_plan(encoders)
     batch_size = args.batch_size or (16 if device.type == "cuda" else 1)
 
-    # ---------------------------------------------------------------- features per story and layer
-    per_layer: dict[int, dict[str, np.ndarray]] = {l: {} for l in layers}
-    stories = train + [args.test_story]
+    # ---------------------------------------------------------------- features per model, story and layer
+    per_layer = [{l: {} for l in ls} for ls in layers]  # model -> layer -> story -> (TRs, F)
+    stories = train + [test_story]
     from tqdm import tqdm
     for story in tqdm(stories, desc="features", disable=args.no_progress):
-        cached = cache.load(story, layers)
-        if cached is None:
-            times, feats = extract_story_features(encoder, data.audio(story), layers, args.stride, args.context,
-                                                  pooling, args.tr, batch_size, device, precision,
-                                                  progress=not args.no_progress)
-            cache.save(story, layers, times, feats)
-        else:
-            times, feats = cached
+        found = [cache.load(story, ls) for cache, ls in zip(caches, layers)]
+        todo = [k for k, f in enumerate(found) if f is None]
+        # models with the same settings run together (a pooling differs between families)
+        for group in {json.dumps(settings[k], sort_keys=True): [j for j in todo if settings[j] == settings[k]]
+                      for k in todo}.values():
+            st = settings[group[0]]
+            times, feats = extract_story_features_together(
+                [encoders[k] for k in group], data.audio(story), [layers[k] for k in group], args.stride,
+                args.context, st["pooling"], args.tr, batch_size, device, precision, progress=not args.no_progress)
+            for k, f in zip(group, feats):
+                caches[k].save(story, layers[k], times, f)
+                found[k] = (times, f)
         grid = data.tr_grid(story)
-        for li, l in enumerate(layers):
-            per_layer[l][story] = al.story_tr_features(times, feats[li], grid, test=story == args.test_story)
-    del encoder, backbone
+        for k, (times, feats) in enumerate(found):
+            for li, l in enumerate(layers[k]):
+                per_layer[k][l][story] = al.story_tr_features(times, feats[li], grid, test=story == test_story)
+    n_layers = [enc.num_layers for enc in encoders]
+    model_types = [enc.model_type for enc in encoders]
+    del encoders, backbone
 
     # ---------------------------------------------------------------- encoding models
-    ridge_kwargs = {"backend": args.backend, "score": args.ridge_score, "seed": args.seed}
     low = None
     if args.low_level:
         low = {}
         for story in stories:
             ph = data.phones(story)
             low[story] = al.low_level_features(data.audio(story), ph.labels, ph.midpoints, data.tr_grid(story),
-                                               test=story == args.test_story)
-    summary = {"subject": subject, "model": args.model_name, "model_type": model_type, "layers": layers,
+                                               test=story == test_story)
+    for k, name in enumerate(args.model_name):
+        shared = None if plan[k] is None else {"with": args.model_name[plan[k][0]], "blocks": plan[k][1]}
+        resolved = {"skipped_stories": subject_data["missing"], "layers": layers[k],
+                    "pooling": settings[k]["pooling"], "device": str(device), "precision": precision,
+                    "feature_cache": str(caches[k].folder), "feature_cache_hits": caches[k].hits,
+                    "evaluated_with": [m for m in args.model_name if m != name], "shared_bottom": shared}
+        write_alignment(Path(args.out[k]), args, name, model_types[k], n_layers[k], per_layer[k], subject_data,
+                        low, resolved)
+    return 0
+
+
+def _pooling(requested: str, model_type: str) -> str:
+    return requested if requested != "auto" else ("last_tr" if model_type == "whisper" else "last")
+
+
+def load_subject_data(args) -> dict:
+    """Stories, responses (train rows, test rows), noise ceiling and ROIs of `args.subject`; raises DataError."""
+    subject = du.subject_id(args.subject)
+    data = du.Ds003020(args.data_dir, tr=args.tr)
+    available = data.stories(subject)
+    train = [s for s in (args.train_stories or du.ENCODING_TRAIN_STORIES) if s != args.test_story]
+    missing = [s for s in train + [args.test_story] if s not in available]
+    if args.test_story in missing:
+        raise du.DataError(f"{data.response_path(subject, args.test_story)}: test story has no responses")
+    if args.train_stories and missing:
+        raise du.DataError(f"{subject} has no responses for {missing}")
+    train = [s for s in train if s in available]
+    n_vox = data.n_voxels(subject)
+    nc_file = du.nc_path(subject, args.nc_dir)
+    if nc_file.is_file():
+        cc_max, nc_source = du.load_noise_ceiling(subject, n_vox, nc_dir=args.nc_dir), str(nc_file)
+    else:
+        from compute_noise_ceiling import subject_noise_ceiling
+        cc_max, nc_source = subject_noise_ceiling(data, subject, args.test_story), "computed from repeats"
+    rois = {"all": np.arange(n_vox)}
+    if args.roi_file:
+        rois.update(du.load_roi_file(args.roi_file, n_vox))
+    y_train = np.vstack([data.load_responses(subject, s) for s in train])
+    y_test = data.load_responses(subject, args.test_story)[TEST_EXTRA_TRIM:]  # data[40:] <-> TR grid [50:-5]
+    return {"subject": subject, "data": data, "train": train, "missing": missing, "cc_max": cc_max,
+            "nc_source": nc_source, "rois": rois, "y_train": y_train, "y_test": y_test}
+
+
+def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers: int,
+                    per_layer: dict[int, dict[str, np.ndarray]], subject_data: dict, low: dict | None,
+                    resolved: dict) -> None:
+    """Fit the encoding model of each layer, write layer_<l>.npz, summary.json, config.json, table.md and the plot.
+
+    per_layer : layer -> story -> (TRs, F) features; low : story -> (TRs, F) low-level features or None.
+    """
+    train, test_story = subject_data["train"], args.test_story
+    cc_max, rois = subject_data["cc_max"], subject_data["rois"]
+    y_train, y_test = subject_data["y_train"], subject_data["y_test"]
+    layers = sorted(per_layer)
+    ridge_kwargs = {"backend": args.backend, "score": args.ridge_score, "seed": args.seed}
+    summary = {"subject": subject_data["subject"], "model": model_name, "model_type": model_type, "layers": layers,
                "n_layers": n_layers, "upper_middle_layers": al.upper_middle_layers(layers, n_layers),
                "per_layer": {}, "nc_floor": args.nc_floor}
     out.mkdir(parents=True, exist_ok=True)
+    from tqdm import tqdm
     for l in tqdm(layers, desc="encoding models", disable=args.no_progress):
-        x_train, x_test = al.stack_design(per_layer[l], train, args.test_story)
+        x_train, x_test = al.stack_design(per_layer[l], train, test_story)
         res = al.fit_and_score(x_train, y_train, x_test, y_test, cc_max, args.nc_floor, ridge_kwargs=ridge_kwargs)
         entry = {"rois": al.roi_summary(res, rois), "alpha_edge_fraction": res["edge_fraction"]}
         arrays = {"r": res["r"], "cc_max": cc_max, "cc_norm": res["cc_norm"], "alphas": res["alphas"]}
         if low is not None:
             tr_m = np.vstack([per_layer[l][s] for s in train])
             lo_tr = np.vstack([low[s] for s in train])
-            r_train, r_test = al.residualize(tr_m, per_layer[l][args.test_story], lo_tr, low[args.test_story],
+            r_train, r_test = al.residualize(tr_m, per_layer[l][test_story], lo_tr, low[test_story],
                                              {"backend": args.backend, "seed": args.seed})
             xr_train, xr_test = al.stack_design({"train": r_train, "test": r_test}, ["train"], "test")
             res_low = al.fit_and_score(xr_train, y_train, xr_test, y_test, cc_max, args.nc_floor, ridge_kwargs=ridge_kwargs)
@@ -184,21 +239,21 @@ def main(argv=None) -> int:
         summary["upper_middle_low_level_impact"] = {
             roi: float(np.nanmean([summary["per_layer"][l]["low_level_impact"][roi] for l in um])) for roi in rois}
     write_json_atomic(out / "summary.json", summary)
-    write_json_atomic(out / "config.json", {"args": vars(args), "resolved": {
-        "train_stories": train, "skipped_stories": missing, "layers": layers, "pooling": pooling,
-        "noise_ceiling": nc_source, "device": str(device), "precision": precision, "ridge": {**ridge_kwargs, "penalty": "alpha^2 (Huth)",
-                                                                      "alphas": "logspace(1, 4, 15)"},
-        "feature_cache": str(cache.folder), "feature_cache_hits": cache.hits},
-        "command": command_line(), "finished": timestamp(), "versions": package_versions()})
+    write_json_atomic(out / "config.json", {"args": {**vars(args), "model_name": model_name, "out": str(out)},
+                                            "resolved": {"train_stories": train, **resolved,
+                                                         "noise_ceiling": subject_data["nc_source"],
+                                                         "ridge": {**ridge_kwargs, "penalty": "alpha^2 (Huth)",
+                                                                   "alphas": "logspace(1, 4, 15)"}},
+                                            "command": command_line(), "finished": timestamp(),
+                                            "versions": package_versions()})
     from compare_results import render_single
     from plotting import plot_layer_curves
     table = render_single(summary)
     write_text_atomic(out / "table.md", table)
-    curves = {roi: {Path(args.model_name).name: [summary["per_layer"][str(l)]["rois"][roi]["cc_norm"] for l in layers]}
+    curves = {roi: {Path(model_name).name: [summary["per_layer"][str(l)]["rois"][roi]["cc_norm"] for l in layers]}
               for roi in rois}
-    plot_layer_curves(curves, layers, out / "alignment_by_layer.png", "mean cc_norm", title=subject)
+    plot_layer_curves(curves, layers, out / "alignment_by_layer.png", "mean cc_norm", title=subject_data["subject"])
     print(table)
-    return 0
 
 
 if __name__ == "__main__":

@@ -246,6 +246,7 @@ def main(argv=None) -> int:
     # ---------------------------------------------------------------- loop
     val_loader = torch.utils.data.DataLoader(val_set, batch_size=micro, shuffle=False, num_workers=args.num_workers)
     quiet = args.no_progress or not is_main
+    initial_val = None  # epoch-0 validation, known already when the ridge init computed the pooled features
     if not state["metrics"] and args.init_head == "ridge":
         try:
             pooled_file = None
@@ -254,20 +255,24 @@ def main(argv=None) -> int:
                 pooled_file = pooled_features_path(train_set, val_set, model.encoder)
             head_info = training.init_head_ridge(model, torch.utils.data.DataLoader(train_set, batch_size=micro),
                                                  val_loader, device, precision, quiet, feature_file=pooled_file)
+            initial_val = training.validation_metrics(head_info.pop("val_preds"), head_info.pop("val_targets"),
+                                                      args.loss)
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             return EXIT_USAGE
         if world > 1:  # identical start on every rank
             for p in model.head.parameters():
                 torch.distributed.broadcast(p.data, src=0)
+            initial_val = None  # validate the broadcast head itself
         if is_main:
             print(f"voxel head initialised by ridge (median alpha {head_info['median_alpha']:.3g}; pooled features "
                   f"{head_info['pooled_features']})", flush=True)
             run_config["head_init"] = head_info
             write_json_atomic(out_dir / "config.json", run_config)
     if not state["metrics"]:  # epoch 0: the initial head (untrained or ridge), the reference the run must beat
-        state["metrics"].append({"epoch": 0, "train_loss": float("nan"),
-                                 **training.evaluate(model, val_loader, args.loss, device, precision, quiet),
+        if initial_val is None:
+            initial_val = training.evaluate(model, val_loader, args.loss, device, precision, quiet)
+        state["metrics"].append({"epoch": 0, "train_loss": float("nan"), **initial_val,
                                  "lr": 0.0, "head_lr": 0.0, "seconds": 0.0})
     for epoch in range(state["epoch"] + 1, args.num_epochs + 1):
         if state["bad_epochs"] >= args.patience:

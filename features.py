@@ -47,7 +47,6 @@ def pool_frames(states: torch.Tensor, valid: torch.Tensor, pooling: str, n_last_
     return (states * w).sum(1) / w.sum(1)
 
 
-@torch.inference_mode()
 def extract_story_features(encoder: SpeechEncoder, wav: np.ndarray, layers: list[int], stride_s: float = 0.1,
                            context_s: float = 16.0, pooling: str = "last", tr: float = 2.0045, batch_size: int = 16,
                            device: str | torch.device = "cpu", precision: str = "fp32",
@@ -59,29 +58,116 @@ def extract_story_features(encoder: SpeechEncoder, wav: np.ndarray, layers: list
     times : (n_windows,) window end times in seconds from audio onset.
     feats : (n_layers, n_windows, hidden) float32.
     """
+    times, (feats,) = extract_story_features_together([encoder], wav, [layers], stride_s, context_s, pooling, tr,
+                                                      batch_size, device, precision, progress)
+    return times, feats
+
+
+def sharing_plan(encoders: list[SpeechEncoder]) -> list[tuple[int, int] | None]:
+    """Per encoder: None (computes from the waveform) or (i, n): the front end and n bottom blocks are those
+    of the earlier encoder i, itself computing from the waveform (see models.shared_bottom)."""
+    from models import shared_bottom
+    plan = []
+    for k, enc in enumerate(encoders):
+        roots = [i for i in range(k) if plan[i] is None]
+        shared = [(i, n) for i in roots if (n := shared_bottom(encoders[i], enc)) is not None]
+        plan.append(max(shared, key=lambda t: t[1]) if shared else None)
+    return plan
+
+
+@torch.inference_mode()
+def extract_story_features_together(encoders: list[SpeechEncoder], wav: np.ndarray, layers: list[list[int]],
+                                    stride_s: float = 0.1, context_s: float = 16.0, pooling: str = "last",
+                                    tr: float = 2.0045, batch_size: int = 16, device: str | torch.device = "cpu",
+                                    precision: str = "fp32", progress: bool = True
+                                    ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Features of one story for several models on the same windows, their common bottom computed once.
+
+    A model whose front end and bottom n blocks equal an earlier model's (`sharing_plan`) starts from that
+    model's hidden state n (layers <= n are copied from it): the same numbers as extracting it alone.
+    Encoders are put in eval mode, without gradients, on `device`.
+
+    Parameters
+    ----------
+    encoders : the models, in order (the first of a group of sharing models computes the shared part).
+    wav : (n_samples,) 16 kHz waveform.
+    layers : per encoder, the hidden-state indices to return.
+
+    Returns
+    -------
+    times : (n_windows,) window end times in seconds from audio onset.
+    feats : per encoder, (n_layers, n_windows, hidden) float32.
+    """
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}, found {pooling!r}")
-    encoder.eval().to(device)
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be fp32 or bf16, found {precision!r}")
+    if len(layers) != len(encoders):
+        raise ValueError(f"expected one layer list per encoder ({len(encoders)}), found {len(layers)}")
+    for enc in encoders:
+        enc.eval().requires_grad_(False).to(device)
+    plan = sharing_plan(encoders)
+    # what each computing model must return: its own layers, and the layers and start states of its sharers
+    needed = [set(ls) for ls in layers]
+    for k, p in enumerate(plan):
+        if p is not None:
+            needed[p[0]] |= {l for l in layers[k] if l <= p[1]} | {p[1]}
     starts, ends = window_bounds(len(wav), stride_s, context_s)
     lengths = ends - starts
-    out = np.zeros((len(layers), len(ends), encoder.hidden_size), dtype=np.float32)
+    out = [np.zeros((len(ls), len(ends), enc.hidden_size), dtype=np.float32) for enc, ls in zip(encoders, layers)]
     wav_t = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
-    frames_per_s = encoder.frame_count(16000 * 10) / 10.0
-    n_last = max(1, int(round(tr * frames_per_s)))
+    n_last = [max(1, int(round(tr * enc.frame_count(16000 * 10) / 10.0))) for enc in encoders]
     order = np.lexsort((ends, lengths))  # equal lengths side by side: batches need no padding
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     batches = [g for b in batches for g in _split_by_length(b, lengths)]
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision must be fp32 or bf16, found {precision!r}")
     # bf16 autocast on CUDA, and on CPUs with native bf16 matmuls (slow emulation elsewhere: the caller's choice)
     autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
     for idx in tqdm(batches, desc="windows", leave=False, disable=not progress):
         batch = torch.stack([wav_t[starts[i]:ends[i]] for i in idx]).to(device)
+        computed = {}  # encoder index -> (hidden states by layer, valid mask, front end)
         with autocast:
-            states, valid = encoder(batch, layers=layers)
-        for li, s in enumerate(states):
-            out[li, idx] = pool_frames(s.float(), valid, pooling, n_last).cpu().numpy()
+            for k, enc in enumerate(encoders):
+                p = plan[k]
+                if p is None:
+                    computed[k] = _states_from_wave(enc, batch, sorted(needed[k]),
+                                                    with_front=any(q is not None and q[0] == k for q in plan))
+                    continue
+                root_states, valid, front = computed[p[0]]
+                own = [l for l in layers[k] if l > p[1]]
+                states = {l: root_states[l] for l in layers[k] if l <= p[1]}
+                if own:
+                    start = front if enc.model_type != "whisper" or p[1] == 0 else root_states[p[1]]
+                    states.update(zip(own, _forward_from(enc, start, p[1], valid, own)))
+                computed[k] = (states, valid, None)
+        for k, ls in enumerate(layers):
+            states, valid, _ = computed[k]
+            for li, l in enumerate(ls):
+                out[k][li, idx] = pool_frames(states[l].float(), valid, pooling, n_last[k]).cpu().numpy()
     return ends / 16000.0, out
+
+
+def _states_from_wave(enc: SpeechEncoder, batch: torch.Tensor, layers: list[int], with_front: bool):
+    """({layer: (B, frames, H)}, valid, front end or None) of one model computing from the waveform."""
+    if not with_front:
+        states, valid = enc(batch, layers=layers)
+        return dict(zip(layers, states)), valid, None
+    front = enc.front_end(batch, 0)
+    frames = front.shape[1] if enc.model_type == "whisper" else front.shape[2]  # wav2vec2: (B, channels, frames)
+    valid = enc.valid_frames(batch.shape[1], (batch.shape[0], frames), batch.device)
+    states = _forward_from(enc, front, 0, valid, layers)
+    return dict(zip(layers, states)), valid, front
+
+
+def _forward_from(enc: SpeechEncoder, start: torch.Tensor, n_blocks: int, valid: torch.Tensor,
+                  layers: list[int]) -> list[torch.Tensor]:
+    """Hidden states `layers` of `enc` from the output of its front end and n_blocks bottom blocks."""
+    saved = enc.front_blocks
+    enc.front_blocks = n_blocks
+    try:
+        states, _ = enc(front=start, valid=valid, layers=layers)
+    finally:
+        enc.front_blocks = saved
+    return states
 
 
 def _split_by_length(batch: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:

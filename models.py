@@ -250,11 +250,14 @@ class SpeechEncoder(nn.Module):
         else:
             states = self._wav2vec_hidden_states(wav, layers, front)
         if valid is None:
-            n_valid = self.frame_count(wav.shape[1])
-            frames = states[layers[0]].shape[1]
-            valid = torch.zeros(wav.shape[0], frames, dtype=torch.bool, device=wav.device)
-            valid[:, :min(n_valid, frames)] = True
+            valid = self.valid_frames(wav.shape[1], states[layers[0]].shape[:2], wav.device)
         return [states[i] for i in layers], valid
+
+    def valid_frames(self, n_samples: int, shape: tuple[int, int], device=None) -> torch.Tensor:
+        """(B, frames) bool mask of the frames covering `n_samples` of real audio (the rest: Whisper padding)."""
+        valid = torch.zeros(shape, dtype=torch.bool, device=device)
+        valid[:, :min(self.frame_count(n_samples), shape[1])] = True
+        return valid
 
     def _wav2vec_hidden_states(self, wav, layers, front) -> list[torch.Tensor]:
         fe = self.model.feature_extractor
@@ -303,6 +306,51 @@ class SpeechEncoder(nn.Module):
             x = out[0] if isinstance(out, tuple) else out
             states.append(enc.layer_norm(x) if i == len(enc.layers) - 1 else x)
         return states
+
+
+# config entries that name or describe a checkpoint without changing what its encoder computes
+_CONFIG_BOOKKEEPING = {"_name_or_path", "architectures", "transformers_version", "dtype", "torch_dtype"}
+
+
+def _same_state(modules_a: list[nn.Module], modules_b: list[nn.Module]) -> bool:
+    for a, b in zip(modules_a, modules_b, strict=True):
+        sa, sb = a.state_dict(), b.state_dict()
+        if sa.keys() != sb.keys() or not all(
+                sa[k].dtype == sb[k].dtype and sa[k].shape == sb[k].shape and torch.equal(sa[k], sb[k]) for k in sa):
+            return False
+    return True
+
+
+def shared_bottom(reference: SpeechEncoder, other: SpeechEncoder) -> int | None:
+    """How much of `other` computes exactly what `reference` computes, from the waveform up.
+
+    None when even the front end differs (architecture, config, preprocessing or any front-end weight); else
+    the number of bottom transformer blocks whose weights are also equal (Whisper, at most num_layers − 1, the
+    last block being followed by the final layer norm; wav2vec2 family: 0, its feature projection and
+    positional convolution run after the conv encoder and are not compared). A model brain-tuned with
+    `--freeze-layers k` shares k blocks with its pretrained start: evaluating both together computes them once.
+    """
+    def config(enc):
+        return {k: v for k, v in enc.model.config.to_dict().items() if k not in _CONFIG_BOOKKEEPING}
+
+    if (type(reference.model) is not type(other.model) or reference.model_type != other.model_type
+            or config(reference) != config(other) or reference.do_normalize != other.do_normalize):
+        return None
+    if reference.model_type == "whisper":
+        if (reference.whisper_mode, reference.n_fft, reference.hop, reference.n_mel_frames) != (
+                other.whisper_mode, other.n_fft, other.hop, other.n_mel_frames) or not torch.equal(
+                reference.mel_filters, other.mel_filters):
+            return None
+    if not _same_state(reference.front_end_modules(0), other.front_end_modules(0)):
+        return None
+    if reference.model_type != "whisper":
+        return 0
+    n = 0
+    for a, b in zip(reference.transformer_layers()[:reference.num_layers - 1], other.transformer_layers()):
+        if not _same_state([a], [b]):
+            break
+        n += 1
+    return n
 
 
 def masked_mean(states: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

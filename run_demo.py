@@ -78,10 +78,11 @@ def run_pipeline(out: Path, data: Path, seed: int, quick: bool, progress: bool, 
               common + ["--model-name", str(MODEL_DIR), "--out-dir", str(out / "train" / name), "--overwrite",
                         "--front-end-cache-dir", str(front_cache)] + train_flags + extra + quiet)
     shutil.rmtree(front_cache, ignore_errors=True)  # ~0.4 GB of derived data
-    for name, model in models.items():
-        _step(f"alignment of the {name} model", brain_evaluate.main,
-              common + ["--model-name", model, "--out", str(out / "eval" / name), "--roi-file",
-                        str(ds / "rois" / f"{SUBJECT}.json"), "--seed", str(seed)] + DEMO_EVAL_FLAGS + cache + quiet)
+    # one run for all models: the frozen bottom layers they share with the pretrained model are computed once
+    _step(f"alignment of the {', '.join(models)} models", brain_evaluate.main,
+          common + ["--model-name", *models.values(), "--out", *[str(out / "eval" / m) for m in models],
+                    "--roi-file", str(ds / "rois" / f"{SUBJECT}.json"), "--seed", str(seed)]
+          + DEMO_EVAL_FLAGS + cache + quiet)
     _step("compare alignment", brain_evaluate.main,
           ["--compare"] + [str(out / "eval" / m) for m in models] + ["--out", str(out / "eval" / "comparison")])
     for task, folder in QUICK_PROBE_TASKS if quick else PROBE_TASKS:

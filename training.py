@@ -216,18 +216,25 @@ class _null:
 @torch.no_grad()
 def evaluate(model, loader, loss_kind: str, device, precision: str, disable_progress: bool = False) -> dict:
     """Validation loss (sample-weighted) and mean voxelwise correlation over all validation rows."""
-    from eval_utils import columnwise_correlation
     model.eval()
-    preds, targets, total, count = [], [], 0.0, 0
+    preds, targets = [], []
     for inputs, target in tqdm(loader, desc="validate", leave=False, disable=disable_progress):
         inputs, target = _to(inputs, device), target.to(device)
         with autocast(device, precision):
-            pred = model(**inputs)
-        total += brain_loss(pred, target, loss_kind).item() * len(target)
-        count += len(target)
-        preds.append(pred.float().cpu().numpy())
-        targets.append(target.cpu().numpy())
-    r = columnwise_correlation(np.concatenate(preds), np.concatenate(targets))
+            preds.append(model(**inputs))
+        targets.append(target)
+    return validation_metrics(preds, targets, loss_kind)
+
+
+def validation_metrics(preds: list[torch.Tensor], targets: list[torch.Tensor], loss_kind: str) -> dict:
+    """Sample-weighted mean of the per-batch losses and mean voxelwise correlation over all rows.
+
+    preds, targets : per validation batch, (B, V) predictions and targets (batch-wise as the loss sees them).
+    """
+    from eval_utils import columnwise_correlation
+    total = sum(brain_loss(p, t, loss_kind).item() * len(t) for p, t in zip(preds, targets))
+    count = sum(len(t) for t in targets)
+    r = columnwise_correlation(torch.cat(preds).float().cpu().numpy(), torch.cat(targets).float().cpu().numpy())
     return {"val_loss": total / max(count, 1), "val_corr": float(np.mean(r))}
 
 
@@ -323,6 +330,8 @@ def init_head_ridge(model, train_loader, val_loader, device, precision: str, dis
     """Set a full-rank voxel head to the ridge readout of the current backbone's pooled features.
 
     Starts tuning from the best linear readout, so the backbone's gradients carry signal from the first step.
+    Returns what was done, and the new head's validation predictions and targets per `val_loader` batch
+    ("val_preds", "val_targets": the epoch-0 validation without another pass of the backbone).
     feature_file : optional .npz of the pooled features (train, val) of this very backbone on these windows
         (front_end_cache.pooled_features_path): read when it exists, else written (atomically).
     """
@@ -343,8 +352,14 @@ def init_head_ridge(model, train_loader, val_loader, device, precision: str, dis
     with torch.no_grad():
         linear.weight.copy_(torch.from_numpy(w.T).to(linear.weight))
         linear.bias.copy_(torch.from_numpy(b).to(linear.bias))
+        # the epoch-0 validation of this head from the features at hand, in the loader's batches
+        bs = val_loader.batch_size
+        with autocast(device, precision):
+            preds = [model.head(torch.from_numpy(x_va[i:i + bs]).to(linear.weight)) for i in range(0, len(x_va), bs)]
+        targets = [torch.from_numpy(y_va[i:i + bs]).float() for i in range(0, len(y_va), bs)]
     return {"head_init": "ridge", "median_alpha": float(np.median(alphas)),
-            "pooled_features": "read from " + str(feature_file) if stored is not None else "computed"}
+            "pooled_features": "read from " + str(feature_file) if stored is not None else "computed",
+            "val_preds": preds, "val_targets": targets}
 
 
 def _load_pooled(path: Path, lengths: list[int]):

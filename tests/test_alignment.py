@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 import alignment as al
 import brain_evaluate
@@ -100,3 +101,38 @@ def test_phone_ngram_features_hand_case():
     assert (phone_ngram_features(["B", "AH1"], 2, 16)[1] == phone_ngram_features(["B", "AH0"], 2, 16)[1]).all()
     tri = phone_ngram_features(["AH1", "B", "AH0"], 3, n_buckets=16)
     assert tri[2, zlib.crc32(b"AH B AH") % 16] == 1
+
+
+def test_brain_evaluate_several_models_together_equal_each_alone(mini, tiny_models, tmp_path, capsys):
+    import models
+    enc_model, extractor, _ = models.load_backbone(tiny_models["whisper"])
+    with torch.no_grad():  # a "brain-tuned" copy: top block changed, bottom block and front end as pretrained
+        for p in enc_model.get_encoder().layers[1].parameters():
+            p.add_(0.05)
+    tuned = tmp_path / "tuned_model"
+    enc_model.save_pretrained(tuned)
+    extractor.save_pretrained(tuned)
+    base = tiny_models["whisper"]
+    assert _eval(mini, base, tmp_path / "alone" / "pre", "--whisper-mode", "truncate") == 0
+    assert _eval(mini, str(tuned), tmp_path / "alone" / "tuned", "--whisper-mode", "truncate") == 0
+    capsys.readouterr()
+    outs = [str(tmp_path / "together" / m) for m in ("pre", "tuned")]
+    assert brain_evaluate.main(["--data-dir", str(mini / "ds003020"), "--subject", "UTS02", "--model-name", base,
+                                str(tuned), "--out", *outs, "--nc-dir", str(mini / "subject_NCs"), "--roi-file",
+                                str(mini / "rois" / "UTS02.json"), "--stride", "0.5", "--context", "3",
+                                "--no-progress", "--cache-dir", str(tmp_path / "cache2"), "--whisper-mode",
+                                "truncate"]) == 0
+    for m in ("pre", "tuned"):
+        for layer in (1, 2):
+            a = np.load(tmp_path / "alone" / m / f"layer_{layer}.npz")
+            b = np.load(tmp_path / "together" / m / f"layer_{layer}.npz")
+            np.testing.assert_array_equal(a["r"], b["r"])
+    differs = np.load(tmp_path / "together" / "pre" / "layer_2.npz")["r"] != np.load(
+        tmp_path / "together" / "tuned" / "layer_2.npz")["r"]
+    assert differs.any()
+    resolved = json.loads((tmp_path / "together" / "tuned" / "config.json").read_text())["resolved"]
+    assert resolved["shared_bottom"] == {"with": base, "blocks": 1} and resolved["evaluated_with"] == [base]
+    assert json.loads((tmp_path / "together" / "pre" / "config.json").read_text())["resolved"]["shared_bottom"] is None
+    assert brain_evaluate.main(["--data-dir", str(mini / "ds003020"), "--subject", "UTS02", "--model-name", base,
+                                str(tuned), "--out", outs[0]]) == brain_evaluate.EXIT_USAGE
+    assert "expected one --out folder per --model-name (2), found 1" in capsys.readouterr().err

@@ -1,0 +1,70 @@
+"""Sliding-window features: window bounds, and several models extracted together sharing their common bottom."""
+import numpy as np
+import pytest
+import torch
+
+import features
+import models
+
+from conftest import FAMILIES
+
+
+def _encoder(path, mode="truncate"):
+    model, fe, mt = models.load_backbone(path)
+    return models.SpeechEncoder(model, fe, mt, mode)
+
+
+def _perturbed(path, block: int | None):
+    """The model at `path` with one transformer block's weights changed (None: the conv front end's)."""
+    enc = _encoder(path)
+    module = enc.front_end_modules(0)[0] if block is None else enc.transformer_layers()[block]
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.05)
+    return enc
+
+
+def test_window_bounds_hand_case():
+    starts, ends = features.window_bounds(16000 * 3 + 100, stride_s=1.0, context_s=1.5)
+    assert ends.tolist() == [16000, 32000, 48000]  # every stride, the partial fourth second dropped
+    assert starts.tolist() == [0, 0, 48000 - 40000]  # context + one stride back, clipped at the onset
+
+
+@pytest.mark.parametrize("family", ["whisper", "wav2vec2"])
+def test_models_extracted_together_equal_each_alone_and_skip_the_shared_bottom(tiny_models, family):
+    base = _encoder(tiny_models[family])
+    top_tuned = _perturbed(tiny_models[family], block=1)    # like --freeze-layers 1 of 2
+    low_tuned = _perturbed(tiny_models[family], block=0)
+    front_tuned = _perturbed(tiny_models[family], block=None)
+    encoders = [base, top_tuned, low_tuned, front_tuned]
+    whisper = family == "whisper"
+    # Whisper shares blocks; the wav2vec2 family only its conv front end (the projection and positional conv follow)
+    assert features.sharing_plan(encoders) == [None, (0, 1 if whisper else 0), (0, 0), None]
+    wav = np.random.default_rng(0).normal(size=int(16000 * 4.3)).astype(np.float32) * 0.1
+    layers = [[0, 1, 2], [1, 2], [2], [1, 2]]
+    alone = [features.extract_story_features(e, wav, ls, 1.0, 2.0, "mean", progress=False)
+             for e, ls in zip(encoders, layers)]
+    calls = {"front": 0, "block0": 0}
+    counted = top_tuned if whisper else low_tuned  # its front end (and Whisper: block 0) come from `base`
+    first_conv = next(m for m in counted.front_end_modules(0)[0].modules() if isinstance(m, torch.nn.Conv1d))
+    first_conv.register_forward_hook(lambda *a: calls.__setitem__("front", calls["front"] + 1))
+    if whisper:
+        counted.transformer_layers()[0].register_forward_hook(
+            lambda *a: calls.__setitem__("block0", calls["block0"] + 1))
+    times, together = features.extract_story_features_together(encoders, wav, layers, 1.0, 2.0, "mean",
+                                                                progress=False)
+    assert calls == {"front": 0, "block0": 0}
+    np.testing.assert_array_equal(times, alone[0][0])
+    for (_, a), b in zip(alone, together):
+        np.testing.assert_array_equal(a, b)  # bit for bit: the same operations on the same numbers
+    assert not np.array_equal(together[1][-1], together[0][-1])  # the tuned top layer really differs
+
+
+def test_shared_bottom_needs_the_same_config_and_preprocessing(tiny_models):
+    a, b = _encoder(tiny_models["whisper"]), _encoder(tiny_models["whisper"])
+    assert models.shared_bottom(a, b) == a.num_layers - 1  # the last block is followed by the final layer norm
+    assert models.shared_bottom(a, _encoder(tiny_models["whisper"], "pad30")) is None
+    b.model.config.activation_function = "relu"
+    assert models.shared_bottom(a, b) is None
+    assert models.shared_bottom(a, _encoder(tiny_models["hubert"])) is None
+    assert all(models.shared_bottom(_encoder(tiny_models[f]), _encoder(tiny_models[f])) is not None for f in FAMILIES)
