@@ -45,6 +45,16 @@ def _step(name: str, fn, *args) -> None:
     print(f"=== {name}: {time.perf_counter() - t0:.0f} s", flush=True)
 
 
+def _build_side_by_side(*jobs) -> None:
+    """Run (build function, folder, kwargs) jobs in parallel processes: speech synthesis is single-threaded."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    # spawn: the parent has torch (and its thread pools) loaded, which fork does not copy safely
+    with ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
+        for done in [pool.submit(fn, folder, **kwargs) for fn, folder, kwargs in jobs]:
+            done.result()  # re-raises a failed build's exception here
+
+
 def run_pipeline(out: Path, data: Path, seed: int, quick: bool, progress: bool, size: str = "demo",
                  diagnostics: bool = False) -> dict:
     """Run every step for one seed; returns the findings (see demo_report.findings)."""
@@ -58,9 +68,9 @@ def run_pipeline(out: Path, data: Path, seed: int, quick: bool, progress: bool, 
 
     quiet = [] if progress else ["--no-progress"]
     ds = data / "miniature"
-    _step("build the miniature fMRI dataset", lambda: make_demo_data.build(ds, seed=seed, size=size, quiet=not progress))
-    _step("build the miniature downstream datasets",
-          lambda: make_downstream_data.build(data / "downstream", seed=seed, size="demo", quiet=not progress))
+    _step("build the miniature fMRI and downstream datasets (side by side)", _build_side_by_side,
+          (make_demo_data.build, ds, dict(seed=seed, size=size, quiet=not progress)),
+          (make_downstream_data.build, data / "downstream", dict(seed=seed, size="demo", quiet=not progress)))
     if not (MODEL_DIR / "model.safetensors").is_file():
         import whisper_ct2
         _step("convert the bundled Whisper tiny.en to a HF model", whisper_ct2.main, ["--out", str(MODEL_DIR)])
