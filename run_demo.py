@@ -3,9 +3,10 @@
     python run_demo.py [--out runs/demo] [--seed 0] [--quick] [--seeds 0 1 2] [--diagnostics]
 
 Steps (each one is the toolkit's own CLI, called in-process with the arguments a real run would take):
-build the miniature fMRI dataset and the miniature downstream datasets; convert the bundled Whisper tiny.en
-to a HF model directory; evaluate the pretrained model; brain-tune it on UTS01; brain-tune a block-shuffled
-random-target control; evaluate both (with the low-level residual analysis); probe all three; with
+build the miniature fMRI dataset and the miniature downstream datasets (side by side); convert the bundled
+Whisper tiny.en to a HF model directory; brain-tune it on UTS01; brain-tune a block-shuffled random-target
+control; evaluate the pretrained, tuned and control models in one run (with the low-level residual analysis;
+their shared frozen bottom computed once); probe all three; with
 `--diagnostics`, post-hoc diagnostics (category of story words in context, and of words in neutral sentences,
 by layer) reported apart from the findings (~5 min on 2 cores, so not part of `make demo`); write
 OUT/REPORT.md with tables, plots and the findings checked against the paper's, and
