@@ -128,9 +128,10 @@ def main(argv=None) -> int:
     for story in tqdm(stories, desc="features", disable=args.no_progress):
         found = [cache.load(story, ls) for cache, ls in zip(caches, layers)]
         todo = [k for k, f in enumerate(found) if f is None]
-        # models with the same settings run together (a pooling differs between families)
-        for group in {json.dumps(settings[k], sort_keys=True): [j for j in todo if settings[j] == settings[k]]
-                      for k in todo}.values():
+        groups = {}  # models with the same settings run together (the pooling differs between families)
+        for k in todo:
+            groups.setdefault(json.dumps(settings[k], sort_keys=True), []).append(k)
+        for group in groups.values():
             st = settings[group[0]]
             times, feats = extract_story_features_together(
                 [encoders[k] for k in group], data.audio(story), [layers[k] for k in group], args.stride,

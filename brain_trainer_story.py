@@ -254,9 +254,9 @@ def main(argv=None) -> int:
                 from front_end_cache import pooled_features_path
                 pooled_file = pooled_features_path(train_set, val_set, model.encoder)
             head_info = training.init_head_ridge(model, torch.utils.data.DataLoader(train_set, batch_size=micro),
-                                                 val_loader, device, precision, quiet, feature_file=pooled_file)
-            initial_val = training.validation_metrics(head_info.pop("val_preds"), head_info.pop("val_targets"),
-                                                      args.loss)
+                                                 val_loader, device, precision, quiet, feature_file=pooled_file,
+                                                 loss_kind=args.loss)
+            initial_val = head_info.pop("initial_val")
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             return EXIT_USAGE

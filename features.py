@@ -107,6 +107,7 @@ def extract_story_features_together(encoders: list[SpeechEncoder], wav: np.ndarr
     for enc in encoders:
         enc.eval().requires_grad_(False).to(device)
     plan = sharing_plan(encoders)
+    has_sharers = [any(p is not None and p[0] == k for p in plan) for k in range(len(encoders))]
     # what each computing model must return: its own layers, and the layers and start states of its sharers
     needed = [set(ls) for ls in layers]
     for k, p in enumerate(plan):
@@ -129,8 +130,7 @@ def extract_story_features_together(encoders: list[SpeechEncoder], wav: np.ndarr
             for k, enc in enumerate(encoders):
                 p = plan[k]
                 if p is None:
-                    computed[k] = _states_from_wave(enc, batch, sorted(needed[k]),
-                                                    with_front=any(q is not None and q[0] == k for q in plan))
+                    computed[k] = _states_from_wave(enc, batch, sorted(needed[k]), with_front=has_sharers[k])
                     continue
                 root_states, valid, front = computed[p[0]]
                 own = [l for l in layers[k] if l > p[1]]

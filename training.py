@@ -221,20 +221,20 @@ def evaluate(model, loader, loss_kind: str, device, precision: str, disable_prog
     for inputs, target in tqdm(loader, desc="validate", leave=False, disable=disable_progress):
         inputs, target = _to(inputs, device), target.to(device)
         with autocast(device, precision):
-            preds.append(model(**inputs))
-        targets.append(target)
+            preds.append(model(**inputs).float().cpu())  # on the CPU batch by batch: GPU memory stays one batch
+        targets.append(target.float().cpu())
     return validation_metrics(preds, targets, loss_kind)
 
 
 def validation_metrics(preds: list[torch.Tensor], targets: list[torch.Tensor], loss_kind: str) -> dict:
     """Sample-weighted mean of the per-batch losses and mean voxelwise correlation over all rows.
 
-    preds, targets : per validation batch, (B, V) predictions and targets (batch-wise as the loss sees them).
+    preds, targets : per validation batch, (B, V) CPU predictions and targets (batch-wise as the loss sees them).
     """
     from eval_utils import columnwise_correlation
     total = sum(brain_loss(p, t, loss_kind).item() * len(t) for p, t in zip(preds, targets))
     count = sum(len(t) for t in targets)
-    r = columnwise_correlation(torch.cat(preds).float().cpu().numpy(), torch.cat(targets).float().cpu().numpy())
+    r = columnwise_correlation(torch.cat(preds).float().numpy(), torch.cat(targets).float().numpy())
     return {"val_loss": total / max(count, 1), "val_corr": float(np.mean(r))}
 
 
@@ -326,12 +326,12 @@ def ridge_head_weights(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarr
 
 
 def init_head_ridge(model, train_loader, val_loader, device, precision: str, disable_progress: bool = False,
-                    feature_file: Path | None = None) -> dict:
+                    feature_file: Path | None = None, loss_kind: str = "mse") -> dict:
     """Set a full-rank voxel head to the ridge readout of the current backbone's pooled features.
 
     Starts tuning from the best linear readout, so the backbone's gradients carry signal from the first step.
-    Returns what was done, and the new head's validation predictions and targets per `val_loader` batch
-    ("val_preds", "val_targets": the epoch-0 validation without another pass of the backbone).
+    Returns what was done and "initial_val", the new head's validation metrics under `loss_kind` (as `evaluate`
+    gives them, in `val_loader`'s batches) from the features at hand: epoch 0 without another backbone pass.
     feature_file : optional .npz of the pooled features (train, val) of this very backbone on these windows
         (front_end_cache.pooled_features_path): read when it exists, else written (atomically).
     """
@@ -359,7 +359,7 @@ def init_head_ridge(model, train_loader, val_loader, device, precision: str, dis
         targets = [torch.from_numpy(y_va[i:i + bs]).float() for i in range(0, len(y_va), bs)]
     return {"head_init": "ridge", "median_alpha": float(np.median(alphas)),
             "pooled_features": "read from " + str(feature_file) if stored is not None else "computed",
-            "val_preds": preds, "val_targets": targets}
+            "initial_val": validation_metrics([p.float().cpu() for p in preds], targets, loss_kind)}
 
 
 def _load_pooled(path: Path, lengths: list[int]):

@@ -274,7 +274,8 @@ def test_init_head_ridge_computes_once_and_rejects_a_file_of_other_windows(mini_
     assert again["pooled_features"] == f"read from {file}" and len(calls) == 2
     torch.testing.assert_close(model.head.net.weight, w_first, rtol=0, atol=0)
     for kind in ("mse", "temporal_corr"):  # epoch-0 validation from the features = a pass of the model (same batches)
-        from_features = training.validation_metrics(again["val_preds"], again["val_targets"], kind)
+        from_features = training.init_head_ridge(model, loader, loader, torch.device("cpu"), "fp32", True,
+                                                 feature_file=file, loss_kind=kind)["initial_val"]
         assert from_features == pytest.approx(training.evaluate(model, loader, kind, torch.device("cpu"), "fp32", True),
                                               rel=1e-6)
     np.savez(file, train=np.zeros((3, enc.hidden_size)), val=np.zeros((3, enc.hidden_size)))  # other windows
