@@ -10,6 +10,10 @@ from run_utils import package_versions, timestamp, write_json_atomic, write_text
 
 MODELS = ("pretrained", "tuned", "control")
 LANGUAGE_GAIN_AIM = 20.0  # percent, the aim (the paper reports ~+30% for wav2vec2/HuBERT)
+PAPER_SCALE = ("For scale (SPEC-methods.md §8): the paper reports about +30% late-language alignment after "
+               "brain-tuning wav2vec2 and HuBERT, and no significant late-language gain for its Whisper encoder. "
+               "The demo tunes Whisper tiny.en, the one real pretrained model available offline, so the +20% aim "
+               "asks more of it than the paper found for Whisper; the aim is kept as set.")
 # post-hoc diagnostics (run_demo.py writes OUT/diagnostics/<name>/<model>): title, description
 DIAGNOSTICS = {
     "story_word_category": ("Category of story words in context", "The words of all stories in their story context "
@@ -155,6 +159,7 @@ def write_report(out: Path, result: dict, seed: int, quick: bool, train_flags: l
         f"Alignment: held-out story `wheretheressmoke`, mean cc_norm over the upper-middle layers "
         f"{result['upper_middle_layers']} (n/2 < layer ≤ 0.85·n of 4), Δ% vs pretrained.", "",
         f"## Headline ({held} of {len(result['checks'])} findings hold{caveat})", "", headline(result),
+        PAPER_SCALE, "",
         "How to read the semantic checks: in the miniature a word's category is not audible, and the simulated "
         "language voxels follow the categories of the words heard 2–8 s earlier. The semantic-category probe is "
         "trained and tested on *different* words (split by word), spoken alone in a carrier phrase, so it asks "

@@ -7,6 +7,7 @@ of layer i, and a boolean mask of the frames that cover real audio.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -35,6 +36,19 @@ class ModelError(ValueError):
     """A model that the toolkit cannot use as asked."""
 
 
+@contextlib.contextmanager
+def _without_transformers_bars():
+    """transformers' own weight loading/saving bars: a line per checkpoint in batch logs, seconds of work."""
+    from transformers.utils import logging as hf_logging
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
 def load_backbone(name_or_path: str, dtype: torch.dtype = torch.float32):
     """Load a pretrained speech model and its feature extractor from a hub id or a local directory.
 
@@ -50,7 +64,8 @@ def load_backbone(name_or_path: str, dtype: torch.dtype = torch.float32):
     if model_type not in SUPPORTED_TYPES:
         raise ModelError(f"{name_or_path}: model type {model_type!r} is not a supported speech encoder "
                          f"(expected one of {', '.join(SUPPORTED_TYPES)})")
-    model = AutoModel.from_pretrained(name_or_path, dtype=dtype)
+    with _without_transformers_bars():
+        model = AutoModel.from_pretrained(name_or_path, dtype=dtype)
     extractor = AutoFeatureExtractor.from_pretrained(name_or_path)
     return model, extractor, model_type
 
@@ -444,7 +459,8 @@ def save_tuned(model: BrainTuningModel, feature_extractor, out_dir: str | os.Pat
     if any("lora_" in n for n, _ in backbone.named_parameters()):
         backbone = copy.deepcopy(backbone)
         merge_lora(backbone)
-    backbone.save_pretrained(out_dir, safe_serialization=True)
+    with _without_transformers_bars():
+        backbone.save_pretrained(out_dir, safe_serialization=True)
     feature_extractor.save_pretrained(out_dir)
     state = {k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}
     save_file(state, str(out_dir / HEAD_FILE))

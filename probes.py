@@ -93,21 +93,35 @@ def presence_matrix(segment_lists: list[list], classes: dict[str, int]) -> np.nd
 
 
 # ----------------------------------------------------------------------------------------------- metrics
-def probe_metrics(y_true: np.ndarray, y_pred: np.ndarray, kind: str) -> dict:
-    """F1 macro, F1 micro and accuracy.
+def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
+    """Per-class F1 = 2·tp / (2·tp + fp + fn), 0 where a class was neither true nor predicted."""
+    denom = 2 * tp + fp + fn
+    return np.divide(2 * tp, denom, out=np.zeros(len(tp)), where=denom > 0)
 
-    multiclass : y (N,) class indices; accuracy = share of exact matches.
-    multilabel : y (N, C) 0/1; F1 over (utterance, class) decisions; accuracy = share of correct decisions.
+
+def probe_metrics(y_true: np.ndarray, y_pred: np.ndarray, kind: str) -> dict:
+    """F1 macro, F1 micro and accuracy (sklearn's definitions with zero_division=0; numpy, ~100x faster to call).
+
+    multiclass : y (N,) class indices; macro over the classes that are true or predicted; accuracy = share of
+                 exact matches (= F1 micro).
+    multilabel : y (N, C) 0/1; macro over the classes that occur in y_true (0.0 if none); F1 micro over all (utterance, class)
+                 decisions; accuracy = share of correct decisions.
     """
-    from sklearn.metrics import accuracy_score, f1_score
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if kind == "multiclass":
-        return {"f1_macro": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
-                "f1_micro": float(f1_score(y_true, y_pred, average="micro", zero_division=0)),
-                "accuracy": float(accuracy_score(y_true, y_pred))}
-    present = y_true.sum(0) > 0  # macro over classes that occur in this split
-    return {"f1_macro": float(f1_score(y_true[:, present], y_pred[:, present], average="macro", zero_division=0)),
-            "f1_micro": float(f1_score(y_true, y_pred, average="micro", zero_division=0)),
-            "accuracy": float((y_true == y_pred).mean())}
+        classes, inverse = np.unique(np.concatenate([y_true, y_pred]), return_inverse=True)
+        t, p = inverse[:len(y_true)], inverse[len(y_true):]
+        tp = np.bincount(t[t == p], minlength=len(classes)).astype(np.float64)
+        fp = np.bincount(p, minlength=len(classes)) - tp
+        fn = np.bincount(t, minlength=len(classes)) - tp
+        accuracy = float(np.mean(t == p))
+        return {"f1_macro": float(_f1(tp, fp, fn).mean()), "f1_micro": accuracy, "accuracy": accuracy}
+    t, p = y_true > 0.5, y_pred > 0.5
+    tp, fp, fn = (t & p).sum(0).astype(np.float64), (~t & p).sum(0), (t & ~p).sum(0)
+    present = t.sum(0) > 0  # macro over classes that occur in this split (0 if none does)
+    return {"f1_macro": float(_f1(tp[present], fp[present], fn[present]).mean()) if present.any() else 0.0,
+            "f1_micro": float(_f1(tp.sum(keepdims=True), fp.sum(keepdims=True), fn.sum(keepdims=True))[0]),
+            "accuracy": float((t == p).mean())}
 
 
 # ----------------------------------------------------------------------------------------------- probes

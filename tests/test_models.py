@@ -123,3 +123,14 @@ def test_freeze_bottom_layers(tiny_models, family):
         assert all(p.requires_grad for p in enc.encoder.layer_norm.parameters())  # after the last block
     with pytest.raises(models.ModelError, match="has 2 transformer layers"):
         enc.freeze_bottom_layers(3)
+
+
+def test_loading_and_saving_print_no_transformers_bars(tiny_models, tmp_path, capfd):
+    """Batch logs get no 'Loading weights' / 'Writing model shards' lines; transformers' own setting is restored."""
+    from transformers.utils import logging as hf_logging
+    hf_logging.enable_progress_bar()
+    enc, fe = _encoder(tiny_models["whisper"])
+    save_tuned(BrainTuningModel(enc, VoxelHead(enc.hidden_size, 3)), fe, tmp_path / "best")
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "Writing model shards" not in err
+    assert hf_logging.is_progress_bar_enabled()

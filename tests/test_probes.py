@@ -18,6 +18,28 @@ def test_metrics_hand_cases():
     assert m["f1_micro"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))  # tp 2, fp 1, fn 1
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_metrics_equal_sklearn(seed):
+    """The numpy metrics against sklearn's (zero_division=0), with classes only predicted or only true."""
+    from sklearn.metrics import accuracy_score, f1_score
+    rng = np.random.default_rng(seed)
+    y, p = rng.integers(0, 7, 50), rng.integers(0, 9, 50)   # classes 7, 8 only predicted
+    y[:5] = 11                                                # class 11 only true
+    m = probes.probe_metrics(y, p, "multiclass")
+    assert m["f1_macro"] == pytest.approx(f1_score(y, p, average="macro", zero_division=0), abs=1e-12)
+    assert m["f1_micro"] == pytest.approx(f1_score(y, p, average="micro", zero_division=0), abs=1e-12)
+    assert m["accuracy"] == pytest.approx(accuracy_score(y, p), abs=1e-12)
+    y = (rng.random((40, 12)) < 0.2).astype(np.float32)
+    y[:, 3] = 0                                               # a class absent from this split: not in the macro
+    p = (rng.random((40, 12)) < 0.3).astype(np.float32)
+    m = probes.probe_metrics(y, p, "multilabel")
+    present = y.sum(0) > 0
+    assert m["f1_macro"] == pytest.approx(f1_score(y[:, present], p[:, present], average="macro", zero_division=0),
+                                          abs=1e-12)
+    assert m["f1_micro"] == pytest.approx(f1_score(y, p, average="micro", zero_division=0), abs=1e-12)
+    assert m["accuracy"] == pytest.approx((y == p).mean(), abs=1e-12)
+
+
 def test_frame_labels_presence_and_segment_mean():
     times = np.array([0.01, 0.03, 0.05, 0.07])
     classes = {"a": 0, "b": 1}
