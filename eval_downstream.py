@@ -9,6 +9,7 @@
     python eval_downstream.py --task story_word_category --data-dir /data/ds003020 --word-labels W.tsv \
         --model-name M --out R   # a word label (TSV word/label) of story words in context, CV by word
     python eval_downstream.py --task story_word_category --corpus aligned --data-dir DIR ...  # <name>.wav+.TextGrid
+    python eval_downstream.py --task emotion ... --model-name M_pre M_tuned --out R_pre R_tuned  # several models
     python eval_downstream.py --compare R_pre R_tuned --out R_cmp
 
 semantic_category is the miniature's word task (data/downstream/words). Probes are chosen on the validation
@@ -46,19 +47,17 @@ def story_words(args) -> tuple[dict, Callable]:
     return {str(u.path): u.words for u in utts}, lambda src: dd.load_wav_16k(Path(src))
 
 
-def semantic_preference_task(args, encoder, layers, device):
+def semantic_preference_task(args, probed, device):
     from semantic_preference import ENGLISH_PAIRS
     words_by_source, loader = story_words(args)
-    run_semantic_preference(encoder, args.model_name, layers, words_by_source, loader, args.pairs or ENGLISH_PAIRS,
-                            Path(args.out), args.context, args.max_per_word, device, args.seed,
-                            not args.no_progress, config=vars(args))
+    run_semantic_preference(probed, words_by_source, loader, args.pairs or ENGLISH_PAIRS, args.context,
+                            args.max_per_word, device, args.seed, not args.no_progress, config=vars(args))
 
 
-def story_word_task(args, encoder, layers, device):
+def story_word_task(args, probed, device):
     words_by_source, loader = story_words(args)
-    run_story_word_probe(encoder, args.model_name, layers, words_by_source, loader, args.word_labels, Path(args.out),
-                         args.context, args.max_per_word, args.folds, device, args.seed, not args.no_progress,
-                         config=vars(args))
+    run_story_word_probe(probed, words_by_source, loader, args.word_labels, args.context, args.max_per_word,
+                         args.folds, device, args.seed, not args.no_progress, config=vars(args))
 
 
 def main(argv=None) -> int:
@@ -80,14 +79,14 @@ def main(argv=None) -> int:
     if args.max_per_word is None:
         args.max_per_word = 5 if args.task == "story_word_category" else 10
 
-    def task(args, encoder, layers, device, cache_dir):
+    def task(args, probed, device, cache_dir):
         if args.task == "semantic_preference":
-            return semantic_preference_task(args, encoder, layers, device)
+            return semantic_preference_task(args, probed, device)
         if args.task == "story_word_category":
-            return story_word_task(args, encoder, layers, device)
-        run_probe_task(args.task, args.data_dir, encoder, args.model_name, layers, Path(args.out), cache_dir,
-                       batch_size=args.batch_size, device=device, precision=resolve_precision("auto", device),
-                       seed=args.seed, progress=not args.no_progress, config=vars(args))
+            return story_word_task(args, probed, device)
+        run_probe_task(args.task, args.data_dir, probed, cache_dir, batch_size=args.batch_size, device=device,
+                       precision=resolve_precision("auto", device), seed=args.seed, progress=not args.no_progress,
+                       config=vars(args))
     return run(args, task)
 
 

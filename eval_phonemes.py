@@ -3,6 +3,7 @@
     python eval_phonemes.py --data-dir /path/to/TIMIT --model-name facebook/wav2vec2-base --out results/phon_w2v
     python eval_phonemes.py --task phonemes_frame ...     # 39-class phone per frame (every --frame-step-th frame)
     python eval_phonemes.py --task sentence_type ...      # SA / SI / SX
+    python eval_phonemes.py ... --model-name M_pre M_tuned --out results/phon_pre results/phon_tuned  # several models
     python eval_phonemes.py --compare results/phon_pre results/phon_tuned --out results/phon_cmp
 
 TIMIT layout: TRAIN|TEST/DR1..DR8/<SPEAKER>/<UTT>.WAV (NIST SPHERE) + .PHN/.WRD, any letter case. Phones are
@@ -26,11 +27,10 @@ def main(argv=None) -> int:
     parser.add_argument("--frame-step", type=int, default=4, help="phonemes_frame: keep every N-th frame")
     args = parser.parse_args(argv)
 
-    def task(args, encoder, layers, device, cache_dir):
-        run_probe_task(args.task, args.data_dir, encoder, args.model_name, layers, Path(args.out), cache_dir,
-                       frame_step=args.frame_step, batch_size=args.batch_size, device=device,
-                       precision=resolve_precision("auto", device), seed=args.seed,
-                       progress=not args.no_progress, config=vars(args))
+    def task(args, probed, device, cache_dir):
+        run_probe_task(args.task, args.data_dir, probed, cache_dir, frame_step=args.frame_step,
+                       batch_size=args.batch_size, device=device, precision=resolve_precision("auto", device),
+                       seed=args.seed, progress=not args.no_progress, config=vars(args))
     return run(args, task)
 
 

@@ -107,12 +107,6 @@ def extract_story_features_together(encoders: list[SpeechEncoder], wav: np.ndarr
     for enc in encoders:
         enc.eval().requires_grad_(False).to(device)
     plan = sharing_plan(encoders)
-    has_sharers = [any(p is not None and p[0] == k for p in plan) for k in range(len(encoders))]
-    # what each computing model must return: its own layers, and the layers and start states of its sharers
-    needed = [set(ls) for ls in layers]
-    for k, p in enumerate(plan):
-        if p is not None:
-            needed[p[0]] |= {l for l in layers[k] if l <= p[1]} | {p[1]}
     starts, ends = window_bounds(len(wav), stride_s, context_s)
     lengths = ends - starts
     out = [np.zeros((len(ls), len(ends), enc.hidden_size), dtype=np.float32) for enc, ls in zip(encoders, layers)]
@@ -125,25 +119,51 @@ def extract_story_features_together(encoders: list[SpeechEncoder], wav: np.ndarr
     autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
     for idx in tqdm(batches, desc="windows", leave=False, disable=not progress):
         batch = torch.stack([wav_t[starts[i]:ends[i]] for i in idx]).to(device)
-        computed = {}  # encoder index -> (hidden states by layer, valid mask, front end)
         with autocast:
-            for k, enc in enumerate(encoders):
-                p = plan[k]
-                if p is None:
-                    computed[k] = _states_from_wave(enc, batch, sorted(needed[k]), with_front=has_sharers[k])
-                    continue
-                root_states, valid, front = computed[p[0]]
-                own = [l for l in layers[k] if l > p[1]]
-                states = {l: root_states[l] for l in layers[k] if l <= p[1]}
-                if own:
-                    start = front if enc.model_type != "whisper" or p[1] == 0 else root_states[p[1]]
-                    states.update(zip(own, _forward_from(enc, start, p[1], valid, own)))
-                computed[k] = (states, valid, None)
-        for k, ls in enumerate(layers):
-            states, valid, _ = computed[k]
-            for li, l in enumerate(ls):
-                out[k][li, idx] = pool_frames(states[l].float(), valid, pooling, n_last[k]).cpu().numpy()
+            results = hidden_states_together(encoders, batch, layers, plan)
+        for k, (states, valid) in enumerate(results):
+            for li, s in enumerate(states):
+                out[k][li, idx] = pool_frames(s.float(), valid, pooling, n_last[k]).cpu().numpy()
     return ends / 16000.0, out
+
+
+@torch.inference_mode()
+def hidden_states_together(encoders: list[SpeechEncoder], batch: torch.Tensor, layers: list[list[int]],
+                           plan: list | None = None) -> list[tuple[list[torch.Tensor], torch.Tensor]]:
+    """Hidden states of several models on one batch, the bottom they share computed once (same numbers).
+
+    Parameters
+    ----------
+    encoders : the models (in eval mode, without gradients, on batch's device).
+    batch : (B, n_samples) 16 kHz waveforms of equal length.
+    layers : per encoder, the hidden-state indices to return.
+    plan : `sharing_plan(encoders)` (computed when not given; pass it when calling per batch).
+
+    Returns
+    -------
+    per encoder: (states, valid), states[i] (B, frames, H) for layers[k][i], valid (B, frames) bool.
+    """
+    plan = sharing_plan(encoders) if plan is None else plan
+    has_sharers = [any(p is not None and p[0] == k for p in plan) for k in range(len(encoders))]
+    # what each computing model must return: its own layers, and the layers and start states of its sharers
+    needed = [set(ls) for ls in layers]
+    for k, p in enumerate(plan):
+        if p is not None:
+            needed[p[0]] |= {l for l in layers[k] if l <= p[1]} | {p[1]}
+    computed = {}  # encoder index -> (hidden states by layer, valid mask, front end)
+    for k, enc in enumerate(encoders):
+        p = plan[k]
+        if p is None:
+            computed[k] = _states_from_wave(enc, batch, sorted(needed[k]), with_front=has_sharers[k])
+            continue
+        root_states, valid, front = computed[p[0]]
+        own = [l for l in layers[k] if l > p[1]]
+        states = {l: root_states[l] for l in layers[k] if l <= p[1]}
+        if own:
+            start = front if enc.model_type != "whisper" or p[1] == 0 else root_states[p[1]]
+            states.update(zip(own, _forward_from(enc, start, p[1], valid, own)))
+        computed[k] = (states, valid, None)
+    return [([computed[k][0][l] for l in ls], computed[k][1]) for k, ls in enumerate(layers)]
 
 
 def _states_from_wave(enc: SpeechEncoder, batch: torch.Tensor, layers: list[int], with_front: bool):

@@ -18,8 +18,9 @@ def common_parser(description: str, tasks: list[str], data_help: str) -> argpars
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--task", choices=tasks, default=tasks[0])
     p.add_argument("--data-dir", help=data_help)
-    p.add_argument("--model-name", help="hub id, local model dir, or a trainer's best/")
-    p.add_argument("--out", required=True, help="result folder")
+    p.add_argument("--model-name", nargs="+", help="hub id, local model dir, or a trainer's best/; several models "
+                   "(e.g. pretrained, tuned, control) are probed on the same data, one --out folder each")
+    p.add_argument("--out", nargs="+", required=True, help="result folder, one per --model-name (or of --compare)")
     p.add_argument("--compare", nargs="+", metavar="DIR", help="only compare earlier result folders (first = reference)")
     p.add_argument("--layers", type=int, nargs="+", help="hidden-state indices (default: all transformer layers)")
     p.add_argument("--whisper-mode", default="pad30", choices=models.WHISPER_MODES)
@@ -31,25 +32,31 @@ def common_parser(description: str, tasks: list[str], data_help: str) -> argpars
     return p
 
 
-def load_encoder(args) -> tuple[models.SpeechEncoder, list[int]]:
-    """The frozen encoder and the validated layer list (default 1..num_layers)."""
-    backbone, extractor, model_type = models.load_backbone(args.model_name)
-    encoder = models.SpeechEncoder(backbone, extractor, model_type, args.whisper_mode)
-    n = encoder.num_layers
-    layers = sorted(set(args.layers)) if args.layers else list(range(1, n + 1))
-    bad = [l for l in layers if not 0 <= l <= n]
-    if bad:
-        raise models.ModelError(f"--layers {bad} out of range: the model has hidden states 0..{n}")
-    return encoder, layers
+def load_models(args) -> list:
+    """A probe_tasks.ProbedModel per --model-name: frozen encoder, validated layers (default 1..num_layers), --out."""
+    from probe_tasks import ProbedModel
+    probed = []
+    for name, out in zip(args.model_name, args.out):
+        backbone, extractor, model_type = models.load_backbone(name)
+        encoder = models.SpeechEncoder(backbone, extractor, model_type, args.whisper_mode)
+        n = encoder.num_layers
+        layers = sorted(set(args.layers)) if args.layers else list(range(1, n + 1))
+        bad = [l for l in layers if not 0 <= l <= n]
+        if bad:
+            raise models.ModelError(f"--layers {bad} out of range: {name} has hidden states 0..{n}")
+        probed.append(ProbedModel(encoder, name, layers, Path(out)))
+    return probed
 
 
 def run(args, task_runner) -> int:
-    """Validate flags, load the model, call `task_runner(args, encoder, layers, device, cache_dir)`; map errors to exit codes."""
+    """Validate flags, load the models, call `task_runner(args, probed_models, device, cache_dir)`; map errors to exit codes."""
     from probe_tasks import compare_probe_results
-    out = Path(args.out)
     if args.compare:
+        if len(args.out) != 1:
+            print(f"error: --compare writes one --out folder, found {len(args.out)}", file=sys.stderr)
+            return EXIT_USAGE
         try:
-            compare_probe_results([Path(d) for d in args.compare], out)
+            compare_probe_results([Path(d) for d in args.compare], Path(args.out[0]))
         except (FileNotFoundError, ValueError) as err:
             print(f"error: {err}", file=sys.stderr)
             return EXIT_USAGE
@@ -57,17 +64,21 @@ def run(args, task_runner) -> int:
     if not (args.data_dir and args.model_name):
         print("error: --data-dir and --model-name are required (or --compare DIR...)", file=sys.stderr)
         return EXIT_USAGE
+    if len(args.out) != len(args.model_name):
+        print(f"error: expected one --out folder per --model-name ({len(args.model_name)}), found {len(args.out)}",
+              file=sys.stderr)
+        return EXIT_USAGE
     set_seed(args.seed)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     cache_dir = Path(args.cache_dir) if args.cache_dir else du.default_cache_dir() / "probes"
     try:
-        encoder, layers = load_encoder(args)
+        probed = load_models(args)
     except models.ModelError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        task_runner(args, encoder, layers, device, cache_dir)
+        task_runner(args, probed, device, cache_dir)
     except (du.DataError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_DATA

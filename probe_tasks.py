@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from tqdm import tqdm
 
 import downstream_data as dd
 import probes
 from alignment import relative_change, upper_middle_layers
 from data_utils import DataError, read_tsv
-from features import FeatureCache
+from features import FeatureCache, sharing_plan
 from run_utils import command_line, package_versions, timestamp, write_json_atomic, write_text_atomic
 
 METRICS = ("f1_macro", "f1_micro", "accuracy")
@@ -31,6 +32,21 @@ class TaskSpec:
     level: str         # utterance | frame
     label: str         # label | phone_presence | frame_phone
     description: str
+
+
+@dataclass(frozen=True)
+class ProbedModel:
+    """One model of a probing run: its encoder, name (hub id or path), hidden-state indices and result folder."""
+    encoder: object
+    name: str
+    layers: list
+    out: Path
+
+
+def model_config(config: dict | None, model: ProbedModel, models: list[ProbedModel]) -> dict:
+    """A result folder's arguments: the run's, with this folder's model and out, and the models probed with it."""
+    return {**(config or {}), "model_name": model.name, "out": str(model.out),
+            "evaluated_with": [m.name for m in models if m is not model]}
 
 
 TASKS = {
@@ -58,41 +74,50 @@ def task_labels(spec: TaskSpec, utts: list[dd.Utterance]) -> tuple[dict[str, int
     return classes, lambda u: u.segments
 
 
-def task_features(spec: TaskSpec, utts: list[dd.Utterance], encoder, layers: list[int], cache: FeatureCache,
+def task_features(spec: TaskSpec, utts: list[dd.Utterance], models: list[ProbedModel], caches: list[FeatureCache],
                   to_label: Callable, classes: dict, frame_step: int, batch_size: int, device, precision: str,
-                  progress: bool) -> tuple[dict, dict]:
-    """Per split: features (n_layers, N, hidden) and labels; extracted once, then read from `cache`."""
-    feats, labels = {}, {}
+                  progress: bool) -> tuple[list[dict], list[dict]]:
+    """Per model and split: features (n_layers, N, hidden) and labels; extracted once (the models not yet cached
+    together, their shared bottom computed once), then read from each model's cache."""
+    feats, labels = [{} for _ in models], [{} for _ in models]
     for split in dd.SPLITS:
         members = [u for u in utts if u.split == split]
-        cached = cache.load(split, layers)
+        cached = [cache.load(split, m.layers) for cache, m in zip(caches, models)]
+        todo = [k for k, c in enumerate(cached) if c is None]
+        encoders, layer_lists = [models[k].encoder for k in todo], [models[k].layers for k in todo]
         if spec.level == "utterance":
-            if cached is None:
+            if todo:
                 wavs = [dd.load_utterance_audio(u) for u in members]
-                x = probes.utterance_features(encoder, wavs, layers, batch_size, device, precision, progress)
-                cache.save(split, layers, np.arange(len(members), dtype=np.float64), x)
-            else:
-                x = cached[1]
+                xs = probes.utterance_features_together(encoders, wavs, layer_lists, batch_size, device, precision,
+                                                        progress)
+                for k, x in zip(todo, xs):
+                    caches[k].save(split, models[k].layers, np.arange(len(members), dtype=np.float64), x)
+                    cached[k] = (None, x)
             y = [to_label(u) for u in members]
             y = probes.presence_matrix(y, classes) if spec.label == "phone_presence" else np.array(y, np.int64)
-        else:  # frames: every `frame_step`-th frame of every utterance, labelled by the phone at its centre
-            if cached is None:
-                xs, rows = [], []
-                for ui, u in enumerate(members):
-                    times, states = probes.frame_features(encoder, dd.load_utterance_audio(u), layers, device)
+            for k in range(len(models)):
+                feats[k][split], labels[k][split] = cached[k][1], y
+            continue
+        # frames: every `frame_step`-th frame of every utterance, labelled by the phone at its centre
+        if todo:
+            plan = sharing_plan(encoders)
+            xs, rows = [[] for _ in todo], [[] for _ in todo]
+            for ui, u in enumerate(tqdm(members, desc="utterances", leave=False, disable=not progress)):
+                per_model = probes.frame_features_together(encoders, dd.load_utterance_audio(u), layer_lists, device,
+                                                           plan)
+                for j, (times, states) in enumerate(per_model):
                     keep = np.arange(0, len(times), frame_step)
-                    xs.append(states[:, keep])
-                    rows.append(np.stack([np.full(len(keep), ui), times[keep]], 1))
-                x, rows = np.concatenate(xs, axis=1), np.concatenate(rows)
-                cache.save(split, layers, rows, x)
-            else:
-                rows, x = cached
+                    xs[j].append(states[:, keep])
+                    rows[j].append(np.stack([np.full(len(keep), ui), times[keep]], 1))
+            for j, k in enumerate(todo):
+                cached[k] = (np.concatenate(rows[j]), np.concatenate(xs[j], axis=1))
+                caches[k].save(split, models[k].layers, *cached[k])
+        for k in range(len(models)):
+            rows_k, x = cached[k]
             # rows are in utterance order: split once instead of masking all rows per utterance
-            times_per_utt = np.split(rows[:, 1], np.searchsorted(rows[:, 0], np.arange(1, len(members))))
+            times_per_utt = np.split(rows_k[:, 1], np.searchsorted(rows_k[:, 0], np.arange(1, len(members))))
             y = np.concatenate([probes.frame_labels(t, u.segments, classes) for t, u in zip(times_per_utt, members)])
-            x = x[:, y >= 0]
-            y = y[y >= 0]
-        feats[split], labels[split] = x, y
+            feats[k][split], labels[k][split] = x[:, y >= 0], y[y >= 0]
     return feats, labels
 
 
@@ -137,60 +162,78 @@ def write_run(out: Path, result: dict, config: dict, table: str, plot_name: str,
     plot_layer_curves(curves, result["layers"], out / plot_name, ylabel, title=result["task"])
 
 
-def run_probe_task(task: str, data_root: str, encoder, model_name: str, layers: list[int], out: Path,
-                   cache_dir: Path, frame_step: int = 4, batch_size: int = 16, device="cpu", precision: str = "fp32",
-                   seed: int = 0, progress: bool = True, config: dict | None = None) -> dict:
-    """Features → per-layer probes → results.json, table.md, <task>_by_layer.png, config.json in `out`."""
+def run_probe_task(task: str, data_root: str, models: list[ProbedModel], cache_dir: Path, frame_step: int = 4,
+                   batch_size: int = 16, device="cpu", precision: str = "fp32", seed: int = 0, progress: bool = True,
+                   config: dict | None = None) -> list[dict]:
+    """Features → per-layer probes → results.json, table.md, <task>_by_layer.png, config.json in each model's out.
+
+    Several models are probed on the same data and labels, their shared bottom computed once; each model's
+    results equal a run of it alone.
+    """
     spec = TASKS[task]
     utts = spec.reader(data_root)
     counts = dd.check_splits(utts, str(data_root))
     classes, to_label = task_labels(spec, utts)
-    settings = {"dataset": str(Path(data_root).resolve()), "reader": task if spec.reader is not dd.read_timit else "timit",
-                "level": spec.level, "frame_step": frame_step if spec.level == "frame" else None,
-                "whisper_mode": getattr(encoder, "whisper_mode", None) if encoder.model_type == "whisper" else None}
-    cache = FeatureCache(cache_dir, model_name, settings)
-    feats, labels = task_features(spec, utts, encoder, layers, cache, to_label, classes, frame_step, batch_size,
-                                  device, precision, progress)
-    per_layer = probes.run_layer_probes(feats, labels, layers, spec.kind, len(classes), seed=seed, progress=progress)
-    result = summarise_probes(task, model_name, per_layer, layers, encoder.num_layers, {
-        "description": spec.description, "kind": spec.kind, "classes": list(classes), "utterances": counts,
-        "n_rows": {s: int(len(labels[s])) for s in dd.SPLITS}, "chance": chance_level(labels, spec.kind),
-        "feature_cache_hits": cache.hits})
-    curves = {m: {Path(model_name).name: [per_layer[l]["test"][m] for l in layers]} for m in ("f1_macro", "accuracy")}
-    write_run(out, result, {"args": config or {}, "feature_cache": str(cache.folder)}, render_probe_table(result),
-              f"{task}_by_layer.png", curves, "test score")
-    return result
+    results, caches = [], []
+    for m in models:
+        settings = {"dataset": str(Path(data_root).resolve()),
+                    "reader": task if spec.reader is not dd.read_timit else "timit", "level": spec.level,
+                    "frame_step": frame_step if spec.level == "frame" else None,
+                    "whisper_mode": getattr(m.encoder, "whisper_mode", None) if m.encoder.model_type == "whisper" else None}
+        caches.append(FeatureCache(cache_dir, m.name, settings))
+    feats, labels = task_features(spec, utts, models, caches, to_label, classes, frame_step, batch_size, device,
+                                  precision, progress)
+    for m, cache, x, y in zip(models, caches, feats, labels):
+        per_layer = probes.run_layer_probes(x, y, m.layers, spec.kind, len(classes), seed=seed, progress=progress)
+        result = summarise_probes(task, m.name, per_layer, m.layers, m.encoder.num_layers, {
+            "description": spec.description, "kind": spec.kind, "classes": list(classes), "utterances": counts,
+            "n_rows": {s: int(len(y[s])) for s in dd.SPLITS}, "chance": chance_level(y, spec.kind),
+            "feature_cache_hits": cache.hits})
+        curves = {k: {Path(m.name).name: [per_layer[l]["test"][k] for l in m.layers]} for k in ("f1_macro", "accuracy")}
+        write_run(m.out, result, {"args": model_config(config, m, models), "feature_cache": str(cache.folder)},
+                  render_probe_table(result), f"{task}_by_layer.png", curves, "test score")
+        results.append(result)
+    return results
 
 
-def run_semantic_preference(encoder, model_name: str, layers: list[int], words_by_source: dict, audio_loader: Callable,
-                            pairs_file: str, out: Path, context_s: float = 3.0, max_per_word: int = 10, device="cpu",
-                            seed: int = 0, progress: bool = True, config: dict | None = None) -> dict:
-    """Word segments → per-layer word vectors → semantic preference; writes the result folder."""
-    from semantic_preference import read_pairs, semantic_preference, word_embeddings, word_occurrences
+def run_semantic_preference(models: list[ProbedModel], words_by_source: dict, audio_loader: Callable, pairs_file: str,
+                            context_s: float = 3.0, max_per_word: int = 10, device="cpu", seed: int = 0,
+                            progress: bool = True, config: dict | None = None) -> list[dict]:
+    """Word segments → per-layer word vectors → semantic preference; writes each model's result folder."""
+    from semantic_preference import (mean_by_word, occurrence_features_together, read_pairs, semantic_preference,
+                                     word_occurrences)
     pairs = read_pairs(pairs_file)
     vocab = {w for a, b, _ in pairs for w in (a, b)}
     occ = word_occurrences(words_by_source, vocab, max_per_word)
     audio = {src: audio_loader(src) for src in sorted({s for o in occ.values() for s, _, _ in o})}
-    emb = word_embeddings(encoder, audio, occ, layers, context_s, device, progress)
-    pref = semantic_preference(emb, pairs, seed=seed)
-    per_layer = {str(l): {k: pref[k][i] for k in ("synonym", "near_homophone", "random", "preference")}
-                 for i, l in enumerate(layers)}
-    um = upper_middle_layers(layers, encoder.num_layers)
-    result = {"task": "semantic_preference", "model": model_name, "layers": layers, "n_layers": encoder.num_layers,
-              "upper_middle_layers": um, "per_layer": per_layer,
-              "upper_middle_mean": {"preference": float(np.mean([per_layer[str(l)]["preference"] for l in um]))},
-              "n_pairs": pref["n_pairs"], "skipped_pairs": pref["skipped"], "words_found": len(emb),
-              "pairs_file": str(pairs_file)}
-    lines = [f"### semantic preference · {model_name}", "", "mean cosine per layer; preference = synonym − near-homophone",
-             "", "| layer | synonym | near-homophone | random | preference |", "|---|---|---|---|---|"]
-    for l, v in per_layer.items():
-        lines.append(f"| {l} | {v['synonym']:.3f} | {v['near_homophone']:.3f} | {v['random']:.3f} | {v['preference']:+.3f} |")
-    lines.append(f"| upper-middle {um} | | | | {result['upper_middle_mean']['preference']:+.3f} |")
-    lines.append(f"\npairs used: {pref['n_pairs']}, skipped (word not in corpus): {pref['skipped']}")
-    curves = {"preference": {Path(model_name).name: [per_layer[str(l)]["preference"] for l in layers]}}
-    write_run(out, result, {"args": config or {}}, "\n".join(lines) + "\n", "semantic_preference_by_layer.png",
-              curves, "sim(syn) − sim(homophone)")
-    return result
+    words, feats = occurrence_features_together([m.encoder for m in models], audio, occ, [m.layers for m in models],
+                                                context_s, device, progress)
+    results = []
+    for m, x in zip(models, feats):
+        emb = mean_by_word(words, x)
+        pref = semantic_preference(emb, pairs, seed=seed)
+        layers = m.layers
+        per_layer = {str(l): {k: pref[k][i] for k in ("synonym", "near_homophone", "random", "preference")}
+                     for i, l in enumerate(layers)}
+        um = upper_middle_layers(layers, m.encoder.num_layers)
+        result = {"task": "semantic_preference", "model": m.name, "layers": layers, "n_layers": m.encoder.num_layers,
+                  "upper_middle_layers": um, "per_layer": per_layer,
+                  "upper_middle_mean": {"preference": float(np.mean([per_layer[str(l)]["preference"] for l in um]))},
+                  "n_pairs": pref["n_pairs"], "skipped_pairs": pref["skipped"], "words_found": len(emb),
+                  "pairs_file": str(pairs_file)}
+        lines = [f"### semantic preference · {m.name}", "",
+                 "mean cosine per layer; preference = synonym − near-homophone", "",
+                 "| layer | synonym | near-homophone | random | preference |", "|---|---|---|---|---|"]
+        for l, v in per_layer.items():
+            lines.append(f"| {l} | {v['synonym']:.3f} | {v['near_homophone']:.3f} | {v['random']:.3f} "
+                         f"| {v['preference']:+.3f} |")
+        lines.append(f"| upper-middle {um} | | | | {result['upper_middle_mean']['preference']:+.3f} |")
+        lines.append(f"\npairs used: {pref['n_pairs']}, skipped (word not in corpus): {pref['skipped']}")
+        curves = {"preference": {Path(m.name).name: [per_layer[str(l)]["preference"] for l in layers]}}
+        write_run(m.out, result, {"args": model_config(config, m, models)}, "\n".join(lines) + "\n",
+                  "semantic_preference_by_layer.png", curves, "sim(syn) − sim(homophone)")
+        results.append(result)
+    return results
 
 
 def read_word_labels(path: str | Path) -> dict[str, str]:
@@ -204,15 +247,16 @@ def read_word_labels(path: str | Path) -> dict[str, str]:
     return labels
 
 
-def run_story_word_probe(encoder, model_name: str, layers: list[int], words_by_source: dict, audio_loader: Callable,
-                         labels_file: str, out: Path, context_s: float = 3.0, max_per_word: int = 5, n_folds: int = 6,
-                         device="cpu", seed: int = 0, progress: bool = True, config: dict | None = None) -> dict:
+def run_story_word_probe(models: list[ProbedModel], words_by_source: dict, audio_loader: Callable, labels_file: str,
+                         context_s: float = 3.0, max_per_word: int = 5, n_folds: int = 6, device="cpu", seed: int = 0,
+                         progress: bool = True, config: dict | None = None) -> list[dict]:
     """Label of story words in context (e.g. semantic category), probed per layer on words the probe never saw.
 
     Word segments come from the stories' alignments with `context_s` s of preceding audio (as for semantic
     preference); folds are made of whole words, so the probe must generalise the label to new words.
+    Writes each model's result folder.
     """
-    from semantic_preference import context_label_counts, occurrence_features, word_occurrences
+    from semantic_preference import context_label_counts, occurrence_features_together, word_occurrences
     label_of = read_word_labels(labels_file)
     occ = word_occurrences(words_by_source, set(label_of), max_per_word)
     classes = {c: i for i, c in enumerate(sorted({label_of[w] for w in occ}))}
@@ -220,40 +264,44 @@ def run_story_word_probe(encoder, model_name: str, layers: list[int], words_by_s
         raise DataError(f"{labels_file}: only {len(occ)} labelled words ({len(classes)} labels) occur in the stories; "
                         f"need ≥ 2 labels and ≥ {n_folds} words")
     audio = {src: audio_loader(src) for src in sorted({s for o in occ.values() for s, _, _ in o})}
-    words, feats = occurrence_features(encoder, audio, occ, layers, context_s, device, progress)
+    words, feats = occurrence_features_together([m.encoder for m in models], audio, occ, [m.layers for m in models],
+                                                context_s, device, progress)
     words = np.array(words)
     y = np.array([classes[label_of[w]] for w in words], np.int64)
-    per_layer = probes.cross_validated_probes(feats, y, words, layers, len(classes), n_folds, seed, progress=progress)
     # the same probe and folds on the labels of the preceding words alone: what following the topic would score
     counts = context_label_counts(words_by_source, occ, label_of, classes, context_s)
     baseline = probes.cross_validated_probes(counts[None], y, words, [0], len(classes), n_folds, seed, progress=False)[0]
     mean_context_words = float(counts.sum(axis=1).mean())
     majority = np.bincount(y).max() / len(y)
-    result = summarise_probes("story_word_category", model_name, per_layer, layers, encoder.num_layers, {
-        "description": "label of story words in context, cross-validated by word", "kind": "multiclass",
-        "classes": list(classes), "n_words": len(occ), "n_occurrences": int(len(words)), "n_folds": n_folds,
-        "context_s": context_s, "max_per_word": max_per_word, "labels_file": str(labels_file),
-        "context_label_baseline": {"test": baseline["test"], "sem": baseline["sem"],
-                                   "mean_context_words": mean_context_words},
-        "chance": {"accuracy": float(majority), "f1_macro_uniform_guess": 1.0 / len(classes)}})
-    lines = [f"### story_word_category · {model_name}", "",
-             f"test scores per layer, mean ± SEM over {n_folds} folds of held-out words (probe chosen on another fold)",
-             "", "| layer | F1 macro | accuracy |", "|---|---|---|"]
-    for l, v in per_layer.items():
-        lines.append(f"| {l} | {v['test']['f1_macro']:.3f} ± {v['sem']['f1_macro']:.3f} | "
-                     f"{v['test']['accuracy']:.3f} ± {v['sem']['accuracy']:.3f} |")
-    um = result["upper_middle_mean"]
-    lines.append(f"| upper-middle {result['upper_middle_layers']} | {um['f1_macro']:.3f} | {um['accuracy']:.3f} |")
-    lines.append(f"| context-label baseline | {baseline['test']['f1_macro']:.3f} ± {baseline['sem']['f1_macro']:.3f} | "
-                 f"{baseline['test']['accuracy']:.3f} ± {baseline['sem']['accuracy']:.3f} |")
-    lines.append(f"\n{len(occ)} words, {len(words)} occurrences, {len(classes)} labels; chance: F1 macro of a uniform "
-                 f"guess {1 / len(classes):.3f}, majority accuracy {majority:.3f}. Context-label baseline: the same "
-                 f"probe on the counts of the labels of the words in the {context_s:g} s before each word (no audio, "
-                 f"{mean_context_words:.1f} words on average): what tracking the context's labels scores")
-    curves = {m: {Path(model_name).name: [per_layer[l]["test"][m] for l in layers]} for m in ("f1_macro", "accuracy")}
-    write_run(out, result, {"args": config or {}}, "\n".join(lines) + "\n", "story_word_category_by_layer.png",
-              curves, "test score (held-out words)")
-    return result
+    results = []
+    for m, x in zip(models, feats):
+        per_layer = probes.cross_validated_probes(x, y, words, m.layers, len(classes), n_folds, seed, progress=progress)
+        result = summarise_probes("story_word_category", m.name, per_layer, m.layers, m.encoder.num_layers, {
+            "description": "label of story words in context, cross-validated by word", "kind": "multiclass",
+            "classes": list(classes), "n_words": len(occ), "n_occurrences": int(len(words)), "n_folds": n_folds,
+            "context_s": context_s, "max_per_word": max_per_word, "labels_file": str(labels_file),
+            "context_label_baseline": {"test": baseline["test"], "sem": baseline["sem"],
+                                       "mean_context_words": mean_context_words},
+            "chance": {"accuracy": float(majority), "f1_macro_uniform_guess": 1.0 / len(classes)}})
+        lines = [f"### story_word_category · {m.name}", "",
+                 f"test scores per layer, mean ± SEM over {n_folds} folds of held-out words (probe chosen on another "
+                 f"fold)", "", "| layer | F1 macro | accuracy |", "|---|---|---|"]
+        for l, v in per_layer.items():
+            lines.append(f"| {l} | {v['test']['f1_macro']:.3f} ± {v['sem']['f1_macro']:.3f} | "
+                         f"{v['test']['accuracy']:.3f} ± {v['sem']['accuracy']:.3f} |")
+        um = result["upper_middle_mean"]
+        lines.append(f"| upper-middle {result['upper_middle_layers']} | {um['f1_macro']:.3f} | {um['accuracy']:.3f} |")
+        lines.append(f"| context-label baseline | {baseline['test']['f1_macro']:.3f} ± {baseline['sem']['f1_macro']:.3f} "
+                     f"| {baseline['test']['accuracy']:.3f} ± {baseline['sem']['accuracy']:.3f} |")
+        lines.append(f"\n{len(occ)} words, {len(words)} occurrences, {len(classes)} labels; chance: F1 macro of a "
+                     f"uniform guess {1 / len(classes):.3f}, majority accuracy {majority:.3f}. Context-label baseline: "
+                     f"the same probe on the counts of the labels of the words in the {context_s:g} s before each word "
+                     f"(no audio, {mean_context_words:.1f} words on average): what tracking the context's labels scores")
+        curves = {k: {Path(m.name).name: [per_layer[l]["test"][k] for l in m.layers]} for k in ("f1_macro", "accuracy")}
+        write_run(m.out, result, {"args": model_config(config, m, models)}, "\n".join(lines) + "\n",
+                  "story_word_category_by_layer.png", curves, "test score (held-out words)")
+        results.append(result)
+    return results
 
 
 def compare_probe_results(dirs: list[Path], out: Path) -> dict:

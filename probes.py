@@ -27,7 +27,6 @@ def _batches_by_length(lengths: list[int], batch_size: int) -> list[list[int]]:
     return [g[i:i + batch_size] for _, g in sorted(groups.items()) for i in range(0, len(g), batch_size)]
 
 
-@torch.inference_mode()
 def utterance_features(encoder: SpeechEncoder, wavs: list[np.ndarray], layers: list[int], batch_size: int = 16,
                        device="cpu", precision: str = "fp32", progress: bool = True) -> np.ndarray:
     """Mean over each utterance's real-audio frames, per layer.
@@ -35,16 +34,32 @@ def utterance_features(encoder: SpeechEncoder, wavs: list[np.ndarray], layers: l
     wavs : 16 kHz float32 waveforms of any lengths (Whisper: ≤ 30 s in pad30 mode).
     Returns (n_layers, n_utterances, hidden) float32.
     """
-    encoder.eval().to(device)
-    out = np.zeros((len(layers), len(wavs), encoder.hidden_size), np.float32)
+    return utterance_features_together([encoder], wavs, [layers], batch_size, device, precision, progress)[0]
+
+
+@torch.inference_mode()
+def utterance_features_together(encoders: list[SpeechEncoder], wavs: list[np.ndarray], layers: list[list[int]],
+                                batch_size: int = 16, device="cpu", precision: str = "fp32",
+                                progress: bool = True) -> list[np.ndarray]:
+    """`utterance_features` of several models, the bottom they share computed once (features.hidden_states_together).
+
+    layers : per encoder, the hidden-state indices. Encoders are put in eval mode, without gradients, on `device`.
+    Returns per encoder (n_layers, n_utterances, hidden) float32.
+    """
+    from features import hidden_states_together, sharing_plan
+    for enc in encoders:
+        enc.eval().requires_grad_(False).to(device)
+    plan = sharing_plan(encoders)
+    out = [np.zeros((len(ls), len(wavs), enc.hidden_size), np.float32) for enc, ls in zip(encoders, layers)]
     batches = _batches_by_length([len(w) for w in wavs], batch_size)
     use_bf16 = precision == "bf16" and torch.device(device).type == "cuda"
     for idx in tqdm(batches, desc="utterances", leave=False, disable=not progress):
         batch = torch.from_numpy(np.stack([wavs[i] for i in idx]).astype(np.float32)).to(device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
-            states, valid = encoder(batch, layers=layers)
-        for li, s in enumerate(states):
-            out[li, idx] = masked_mean(s.float(), valid).cpu().numpy()
+            results = hidden_states_together(encoders, batch, layers, plan)
+        for k, (states, valid) in enumerate(results):
+            for li, s in enumerate(states):
+                out[k][li, idx] = masked_mean(s.float(), valid).cpu().numpy()
     return out
 
 
@@ -53,17 +68,33 @@ def frame_rate(encoder: SpeechEncoder) -> float:
     return encoder.frame_count(16000 * 10) / 10.0
 
 
-@torch.inference_mode()
 def frame_features(encoder: SpeechEncoder, wav: np.ndarray, layers: list[int], device="cpu") -> tuple[np.ndarray, np.ndarray]:
     """Hidden states of every real-audio frame of one utterance.
 
     Returns times (frames,) frame centres in seconds and states (n_layers, frames, hidden) float32.
     """
-    encoder.eval().to(device)
-    states, valid = encoder(torch.from_numpy(np.asarray(wav, np.float32))[None].to(device), layers=layers)
-    n = int(valid[0].sum())
-    times = (np.arange(n) + 0.5) / frame_rate(encoder)
-    return times, np.stack([s[0, :n].float().cpu().numpy() for s in states])
+    return frame_features_together([encoder], wav, [layers], device)[0]
+
+
+@torch.inference_mode()
+def frame_features_together(encoders: list[SpeechEncoder], wav: np.ndarray, layers: list[list[int]], device="cpu",
+                            plan: list | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`frame_features` of several models on one utterance, their shared bottom computed once.
+
+    plan : `features.sharing_plan(encoders)` (pass it when calling per utterance). Returns per encoder
+    (times, states) as `frame_features`.
+    """
+    from features import hidden_states_together
+    for enc in encoders:
+        enc.eval().requires_grad_(False).to(device)
+    results = hidden_states_together(encoders, torch.from_numpy(np.asarray(wav, np.float32))[None].to(device),
+                                     layers, plan)
+    out = []
+    for enc, (states, valid) in zip(encoders, results):
+        n = int(valid[0].sum())
+        times = (np.arange(n) + 0.5) / frame_rate(enc)
+        out.append((times, np.stack([s[0, :n].float().cpu().numpy() for s in states])))
+    return out
 
 
 def segment_mean(times: np.ndarray, states: np.ndarray, start_s: float, end_s: float) -> np.ndarray:

@@ -6,7 +6,7 @@ Steps (each one is the toolkit's own CLI, called in-process with the arguments a
 build the miniature fMRI dataset and the miniature downstream datasets (side by side); convert the bundled
 Whisper tiny.en to a HF model directory; brain-tune it on UTS01; brain-tune a block-shuffled random-target
 control; evaluate the pretrained, tuned and control models in one run (with the low-level residual analysis;
-their shared frozen bottom computed once); probe all three; with
+their shared frozen bottom computed once); probe all three (one run per task, the bottom shared again); with
 `--diagnostics`, post-hoc diagnostics (category of story words in context, and of words in neutral sentences,
 by layer) reported apart from the findings (~5 min on 2 cores, so not part of `make demo`); write
 OUT/REPORT.md with tables, plots and the findings checked against the paper's, and
@@ -96,20 +96,21 @@ def run_pipeline(out: Path, data: Path, seed: int, quick: bool, progress: bool, 
           + DEMO_EVAL_FLAGS + cache + quiet)
     _step("compare alignment", brain_evaluate.main,
           ["--compare"] + [str(out / "eval" / m) for m in models] + ["--out", str(out / "eval" / "comparison")])
+    # each probe runs all models on the same data in one call (their shared frozen bottom computed once)
+    all_models = ["--model-name", *models.values()]
     for task, folder in QUICK_PROBE_TASKS if quick else PROBE_TASKS:
         script = eval_phonemes if folder == "timit" else eval_downstream
-        for name, model in models.items():
-            _step(f"probe {task} ({name})", script.main,
-                  ["--task", task, "--data-dir", str(data / "downstream" / folder), "--model-name", model,
-                   "--whisper-mode", "truncate", "--out", str(out / "probes" / task / name), "--seed", str(seed)]
-                  + cache + quiet)
+        _step(f"probe {task} ({', '.join(models)})", script.main,
+              ["--task", task, "--data-dir", str(data / "downstream" / folder), *all_models,
+               "--out", *[str(out / "probes" / task / m) for m in models], "--whisper-mode", "truncate",
+               "--seed", str(seed)] + cache + quiet)
         _step(f"compare {task}", script.main,
               ["--compare"] + [str(out / "probes" / task / m) for m in models] + ["--out", str(out / "probes" / task)])
-    for name, model in models.items():
-        _step(f"semantic preference ({name})", eval_downstream.main,
-              ["--task", "semantic_preference", "--data-dir", str(ds / "ds003020"), "--model-name", model,
-               "--whisper-mode", "truncate", "--pairs", str(data / "downstream" / "words" / "semantic_pairs.tsv"),
-               "--stories", "wheretheressmoke", "--out", str(out / "probes" / "semantic_preference" / name)] + quiet)
+    _step(f"semantic preference ({', '.join(models)})", eval_downstream.main,
+          ["--task", "semantic_preference", "--data-dir", str(ds / "ds003020"), *all_models,
+           "--out", *[str(out / "probes" / "semantic_preference" / m) for m in models], "--whisper-mode", "truncate",
+           "--pairs", str(data / "downstream" / "words" / "semantic_pairs.tsv"), "--stories", "wheretheressmoke"]
+          + quiet)
     if diagnostics and not quick:  # reported apart from the findings (see demo_report.diagnostic_section)
         carriers = data / "downstream" / "words_in_carriers"
         for diagnostic, what, corpus in (
@@ -117,11 +118,10 @@ def run_pipeline(out: Path, data: Path, seed: int, quick: bool, progress: bool, 
                 ("carrier_word_category", "words in neutral sentences",
                  ["--corpus", "aligned", "--data-dir", str(carriers)])):
             diag = out / "diagnostics" / diagnostic
-            for name, model in models.items():
-                _step(f"diagnostic: category of {what} ({name})", eval_downstream.main,
-                      ["--task", "story_word_category", "--model-name", model, "--whisper-mode", "truncate",
-                       "--word-labels", str(ds / "ground_truth" / "word_categories.tsv"), "--out", str(diag / name),
-                       "--seed", str(seed)] + corpus + quiet)
+            _step(f"diagnostic: category of {what} ({', '.join(models)})", eval_downstream.main,
+                  ["--task", "story_word_category", *all_models, "--out", *[str(diag / m) for m in models],
+                   "--whisper-mode", "truncate", "--word-labels", str(ds / "ground_truth" / "word_categories.tsv"),
+                   "--seed", str(seed)] + corpus + quiet)
             _step(f"compare the diagnostic ({what})", eval_downstream.main,
                   ["--compare"] + [str(diag / m) for m in models] + ["--out", str(diag)])
     result = findings(out, list(models))

@@ -13,7 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data_utils import DataError, read_tsv
-from probes import frame_features, segment_mean
+from probes import frame_features_together, segment_mean
 
 RELATIONS = ("synonym", "near_homophone")
 ENGLISH_PAIRS = Path(__file__).resolve().parent / "downstream" / "semantic_pairs_en.tsv"
@@ -74,25 +74,40 @@ def occurrence_features(encoder, audio_by_source: dict[str, np.ndarray], occurre
     Returns the word of each occurrence (sorted by word, then in `occurrences` order) and
     (n_layers, n_occurrences, hidden) float32.
     """
-    words, vecs = [], []
+    words, (feats,) = occurrence_features_together([encoder], audio_by_source, occurrences, [layers], context_s,
+                                                   device, progress)
+    return words, feats
+
+
+def occurrence_features_together(encoders: list, audio_by_source: dict[str, np.ndarray], occurrences: dict[str, list],
+                                 layers: list[list[int]], context_s: float = 3.0, device="cpu",
+                                 progress: bool = True) -> tuple[list[str], list[np.ndarray]]:
+    """`occurrence_features` of several models (layers per model), the bottom they share computed once."""
+    from features import sharing_plan
+    plan = sharing_plan(encoders)
+    words, vecs = [], [[] for _ in encoders]
     flat = [(w, o) for w in sorted(occurrences) for o in occurrences[w]]
     for word, (source, a, b) in tqdm(flat, desc="word segments", leave=False, disable=not progress):
         wav = audio_by_source[source]
         start = max(0, int((a - context_s) * 16000))
         end = min(len(wav), int(np.ceil(b * 16000)))
-        times, states = frame_features(encoder, wav[start:end], layers, device=device)
-        vecs.append(segment_mean(times, states, a - start / 16000, b - start / 16000))
+        for k, (times, states) in enumerate(frame_features_together(encoders, wav[start:end], layers, device, plan)):
+            vecs[k].append(segment_mean(times, states, a - start / 16000, b - start / 16000))
         words.append(word)
-    hidden = encoder.hidden_size
-    return words, (np.stack(vecs, axis=1).astype(np.float32) if vecs else np.zeros((len(layers), 0, hidden), np.float32))
+    return words, [np.stack(v, axis=1).astype(np.float32) if v else np.zeros((len(ls), 0, enc.hidden_size), np.float32)
+                   for v, ls, enc in zip(vecs, layers, encoders)]
+
+
+def mean_by_word(words: list[str], feats: np.ndarray) -> dict[str, np.ndarray]:
+    """{word: (n_layers, hidden)} mean over the word's occurrences; feats (n_layers, n_occurrences, hidden)."""
+    words = np.array(words)
+    return {w: feats[:, words == w].mean(axis=1) for w in sorted(set(words.tolist()))}
 
 
 def word_embeddings(encoder, audio_by_source: dict[str, np.ndarray], occurrences: dict[str, list], layers: list[int],
                     context_s: float = 3.0, device="cpu", progress: bool = True) -> dict[str, np.ndarray]:
     """{word: (n_layers, hidden)} mean over occurrences of the word's frames; each run sees `context_s` s before it."""
-    words, feats = occurrence_features(encoder, audio_by_source, occurrences, layers, context_s, device, progress)
-    words = np.array(words)
-    return {w: feats[:, words == w].mean(axis=1) for w in sorted(set(words.tolist()))}
+    return mean_by_word(*occurrence_features(encoder, audio_by_source, occurrences, layers, context_s, device, progress))
 
 
 def _cosine(u: np.ndarray, v: np.ndarray) -> np.ndarray:

@@ -1,5 +1,6 @@
 """`make demo` in its quick form, end to end with the real Whisper tiny.en: the main effect's direction holds."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -94,8 +95,8 @@ def test_below_chance_probe_gain_is_flagged_in_headline_and_seed_summary(tmp_pat
 
 def test_pipeline_steps_diagnostics_only_on_request_and_quick_drops_the_control(tmp_path, monkeypatch):
     import demo_report
-    ran = []
-    monkeypatch.setattr(run_demo, "_step", lambda name, fn, *args: ran.append(name))
+    ran, argv = [], {}
+    monkeypatch.setattr(run_demo, "_step", lambda name, fn, *args: (ran.append(name), argv.update({name: args})))
     monkeypatch.setattr(demo_report, "findings", lambda out, models: {"models": models})
     monkeypatch.setattr(demo_report, "write_report", lambda *a, **k: None)
 
@@ -111,9 +112,15 @@ def test_pipeline_steps_diagnostics_only_on_request_and_quick_drops_the_control(
     extra = [s for s in full if s not in default]
     expected = []
     for what in ("story words in context", "words in neutral sentences"):
-        expected += [f"diagnostic: category of {what} ({m})" for m in ("pretrained", "tuned", "control")]
-        expected.append(f"compare the diagnostic ({what})")
+        expected += [f"diagnostic: category of {what} (pretrained, tuned, control)", f"compare the diagnostic ({what})"]
     assert extra == expected and full[:len(default)] == default  # appended after everything else
+    # every probe is one run of the three models (shared bottom), one result folder per model
+    for step in [s for s in default if s.startswith(("probe ", "semantic preference"))]:
+        (args,) = argv[step]
+        names = args[args.index("--model-name") + 1:args.index("--out")]
+        outs = args[args.index("--out") + 1:][:3]
+        assert len(names) == 3 and names[0].endswith("whisper-tiny.en") and "control" in names[2], step
+        assert [Path(o).name for o in outs] == ["pretrained", "tuned", "control"], step
     quick = steps(quick=True, diagnostics=True)
     assert not any("control" in s or s.startswith("diagnostic") for s in quick)
-    assert "probe semantic_category (tuned)" in quick and "probe phonemes (tuned)" not in quick
+    assert "probe semantic_category (pretrained, tuned)" in quick and not any("phonemes" in s for s in quick)

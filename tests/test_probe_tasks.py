@@ -112,3 +112,45 @@ def test_clear_errors(downstream, tiny_models, tmp_path):
     assert eval_phonemes.main(_args(tiny_models["whisper"], tmp_path / "nowhere", tmp_path / "r",
                                     tmp_path / "c")) == 3             # dataset missing
     assert eval_downstream.main(["--compare", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_several_models_in_one_run_equal_each_alone(mini, downstream, tiny_models, tmp_path, capsys):
+    """--model-name A B --out a b: per model the same results as a run alone (the shared bottom computed once)."""
+    import torch
+
+    import models
+    tuned = tmp_path / "top_tuned"  # Whisper with its last block changed: front end and block 0 shared
+    backbone, extractor, _ = models.load_backbone(tiny_models["whisper"])
+    with torch.no_grad():
+        for p in backbone.encoder.layers[-1].parameters():
+            p.add_(0.05)
+    backbone.save_pretrained(tuned)
+    extractor.save_pretrained(tuned)
+    names = [tiny_models["whisper"], str(tuned)]
+    pairs = str(downstream / "words" / "semantic_pairs.tsv")
+    labels = str(mini / "ground_truth" / "word_categories.tsv")
+    runs = [(eval_downstream, downstream / "crema_d", ["--task", "emotion"]),
+            (eval_phonemes, downstream / "timit", ["--task", "phonemes_frame", "--frame-step", "8"]),
+            (eval_downstream, mini / "ds003020", ["--task", "semantic_preference", "--pairs", pairs,
+                                                  "--max-per-word", "2"]),
+            (eval_downstream, mini / "ds003020", ["--task", "story_word_category", "--word-labels", labels,
+                                                  "--max-per-word", "2", "--folds", "4"])]
+    for script, data, task in runs:
+        common = ["--data-dir", str(data), "--whisper-mode", "truncate", "--no-progress", *task]
+        outs = [tmp_path / task[1] / "together" / k for k in ("a", "b")]
+        assert script.main(common + ["--model-name", *names, "--out", *map(str, outs),
+                                     "--cache-dir", str(tmp_path / "c_together")]) == 0
+        for name, out, k in zip(names, outs, "ab"):
+            alone = tmp_path / task[1] / "alone" / k
+            assert script.main(common + ["--model-name", name, "--out", str(alone),
+                                         "--cache-dir", str(tmp_path / "c_alone")]) == 0
+            res, ref = (json.loads((d / "results.json").read_text()) for d in (out, alone))
+            assert res["model"] == name and res["per_layer"] == ref["per_layer"], (task[1], k)
+            cfg = json.loads((out / "config.json").read_text())["args"]
+            assert cfg["model_name"] == name and cfg["evaluated_with"] == [n for n in names if n != name]
+        results = [json.loads((o / "results.json").read_text())["per_layer"] for o in outs]
+        assert results[0]["1"] == results[1]["1"] and results[0]["2"] != results[1]["2"], task[1]  # block 1 differs
+    # one --out per model, or a usage error that says so
+    assert eval_downstream.main(["--data-dir", str(downstream / "crema_d"), "--task", "emotion", "--model-name",
+                                 *names, "--out", str(tmp_path / "x"), "--no-progress"]) == 2
+    assert "expected one --out folder per --model-name (2), found 1" in capsys.readouterr().err
