@@ -82,43 +82,54 @@ def task_features(spec: TaskSpec, utts: list[dd.Utterance], models: list[ProbedM
     feats, labels = [{} for _ in models], [{} for _ in models]
     for split in dd.SPLITS:
         members = [u for u in utts if u.split == split]
-        cached = [cache.load(split, m.layers) for cache, m in zip(caches, models)]
+        cached = [cache.load(split, m.layers) for cache, m in zip(caches, models)]  # (rows, x) or None
         todo = [k for k, c in enumerate(cached) if c is None]
-        encoders, layer_lists = [models[k].encoder for k in todo], [models[k].layers for k in todo]
-        if spec.level == "utterance":
-            if todo:
-                wavs = [dd.load_utterance_audio(u) for u in members]
-                xs = probes.utterance_features_together(encoders, wavs, layer_lists, batch_size, device, precision,
-                                                        progress)
-                for k, x in zip(todo, xs):
-                    caches[k].save(split, models[k].layers, np.arange(len(members), dtype=np.float64), x)
-                    cached[k] = (None, x)
-            y = [to_label(u) for u in members]
-            y = probes.presence_matrix(y, classes) if spec.label == "phone_presence" else np.array(y, np.int64)
-            for k in range(len(models)):
-                feats[k][split], labels[k][split] = cached[k][1], y
-            continue
-        # frames: every `frame_step`-th frame of every utterance, labelled by the phone at its centre
         if todo:
-            plan = sharing_plan(encoders)
-            xs, rows = [[] for _ in todo], [[] for _ in todo]
-            for ui, u in enumerate(tqdm(members, desc="utterances", leave=False, disable=not progress)):
-                per_model = probes.frame_features_together(encoders, dd.load_utterance_audio(u), layer_lists, device,
-                                                           plan)
-                for j, (times, states) in enumerate(per_model):
-                    keep = np.arange(0, len(times), frame_step)
-                    xs[j].append(states[:, keep])
-                    rows[j].append(np.stack([np.full(len(keep), ui), times[keep]], 1))
-            for j, k in enumerate(todo):
-                cached[k] = (np.concatenate(rows[j]), np.concatenate(xs[j], axis=1))
-                caches[k].save(split, models[k].layers, *cached[k])
-        for k in range(len(models)):
-            rows_k, x = cached[k]
+            todo_models = [models[k] for k in todo]
+            if spec.level == "utterance":
+                fresh = _utterance_rows(todo_models, members, batch_size, device, precision, progress)
+            else:
+                fresh = _frame_rows(todo_models, members, frame_step, device, progress)
+            for k, rows_x in zip(todo, fresh):
+                caches[k].save(split, models[k].layers, *rows_x)
+                cached[k] = rows_x
+        for k, (rows, x) in enumerate(cached):
+            if spec.level == "utterance":
+                y = [to_label(u) for u in members]
+                y = probes.presence_matrix(y, classes) if spec.label == "phone_presence" else np.array(y, np.int64)
+                feats[k][split], labels[k][split] = x, y
+                continue
             # rows are in utterance order: split once instead of masking all rows per utterance
-            times_per_utt = np.split(rows_k[:, 1], np.searchsorted(rows_k[:, 0], np.arange(1, len(members))))
+            times_per_utt = np.split(rows[:, 1], np.searchsorted(rows[:, 0], np.arange(1, len(members))))
             y = np.concatenate([probes.frame_labels(t, u.segments, classes) for t, u in zip(times_per_utt, members)])
             feats[k][split], labels[k][split] = x[:, y >= 0], y[y >= 0]
     return feats, labels
+
+
+def _utterance_rows(models: list[ProbedModel], members: list[dd.Utterance], batch_size: int, device, precision: str,
+                    progress: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per model (utterance indices (N,), features (n_layers, N, hidden)): mean over each utterance's frames."""
+    wavs = [dd.load_utterance_audio(u) for u in members]
+    xs = probes.utterance_features_together([m.encoder for m in models], wavs, [m.layers for m in models],
+                                            batch_size, device, precision, progress)
+    return [(np.arange(len(members), dtype=np.float64), x) for x in xs]
+
+
+def _frame_rows(models: list[ProbedModel], members: list[dd.Utterance], frame_step: int, device,
+                progress: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per model (rows (n, 2) = utterance index and frame time in s, features (n_layers, n, hidden)) of every
+    `frame_step`-th frame of every utterance."""
+    encoders = [m.encoder for m in models]
+    plan = sharing_plan(encoders)
+    xs, rows = [[] for _ in models], [[] for _ in models]
+    for ui, u in enumerate(tqdm(members, desc="utterances", leave=False, disable=not progress)):
+        per_model = probes.frame_features_together(encoders, dd.load_utterance_audio(u), [m.layers for m in models],
+                                                   device, plan)
+        for j, (times, states) in enumerate(per_model):
+            keep = np.arange(0, len(times), frame_step)
+            xs[j].append(states[:, keep])
+            rows[j].append(np.stack([np.full(len(keep), ui), times[keep]], 1))
+    return [(np.concatenate(r), np.concatenate(x, axis=1)) for r, x in zip(rows, xs)]
 
 
 def chance_level(labels: dict, kind: str) -> dict:
