@@ -19,6 +19,7 @@ import probes
 from alignment import relative_change, upper_middle_layers
 from data_utils import DataError, read_tsv
 from features import FeatureCache, sharing_plan
+from models import SpeechEncoder
 from run_utils import command_line, package_versions, timestamp, write_json_atomic, write_text_atomic
 
 METRICS = ("f1_macro", "f1_micro", "accuracy")
@@ -37,9 +38,9 @@ class TaskSpec:
 @dataclass(frozen=True)
 class ProbedModel:
     """One model of a probing run: its encoder, name (hub id or path), hidden-state indices and result folder."""
-    encoder: object
+    encoder: SpeechEncoder
     name: str
-    layers: list
+    layers: list[int]
     out: Path
 
 
