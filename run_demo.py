@@ -8,7 +8,7 @@ Whisper tiny.en to a HF model directory; brain-tune it on UTS01; brain-tune a bl
 control; evaluate the pretrained, tuned and control models in one run (with the low-level residual analysis;
 their shared frozen bottom computed once); probe all three (one run per task, the bottom shared again); with
 `--diagnostics`, post-hoc diagnostics (category of story words in context, and of words in neutral sentences,
-by layer) reported apart from the findings (~5 min on 2 cores, so not part of `make demo`); write
+by layer) reported apart from the findings (~2.5 min on 2 cores, so not part of `make demo`); write
 OUT/REPORT.md with tables, plots and the findings checked against the paper's, and
 print the headline.
 The demo only chooses data, model and budget flags (DEMO_* below); `--seeds` repeats it per seed and
@@ -140,7 +140,7 @@ def main(argv=None) -> int:
                         help="miniature flavour: demo (~24 min of audio) or large (4x the tuning stories, for "
                              "scaling experiments; ~4x the tuning time); the tiny one's 20 test TRs are too few")
     parser.add_argument("--diagnostics", action="store_true",
-                        help="also run the post-hoc word-category diagnostics (~5 min on 2 cores)")
+                        help="also run the post-hoc word-category diagnostics (~2.5 min on 2 cores)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     from demo_report import headline, write_seed_summary

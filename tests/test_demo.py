@@ -107,7 +107,7 @@ def test_pipeline_steps_diagnostics_only_on_request_and_quick_drops_the_control(
 
     default = steps(quick=False)
     assert "brain-tune (control)" in default and "alignment of the pretrained, tuned, control models" in default
-    assert not any(s.startswith("diagnostic") for s in default)  # `make demo` leaves them out (~5 min)
+    assert not any(s.startswith("diagnostic") for s in default)  # `make demo` leaves them out (~2.5 min)
     full = steps(quick=False, diagnostics=True)
     extra = [s for s in full if s not in default]
     expected = []
