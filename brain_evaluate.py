@@ -19,14 +19,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 import alignment as al
 import data_utils as du
 import models
 from features import POOLINGS, FeatureCache, extract_story_features_together, sharing_plan
 from timing import TEST_EXTRA_TRIM
-from run_utils import command_line, package_versions, resolve_precision, set_seed, timestamp, write_json_atomic, write_text_atomic
+from run_utils import (command_line, one_out_per_model, package_versions, resolve_device, resolve_precision, set_seed,
+                       timestamp, write_json_atomic, write_text_atomic)
 
 PAPER_LAYERS = (2, 5, 7, 8, 10, 11, 12)
 EXIT_USAGE, EXIT_DATA = 2, 3
@@ -90,13 +90,11 @@ def main(argv=None) -> int:
     if not (args.data_dir and args.subject and args.model_name):
         print("error: --data-dir, --subject and --model-name are required (or --compare DIR...)", file=sys.stderr)
         return EXIT_USAGE
-    if len(args.out) != len(args.model_name):
-        print(f"error: expected one --out folder per --model-name ({len(args.model_name)}), found {len(args.out)}",
-              file=sys.stderr)
+    if (problem := one_out_per_model(args.out, args.model_name)) is not None:
+        print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     set_seed(args.seed)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = resolve_device(args.device)
     try:
         subject_data = load_subject_data(args)
     except (du.DataError, ValueError) as err:

@@ -23,8 +23,8 @@ import torch
 import data_utils as du
 import models
 import training
-from run_utils import (command_line, package_versions, recover_dir, replace_dir, resolve_precision, set_seed, timestamp,
-                       write_csv_atomic, write_json_atomic)
+from run_utils import (command_line, package_versions, recover_dir, replace_dir, resolve_device, resolve_precision,
+                       set_seed, timestamp, write_csv_atomic, write_json_atomic)
 
 # Settings that define a run: a resumed run must agree on all of them.
 RUN_DEFINING = ("data_dir", "subject", "model_name", "nc_threshold", "roi", "hemisphere", "loss", "target_control",
@@ -121,9 +121,7 @@ def main(argv=None) -> int:
     rank, world, local_rank = training.distributed_setup()
     is_main = rank == 0
     out_dir = Path(args.out_dir)
-    device = torch.device(f"cuda:{local_rank}" if args.device == "auto" and torch.cuda.is_available() and world > 1
-                          else ("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                                ("cpu" if args.device == "auto" else args.device)))
+    device = resolve_device(args.device, local_rank if world > 1 else None)
     precision = resolve_precision(args.precision, device)
     if args.batch_size % world:
         print(f"error: --batch-size {args.batch_size} is not divisible by {world} processes", file=sys.stderr)

@@ -24,7 +24,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from textgrid_utils import TimedLabels, parse_textgrid, phones_from_tiers, read_textgrid, words_from_tiers
+from textgrid_utils import TimedLabels, phones_from_tiers, read_textgrid, words_from_tiers
 from timing import DEFAULT_TR, TRGrid, check_alignment, simulated_tr_grid
 
 SAMPLE_RATE = 16000

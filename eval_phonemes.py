@@ -13,7 +13,6 @@ Outputs in --out: results.json, table.md, <task>_by_layer.png, config.json.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from probe_cli import common_parser, run
 from probe_tasks import run_probe_task

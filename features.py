@@ -75,6 +75,13 @@ def sharing_plan(encoders: list[SpeechEncoder]) -> list[tuple[int, int] | None]:
     return plan
 
 
+def prepare_for_inference(encoders: list[SpeechEncoder], device) -> list[tuple[int, int] | None]:
+    """Put the encoders in eval mode, without gradients, on `device`; returns their `sharing_plan`."""
+    for enc in encoders:
+        enc.eval().requires_grad_(False).to(device)
+    return sharing_plan(encoders)
+
+
 @torch.inference_mode()
 def extract_story_features_together(encoders: list[SpeechEncoder], wav: np.ndarray, layers: list[list[int]],
                                     stride_s: float = 0.1, context_s: float = 16.0, pooling: str = "last",
@@ -104,9 +111,7 @@ def extract_story_features_together(encoders: list[SpeechEncoder], wav: np.ndarr
         raise ValueError(f"precision must be fp32 or bf16, found {precision!r}")
     if len(layers) != len(encoders):
         raise ValueError(f"expected one layer list per encoder ({len(encoders)}), found {len(layers)}")
-    for enc in encoders:
-        enc.eval().requires_grad_(False).to(device)
-    plan = sharing_plan(encoders)
+    plan = prepare_for_inference(encoders, device)
     starts, ends = window_bounds(len(wav), stride_s, context_s)
     lengths = ends - starts
     out = [np.zeros((len(ls), len(ends), enc.hidden_size), dtype=np.float32) for enc, ls in zip(encoders, layers)]

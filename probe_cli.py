@@ -5,11 +5,10 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
 
 import data_utils as du
 import models
-from run_utils import set_seed
+from run_utils import one_out_per_model, resolve_device, set_seed
 
 EXIT_USAGE, EXIT_DATA = 2, 3
 
@@ -64,13 +63,11 @@ def run(args, task_runner) -> int:
     if not (args.data_dir and args.model_name):
         print("error: --data-dir and --model-name are required (or --compare DIR...)", file=sys.stderr)
         return EXIT_USAGE
-    if len(args.out) != len(args.model_name):
-        print(f"error: expected one --out folder per --model-name ({len(args.model_name)}), found {len(args.out)}",
-              file=sys.stderr)
+    if (problem := one_out_per_model(args.out, args.model_name)) is not None:
+        print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     set_seed(args.seed)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = resolve_device(args.device)
     cache_dir = Path(args.cache_dir) if args.cache_dir else du.default_cache_dir() / "probes"
     try:
         probed = load_models(args)

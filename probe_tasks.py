@@ -18,7 +18,7 @@ import downstream_data as dd
 import probes
 from alignment import relative_change, upper_middle_layers
 from data_utils import DataError, read_tsv
-from features import FeatureCache, sharing_plan
+from features import FeatureCache, prepare_for_inference
 from models import SpeechEncoder
 from run_utils import command_line, package_versions, timestamp, write_json_atomic, write_text_atomic
 
@@ -121,7 +121,7 @@ def _frame_rows(models: list[ProbedModel], members: list[dd.Utterance], frame_st
     """Per model (rows (n, 2) = utterance index and frame time in s, features (n_layers, n, hidden)) of every
     `frame_step`-th frame of every utterance."""
     encoders = [m.encoder for m in models]
-    plan = sharing_plan(encoders)
+    plan = prepare_for_inference(encoders, device)
     xs, rows = [[] for _ in models], [[] for _ in models]
     for ui, u in enumerate(tqdm(members, desc="utterances", leave=False, disable=not progress)):
         per_model = probes.frame_features_together(encoders, dd.load_utterance_audio(u), [m.layers for m in models],

@@ -46,10 +46,8 @@ def utterance_features_together(encoders: list[SpeechEncoder], wavs: list[np.nda
     layers : per encoder, the hidden-state indices. Encoders are put in eval mode, without gradients, on `device`.
     Returns per encoder (n_layers, n_utterances, hidden) float32.
     """
-    from features import hidden_states_together, sharing_plan
-    for enc in encoders:
-        enc.eval().requires_grad_(False).to(device)
-    plan = sharing_plan(encoders)
+    from features import hidden_states_together, prepare_for_inference
+    plan = prepare_for_inference(encoders, device)
     out = [np.zeros((len(ls), len(wavs), enc.hidden_size), np.float32) for enc, ls in zip(encoders, layers)]
     batches = _batches_by_length([len(w) for w in wavs], batch_size)
     use_bf16 = precision == "bf16" and torch.device(device).type == "cuda"
@@ -81,12 +79,12 @@ def frame_features_together(encoders: list[SpeechEncoder], wav: np.ndarray, laye
                             plan: list | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """`frame_features` of several models on one utterance, their shared bottom computed once.
 
-    plan : `features.sharing_plan(encoders)` (pass it when calling per utterance). Returns per encoder
-    (times, states) as `frame_features`.
+    plan : `features.prepare_for_inference(encoders, device)` (pass it when calling per utterance; without it the
+        encoders are prepared here). Returns per encoder (times, states) as `frame_features`.
     """
-    from features import hidden_states_together
-    for enc in encoders:
-        enc.eval().requires_grad_(False).to(device)
+    from features import hidden_states_together, prepare_for_inference
+    if plan is None:
+        plan = prepare_for_inference(encoders, device)
     results = hidden_states_together(encoders, torch.from_numpy(np.asarray(wav, np.float32))[None].to(device),
                                      layers, plan)
     out = []

@@ -17,7 +17,6 @@ writes OUT/SEEDS.md. Exit code 0 when the pipeline ran (findings that do not hol
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import time

@@ -37,33 +37,41 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def write_json_atomic(path: str | os.PathLike, obj) -> None:
-    """Write JSON to a temp file and rename it over `path`."""
+def _write_atomic(path: str | os.PathLike, write) -> None:
+    """Call `write(file)` on a temp file beside `path`, then rename it over `path`: a kill at any point leaves
+    either the old file or the complete new one, never a truncated one (and no temp file behind)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=_json_default))
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", newline="") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())  # the rename must not reach the disk before the data
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> None:
+    """`obj` as JSON (numpy scalars and arrays, paths converted), written atomically."""
+    text = json.dumps(obj, indent=1, default=_json_default)  # a serialisation error leaves `path` untouched
+    _write_atomic(path, lambda f: f.write(text))
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """`text` written atomically."""
+    _write_atomic(path, lambda f: f.write(text))
 
 
 def write_csv_atomic(path: str | os.PathLike, rows: list[dict]) -> None:
-    """Rows of dicts (same keys) as CSV, written atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="") as f:
+    """Rows of dicts (same keys, the first row's order) as CSV, written atomically; no rows: an empty file."""
+    def write(f):
         if rows:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-    os.replace(tmp, path)
+    _write_atomic(path, write)
 
 
 def replace_dir(tmp_dir: Path, final: Path) -> None:
@@ -94,6 +102,24 @@ def _json_default(obj):
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def resolve_device(choice: str, local_rank: int | None = None):
+    """The --device flag resolved to a torch.device: "auto" means CUDA when present (under torchrun the process's
+    own GPU, `local_rank`), else the CPU; anything else ("cpu", "cuda:1") is taken as given."""
+    import torch
+    if choice != "auto":
+        return torch.device(choice)
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda" if local_rank is None else f"cuda:{local_rank}")
+
+
+def one_out_per_model(out: list, model_names: list) -> str | None:
+    """The usage error when `--out` does not give one folder per `--model-name`, else None."""
+    if len(out) == len(model_names):
+        return None
+    return f"expected one --out folder per --model-name ({len(model_names)}), found {len(out)}"
 
 
 def resolve_precision(choice: str, device) -> str:

@@ -83,8 +83,8 @@ def occurrence_features_together(encoders: list, audio_by_source: dict[str, np.n
                                  layers: list[list[int]], context_s: float = 3.0, device="cpu",
                                  progress: bool = True) -> tuple[list[str], list[np.ndarray]]:
     """`occurrence_features` of several models (layers per model), the bottom they share computed once."""
-    from features import sharing_plan
-    plan = sharing_plan(encoders)
+    from features import prepare_for_inference
+    plan = prepare_for_inference(encoders, device)
     words, vecs = [], [[] for _ in encoders]
     flat = [(w, o) for w in sorted(occurrences) for o in occurrences[w]]
     for word, (source, a, b) in tqdm(flat, desc="word segments", leave=False, disable=not progress):

@@ -41,7 +41,7 @@ def worker(method: str, model_dir: str, size: dict, threads: int, device: str, p
     import torch
 
     import models
-    from features import extract_story_features, pool_frames, window_bounds
+    from features import extract_story_features, window_bounds
     backbone, fe, mt = models.load_backbone(model_dir)
     enc = models.SpeechEncoder(backbone, fe, mt).eval().to(device)
     wav = np.random.default_rng(0).normal(0, 0.1, int(size["audio_s"] * 16000)).astype(np.float32)

@@ -102,7 +102,6 @@ def test_bad_inputs_name_file_expected_and_found(mini_root, mini, tmp_path):
 
 
 def test_noise_ceiling_files_match_the_formula_and_mask(mini, mini_root):
-    from compute_noise_ceiling import main
     from eval_utils import noise_ceiling
     data = Ds003020(mini_root)
     nc = load_noise_ceiling("UTS02", data.n_voxels("UTS02"), nc_dir=mini / "subject_NCs")

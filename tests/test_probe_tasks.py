@@ -1,6 +1,5 @@
 """eval_phonemes.py / eval_downstream.py end to end on the miniature layouts with tiny models."""
 import json
-from pathlib import Path
 
 import pytest
 

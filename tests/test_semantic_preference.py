@@ -27,7 +27,6 @@ def _sound_vector(word, dim=64):
 
 
 def test_meaning_space_prefers_synonyms_and_sound_space_homophones():
-    rng = np.random.default_rng(0)
     cats = sorted(CATEGORIES)
     meaning, sound = {}, {}
     for w, c in VOCABULARY.items():

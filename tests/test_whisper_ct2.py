@@ -1,5 +1,4 @@
 """The bundled real Whisper tiny.en converts to a standard HF checkpoint that transcribes the miniature's speech."""
-import numpy as np
 import pytest
 import torch
 

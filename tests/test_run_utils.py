@@ -1,0 +1,103 @@
+"""Run bookkeeping: atomic writes, directory swaps and their recovery, device and precision flags, seeds."""
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import run_utils
+from run_utils import (one_out_per_model, recover_dir, replace_dir, resolve_device, resolve_precision, set_seed,
+                       write_csv_atomic, write_json_atomic, write_text_atomic)
+
+
+def test_json_converts_numpy_and_paths(tmp_path):
+    path = tmp_path / "sub" / "results.json"  # parent folders are created
+    write_json_atomic(path, {"n": np.int64(3), "r": np.float32(0.5), "cc": np.arange(3), "out": Path("a/b")})
+    assert json.loads(path.read_text()) == {"n": 3, "r": 0.5, "cc": [0, 1, 2], "out": "a/b"}
+
+
+def test_failed_writes_leave_the_old_file_and_no_temp_file(tmp_path):
+    path = tmp_path / "results.json"
+    write_json_atomic(path, {"a": 1})
+    with pytest.raises(TypeError, match="not JSON serialisable: object"):
+        write_json_atomic(path, {"a": object()})
+    assert json.loads(path.read_text()) == {"a": 1}
+
+    def dies_half_way(f):
+        f.write('{"a": ')
+        raise KeyboardInterrupt  # a kill in the middle of writing
+    with pytest.raises(KeyboardInterrupt):
+        run_utils._write_atomic(path, dies_half_way)
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+
+
+def test_text_and_csv_round_trip(tmp_path):
+    write_text_atomic(tmp_path / "table.md", "| a |\n|---|\n")
+    assert (tmp_path / "table.md").read_text() == "| a |\n|---|\n"
+    rows = [{"epoch": 1, "val_loss": 0.5}, {"epoch": 2, "val_loss": 0.25}]
+    write_csv_atomic(tmp_path / "logs" / "history.csv", rows)
+    with open(tmp_path / "logs" / "history.csv", newline="") as f:
+        assert [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)] == rows
+    write_csv_atomic(tmp_path / "empty.csv", [])
+    assert (tmp_path / "empty.csv").read_text() == ""
+
+
+def test_replace_dir_swaps_and_recover_dir_finds_the_copy_a_kill_left(tmp_path):
+    final = tmp_path / "checkpoint"
+    for version in ("1", "2"):
+        tmp = tmp_path / f"checkpoint.tmp{version}"
+        tmp.mkdir()
+        (tmp / "step").write_text(version)
+        replace_dir(tmp, final)
+        assert (final / "step").read_text() == version and not tmp.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
+    assert recover_dir(final) == final
+    # a kill between replace_dir's two renames: only checkpoint.old is there
+    os.replace(final, tmp_path / "checkpoint.old")
+    assert recover_dir(final) == tmp_path / "checkpoint.old"
+    assert recover_dir(tmp_path / "never_written") is None
+
+
+def test_resolve_device(monkeypatch):
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("cuda:1") == torch.device("cuda:1")  # taken as given, even without a GPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("auto", local_rank=3) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("auto", local_rank=3) == torch.device("cuda:3")  # torchrun: each process its own GPU
+
+
+def test_resolve_precision():
+    assert resolve_precision("auto", torch.device("cuda")) == "bf16"
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    assert resolve_precision("fp32", torch.device("cuda")) == "fp32"
+    assert resolve_precision("bf16", "cpu") == "bf16"
+
+
+def test_one_out_per_model():
+    assert one_out_per_model(["a", "b"], ["m1", "m2"]) is None
+    assert one_out_per_model(["a"], ["m1", "m2", "m3"]) == "expected one --out folder per --model-name (3), found 1"
+
+
+def test_set_seed_repeats_python_numpy_and_torch_draws():
+    import random
+    draws = []
+    for _ in range(2):
+        set_seed(7)
+        draws.append((random.random(), np.random.rand(), torch.rand(1).item()))
+    assert draws[0] == draws[1]
+    set_seed(8)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) != draws[0]
+
+
+def test_package_versions_names_what_shapes_results():
+    versions = run_utils.package_versions()
+    assert versions["torch"] == torch.__version__.split("+")[0] or versions["torch"] == torch.__version__
+    assert versions["numpy"] == np.__version__
+    assert set(run_utils.PACKAGES) <= set(versions)
