@@ -23,7 +23,8 @@ import numpy as np
 import alignment as al
 import data_utils as du
 import models
-from features import POOLINGS, FeatureCache, extract_story_features_together, sharing_plan
+from features import POOLINGS, FeatureCache, extract_story_features_together
+from inference import inference_threads, sharing_plan
 from timing import TEST_EXTRA_TRIM
 from run_utils import (command_line, one_out_per_model, package_versions, resolve_device, resolve_precision, set_seed,
                        timestamp, write_json_atomic, write_text_atomic)
@@ -56,6 +57,9 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, help="windows per forward pass (default 16 on CUDA, 1 on CPU, where "
                                                    "batching saves no time and costs memory: bench/RESULTS.md)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--inference-threads", type=int,
+                   help="batches of windows run side by side, each op on one core (default: torch's CPU threads on "
+                        "a CPU, 1 on a GPU; same features, 1.4x faster on 2 cores: bench/RESULTS.md)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="feature extraction: auto = bf16 autocast on CUDA, fp32 on CPU; bf16 on a CPU with native "
                         "bf16 (AVX512-BF16/AMX) is ~1.8x faster, cc_norm effect in bench/RESULTS.md")
@@ -96,6 +100,11 @@ def main(argv=None) -> int:
     set_seed(args.seed)
     device = resolve_device(args.device)
     try:
+        threads = inference_threads(args.inference_threads, device)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
         subject_data = load_subject_data(args)
     except (du.DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -133,7 +142,7 @@ def main(argv=None) -> int:
             st = settings[group[0]]
             times, feats = extract_story_features_together(
                 [encoders[k] for k in group], data.audio(story), [layers[k] for k in group], args.stride,
-                args.context, st["pooling"], args.tr, batch_size, device, precision, progress=not args.no_progress)
+                args.context, st["pooling"], args.tr, batch_size, device, precision, not args.no_progress, threads)
             for k, f in zip(group, feats):
                 caches[k].save(story, layers[k], times, f)
                 found[k] = (times, f)
@@ -157,6 +166,7 @@ def main(argv=None) -> int:
         shared = None if plan[k] is None else {"with": args.model_name[plan[k][0]], "blocks": plan[k][1]}
         resolved = {"skipped_stories": subject_data["missing"], "layers": layers[k],
                     "pooling": settings[k]["pooling"], "device": str(device), "precision": precision,
+                    "batch_size": batch_size, "inference_threads": threads,
                     "feature_cache": str(caches[k].folder), "feature_cache_hits": caches[k].hits,
                     "evaluated_with": [m for m in args.model_name if m != name], "shared_bottom": shared}
         write_alignment(Path(args.out[k]), args, name, model_types[k], n_layers[k], per_layer[k], subject_data,

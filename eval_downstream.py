@@ -51,13 +51,15 @@ def semantic_preference_task(args, probed, device):
     from semantic_preference import ENGLISH_PAIRS
     words_by_source, loader = story_words(args)
     run_semantic_preference(probed, words_by_source, loader, args.pairs or ENGLISH_PAIRS, args.context,
-                            args.max_per_word, device, args.seed, not args.no_progress, config=vars(args))
+                            args.max_per_word, device, args.seed, not args.no_progress, config=vars(args),
+                            threads=args.inference_threads)
 
 
 def story_word_task(args, probed, device):
     words_by_source, loader = story_words(args)
     run_story_word_probe(probed, words_by_source, loader, args.word_labels, args.context, args.max_per_word,
-                         args.folds, device, args.seed, not args.no_progress, config=vars(args))
+                         args.folds, device, args.seed, not args.no_progress, config=vars(args),
+                         threads=args.inference_threads)
 
 
 def main(argv=None) -> int:
@@ -86,7 +88,7 @@ def main(argv=None) -> int:
             return story_word_task(args, probed, device)
         run_probe_task(args.task, args.data_dir, probed, cache_dir, batch_size=args.batch_size, device=device,
                        precision=resolve_precision("auto", device), seed=args.seed, progress=not args.no_progress,
-                       config=vars(args))
+                       config=vars(args), threads=args.inference_threads)
     return run(args, task)
 
 

@@ -29,7 +29,8 @@ def main(argv=None) -> int:
     def task(args, probed, device, cache_dir):
         run_probe_task(args.task, args.data_dir, probed, cache_dir, frame_step=args.frame_step,
                        batch_size=args.batch_size, device=device, precision=resolve_precision("auto", device),
-                       seed=args.seed, progress=not args.no_progress, config=vars(args))
+                       seed=args.seed, progress=not args.no_progress, config=vars(args),
+                       threads=args.inference_threads)
     return run(args, task)
 
 

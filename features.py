@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from inference import hidden_states_together, map_inference, prepare_for_inference
 from models import SpeechEncoder
 
 MIN_WINDOW_SAMPLES = 400
@@ -50,7 +50,7 @@ def pool_frames(states: torch.Tensor, valid: torch.Tensor, pooling: str, n_last_
 def extract_story_features(encoder: SpeechEncoder, wav: np.ndarray, layers: list[int], stride_s: float = 0.1,
                            context_s: float = 16.0, pooling: str = "last", tr: float = 2.0045, batch_size: int = 16,
                            device: str | torch.device = "cpu", precision: str = "fp32",
-                           progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                           progress: bool = True, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Features of one story.
 
     Returns
@@ -59,39 +59,19 @@ def extract_story_features(encoder: SpeechEncoder, wav: np.ndarray, layers: list
     feats : (n_layers, n_windows, hidden) float32.
     """
     times, (feats,) = extract_story_features_together([encoder], wav, [layers], stride_s, context_s, pooling, tr,
-                                                      batch_size, device, precision, progress)
+                                                      batch_size, device, precision, progress, threads)
     return times, feats
 
 
-def sharing_plan(encoders: list[SpeechEncoder]) -> list[tuple[int, int] | None]:
-    """Per encoder: None (computes from the waveform) or (i, n): the front end and n bottom blocks are those
-    of the earlier encoder i, itself computing from the waveform (see models.shared_bottom)."""
-    from models import shared_bottom
-    plan = []
-    for k, enc in enumerate(encoders):
-        roots = [i for i in range(k) if plan[i] is None]
-        shared = [(i, n) for i in roots if (n := shared_bottom(encoders[i], enc)) is not None]
-        plan.append(max(shared, key=lambda t: t[1]) if shared else None)
-    return plan
-
-
-def prepare_for_inference(encoders: list[SpeechEncoder], device) -> list[tuple[int, int] | None]:
-    """Put the encoders in eval mode, without gradients, on `device`; returns their `sharing_plan`."""
-    for enc in encoders:
-        enc.eval().requires_grad_(False).to(device)
-    return sharing_plan(encoders)
-
-
-@torch.inference_mode()
 def extract_story_features_together(encoders: list[SpeechEncoder], wav: np.ndarray, layers: list[list[int]],
                                     stride_s: float = 0.1, context_s: float = 16.0, pooling: str = "last",
                                     tr: float = 2.0045, batch_size: int = 16, device: str | torch.device = "cpu",
-                                    precision: str = "fp32", progress: bool = True
+                                    precision: str = "fp32", progress: bool = True, threads: int = 1
                                     ) -> tuple[np.ndarray, list[np.ndarray]]:
     """Features of one story for several models on the same windows, their common bottom computed once.
 
-    A model whose front end and bottom n blocks equal an earlier model's (`sharing_plan`) starts from that
-    model's hidden state n (layers <= n are copied from it): the same numbers as extracting it alone.
+    A model whose front end and bottom n blocks equal an earlier model's (`inference.sharing_plan`) starts from
+    that model's hidden state n (layers <= n are copied from it): the same numbers as extracting it alone.
     Encoders are put in eval mode, without gradients, on `device`.
 
     Parameters
@@ -99,6 +79,7 @@ def extract_story_features_together(encoders: list[SpeechEncoder], wav: np.ndarr
     encoders : the models, in order (the first of a group of sharing models computes the shared part).
     wav : (n_samples,) 16 kHz waveform.
     layers : per encoder, the hidden-state indices to return.
+    threads : batches run side by side in this many threads (`inference.map_inference`; same numbers).
 
     Returns
     -------
@@ -120,79 +101,21 @@ def extract_story_features_together(encoders: list[SpeechEncoder], wav: np.ndarr
     order = np.lexsort((ends, lengths))  # equal lengths side by side: batches need no padding
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     batches = [g for b in batches for g in _split_by_length(b, lengths)]
-    # bf16 autocast on CUDA, and on CPUs with native bf16 matmuls (slow emulation elsewhere: the caller's choice)
-    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
-    for idx in tqdm(batches, desc="windows", leave=False, disable=not progress):
+
+    @torch.inference_mode()
+    def pooled(idx: np.ndarray) -> list[list[np.ndarray]]:
         batch = torch.stack([wav_t[starts[i]:ends[i]] for i in idx]).to(device)
-        with autocast:
+        # bf16 autocast on CUDA, and on CPUs with native bf16 matmuls (slow emulation elsewhere: the caller's choice)
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             results = hidden_states_together(encoders, batch, layers, plan)
-        for k, (states, valid) in enumerate(results):
-            for li, s in enumerate(states):
-                out[k][li, idx] = pool_frames(s.float(), valid, pooling, n_last[k]).cpu().numpy()
+        return [[pool_frames(s.float(), valid, pooling, n_last[k]).cpu().numpy() for s in states]
+                for k, (states, valid) in enumerate(results)]
+
+    for idx, per_model in zip(batches, map_inference(pooled, batches, threads, "windows", progress)):
+        for k, per_layer in enumerate(per_model):
+            for li, x in enumerate(per_layer):
+                out[k][li, idx] = x
     return ends / 16000.0, out
-
-
-@torch.inference_mode()
-def hidden_states_together(encoders: list[SpeechEncoder], batch: torch.Tensor, layers: list[list[int]],
-                           plan: list | None = None) -> list[tuple[list[torch.Tensor], torch.Tensor]]:
-    """Hidden states of several models on one batch, the bottom they share computed once (same numbers).
-
-    Parameters
-    ----------
-    encoders : the models (in eval mode, without gradients, on batch's device).
-    batch : (B, n_samples) 16 kHz waveforms of equal length.
-    layers : per encoder, the hidden-state indices to return.
-    plan : `sharing_plan(encoders)` (computed when not given; pass it when calling per batch).
-
-    Returns
-    -------
-    per encoder: (states, valid), states[i] (B, frames, H) for layers[k][i], valid (B, frames) bool.
-    """
-    plan = sharing_plan(encoders) if plan is None else plan
-    has_sharers = [any(p is not None and p[0] == k for p in plan) for k in range(len(encoders))]
-    # what each computing model must return: its own layers, and the layers and start states of its sharers
-    needed = [set(ls) for ls in layers]
-    for k, p in enumerate(plan):
-        if p is not None:
-            needed[p[0]] |= {l for l in layers[k] if l <= p[1]} | {p[1]}
-    computed = {}  # encoder index -> (hidden states by layer, valid mask, front end)
-    for k, enc in enumerate(encoders):
-        p = plan[k]
-        if p is None:
-            computed[k] = _states_from_wave(enc, batch, sorted(needed[k]), with_front=has_sharers[k])
-            continue
-        root_states, valid, front = computed[p[0]]
-        own = [l for l in layers[k] if l > p[1]]
-        states = {l: root_states[l] for l in layers[k] if l <= p[1]}
-        if own:
-            start = front if enc.model_type != "whisper" or p[1] == 0 else root_states[p[1]]
-            states.update(zip(own, _forward_from(enc, start, p[1], valid, own)))
-        computed[k] = (states, valid, None)
-    return [([computed[k][0][l] for l in ls], computed[k][1]) for k, ls in enumerate(layers)]
-
-
-def _states_from_wave(enc: SpeechEncoder, batch: torch.Tensor, layers: list[int], with_front: bool):
-    """({layer: (B, frames, H)}, valid, front end or None) of one model computing from the waveform."""
-    if not with_front:
-        states, valid = enc(batch, layers=layers)
-        return dict(zip(layers, states)), valid, None
-    front = enc.front_end(batch, 0)
-    frames = front.shape[1] if enc.model_type == "whisper" else front.shape[2]  # wav2vec2: (B, channels, frames)
-    valid = enc.valid_frames(batch.shape[1], (batch.shape[0], frames), batch.device)
-    states = _forward_from(enc, front, 0, valid, layers)
-    return dict(zip(layers, states)), valid, front
-
-
-def _forward_from(enc: SpeechEncoder, start: torch.Tensor, n_blocks: int, valid: torch.Tensor,
-                  layers: list[int]) -> list[torch.Tensor]:
-    """Hidden states `layers` of `enc` from the output of its front end and n_blocks bottom blocks."""
-    saved = enc.front_blocks
-    enc.front_blocks = n_blocks
-    try:
-        states, _ = enc(front=start, valid=valid, layers=layers)
-    finally:
-        enc.front_blocks = saved
-    return states
 
 
 def _split_by_length(batch: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:

@@ -11,6 +11,7 @@ import contextlib
 import json
 import math
 import os
+import threading
 from pathlib import Path
 
 import torch
@@ -18,6 +19,9 @@ from torch import nn
 
 WAV2VEC_FAMILY = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
 SUPPORTED_TYPES = WAV2VEC_FAMILY + ("whisper",)
+# Feeding a wav2vec2-family model a precomputed conv output swaps its feature extractor's forward for the call;
+# inference threads (features.map_inference) must not interleave two such swaps.
+_FRONT_SWAP_LOCK = threading.Lock()
 WHISPER_MODES = ("pad30", "truncate")
 # LoRA targets per family. WavLM's attention calls F.multi_head_attention_forward with the raw projection
 # weights, so LoRA on q/k/v/out would silently never run: adapt its feed-forward layers instead.
@@ -234,8 +238,8 @@ class SpeechEncoder(nn.Module):
         return (log_spec + 4.0) / 4.0
 
     def forward(self, wav: torch.Tensor | None = None, layers: list[int] | None = None,
-                front: torch.Tensor | None = None, valid: torch.Tensor | None = None
-                ) -> tuple[list[torch.Tensor], torch.Tensor]:
+                front: torch.Tensor | None = None, valid: torch.Tensor | None = None,
+                front_blocks: int | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Hidden states of the requested layers (default all) and the valid-frame mask.
 
         Parameters
@@ -244,6 +248,8 @@ class SpeechEncoder(nn.Module):
         layers : hidden-state indices to return (0 = transformer input, num_layers = last).
         front, valid : instead of `wav`, a precomputed `front_end(wav, self.front_blocks)` and its
             (B, frames) valid-frame mask (the front-end cache); layers below `front_blocks` are then unavailable.
+        front_blocks : the blocks included in `front` for this call (default `self.front_blocks`); an argument,
+            not the attribute, where several threads share the model.
 
         Returns
         -------
@@ -257,11 +263,12 @@ class SpeechEncoder(nn.Module):
             raise ModelError(f"layer(s) {bad} out of range: this model has hidden states 0..{self.num_layers}")
         if (wav is None) == (front is None):
             raise ValueError("pass exactly one of wav or front")
-        if front is not None and (valid is None or min(layers) < self.front_blocks):
+        front_blocks = self.front_blocks if front_blocks is None else front_blocks
+        if front is not None and (valid is None or min(layers) < front_blocks):
             raise ValueError(f"forward(front=...) needs the valid mask and layers >= front_blocks "
-                             f"({self.front_blocks}); asked for {layers}")
+                             f"({front_blocks}); asked for {layers}")
         if self.model_type == "whisper":
-            states = self._whisper_hidden_states(wav, max(layers), front)
+            states = self._whisper_hidden_states(wav, max(layers), front, front_blocks)
         else:
             states = self._wav2vec_hidden_states(wav, layers, front)
         if valid is None:
@@ -277,22 +284,24 @@ class SpeechEncoder(nn.Module):
     def _wav2vec_hidden_states(self, wav, layers, front) -> list[torch.Tensor]:
         fe = self.model.feature_extractor
         if front is not None:  # HF's forward, with the conv encoder's output supplied instead of computed
-            fe.forward = lambda _input: front
-            wav = front
+            with _FRONT_SWAP_LOCK:
+                fe.forward = lambda _input: front
+                try:
+                    states = self._wav2vec_forward(front, layers)
+                finally:
+                    del fe.forward
         else:
-            wav = self._normalise(wav)
-        try:
-            if layers == [self.num_layers]:
-                # only the last layer: no per-layer recording (LayerDrop in training skips recorded layers)
-                return [None] * self.num_layers + [self.model(wav).last_hidden_state]
-            states = list(self.model(wav, output_hidden_states=True).hidden_states)
-        finally:
-            if front is not None:
-                del fe.forward
+            states = self._wav2vec_forward(self._normalise(wav), layers)
         if len(states) != self.num_layers + 1:
             raise ModelError(f"expected {self.num_layers + 1} hidden states, got {len(states)} "
                              f"(LayerDrop active in training mode?)")
         return states
+
+    def _wav2vec_forward(self, wav, layers) -> list[torch.Tensor]:
+        if layers == [self.num_layers]:
+            # only the last layer: no per-layer recording (LayerDrop in training skips recorded layers)
+            return [None] * self.num_layers + [self.model(wav).last_hidden_state]
+        return list(self.model(wav, output_hidden_states=True).hidden_states)
 
     def _whisper_front(self, wav: torch.Tensor) -> torch.Tensor:
         # Our own front end: HF's forward insists on 3000 mel frames, which the truncated-positions mode must
@@ -309,9 +318,9 @@ class SpeechEncoder(nn.Module):
         x = nn.functional.gelu(enc.conv2(x)).permute(0, 2, 1)
         return x + enc.embed_positions.weight[:x.shape[1]]
 
-    def _whisper_hidden_states(self, wav, up_to: int, front=None) -> list[torch.Tensor]:
+    def _whisper_hidden_states(self, wav, up_to: int, front=None, front_blocks: int = 0) -> list[torch.Tensor]:
         enc = self.encoder
-        start = self.front_blocks if front is not None else 0
+        start = front_blocks if front is not None else 0
         x = self._whisper_front(wav) if front is None else front
         if start == 0:
             x = nn.functional.dropout(x, p=enc.dropout, training=self.training)

@@ -5,9 +5,9 @@ import argparse
 import sys
 from pathlib import Path
 
-
 import data_utils as du
 import models
+from inference import inference_threads
 from run_utils import one_out_per_model, resolve_device, set_seed
 
 EXIT_USAGE, EXIT_DATA = 2, 3
@@ -25,6 +25,9 @@ def common_parser(description: str, tasks: list[str], data_help: str) -> argpars
     p.add_argument("--whisper-mode", default="pad30", choices=models.WHISPER_MODES)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="auto")
+    p.add_argument("--inference-threads", type=int,
+                   help="batches run side by side, each op on one core (default: torch's CPU threads on a CPU, 1 on "
+                        "a GPU; same numbers, faster on CPUs where small ops scale poorly)")
     p.add_argument("--cache-dir", help="feature cache (default $BRAIN_TUNING_CACHE or ~/.cache/brain-tuning, /probes)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
@@ -68,6 +71,11 @@ def run(args, task_runner) -> int:
         return EXIT_USAGE
     set_seed(args.seed)
     device = resolve_device(args.device)
+    try:
+        args.inference_threads = inference_threads(args.inference_threads, device)  # recorded resolved
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
     cache_dir = Path(args.cache_dir) if args.cache_dir else du.default_cache_dir() / "probes"
     try:
         probed = load_models(args)

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from tqdm import tqdm
 
 import downstream_data as dd
 import probes
 from alignment import relative_change, upper_middle_layers
 from data_utils import DataError, read_tsv
-from features import FeatureCache, prepare_for_inference
+from features import FeatureCache
+from inference import map_inference, prepare_for_inference
 from models import SpeechEncoder
 from run_utils import command_line, package_versions, timestamp, write_json_atomic, write_text_atomic
 
@@ -77,7 +77,7 @@ def task_labels(spec: TaskSpec, utts: list[dd.Utterance]) -> tuple[dict[str, int
 
 def task_features(spec: TaskSpec, utts: list[dd.Utterance], models: list[ProbedModel], caches: list[FeatureCache],
                   to_label: Callable, classes: dict, frame_step: int, batch_size: int, device, precision: str,
-                  progress: bool) -> tuple[list[dict], list[dict]]:
+                  progress: bool, threads: int = 1) -> tuple[list[dict], list[dict]]:
     """Per model and split: features (n_layers, N, hidden) and labels; extracted once (the models not yet cached
     together, their shared bottom computed once), then read from each model's cache."""
     feats, labels = [{} for _ in models], [{} for _ in models]
@@ -88,9 +88,9 @@ def task_features(spec: TaskSpec, utts: list[dd.Utterance], models: list[ProbedM
         if todo:
             todo_models = [models[k] for k in todo]
             if spec.level == "utterance":
-                fresh = _utterance_rows(todo_models, members, batch_size, device, precision, progress)
+                fresh = _utterance_rows(todo_models, members, batch_size, device, precision, progress, threads)
             else:
-                fresh = _frame_rows(todo_models, members, frame_step, device, progress)
+                fresh = _frame_rows(todo_models, members, frame_step, device, progress, threads)
             for k, rows_x in zip(todo, fresh):
                 caches[k].save(split, models[k].layers, *rows_x)
                 cached[k] = rows_x
@@ -108,24 +108,26 @@ def task_features(spec: TaskSpec, utts: list[dd.Utterance], models: list[ProbedM
 
 
 def _utterance_rows(models: list[ProbedModel], members: list[dd.Utterance], batch_size: int, device, precision: str,
-                    progress: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+                    progress: bool, threads: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per model (utterance indices (N,), features (n_layers, N, hidden)): mean over each utterance's frames."""
     wavs = [dd.load_utterance_audio(u) for u in members]
     xs = probes.utterance_features_together([m.encoder for m in models], wavs, [m.layers for m in models],
-                                            batch_size, device, precision, progress)
+                                            batch_size, device, precision, progress, threads)
     return [(np.arange(len(members), dtype=np.float64), x) for x in xs]
 
 
 def _frame_rows(models: list[ProbedModel], members: list[dd.Utterance], frame_step: int, device,
-                progress: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+                progress: bool, threads: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per model (rows (n, 2) = utterance index and frame time in s, features (n_layers, n, hidden)) of every
-    `frame_step`-th frame of every utterance."""
+    `frame_step`-th frame of every utterance (utterances side by side in `threads` threads)."""
     encoders = [m.encoder for m in models]
     plan = prepare_for_inference(encoders, device)
+    layers = [m.layers for m in models]
     xs, rows = [[] for _ in models], [[] for _ in models]
-    for ui, u in enumerate(tqdm(members, desc="utterances", leave=False, disable=not progress)):
-        per_model = probes.frame_features_together(encoders, dd.load_utterance_audio(u), [m.layers for m in models],
-                                                   device, plan)
+    frames = map_inference(lambda u: probes.frame_features_together(encoders, dd.load_utterance_audio(u), layers,
+                                                                    device, plan),
+                           members, threads, "utterances", progress)
+    for ui, per_model in enumerate(frames):
         for j, (times, states) in enumerate(per_model):
             keep = np.arange(0, len(times), frame_step)
             xs[j].append(states[:, keep])
@@ -176,11 +178,11 @@ def write_run(out: Path, result: dict, config: dict, table: str, plot_name: str,
 
 def run_probe_task(task: str, data_root: str, models: list[ProbedModel], cache_dir: Path, frame_step: int = 4,
                    batch_size: int = 16, device="cpu", precision: str = "fp32", seed: int = 0, progress: bool = True,
-                   config: dict | None = None) -> list[dict]:
+                   config: dict | None = None, threads: int = 1) -> list[dict]:
     """Features → per-layer probes → results.json, table.md, <task>_by_layer.png, config.json in each model's out.
 
     Several models are probed on the same data and labels, their shared bottom computed once; each model's
-    results equal a run of it alone.
+    results equal a run of it alone. threads: inference threads (`inference.map_inference`; same numbers).
     """
     spec = TASKS[task]
     utts = spec.reader(data_root)
@@ -194,7 +196,7 @@ def run_probe_task(task: str, data_root: str, models: list[ProbedModel], cache_d
                     "whisper_mode": getattr(m.encoder, "whisper_mode", None) if m.encoder.model_type == "whisper" else None}
         caches.append(FeatureCache(cache_dir, m.name, settings))
     feats, labels = task_features(spec, utts, models, caches, to_label, classes, frame_step, batch_size, device,
-                                  precision, progress)
+                                  precision, progress, threads)
     for m, cache, x, y in zip(models, caches, feats, labels):
         per_layer = probes.run_layer_probes(x, y, m.layers, spec.kind, len(classes), seed=seed, progress=progress)
         result = summarise_probes(task, m.name, per_layer, m.layers, m.encoder.num_layers, {
@@ -210,7 +212,7 @@ def run_probe_task(task: str, data_root: str, models: list[ProbedModel], cache_d
 
 def run_semantic_preference(models: list[ProbedModel], words_by_source: dict, audio_loader: Callable, pairs_file: str,
                             context_s: float = 3.0, max_per_word: int = 10, device="cpu", seed: int = 0,
-                            progress: bool = True, config: dict | None = None) -> list[dict]:
+                            progress: bool = True, config: dict | None = None, threads: int = 1) -> list[dict]:
     """Word segments → per-layer word vectors → semantic preference; writes each model's result folder."""
     from semantic_preference import (mean_by_word, occurrence_features_together, read_pairs, semantic_preference,
                                      word_occurrences)
@@ -219,7 +221,7 @@ def run_semantic_preference(models: list[ProbedModel], words_by_source: dict, au
     occ = word_occurrences(words_by_source, vocab, max_per_word)
     audio = {src: audio_loader(src) for src in sorted({s for o in occ.values() for s, _, _ in o})}
     words, feats = occurrence_features_together([m.encoder for m in models], audio, occ, [m.layers for m in models],
-                                                context_s, device, progress)
+                                                context_s, device, progress, threads)
     results = []
     for m, x in zip(models, feats):
         emb = mean_by_word(words, x)
@@ -261,7 +263,7 @@ def read_word_labels(path: str | Path) -> dict[str, str]:
 
 def run_story_word_probe(models: list[ProbedModel], words_by_source: dict, audio_loader: Callable, labels_file: str,
                          context_s: float = 3.0, max_per_word: int = 5, n_folds: int = 6, device="cpu", seed: int = 0,
-                         progress: bool = True, config: dict | None = None) -> list[dict]:
+                         progress: bool = True, config: dict | None = None, threads: int = 1) -> list[dict]:
     """Label of story words in context (e.g. semantic category), probed per layer on words the probe never saw.
 
     Word segments come from the stories' alignments with `context_s` s of preceding audio (as for semantic
@@ -277,7 +279,7 @@ def run_story_word_probe(models: list[ProbedModel], words_by_source: dict, audio
                         f"need ≥ 2 labels and ≥ {n_folds} words")
     audio = {src: audio_loader(src) for src in sorted({s for o in occ.values() for s, _, _ in o})}
     words, feats = occurrence_features_together([m.encoder for m in models], audio, occ, [m.layers for m in models],
-                                                context_s, device, progress)
+                                                context_s, device, progress, threads)
     words = np.array(words)
     y = np.array([classes[label_of[w]] for w in words], np.int64)
     # the same probe and folds on the labels of the preceding words alone: what following the topic would score

@@ -28,36 +28,42 @@ def _batches_by_length(lengths: list[int], batch_size: int) -> list[list[int]]:
 
 
 def utterance_features(encoder: SpeechEncoder, wavs: list[np.ndarray], layers: list[int], batch_size: int = 16,
-                       device="cpu", precision: str = "fp32", progress: bool = True) -> np.ndarray:
+                       device="cpu", precision: str = "fp32", progress: bool = True, threads: int = 1) -> np.ndarray:
     """Mean over each utterance's real-audio frames, per layer.
 
     wavs : 16 kHz float32 waveforms of any lengths (Whisper: ≤ 30 s in pad30 mode).
     Returns (n_layers, n_utterances, hidden) float32.
     """
-    return utterance_features_together([encoder], wavs, [layers], batch_size, device, precision, progress)[0]
+    return utterance_features_together([encoder], wavs, [layers], batch_size, device, precision, progress,
+                                       threads)[0]
 
 
-@torch.inference_mode()
 def utterance_features_together(encoders: list[SpeechEncoder], wavs: list[np.ndarray], layers: list[list[int]],
                                 batch_size: int = 16, device="cpu", precision: str = "fp32",
-                                progress: bool = True) -> list[np.ndarray]:
-    """`utterance_features` of several models, the bottom they share computed once (features.hidden_states_together).
+                                progress: bool = True, threads: int = 1) -> list[np.ndarray]:
+    """`utterance_features` of several models, the bottom they share computed once (inference.hidden_states_together).
 
     layers : per encoder, the hidden-state indices. Encoders are put in eval mode, without gradients, on `device`.
+    threads : batches run side by side in this many threads (`inference.map_inference`; same numbers).
     Returns per encoder (n_layers, n_utterances, hidden) float32.
     """
-    from features import hidden_states_together, prepare_for_inference
+    from inference import hidden_states_together, map_inference, prepare_for_inference
     plan = prepare_for_inference(encoders, device)
     out = [np.zeros((len(ls), len(wavs), enc.hidden_size), np.float32) for enc, ls in zip(encoders, layers)]
     batches = _batches_by_length([len(w) for w in wavs], batch_size)
     use_bf16 = precision == "bf16" and torch.device(device).type == "cuda"
-    for idx in tqdm(batches, desc="utterances", leave=False, disable=not progress):
+
+    @torch.inference_mode()
+    def pooled(idx: list[int]) -> list[list[np.ndarray]]:
         batch = torch.from_numpy(np.stack([wavs[i] for i in idx]).astype(np.float32)).to(device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
             results = hidden_states_together(encoders, batch, layers, plan)
-        for k, (states, valid) in enumerate(results):
-            for li, s in enumerate(states):
-                out[k][li, idx] = masked_mean(s.float(), valid).cpu().numpy()
+        return [[masked_mean(s.float(), valid).cpu().numpy() for s in states] for states, valid in results]
+
+    for idx, per_model in zip(batches, map_inference(pooled, batches, threads, "utterances", progress)):
+        for k, per_layer in enumerate(per_model):
+            for li, x in enumerate(per_layer):
+                out[k][li, idx] = x
     return out
 
 
@@ -79,10 +85,10 @@ def frame_features_together(encoders: list[SpeechEncoder], wav: np.ndarray, laye
                             plan: list | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """`frame_features` of several models on one utterance, their shared bottom computed once.
 
-    plan : `features.prepare_for_inference(encoders, device)` (pass it when calling per utterance; without it the
+    plan : `inference.prepare_for_inference(encoders, device)` (pass it when calling per utterance; without it the
         encoders are prepared here). Returns per encoder (times, states) as `frame_features`.
     """
-    from features import hidden_states_together, prepare_for_inference
+    from inference import hidden_states_together, prepare_for_inference
     if plan is None:
         plan = prepare_for_inference(encoders, device)
     results = hidden_states_together(encoders, torch.from_numpy(np.asarray(wav, np.float32))[None].to(device),

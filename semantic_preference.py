@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from data_utils import DataError, read_tsv
 from probes import frame_features_together, segment_mean
@@ -67,7 +66,7 @@ def context_label_counts(words_by_source: dict[str, list[tuple[float, float, str
 
 def occurrence_features(encoder, audio_by_source: dict[str, np.ndarray], occurrences: dict[str, list],
                         layers: list[int], context_s: float = 3.0, device="cpu",
-                        progress: bool = True) -> tuple[list[str], np.ndarray]:
+                        progress: bool = True, threads: int = 1) -> tuple[list[str], np.ndarray]:
     """Per-layer mean over each occurrence's frames; the model sees `context_s` s of audio before the word.
 
     occurrences : {word: [(source, start_s, end_s)]} (see `word_occurrences`); audio at 16 kHz per source.
@@ -75,25 +74,32 @@ def occurrence_features(encoder, audio_by_source: dict[str, np.ndarray], occurre
     (n_layers, n_occurrences, hidden) float32.
     """
     words, (feats,) = occurrence_features_together([encoder], audio_by_source, occurrences, [layers], context_s,
-                                                   device, progress)
+                                                   device, progress, threads)
     return words, feats
 
 
 def occurrence_features_together(encoders: list, audio_by_source: dict[str, np.ndarray], occurrences: dict[str, list],
                                  layers: list[list[int]], context_s: float = 3.0, device="cpu",
-                                 progress: bool = True) -> tuple[list[str], list[np.ndarray]]:
-    """`occurrence_features` of several models (layers per model), the bottom they share computed once."""
-    from features import prepare_for_inference
+                                 progress: bool = True, threads: int = 1) -> tuple[list[str], list[np.ndarray]]:
+    """`occurrence_features` of several models (layers per model), the bottom they share computed once;
+    occurrences side by side in `threads` threads (`inference.map_inference`; same numbers)."""
+    from inference import map_inference, prepare_for_inference
     plan = prepare_for_inference(encoders, device)
-    words, vecs = [], [[] for _ in encoders]
     flat = [(w, o) for w in sorted(occurrences) for o in occurrences[w]]
-    for word, (source, a, b) in tqdm(flat, desc="word segments", leave=False, disable=not progress):
+
+    def segment_means(item) -> list[np.ndarray]:
+        _, (source, a, b) = item
         wav = audio_by_source[source]
         start = max(0, int((a - context_s) * 16000))
         end = min(len(wav), int(np.ceil(b * 16000)))
-        for k, (times, states) in enumerate(frame_features_together(encoders, wav[start:end], layers, device, plan)):
-            vecs[k].append(segment_mean(times, states, a - start / 16000, b - start / 16000))
-        words.append(word)
+        return [segment_mean(times, states, a - start / 16000, b - start / 16000)
+                for times, states in frame_features_together(encoders, wav[start:end], layers, device, plan)]
+
+    vecs = [[] for _ in encoders]
+    for per_model in map_inference(segment_means, flat, threads, "word segments", progress):
+        for k, v in enumerate(per_model):
+            vecs[k].append(v)
+    words = [w for w, _ in flat]
     return words, [np.stack(v, axis=1).astype(np.float32) if v else np.zeros((len(ls), 0, enc.hidden_size), np.float32)
                    for v, ls, enc in zip(vecs, layers, encoders)]
 

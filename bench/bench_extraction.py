@@ -4,13 +4,16 @@
     python bench/bench_extraction.py --real                # 16 s context, 60 s of audio, 0.1 s stride
     python bench/bench_extraction.py --real --device cuda --precision bf16
     python bench/bench_extraction.py --precision bf16       # CPU with native bf16 (AVX512-BF16 / AMX)
+    python bench/bench_extraction.py --model-type whisper --batch-sizes 1 --inference-threads 2
 
 Each method runs in its own process (same pinned thread count) so that peak memory (max RSS) is its own.
 Baseline = the public reference's approach: every window alone through the model, autograd left on, all
 hidden states returned, fp32; its outputs kept with their graphs make memory grow per window (measured on the
 first windows, then released so the run fits). Toolkit = `features.extract_story_features` (inference mode,
-equal-length windows batched: `--batch-sizes`, only the requested layers kept, `--precision`). Check: the same
-features (fp32: within 1e-3 of the largest value; bf16: within 5e-2, its effect on cc_norm in RESULTS.md).
+equal-length windows batched: `--batch-sizes`, only the requested layers kept, `--precision`), and at batch 1
+with `--inference-threads` (batches side by side in threads, each op on one core; default: --threads when
+above 1). Check: the same features (fp32: within 1e-3 of the largest value; bf16: within 5e-2, its effect on
+cc_norm in RESULTS.md).
 """
 from __future__ import annotations
 
@@ -36,7 +39,7 @@ GRAPH_WINDOWS = 3  # reference windows kept with their autograd graphs to measur
 
 
 def worker(method: str, model_dir: str, size: dict, threads: int, device: str, precision: str, out: Path,
-           batch_size: int) -> None:
+           batch_size: int, inference_threads: int = 1) -> None:
     pin_threads(threads)
     import torch
 
@@ -49,7 +52,8 @@ def worker(method: str, model_dir: str, size: dict, threads: int, device: str, p
     t0 = time.perf_counter()
     if method == "toolkit":
         _, feats = extract_story_features(enc, wav, LAYERS, size["stride_s"], size["context_s"], "last",
-                                          batch_size=batch_size, device=device, precision=precision, progress=False)
+                                          batch_size=batch_size, device=device, precision=precision, progress=False,
+                                          threads=inference_threads)
     else:
         starts, ends = window_bounds(len(wav), size["stride_s"], size["context_s"])
         order = np.argsort(-(ends - starts), kind="stable")  # longest windows first: the growth measured is the real one
@@ -65,8 +69,9 @@ def worker(method: str, model_dir: str, size: dict, threads: int, device: str, p
                     graphs = [None] * GRAPH_WINDOWS  # release: the full reference would run out of memory
         feats = np.stack([np.stack([rows[i][li] for i in range(len(starts))]) for li in range(len(LAYERS))])
     seconds = time.perf_counter() - t0
-    np.save(out / f"{method}{batch_size}.npy", feats)
-    (out / f"{method}{batch_size}.json").write_text(json.dumps({"seconds": seconds, "max_rss_mb": max_rss_mb(),
+    name = f"{method}{batch_size}_{inference_threads}"
+    np.save(out / f"{name}.npy", feats)
+    (out / f"{name}.json").write_text(json.dumps({"seconds": seconds, "max_rss_mb": max_rss_mb(),
                                                                 "n_windows": int(feats.shape[1]), **extra}))
 
 
@@ -78,15 +83,18 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16], help="toolkit batch sizes to measure")
+    p.add_argument("--inference-threads", type=int, nargs="+",
+                   help="toolkit at batch 1 with these inference threads (default: --threads, when above 1)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--batch-size", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--worker-inference-threads", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--model-dir", help=argparse.SUPPRESS)
     p.add_argument("--tmp", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     size = SIZES["real" if args.real else "reduced"]
     if args.worker:
         worker(args.worker, args.model_dir, size, args.threads, args.device, args.precision, Path(args.tmp),
-               args.batch_size)
+               args.batch_size, args.worker_inference_threads)
         return 0
     from model_zoo import build_random_model
     with tempfile.TemporaryDirectory() as tmp:
@@ -94,16 +102,19 @@ def main(argv=None) -> int:
         model_dir = build_random_model(args.model_type, tmp / "model", size="base")
         rec = {"size": size, "model": f"{args.model_type} base geometry (random init)", "layers": LAYERS,
                "machine": machine(args.threads), "device": args.device, "precision": args.precision, "runs": {}}
-        for method, bs in [("reference", 1)] + [("toolkit", b) for b in args.batch_sizes]:
+        inference_threads = args.inference_threads or ([args.threads] if args.threads > 1 else [])
+        runs = ([("reference", 1, 1)] + [("toolkit", b, 1) for b in args.batch_sizes]
+                + [("toolkit", 1, n) for n in inference_threads])
+        for method, bs, n in runs:
             cmd = [sys.executable, __file__, "--worker", method, "--model-dir", str(model_dir), "--tmp", str(tmp),
                    "--threads", str(args.threads), "--device", args.device, "--precision", args.precision,
-                   "--batch-size", str(bs)] + (["--real"] if args.real else [])
+                   "--batch-size", str(bs), "--worker-inference-threads", str(n)] + (["--real"] if args.real else [])
             subprocess.run(cmd, check=True)
-            key = "reference" if method == "reference" else f"toolkit_batch{bs}"
-            rec["runs"][key] = json.loads((tmp / f"{method}{bs}.json").read_text())
+            key = "reference" if method == "reference" else f"toolkit_batch{bs}" + (f"_threads{n}" if n > 1 else "")
+            rec["runs"][key] = json.loads((tmp / f"{method}{bs}_{n}.json").read_text())
             rec["runs"][key]["audio_s_per_s"] = size["audio_s"] / rec["runs"][key]["seconds"]
             if method == "toolkit":
-                a, b = np.load(tmp / "reference1.npy"), np.load(tmp / f"toolkit{bs}.npy")
+                a, b = np.load(tmp / "reference1_1.npy"), np.load(tmp / f"toolkit{bs}_{n}.npy")
                 rec["runs"][key]["max_relative_difference"] = float(np.abs(a - b).max() / np.abs(a).max())
     best = min((k for k in rec["runs"] if k.startswith("toolkit")), key=lambda k: rec["runs"][k]["seconds"])
     rec["best_toolkit"] = best

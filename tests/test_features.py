@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import features
+import inference
 import models
 
 from conftest import FAMILIES
@@ -30,8 +31,8 @@ def test_window_bounds_hand_case():
     assert starts.tolist() == [0, 0, 48000 - 40000]  # context + one stride back, clipped at the onset
 
 
-@pytest.mark.parametrize("family", ["whisper", "wav2vec2"])
-def test_models_extracted_together_equal_each_alone_and_skip_the_shared_bottom(tiny_models, family):
+@pytest.mark.parametrize("family,threads", [("whisper", 1), ("wav2vec2", 1), ("whisper", 3), ("wav2vec2", 3)])
+def test_models_extracted_together_equal_each_alone_and_skip_the_shared_bottom(tiny_models, family, threads):
     base = _encoder(tiny_models[family])
     top_tuned = _perturbed(tiny_models[family], block=1)    # like --freeze-layers 1 of 2
     low_tuned = _perturbed(tiny_models[family], block=0)
@@ -39,11 +40,17 @@ def test_models_extracted_together_equal_each_alone_and_skip_the_shared_bottom(t
     encoders = [base, top_tuned, low_tuned, front_tuned]
     whisper = family == "whisper"
     # Whisper shares blocks; the wav2vec2 family only its conv front end (the projection and positional conv follow)
-    assert features.sharing_plan(encoders) == [None, (0, 1 if whisper else 0), (0, 0), None]
+    assert inference.sharing_plan(encoders) == [None, (0, 1 if whisper else 0), (0, 0), None]
     wav = np.random.default_rng(0).normal(size=int(16000 * 4.3)).astype(np.float32) * 0.1
     layers = [[0, 1, 2], [1, 2], [2], [1, 2]]
-    alone = [features.extract_story_features(e, wav, ls, 1.0, 2.0, "mean", progress=False)
-             for e, ls in zip(encoders, layers)]
+    # threads run each op on one core: compare with ops on one core (wav2vec2's convs round differently on two)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1 if threads > 1 else saved)
+    try:
+        alone = [features.extract_story_features(e, wav, ls, 1.0, 2.0, "mean", progress=False)
+                 for e, ls in zip(encoders, layers)]
+    finally:
+        torch.set_num_threads(saved)
     calls = {"front": 0, "block0": 0}
     counted = top_tuned if whisper else low_tuned  # its front end (and Whisper: block 0) come from `base`
     first_conv = next(m for m in counted.front_end_modules(0)[0].modules() if isinstance(m, torch.nn.Conv1d))
@@ -51,8 +58,9 @@ def test_models_extracted_together_equal_each_alone_and_skip_the_shared_bottom(t
     if whisper:
         counted.transformer_layers()[0].register_forward_hook(
             lambda *a: calls.__setitem__("block0", calls["block0"] + 1))
+    # threads: windows side by side, the sharers fed from the shared bottom in every thread at once
     times, together = features.extract_story_features_together(encoders, wav, layers, 1.0, 2.0, "mean",
-                                                                progress=False)
+                                                                progress=False, threads=threads)
     assert calls == {"front": 0, "block0": 0}
     np.testing.assert_array_equal(times, alone[0][0])
     for (_, a), b in zip(alone, together):

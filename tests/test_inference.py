@@ -1,0 +1,52 @@
+"""Inference helpers: the --inference-threads flag and running independent batches side by side."""
+import threading
+import time
+
+import pytest
+import torch
+
+from inference import inference_threads, map_inference
+
+
+def test_inference_threads_flag():
+    assert inference_threads(None, "cpu") == torch.get_num_threads()
+    assert inference_threads(None, torch.device("cuda")) == 1  # a GPU serialises the work anyway
+    assert inference_threads(3, "cpu") == 3
+    with pytest.raises(ValueError, match="--inference-threads must be >= 1, found 0"):
+        inference_threads(0, "cpu")
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_map_inference_keeps_order_runs_side_by_side_and_restores_torch_threads(threads):
+    before = torch.get_num_threads()
+    seen_threads, running, most = [], [0], [0]
+    lock = threading.Lock()
+
+    def fn(i):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            seen_threads.append(torch.get_num_threads())
+        time.sleep(0.02 * (5 - i % 5))  # later items finish first: the output order must not follow
+        with lock:
+            running[0] -= 1
+        return i * i
+
+    assert list(map_inference(fn, list(range(10)), threads, progress=False)) == [i * i for i in range(10)]
+    assert most[0] == min(threads, 10)  # threads 3: three items really ran at once
+    if threads > 1:
+        assert set(seen_threads) == {1}  # each worker's ops on one core, not threads x cores
+    assert torch.get_num_threads() == before
+
+
+def test_map_inference_reraises_and_restores_torch_threads():
+    before = torch.get_num_threads()
+
+    def fn(i):
+        if i == 4:
+            raise RuntimeError("window 4 failed")
+        return i
+
+    with pytest.raises(RuntimeError, match="window 4 failed"):
+        list(map_inference(fn, list(range(8)), 2, progress=False))
+    assert torch.get_num_threads() == before
