@@ -20,7 +20,7 @@ from torch import nn
 WAV2VEC_FAMILY = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
 SUPPORTED_TYPES = WAV2VEC_FAMILY + ("whisper",)
 # Feeding a wav2vec2-family model a precomputed conv output swaps its feature extractor's forward for the call;
-# inference threads (features.map_inference) must not interleave two such swaps.
+# inference threads (inference.map_inference) must not interleave two such swaps.
 _FRONT_SWAP_LOCK = threading.Lock()
 WHISPER_MODES = ("pad30", "truncate")
 # LoRA targets per family. WavLM's attention calls F.multi_head_attention_forward with the raw projection

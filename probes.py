@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from inference import hidden_states_together, map_inference, prepare_for_inference
 from models import SpeechEncoder, masked_mean
 
 TASK_KINDS = ("multiclass", "multilabel")
@@ -47,7 +48,6 @@ def utterance_features_together(encoders: list[SpeechEncoder], wavs: list[np.nda
     threads : batches run side by side in this many threads (`inference.map_inference`; same numbers).
     Returns per encoder (n_layers, n_utterances, hidden) float32.
     """
-    from inference import hidden_states_together, map_inference, prepare_for_inference
     plan = prepare_for_inference(encoders, device)
     out = [np.zeros((len(ls), len(wavs), enc.hidden_size), np.float32) for enc, ls in zip(encoders, layers)]
     batches = _batches_by_length([len(w) for w in wavs], batch_size)
@@ -88,7 +88,6 @@ def frame_features_together(encoders: list[SpeechEncoder], wav: np.ndarray, laye
     plan : `inference.prepare_for_inference(encoders, device)` (pass it when calling per utterance; without it the
         encoders are prepared here). Returns per encoder (times, states) as `frame_features`.
     """
-    from inference import hidden_states_together, prepare_for_inference
     if plan is None:
         plan = prepare_for_inference(encoders, device)
     results = hidden_states_together(encoders, torch.from_numpy(np.asarray(wav, np.float32))[None].to(device),

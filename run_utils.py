@@ -39,7 +39,7 @@ def set_seed(seed: int) -> None:
 
 def _write_atomic(path: str | os.PathLike, write) -> None:
     """Call `write(file)` on a temp file beside `path`, then rename it over `path`: a kill at any point leaves
-    either the old file or the complete new one, never a truncated one (and no temp file behind)."""
+    either the old file or the complete new one, never a truncated one; an exception leaves no temp file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from data_utils import DataError, read_tsv
+from inference import map_inference, prepare_for_inference
 from probes import frame_features_together, segment_mean
 
 RELATIONS = ("synonym", "near_homophone")
@@ -83,7 +84,6 @@ def occurrence_features_together(encoders: list, audio_by_source: dict[str, np.n
                                  progress: bool = True, threads: int = 1) -> tuple[list[str], list[np.ndarray]]:
     """`occurrence_features` of several models (layers per model), the bottom they share computed once;
     occurrences side by side in `threads` threads (`inference.map_inference`; same numbers)."""
-    from inference import map_inference, prepare_for_inference
     plan = prepare_for_inference(encoders, device)
     flat = [(w, o) for w in sorted(occurrences) for o in occurrences[w]]
 
