@@ -8,10 +8,10 @@ of layer i, and a boolean mask of the frames that cover real audio.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import os
-import threading
 from pathlib import Path
 
 import torch
@@ -19,9 +19,6 @@ from torch import nn
 
 WAV2VEC_FAMILY = ("wav2vec2", "hubert", "wavlm", "data2vec-audio")
 SUPPORTED_TYPES = WAV2VEC_FAMILY + ("whisper",)
-# Feeding a wav2vec2-family model a precomputed conv output swaps its feature extractor's forward for the call;
-# inference threads (inference.map_inference) must not interleave two such swaps.
-_FRONT_SWAP_LOCK = threading.Lock()
 WHISPER_MODES = ("pad30", "truncate")
 # LoRA targets per family. WavLM's attention calls F.multi_head_attention_forward with the raw projection
 # weights, so LoRA on q/k/v/out would silently never run: adapt its feed-forward layers instead.
@@ -72,6 +69,17 @@ def load_backbone(name_or_path: str, dtype: torch.dtype = torch.float32):
         model = AutoModel.from_pretrained(name_or_path, dtype=dtype)
     extractor = AutoFeatureExtractor.from_pretrained(name_or_path)
     return model, extractor, model_type
+
+
+class _Precomputed(nn.Module):
+    """Stands in for a feature extractor whose output is already known (`SpeechEncoder.forward(front=...)`)."""
+
+    def __init__(self, output: torch.Tensor):
+        super().__init__()
+        self.output = output
+
+    def forward(self, _input_values):
+        return self.output
 
 
 class SpeechEncoder(nn.Module):
@@ -282,26 +290,24 @@ class SpeechEncoder(nn.Module):
         return valid
 
     def _wav2vec_hidden_states(self, wav, layers, front) -> list[torch.Tensor]:
-        fe = self.model.feature_extractor
-        if front is not None:  # HF's forward, with the conv encoder's output supplied instead of computed
-            with _FRONT_SWAP_LOCK:
-                fe.forward = lambda _input: front
-                try:
-                    states = self._wav2vec_forward(front, layers)
-                finally:
-                    del fe.forward
+        if front is not None:
+            # HF's forward on a shallow view of the model whose feature extractor returns `front`: the same
+            # weights, and nothing shared is changed (inference threads may be running the model meanwhile)
+            model = copy.copy(self.model)
+            model._modules = {**self.model._modules, "feature_extractor": _Precomputed(front)}
+            states = self._wav2vec_forward(model, front, layers)
         else:
-            states = self._wav2vec_forward(self._normalise(wav), layers)
+            states = self._wav2vec_forward(self.model, self._normalise(wav), layers)
         if len(states) != self.num_layers + 1:
             raise ModelError(f"expected {self.num_layers + 1} hidden states, got {len(states)} "
                              f"(LayerDrop active in training mode?)")
         return states
 
-    def _wav2vec_forward(self, wav, layers) -> list[torch.Tensor]:
+    def _wav2vec_forward(self, model, wav, layers) -> list[torch.Tensor]:
         if layers == [self.num_layers]:
             # only the last layer: no per-layer recording (LayerDrop in training skips recorded layers)
-            return [None] * self.num_layers + [self.model(wav).last_hidden_state]
-        return list(self.model(wav, output_hidden_states=True).hidden_states)
+            return [None] * self.num_layers + [model(wav).last_hidden_state]
+        return list(model(wav, output_hidden_states=True).hidden_states)
 
     def _whisper_front(self, wav: torch.Tensor) -> torch.Tensor:
         # Our own front end: HF's forward insists on 3000 mel frames, which the truncated-positions mode must
@@ -459,7 +465,6 @@ def merge_lora(module: nn.Module) -> None:
 # ----------------------------------------------------------------------------------------------- saving
 def save_tuned(model: BrainTuningModel, feature_extractor, out_dir: str | os.PathLike) -> None:
     """Save a standard HF model directory (LoRA merged) + feature extractor + the voxel head."""
-    import copy
 
     from safetensors.torch import save_file
     out_dir = Path(out_dir)
