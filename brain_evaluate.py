@@ -89,7 +89,11 @@ def main(argv=None) -> int:
             print(f"error: --compare writes one folder; found --out {' '.join(args.out)}", file=sys.stderr)
             return EXIT_USAGE
         from compare_results import compare
-        compare([Path(d) for d in args.compare], Path(args.out[0]))
+        try:
+            compare([Path(d) for d in args.compare], Path(args.out[0]))
+        except (FileNotFoundError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_USAGE
         return 0
     if not (args.data_dir and args.subject and args.model_name):
         print("error: --data-dir, --subject and --model-name are required (or --compare DIR...)", file=sys.stderr)

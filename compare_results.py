@@ -1,13 +1,12 @@
 """Tables and plots of alignment results: one result folder, or several side by side (`--compare`)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from alignment import relative_change
-from run_utils import write_json_atomic, write_text_atomic
+from run_utils import read_result_json, write_json_atomic, write_text_atomic
 
 
 def _fmt(x: float) -> str:
@@ -34,12 +33,8 @@ def render_single(summary: dict) -> str:
 def compare(dirs: list[Path], out: Path) -> dict:
     """Side-by-side table (upper-middle mean cc_norm per ROI, % change vs the first) and layer plots."""
     from plotting import plot_layer_curves
-    summaries = []
-    for d in dirs:
-        path = Path(d) / "summary.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: not a brain_evaluate.py result folder (summary.json missing)")
-        summaries.append(json.loads(path.read_text()))
+    summaries = [read_result_json(d, "summary.json", "brain_evaluate.py", ("per_layer", "upper_middle_mean"))
+                 for d in dirs]
     names = [Path(d).name for d in dirs]
     rois = [r for r in summaries[0]["upper_middle_mean"] if all(r in s["upper_middle_mean"] for s in summaries)]
     ref = summaries[0]["upper_middle_mean"]

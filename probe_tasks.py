@@ -6,7 +6,6 @@
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -20,7 +19,8 @@ from data_utils import DataError, read_tsv
 from features import FeatureCache
 from inference import map_inference, prepare_for_inference
 from models import SpeechEncoder
-from run_utils import command_line, package_versions, timestamp, write_json_atomic, write_text_atomic
+from run_utils import (command_line, package_versions, read_result_json, timestamp, write_json_atomic,
+                       write_text_atomic)
 
 METRICS = ("f1_macro", "f1_micro", "accuracy")
 
@@ -321,12 +321,8 @@ def run_story_word_probe(models: list[ProbedModel], words_by_source: dict, audio
 def compare_probe_results(dirs: list[Path], out: Path) -> dict:
     """Side-by-side upper-middle scores of several result folders of the same task (first = reference)."""
     from plotting import plot_layer_curves
-    results = []
-    for d in dirs:
-        path = Path(d) / "results.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: not a probe result folder (results.json missing)")
-        results.append(json.loads(path.read_text()))
+    results = [read_result_json(d, "results.json", "probe", ("task", "layers", "upper_middle_mean", "per_layer"))
+               for d in dirs]
     tasks = {r["task"] for r in results}
     if len(tasks) != 1:
         raise ValueError(f"--compare needs result folders of one task, found {sorted(tasks)}")

@@ -74,6 +74,25 @@ def write_csv_atomic(path: str | os.PathLike, rows: list[dict]) -> None:
     _write_atomic(path, write)
 
 
+def read_result_json(folder: str | os.PathLike, name: str, what: str, keys: tuple[str, ...]) -> dict:
+    """The JSON file `name` of result folder `folder`, checked to hold `keys` (for --compare).
+
+    Raises FileNotFoundError (file missing) or ValueError (not JSON, keys missing), naming the file and `what`
+    should have written it.
+    """
+    path = Path(folder) / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not a {what} result folder ({name} missing)")
+    try:
+        obj = json.loads(path.read_text())
+    except ValueError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    missing = [k for k in keys if not isinstance(obj, dict) or k not in obj]
+    if missing:
+        raise ValueError(f"{path}: expected the keys {list(keys)} of a {what} result, missing {missing}")
+    return obj
+
+
 def replace_dir(tmp_dir: Path, final: Path) -> None:
     """Swap a fully written `tmp_dir` into place as `final` (old copy kept as `final.old` until the swap ends)."""
     old = final.with_name(final.name + ".old")

@@ -52,7 +52,7 @@ def _eval(mini, model, out, *extra):
                                 "--no-progress", "--cache-dir", str(out.parent / "cache"), *extra])
 
 
-def test_brain_evaluate_end_to_end_cache_and_compare(mini, tiny_models, tmp_path):
+def test_brain_evaluate_end_to_end_cache_and_compare(mini, tiny_models, tmp_path, capsys):
     assert _eval(mini, tiny_models["wav2vec2"], tmp_path / "a", "--low-level") == 0
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert summary["layers"] == [1, 2] and set(summary["upper_middle_mean"]) >= {"all", "auditory", "language"}
@@ -71,6 +71,15 @@ def test_brain_evaluate_end_to_end_cache_and_compare(mini, tiny_models, tmp_path
     table = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert table["change_vs_first_pct"]["b"]["all"] == pytest.approx(0.0, abs=1e-6)
     assert (tmp_path / "cmp" / "alignment_by_layer.png").is_file()
+    # a folder that is not a result: exit 2 naming the missing file, nothing written
+    assert brain_evaluate.main(["--compare", str(tmp_path / "a"), str(tmp_path), "--out", str(tmp_path / "bad")]) == 2
+    assert f"{tmp_path / 'summary.json'}: not a brain_evaluate.py result folder" in capsys.readouterr().err
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "summary.json").write_text('{"per_layer": {}}')
+    assert brain_evaluate.main(["--compare", str(tmp_path / "a"), str(tmp_path / "broken"), "--out",
+                                str(tmp_path / "bad")]) == 2
+    assert "missing ['upper_middle_mean']" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
     # bf16 features are a different cache entry (never served for fp32), and close to the fp32 ones
     assert _eval(mini, tiny_models["wav2vec2"], tmp_path / "bf16", "--precision", "bf16") == 0
     resolved = json.loads((tmp_path / "bf16" / "config.json").read_text())["resolved"]

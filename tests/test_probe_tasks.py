@@ -32,7 +32,7 @@ def test_timit_tasks_write_results_and_hit_the_cache(downstream, tiny_models, tm
     assert again["per_layer"] == res["per_layer"]                 # deterministic probes
 
 
-def test_other_tasks_on_pretrained_and_tuned_models(mini, downstream, tiny_models, tmp_path):
+def test_other_tasks_on_pretrained_and_tuned_models(mini, downstream, tiny_models, tmp_path, capsys):
     tuned = tmp_path / "tuned"
     assert brain_trainer_story.main(["--data-dir", str(mini / "ds003020"), "--subject", "UTS01", "--model-name",
                                      tiny_models["wav2vec2"], "--nc-dir", str(mini / "subject_NCs"), "--out-dir",
@@ -51,6 +51,13 @@ def test_other_tasks_on_pretrained_and_tuned_models(mini, downstream, tiny_model
     cmp = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert cmp["models"] == ["pre", "tuned"] and cmp["change_vs_first_pct"]["pre"]["accuracy"] == 0.0
     assert (tmp_path / "cmp" / "emotion_by_layer.png").is_file()
+    # bad --compare input: exit 2 with the reason, nothing written
+    for dirs, reason in (([tmp_path / "emotion" / "pre", tmp_path], f"{tmp_path / 'results.json'}: not a probe result"),
+                         ([tmp_path / "emotion" / "pre", tmp_path / "intent" / "pre"],
+                          "result folders of one task, found ['emotion', 'intent']")):
+        assert eval_downstream.main(["--compare", *map(str, dirs), "--out", str(tmp_path / "bad")]) == 2
+        assert reason in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
 
 
 def test_semantic_preference_on_miniature_stories(mini, downstream, tiny_models, tmp_path):

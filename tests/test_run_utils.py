@@ -9,14 +9,30 @@ import pytest
 import torch
 
 import run_utils
-from run_utils import (one_out_per_model, recover_dir, replace_dir, resolve_device, resolve_precision, set_seed,
-                       write_csv_atomic, write_json_atomic, write_text_atomic)
+from run_utils import (one_out_per_model, read_result_json, recover_dir, replace_dir, resolve_device,
+                       resolve_precision, set_seed, write_csv_atomic, write_json_atomic, write_text_atomic)
 
 
 def test_json_converts_numpy_and_paths(tmp_path):
     path = tmp_path / "sub" / "results.json"  # parent folders are created
     write_json_atomic(path, {"n": np.int64(3), "r": np.float32(0.5), "cc": np.arange(3), "out": Path("a/b")})
     assert json.loads(path.read_text()) == {"n": 3, "r": 0.5, "cc": [0, 1, 2], "out": "a/b"}
+
+
+def test_read_result_json_names_the_file_and_what_is_wrong(tmp_path):
+    write_json_atomic(tmp_path / "ok" / "summary.json", {"per_layer": {}, "upper_middle_mean": {"all": 0.2}})
+    keys = ("per_layer", "upper_middle_mean")
+    assert read_result_json(tmp_path / "ok", "summary.json", "brain_evaluate.py", keys)["upper_middle_mean"] == {
+        "all": 0.2}
+    with pytest.raises(FileNotFoundError, match=r"empty/summary.json: not a brain_evaluate.py result folder"):
+        read_result_json(tmp_path / "empty", "summary.json", "brain_evaluate.py", keys)
+    write_text_atomic(tmp_path / "cut" / "summary.json", '{"per_layer": {')  # a file cut short
+    with pytest.raises(ValueError, match=r"cut/summary.json: not valid JSON"):
+        read_result_json(tmp_path / "cut", "summary.json", "brain_evaluate.py", keys)
+    for bad in ({"per_layer": {}}, [1, 2]):
+        write_json_atomic(tmp_path / "bad" / "summary.json", bad)
+        with pytest.raises(ValueError, match=r"bad/summary.json: expected the keys .* missing \[.*'upper_middle_mean'\]"):
+            read_result_json(tmp_path / "bad", "summary.json", "brain_evaluate.py", keys)
 
 
 def test_failed_writes_leave_the_old_file_and_no_temp_file(tmp_path):
