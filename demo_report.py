@@ -166,6 +166,11 @@ def write_report(out: Path, result: dict, seed: int, quick: bool, train_flags: l
         "whether category is linearly readable from a single word's sound; semantic preference compares raw "
         "cosines of word segments of the held-out story (the 'random' column shows how anisotropic the space "
         "is). A gain in language-ROI alignment need not carry over to these word-level measures.", "",
+        "How to read the low-level check: the low-level features include hashed phone diphones and triphones "
+        "(SPEC-methods.md §4). In the miniature's small vocabulary (96 content words) the n-grams carry much of a "
+        "word's identity, and a word names its category, which the language voxels follow; in a post-hoc check on "
+        "seed 0 (docs/demo_record.md) the language ROI's low-level impact was about zero for every model without "
+        "the n-grams. A rise there can be category information that the n-grams carry too.", "",
         "## Alignment by layer and ROI", "", "![alignment](eval/comparison/alignment_by_layer.png)", "",
         (out / "eval" / "comparison" / "comparison.md").read_text(), "",
     ]
