@@ -323,9 +323,9 @@ def compare_probe_results(dirs: list[Path], out: Path) -> dict:
     from plotting import plot_layer_curves
     results = [read_result_json(d, "results.json", "probe", ("task", "layers", "upper_middle_mean", "per_layer"))
                for d in dirs]
-    tasks = {r["task"] for r in results}
-    if len(tasks) != 1:
-        raise ValueError(f"--compare needs result folders of one task, found {sorted(tasks)}")
+    if len({r["task"] for r in results}) != 1:
+        found = ", ".join(f"{r['task']} in {d}" for d, r in zip(dirs, results))
+        raise ValueError(f"--compare needs result folders of one task; found {found}")
     names = [Path(d).name for d in dirs]
     metric_names = list(results[0]["upper_middle_mean"])
     ref = results[0]["upper_middle_mean"]

@@ -54,7 +54,8 @@ def test_other_tasks_on_pretrained_and_tuned_models(mini, downstream, tiny_model
     # bad --compare input: exit 2 with the reason, nothing written
     for dirs, reason in (([tmp_path / "emotion" / "pre", tmp_path], f"{tmp_path / 'results.json'}: not a probe result"),
                          ([tmp_path / "emotion" / "pre", tmp_path / "intent" / "pre"],
-                          "result folders of one task, found ['emotion', 'intent']")):
+                          f"result folders of one task; found emotion in {tmp_path / 'emotion' / 'pre'}, "
+                          f"intent in {tmp_path / 'intent' / 'pre'}")):
         assert eval_downstream.main(["--compare", *map(str, dirs), "--out", str(tmp_path / "bad")]) == 2
         assert reason in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()

@@ -31,7 +31,8 @@ def test_read_result_json_names_the_file_and_what_is_wrong(tmp_path):
         read_result_json(tmp_path / "cut", "summary.json", "brain_evaluate.py", keys)
     for bad in ({"per_layer": {}}, [1, 2]):
         write_json_atomic(tmp_path / "bad" / "summary.json", bad)
-        with pytest.raises(ValueError, match=r"bad/summary.json: expected the keys .* missing \[.*'upper_middle_mean'\]"):
+        with pytest.raises(ValueError,
+                           match=r"bad/summary.json: expected the keys .* missing \[.*'upper_middle_mean'\]"):
             read_result_json(tmp_path / "bad", "summary.json", "brain_evaluate.py", keys)
 
 
