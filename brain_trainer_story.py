@@ -138,8 +138,10 @@ def main(argv=None) -> int:
     config = {k: v for k, v in vars(args).items() if k not in ("resume", "overwrite", "no_progress", "stop_after_steps")}
     config["subject"] = subject
     old_cfg_path = out_dir / "config.json"
+    old_run = {}  # the saved run's config.json, kept in part when this run resumes it
     if old_cfg_path.is_file() and not args.overwrite:
-        old = json.loads(old_cfg_path.read_text()).get("args", {})
+        old_run = json.loads(old_cfg_path.read_text())
+        old = old_run.get("args", {})
         diff = {k: (old.get(k), config.get(k)) for k in RUN_DEFINING if old.get(k) != config.get(k)}
         if not args.resume:
             print(f"error: {out_dir} already holds a run; pass --resume to continue it or --overwrite to replace it",
@@ -227,19 +229,23 @@ def main(argv=None) -> int:
                      "window_samples": train_set.length, "pooling": "mean of last hidden state over real-audio frames",
                      "target_control_applies_to": "train and validation stories" if args.target_control else None},
         "stories": split.as_dict()})
+    # ---------------------------------------------------------------- resume
+    state = {"epoch": 0, "step": 0, "best_val": None, "best_epoch": None, "bad_epochs": 0, "metrics": []}
+    last = recover_dir(out_dir / "last") if args.resume else None
+    if last is not None:
+        state = training.load_training_state(last, model, optimizer, scheduler)
+        if is_main:
+            print(f"resumed from {last} after epoch {state['epoch']}")
     run_config = {"args": config, "command": command_line(), "started": timestamp(), "versions": package_versions()}
+    if last is not None:  # the record stays the first start's; each resumption is added to it
+        run_config.update({k: old_run[k] for k in ("command", "started", "versions", "head_init") if k in old_run})
+        run_config["resumed"] = old_run.get("resumed", []) + [
+            {"at": timestamp(), "after_epoch": state["epoch"], "command": command_line(),
+             "versions": package_versions()}]
     if is_main:
         write_json_atomic(out_dir / "config.json", run_config)
         if voxels is not None:
             np.save(out_dir / "target_voxels.npy", voxels)
-
-    # ---------------------------------------------------------------- resume
-    state = {"epoch": 0, "step": 0, "best_val": None, "best_epoch": None, "bad_epochs": 0, "metrics": []}
-    last = recover_dir(out_dir / "last")
-    if args.resume and last is not None:
-        state = training.load_training_state(last, model, optimizer, scheduler)
-        if is_main:
-            print(f"resumed from {last} after epoch {state['epoch']}")
 
     # ---------------------------------------------------------------- loop
     val_loader = torch.utils.data.DataLoader(val_set, batch_size=micro, shuffle=False, num_workers=args.num_workers)

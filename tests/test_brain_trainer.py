@@ -98,22 +98,26 @@ def test_teacher_targets_from_file(mini, tiny_models, tmp_path):
 
 def test_resume_after_a_kill_matches_an_uninterrupted_run(mini, tiny_models, tmp_path):
     model = tiny_models["wav2vec2"]
-    args = ("--num-epochs", "3", "--micro-batch-size", "8")
+    args = ("--num-epochs", "3", "--micro-batch-size", "8", "--init-head", "ridge")
     assert run(mini, model, tmp_path / "full", *args) == 0
     with pytest.raises(SystemExit) as killed:  # 60 windows, 4 steps per epoch: dies after 2 steps of epoch 2
         run(mini, model, tmp_path / "cut", *args, "--stop-after-steps", "6")
     assert killed.value.code == 75
     assert [r["epoch"] for r in metrics(tmp_path / "cut")] == [0, 1]
+    first = json.loads((tmp_path / "cut" / "config.json").read_text())
     assert run(mini, model, tmp_path / "cut", *args) == trainer.EXIT_USAGE  # refuses without --resume
     assert run(mini, model, tmp_path / "cut", *args, "--resume") == 0
     full, cut = metrics(tmp_path / "full"), metrics(tmp_path / "cut")
     assert [r["epoch"] for r in cut] == [0, 1, 2, 3]
+    # the record keeps the first start (and its ridge head) and adds the resumption
+    cfg = json.loads((tmp_path / "cut" / "config.json").read_text())
+    assert cfg["started"] == first["started"] and cfg["head_init"] == first["head_init"]
+    assert [r["after_epoch"] for r in cfg["resumed"]] == [1] and "finished" in cfg
     for a, b in zip(full, cut):
         for key in ("train_loss", "val_loss", "val_corr", "lr"):
             if not np.isnan(a[key]):
                 assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), (a["epoch"], key)
-    assert run(mini, model, tmp_path / "cut", "--num-epochs", "3", "--micro-batch-size", "8", "--lr", "1e-3",
-               "--resume") == trainer.EXIT_USAGE  # a different run
+    assert run(mini, model, tmp_path / "cut", *args, "--lr", "1e-3", "--resume") == trainer.EXIT_USAGE  # another run
 
 
 def test_clear_errors(mini, tiny_models, tmp_path, capsys):
