@@ -26,8 +26,8 @@ import models
 from features import POOLINGS, FeatureCache, extract_story_features_together
 from inference import inference_threads, sharing_plan
 from timing import TEST_EXTRA_TRIM
-from run_utils import (command_line, one_out_per_model, package_versions, resolve_device, resolve_precision, set_seed,
-                       timestamp, write_json_atomic, write_text_atomic)
+from run_utils import (command_line, one_out_per_model, package_versions, resolve_device, resolve_precision,
+                       save_npz_atomic, set_seed, timestamp, write_json_atomic, write_text_atomic)
 
 PAPER_LAYERS = (2, 5, 7, 8, 10, 11, 12)
 EXIT_USAGE, EXIT_DATA = 2, 3
@@ -243,7 +243,7 @@ def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers:
             entry["low_level_impact"] = {roi: al.low_level_impact(entry["rois"][roi]["cc_norm"],
                                                                   entry["rois_residual"][roi]["cc_norm"]) for roi in rois}
             arrays["cc_norm_residual"] = res_low["cc_norm"]
-        np.savez(out / f"layer_{l}.npz", **arrays)
+        save_npz_atomic(out / f"layer_{l}.npz", **arrays)
         summary["per_layer"][str(l)] = entry
     um = [str(l) for l in summary["upper_middle_layers"]]
     summary["upper_middle_mean"] = {roi: float(np.nanmean([summary["per_layer"][l]["rois"][roi]["cc_norm"] for l in um]))

@@ -24,7 +24,7 @@ import data_utils as du
 import models
 import training
 from run_utils import (command_line, package_versions, recover_dir, replace_dir, resolve_device, resolve_precision,
-                       set_seed, timestamp, write_csv_atomic, write_json_atomic)
+                       save_npy_atomic, set_seed, timestamp, write_csv_atomic, write_json_atomic)
 
 # Settings that define a run: a resumed run must agree on all of them.
 RUN_DEFINING = ("data_dir", "subject", "model_name", "nc_threshold", "roi", "hemisphere", "loss", "target_control",
@@ -245,7 +245,7 @@ def main(argv=None) -> int:
     if is_main:
         write_json_atomic(out_dir / "config.json", run_config)
         if voxels is not None:
-            np.save(out_dir / "target_voxels.npy", voxels)
+            save_npy_atomic(out_dir / "target_voxels.npy", voxels)
 
     # ---------------------------------------------------------------- loop
     val_loader = torch.utils.data.DataLoader(val_set, batch_size=micro, shuffle=False, num_workers=args.num_workers)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data_utils import DEFAULT_NC_DIR, TEST_STORY, DataError, Ds003020, atomic_save_npy, subject_id
+from data_utils import DEFAULT_NC_DIR, TEST_STORY, DataError, Ds003020, subject_id
+from run_utils import save_npy_atomic
 from eval_utils import noise_ceiling
 
 
@@ -41,7 +42,7 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     path = Path(args.out) / f"{subject_id(args.subject)}.npy"
-    atomic_save_npy(path, nc)
+    save_npy_atomic(path, nc)
     print(f"{path}: {nc.size} voxels, {(nc > 0.4).sum()} above 0.4, median {np.median(nc):.3f}")
     return 0
 

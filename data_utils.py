@@ -24,6 +24,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from run_utils import save_npy_atomic
 from textgrid_utils import TimedLabels, phones_from_tiers, read_textgrid, words_from_tiers
 from timing import DEFAULT_TR, TRGrid, check_alignment, simulated_tr_grid
 
@@ -252,7 +253,7 @@ def load_wav_16k(path: Path, cache_dir: Path | None = None) -> np.ndarray:
         raise DataError(f"{path}: unreadable audio ({err})") from err
     wav = resample_to_16k(data.mean(axis=1), rate)
     if cache is not None:
-        atomic_save_npy(cache, wav)
+        save_npy_atomic(cache, wav)
     return wav
 
 
@@ -274,15 +275,6 @@ def read_tsv(path: str | os.PathLike, header: list[str]) -> list[tuple[int, list
     if not rows or rows[0] != header:
         raise DataError(f"{path}: expected header {'<TAB>'.join(header)!r}, found {rows[:1]}")
     return list(enumerate(rows[1:], 2))
-
-
-def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    """np.save to a temporary name then rename, so a killed process never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, array, allow_pickle=False)
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------------------------- splits

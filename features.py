@@ -18,6 +18,7 @@ import torch
 
 from inference import hidden_states_together, map_inference, prepare_for_inference
 from models import SpeechEncoder
+from run_utils import save_npz_atomic, write_json_atomic
 
 MIN_WINDOW_SAMPLES = 400
 POOLINGS = ("last", "last_tr", "mean")
@@ -162,8 +163,5 @@ class FeatureCache:
             return z["times"], z["feats"][[have.index(l) for l in layers]]
 
     def save(self, story: str, layers: list[int], times: np.ndarray, feats: np.ndarray) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / "settings.json").write_text(json.dumps(self.settings, indent=1))
-        tmp = self.folder / f".{story}.{os.getpid()}.tmp.npz"
-        np.savez(tmp, times=times, feats=feats, layers=np.array(layers))
-        os.replace(tmp, self.path(story))
+        write_json_atomic(self.folder / "settings.json", self.settings)
+        save_npz_atomic(self.path(story), times=times, feats=feats, layers=np.array(layers))

@@ -11,13 +11,13 @@ Untested here against the real store (not downloadable offline); the voxel mappi
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from data_utils import DataError, subject_id
+from run_utils import write_json_atomic
 
 EXIT_DATA, EXIT_MISSING_DEP = 3, 4
 
@@ -68,9 +68,8 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_DATA
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     rois["_note"] = f"built by pycortex_rois.py from {args.data_dir} ({subject}, mask_thick)"
-    out.write_text(json.dumps(rois))
+    write_json_atomic(out, rois)
     print(f"{len(rois) - 1} ROIs written to {out}")
     return 0
 

@@ -37,14 +37,14 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _write_atomic(path: str | os.PathLike, write) -> None:
+def _write_atomic(path: str | os.PathLike, write, binary: bool = False) -> None:
     """Call `write(file)` on a temp file beside `path`, then rename it over `path`: a kill at any point leaves
     either the old file or the complete new one, never a truncated one; an exception leaves no temp file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "w", newline="") as f:
+        with open(tmp, "wb") if binary else open(tmp, "w", newline="") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())  # the rename must not reach the disk before the data
@@ -62,6 +62,16 @@ def write_json_atomic(path: str | os.PathLike, obj) -> None:
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """`text` written atomically."""
     _write_atomic(path, lambda f: f.write(text))
+
+
+def save_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
+    """`array` as .npy (no pickles), written atomically."""
+    _write_atomic(path, lambda f: np.save(f, array, allow_pickle=False), binary=True)
+
+
+def save_npz_atomic(path: str | os.PathLike, **arrays: np.ndarray) -> None:
+    """Named arrays as an uncompressed .npz, written atomically."""
+    _write_atomic(path, lambda f: np.savez(f, **arrays), binary=True)
 
 
 def write_csv_atomic(path: str | os.PathLike, rows: list[dict]) -> None:

@@ -342,9 +342,8 @@ def init_head_ridge(model, train_loader, val_loader, device, precision: str, dis
     if stored is None:
         (x_tr, y_tr), (x_va, y_va) = (pooled_features(model, l, device, precision, disable_progress) for l in loaders)
         if feature_file:
-            tmp = Path(feature_file).with_name(Path(feature_file).stem + ".partial.npz")
-            np.savez(tmp, train=x_tr, val=x_va)
-            os.replace(tmp, feature_file)
+            from run_utils import save_npz_atomic
+            save_npz_atomic(feature_file, train=x_tr, val=x_va)
     else:
         (x_tr, x_va), (y_tr, y_va) = stored, (dataset_targets(l.dataset) for l in loaders)
     w, b, alphas = ridge_head_weights(x_tr, y_tr, x_va, y_va)

@@ -52,6 +52,17 @@ def test_failed_writes_leave_the_old_file_and_no_temp_file(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
 
 
+def test_array_files_round_trip_and_a_failed_write_keeps_the_old_file(tmp_path):
+    run_utils.save_npz_atomic(tmp_path / "layer_3.npz", r=np.arange(4.0), alphas=np.ones(4))
+    with np.load(tmp_path / "layer_3.npz") as z:  # the name is kept as given (np.savez alone would add .npz)
+        assert sorted(z.files) == ["alphas", "r"] and z["r"].tolist() == [0, 1, 2, 3]
+    run_utils.save_npy_atomic(tmp_path / "nc.npy", np.full(3, 0.5))
+    with pytest.raises(ValueError):  # object arrays would need a pickle
+        run_utils.save_npy_atomic(tmp_path / "nc.npy", np.array([{"a": 1}], dtype=object))
+    assert np.load(tmp_path / "nc.npy").tolist() == [0.5, 0.5, 0.5]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["layer_3.npz", "nc.npy"]
+
+
 def test_text_and_csv_round_trip(tmp_path):
     write_text_atomic(tmp_path / "table.md", "| a |\n|---|\n")
     assert (tmp_path / "table.md").read_text() == "| a |\n|---|\n"
