@@ -226,6 +226,8 @@ def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers:
                "n_layers": n_layers, "upper_middle_layers": al.upper_middle_layers(layers, n_layers),
                "per_layer": {}, "nc_floor": args.nc_floor}
     out.mkdir(parents=True, exist_ok=True)
+    # summary.json marks a finished result (--compare reads it): gone until this one is complete, written last
+    (out / "summary.json").unlink(missing_ok=True)
     from tqdm import tqdm
     for l in tqdm(layers, desc="encoding models", disable=args.no_progress):
         x_train, x_test = al.stack_design(per_layer[l], train, test_story)
@@ -251,7 +253,6 @@ def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers:
     if low is not None:
         summary["upper_middle_low_level_impact"] = {
             roi: float(np.nanmean([summary["per_layer"][l]["low_level_impact"][roi] for l in um])) for roi in rois}
-    write_json_atomic(out / "summary.json", summary)
     write_json_atomic(out / "config.json", {"args": {**vars(args), "model_name": model_name, "out": str(out)},
                                             "resolved": {"train_stories": train, **resolved,
                                                          "noise_ceiling": subject_data["nc_source"],
@@ -266,6 +267,7 @@ def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers:
     curves = {roi: {Path(model_name).name: [summary["per_layer"][str(l)]["rois"][roi]["cc_norm"] for l in layers]}
               for roi in rois}
     plot_layer_curves(curves, layers, out / "alignment_by_layer.png", "mean cc_norm", title=subject_data["subject"])
+    write_json_atomic(out / "summary.json", summary)
     print(table)
 
 

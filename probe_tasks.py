@@ -169,11 +169,13 @@ def render_probe_table(result: dict) -> str:
 def write_run(out: Path, result: dict, config: dict, table: str, plot_name: str, curves: dict, ylabel: str) -> None:
     from plotting import plot_layer_curves
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "results.json", result)
+    # results.json marks a finished result (--compare reads it): gone until this one is complete, written last
+    (out / "results.json").unlink(missing_ok=True)
     write_text_atomic(out / "table.md", table)
     write_json_atomic(out / "config.json", {**config, "command": command_line(), "finished": timestamp(),
                                              "versions": package_versions()})
     plot_layer_curves(curves, result["layers"], out / plot_name, ylabel, title=result["task"])
+    write_json_atomic(out / "results.json", result)
 
 
 def run_probe_task(task: str, data_root: str, models: list[ProbedModel], cache_dir: Path, frame_step: int = 4,

@@ -1,5 +1,6 @@
 """The encoding pipeline recovers the miniature's planted structure; brain_evaluate.py end to end."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -52,7 +53,7 @@ def _eval(mini, model, out, *extra):
                                 "--no-progress", "--cache-dir", str(out.parent / "cache"), *extra])
 
 
-def test_brain_evaluate_end_to_end_cache_and_compare(mini, tiny_models, tmp_path, capsys):
+def test_brain_evaluate_end_to_end_cache_and_compare(mini, tiny_models, tmp_path, capsys, monkeypatch):
     assert _eval(mini, tiny_models["wav2vec2"], tmp_path / "a", "--low-level") == 0
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert summary["layers"] == [1, 2] and set(summary["upper_middle_mean"]) >= {"all", "auditory", "language"}
@@ -67,6 +68,22 @@ def test_brain_evaluate_end_to_end_cache_and_compare(mini, tiny_models, tmp_path
     assert _eval(mini, tiny_models["wav2vec2"], tmp_path / "b") == 0  # same model: every story from the cache
     assert json.loads((tmp_path / "b" / "config.json").read_text())["resolved"]["feature_cache_hits"] == 6
     np.testing.assert_allclose(np.load(tmp_path / "b" / "layer_2.npz")["r"], z["r"], atol=1e-6)
+    # a re-run over a finished result that dies in its second encoding model leaves no summary.json: not a result
+    shutil.copytree(tmp_path / "b", tmp_path / "killed")
+    fit, calls = al.fit_and_score, []
+
+    def dies_in_the_second_layer(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return fit(*a, **k)
+    monkeypatch.setattr(al, "fit_and_score", dies_in_the_second_layer)
+    with pytest.raises(KeyboardInterrupt):
+        _eval(mini, tiny_models["wav2vec2"], tmp_path / "killed")
+    monkeypatch.undo()
+    assert not (tmp_path / "killed" / "summary.json").exists()
+    assert brain_evaluate.main(["--compare", str(tmp_path / "a"), str(tmp_path / "killed"), "--out",
+                                str(tmp_path / "bad")]) == 2
     assert brain_evaluate.main(["--compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "cmp")]) == 0
     table = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert table["change_vs_first_pct"]["b"]["all"] == pytest.approx(0.0, abs=1e-6)

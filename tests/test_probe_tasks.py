@@ -32,6 +32,22 @@ def test_timit_tasks_write_results_and_hit_the_cache(downstream, tiny_models, tm
     assert again["per_layer"] == res["per_layer"]                 # deterministic probes
 
 
+def test_results_json_is_written_last(tmp_path, monkeypatch):
+    import plotting
+    import probe_tasks
+    result = {"task": "emotion", "layers": [1, 2], "upper_middle_mean": {}, "per_layer": {}}
+    args = (tmp_path / "r", result, {"args": {}}, "| table |\n", "emotion_by_layer.png", {"f1": {"m": [0.1, 0.2]}}, "F1")
+    probe_tasks.write_run(*args)
+    assert json.loads((tmp_path / "r" / "results.json").read_text()) == result
+
+    def fails(*a, **k):
+        raise OSError("disk full")
+    monkeypatch.setattr(plotting, "plot_layer_curves", fails)
+    with pytest.raises(OSError):  # a rewrite that dies before its end leaves no results.json: not a result
+        probe_tasks.write_run(*args)
+    assert not (tmp_path / "r" / "results.json").exists() and (tmp_path / "r" / "config.json").is_file()
+
+
 def test_other_tasks_on_pretrained_and_tuned_models(mini, downstream, tiny_models, tmp_path, capsys):
     tuned = tmp_path / "tuned"
     assert brain_trainer_story.main(["--data-dir", str(mini / "ds003020"), "--subject", "UTS01", "--model-name",
