@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from inference import hidden_states_together, map_inference, prepare_for_inference
+from inference import hidden_states_together, pooled_over_batches, prepare_for_inference
 from models import SpeechEncoder
 from run_utils import save_npz_atomic, write_json_atomic
 
@@ -96,7 +96,6 @@ def extract_story_features_together(encoders: list[SpeechEncoder], wav: np.ndarr
     plan = prepare_for_inference(encoders, device)
     starts, ends = window_bounds(len(wav), stride_s, context_s)
     lengths = ends - starts
-    out = [np.zeros((len(ls), len(ends), enc.hidden_size), dtype=np.float32) for enc, ls in zip(encoders, layers)]
     wav_t = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
     n_last = [max(1, int(round(tr * enc.frame_count(16000 * 10) / 10.0))) for enc in encoders]
     order = np.lexsort((ends, lengths))  # equal lengths side by side: batches need no padding
@@ -112,11 +111,8 @@ def extract_story_features_together(encoders: list[SpeechEncoder], wav: np.ndarr
         return [[pool_frames(s.float(), valid, pooling, n_last[k]).cpu().numpy() for s in states]
                 for k, (states, valid) in enumerate(results)]
 
-    for idx, per_model in zip(batches, map_inference(pooled, batches, threads, "windows", progress)):
-        for k, per_layer in enumerate(per_model):
-            for li, x in enumerate(per_layer):
-                out[k][li, idx] = x
-    return ends / 16000.0, out
+    return ends / 16000.0, pooled_over_batches(encoders, layers, len(ends), pooled, batches, threads, "windows",
+                                               progress)
 
 
 def _split_by_length(batch: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -97,6 +98,21 @@ def inference_threads(choice: int | None, device) -> int:
             raise ValueError(f"--inference-threads must be >= 1, found {choice}")
         return choice
     return torch.get_num_threads() if torch.device(device).type == "cpu" else 1
+
+
+def pooled_over_batches(encoders: list[SpeechEncoder], layers: list[list[int]], n_items: int, fn, batches: list,
+                        threads: int = 1, desc: str = "", progress: bool = True) -> list[np.ndarray]:
+    """Run `fn` on every batch of item indices (`map_inference`) and place its outputs at those indices.
+
+    fn(idx) returns, per encoder and per layer of `layers`, the pooled features (len(idx), hidden) of items idx.
+    Returns per encoder (n_layers, n_items, hidden) float32; items in no batch stay zero.
+    """
+    out = [np.zeros((len(ls), n_items, enc.hidden_size), np.float32) for enc, ls in zip(encoders, layers)]
+    for idx, per_model in zip(batches, map_inference(fn, batches, threads, desc, progress)):
+        for k, per_layer in enumerate(per_model):
+            for li, x in enumerate(per_layer):
+                out[k][li, idx] = x
+    return out
 
 
 def map_inference(fn, items: list, threads: int = 1, desc: str = "", progress: bool = True):

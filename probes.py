@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from inference import hidden_states_together, map_inference, prepare_for_inference
+from inference import hidden_states_together, pooled_over_batches, prepare_for_inference
 from models import SpeechEncoder, masked_mean
 
 TASK_KINDS = ("multiclass", "multilabel")
@@ -49,7 +49,6 @@ def utterance_features_together(encoders: list[SpeechEncoder], wavs: list[np.nda
     Returns per encoder (n_layers, n_utterances, hidden) float32.
     """
     plan = prepare_for_inference(encoders, device)
-    out = [np.zeros((len(ls), len(wavs), enc.hidden_size), np.float32) for enc, ls in zip(encoders, layers)]
     batches = _batches_by_length([len(w) for w in wavs], batch_size)
     use_bf16 = precision == "bf16" and torch.device(device).type == "cuda"
 
@@ -60,11 +59,7 @@ def utterance_features_together(encoders: list[SpeechEncoder], wavs: list[np.nda
             results = hidden_states_together(encoders, batch, layers, plan)
         return [[masked_mean(s.float(), valid).cpu().numpy() for s in states] for states, valid in results]
 
-    for idx, per_model in zip(batches, map_inference(pooled, batches, threads, "utterances", progress)):
-        for k, per_layer in enumerate(per_model):
-            for li, x in enumerate(per_layer):
-                out[k][li, idx] = x
-    return out
+    return pooled_over_batches(encoders, layers, len(wavs), pooled, batches, threads, "utterances", progress)
 
 
 def frame_rate(encoder: SpeechEncoder) -> float:

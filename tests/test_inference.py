@@ -2,6 +2,7 @@
 import threading
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -50,3 +51,21 @@ def test_map_inference_reraises_and_restores_torch_threads():
     with pytest.raises(RuntimeError, match="window 4 failed"):
         list(map_inference(fn, list(range(8)), 2, progress=False))
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_pooled_over_batches_places_each_batch_at_its_items(threads):
+    from types import SimpleNamespace
+
+    from inference import pooled_over_batches
+    encoders = [SimpleNamespace(hidden_size=3), SimpleNamespace(hidden_size=2)]
+    layers = [[1, 4], [2]]
+
+    def fn(idx):  # model k, layer li, item i -> the value 100k + 10li + i in every column
+        return [[np.tile(100 * k + 10 * li + np.asarray(idx, float)[:, None], (1, enc.hidden_size))
+                 for li in range(len(ls))] for k, (enc, ls) in enumerate(zip(encoders, layers))]
+    batches = [np.array([4, 0]), np.array([2]), np.array([5, 3])]  # item 1 in no batch
+    out = pooled_over_batches(encoders, layers, 6, fn, batches, threads, progress=False)
+    assert [o.shape for o in out] == [(2, 6, 3), (1, 6, 2)] and all(o.dtype == np.float32 for o in out)
+    assert out[0][1, :, 0].tolist() == [10, 0, 12, 13, 14, 15]
+    assert out[1][0, :, 1].tolist() == [100, 0, 102, 103, 104, 105]
