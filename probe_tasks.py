@@ -195,6 +195,7 @@ def run_probe_task(task: str, data_root: str, models: list[ProbedModel], cache_d
         settings = {"dataset": str(Path(data_root).resolve()),
                     "reader": task if spec.reader is not dd.read_timit else "timit", "level": spec.level,
                     "frame_step": frame_step if spec.level == "frame" else None,
+                    "bf16": spec.level != "frame" and probes.uses_bf16(precision, device),  # frame features: fp32
                     "whisper_mode": getattr(m.encoder, "whisper_mode", None) if m.encoder.model_type == "whisper" else None}
         caches.append(FeatureCache(cache_dir, m.name, settings))
     feats, labels = task_features(spec, utts, models, caches, to_label, classes, frame_step, batch_size, device,

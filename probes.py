@@ -28,6 +28,11 @@ def _batches_by_length(lengths: list[int], batch_size: int) -> list[list[int]]:
     return [g[i:i + batch_size] for _, g in sorted(groups.items()) for i in range(0, len(g), batch_size)]
 
 
+def uses_bf16(precision: str, device) -> bool:
+    """Whether utterance features run under bf16 autocast: asked for and on CUDA (on a CPU they stay fp32)."""
+    return precision == "bf16" and torch.device(device).type == "cuda"
+
+
 def utterance_features(encoder: SpeechEncoder, wavs: list[np.ndarray], layers: list[int], batch_size: int = 16,
                        device="cpu", precision: str = "fp32", progress: bool = True, threads: int = 1) -> np.ndarray:
     """Mean over each utterance's real-audio frames, per layer.
@@ -50,7 +55,7 @@ def utterance_features_together(encoders: list[SpeechEncoder], wavs: list[np.nda
     """
     plan = prepare_for_inference(encoders, device)
     batches = _batches_by_length([len(w) for w in wavs], batch_size)
-    use_bf16 = precision == "bf16" and torch.device(device).type == "cuda"
+    use_bf16 = uses_bf16(precision, device)
 
     @torch.inference_mode()
     def pooled(idx: list[int]) -> list[list[np.ndarray]]:

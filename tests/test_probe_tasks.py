@@ -32,6 +32,20 @@ def test_timit_tasks_write_results_and_hit_the_cache(downstream, tiny_models, tm
     assert again["per_layer"] == res["per_layer"]                 # deterministic probes
 
 
+@pytest.mark.filterwarnings("ignore:CUDA is not available")
+def test_features_cached_in_bf16_are_not_read_by_an_fp32_run(downstream, tiny_models, tmp_path, monkeypatch):
+    import probes
+    args = _args(tiny_models["wav2vec2"], downstream / "timit", tmp_path / "r", tmp_path / "cache",
+                 "--task", "sentence_type")
+    assert eval_phonemes.main(args) == 0
+    monkeypatch.setattr(probes, "uses_bf16", lambda precision, device: True)  # as a bf16 run on a GPU would
+    assert eval_phonemes.main(args) == 0
+    assert json.loads((tmp_path / "r" / "results.json").read_text())["feature_cache_hits"] == 0
+    monkeypatch.undo()
+    assert eval_phonemes.main(args) == 0
+    assert json.loads((tmp_path / "r" / "results.json").read_text())["feature_cache_hits"] == 3
+
+
 def test_results_json_is_written_last(tmp_path, monkeypatch):
     import plotting
     import probe_tasks
