@@ -26,29 +26,29 @@ import models
 from features import POOLINGS, FeatureCache, extract_story_features_together
 from inference import inference_threads, sharing_plan
 from timing import TEST_EXTRA_TRIM
-from run_utils import (command_line, one_out_per_model, package_versions, resolve_device, resolve_precision,
-                       save_npz_atomic, set_seed, timestamp, write_json_atomic, write_text_atomic)
+from run_utils import (HelpFormatter, command_line, one_out_per_model, package_versions, resolve_device,
+                       resolve_precision, save_npz_atomic, set_seed, timestamp, write_json_atomic, write_text_atomic)
 
 PAPER_LAYERS = (2, 5, 7, 8, 10, 11, 12)
 EXIT_USAGE, EXIT_DATA = 2, 3
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     p.add_argument("--out", required=True, nargs="+", help="result folder, one per --model-name")
     p.add_argument("--compare", nargs="+", metavar="DIR", help="only compare earlier result folders (first = reference)")
-    p.add_argument("--data-dir")
-    p.add_argument("--subject")
+    p.add_argument("--data-dir", help="ds003020 root (holds derivative/ and stimuli/)")
+    p.add_argument("--subject", help="UTS03 or 3")
     p.add_argument("--model-name", nargs="+", help="hub id, local model dir, or a trainer's best/; several: "
                                                     "evaluated together, their shared bottom computed once")
     p.add_argument("--layers", type=int, nargs="+", help="hidden-state indices (default: the paper's 2 5 7 8 10 11 12 "
                                                           "that the model has, else all)")
     p.add_argument("--train-stories", nargs="+", help="encoding-model training stories (default: the paper's 26)")
-    p.add_argument("--test-story", default=du.TEST_STORY)
+    p.add_argument("--test-story", default=du.TEST_STORY, help="held-out story the alignment is scored on")
     p.add_argument("--roi-file", help="JSON {roi: [voxel indices]}; 'all' is always reported")
     p.add_argument("--nc-dir", default=str(du.DEFAULT_NC_DIR), help="noise ceilings (computed from repeats if absent)")
     p.add_argument("--nc-floor", type=float, default=0.1, help="cc_norm only where cc_max exceeds this")
-    p.add_argument("--tr", type=float, default=2.0045)
+    p.add_argument("--tr", type=float, default=2.0045, help="repetition time in seconds")
     p.add_argument("--stride", type=float, default=0.1, help="seconds between feature windows")
     p.add_argument("--context", type=float, default=16.0, help="seconds of context per window")
     p.add_argument("--pooling", default="auto", choices=("auto",) + POOLINGS,
@@ -56,7 +56,7 @@ def parse_args(argv=None):
     p.add_argument("--whisper-mode", default="pad30", choices=models.WHISPER_MODES)
     p.add_argument("--batch-size", type=int, help="windows per forward pass (default 16 on CUDA, 1 on CPU, where "
                                                    "batching saves no time and costs memory: bench/RESULTS.md)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
     p.add_argument("--inference-threads", type=int,
                    help="batches of windows run side by side, each op on one core (default: torch's CPU threads on "
                         "a CPU, 1 on a GPU; same features, 1.4x faster on 2 cores: bench/RESULTS.md)")
@@ -65,10 +65,10 @@ def parse_args(argv=None):
                         "bf16 (AVX512-BF16/AMX) is ~1.8x faster, cc_norm effect in bench/RESULTS.md")
     p.add_argument("--backend", default="numpy", choices=["numpy", "torch"], help="ridge backend (torch uses CUDA if present)")
     p.add_argument("--ridge-score", default="r2", choices=["r2", "corr"], help="alpha selection criterion")
-    p.add_argument("--cache-dir", help="feature cache (default <data cache>/features)")
+    p.add_argument("--cache-dir", help="feature cache (default: $BRAIN_TUNING_CACHE/features, else ~/.cache/brain-tuning/features)")
     p.add_argument("--low-level", action="store_true", help="also run the low-level residual analysis (§4)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="seed of the ridge bootstraps")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p.parse_args(argv)
 
 

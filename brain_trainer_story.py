@@ -23,8 +23,8 @@ import torch
 import data_utils as du
 import models
 import training
-from run_utils import (command_line, package_versions, recover_dir, replace_dir, resolve_device, resolve_precision,
-                       save_npy_atomic, set_seed, timestamp, write_csv_atomic, write_json_atomic)
+from run_utils import (HelpFormatter, command_line, package_versions, recover_dir, replace_dir, resolve_device,
+                       resolve_precision, save_npy_atomic, set_seed, timestamp, write_csv_atomic, write_json_atomic)
 
 # Settings that define a run: a resumed run must agree on all of them.
 RUN_DEFINING = ("data_dir", "subject", "model_name", "nc_threshold", "roi", "hemisphere", "loss", "target_control",
@@ -35,7 +35,7 @@ EXIT_USAGE, EXIT_DATA = 2, 3
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     g = p.add_argument_group("data")
     g.add_argument("--data-dir", required=True, help="ds003020 root (holds derivative/ and stimuli/)")
     g.add_argument("--subject", required=True, help="UTS03 or 3")
@@ -57,8 +57,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="pad30 = paper (pad to 30 s, pool valid frames); truncate = positions cut to the window")
     g.add_argument("--head-rank", type=int, help="low-rank readout (BrainWavLM: 100); default full rank")
     g.add_argument("--lora-rank", type=int, help="train LoRA adapters of this rank instead of the full transformer")
-    g.add_argument("--lora-alpha", type=float, default=4.0)
-    g.add_argument("--lora-dropout", type=float, default=0.1)
+    g.add_argument("--lora-alpha", type=float, default=4.0, help="LoRA scaling numerator (scale = alpha / rank)")
+    g.add_argument("--lora-dropout", type=float, default=0.1, help="dropout on the LoRA input")
     g.add_argument("--lora-targets", nargs="+", help="module names to adapt (default per family)")
     g.add_argument("--freeze-layers", type=int, default=0,
                    help="also freeze the bottom N transformer layers (tune only the layers above)")
@@ -68,16 +68,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     g = p.add_argument_group("optimisation")
     g.add_argument("--loss", default="mse", choices=training.LOSSES)
     g.add_argument("--lr", type=float, default=5e-5, help="backbone learning rate")
-    g.add_argument("--head-lr", type=float, default=1e-4)
+    g.add_argument("--head-lr", type=float, default=1e-4, help="voxel-head learning rate")
     g.add_argument("--batch-size", type=int, default=128, help="samples per optimizer step (all GPUs together)")
     g.add_argument("--micro-batch-size", type=int, help="samples per forward pass (gradient accumulation)")
-    g.add_argument("--num-epochs", type=int, default=30)
+    g.add_argument("--num-epochs", type=int, default=30, help="most epochs (early stopping may end sooner)")
     g.add_argument("--patience", type=int, default=3, help="epochs without validation improvement before stopping")
-    g.add_argument("--warmup-fraction", type=float, default=0.1)
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--warmup-fraction", type=float, default=0.1, help="share of the steps with linear LR warm-up")
+    g.add_argument("--seed", type=int, default=0, help="seed of initialisation, order, dropout and controls")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
     g.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"], help="auto = bf16 on CUDA")
-    g.add_argument("--num-workers", type=int, default=0)
+    g.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
     g.add_argument("--cache-front-end", action="store_true",
                    help="compute the frozen front end (conv encoder; Whisper: + frozen dropout-free blocks) once per "
                         "window and reuse it every epoch; same results, disk ~0.5 MB/window bf16 (README)")

@@ -8,29 +8,30 @@ from pathlib import Path
 import data_utils as du
 import models
 from inference import inference_threads
-from run_utils import one_out_per_model, resolve_device, set_seed
+from run_utils import HelpFormatter, one_out_per_model, resolve_device, set_seed
 
 EXIT_USAGE, EXIT_DATA = 2, 3
 
 
 def common_parser(description: str, tasks: list[str], data_help: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--task", choices=tasks, default=tasks[0])
+    p = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
+    p.add_argument("--task", choices=tasks, default=tasks[0], help="what to probe (README: Downstream probes)")
     p.add_argument("--data-dir", help=data_help)
     p.add_argument("--model-name", nargs="+", help="hub id, local model dir, or a trainer's best/; several models "
                    "(e.g. pretrained, tuned, control) are probed on the same data, one --out folder each")
     p.add_argument("--out", nargs="+", required=True, help="result folder, one per --model-name (or of --compare)")
     p.add_argument("--compare", nargs="+", metavar="DIR", help="only compare earlier result folders (first = reference)")
     p.add_argument("--layers", type=int, nargs="+", help="hidden-state indices (default: all transformer layers)")
-    p.add_argument("--whisper-mode", default="pad30", choices=models.WHISPER_MODES)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--whisper-mode", default="pad30", choices=models.WHISPER_MODES,
+                   help="pad30 = pad to 30 s, pool valid frames; truncate = positions cut to the audio")
+    p.add_argument("--batch-size", type=int, default=16, help="utterances per forward pass")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
     p.add_argument("--inference-threads", type=int,
                    help="batches run side by side, each op on one core (default: torch's CPU threads on a CPU, 1 on "
                         "a GPU; same numbers, faster on CPUs where small ops scale poorly)")
-    p.add_argument("--cache-dir", help="feature cache (default $BRAIN_TUNING_CACHE or ~/.cache/brain-tuning, /probes)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--cache-dir", help="feature cache (default: $BRAIN_TUNING_CACHE/probes, else ~/.cache/brain-tuning/probes)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the probes' training")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 

@@ -1,6 +1,7 @@
 """Run bookkeeping shared by the scripts: seeds, package versions, atomic writes, run configs."""
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -15,6 +16,15 @@ import numpy as np
 
 PACKAGES = ("torch", "transformers", "peft", "numpy", "scipy", "h5py", "scikit-learn", "librosa", "soundfile",
             "soxr", "textgrid", "matplotlib", "safetensors")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """`--help` with each option's default, except where there is none to show (None, or an unset switch)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def package_versions() -> dict:

@@ -129,3 +129,16 @@ def test_package_versions_names_what_shapes_results():
     assert versions["torch"] == torch.__version__.split("+")[0] or versions["torch"] == torch.__version__
     assert versions["numpy"] == np.__version__
     assert set(run_utils.PACKAGES) <= set(versions)
+
+
+@pytest.mark.parametrize("script", ["brain_trainer_story", "brain_evaluate", "eval_downstream", "eval_phonemes"])
+def test_help_shows_defaults_but_no_empty_ones(script, capsys):
+    import importlib
+    module = importlib.import_module(script)
+    parse = getattr(module, "parse_args", None) or (lambda argv: module.main(argv))
+    with pytest.raises(SystemExit) as done:
+        parse(["--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "(default: None)" not in text and "(default: False)" not in text
+    assert "(default: auto)" in text and "(default: 0)" in text  # --device, --seed
