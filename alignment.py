@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from eval_utils import DEFAULT_DELAYS, cc_norm, columnwise_correlation, lanczosinterp2d, make_delayed, zscore
+from eval_utils import (DEFAULT_DELAYS, cc_norm, columnwise_correlation, lanczosinterp2d, make_delayed,
+                        weighted_columnwise_correlation, zscore)
 from ridge import DEFAULT_ALPHAS, bootstrap_ridge, ridge_predict
 from timing import TRGrid, trim_slice
 
@@ -31,11 +32,47 @@ def fit_and_score(x_train, y_train, x_test, y_test, cc_max: np.ndarray, nc_floor
                   alphas=DEFAULT_ALPHAS, ridge_kwargs: dict | None = None) -> dict:
     """Ridge (per-voxel alpha) on the training TRs, scored on the test story.
 
-    Returns dict with r (V,), cc_norm (V,), alphas (V,), edge_fraction.
+    Returns dict with r (V,), cc_norm (V,), alphas (V,), edge_fraction, predictions (test rows, V).
     """
     res = bootstrap_ridge(x_train, y_train, x_test, alphas=alphas, **(ridge_kwargs or {}))
     r = columnwise_correlation(res.predictions, y_test)
-    return {"r": r, "cc_norm": cc_norm(r, cc_max, nc_floor), "alphas": res.alphas, "edge_fraction": res.edge_fraction}
+    return {"r": r, "cc_norm": cc_norm(r, cc_max, nc_floor), "alphas": res.alphas, "edge_fraction": res.edge_fraction,
+            "predictions": res.predictions}
+
+
+def block_bootstrap_weights(n_rows: int, block_trs: int = 10, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+    """Moving-block bootstrap of the test TRs as row multiplicities (n_boot, n_rows).
+
+    Each sample strings together blocks of `block_trs` consecutive rows from random starts (autocorrelated
+    responses: single TRs are not independent) until it has n_rows rows.
+    """
+    block = max(1, min(block_trs, n_rows))
+    n_blocks = -(-n_rows // block)
+    starts = np.random.default_rng(seed).integers(0, n_rows - block + 1, size=(n_boot, n_blocks))
+    rows = (starts[:, :, None] + np.arange(block)).reshape(n_boot, -1)[:, :n_rows]
+    weights = np.zeros((n_boot, n_rows))
+    np.add.at(weights, (np.arange(n_boot)[:, None], rows), 1.0)
+    return weights
+
+
+def bootstrap_roi_cc_norm(predictions: list[list[np.ndarray]], responses: np.ndarray, cc_max: np.ndarray,
+                          weights: np.ndarray, nc_floor: float = 0.1, voxel_chunk: int = 4096) -> np.ndarray:
+    """Mean cc_norm over the voxels of one ROI and over layers, per model and bootstrap sample.
+
+    predictions : per model, per layer, (T, V) test predictions of the ROI's voxels.
+    responses : (T, V) test responses; cc_max : (V,); weights : (n_boot, T) from `block_bootstrap_weights`.
+    Returns (n_boot, n_models); the same samples for every model, so differences between models are paired.
+    """
+    ok = np.flatnonzero(np.isfinite(cc_max) & (cc_max > nc_floor))  # the voxels roi_summary averages
+    out = np.full((len(weights), len(predictions)), np.nan)
+    if not len(ok):
+        return out
+    chunks = [ok[i:i + voxel_chunk] for i in range(0, len(ok), voxel_chunk)]  # memory: n_boot × voxel_chunk
+    for k, layers in enumerate(predictions):
+        per_layer = [sum((weighted_columnwise_correlation(p[:, c], responses[:, c], weights) / cc_max[c]).sum(axis=1)
+                         for c in chunks) / len(ok) for p in layers]
+        out[:, k] = np.mean(per_layer, axis=0)
+    return out
 
 
 def residualize(model_train: np.ndarray, model_test: np.ndarray, low_train: np.ndarray, low_test: np.ndarray,

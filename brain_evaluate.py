@@ -225,6 +225,8 @@ def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers:
     summary = {"subject": subject_data["subject"], "model": model_name, "model_type": model_type, "layers": layers,
                "n_layers": n_layers, "upper_middle_layers": al.upper_middle_layers(layers, n_layers),
                "per_layer": {}, "nc_floor": args.nc_floor}
+    named = [r for r in rois if r != "all"]  # test predictions of their voxels are kept for --compare's bootstrap
+    roi_voxels = np.unique(np.concatenate([rois[r] for r in named])).astype(np.int64) if named else None
     out.mkdir(parents=True, exist_ok=True)
     # summary.json marks a finished result (--compare reads it): gone until this one is complete, written last
     (out / "summary.json").unlink(missing_ok=True)
@@ -245,8 +247,14 @@ def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers:
             entry["low_level_impact"] = {roi: al.low_level_impact(entry["rois"][roi]["cc_norm"],
                                                                   entry["rois_residual"][roi]["cc_norm"]) for roi in rois}
             arrays["cc_norm_residual"] = res_low["cc_norm"]
+        if roi_voxels is not None and l in summary["upper_middle_layers"]:
+            arrays.update(roi_voxels=roi_voxels, test_predictions_roi=res["predictions"][:, roi_voxels].astype(np.float32))
         save_npz_atomic(out / f"layer_{l}.npz", **arrays)
         summary["per_layer"][str(l)] = entry
+    if roi_voxels is not None:
+        save_npz_atomic(out / "test_responses_roi.npz", roi_voxels=roi_voxels, cc_max=cc_max[roi_voxels],
+                        responses=y_test[:, roi_voxels].astype(np.float32),
+                        **{f"roi/{r}": np.searchsorted(roi_voxels, rois[r]) for r in named})
     um = [str(l) for l in summary["upper_middle_layers"]]
     summary["upper_middle_mean"] = {roi: float(np.nanmean([summary["per_layer"][l]["rois"][roi]["cc_norm"] for l in um]))
                                     for roi in rois}

@@ -52,6 +52,18 @@ def compare(dirs: list[Path], out: Path) -> dict:
         for name, s in zip(names, summaries):
             lines.append(f"| {name} | " + " | ".join(_fmt(s["upper_middle_low_level_impact"][r]) for r in rois) + " |")
         table["low_level_impact_pct"] = {n: s["upper_middle_low_level_impact"] for n, s in zip(names, summaries)}
+    boot = bootstrap_changes(dirs, names, summaries, rois)
+    if boot.get("rois"):
+        table["bootstrap"] = boot
+        lines += ["", f"95% intervals, moving-block bootstrap of the test story's TRs ({boot['block_trs']}-TR blocks, "
+                  f"{boot['n_boot']} samples, the same for every model):", "",
+                  "| model | " + " | ".join(f"{r} Δ% vs {names[0]}" for r in boot["rois"]) + " |",
+                  "|---|" + "---|" * len(boot["rois"])]
+        for name in names[1:]:
+            ci = boot["change_vs_first_pct_ci95"][name]
+            lines.append(f"| {name} | " + " | ".join(f"{ci[r][0]:+.1f} to {ci[r][1]:+.1f}" for r in boot["rois"]) + " |")
+    elif boot:
+        table["bootstrap"] = boot
     text = "\n".join(lines) + "\n"
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "comparison.md", text)
@@ -62,3 +74,53 @@ def compare(dirs: list[Path], out: Path) -> dict:
     plot_layer_curves(curves, layers, out / "alignment_by_layer.png", "mean cc_norm")
     print(text)
     return table
+
+
+def bootstrap_changes(dirs: list[Path], names: list[str], summaries: list[dict], rois: list[str],
+                      block_trs: int = 10, n_boot: int = 1000, seed: int = 0) -> dict:
+    """95% intervals of each model's upper-middle ROI cc_norm change vs the first model, and of every pairwise
+    difference, from a paired moving-block bootstrap of the test TRs (`alignment.block_bootstrap_weights`).
+
+    Needs the test predictions `brain_evaluate.py` keeps for ROI voxels (test_responses_roi.npz and the
+    upper-middle layer files); returns {"skipped": why} when a folder lacks them or the folders' test data differ.
+    """
+    from alignment import block_bootstrap_weights, bootstrap_roi_cc_norm
+    files = [Path(d) / "test_responses_roi.npz" for d in dirs]
+    if not all(f.is_file() for f in files):
+        return {"skipped": "a folder has no test_responses_roi.npz (evaluated without --roi-file, or before it existed)"}
+    test = [dict(np.load(f)) for f in files]
+    if not all(t.keys() == test[0].keys() and all(np.array_equal(t[k], test[0][k]) for k in t) for t in test):
+        return {"skipped": "the folders were evaluated on different voxels, responses or noise ceilings"}
+    preds = []
+    for d, s in zip(dirs, summaries):
+        per_layer = []
+        for l in s["upper_middle_layers"]:
+            with np.load(Path(d) / f"layer_{l}.npz") as z:
+                if "test_predictions_roi" not in z.files:
+                    return {"skipped": f"{d}/layer_{l}.npz holds no test predictions"}
+                per_layer.append(z["test_predictions_roi"])
+        preds.append(per_layer)
+    t0 = test[0]
+    weights = block_bootstrap_weights(len(t0["responses"]), block_trs, n_boot, seed)
+    out = {"block_trs": block_trs, "n_boot": n_boot, "seed": seed, "rois": [], "change_vs_first_pct_ci95": {},
+           "difference_ci95": {}, "share_of_samples_above": {}}
+    for roi in rois:
+        if f"roi/{roi}" not in t0:
+            continue
+        cols = t0[f"roi/{roi}"]
+        samples = bootstrap_roi_cc_norm([[p[:, cols] for p in per_layer] for per_layer in preds],
+                                        t0["responses"][:, cols], t0["cc_max"][cols], weights, summaries[0]["nc_floor"])
+        out["rois"].append(roi)
+        change = 100.0 * (samples - samples[:, :1]) / np.abs(samples[:, :1])
+        for k, name in enumerate(names):
+            out["change_vs_first_pct_ci95"].setdefault(name, {})[roi] = _interval(change[:, k])
+            for j in range(k):
+                pair = f"{name} - {names[j]}"
+                diff = samples[:, k] - samples[:, j]
+                out["difference_ci95"].setdefault(pair, {})[roi] = _interval(diff)
+                out["share_of_samples_above"].setdefault(pair, {})[roi] = float(np.mean(diff > 0))
+    return out
+
+
+def _interval(x: np.ndarray) -> list[float]:
+    return [float(v) for v in np.nanpercentile(x, [2.5, 97.5])]

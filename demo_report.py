@@ -36,8 +36,28 @@ def below_chance_note(scores: dict, chance: float) -> str:
     return ""
 
 
-def _check(finding: str, expected: str, measured: float, holds: bool, note: str = "") -> dict:
-    return {"finding": finding, "expected": expected, "measured": float(measured), "holds": bool(holds), "note": note}
+def gain_interval_note(boot: dict, roi: str, model: str = "tuned") -> str:
+    """The bootstrap interval of `model`'s change vs the pretrained model (compare_results.bootstrap_changes)."""
+    ci = boot.get("change_vs_first_pct_ci95", {}).get(model, {}).get(roi)
+    return "" if ci is None else f"95% interval {ci[0]:+.1f} to {ci[1]:+.1f}% (test TRs resampled in blocks)"
+
+
+def difference_interval_note(boot: dict, a: str, b: str, roi: str) -> str:
+    """The bootstrap interval of cc_norm(a) - cc_norm(b) and the share of samples where a is above b."""
+    pairs, shares = boot.get("difference_ci95", {}), boot.get("share_of_samples_above", {})
+    if roi in pairs.get(f"{a} - {b}", {}):
+        (lo, hi), share = pairs[f"{a} - {b}"][roi], shares[f"{a} - {b}"][roi]
+    elif roi in pairs.get(f"{b} - {a}", {}):
+        (lo, hi), share = [-x for x in reversed(pairs[f"{b} - {a}"][roi])], 1.0 - shares[f"{b} - {a}"][roi]
+    else:
+        return ""
+    return f"95% interval {lo:+.3f} to {hi:+.3f}; {a} above in {100 * share:.0f}% of resamples of the test TRs"
+
+
+def _check(finding: str, expected: str, measured: float, holds: bool, note: str = "", interval: str = "") -> dict:
+    """One finding; `note` is a caveat on it, `interval` its bootstrap interval (information, not a caveat)."""
+    return {"finding": finding, "expected": expected, "measured": float(measured), "holds": bool(holds), "note": note,
+            "interval": interval}
 
 
 def findings(out: Path, models=MODELS) -> dict:
@@ -54,12 +74,15 @@ def findings(out: Path, models=MODELS) -> dict:
             for m in models}
     chance = _load(out / "probes" / "semantic_category" / "tuned" / "results.json")["chance"]["accuracy"]
     lang, aud = "language", "auditory"
+    boot = cmp.get("bootstrap", {})
     checks = [
         _check("language-ROI alignment gain of the tuned model", f">= +{LANGUAGE_GAIN_AIM:.0f}% vs pretrained",
-               change["tuned"][lang], change["tuned"][lang] >= LANGUAGE_GAIN_AIM)]
+               change["tuned"][lang], change["tuned"][lang] >= LANGUAGE_GAIN_AIM,
+               interval=gain_interval_note(boot, lang))]
     if "control" in models:
         checks.append(_check("tuned above the random-target control (language)", "tuned > control",
-                             cc["tuned"][lang] - cc["control"][lang], cc["tuned"][lang] > cc["control"][lang]))
+                             cc["tuned"][lang] - cc["control"][lang], cc["tuned"][lang] > cc["control"][lang],
+                             interval=difference_interval_note(boot, "tuned", "control", lang)))
     checks += [
         _check("auditory ROI does not gain in the same way", "gain(auditory) < gain(language)",
                change["tuned"][aud], change["tuned"][aud] < change["tuned"][lang]),
@@ -90,7 +113,7 @@ def headline(result: dict) -> str:
                     f"{result['probes_f1_macro']['semantic_category'][m]:.3f} | {result['semantic_preference'][m]:+.4f} |")
     rows += ["", "| finding | expected | measured | holds | note |", "|---|---|---|---|---|"]
     rows += [f"| {c['finding']} | {c['expected']} | {c['measured']:+.3f} | {'yes' if c['holds'] else '**no**'} | "
-             f"{c.get('note', '')} |" for c in result["checks"]]
+             f"{'; '.join(x for x in (c.get('note'), c.get('interval')) if x)} |" for c in result["checks"]]
     return "\n".join(rows) + "\n"
 
 
@@ -171,6 +194,10 @@ def write_report(out: Path, result: dict, seed: int, quick: bool, train_flags: l
         "word's identity, and a word names its category, which the language voxels follow; in a post-hoc check on "
         "seed 0 (docs/demo_record.md) the language ROI's low-level impact was about zero for every model without "
         "the n-grams. A rise there can be category information that the n-grams carry too.", "",
+        "How to read the intervals: the held-out story is resampled in blocks of 10 TRs (1000 samples, the same "
+        "for every model) and the language-ROI means recomputed from the kept test predictions; they show how much "
+        "the numbers depend on which stretches of the one test story were scored, not how they vary between seeds "
+        "or subjects (README: Demo results). The verdicts use the point estimates.", "",
         "## Alignment by layer and ROI", "", "![alignment](eval/comparison/alignment_by_layer.png)", "",
         (out / "eval" / "comparison" / "comparison.md").read_text(), "",
     ]

@@ -29,6 +29,22 @@ def columnwise_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).mean(axis=0)
 
 
+def weighted_columnwise_correlation(a: np.ndarray, b: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Pearson correlation of matching columns of (T, V) arrays under row weights (n_sets, T) -> (n_sets, V).
+
+    Row t counts weights[k, t] times in set k (a bootstrap sample's multiplicities); with all weights 1 it is
+    `columnwise_correlation`. Constant columns give 0. Five (n_sets, T) @ (T, V) products, no resampled copies.
+    """
+    a, b, w = np.asarray(a, np.float64), np.asarray(b, np.float64), np.asarray(weights, np.float64)
+    n = w.sum(axis=1, keepdims=True)
+    mean_a, mean_b = (w @ a) / n, (w @ b) / n
+    square_a, square_b = (w @ (a * a)) / n, (w @ (b * b)) / n
+    var_a, var_b = square_a - mean_a ** 2, square_b - mean_b ** 2
+    flat = (var_a <= 1e-12 * square_a) | (var_b <= 1e-12 * square_b)  # constant up to rounding
+    cov = (w @ (a * b)) / n - mean_a * mean_b
+    return np.where(flat, 0.0, cov / np.sqrt(np.where(flat, 1.0, var_a * var_b)))
+
+
 # ----------------------------------------------------------------------------------------------- resampling
 def lanczos_kernel(x: np.ndarray, window: int = 3) -> np.ndarray:
     """L(x) = a·sin(πx)·sin(πx/a)/(π²x²), L(0) = 1, 0 for |x| > a (a = `window` lobes)."""

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import alignment as al
+from eval_utils import cc_norm, columnwise_correlation
 import brain_evaluate
 from data_utils import ENCODING_TRAIN_STORIES, TEST_STORY, Ds003020, load_roi_file
 from timing import trim_slice
@@ -44,6 +45,27 @@ def test_upper_middle_layers_and_impact():
     assert np.isnan(al.low_level_impact(0.0, 0.1))
     w = al.wilcoxon_compare([0.5, 0.6, 0.55, 0.7, 0.65, 0.62], [0.4, 0.5, 0.5, 0.6, 0.55, 0.5])
     assert w["p_value"] < 0.05 and w["n"] == 6
+
+
+def test_block_bootstrap_and_roi_cc_norm_samples():
+    w = al.block_bootstrap_weights(23, block_trs=5, n_boot=200, seed=1)
+    assert w.shape == (200, 23) and np.all(w.sum(axis=1) == 23)
+    assert w.std(axis=0).min() > 0  # every row is sometimes left out or repeated
+    assert np.all(al.block_bootstrap_weights(8, block_trs=8, n_boot=3) == 1)  # one block = the story itself
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(23, 6))
+    good, bad = y + rng.normal(size=y.shape), rng.normal(size=y.shape)
+    cc_max = np.array([0.9, 0.8, 0.05, 0.7, 0.6, 0.5])  # voxel 2 below the floor: left out, as roi_summary does
+    ones = np.ones((1, 23))
+    point = al.bootstrap_roi_cc_norm([[good], [bad, good]], y, cc_max, ones)
+    r = columnwise_correlation(good, y)
+    expect = al.roi_summary({"r": r, "cc_norm": cc_norm(r, cc_max)}, {"roi": np.arange(6)})["roi"]["cc_norm"]
+    assert point[0, 0] == pytest.approx(expect)
+    samples = al.bootstrap_roi_cc_norm([[good], [good], [bad]], y, cc_max, w)
+    np.testing.assert_allclose(al.bootstrap_roi_cc_norm([[good], [good], [bad]], y, cc_max, w, voxel_chunk=2), samples,
+                               atol=1e-12)  # voxels in chunks: the same means
+    assert np.all(samples[:, 0] == samples[:, 1])  # paired: the same model gives a difference of exactly 0
+    assert np.all(samples[:, 0] > samples[:, 2])
 
 
 def _eval(mini, model, out, *extra):
@@ -87,6 +109,12 @@ def test_brain_evaluate_end_to_end_cache_and_compare(mini, tiny_models, tmp_path
     assert brain_evaluate.main(["--compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "cmp")]) == 0
     table = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert table["change_vs_first_pct"]["b"]["all"] == pytest.approx(0.0, abs=1e-6)
+    boot = table["bootstrap"]  # the same model twice: every bootstrap sample agrees
+    assert set(boot["rois"]) >= {"auditory", "language"} and boot["n_boot"] == 1000
+    lo, hi = boot["difference_ci95"]["b - a"]["language"]
+    assert abs(lo) < 1e-5 and abs(hi) < 1e-5
+    assert z["test_predictions_roi"].shape == (len(np.load(tmp_path / "a" / "test_responses_roi.npz")["responses"]),
+                                               len(z["roi_voxels"]))
     assert (tmp_path / "cmp" / "alignment_by_layer.png").is_file()
     # a folder that is not a result: exit 2 naming the missing file, nothing written
     assert brain_evaluate.main(["--compare", str(tmp_path / "a"), str(tmp_path), "--out", str(tmp_path / "bad")]) == 2

@@ -17,6 +17,8 @@ def test_quick_demo_tuning_raises_language_alignment(tmp_path, monkeypatch):
     # the main effect: brain-tuning raises language-ROI alignment on the held-out story
     assert result["alignment"]["tuned"]["language"] > result["alignment"]["pretrained"]["language"]
     assert "language" in result["low_level_impact_pct"]["tuned"]  # measured (its direction held in 2 of 3 seeds)
+    # the gain's interval from resampling the test story's TRs, beside the verdict
+    assert result["checks"][0]["interval"].startswith("95% interval ")
     report = (out / "REPORT.md").read_text()
     assert "## Headline" in report and "![alignment](eval/comparison/alignment_by_layer.png)" in report
     for png in ("eval/comparison/alignment_by_layer.png", "train/tuned/loss_curve.png", "probes_summary.png"):
@@ -124,3 +126,14 @@ def test_pipeline_steps_diagnostics_only_on_request_and_quick_drops_the_control(
     quick = steps(quick=True, diagnostics=True)
     assert not any("control" in s or s.startswith("diagnostic") for s in quick)
     assert "probe semantic_category (pretrained, tuned)" in quick and not any("phonemes" in s for s in quick)
+
+
+def test_interval_notes_read_the_bootstrap_in_either_pair_order():
+    from demo_report import difference_interval_note, gain_interval_note
+    boot = {"change_vs_first_pct_ci95": {"tuned": {"language": [2.5, 21.0]}},
+            "difference_ci95": {"control - tuned": {"language": [-0.03, 0.01]}},
+            "share_of_samples_above": {"control - tuned": {"language": 0.2}}}
+    assert gain_interval_note(boot, "language") == "95% interval +2.5 to +21.0% (test TRs resampled in blocks)"
+    assert difference_interval_note(boot, "tuned", "control", "language") == (
+        "95% interval -0.010 to +0.030; tuned above in 80% of resamples of the test TRs")
+    assert gain_interval_note({}, "language") == "" and difference_interval_note({}, "tuned", "control", "language") == ""

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from eval_utils import columnwise_correlation, lanczos_kernel, lanczosinterp2d, make_delayed, zscore
+from eval_utils import (columnwise_correlation, lanczos_kernel, lanczosinterp2d, make_delayed,
+                        weighted_columnwise_correlation, zscore)
 
 
 def test_zscore_ddof0_and_constant_columns():
@@ -45,3 +46,18 @@ def test_columnwise_correlation():
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(50, 3)), rng.normal(size=(50, 3))
     np.testing.assert_allclose(columnwise_correlation(a, b), [np.corrcoef(a[:, i], b[:, i])[0, 1] for i in range(3)])
+
+
+def test_weighted_correlation_equals_the_correlation_of_the_repeated_rows():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(30, 4))
+    b = rng.normal(size=(30, 4)) + 0.5 * a
+    b[:, 3] = 2.0  # a constant column gives 0
+    counts = rng.integers(0, 3, size=(5, 30)).astype(float)
+    got = weighted_columnwise_correlation(a, b, counts)
+    for k in range(5):
+        rows = np.repeat(np.arange(30), counts[k].astype(int))
+        np.testing.assert_allclose(got[k], columnwise_correlation(a[rows], b[rows]), atol=1e-12)
+    np.testing.assert_allclose(weighted_columnwise_correlation(a, b, np.ones((1, 30)))[0], columnwise_correlation(a, b),
+                               atol=1e-12)
+    assert got[:, 3].tolist() == [0.0] * 5
