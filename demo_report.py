@@ -231,6 +231,11 @@ def write_seed_summary(out: Path, results: dict) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     notes = sorted({c["note"] for r in results.values() for c in r["checks"] if c.get("note")})
     lines += [f"\n† {n}" for n in notes]
+    for i, name in enumerate(checks):  # the bootstrap intervals of the test TRs, where the check has one
+        per_seed = [f"seed {s}: {r['checks'][i]['interval']}" for s, r in results.items()
+                    if r["checks"][i].get("interval")]
+        if per_seed:
+            lines += ["", f"{name}: " + "; ".join(per_seed) + "."]
     for name, (title, _) in DIAGNOSTICS.items():
         diag = {s: r.get("diagnostics", {}).get(name) for s, r in results.items()}
         if not all(diag.values()):

@@ -71,8 +71,10 @@ def test_seed_summary_tables_checks_and_the_diagnostics(tmp_path):
                        "f1_macro": {"pretrained": {"1": 0.1, "4": 0.07}, "tuned": {"1": 0.1, "4": f1}},
                        "context_label_baseline": base}}}
                for s, m, f1, base in ((0, 23.0, 0.14, 0.155), (1, 12.0, 0.16, 0.175))}
+    results[1]["checks"][0]["interval"] = "95% interval +1.0 to +25.0%"
     text = write_seed_summary(tmp_path, results)
     assert "| language gain | +23.000 ✓ | +12.000 ✗ |" in text
+    assert "language gain: seed 1: 95% interval +1.0 to +25.0%." in text  # seed 0 has none (an older run)
     assert "category of story words in context, F1 macro on unseen words at layer 4" in text
     assert "| tuned | 0.140 | 0.160 |" in text and "| pretrained | 0.070 | 0.070 |" in text
     assert "| context-label baseline | 0.155 | 0.175 |" in text and "neutral sentences" not in text
