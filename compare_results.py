@@ -64,6 +64,7 @@ def compare(dirs: list[Path], out: Path) -> dict:
             lines.append(f"| {name} | " + " | ".join(f"{ci[r][0]:+.1f} to {ci[r][1]:+.1f}" for r in boot["rois"]) + " |")
     elif boot:
         table["bootstrap"] = boot
+        lines += ["", f"No bootstrap intervals: {boot['skipped']}."]
     text = "\n".join(lines) + "\n"
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "comparison.md", text)
@@ -88,7 +89,10 @@ def bootstrap_changes(dirs: list[Path], names: list[str], summaries: list[dict],
     files = [Path(d) / "test_responses_roi.npz" for d in dirs]
     if not all(f.is_file() for f in files):
         return {"skipped": "a folder has no test_responses_roi.npz (evaluated without --roi-file, or before it existed)"}
-    test = [dict(np.load(f)) for f in files]
+    test = []
+    for f in files:
+        with np.load(f) as z:
+            test.append({k: z[k] for k in z.files})
     if not all(t.keys() == test[0].keys() and all(np.array_equal(t[k], test[0][k]) for k in t) for t in test):
         return {"skipped": "the folders were evaluated on different voxels, responses or noise ceilings"}
     preds = []

@@ -113,6 +113,9 @@ def test_brain_evaluate_end_to_end_cache_and_compare(mini, tiny_models, tmp_path
     assert set(boot["rois"]) >= {"auditory", "language"} and boot["n_boot"] == 1000
     lo, hi = boot["difference_ci95"]["b - a"]["language"]
     assert abs(lo) < 1e-5 and abs(hi) < 1e-5
+    (tmp_path / "b" / "test_responses_roi.npz").unlink()  # e.g. a result from before the intervals existed
+    assert brain_evaluate.main(["--compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "cmp2")]) == 0
+    assert "No bootstrap intervals: a folder has no test_responses_roi.npz" in (tmp_path / "cmp2" / "comparison.md").read_text()
     assert z["test_predictions_roi"].shape == (len(np.load(tmp_path / "a" / "test_responses_roi.npz")["responses"]),
                                                len(z["roi_voxels"]))
     assert (tmp_path / "cmp" / "alignment_by_layer.png").is_file()
