@@ -236,12 +236,11 @@ def main(argv=None) -> int:
         state = training.load_training_state(last, model, optimizer, scheduler)
         if is_main:
             print(f"resumed from {last} after epoch {state['epoch']}")
-    run_config = {"args": config, "command": command_line(), "started": timestamp(), "versions": package_versions()}
+    now = {"command": command_line(), "versions": package_versions()}
+    run_config = {"args": config, "command": now["command"], "started": timestamp(), "versions": now["versions"]}
     if last is not None:  # the record stays the first start's; each resumption is added to it
         run_config.update({k: old_run[k] for k in ("command", "started", "versions", "head_init") if k in old_run})
-        run_config["resumed"] = old_run.get("resumed", []) + [
-            {"at": timestamp(), "after_epoch": state["epoch"], "command": command_line(),
-             "versions": package_versions()}]
+        run_config["resumed"] = old_run.get("resumed", []) + [{"at": timestamp(), "after_epoch": state["epoch"], **now}]
     if is_main:
         write_json_atomic(out_dir / "config.json", run_config)
         if voxels is not None:

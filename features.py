@@ -159,5 +159,6 @@ class FeatureCache:
             return z["times"], z["feats"][[have.index(l) for l in layers]]
 
     def save(self, story: str, layers: list[int], times: np.ndarray, feats: np.ndarray) -> None:
-        write_json_atomic(self.folder / "settings.json", self.settings)
+        if not (self.folder / "settings.json").is_file():  # the same for every story of this folder
+            write_json_atomic(self.folder / "settings.json", self.settings)
         save_npz_atomic(self.path(story), times=times, feats=feats, layers=np.array(layers))
