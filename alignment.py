@@ -114,14 +114,29 @@ def relative_change(new: float, reference: float) -> float:
     return float(100.0 * (new - reference) / abs(reference)) if reference and np.isfinite(reference) else float("nan")
 
 
+def mean_sem(values) -> tuple[float, float]:
+    """Mean and standard error of the mean (ddof 1) of finite `values`; SEM is NaN for fewer than two."""
+    x = np.asarray(values, float)
+    x = x[np.isfinite(x)]
+    if not len(x):
+        return float("nan"), float("nan")
+    return float(x.mean()), float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
+
+
 def wilcoxon_compare(tuned: np.ndarray, pretrained: np.ndarray) -> dict:
-    """Wilcoxon signed-rank test across subjects (paired values); mean ± SEM of each."""
+    """Wilcoxon signed-rank test across subjects (paired values; pairs with a NaN dropped); mean ± SEM of each.
+
+    With n subjects the exact two-sided test cannot go below p = 2/2**n (`min_p_value`): 0.25 for 3 subjects.
+    """
     from scipy.stats import wilcoxon
     tuned, pretrained = np.asarray(tuned, float), np.asarray(pretrained, float)
-    sem = lambda x: float(np.std(x, ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")  # noqa: E731
-    out = {"tuned_mean": float(tuned.mean()), "tuned_sem": sem(tuned), "pretrained_mean": float(pretrained.mean()),
-           "pretrained_sem": sem(pretrained), "n": int(len(tuned))}
-    if len(tuned) >= 2 and np.any(tuned != pretrained):
+    keep = np.isfinite(tuned) & np.isfinite(pretrained)
+    tuned, pretrained = tuned[keep], pretrained[keep]
+    (t_mean, t_sem), (p_mean, p_sem) = mean_sem(tuned), mean_sem(pretrained)
+    n = int(len(tuned))
+    out = {"tuned_mean": t_mean, "tuned_sem": t_sem, "pretrained_mean": p_mean, "pretrained_sem": p_sem, "n": n,
+           "min_p_value": 2.0 / 2 ** n if n else float("nan")}
+    if n >= 2 and np.any(tuned != pretrained):
         stat, p = wilcoxon(tuned, pretrained)
         out.update(statistic=float(stat), p_value=float(p))
     return out

@@ -4,11 +4,14 @@
         --model-name facebook/wav2vec2-base --out results/w2v_UTS03 [--roi-file rois.json] [--low-level]
     python brain_evaluate.py ... --model-name facebook/wav2vec2-base runs/x/best --out results/pre results/tuned
     python brain_evaluate.py --compare results/pre results/tuned results/control --out results/cmp
+    python brain_evaluate.py --subject-results results/UTS01/pre results/UTS01/tuned \
+        --subject-results results/UTS02/pre results/UTS02/tuned ... --out results/group
 
 A trainer's `best/` folder is a model like any other (--model-name runs/x/best); a model tuned on subject A
 evaluated with --subject B is the cross-subject transfer analysis. Outputs: layer_<l>.npz (voxelwise r,
 cc_max, cc_norm, alphas; upper-middle layers: ROI voxels' test predictions), test_responses_roi.npz, summary.json,
-table.md, alignment_by_layer.png, config.json. Several models (one --out
+table.md, alignment_by_layer.png, config.json. `--subject-results` (once per subject) summarises the same models
+across subjects: mean ± SEM and a Wilcoxon signed-rank test against the first model (group.json, group.md, plot). Several models (one --out
 each) are evaluated on one load of the data, and the bottom a tuned model shares with its pretrained start
 (front end and `--freeze-layers` blocks, compared weight by weight) is computed once: same numbers, less time.
 """
@@ -36,8 +39,14 @@ EXIT_USAGE, EXIT_DATA = 2, 3
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
-    p.add_argument("--out", required=True, nargs="+", help="result folder, one per --model-name")
+    p.add_argument("--out", required=True, nargs="+",
+                   help="result folder, one per --model-name (--compare, --subject-results: the one folder they write)")
     p.add_argument("--compare", nargs="+", metavar="DIR", help="only compare earlier result folders (first = reference)")
+    p.add_argument("--subject-results", action="append", nargs="+", metavar="DIR",
+                   help="one subject's result folders, the models in the same order for every subject (first = "
+                        "reference); give it once per subject: mean ± SEM across subjects and Wilcoxon tests")
+    p.add_argument("--labels", nargs="+", help="model names for --subject-results (default: the first subject's "
+                                               "folder names)")
     p.add_argument("--data-dir", help="ds003020 root (holds derivative/ and stimuli/)")
     p.add_argument("--subject", help="UTS03 or 3")
     p.add_argument("--model-name", nargs="+", help="hub id, local model dir, or a trainer's best/; several: "
@@ -85,13 +94,23 @@ def resolve_layers(requested, n_layers: int) -> list[int]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.compare:
-        if len(args.out) != 1:
-            print(f"error: --compare writes one folder; found --out {' '.join(args.out)}", file=sys.stderr)
+    if args.labels and not args.subject_results:
+        print("error: --labels names the models of --subject-results", file=sys.stderr)
+        return EXIT_USAGE
+    if args.compare or args.subject_results:
+        flag = "--compare" if args.compare else "--subject-results"
+        if args.compare and args.subject_results:
+            print("error: give --compare or --subject-results, not both", file=sys.stderr)
             return EXIT_USAGE
-        from compare_results import compare
+        if len(args.out) != 1:
+            print(f"error: {flag} writes one folder; found --out {' '.join(args.out)}", file=sys.stderr)
+            return EXIT_USAGE
+        from compare_results import compare, compare_subjects
         try:
-            compare([Path(d) for d in args.compare], Path(args.out[0]))
+            if args.compare:
+                compare([Path(d) for d in args.compare], Path(args.out[0]))
+            else:
+                compare_subjects([[Path(d) for d in g] for g in args.subject_results], Path(args.out[0]), args.labels)
         except (FileNotFoundError, ValueError) as err:
             print(f"error: {err}", file=sys.stderr)
             return EXIT_USAGE

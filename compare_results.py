@@ -1,11 +1,12 @@
-"""Tables and plots of alignment results: one result folder, or several side by side (`--compare`)."""
+"""Tables and plots of alignment results: one result folder, several side by side (`--compare`), or the same
+models across subjects (`--subject-results`)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
-from alignment import relative_change
+from alignment import mean_sem, relative_change, wilcoxon_compare
 from run_utils import read_result_json, write_json_atomic, write_text_atomic
 
 
@@ -124,6 +125,130 @@ def bootstrap_changes(dirs: list[Path], names: list[str], summaries: list[dict],
                 out["difference_ci95"].setdefault(pair, {})[roi] = _interval(diff)
                 out["share_of_samples_above"].setdefault(pair, {})[roi] = float(np.mean(diff > 0))
     return out
+
+
+def compare_subjects(groups: list[list[Path]], out: Path, labels: list[str] | None = None) -> dict:
+    """The same models across subjects (SPEC-methods.md §3.7): per model and ROI, the upper-middle mean cc_norm
+    as mean ± SEM over subjects, each subject's change vs the first model (mean ± SEM), and a Wilcoxon
+    signed-rank test of each model against the first, paired by subject.
+
+    groups : one list of `brain_evaluate.py` result folders per subject, the models in the same order in each
+        (first = reference), e.g. [[UTS01/pretrained, UTS01/tuned], [UTS02/pretrained, UTS02/tuned], ...].
+    labels : model names (default: the first subject's folder names).
+    Writes OUT/group.json, group.md and group_by_roi.png. Raises ValueError (naming the folder) when a subject's
+    folders hold different subjects, a subject comes twice, the lists differ in length, or a position holds
+    different model families; FileNotFoundError when a folder is not a finished result.
+    """
+    from plotting import plot_bars
+    if len(groups) < 2:
+        raise ValueError(f"--subject-results: a comparison across subjects needs at least 2 subjects; found {len(groups)}")
+    sizes = sorted({len(g) for g in groups})
+    if sizes != [len(groups[0])] or sizes[0] < 2:
+        raise ValueError("--subject-results: every subject needs the same number (>= 2) of result folders, one per "
+                         f"model in the same order; found {[len(g) for g in groups]}")
+    summaries = [[read_result_json(d, "summary.json", "brain_evaluate.py", ("subject", "model_type", "upper_middle_mean"))
+                  for d in g] for g in groups]
+    subjects = []
+    for g, ss in zip(groups, summaries):
+        for d, s in zip(g, ss):
+            if s["subject"] != ss[0]["subject"]:
+                raise ValueError(f"{d}: subject {s['subject']}, expected {ss[0]['subject']} like {g[0]} (one subject "
+                                 "per --subject-results)")
+        if ss[0]["subject"] in subjects:
+            raise ValueError(f"{g[0]}: subject {ss[0]['subject']} given twice")
+        subjects.append(ss[0]["subject"])
+    for k in range(len(groups[0])):
+        for g, ss in zip(groups, summaries):
+            if ss[k]["model_type"] != summaries[0][k]["model_type"]:
+                raise ValueError(f"{g[k]}: a {ss[k]['model_type']} model at position {k + 1}, expected "
+                                 f"{summaries[0][k]['model_type']} like {groups[0][k]}")
+    names = list(labels) if labels else [Path(d).name for d in groups[0]]
+    if len(names) != len(groups[0]) or len(set(names)) != len(names):
+        raise ValueError(f"--labels: {len(groups[0])} distinct model names needed; found {names}")
+    rois = [r for r in summaries[0][0]["upper_middle_mean"] if all(r in s["upper_middle_mean"] for ss in summaries for s in ss)]
+    values = {name: {roi: [ss[k]["upper_middle_mean"][roi] for ss in summaries] for roi in rois}
+              for k, name in enumerate(names)}
+    table = {"models": names, "subjects": subjects, "rois": rois,
+             "folders": {subj: [str(d) for d in g] for subj, g in zip(subjects, groups)},
+             "upper_middle_cc_norm": {}, "change_vs_first_pct": {}, "wilcoxon_vs_first": {}}
+    for name in names:
+        table["upper_middle_cc_norm"][name] = {}
+        for roi in rois:
+            m, sem = mean_sem(values[name][roi])
+            table["upper_middle_cc_norm"][name][roi] = {"per_subject": dict(zip(subjects, values[name][roi])),
+                                                        "mean": m, "sem": sem}
+    for name in names[1:]:
+        table["change_vs_first_pct"][name], table["wilcoxon_vs_first"][name] = {}, {}
+        for roi in rois:
+            change = [relative_change(v, ref) for v, ref in zip(values[name][roi], values[names[0]][roi])]
+            m, sem = mean_sem(change)
+            table["change_vs_first_pct"][name][roi] = {"per_subject": dict(zip(subjects, change)), "mean": m, "sem": sem}
+            w = wilcoxon_compare(values[name][roi], values[names[0]][roi])
+            table["wilcoxon_vs_first"][name][roi] = {k: w[k] for k in ("n", "min_p_value", "statistic", "p_value") if k in w}
+    if all("upper_middle_low_level_impact" in s for ss in summaries for s in ss):
+        table["low_level_impact_pct"] = {}
+        for k, name in enumerate(names):
+            table["low_level_impact_pct"][name] = {}
+            for roi in rois:
+                impact = [ss[k]["upper_middle_low_level_impact"].get(roi, float("nan")) for ss in summaries]
+                m, sem = mean_sem(impact)
+                entry = {"per_subject": dict(zip(subjects, impact)), "mean": m, "sem": sem}
+                if k:
+                    first = list(table["low_level_impact_pct"][names[0]][roi]["per_subject"].values())
+                    w = wilcoxon_compare(impact, first)
+                    entry["wilcoxon_vs_first"] = {key: w[key] for key in ("n", "statistic", "p_value") if key in w}
+                table["low_level_impact_pct"][name][roi] = entry
+    text = _render_subjects(table)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "group.md", text)
+    write_json_atomic(out / "group.json", table)
+    cc = table["upper_middle_cc_norm"]
+    plot_bars({roi: {n: cc[n][roi]["mean"] for n in names} for roi in rois}, out / "group_by_roi.png",
+              "upper-middle mean cc_norm", title=f"{len(subjects)} subjects: mean ± SEM, lines = subjects",
+              errors={roi: {n: cc[n][roi]["sem"] for n in names} for roi in rois},
+              points={roi: {n: list(cc[n][roi]["per_subject"].values()) for n in names} for roi in rois})
+    print(text)
+    return table
+
+
+def _render_subjects(table: dict) -> str:
+    names, rois, subjects = table["models"], table["rois"], table["subjects"]
+    cc, change, test = table["upper_middle_cc_norm"], table["change_vs_first_pct"], table["wilcoxon_vs_first"]
+    lines = [f"### {len(subjects)} subjects ({', '.join(subjects)}): upper-middle mean cc_norm, mean ± SEM", "",
+             "| model | " + " | ".join(rois) + " |", "|---|" + "---|" * len(rois)]
+    for name in names:
+        lines.append(f"| {name} | " + " | ".join(f"{_fmt(cc[name][r]['mean'])} ± {_fmt(cc[name][r]['sem'])}"
+                                                 for r in rois) + " |")
+    lines += ["", f"Change vs {names[0]} per subject (Δ%, mean ± SEM) and Wilcoxon signed-rank p (paired by subject):",
+              "", "| model | " + " | ".join(f"{r} Δ% | {r} p" for r in rois) + " |", "|---|" + "---|---|" * len(rois)]
+    for name in names[1:]:
+        cells = []
+        for r in rois:
+            c, w = change[name][r], test[name][r]
+            p = f"{w['p_value']:.3g}" if "p_value" in w else "n/a"
+            cells.append(f"{c['mean']:+.1f} ± {c['sem']:.1f} | {p} (n={w['n']})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if "low_level_impact_pct" in table:
+        low = table["low_level_impact_pct"]
+        lines += ["", "Low-level impact % (mean ± SEM; Wilcoxon p vs the first model):", "",
+                  "| model | " + " | ".join(rois) + " |", "|---|" + "---|" * len(rois)]
+        for name in names:
+            cells = []
+            for r in rois:
+                e = low[name][r]
+                w = e.get("wilcoxon_vs_first", {})
+                p = f" (p {w['p_value']:.3g})" if "p_value" in w else ""
+                cells.append(f"{e['mean']:.1f} ± {e['sem']:.1f}{p}")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    n = min(w["n"] for per_roi in test.values() for w in per_roi.values()) if test else 0
+    if 0 < n < 6:
+        lines += ["", f"With {n} subjects the two-sided signed-rank test cannot go below p = {2 / 2 ** n:.3g}: "
+                      "read the per-subject values (group.json) rather than the p-value."]
+    lines += ["", "| subject | " + " | ".join(f"{n_} {r}" for n_ in names for r in rois) + " |",
+              "|---|" + "---|" * (len(names) * len(rois))]
+    for subj in subjects:
+        lines.append(f"| {subj} | " + " | ".join(_fmt(cc[n_][r]["per_subject"][subj]) for n_ in names for r in rois) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _interval(x: np.ndarray) -> list[float]:

@@ -53,8 +53,11 @@ def plot_layer_curves(curves: dict[str, dict[str, list[float]]], layers: list[in
     _save(fig, path)
 
 
-def plot_bars(values: dict[str, dict[str, float]], path, ylabel: str, title: str = "") -> None:
-    """Grouped bars: `values[group][model]`."""
+def plot_bars(values: dict[str, dict[str, float]], path, ylabel: str, title: str = "",
+              errors: dict[str, dict[str, float]] | None = None,
+              points: dict[str, dict[str, list[float]]] | None = None) -> None:
+    """Grouped bars: `values[group][model]`; optional error bars `errors[group][model]` and individual values
+    (e.g. subjects, in the same order for every model) as dots joined across the models, `points[group][model]`."""
     import numpy as np
     groups = list(values)
     models = list(next(iter(values.values())))
@@ -62,7 +65,11 @@ def plot_bars(values: dict[str, dict[str, float]], path, ylabel: str, title: str
     width = 0.8 / max(1, len(models))
     fig, ax = plt.subplots(figsize=(max(4, 1.4 * len(groups)), 3.2))
     for i, m in enumerate(models):
-        ax.bar(x + i * width, [values[g].get(m, np.nan) for g in groups], width, label=m)
+        yerr = [errors[g].get(m, np.nan) for g in groups] if errors else None
+        ax.bar(x + i * width, [values[g].get(m, np.nan) for g in groups], width, yerr=yerr, capsize=3, label=m)
+    for j, g in enumerate(groups if points else []):  # one line per individual (subject) across the models
+        ys = np.array([points[g].get(m, []) for m in models], float)
+        ax.plot(x[j] + width * np.arange(len(models)), ys, "o-", color="black", lw=0.6, ms=3)
     ax.set_xticks(x + width * (len(models) - 1) / 2, groups, rotation=20)
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)

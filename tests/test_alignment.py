@@ -45,6 +45,10 @@ def test_upper_middle_layers_and_impact():
     assert np.isnan(al.low_level_impact(0.0, 0.1))
     w = al.wilcoxon_compare([0.5, 0.6, 0.55, 0.7, 0.65, 0.62], [0.4, 0.5, 0.5, 0.6, 0.55, 0.5])
     assert w["p_value"] < 0.05 and w["n"] == 6
+    assert al.mean_sem([1.0, 3.0, np.nan]) == pytest.approx((2.0, 1.0))  # sd sqrt(2), 2 values: SEM 1
+    assert np.isnan(al.mean_sem([4.0])[1]) and np.isnan(al.mean_sem([])[0])
+    w = al.wilcoxon_compare([0.5, np.nan, 0.7], [0.4, 0.5, 0.6])  # a subject without a value drops out of the pair
+    assert w["n"] == 2 and w["p_value"] == pytest.approx(0.5) and w["tuned_mean"] == pytest.approx(0.6)
 
 
 def test_block_bootstrap_and_roi_cc_norm_samples():
@@ -119,6 +123,19 @@ def test_brain_evaluate_end_to_end_cache_and_compare(mini, tiny_models, tmp_path
     assert z["test_predictions_roi"].shape == (len(np.load(tmp_path / "a" / "test_responses_roi.npz")["responses"]),
                                                len(z["roi_voxels"]))
     assert (tmp_path / "cmp" / "alignment_by_layer.png").is_file()
+    # across subjects, on real result folders: the same pair relabelled as a second subject changes nothing
+    for d in ("a", "b"):
+        shutil.copytree(tmp_path / d, tmp_path / "UTS03" / d)
+        s = json.loads((tmp_path / "UTS03" / d / "summary.json").read_text())
+        (tmp_path / "UTS03" / d / "summary.json").write_text(json.dumps({**s, "subject": "UTS03"}))
+    assert brain_evaluate.main(["--subject-results", str(tmp_path / "a"), str(tmp_path / "b"), "--subject-results",
+                                str(tmp_path / "UTS03" / "a"), str(tmp_path / "UTS03" / "b"),
+                                "--out", str(tmp_path / "group")]) == 0
+    group = json.loads((tmp_path / "group" / "group.json").read_text())
+    assert group["subjects"] == ["UTS02", "UTS03"] and set(group["rois"]) >= {"auditory", "language"}
+    assert group["upper_middle_cc_norm"]["a"]["language"]["mean"] == pytest.approx(summary["upper_middle_mean"]["language"])
+    assert group["change_vs_first_pct"]["b"]["language"]["mean"] == pytest.approx(0.0, abs=1e-4)
+    assert "low_level_impact_pct" not in group  # b was evaluated without --low-level
     # a folder that is not a result: exit 2 naming the missing file, nothing written
     assert brain_evaluate.main(["--compare", str(tmp_path / "a"), str(tmp_path), "--out", str(tmp_path / "bad")]) == 2
     assert f"{tmp_path / 'summary.json'}: not a brain_evaluate.py result folder" in capsys.readouterr().err

@@ -1,0 +1,103 @@
+"""Comparisons of alignment results across subjects (`brain_evaluate.py --subject-results`): hand-computed cases."""
+import json
+
+import pytest
+
+import brain_evaluate
+
+
+def _result(folder, subject, language, auditory=0.3, model_type="whisper", impact=None):
+    """A finished brain_evaluate.py result folder holding only what the comparison reads."""
+    folder.mkdir(parents=True)
+    summary = {"subject": subject, "model_type": model_type,
+               "upper_middle_mean": {"all": 0.1, "language": language, "auditory": auditory}}
+    if impact is not None:
+        summary["upper_middle_low_level_impact"] = {"all": 0.0, "language": impact, "auditory": 40.0}
+    (folder / "summary.json").write_text(json.dumps(summary))
+    return str(folder)
+
+
+def _groups(tmp_path, pre, tuned, impacts=None):
+    args = []
+    for i, (a, b) in enumerate(zip(pre, tuned)):
+        subj = f"UTS0{i + 1}"
+        imp = impacts[i] if impacts else (None, None)
+        args += ["--subject-results", _result(tmp_path / subj / "pretrained", subj, a, impact=imp[0]),
+                 _result(tmp_path / subj / "tuned", subj, b, impact=imp[1])]
+    return args
+
+
+def test_mean_sem_change_and_signed_rank_by_hand(tmp_path, capsys):
+    args = _groups(tmp_path, [0.1, 0.2, 0.4], [0.12, 0.22, 0.44], impacts=[(30, 20), (25, 24), (40, 30)])
+    assert brain_evaluate.main(args + ["--out", str(tmp_path / "group")]) == 0
+    g = json.loads((tmp_path / "group" / "group.json").read_text())
+    assert g["subjects"] == ["UTS01", "UTS02", "UTS03"] and g["models"] == ["pretrained", "tuned"]
+    pre = g["upper_middle_cc_norm"]["pretrained"]["language"]
+    assert pre["mean"] == pytest.approx(0.7 / 3) and pre["per_subject"]["UTS02"] == 0.2
+    # deviations from 0.2333: -0.1333, -0.0333, +0.1667; squares sum to 0.046667; var (ddof 1) 0.023333; /3, sqrt
+    assert pre["sem"] == pytest.approx(0.08819, rel=1e-3)
+    change = g["change_vs_first_pct"]["tuned"]["language"]  # +20, +10, +10 %
+    assert change["mean"] == pytest.approx(40 / 3) and change["sem"] == pytest.approx(10 / 3)
+    w = g["wilcoxon_vs_first"]["tuned"]["language"]
+    # 3 positive differences: the exact two-sided p is its minimum, 2/2^3
+    assert w["n"] == 3 and w["p_value"] == pytest.approx(0.25) and w["min_p_value"] == pytest.approx(0.25)
+    assert g["wilcoxon_vs_first"]["tuned"]["auditory"] == {"n": 3, "min_p_value": 0.25}  # no change: no test
+    low = g["low_level_impact_pct"]
+    assert low["pretrained"]["language"]["mean"] == pytest.approx(95 / 3)
+    assert low["tuned"]["language"]["mean"] == pytest.approx(74 / 3)
+    assert low["tuned"]["language"]["wilcoxon_vs_first"]["p_value"] == pytest.approx(0.25)
+    md = (tmp_path / "group" / "group.md").read_text()
+    assert "+13.3 ± 3.3 | 0.25 (n=3)" in md and "cannot go below p = 0.25" in md
+    assert (tmp_path / "group" / "group_by_roi.png").stat().st_size > 0
+    assert "3 subjects (UTS01, UTS02, UTS03)" in capsys.readouterr().out
+
+
+def test_signed_rank_p_for_six_subjects(tmp_path):
+    pre = [0.1] * 6
+    # differences +1 +2 -3 +4 +5 +6 (x0.01): ranks 1..6, W- = 3; subsets of {1..6} summing to <= 3: 5 -> p = 2*5/64
+    tuned = [0.11, 0.12, 0.07, 0.14, 0.15, 0.16]
+    assert brain_evaluate.main(_groups(tmp_path, pre, tuned) + ["--out", str(tmp_path / "g"),
+                                                                 "--labels", "pre", "brain-tuned"]) == 0
+    g = json.loads((tmp_path / "g" / "group.json").read_text())
+    w = g["wilcoxon_vs_first"]["brain-tuned"]["language"]
+    assert w["statistic"] == 3 and w["p_value"] == pytest.approx(10 / 64) and w["n"] == 6
+    assert "low_level_impact_pct" not in g  # the folders were evaluated without --low-level
+    assert "cannot go below" not in (tmp_path / "g" / "group.md").read_text()
+
+
+@pytest.mark.parametrize("case, message", [
+    ("one subject", "needs at least 2 subjects; found 1"),
+    ("lengths differ", "the same number (>= 2) of result folders"),
+    ("mixed subjects", "s2b: subject UTS01, expected UTS02 like"),
+    ("subject twice", "subject UTS01 given twice"),
+    ("family differs", "a wav2vec2 model at position 2, expected whisper"),
+    ("not a result", "not a brain_evaluate.py result folder (summary.json missing)"),
+    ("labels", "2 distinct model names needed"),
+])
+def test_bad_groups_name_the_folder_and_write_nothing(tmp_path, capsys, case, message):
+    r = lambda name, subj, **kw: _result(tmp_path / name, subj, 0.2, **kw)  # noqa: E731
+    a, b = r("s1a", "UTS01"), r("s1b", "UTS01")
+    groups = {
+        "one subject": lambda: [[a, b]],
+        "lengths differ": lambda: [[a, b], [r("s2a", "UTS02")]],
+        "mixed subjects": lambda: [[a, b], [r("s2a", "UTS02"), r("s2b", "UTS01")]],
+        "subject twice": lambda: [[a, b], [r("s2a", "UTS01"), r("s2b", "UTS01")]],
+        "family differs": lambda: [[a, b], [r("s2a", "UTS02"), r("s2b", "UTS02", model_type="wav2vec2")]],
+        "not a result": lambda: [[a, b], [r("s2a", "UTS02"), str(tmp_path)]],
+        "labels": lambda: [[a, b], [r("s2a", "UTS02"), r("s2b", "UTS02")]],
+    }[case]()
+    argv = [x for g in groups for x in ["--subject-results", *g]] + ["--out", str(tmp_path / "out")]
+    if case == "labels":
+        argv += ["--labels", "same", "same"]
+    assert brain_evaluate.main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_flag_combinations(tmp_path, capsys):
+    assert brain_evaluate.main(["--compare", "x", "--subject-results", "y", "--out", str(tmp_path)]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert brain_evaluate.main(["--subject-results", "x", "y", "--out", "a", "b"]) == 2
+    assert "--subject-results writes one folder" in capsys.readouterr().err
+    assert brain_evaluate.main(["--compare", "x", "y", "--labels", "p", "t", "--out", str(tmp_path)]) == 2
+    assert "--labels names the models of --subject-results" in capsys.readouterr().err
