@@ -130,7 +130,8 @@ def bootstrap_changes(dirs: list[Path], names: list[str], summaries: list[dict],
 def compare_subjects(groups: list[list[Path]], out: Path, labels: list[str] | None = None) -> dict:
     """The same models across subjects (SPEC-methods.md §3.7): per model and ROI, the upper-middle mean cc_norm
     as mean ± SEM over subjects, each subject's change vs the first model (mean ± SEM), and a Wilcoxon
-    signed-rank test of each model against the first, paired by subject.
+    signed-rank test of each model against the first, paired by subject. A subject without a value for an ROI (no
+    voxel above the noise-ceiling floor: NaN) is left out of that ROI's mean and of its pairs.
 
     groups : one list of `brain_evaluate.py` result folders per subject, the models in the same order in each
         (first = reference), e.g. [[UTS01/pretrained, UTS01/tuned], [UTS02/pretrained, UTS02/tuned], ...].
