@@ -10,10 +10,11 @@
 A trainer's `best/` folder is a model like any other (--model-name runs/x/best); a model tuned on subject A
 evaluated with --subject B is the cross-subject transfer analysis. Outputs: layer_<l>.npz (voxelwise r,
 cc_max, cc_norm, alphas; upper-middle layers: ROI voxels' test predictions), test_responses_roi.npz, summary.json,
-table.md, alignment_by_layer.png, config.json. `--subject-results` (once per subject) summarises the same models
-across subjects: mean ± SEM and a Wilcoxon signed-rank test against the first model (group.json, group.md, plot). Several models (one --out
-each) are evaluated on one load of the data, and the bottom a tuned model shares with its pretrained start
-(front end and `--freeze-layers` blocks, compared weight by weight) is computed once: same numbers, less time.
+table.md, alignment_by_layer.png, config.json. Several models (one --out each) are evaluated on one load of the
+data, and the bottom a tuned model shares with its pretrained start (front end and `--freeze-layers` blocks,
+compared weight by weight) is computed once: same numbers, less time. `--subject-results` (once per subject)
+summarises the same models across subjects: mean ± SEM and a Wilcoxon signed-rank test against the first model
+(group.json, group.md, group_by_roi.png).
 """
 from __future__ import annotations
 
