@@ -171,34 +171,22 @@ def compare_subjects(groups: list[list[Path]], out: Path, labels: list[str] | No
               for k, name in enumerate(names)}
     table = {"models": names, "subjects": subjects, "rois": rois,
              "folders": {subj: [str(d) for d in g] for subj, g in zip(subjects, groups)},
-             "upper_middle_cc_norm": {}, "change_vs_first_pct": {}, "wilcoxon_vs_first": {}}
-    for name in names:
-        table["upper_middle_cc_norm"][name] = {}
-        for roi in rois:
-            m, sem = mean_sem(values[name][roi])
-            table["upper_middle_cc_norm"][name][roi] = {"per_subject": dict(zip(subjects, values[name][roi])),
-                                                        "mean": m, "sem": sem}
+             "upper_middle_cc_norm": {n: {r: _across(values[n][r], subjects) for r in rois} for n in names},
+             "change_vs_first_pct": {}, "wilcoxon_vs_first": {}}
     for name in names[1:]:
-        table["change_vs_first_pct"][name], table["wilcoxon_vs_first"][name] = {}, {}
-        for roi in rois:
-            change = [relative_change(v, ref) for v, ref in zip(values[name][roi], values[names[0]][roi])]
-            m, sem = mean_sem(change)
-            table["change_vs_first_pct"][name][roi] = {"per_subject": dict(zip(subjects, change)), "mean": m, "sem": sem}
-            w = wilcoxon_compare(values[name][roi], values[names[0]][roi])
-            table["wilcoxon_vs_first"][name][roi] = {k: w[k] for k in ("n", "min_p_value", "statistic", "p_value") if k in w}
+        table["change_vs_first_pct"][name] = {r: _across([relative_change(v, ref) for v, ref in
+                                                          zip(values[name][r], values[names[0]][r])], subjects)
+                                              for r in rois}
+        table["wilcoxon_vs_first"][name] = {r: _wilcoxon(values[name][r], values[names[0]][r],
+                                                         ("n", "min_p_value", "statistic", "p_value")) for r in rois}
     if all("upper_middle_low_level_impact" in s for ss in summaries for s in ss):
-        table["low_level_impact_pct"] = {}
-        for k, name in enumerate(names):
-            table["low_level_impact_pct"][name] = {}
-            for roi in rois:
-                impact = [ss[k]["upper_middle_low_level_impact"].get(roi, float("nan")) for ss in summaries]
-                m, sem = mean_sem(impact)
-                entry = {"per_subject": dict(zip(subjects, impact)), "mean": m, "sem": sem}
-                if k:
-                    first = list(table["low_level_impact_pct"][names[0]][roi]["per_subject"].values())
-                    w = wilcoxon_compare(impact, first)
-                    entry["wilcoxon_vs_first"] = {key: w[key] for key in ("n", "statistic", "p_value") if key in w}
-                table["low_level_impact_pct"][name][roi] = entry
+        impact = {name: {r: [ss[k]["upper_middle_low_level_impact"].get(r, float("nan")) for ss in summaries]
+                         for r in rois} for k, name in enumerate(names)}
+        table["low_level_impact_pct"] = {n: {r: _across(impact[n][r], subjects) for r in rois} for n in names}
+        for name in names[1:]:
+            for r in rois:
+                table["low_level_impact_pct"][name][r]["wilcoxon_vs_first"] = _wilcoxon(
+                    impact[name][r], impact[names[0]][r], ("n", "statistic", "p_value"))
     text = _render_subjects(table)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "group.md", text)
@@ -210,6 +198,17 @@ def compare_subjects(groups: list[list[Path]], out: Path, labels: list[str] | No
               points={roi: {n: list(cc[n][roi]["per_subject"].values()) for n in names} for roi in rois})
     print(text)
     return table
+
+
+def _across(values: list[float], subjects: list[str]) -> dict:
+    """One value per subject -> {"per_subject": {subject: value}, "mean", "sem"} (alignment.mean_sem)."""
+    m, sem = mean_sem(values)
+    return {"per_subject": dict(zip(subjects, values)), "mean": m, "sem": sem}
+
+
+def _wilcoxon(values: list[float], reference: list[float], keys: tuple[str, ...]) -> dict:
+    w = wilcoxon_compare(values, reference)
+    return {k: w[k] for k in keys if k in w}
 
 
 def _render_subjects(table: dict) -> str:
