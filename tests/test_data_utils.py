@@ -162,3 +162,27 @@ def test_size_presets_fit_the_story_list_and_an_oversized_one_is_refused(tmp_pat
     with pytest.raises(ValueError, match=rf"at most {len(TRAIN_STORIES)} train stories.*found {len(TRAIN_STORIES) + 1}"):
         build(tmp_path / "x", size="too_big", quiet=True)
     assert not (tmp_path / "x").exists()
+
+
+def test_further_training_stories_leave_the_other_stories_unchanged(mini, tmp_path, monkeypatch):
+    # A preset with more training stories draws them after the test story, from a stream of their own: the
+    # first stories, the validation and the test story keep their audio and words (only the responses'
+    # scaling, computed over every story, may move), so scaling experiments compare like with like.
+    import make_demo_data
+    from make_demo_data import SIZES, TRAIN_STORIES, build
+    monkeypatch.setattr(make_demo_data, "CORE_TRAIN_STORIES", len(SIZES["tiny"].train_resp))
+    monkeypatch.setitem(make_demo_data.SIZES, "tiny_plus",
+                        make_demo_data.replace(SIZES["tiny"], train_resp=SIZES["tiny"].train_resp + (40, 38)))
+    root = build(tmp_path / "plus", seed=0, size="tiny_plus", quiet=True)
+    first = mini / "ds003020"
+    extra = list(TRAIN_STORIES[3:5])
+    for story in json.loads((first / "derivative" / "respdict.json").read_text()):
+        for rel in (f"stimuli/{story}.wav", f"derivative/TextGrids/{story}.TextGrid"):
+            assert (root / rel).read_bytes() == (first / rel).read_bytes(), rel
+    respdict = json.loads((root / "derivative" / "respdict.json").read_text())
+    assert set(respdict) - set(json.loads((first / "derivative" / "respdict.json").read_text())) == set(extra)
+    texts = {s: (root / "derivative" / "TextGrids" / f"{s}.TextGrid").read_text() for s in respdict}
+    assert len(set(texts.values())) == len(texts)  # the further stories are new text, not copies
+    with h5py.File(root / "derivative/preprocessed_data/UTS01" / f"{extra[0]}.hf5") as f:
+        # TR grid respdict - 5 rows, trimmed [10:-5], as every story's
+        assert f["data"].shape == (respdict[extra[0]] - 20, SIZES["tiny"].voxels["UTS01"])
