@@ -16,7 +16,7 @@ def test_quick_demo_tuning_raises_language_alignment(tmp_path, monkeypatch):
     assert result["models"] == ["pretrained", "tuned"]
     # the main effect: brain-tuning raises language-ROI alignment on the held-out story
     assert result["alignment"]["tuned"]["language"] > result["alignment"]["pretrained"]["language"]
-    assert "language" in result["low_level_impact_pct"]["tuned"]  # measured (it rises in every seed: README)
+    assert "language" in result["low_level_impact_pct"]["tuned"]  # measured (direction varies by seed, recipe: README)
     # the gain's interval from resampling the test story's TRs, beside the verdict
     assert result["checks"][0]["interval"].startswith("95% interval ")
     report = (out / "REPORT.md").read_text()
