@@ -65,7 +65,7 @@ class SizePreset:
 
 # ~43 min of audio: 12 train stories (~160 s each), 2 validation, 1 test (~320 s) with 5 repeats. Until
 # 2026-12-02 the demo had the first 6 of these train stories (tuned for 2 epochs; now 12 for 1 epoch: about the same
-# steps, lower validation loss in every seed, docs/demo_record.md); they are still drawn first (see build).
+# steps at batch 16, lower validation loss in every seed, docs/demo_record.md); they are still drawn first (see build).
 _SIX = (90, 92, 88, 91, 89, 90)
 _DEMO = SizePreset(train_resp=_SIX * 2, val_resp=(90, 88), test_resp=170, n_repeats=5,
                    voxels={"UTS01": 400, "UTS02": 330, "UTS04": 260})

@@ -26,7 +26,7 @@ SUBJECT = "UTS01"
 MODEL_DIR = Path("models/whisper-tiny.en")
 # Budget flags: truncated Whisper positions, one epoch over the miniature's 12 training stories with the bottom
 # 2 of 4 layers frozen (their output cached once per window, shared by the tuned and the control run), TR-stride
-# features. One epoch over 12 stories rather than two over 6 (52 and 53 steps): lower validation loss in every
+# features. One epoch over 12 stories rather than two over 6 (52 and 53 steps at batch 16): lower validation loss in every
 # seed. Learning rate and batch by the same criterion, the validation stories' loss: 2e-4 below 1e-4 and 5e-4 on
 # average over 3 seeds (re-checked for this recipe); batch 8 (105 steps) below 16 in every seed, at the same time.
 # Never by the test story (docs/demo_record.md).
