@@ -31,7 +31,7 @@ import models
 from features import POOLINGS, FeatureCache, extract_story_features_together
 from inference import inference_threads, sharing_plan
 from timing import TEST_EXTRA_TRIM
-from run_utils import (HelpFormatter, command_line, one_out_per_model, package_versions, resolve_device,
+from run_utils import (HelpFormatter, command_line, model_run_usage_problem, package_versions, resolve_device,
                        resolve_precision, save_npz_atomic, set_seed, timestamp, write_json_atomic, write_text_atomic)
 
 PAPER_LAYERS = (2, 5, 7, 8, 10, 11, 12)
@@ -116,10 +116,7 @@ def main(argv=None) -> int:
             print(f"error: {err}", file=sys.stderr)
             return EXIT_USAGE
         return 0
-    if not (args.data_dir and args.subject and args.model_name):
-        print("error: --data-dir, --subject and --model-name are required (or --compare DIR...)", file=sys.stderr)
-        return EXIT_USAGE
-    if (problem := one_out_per_model(args.out, args.model_name)) is not None:
+    if (problem := model_run_usage_problem(args, ("data_dir", "subject", "model_name"))) is not None:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     set_seed(args.seed)
@@ -295,7 +292,8 @@ def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers:
     write_text_atomic(out / "table.md", table)
     curves = {roi: {Path(model_name).name: [summary["per_layer"][str(l)]["rois"][roi]["cc_norm"] for l in layers]}
               for roi in rois}
-    plot_layer_curves(curves, layers, out / "alignment_by_layer.png", "mean cc_norm", title=subject_data["subject"])
+    plot_layer_curves(curves, layers, out / "alignment_by_layer.png", "mean cc_norm", title=subject_data["subject"],
+                      highlight=summary["upper_middle_layers"])
     write_json_atomic(out / "summary.json", summary)
     print(table)
 

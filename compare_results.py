@@ -73,7 +73,8 @@ def compare(dirs: list[Path], out: Path) -> dict:
     layers = [int(l) for l in summaries[0]["per_layer"]]
     curves = {r: {n: [s["per_layer"].get(str(l), {}).get("rois", {}).get(r, {}).get("cc_norm", np.nan) for l in layers]
                   for n, s in zip(names, summaries)} for r in rois}
-    plot_layer_curves(curves, layers, out / "alignment_by_layer.png", "mean cc_norm")
+    plot_layer_curves(curves, layers, out / "alignment_by_layer.png", "mean cc_norm",
+                      highlight=summaries[0].get("upper_middle_layers"))
     print(text)
     return table
 

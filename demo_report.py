@@ -66,10 +66,13 @@ def findings(out: Path, models=MODELS) -> dict:
     cc = cmp["upper_middle_cc_norm"]
     change = cmp["change_vs_first_pct"]
     impact = cmp.get("low_level_impact_pct", {})
-    probes = {}
+    probes, guess = {}, {}
     for d in sorted((out / "probes").iterdir()):
         if (d / "comparison.json").is_file():
             probes[d.name] = {m: v["f1_macro"] for m, v in _load(d / "comparison.json")["upper_middle_mean"].items()}
+            task = _load(d / models[0] / "results.json")
+            if task.get("kind") == "multiclass":  # F1 macro of a uniform guess, 1/classes (exact for balanced classes)
+                guess[d.name] = 1.0 / len(task["classes"])
     pref = {m: _load(out / "probes" / "semantic_preference" / m / "results.json")["upper_middle_mean"]["preference"]
             for m in models}
     chance = _load(out / "probes" / "semantic_category" / "tuned" / "results.json")["chance"]["accuracy"]
@@ -97,6 +100,7 @@ def findings(out: Path, models=MODELS) -> dict:
                pref["tuned"] > pref["pretrained"]),
     ]
     return {"models": list(models), "alignment": cc, "change_pct": change, "low_level_impact_pct": impact, "probes_f1_macro": probes,
+            "probes_f1_macro_uniform_guess": guess,
             "diagnostics": diagnostic_scores(out, models),
             "semantic_preference": pref, "upper_middle_layers": _load(out / "eval" / "tuned" / "summary.json")["upper_middle_layers"],
             "checks": checks}
@@ -167,7 +171,8 @@ def write_report(out: Path, result: dict, seed: int, quick: bool, train_flags: l
     from plotting import plot_bars
     probes = result["probes_f1_macro"]
     plot_bars({t: probes[t] for t in probes}, out / "probes_summary.png", "F1 macro (upper-middle layers)",
-              "downstream probes")
+              "downstream probes", references=result.get("probes_f1_macro_uniform_guess"),
+              reference_label="uniform guess")
     plot_bars({"semantic preference": result["semantic_preference"]}, out / "semantic_preference.png",
               "sim(syn) − sim(homophone)")
     held = sum(c["holds"] for c in result["checks"])

@@ -36,17 +36,24 @@ def plot_loss_curve(metrics: list[dict], path, title: str = "brain-tuning") -> N
 
 
 def plot_layer_curves(curves: dict[str, dict[str, list[float]]], layers: list[int], path, ylabel: str,
-                      title: str = "") -> None:
-    """One panel per ROI, one line per model: `curves[roi][model]` = values per layer."""
+                      title: str = "", highlight: list[int] | None = None) -> None:
+    """One panel per ROI, one line per model: `curves[roi][model]` = values per layer; the layers in
+    `highlight` (e.g. the upper-middle ones the summaries average) shaded."""
     rois = list(curves)
-    fig, axes = plt.subplots(1, len(rois), figsize=(4 * len(rois), 3.2), squeeze=False)
+    # one y scale for all panels, labelled once: ROIs compare at a glance and labels do not overlap panels
+    fig, axes = plt.subplots(1, len(rois), figsize=(4 * len(rois), 3.2), squeeze=False, sharey=True,
+                             layout="constrained")
     for ax, roi in zip(axes[0], rois):
         for model, values in curves[roi].items():
             ax.plot(layers, values, "o-", label=model)
         ax.set_title(roi)
         ax.set_xlabel("layer")
-        ax.set_ylabel(ylabel)
+        ax.set_xticks(layers)
         ax.axhline(0, color="grey", lw=0.5)
+        for n, layer in enumerate(highlight or []):
+            ax.axvspan(layer - 0.4, layer + 0.4, color="grey", alpha=0.15, lw=0,
+                       label="upper-middle" if n == 0 else None)
+    axes[0][0].set_ylabel(ylabel)
     axes[0][0].legend(fontsize=8)
     if title:
         fig.suptitle(title)
@@ -55,9 +62,11 @@ def plot_layer_curves(curves: dict[str, dict[str, list[float]]], layers: list[in
 
 def plot_bars(values: dict[str, dict[str, float]], path, ylabel: str, title: str = "",
               errors: dict[str, dict[str, float]] | None = None,
-              points: dict[str, dict[str, list[float]]] | None = None) -> None:
-    """Grouped bars: `values[group][model]`; optional error bars `errors[group][model]` and individual values
-    (e.g. subjects, in the same order for every model) as dots joined across the models, `points[group][model]`."""
+              points: dict[str, dict[str, list[float]]] | None = None,
+              references: dict[str, float] | None = None, reference_label: str = "chance") -> None:
+    """Grouped bars: `values[group][model]`; optional error bars `errors[group][model]`, individual values
+    (e.g. subjects, in the same order for every model) as dots joined across the models, `points[group][model]`,
+    and a dashed mark across a group's bars at `references[group]` (e.g. its chance level)."""
     import numpy as np
     groups = list(values)
     models = list(next(iter(values.values())))
@@ -70,6 +79,10 @@ def plot_bars(values: dict[str, dict[str, float]], path, ylabel: str, title: str
     for j, g in enumerate(groups if points else []):  # one line per individual (subject) across the models
         ys = np.array([points[g].get(m, []) for m in models], float)
         ax.plot(x[j] + width * np.arange(len(models)), ys, "o-", color="black", lw=0.6, ms=3)
+    marked = [j for j, g in enumerate(groups) if references and g in references]
+    for n, j in enumerate(marked):
+        ax.hlines(references[groups[j]], x[j] - width / 2, x[j] + width * (len(models) - 0.5), colors="black",
+                  linestyles="--", lw=1, label=reference_label if n == 0 else None)
     ax.set_xticks(x + width * (len(models) - 1) / 2, groups, rotation=20)
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)

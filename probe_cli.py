@@ -8,7 +8,7 @@ from pathlib import Path
 import data_utils as du
 import models
 from inference import inference_threads
-from run_utils import HelpFormatter, one_out_per_model, resolve_device, set_seed
+from run_utils import HelpFormatter, model_run_usage_problem, resolve_device, set_seed
 
 EXIT_USAGE, EXIT_DATA = 2, 3
 
@@ -64,10 +64,7 @@ def run(args, task_runner) -> int:
             print(f"error: {err}", file=sys.stderr)
             return EXIT_USAGE
         return 0
-    if not (args.data_dir and args.model_name):
-        print("error: --data-dir and --model-name are required (or --compare DIR...)", file=sys.stderr)
-        return EXIT_USAGE
-    if (problem := one_out_per_model(args.out, args.model_name)) is not None:
+    if (problem := model_run_usage_problem(args, ("data_dir", "model_name"))) is not None:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     set_seed(args.seed)

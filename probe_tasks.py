@@ -174,7 +174,8 @@ def write_run(out: Path, result: dict, config: dict, table: str, plot_name: str,
     write_text_atomic(out / "table.md", table)
     write_json_atomic(out / "config.json", {**config, "command": command_line(), "finished": timestamp(),
                                              "versions": package_versions()})
-    plot_layer_curves(curves, result["layers"], out / plot_name, ylabel, title=result["task"])
+    plot_layer_curves(curves, result["layers"], out / plot_name, ylabel, title=result["task"],
+                      highlight=result.get("upper_middle_layers"))
     write_json_atomic(out / "results.json", result)
 
 
@@ -350,6 +351,7 @@ def compare_probe_results(dirs: list[Path], out: Path) -> dict:
     value = (lambda r, l: r["per_layer"][str(l)]["test"][key]) if "test" in next(iter(results[0]["per_layer"].values())) \
         else (lambda r, l: r["per_layer"][str(l)][key])
     curves = {key: {n: [value(r, l) if str(l) in r["per_layer"] else np.nan for l in layers] for n, r in zip(names, results)}}
-    plot_layer_curves(curves, layers, out / f"{results[0]['task']}_by_layer.png", key)
+    plot_layer_curves(curves, layers, out / f"{results[0]['task']}_by_layer.png", key,
+                      highlight=results[0].get("upper_middle_layers"))
     print(text)
     return table

@@ -154,11 +154,14 @@ def resolve_device(choice: str, local_rank: int | None = None):
     return torch.device("cuda" if local_rank is None else f"cuda:{local_rank}")
 
 
-def one_out_per_model(out: list, model_names: list) -> str | None:
-    """The usage error when `--out` does not give one folder per `--model-name`, else None."""
-    if len(out) == len(model_names):
-        return None
-    return f"expected one --out folder per --model-name ({len(model_names)}), found {len(out)}"
+def model_run_usage_problem(args, required: tuple[str, ...]) -> str | None:
+    """The usage error of a run over `--model-name` (not `--compare`), else None: a flag of `required`
+    (argparse dests) missing, or `--out` not giving one folder per `--model-name`."""
+    if missing := [f"--{dest.replace('_', '-')}" for dest in required if not getattr(args, dest)]:
+        return f"missing {', '.join(missing)} (required unless --compare DIR...)"
+    if len(args.out) != len(args.model_name):
+        return f"expected one --out folder per --model-name ({len(args.model_name)}), found {len(args.out)}"
+    return None
 
 
 def resolve_precision(choice: str, device) -> str:

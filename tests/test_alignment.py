@@ -165,18 +165,6 @@ def test_bad_inputs(mini, tiny_models, tmp_path, capsys):
     assert "noise ceiling has 3 values" in capsys.readouterr().err
 
 
-def test_phone_ngram_features_hand_case():
-    from low_level import phone_ngram_features
-    import zlib
-    di = phone_ngram_features(["AH1", "B", "AH0"], 2, n_buckets=16)
-    assert di.shape == (3, 16) and (di.sum(1) == 1).all()
-    assert di[0, zlib.crc32(b"# AH") % 16] == 1 and di[1, zlib.crc32(b"AH B") % 16] == 1
-    # stress does not matter; the same diphone lands in the same bucket wherever it occurs
-    assert (phone_ngram_features(["B", "AH1"], 2, 16)[1] == phone_ngram_features(["B", "AH0"], 2, 16)[1]).all()
-    tri = phone_ngram_features(["AH1", "B", "AH0"], 3, n_buckets=16)
-    assert tri[2, zlib.crc32(b"AH B AH") % 16] == 1
-
-
 def test_brain_evaluate_several_models_together_equal_each_alone(mini, tiny_models, tmp_path, capsys):
     import models
     enc_model, extractor, _ = models.load_backbone(tiny_models["whisper"])

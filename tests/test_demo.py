@@ -14,6 +14,7 @@ def test_quick_demo_tuning_raises_language_alignment(tmp_path, monkeypatch):
     out = tmp_path / "runs" / "demo-quick"
     result = json.loads((out / "findings.json").read_text())
     assert result["models"] == ["pretrained", "tuned"]
+    assert result["probes_f1_macro_uniform_guess"] == {"semantic_category": 1 / 8}  # the miniature's 8 categories
     # the main effect: brain-tuning raises language-ROI alignment on the held-out story
     assert result["alignment"]["tuned"]["language"] > result["alignment"]["pretrained"]["language"]
     assert "language" in result["low_level_impact_pct"]["tuned"]  # measured (direction varies by seed, recipe: README)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import run_utils
-from run_utils import (one_out_per_model, read_result_json, recover_dir, replace_dir, resolve_device,
+from run_utils import (model_run_usage_problem, read_result_json, recover_dir, replace_dir, resolve_device,
                        resolve_precision, set_seed, write_csv_atomic, write_json_atomic, write_text_atomic)
 
 
@@ -108,9 +108,15 @@ def test_resolve_precision():
     assert resolve_precision("bf16", "cpu") == "bf16"
 
 
-def test_one_out_per_model():
-    assert one_out_per_model(["a", "b"], ["m1", "m2"]) is None
-    assert one_out_per_model(["a"], ["m1", "m2", "m3"]) == "expected one --out folder per --model-name (3), found 1"
+def test_model_run_usage_problem():
+    from argparse import Namespace
+    run = dict(data_dir="d", subject="UTS01", model_name=["m1", "m2"], out=["a", "b"])
+    assert model_run_usage_problem(Namespace(**run), ("data_dir", "subject", "model_name")) is None
+    assert model_run_usage_problem(Namespace(**{**run, "data_dir": None, "subject": None}),
+                                   ("data_dir", "subject", "model_name")) == \
+        "missing --data-dir, --subject (required unless --compare DIR...)"
+    assert model_run_usage_problem(Namespace(**{**run, "out": ["a"]}), ("data_dir",)) == \
+        "expected one --out folder per --model-name (2), found 1"
 
 
 def test_set_seed_repeats_python_numpy_and_torch_draws():

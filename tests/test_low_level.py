@@ -1,0 +1,48 @@
+"""Low-level speech features: hand-computed cases for the phone features and the mel-band energies."""
+import zlib
+
+import numpy as np
+
+from low_level import (ARTICULATORY_FEATURES, articulatory_features, articulatory_vector, mel_band_energy,
+                       phone_ngram_features)
+
+
+def test_articulatory_vectors_by_hand():
+    def named(phone):
+        return {f for f, on in zip(ARTICULATORY_FEATURES, articulatory_vector(phone)) if on}
+    assert len(ARTICULATORY_FEATURES) == 22
+    assert named("B") == {"bilabial", "stop", "voiced"}
+    assert named("SH") == {"postalveolar", "fricative", "voiceless"}
+    assert named("UW1") == named("uw0") == {"voiced", "back", "high", "rounded"}  # stress and case stripped
+    assert named("sil") == set()  # silence and unknown labels: no features
+    feats = articulatory_features(["B", "AH0"])
+    assert feats.shape == (2, 22) and feats.dtype == np.float32
+    assert articulatory_features([]).shape == (0, 22)
+
+
+def test_phone_ngram_features_hand_case():
+    di = phone_ngram_features(["AH1", "B", "AH0"], 2, n_buckets=16)
+    assert di.shape == (3, 16) and (di.sum(1) == 1).all()
+    assert di[0, zlib.crc32(b"# AH") % 16] == 1 and di[1, zlib.crc32(b"AH B") % 16] == 1
+    # stress does not matter; the same diphone lands in the same bucket wherever it occurs
+    assert (phone_ngram_features(["B", "AH1"], 2, 16)[1] == phone_ngram_features(["B", "AH0"], 2, 16)[1]).all()
+    tri = phone_ngram_features(["AH1", "B", "AH0"], 3, n_buckets=16)
+    assert tri[0, zlib.crc32(b"# # AH") % 16] == 1 and tri[2, zlib.crc32(b"AH B AH") % 16] == 1
+
+
+def test_mel_band_energy_frames_and_a_tone_in_its_band():
+    rate = 16000
+    t = np.arange(rate) / rate  # 1 s
+    low, high = np.sin(2 * np.pi * 200 * t), np.sin(2 * np.pi * 6000 * t)
+    times, e_low = mel_band_energy(low, rate, n_bands=8)
+    # 25 ms windows (400 samples), 10 ms hop: 1 + (16000 - 400) // 160 frames, centred 12.5 ms after each start
+    assert e_low.shape == (98, 8) and e_low.dtype == np.float32
+    np.testing.assert_allclose(times[:2], [0.0125, 0.0225])
+    _, e_high = mel_band_energy(high, rate, n_bands=8)
+    assert np.median(e_low.argmax(1)) == 0 and np.median(e_high.argmax(1)) == 7  # lowest and highest band
+    # power is quadratic in amplitude: doubling the signal adds log(4) where the tone dominates
+    _, e_twice = mel_band_energy(2 * low, rate, n_bands=8)
+    np.testing.assert_allclose(e_twice[:, 0] - e_low[:, 0], np.log(4), atol=1e-3)
+    # shorter than one window: zero-padded to one frame
+    times, e = mel_band_energy(low[:100], rate)
+    assert e.shape == (1, 8) and times[0] == 0.0125

@@ -1,0 +1,55 @@
+"""Plot helpers: what each figure draws (read back from the matplotlib objects), and atomic PNG writes."""
+import numpy as np
+import pytest
+
+import plotting
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """The figures the helpers would save, kept open for inspection instead of written."""
+    figs = []
+    monkeypatch.setattr(plotting, "_save", lambda fig, path: figs.append(fig))
+    yield figs
+    for fig in figs:
+        plotting.plt.close(fig)
+
+
+def test_layer_curves_share_one_scale_label_it_once_and_shade_the_highlighted_layers(captured):
+    curves = {"auditory": {"pre": [0.5, 0.4, 0.3], "tuned": [0.5, 0.45, 0.35]},
+              "language": {"pre": [0.1, 0.15, 0.2], "tuned": [0.1, 0.2, 0.3]}}
+    plotting.plot_layer_curves(curves, [1, 2, 3], "unused.png", "mean cc_norm", highlight=[2, 3])
+    axes = captured[0].axes
+    assert [a.get_title() for a in axes] == ["auditory", "language"]
+    assert axes[0].get_ylabel() == "mean cc_norm" and axes[1].get_ylabel() == ""
+    assert axes[0].get_ylim() == axes[1].get_ylim()  # shared y: 0.1 .. 0.5 visible in both panels
+    for ax in axes:
+        spans = [p.get_x() for p in ax.patches]  # one shaded band per highlighted layer, centred on it
+        np.testing.assert_allclose(sorted(spans), [1.6, 2.6])
+        np.testing.assert_array_equal(ax.lines[1].get_ydata(), curves[ax.get_title()]["tuned"])
+    assert [t.get_text() for t in axes[0].get_legend().get_texts()] == ["pre", "tuned", "upper-middle"]
+
+
+def test_bars_mark_each_referenced_group_across_its_bars_only(captured):
+    values = {"commands": {"pre": 0.9, "tuned": 0.95}, "phonemes": {"pre": 0.8, "tuned": 0.85},
+              "semantic": {"pre": 0.05, "tuned": 0.1}}
+    plotting.plot_bars(values, "unused.png", "F1 macro", references={"commands": 1 / 35, "semantic": 0.125},
+                       reference_label="uniform guess")
+    ax = captured[0].axes[0]
+    segments = [seg for c in ax.collections for seg in c.get_segments()]  # the dashed marks (hlines)
+    assert len(segments) == 2  # none over phonemes (group 1), which has no reference
+    width = 0.8 / 2
+    (x0, y0), (x1, _) = segments[0]
+    np.testing.assert_allclose([x0, x1, y0], [0 - width / 2, 0 + 1.5 * width, 1 / 35])
+    (x0, y0), (x1, _) = segments[1]
+    np.testing.assert_allclose([x0, x1, y0], [2 - width / 2, 2 + 1.5 * width, 0.125])
+    assert "uniform guess" in [t.get_text() for t in ax.get_legend().get_texts()]
+    heights = sorted(round(b.get_height(), 3) for b in ax.patches)
+    assert heights == [0.05, 0.1, 0.8, 0.85, 0.9, 0.95]
+
+
+def test_save_writes_the_png_atomically(tmp_path):
+    path = tmp_path / "sub" / "plot.png"
+    plotting.plot_bars({"g": {"a": 1.0}}, path, "y")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in path.parent.iterdir()] == ["plot.png"]  # no temporary file left behind
