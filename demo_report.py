@@ -227,9 +227,12 @@ def write_report(out: Path, result: dict, seed: int, quick: bool, train_flags: l
 
 
 def write_seed_summary(out: Path, results: dict) -> str:
-    """OUT/SEEDS.md: each check per seed, and the headline numbers per seed."""
+    """OUT/SEEDS.md (each check per seed, the language-ROI alignment per model and seed), OUT/seeds.json and
+    OUT/seeds_language.png (that alignment as bars)."""
+    from plotting import plot_bars
     checks = [c["finding"] for c in next(iter(results.values()))["checks"]]
-    lines = ["# The demo across seeds", "", "| finding | " + " | ".join(f"seed {s}" for s in results) + " |",
+    seeds = [f"seed {s}" for s in results]
+    lines = ["# The demo across seeds", "", "| finding | " + " | ".join(seeds) + " |",
              "|---|" + "---|" * len(results)]
     for i, name in enumerate(checks):
         cells = [f"{r['checks'][i]['measured']:+.3f} {'✓' if r['checks'][i]['holds'] else '✗'}"
@@ -237,6 +240,13 @@ def write_seed_summary(out: Path, results: dict) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     notes = sorted({c["note"] for r in results.values() for c in r["checks"] if c.get("note")})
     lines += [f"\n† {n}" for n in notes]
+    models = next(iter(results.values()))["models"]
+    language = {f"seed {s}": {m: r["alignment"][m]["language"] for m in models} for s, r in results.items()}
+    lines += ["", "Language-ROI cc_norm, upper-middle layers (Δ% vs pretrained):", "",
+              "| model | " + " | ".join(seeds) + " |", "|---|" + "---|" * len(results)]
+    lines += [f"| {m} | " + " | ".join(f"{r['alignment'][m]['language']:.3f} ({r['change_pct'][m]['language']:+.1f})"
+                                       for r in results.values()) + " |" for m in models]
+    lines += ["", "![language-ROI alignment per seed](seeds_language.png)"]
     for i, name in enumerate(checks):  # the bootstrap intervals of the test TRs, where the check has one
         per_seed = [f"seed {s}: {r['checks'][i]['interval']}" for s, r in results.items()
                     if r["checks"][i].get("interval")]
@@ -257,6 +267,7 @@ def write_seed_summary(out: Path, results: dict) -> str:
                                                                for s in results) + " |")
     text = "\n".join(lines) + "\n"
     out.mkdir(parents=True, exist_ok=True)
+    plot_bars(language, out / "seeds_language.png", "language-ROI cc_norm", "held-out story, upper-middle layers")
     write_text_atomic(out / "SEEDS.md", text)
     write_json_atomic(out / "seeds.json", {str(s): r for s, r in results.items()})
     return text

@@ -67,7 +67,9 @@ def test_report_diagnostic_sections_list_each_models_layers_and_the_baseline(tmp
 def test_seed_summary_tables_checks_and_the_diagnostics(tmp_path):
     from demo_report import write_seed_summary
     check = {"finding": "language gain", "expected": ">= +20%", "measured": 23.0, "holds": True}
-    results = {s: {"checks": [dict(check, measured=m, holds=m >= 20)],
+    results = {s: {"checks": [dict(check, measured=m, holds=m >= 20)], "models": ["pretrained", "tuned"],
+                   "alignment": {"pretrained": {"language": 0.2}, "tuned": {"language": 0.2 * (1 + m / 100)}},
+                   "change_pct": {"pretrained": {"language": 0.0}, "tuned": {"language": m}},
                    "diagnostics": {"story_word_category": {
                        "f1_macro": {"pretrained": {"1": 0.1, "4": 0.07}, "tuned": {"1": 0.1, "4": f1}},
                        "context_label_baseline": base}}}
@@ -75,6 +77,9 @@ def test_seed_summary_tables_checks_and_the_diagnostics(tmp_path):
     results[1]["checks"][0]["interval"] = "95% interval +1.0 to +25.0%"
     text = write_seed_summary(tmp_path, results)
     assert "| language gain | +23.000 ✓ | +12.000 ✗ |" in text
+    # the language-ROI alignment per model and seed, as a table and as bars
+    assert "| pretrained | 0.200 (+0.0) | 0.200 (+0.0) |" in text and "| tuned | 0.246 (+23.0) | 0.224 (+12.0) |" in text
+    assert (tmp_path / "seeds_language.png").read_bytes()[:4] == b"\x89PNG"
     assert "language gain: seed 1: 95% interval +1.0 to +25.0%." in text  # seed 0 has none (an older run)
     assert "category of story words in context, F1 macro on unseen words at layer 4" in text
     assert "| tuned | 0.140 | 0.160 |" in text and "| pretrained | 0.070 | 0.070 |" in text
