@@ -82,13 +82,16 @@ def main(argv=None) -> int:
         args.max_per_word = 5 if args.task == "story_word_category" else 10
 
     def task(args, probed, device, cache_dir):
+        if args.permutations and args.task in ("semantic_preference", "story_word_category"):
+            raise ValueError(f"--permutations applies to the probe tasks, not {args.task}")
         if args.task == "semantic_preference":
             return semantic_preference_task(args, probed, device)
         if args.task == "story_word_category":
             return story_word_task(args, probed, device)
         run_probe_task(args.task, args.data_dir, probed, cache_dir, batch_size=args.batch_size, device=device,
                        precision=resolve_precision("auto", device), seed=args.seed, progress=not args.no_progress,
-                       config=vars(args), threads=args.inference_threads)
+                       config=vars(args), threads=args.inference_threads,
+                       n_permutations=args.permutations)
     return run(args, task)
 
 

@@ -30,7 +30,7 @@ def main(argv=None) -> int:
         run_probe_task(args.task, args.data_dir, probed, cache_dir, frame_step=args.frame_step,
                        batch_size=args.batch_size, device=device, precision=resolve_precision("auto", device),
                        seed=args.seed, progress=not args.no_progress, config=vars(args),
-                       threads=args.inference_threads)
+                       threads=args.inference_threads, n_permutations=args.permutations)
     return run(args, task)
 
 

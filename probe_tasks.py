@@ -33,6 +33,8 @@ class TaskSpec:
     level: str         # utterance | frame
     label: str         # label | phone_presence | frame_phone
     description: str
+    group_by: Callable | None = None  # utterance -> the unit a split holds out (permutation null); None: each utterance
+    group_name: str = "utterance"
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,8 @@ TASKS = {
     "action": TaskSpec(lambda root: dd.read_slurp(root, label="action"), "multiclass", "utterance", "label",
                        "SLURP: action"),
     "semantic_category": TaskSpec(dd.read_words, "multiclass", "utterance", "label",
-                                  "miniature words: semantic category of unseen words (split by word)"),
+                                  "miniature words: semantic category of unseen words (split by word)",
+                                  group_by=lambda u: u.words[0][2], group_name="word"),
 }
 
 
@@ -163,6 +166,14 @@ def render_probe_table(result: dict) -> str:
                  f"| {um['accuracy']:.3f} | | |")
     lines.append(f"\nchance (majority class): accuracy {result['chance']['accuracy']:.3f}; "
                  f"rows train/val/test: {result['n_rows']}")
+    nulls = {l: v["permutation_null"] for l, v in result["per_layer"].items() if "permutation_null" in v}
+    if nulls:
+        n = next(iter(nulls.values()))["n"]
+        lines += ["", f"chance distribution of the test F1 macro: {n} probes refitted on labels shuffled among the "
+                  f"{result.get('permutation_unit') or 'utterance'}s of each split", "",
+                  "| layer | F1 macro | null mean ± SD | null 95% range | p (observed above null) |", "|---|---|---|---|---|"]
+        lines += [f"| {l} | {result['per_layer'][l]['test']['f1_macro']:.3f} | {v['mean']:.3f} ± {v['sd']:.3f} | "
+                  f"{v['range95'][0]:.3f} to {v['range95'][1]:.3f} | {v['p_above']:.3f} |" for l, v in nulls.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -181,13 +192,19 @@ def write_run(out: Path, result: dict, config: dict, table: str, plot_name: str,
 
 def run_probe_task(task: str, data_root: str, models: list[ProbedModel], cache_dir: Path, frame_step: int = 4,
                    batch_size: int = 16, device="cpu", precision: str = "fp32", seed: int = 0, progress: bool = True,
-                   config: dict | None = None, threads: int = 1) -> list[dict]:
+                   config: dict | None = None, threads: int = 1, n_permutations: int = 0) -> list[dict]:
     """Features → per-layer probes → results.json, table.md, <task>_by_layer.png, config.json in each model's out.
 
     Several models are probed on the same data and labels, their shared bottom computed once; each model's
     results equal a run of it alone. threads: inference threads (`inference.map_inference`; same numbers).
+    n_permutations > 0: each layer's test F1 macro also gets its chance distribution from that many probes
+    refitted on labels shuffled among the task's held-out units (`probes.permutation_null`; multiclass
+    utterance tasks only).
     """
     spec = TASKS[task]
+    if n_permutations and (spec.kind != "multiclass" or spec.level != "utterance"):
+        raise ValueError(f"--permutations needs a multiclass utterance-level task; {task} is {spec.kind} at the "
+                         f"{spec.level} level")
     utts = spec.reader(data_root)
     counts = dd.check_splits(utts, str(data_root))
     classes, to_label = task_labels(spec, utts)
@@ -201,10 +218,14 @@ def run_probe_task(task: str, data_root: str, models: list[ProbedModel], cache_d
         caches.append(FeatureCache(cache_dir, m.name, settings))
     feats, labels = task_features(spec, utts, models, caches, to_label, classes, frame_step, batch_size, device,
                                   precision, progress, threads)
+    groups = None if spec.group_by is None else {
+        split: np.array([spec.group_by(u) for u in utts if u.split == split]) for split in dd.SPLITS}
     for m, cache, x, y in zip(models, caches, feats, labels):
-        per_layer = probes.run_layer_probes(x, y, m.layers, spec.kind, len(classes), seed=seed, progress=progress)
+        per_layer = probes.run_layer_probes(x, y, m.layers, spec.kind, len(classes), seed=seed, progress=progress,
+                                            n_permutations=n_permutations, groups=groups)
         result = summarise_probes(task, m.name, per_layer, m.layers, m.encoder.num_layers, {
             "description": spec.description, "kind": spec.kind, "classes": list(classes), "utterances": counts,
+            "permutation_unit": spec.group_name if n_permutations else None,
             "n_rows": {s: int(len(y[s])) for s in dd.SPLITS}, "chance": chance_level(y, spec.kind),
             "feature_cache_hits": cache.hits})
         curves = {k: {Path(m.name).name: [per_layer[l]["test"][k] for l in m.layers]} for k in ("f1_macro", "accuracy")}

@@ -225,11 +225,14 @@ def fit_linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray
 
 
 def run_layer_probes(features: dict[str, np.ndarray], labels: dict[str, np.ndarray], layers: list[int], kind: str,
-                     n_classes: int, seed: int = 0, device="cpu", progress: bool = True, **probe_kwargs) -> dict:
+                     n_classes: int, seed: int = 0, device="cpu", progress: bool = True, n_permutations: int = 0,
+                     groups: dict[str, np.ndarray] | None = None, **probe_kwargs) -> dict:
     """Fit one probe per layer on train, select on val, score once on test.
 
     features[split] : (n_layers, N_split, hidden); labels[split] : (N_split,) or (N_split, C).
-    Returns {layer: {"test": metrics, "val": metrics, "weight_decay", "epochs"}}.
+    n_permutations > 0 (multiclass): also the test F1 macro's chance distribution per layer (`permutation_null`,
+    labels shuffled among `groups[split]`, default one group per row), summarised by `null_summary`.
+    Returns {layer: {"test": metrics, "val": metrics, "weight_decay", "epochs"[, "permutation_null"]}}.
     """
     out = {}
     for li, layer in enumerate(tqdm(layers, desc="probes", leave=False, disable=not progress)):
@@ -238,7 +241,55 @@ def run_layer_probes(features: dict[str, np.ndarray], labels: dict[str, np.ndarr
         out[layer] = {"test": probe_metrics(labels["test"], probe.predict(features["test"][li]), kind),
                       "val": probe_metrics(labels["val"], probe.predict(features["val"][li]), kind),
                       "weight_decay": probe.weight_decay, "epochs": probe.epochs}
+        if n_permutations > 0:
+            null = permutation_null({s: x[li] for s, x in features.items()}, labels, groups, n_classes,
+                                    n_permutations, seed=seed, device=device, **probe_kwargs)
+            out[layer]["permutation_null"] = null_summary(null, out[layer]["test"]["f1_macro"])
     return out
+
+
+def permutation_null(features: dict[str, np.ndarray], labels: dict[str, np.ndarray],
+                     groups: dict[str, np.ndarray] | None, n_classes: int, n_permutations: int, seed: int = 0,
+                     device="cpu", **probe_kwargs) -> np.ndarray:
+    """Test F1 macro of multiclass probes refitted (train, chosen on val) on shuffled labels: the chance
+    distribution of `run_layer_probes`' test score for these features and splits.
+
+    Labels are shuffled among the groups of each split, one label per group (e.g. per word when the probe is
+    scored on unseen words), so each split keeps its class counts and a group's rows keep one label.
+
+    Parameters
+    ----------
+    features : {split: (N_split, hidden)} of one layer.
+    labels : {split: (N_split,)} int class indices, the same for all rows of a group.
+    groups : {split: (N_split,)} group keys, or None (each row its own group).
+
+    Returns
+    -------
+    (n_permutations,) test F1 macro, in permutation order (deterministic for a seed).
+    """
+    rng = np.random.default_rng(seed)
+    keyed = {}
+    for split, y in labels.items():
+        g = np.arange(len(y)) if groups is None else np.asarray(groups[split])
+        _, first, inverse = np.unique(g, return_index=True, return_inverse=True)
+        if not (y[first][inverse] == y).all():
+            raise ValueError(f"{split}: a group's rows carry different labels; shuffling by group needs one per group")
+        keyed[split] = (y[first], inverse)
+    null = np.empty(n_permutations)
+    for k in range(n_permutations):
+        shuffled = {split: rng.permutation(per_group)[inverse] for split, (per_group, inverse) in keyed.items()}
+        probe = fit_linear_probe(features["train"], shuffled["train"], features["val"], shuffled["val"], "multiclass",
+                                 n_classes, seed=seed, device=device, **probe_kwargs)
+        null[k] = probe_metrics(shuffled["test"], probe.predict(features["test"]), "multiclass")["f1_macro"]
+    return null
+
+
+def null_summary(null: np.ndarray, observed: float) -> dict:
+    """Mean, SD and central 95% range of a permutation null, and the one-sided p of `observed` being above it,
+    (1 + #null >= observed) / (1 + n)."""
+    return {"n": int(len(null)), "mean": float(null.mean()), "sd": float(null.std()),
+            "range95": [float(v) for v in np.percentile(null, [2.5, 97.5])],
+            "p_above": float((1 + np.sum(null >= observed)) / (1 + len(null)))}
 
 
 def group_folds(labels: np.ndarray, groups: np.ndarray, n_folds: int, seed: int = 0) -> np.ndarray:

@@ -191,3 +191,31 @@ def test_several_models_in_one_run_equal_each_alone(mini, downstream, tiny_model
     assert eval_downstream.main(["--data-dir", str(downstream / "crema_d"), "--task", "emotion", "--model-name",
                                  *names, "--out", str(tmp_path / "x"), "--no-progress"]) == 2
     assert "expected one --out folder per --model-name (2), found 1" in capsys.readouterr().err
+
+
+def test_semantic_category_permutation_null_in_results_and_table(downstream, tiny_models, tmp_path, capsys):
+    args = _args(tiny_models["whisper"], downstream / "words", tmp_path / "r", tmp_path / "c", "--task",
+                 "semantic_category", "--whisper-mode", "truncate", "--layers", "2", "--permutations", "5")
+    assert eval_downstream.main(args) == 0
+    res = json.loads((tmp_path / "r" / "results.json").read_text())
+    null = res["per_layer"]["2"]["permutation_null"]
+    assert res["permutation_unit"] == "word" and null["n"] == 5
+    assert 0 <= null["range95"][0] <= null["mean"] <= null["range95"][1] <= 1 and 1 / 6 <= null["p_above"] <= 1
+    table = (tmp_path / "r" / "table.md").read_text()
+    assert "5 probes refitted on labels shuffled among the words of each split" in table
+    # the score itself is the run's without the null
+    assert eval_downstream.main(_args(tiny_models["whisper"], downstream / "words", tmp_path / "plain", tmp_path / "c",
+                                      "--task", "semantic_category", "--whisper-mode", "truncate", "--layers", "2")) == 0
+    plain = json.loads((tmp_path / "plain" / "results.json").read_text())
+    assert plain["per_layer"]["2"]["test"] == res["per_layer"]["2"]["test"] and plain["permutation_unit"] is None
+    assert "permutation_null" not in plain["per_layer"]["2"]
+    capsys.readouterr()
+    # tasks without a multiclass utterance label, and a negative count: usage errors (exit 2) that say why
+    for script, data, task, n, reason in (
+            (eval_phonemes, "timit", "phonemes", "3", "multiclass utterance-level task; phonemes is multilabel"),
+            (eval_downstream, "words", "semantic_preference", "3", "not semantic_preference"),
+            (eval_downstream, "words", "semantic_category", "-1", "--permutations must be >= 0, found -1")):
+        assert script.main(_args(tiny_models["whisper"], downstream / data, tmp_path / "x", tmp_path / "c",
+                                 "--task", task, "--permutations", n)) == 2
+        assert reason in capsys.readouterr().err
+    assert not (tmp_path / "x" / "results.json").exists()

@@ -162,3 +162,70 @@ def test_cross_validated_probe_never_fits_or_selects_on_test_words(monkeypatch):
         test_rows = {r.tobytes() for r in x[0][fold == k]}
         assert not test_rows & {r.tobytes() for r in x_train}
         assert not test_rows & {r.tobytes() for r in x_val}
+
+
+def _split_word_data(category_strength: float, seed: int = 0):
+    """_word_data's words split by word (4/1/1 per category) into train/val/test, as the miniature's word task."""
+    x, y, g = _word_data(seed, category_strength)
+    split_of = {f"w{c}_{k}": ("train", "train", "train", "train", "val", "test")[k] for c in range(4) for k in range(6)}
+    split = np.array([split_of[w] for w in g])
+    return ({s: x[:, split == s] for s in ("train", "val", "test")}, {s: y[split == s] for s in ("train", "val", "test")},
+            {s: g[split == s] for s in ("train", "val", "test")})
+
+
+def test_permutation_null_shuffles_labels_by_group_within_each_split(monkeypatch):
+    x, y, g = _split_word_data(1.0)
+    seen = []
+
+    class AllZero:  # predicts class 0 for every row
+        def predict(self, rows):
+            return np.zeros(len(rows), np.int64)
+
+    def spy(x_train, y_train, x_val, y_val, *a, **k):
+        seen.append((y_train, y_val))
+        return AllZero()
+
+    monkeypatch.setattr(probes, "fit_linear_probe", spy)
+    one = {s: v[0] for s, v in x.items()}
+    null = probes.permutation_null(one, y, g, 4, 20, seed=5)
+    # test split: 4 words x 8 occurrences, one word per class; all-zero predictions score F1 0.4 for class 0,
+    # 0 for the others, whatever the shuffle (class counts kept): F1 macro 0.1 in every permutation
+    np.testing.assert_allclose(null, 0.1)
+    assert len(seen) == 20
+    for y_train, y_val in seen:
+        for split, shuffled in (("train", y_train), ("val", y_val)):
+            assert sorted(shuffled) == sorted(y[split])  # class counts kept
+            for word in set(g[split]):
+                assert len(set(shuffled[g[split] == word])) == 1  # a word keeps one label
+    assert len({y_train.tobytes() for y_train, _ in seen}) > 10  # the shuffles differ
+    first_run = [a.tobytes() for a, _ in seen]
+    seen.clear()
+    probes.permutation_null(one, y, g, 4, 20, seed=5)  # the same seed: the same shuffles
+    assert [a.tobytes() for a, _ in seen] == first_run
+    bad = {**g, "train": np.roll(g["train"], 1)}  # a word's rows now straddle two labels
+    with pytest.raises(ValueError, match="different labels"):
+        probes.permutation_null(one, y, bad, 4, 2)
+
+
+def test_permutation_null_is_deterministic_and_summarised_by_hand():
+    x, y, g = _split_word_data(0.0)
+    one = {s: v[0] for s, v in x.items()}
+    kw = dict(max_epochs=5, weight_decays=(0.0,))
+    a = probes.permutation_null(one, y, g, 4, 4, seed=1, **kw)
+    np.testing.assert_array_equal(a, probes.permutation_null(one, y, g, 4, 4, seed=1, **kw))
+    s = probes.null_summary(np.array([0.0, 0.1, 0.2, 0.3]), 0.2)
+    assert s["n"] == 4 and s["p_above"] == pytest.approx(3 / 5)  # (1 + #{0.2, 0.3}) / (1 + 4)
+    assert s["mean"] == pytest.approx(0.15) and s["sd"] == pytest.approx(np.sqrt(0.0125))
+    assert s["range95"] == pytest.approx([0.0075, 0.2925])
+
+
+def test_layer_probes_planted_category_lies_above_its_null_identity_alone_does_not():
+    kw = dict(max_epochs=20, n_permutations=19, progress=False)
+    x, y, g = _split_word_data(3.0, seed=1)
+    planted = probes.run_layer_probes(x, y, [1], "multiclass", 4, groups=g, **kw)[1]
+    assert planted["test"]["f1_macro"] > 0.8
+    assert planted["permutation_null"]["p_above"] == pytest.approx(1 / 20)  # above every shuffled-label probe
+    assert planted["permutation_null"]["range95"][1] < 0.8
+    x, y, g = _split_word_data(0.0, seed=1)  # word identity only: unseen words' category is not readable
+    identity = probes.run_layer_probes(x, y, [1], "multiclass", 4, groups=g, **kw)[1]
+    assert identity["permutation_null"]["p_above"] > 0.05
