@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from probe_cli import common_parser, run
-from probe_tasks import run_probe_task, run_semantic_preference, run_story_word_probe
+from probe_tasks import TaskUsageError, run_probe_task, run_semantic_preference, run_story_word_probe
 from run_utils import resolve_precision
 
 PROBE_TASKS = ["commands", "emotion", "intent", "action", "semantic_category"]
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
 
     def task(args, probed, device, cache_dir):
         if args.permutations and args.task in ("semantic_preference", "story_word_category"):
-            raise ValueError(f"--permutations applies to the probe tasks, not {args.task}")
+            raise TaskUsageError(f"--permutations applies to the probe tasks, not {args.task}")
         if args.task == "semantic_preference":
             return semantic_preference_task(args, probed, device)
         if args.task == "story_word_category":

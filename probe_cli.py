@@ -57,7 +57,7 @@ def load_models(args) -> list:
 
 def run(args, task_runner) -> int:
     """Validate flags, load the models, call `task_runner(args, probed_models, device, cache_dir)`; map errors to exit codes."""
-    from probe_tasks import compare_probe_results
+    from probe_tasks import TaskUsageError, compare_probe_results
     if args.compare:
         if len(args.out) != 1:
             print(f"error: --compare writes one --out folder, found {len(args.out)}", file=sys.stderr)
@@ -92,7 +92,7 @@ def run(args, task_runner) -> int:
     except (du.DataError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_DATA
-    except ValueError as err:  # flags that do not fit the task (data errors are DataError, above)
+    except TaskUsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     return 0

@@ -25,6 +25,10 @@ from run_utils import (command_line, package_versions, read_result_json, timesta
 METRICS = ("f1_macro", "f1_micro", "accuracy")
 
 
+class TaskUsageError(ValueError):
+    """Options that do not fit the task (the command-line scripts exit 2 with its message)."""
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """What a task reads and predicts: a reader of the dataset root, the label kind and the feature level."""
@@ -203,7 +207,7 @@ def run_probe_task(task: str, data_root: str, models: list[ProbedModel], cache_d
     """
     spec = TASKS[task]
     if n_permutations and (spec.kind != "multiclass" or spec.level != "utterance"):
-        raise ValueError(f"--permutations needs a multiclass utterance-level task; {task} is {spec.kind} at the "
+        raise TaskUsageError(f"--permutations needs a multiclass utterance-level task; {task} is {spec.kind} at the "
                          f"{spec.level} level")
     utts = spec.reader(data_root)
     counts = dd.check_splits(utts, str(data_root))
