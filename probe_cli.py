@@ -68,7 +68,7 @@ def run(args, task_runner) -> int:
             print(f"error: {err}", file=sys.stderr)
             return EXIT_USAGE
         return 0
-    if getattr(args, "permutations", 0) < 0:
+    if args.permutations < 0:
         print(f"error: --permutations must be >= 0, found {args.permutations}", file=sys.stderr)
         return EXIT_USAGE
     if (problem := model_run_usage_problem(args, ("data_dir", "model_name"))) is not None:

@@ -273,7 +273,10 @@ def permutation_null(features: dict[str, np.ndarray], labels: dict[str, np.ndarr
         g = np.arange(len(y)) if groups is None else np.asarray(groups[split])
         _, first, inverse = np.unique(g, return_index=True, return_inverse=True)
         if not (y[first][inverse] == y).all():
-            raise ValueError(f"{split}: a group's rows carry different labels; shuffling by group needs one per group")
+            row = int(np.flatnonzero(y[first][inverse] != y)[0])
+            found = sorted({int(v) for v in y[inverse == inverse[row]]})
+            raise ValueError(f"{split} split: group {g[row].item()!r} has rows with different labels {found}; "
+                             "expected one label per group (shuffling is by group)")
         keyed[split] = (y[first], inverse)
     null = np.empty(n_permutations)
     for k in range(n_permutations):
