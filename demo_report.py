@@ -230,17 +230,18 @@ def write_report(out: Path, result: dict, seed: int, quick: bool, train_flags: l
 
 
 def write_seed_summary(out: Path, results: dict) -> str:
-    """OUT/SEEDS.md (each check per seed, the language-ROI alignment per model and seed), OUT/seeds.json and
-    OUT/seeds_language.png (that alignment as bars)."""
+    """OUT/SEEDS.md (each check per seed and in how many it holds, the language-ROI alignment per model and seed),
+    OUT/seeds.json and OUT/seeds_language.png (that alignment as bars)."""
     from plotting import plot_bars
     checks = [c["finding"] for c in next(iter(results.values()))["checks"]]
     seeds = [f"seed {s}" for s in results]
-    lines = ["# The demo across seeds", "", "| finding | " + " | ".join(seeds) + " |",
-             "|---|" + "---|" * len(results)]
+    lines = ["# The demo across seeds", "", "| finding | " + " | ".join(seeds) + " | holds in |",
+             "|---|" + "---|" * (len(results) + 1)]
     for i, name in enumerate(checks):
         cells = [f"{r['checks'][i]['measured']:+.3f} {'✓' if r['checks'][i]['holds'] else '✗'}"
                  f"{' †' if r['checks'][i].get('note') else ''}" for r in results.values()]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        held = sum(bool(r["checks"][i]["holds"]) for r in results.values())
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {held} of {len(results)} |")
     notes = sorted({c["note"] for r in results.values() for c in r["checks"] if c.get("note")})
     lines += [f"\n† {n}" for n in notes]
     models = next(iter(results.values()))["models"]

@@ -76,7 +76,7 @@ def test_seed_summary_tables_checks_and_the_diagnostics(tmp_path):
                for s, m, f1, base in ((0, 23.0, 0.14, 0.155), (1, 12.0, 0.16, 0.175))}
     results[1]["checks"][0]["interval"] = "95% interval +1.0 to +25.0%"
     text = write_seed_summary(tmp_path, results)
-    assert "| language gain | +23.000 ✓ | +12.000 ✗ |" in text
+    assert "| language gain | +23.000 ✓ | +12.000 ✗ | 1 of 2 |" in text
     # the language-ROI alignment per model and seed, as a table and as bars
     assert "| pretrained | 0.200 (+0.0) | 0.200 (+0.0) |" in text and "| tuned | 0.246 (+23.0) | 0.224 (+12.0) |" in text
     assert (tmp_path / "seeds_language.png").read_bytes()[:4] == b"\x89PNG"
@@ -100,7 +100,7 @@ def test_below_chance_probe_gain_is_flagged_in_headline_and_seed_summary(tmp_pat
                           "measured": 0.049, "holds": True, "note": note}]}
     assert f"| semantic-category probe improves | tuned > pretrained | +0.049 | yes | {note} |" in headline(result)
     text = write_seed_summary(tmp_path, {0: result, 1: dict(result, checks=[dict(result["checks"][0], note="")])})
-    assert "| semantic-category probe improves | +0.049 ✓ † | +0.049 ✓ |" in text and f"† {note}" in text
+    assert "| semantic-category probe improves | +0.049 ✓ † | +0.049 ✓ | 2 of 2 |" in text and f"† {note}" in text
 
 
 def test_pipeline_steps_diagnostics_only_on_request_and_quick_drops_the_control(tmp_path, monkeypatch):
