@@ -142,15 +142,29 @@ def wilcoxon_compare(tuned: np.ndarray, pretrained: np.ndarray) -> dict:
     return out
 
 
+# SPEC-methods.md §4's low-level feature groups, in column order; the analysis uses all of them unless told otherwise
+LOW_LEVEL_GROUPS = ("mel", "articulatory", "diphones", "triphones")
+
+
 def low_level_features(wav: np.ndarray, phone_labels: list[str], phone_times: np.ndarray,
-                       grid: TRGrid, test: bool, n_bands: int = 16) -> np.ndarray:
+                       grid: TRGrid, test: bool, n_bands: int = 16, groups=LOW_LEVEL_GROUPS) -> np.ndarray:
     """Low-level features of one story at its TRs (trimmed, z-scored): mel-band energies (n_bands), 22 articulatory
-    features, hashed diphones and triphones (64 each) of the phones: (rows, n_bands + 150)."""
+    features, hashed diphones and triphones (64 each) of the phones: (rows, n_bands + 150), or the columns of the
+    `groups` asked for (a subset of LOW_LEVEL_GROUPS, kept in that order) to see which groups carry an impact."""
     from low_level import articulatory_features, mel_band_energy, phone_ngram_features
+    unknown = sorted(set(groups) - set(LOW_LEVEL_GROUPS))
+    if unknown or not groups:
+        raise ValueError(f"low-level groups {list(groups)}: expected one or more of {list(LOW_LEVEL_GROUPS)}")
     t_mel, mel = mel_band_energy(wav, 16000, n_bands=n_bands)
     mel_tr = story_tr_features(t_mel, mel - mel.mean(0), grid, test)
     if not len(phone_labels):
-        return np.hstack([mel_tr, np.zeros((len(mel_tr), 22 + 2 * 64))]).astype(np.float32)
-    phones = np.hstack([articulatory_features(phone_labels), phone_ngram_features(phone_labels, 2),
-                        phone_ngram_features(phone_labels, 3)])
-    return np.hstack([mel_tr, story_tr_features(phone_times, phones, grid, test)]).astype(np.float32)
+        full = np.hstack([mel_tr, np.zeros((len(mel_tr), 22 + 2 * 64))]).astype(np.float32)
+    else:
+        phones = np.hstack([articulatory_features(phone_labels), phone_ngram_features(phone_labels, 2),
+                            phone_ngram_features(phone_labels, 3)])
+        full = np.hstack([mel_tr, story_tr_features(phone_times, phones, grid, test)]).astype(np.float32)
+    if tuple(groups) == LOW_LEVEL_GROUPS:
+        return full
+    # every group is z-scored column by column, so a subset is the same columns of the full set
+    edges = np.cumsum([0, n_bands, 22, 64, 64])
+    return np.hstack([full[:, edges[i]:edges[i + 1]] for i, g in enumerate(LOW_LEVEL_GROUPS) if g in groups])

@@ -78,6 +78,9 @@ def parse_args(argv=None):
     p.add_argument("--ridge-score", default="r2", choices=["r2", "corr"], help="alpha selection criterion")
     p.add_argument("--cache-dir", help="feature cache (default: $BRAIN_TUNING_CACHE/features, else ~/.cache/brain-tuning/features)")
     p.add_argument("--low-level", action="store_true", help="also run the low-level residual analysis (§4)")
+    p.add_argument("--low-level-groups", nargs="+", choices=al.LOW_LEVEL_GROUPS, default=list(al.LOW_LEVEL_GROUPS),
+                   help="low-level feature groups regressed out (default all, as §4 specifies; a subset shows which "
+                        "groups carry the impact)")
     p.add_argument("--seed", type=int, default=0, help="seed of the ridge bootstraps")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p.parse_args(argv)
@@ -118,6 +121,9 @@ def main(argv=None) -> int:
         return 0
     if (problem := model_run_usage_problem(args, ("data_dir", "subject", "model_name"))) is not None:
         print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    if tuple(args.low_level_groups) != al.LOW_LEVEL_GROUPS and not args.low_level:
+        print("error: --low-level-groups chooses the features of --low-level; add --low-level", file=sys.stderr)
         return EXIT_USAGE
     set_seed(args.seed)
     device = resolve_device(args.device)
@@ -183,7 +189,7 @@ def main(argv=None) -> int:
         for story in stories:
             ph = data.phones(story)
             low[story] = al.low_level_features(data.audio(story), ph.labels, ph.midpoints, data.tr_grid(story),
-                                               test=story == test_story)
+                                               test=story == test_story, groups=args.low_level_groups)
     for k, name in enumerate(args.model_name):
         shared = None if plan[k] is None else {"with": args.model_name[plan[k][0]], "blocks": plan[k][1]}
         resolved = {"skipped_stories": subject_data["missing"], "layers": layers[k],
@@ -277,6 +283,7 @@ def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers:
     summary["upper_middle_mean"] = {roi: float(np.nanmean([summary["per_layer"][l]["rois"][roi]["cc_norm"] for l in um]))
                                     for roi in rois}
     if low is not None:
+        summary["low_level_groups"] = list(args.low_level_groups)
         summary["upper_middle_low_level_impact"] = {
             roi: float(np.nanmean([summary["per_layer"][l]["low_level_impact"][roi] for l in um])) for roi in rois}
     write_json_atomic(out / "config.json", {"args": {**vars(args), "model_name": model_name, "out": str(out)},

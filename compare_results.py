@@ -6,12 +6,31 @@ from pathlib import Path
 
 import numpy as np
 
-from alignment import mean_sem, relative_change, wilcoxon_compare
+from alignment import LOW_LEVEL_GROUPS, mean_sem, relative_change, wilcoxon_compare
 from run_utils import read_result_json, write_json_atomic, write_text_atomic
 
 
 def _fmt(x: float) -> str:
     return "nan" if x is None or not np.isfinite(x) else f"{x:.3f}"
+
+
+def low_level_groups(summary: dict) -> tuple:
+    """The low-level feature groups a result regressed out (results written before the choice existed: all)."""
+    return tuple(summary.get("low_level_groups", LOW_LEVEL_GROUPS))
+
+
+def _check_same_low_level_groups(dirs, summaries) -> None:
+    """Low-level impacts computed from different feature groups are different measures: refuse to table them."""
+    groups = [low_level_groups(s) for s in summaries]
+    if len(set(groups)) > 1:
+        found = "; ".join(f"{d}: {', '.join(g)}" for d, g in zip(dirs, groups))
+        raise ValueError(f"low-level impacts from different --low-level-groups cannot be compared ({found}); "
+                         f"expected the same groups in every folder")
+
+
+def _low_level_label(summary: dict) -> str:
+    groups = low_level_groups(summary)
+    return "low-level impact %" + ("" if groups == LOW_LEVEL_GROUPS else f" ({', '.join(groups)})")
 
 
 def render_single(summary: dict) -> str:
@@ -27,7 +46,7 @@ def render_single(summary: dict) -> str:
     lines.append(f"| upper-middle {summary['upper_middle_layers']} | " + " | ".join(_fmt(um[r]) for r in rois) + " |")
     if "upper_middle_low_level_impact" in summary:
         imp = summary["upper_middle_low_level_impact"]
-        lines.append("| low-level impact % | " + " | ".join(_fmt(imp[r]) for r in rois) + " |")
+        lines.append(f"| {_low_level_label(summary)} | " + " | ".join(_fmt(imp[r]) for r in rois) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -49,10 +68,13 @@ def compare(dirs: list[Path], out: Path) -> dict:
         cells = [f"{_fmt(vals[r])} | {relative_change(vals[r], ref[r]):+.1f}" for r in rois]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if all("upper_middle_low_level_impact" in s for s in summaries):
-        lines += ["", "| model | " + " | ".join(f"{r} low-level impact %" for r in rois) + " |", "|---|" + "---|" * len(rois)]
+        _check_same_low_level_groups(dirs, summaries)
+        label = _low_level_label(summaries[0])
+        lines += ["", "| model | " + " | ".join(f"{r} {label}" for r in rois) + " |", "|---|" + "---|" * len(rois)]
         for name, s in zip(names, summaries):
             lines.append(f"| {name} | " + " | ".join(_fmt(s["upper_middle_low_level_impact"][r]) for r in rois) + " |")
         table["low_level_impact_pct"] = {n: s["upper_middle_low_level_impact"] for n, s in zip(names, summaries)}
+        table["low_level_groups"] = list(low_level_groups(summaries[0]))
     boot = bootstrap_changes(dirs, names, summaries, rois)
     if boot.get("rois"):
         table["bootstrap"] = boot
@@ -181,9 +203,11 @@ def compare_subjects(groups: list[list[Path]], out: Path, labels: list[str] | No
         table["wilcoxon_vs_first"][name] = {r: _wilcoxon(values[name][r], values[names[0]][r],
                                                          ("n", "min_p_value", "statistic", "p_value")) for r in rois}
     if all("upper_middle_low_level_impact" in s for ss in summaries for s in ss):
+        _check_same_low_level_groups([d for g in groups for d in g], [s for ss in summaries for s in ss])
         impact = {name: {r: [ss[k]["upper_middle_low_level_impact"].get(r, float("nan")) for ss in summaries]
                          for r in rois} for k, name in enumerate(names)}
         table["low_level_impact_pct"] = {n: {r: _across(impact[n][r], subjects) for r in rois} for n in names}
+        table["low_level_groups"] = list(low_level_groups(summaries[0][0]))
         for name in names[1:]:
             for r in rois:
                 table["low_level_impact_pct"][name][r]["wilcoxon_vs_first"] = _wilcoxon(

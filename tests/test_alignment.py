@@ -51,6 +51,28 @@ def test_upper_middle_layers_and_impact():
     assert w["n"] == 2 and w["p_value"] == pytest.approx(0.5) and w["tuned_mean"] == pytest.approx(0.6)
 
 
+def test_low_level_groups_are_the_matching_columns_of_the_full_set():
+    from timing import TRGrid
+    rng = np.random.default_rng(0)
+    grid = TRGrid(onsets=np.arange(40) * 2.0 - 10.0, tr=2.0)
+    wav = rng.normal(size=16000 * 60).astype(np.float32)
+    labels = list(rng.choice(["AA", "B", "S", "IY", "T", "N"], size=300))
+    times = np.sort(rng.uniform(0, 60, size=300))
+    full = al.low_level_features(wav, labels, times, grid, test=False)
+    assert full.shape == (40 - 15, 16 + 22 + 64 + 64)
+    np.testing.assert_array_equal(al.low_level_features(wav, labels, times, grid, test=False,
+                                                        groups=("mel", "articulatory")), full[:, :38])
+    # kept in LOW_LEVEL_GROUPS order whatever order they are asked in
+    np.testing.assert_array_equal(al.low_level_features(wav, labels, times, grid, test=False,
+                                                        groups=("triphones", "mel")),
+                                  np.hstack([full[:, :16], full[:, -64:]]))
+    no_phones = al.low_level_features(wav, [], np.zeros(0), grid, test=False, groups=("diphones",))
+    assert no_phones.shape == (25, 64) and not no_phones.any()
+    for bad in (("mel", "pitch"), ()):
+        with pytest.raises(ValueError, match="expected one or more of"):
+            al.low_level_features(wav, labels, times, grid, test=False, groups=bad)
+
+
 def test_block_bootstrap_and_roi_cc_norm_samples():
     w = al.block_bootstrap_weights(23, block_trs=5, n_boot=200, seed=1)
     assert w.shape == (200, 23) and np.all(w.sum(axis=1) == 23)
@@ -91,6 +113,21 @@ def test_brain_evaluate_end_to_end_cache_and_compare(mini, tiny_models, tmp_path
     assert json.loads((tmp_path / "a" / "config.json").read_text())["resolved"]["feature_cache_hits"] == 0
     for f in ("table.md", "alignment_by_layer.png"):
         assert (tmp_path / "a" / f).is_file()
+    assert summary["low_level_groups"] == ["mel", "articulatory", "diphones", "triphones"]
+    # a subset of the low-level groups: recorded, labelled, and never tabled beside impacts of other groups
+    assert _eval(mini, tiny_models["wav2vec2"], tmp_path / "m", "--low-level", "--low-level-groups", "mel",
+                 "articulatory") == 0
+    sub = json.loads((tmp_path / "m" / "summary.json").read_text())
+    assert sub["low_level_groups"] == ["mel", "articulatory"]
+    assert sub["upper_middle_low_level_impact"]["all"] != summary["upper_middle_low_level_impact"]["all"]
+    assert "| low-level impact % (mel, articulatory) |" in (tmp_path / "m" / "table.md").read_text()
+    capsys.readouterr()
+    assert brain_evaluate.main(["--compare", str(tmp_path / "a"), str(tmp_path / "m"), "--out",
+                                str(tmp_path / "mixed")]) == 2
+    err = capsys.readouterr().err
+    assert "different --low-level-groups" in err and "m: mel, articulatory" in err and not (tmp_path / "mixed").exists()
+    assert _eval(mini, tiny_models["wav2vec2"], tmp_path / "n", "--low-level-groups", "mel") == 2
+    assert "add --low-level" in capsys.readouterr().err
     assert _eval(mini, tiny_models["wav2vec2"], tmp_path / "b") == 0  # same model: every story from the cache
     assert json.loads((tmp_path / "b" / "config.json").read_text())["resolved"]["feature_cache_hits"] == 6
     np.testing.assert_allclose(np.load(tmp_path / "b" / "layer_2.npz")["r"], z["r"], atol=1e-6)
