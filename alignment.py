@@ -6,6 +6,8 @@ test rows [50:-5]), z-scored per column, stacked over stories, then FIR-delayed 
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from eval_utils import (DEFAULT_DELAYS, cc_norm, columnwise_correlation, lanczosinterp2d, make_delayed,
@@ -73,6 +75,26 @@ def bootstrap_roi_cc_norm(predictions: list[list[np.ndarray]], responses: np.nda
                          for c in chunks) / len(ok) for p in layers]
         out[:, k] = np.mean(per_layer, axis=0)
     return out
+
+
+def bootstrap_low_level_impact(full: list[list[np.ndarray]], residual: list[list[np.ndarray]], responses: np.ndarray,
+                               cc_max: np.ndarray, weights: np.ndarray, nc_floor: float = 0.1) -> np.ndarray:
+    """Low-level impact (%) of one ROI per model and bootstrap sample, averaged over layers as the summary does.
+
+    full, residual : per model, per layer, (T, V) test predictions of the ROI's voxels from the model's features
+    and from its low-level residuals; responses, cc_max, weights as for `bootstrap_roi_cc_norm`.
+    Returns (n_boot, n_models): per layer 100·(full − residual)/full of the samples' ROI mean cc_norm (NaN where
+    the full one is 0), then the mean over layers; paired across models like `bootstrap_roi_cc_norm`.
+    """
+    per_layer = []
+    for l in range(len(full[0])):
+        f = bootstrap_roi_cc_norm([[layers[l]] for layers in full], responses, cc_max, weights, nc_floor)
+        r = bootstrap_roi_cc_norm([[layers[l]] for layers in residual], responses, cc_max, weights, nc_floor)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per_layer.append(np.where(f != 0, 100.0 * (f - r) / f, np.nan))
+    with warnings.catch_warnings():  # a sample where every layer is NaN stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(per_layer, axis=0)
 
 
 def residualize(model_train: np.ndarray, model_test: np.ndarray, low_train: np.ndarray, low_test: np.ndarray,

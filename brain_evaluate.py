@@ -273,6 +273,8 @@ def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers:
             arrays["cc_norm_residual"] = res_low["cc_norm"]
         if roi_voxels is not None and l in summary["upper_middle_layers"]:
             arrays.update(roi_voxels=roi_voxels, test_predictions_roi=res["predictions"][:, roi_voxels].astype(np.float32))
+            if low is not None:  # for --compare's intervals of the low-level impact
+                arrays["test_predictions_roi_residual"] = res_low["predictions"][:, roi_voxels].astype(np.float32)
         save_npz_atomic(out / f"layer_{l}.npz", **arrays)
         summary["per_layer"][str(l)] = entry
     if roi_voxels is not None:

@@ -85,6 +85,13 @@ def compare(dirs: list[Path], out: Path) -> dict:
         for name in names[1:]:
             ci = boot["change_vs_first_pct_ci95"][name]
             lines.append(f"| {name} | " + " | ".join(f"{ci[r][0]:+.1f} to {ci[r][1]:+.1f}" for r in boot["rois"]) + " |")
+        if "low_level_impact_difference_ci95" in boot:
+            lines += ["", "| model | " + " | ".join(f"{r} low-level impact, points vs {names[0]}" for r in boot["rois"])
+                      + " |", "|---|" + "---|" * len(boot["rois"])]
+            for name in names[1:]:
+                ci = boot["low_level_impact_difference_ci95"][f"{name} - {names[0]}"]
+                lines.append(f"| {name} | " + " | ".join(f"{ci[r][0]:+.1f} to {ci[r][1]:+.1f}" for r in boot["rois"])
+                             + " |")
     elif boot:
         table["bootstrap"] = boot
         lines += ["", f"No bootstrap intervals: {boot['skipped']}."]
@@ -104,12 +111,14 @@ def compare(dirs: list[Path], out: Path) -> dict:
 def bootstrap_changes(dirs: list[Path], names: list[str], summaries: list[dict], rois: list[str],
                       block_trs: int = 10, n_boot: int = 1000, seed: int = 0) -> dict:
     """95% intervals of each model's upper-middle ROI cc_norm change vs the first model, and of every pairwise
-    difference, from a paired moving-block bootstrap of the test TRs (`alignment.block_bootstrap_weights`).
+    difference, from a paired moving-block bootstrap of the test TRs (`alignment.block_bootstrap_weights`); where
+    every folder kept the predictions from its low-level residuals (--low-level), also of every pairwise difference
+    of the low-level impact (percentage points) and the share of samples where the first of the pair is above.
 
     Needs the test predictions `brain_evaluate.py` keeps for ROI voxels (test_responses_roi.npz and the
     upper-middle layer files); returns {"skipped": why} when a folder lacks them or the folders' test data differ.
     """
-    from alignment import block_bootstrap_weights, bootstrap_roi_cc_norm
+    from alignment import block_bootstrap_weights, bootstrap_low_level_impact, bootstrap_roi_cc_norm
     files = [Path(d) / "test_responses_roi.npz" for d in dirs]
     if not all(f.is_file() for f in files):
         return {"skipped": "a folder has no test_responses_roi.npz (evaluated without --roi-file, or before it existed)"}
@@ -119,15 +128,19 @@ def bootstrap_changes(dirs: list[Path], names: list[str], summaries: list[dict],
             test.append({k: z[k] for k in z.files})
     if not all(t.keys() == test[0].keys() and all(np.array_equal(t[k], test[0][k]) for k in t) for t in test):
         return {"skipped": "the folders were evaluated on different voxels, responses or noise ceilings"}
-    preds = []
+    preds, residual = [], []  # residual: predictions from the low-level residuals (--low-level), where kept
     for d, s in zip(dirs, summaries):
-        per_layer = []
+        per_layer, per_layer_residual = [], []
         for l in s["upper_middle_layers"]:
             with np.load(Path(d) / f"layer_{l}.npz") as z:
                 if "test_predictions_roi" not in z.files:
                     return {"skipped": f"{d}/layer_{l}.npz holds no test predictions"}
                 per_layer.append(z["test_predictions_roi"])
+                if "test_predictions_roi_residual" in z.files:
+                    per_layer_residual.append(z["test_predictions_roi_residual"])
         preds.append(per_layer)
+        residual.append(per_layer_residual if len(per_layer_residual) == len(per_layer) else None)
+    with_impact = all(r is not None for r in residual)
     t0 = test[0]
     weights = block_bootstrap_weights(len(t0["responses"]), block_trs, n_boot, seed)
     out = {"block_trs": block_trs, "n_boot": n_boot, "seed": seed, "rois": [], "change_vs_first_pct_ci95": {},
@@ -147,6 +160,19 @@ def bootstrap_changes(dirs: list[Path], names: list[str], summaries: list[dict],
                 diff = samples[:, k] - samples[:, j]
                 out["difference_ci95"].setdefault(pair, {})[roi] = _interval(diff)
                 out["share_of_samples_above"].setdefault(pair, {})[roi] = float(np.mean(diff > 0))
+        if with_impact:  # the low-level impact's differences in percentage points, on the same samples
+            impact = bootstrap_low_level_impact([[p[:, cols] for p in per_layer] for per_layer in preds],
+                                                [[p[:, cols] for p in per_layer] for per_layer in residual],
+                                                t0["responses"][:, cols], t0["cc_max"][cols], weights,
+                                                summaries[0]["nc_floor"])
+            for k, name in enumerate(names):
+                for j in range(k):
+                    pair, diff = f"{name} - {names[j]}", impact[:, k] - impact[:, j]
+                    diff = diff[np.isfinite(diff)]
+                    out.setdefault("low_level_impact_difference_ci95", {}).setdefault(pair, {})[roi] = \
+                        _interval(diff) if len(diff) else [float("nan")] * 2
+                    out.setdefault("low_level_impact_share_of_samples_above", {}).setdefault(pair, {})[roi] = \
+                        float(np.mean(diff > 0)) if len(diff) else float("nan")
     return out
 
 

@@ -42,16 +42,35 @@ def gain_interval_note(boot: dict, roi: str, model: str = "tuned") -> str:
     return "" if ci is None else f"95% interval {ci[0]:+.1f} to {ci[1]:+.1f}% (test TRs resampled in blocks)"
 
 
+def _pair_interval(boot: dict, kind: str, a: str, b: str, roi: str):
+    """(lo, hi, share of samples where a is above b) of a - b from compare_results.bootstrap_changes, or None.
+
+    kind : "" for cc_norm, "low_level_impact_" for the low-level impact; the pair may be stored either way round.
+    """
+    pairs, shares = boot.get(f"{kind}difference_ci95", {}), boot.get(f"{kind}share_of_samples_above", {})
+    if roi in pairs.get(f"{a} - {b}", {}):
+        return (*pairs[f"{a} - {b}"][roi], shares[f"{a} - {b}"][roi])
+    if roi in pairs.get(f"{b} - {a}", {}):
+        lo, hi = pairs[f"{b} - {a}"][roi]
+        return -hi, -lo, 1.0 - shares[f"{b} - {a}"][roi]
+    return None
+
+
 def difference_interval_note(boot: dict, a: str, b: str, roi: str) -> str:
     """The bootstrap interval of cc_norm(a) - cc_norm(b) and the share of samples where a is above b."""
-    pairs, shares = boot.get("difference_ci95", {}), boot.get("share_of_samples_above", {})
-    if roi in pairs.get(f"{a} - {b}", {}):
-        (lo, hi), share = pairs[f"{a} - {b}"][roi], shares[f"{a} - {b}"][roi]
-    elif roi in pairs.get(f"{b} - {a}", {}):
-        (lo, hi), share = [-x for x in reversed(pairs[f"{b} - {a}"][roi])], 1.0 - shares[f"{b} - {a}"][roi]
-    else:
+    if (found := _pair_interval(boot, "", a, b, roi)) is None:
         return ""
+    lo, hi, share = found
     return f"95% interval {lo:+.3f} to {hi:+.3f}; {a} above in {100 * share:.0f}% of resamples of the test TRs"
+
+
+def impact_interval_note(boot: dict, a: str, b: str, roi: str) -> str:
+    """The bootstrap interval of low-level impact(a) - impact(b), in points, and the share of samples where a is below."""
+    if (found := _pair_interval(boot, "low_level_impact_", a, b, roi)) is None:
+        return ""
+    lo, hi, share = found
+    return (f"95% interval {lo:+.1f} to {hi:+.1f} points; {a} below in {100 * (1.0 - share):.0f}% of resamples of "
+            f"the test TRs")
 
 
 def _check(finding: str, expected: str, measured: float, holds: bool, note: str = "", interval: str = "") -> dict:
@@ -91,7 +110,8 @@ def findings(out: Path, models=MODELS) -> dict:
                change["tuned"][aud], change["tuned"][aud] < change["tuned"][lang]),
         _check("low-level impact in the language ROI drops", "impact(tuned) < impact(pretrained)",
                impact.get("tuned", {}).get(lang, np.nan) - impact.get("pretrained", {}).get(lang, np.nan),
-               bool(impact) and impact["tuned"][lang] < impact["pretrained"][lang]),
+               bool(impact) and impact["tuned"][lang] < impact["pretrained"][lang],
+               interval=impact_interval_note(boot, "tuned", "pretrained", lang)),
         _check("semantic-category probe improves", "F1 macro tuned > pretrained",
                probes["semantic_category"]["tuned"] - probes["semantic_category"]["pretrained"],
                probes["semantic_category"]["tuned"] > probes["semantic_category"]["pretrained"],

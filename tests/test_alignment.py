@@ -94,6 +94,25 @@ def test_block_bootstrap_and_roi_cc_norm_samples():
     assert np.all(samples[:, 0] > samples[:, 2])
 
 
+def test_bootstrap_low_level_impact_is_the_summary_formula_on_each_sample():
+    rng = np.random.default_rng(2)
+    y = rng.normal(size=(40, 5))
+    cc_max = np.array([0.9, 0.8, 0.7, 0.05, 0.6])
+    full = [y + 0.5 * rng.normal(size=y.shape), y + 0.8 * rng.normal(size=y.shape)]  # two layers
+    resid = [y + 2.0 * rng.normal(size=y.shape), y + 1.0 * rng.normal(size=y.shape)]
+
+    def roi_mean(pred):
+        r = columnwise_correlation(pred, y)
+        return al.roi_summary({"r": r, "cc_norm": cc_norm(r, cc_max)}, {"roi": np.arange(5)})["roi"]["cc_norm"]
+    # with the story itself as the one sample: the mean over layers of each layer's 100·(full − residual)/full
+    expect = np.mean([al.low_level_impact(roi_mean(f), roi_mean(r)) for f, r in zip(full, resid)])
+    one = al.bootstrap_low_level_impact([full, full], [resid, full], y, cc_max, np.ones((1, 40)))
+    assert one.shape == (1, 2) and one[0, 0] == pytest.approx(expect) and one[0, 1] == pytest.approx(0.0, abs=1e-12)
+    w = al.block_bootstrap_weights(40, block_trs=5, n_boot=50, seed=0)
+    samples = al.bootstrap_low_level_impact([full, full], [resid, resid], y, cc_max, w)
+    assert np.all(samples[:, 0] == samples[:, 1]) and samples[:, 0].std() > 0  # paired, and it varies
+
+
 def _eval(mini, model, out, *extra):
     return brain_evaluate.main(["--data-dir", str(mini / "ds003020"), "--subject", "UTS02", "--model-name", model,
                                 "--out", str(out), "--nc-dir", str(mini / "subject_NCs"), "--roi-file",
@@ -119,6 +138,8 @@ def test_brain_evaluate_end_to_end_cache_and_compare(mini, tiny_models, tmp_path
                  "articulatory") == 0
     sub = json.loads((tmp_path / "m" / "summary.json").read_text())
     assert sub["low_level_groups"] == ["mel", "articulatory"]
+    with np.load(tmp_path / "m" / "layer_2.npz") as zm:  # kept in the upper-middle layer for the intervals
+        assert zm["test_predictions_roi_residual"].shape == zm["test_predictions_roi"].shape
     assert sub["upper_middle_low_level_impact"]["all"] != summary["upper_middle_low_level_impact"]["all"]
     assert "| low-level impact % (mel, articulatory) |" in (tmp_path / "m" / "table.md").read_text()
     capsys.readouterr()
@@ -147,6 +168,13 @@ def test_brain_evaluate_end_to_end_cache_and_compare(mini, tiny_models, tmp_path
     assert not (tmp_path / "killed" / "summary.json").exists()
     assert brain_evaluate.main(["--compare", str(tmp_path / "a"), str(tmp_path / "killed"), "--out",
                                 str(tmp_path / "bad")]) == 2
+    # the same low-level result twice: the impact's bootstrap difference is exactly 0 in every sample
+    shutil.copytree(tmp_path / "a", tmp_path / "a2")
+    assert brain_evaluate.main(["--compare", str(tmp_path / "a"), str(tmp_path / "a2"), "--out", str(tmp_path / "c2")]) == 0
+    boot2 = json.loads((tmp_path / "c2" / "comparison.json").read_text())["bootstrap"]
+    assert boot2["low_level_impact_difference_ci95"]["a2 - a"]["language"] == [0.0, 0.0]
+    assert boot2["low_level_impact_share_of_samples_above"]["a2 - a"]["language"] == 0.0
+    assert "language low-level impact, points vs a" in (tmp_path / "c2" / "comparison.md").read_text()
     assert brain_evaluate.main(["--compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "cmp")]) == 0
     table = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert table["change_vs_first_pct"]["b"]["all"] == pytest.approx(0.0, abs=1e-6)

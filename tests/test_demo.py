@@ -145,3 +145,11 @@ def test_interval_notes_read_the_bootstrap_in_either_pair_order():
     assert difference_interval_note(boot, "tuned", "control", "language") == (
         "95% interval -0.010 to +0.030; tuned above in 80% of resamples of the test TRs")
     assert gain_interval_note({}, "language") == "" and difference_interval_note({}, "tuned", "control", "language") == ""
+    from demo_report import impact_interval_note
+    boot.update(low_level_impact_difference_ci95={"tuned - pretrained": {"language": [-4.0, 1.5]}},
+                low_level_impact_share_of_samples_above={"tuned - pretrained": {"language": 0.25}})
+    assert impact_interval_note(boot, "tuned", "pretrained", "language") == (
+        "95% interval -4.0 to +1.5 points; tuned below in 75% of resamples of the test TRs")
+    assert impact_interval_note(boot, "pretrained", "tuned", "language") == (
+        "95% interval -1.5 to +4.0 points; pretrained below in 25% of resamples of the test TRs")
+    assert impact_interval_note(boot, "tuned", "pretrained", "auditory") == ""
