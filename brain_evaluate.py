@@ -122,6 +122,7 @@ def main(argv=None) -> int:
     if (problem := model_run_usage_problem(args, ("data_dir", "subject", "model_name"))) is not None:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    args.low_level_groups = [g for g in al.LOW_LEVEL_GROUPS if g in args.low_level_groups]  # column order, once each
     if tuple(args.low_level_groups) != al.LOW_LEVEL_GROUPS and not args.low_level:
         print("error: --low-level-groups chooses the features of --low-level; add --low-level", file=sys.stderr)
         return EXIT_USAGE

@@ -134,8 +134,8 @@ def test_brain_evaluate_end_to_end_cache_and_compare(mini, tiny_models, tmp_path
         assert (tmp_path / "a" / f).is_file()
     assert summary["low_level_groups"] == ["mel", "articulatory", "diphones", "triphones"]
     # a subset of the low-level groups: recorded, labelled, and never tabled beside impacts of other groups
-    assert _eval(mini, tiny_models["wav2vec2"], tmp_path / "m", "--low-level", "--low-level-groups", "mel",
-                 "articulatory") == 0
+    assert _eval(mini, tiny_models["wav2vec2"], tmp_path / "m", "--low-level", "--low-level-groups", "articulatory",
+                 "mel", "mel") == 0  # recorded in column order, once each
     sub = json.loads((tmp_path / "m" / "summary.json").read_text())
     assert sub["low_level_groups"] == ["mel", "articulatory"]
     with np.load(tmp_path / "m" / "layer_2.npz") as zm:  # kept in the upper-middle layer for the intervals
