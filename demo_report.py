@@ -225,7 +225,8 @@ def write_report(out: Path, result: dict, seed: int, quick: bool, train_flags: l
         "(19-35% with them): they carry most of that share. Its direction after tuning was the same without them "
         "(down in seed 0, up in seeds 1 and 2), so the n-grams do not explain a rise.", "",
         "How to read the intervals: the held-out story is resampled in blocks of 10 TRs (1000 samples, the same "
-        "for every model) and the language-ROI means recomputed from the kept test predictions; they show how much "
+        "for every model) and the language-ROI means and low-level impacts recomputed from the kept test "
+        "predictions; they show how much "
         "the numbers depend on which stretches of the one test story were scored, not how they vary between seeds "
         "or subjects (README: Demo results). The verdicts use the point estimates.", "",
         "## Alignment by layer and ROI", "", "![alignment](eval/comparison/alignment_by_layer.png)", "",
