@@ -77,24 +77,16 @@ def bootstrap_roi_cc_norm(predictions: list[list[np.ndarray]], responses: np.nda
     return out
 
 
-def bootstrap_low_level_impact(full: list[list[np.ndarray]], residual: list[list[np.ndarray]], responses: np.ndarray,
-                               cc_max: np.ndarray, weights: np.ndarray, nc_floor: float = 0.1) -> np.ndarray:
-    """Low-level impact (%) of one ROI per model and bootstrap sample, averaged over layers as the summary does.
+def bootstrap_low_level_impact(full: np.ndarray, residual: np.ndarray) -> np.ndarray:
+    """Low-level impact (%) per bootstrap sample and model, averaged over layers as the summary averages it.
 
-    full, residual : per model, per layer, (T, V) test predictions of the ROI's voxels from the model's features
-    and from its low-level residuals; responses, cc_max, weights as for `bootstrap_roi_cc_norm`.
-    Returns (n_boot, n_models): per layer 100·(full − residual)/full of the samples' ROI mean cc_norm (NaN where
-    the full one is 0), then the mean over layers; paired across models like `bootstrap_roi_cc_norm`.
+    full, residual : (n_layers, n_boot, n_models) ROI mean cc_norm samples (`bootstrap_roi_cc_norm` per layer) of
+    the models' features and of their low-level residuals, on the same samples.
+    Returns (n_boot, n_models): `low_level_impact` per layer (NaN where the full one is 0), then the mean over layers.
     """
-    per_layer = []
-    for l in range(len(full[0])):
-        f = bootstrap_roi_cc_norm([[layers[l]] for layers in full], responses, cc_max, weights, nc_floor)
-        r = bootstrap_roi_cc_norm([[layers[l]] for layers in residual], responses, cc_max, weights, nc_floor)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            per_layer.append(np.where(f != 0, 100.0 * (f - r) / f, np.nan))
     with warnings.catch_warnings():  # a sample where every layer is NaN stays NaN
         warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(per_layer, axis=0)
+        return np.nanmean(low_level_impact(full, residual), axis=0)
 
 
 def residualize(model_train: np.ndarray, model_test: np.ndarray, low_train: np.ndarray, low_test: np.ndarray,
@@ -126,9 +118,16 @@ def upper_middle_layers(layers: list[int], n_layers: int) -> list[int]:
     return chosen or [max(layers)]
 
 
-def low_level_impact(full: float, residual: float) -> float:
-    """100·(align_full − align_residual)/align_full (percent of alignment explained by low-level features)."""
-    return float(100.0 * (full - residual) / full) if full and np.isfinite(full) else float("nan")
+def low_level_impact(full, residual):
+    """100·(align_full − align_residual)/align_full (percent of alignment explained by low-level features).
+
+    Floats give a float; arrays give an array, elementwise. NaN where align_full is 0 or not finite.
+    """
+    full, residual = np.asarray(full, dtype=float), np.asarray(residual, dtype=float)
+    ok = np.isfinite(full) & (full != 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(ok, 100.0 * (full - residual) / np.where(ok, full, 1.0), np.nan)
+    return float(out) if out.ndim == 0 else out
 
 
 def relative_change(new: float, reference: float) -> float:

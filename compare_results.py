@@ -149,8 +149,13 @@ def bootstrap_changes(dirs: list[Path], names: list[str], summaries: list[dict],
         if f"roi/{roi}" not in t0:
             continue
         cols = t0[f"roi/{roi}"]
-        samples = bootstrap_roi_cc_norm([[p[:, cols] for p in per_layer] for per_layer in preds],
-                                        t0["responses"][:, cols], t0["cc_max"][cols], weights, summaries[0]["nc_floor"])
+
+        def per_layer_samples(predictions):  # (n_layers, n_boot, n_models), the same samples for every layer
+            return np.array([bootstrap_roi_cc_norm([[p[l][:, cols]] for p in predictions], t0["responses"][:, cols],
+                                                   t0["cc_max"][cols], weights, summaries[0]["nc_floor"])
+                             for l in range(len(predictions[0]))])
+        full = per_layer_samples(preds)
+        samples = full.mean(axis=0)  # the mean over layers, as bootstrap_roi_cc_norm takes it
         out["rois"].append(roi)
         change = 100.0 * (samples - samples[:, :1]) / np.abs(samples[:, :1])
         for k, name in enumerate(names):
@@ -161,10 +166,7 @@ def bootstrap_changes(dirs: list[Path], names: list[str], summaries: list[dict],
                 out["difference_ci95"].setdefault(pair, {})[roi] = _interval(diff)
                 out["share_of_samples_above"].setdefault(pair, {})[roi] = float(np.mean(diff > 0))
         if with_impact:  # the low-level impact's differences in percentage points, on the same samples
-            impact = bootstrap_low_level_impact([[p[:, cols] for p in per_layer] for per_layer in preds],
-                                                [[p[:, cols] for p in per_layer] for per_layer in residual],
-                                                t0["responses"][:, cols], t0["cc_max"][cols], weights,
-                                                summaries[0]["nc_floor"])
+            impact = bootstrap_low_level_impact(full, per_layer_samples(residual))
             for k, name in enumerate(names):
                 for j in range(k):
                     pair, diff = f"{name} - {names[j]}", impact[:, k] - impact[:, j]

@@ -208,7 +208,7 @@ def run_probe_task(task: str, data_root: str, models: list[ProbedModel], cache_d
     spec = TASKS[task]
     if n_permutations and (spec.kind != "multiclass" or spec.level != "utterance"):
         raise TaskUsageError(f"--permutations needs a multiclass utterance-level task; {task} is {spec.kind} at the "
-                         f"{spec.level} level")
+                             f"{spec.level} level")
     utts = spec.reader(data_root)
     counts = dd.check_splits(utts, str(data_root))
     classes, to_label = task_labels(spec, utts)

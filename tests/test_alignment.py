@@ -106,10 +106,14 @@ def test_bootstrap_low_level_impact_is_the_summary_formula_on_each_sample():
         return al.roi_summary({"r": r, "cc_norm": cc_norm(r, cc_max)}, {"roi": np.arange(5)})["roi"]["cc_norm"]
     # with the story itself as the one sample: the mean over layers of each layer's 100·(full − residual)/full
     expect = np.mean([al.low_level_impact(roi_mean(f), roi_mean(r)) for f, r in zip(full, resid)])
-    one = al.bootstrap_low_level_impact([full, full], [resid, full], y, cc_max, np.ones((1, 40)))
+
+    def per_layer(models, weights):  # (n_layers, n_boot, n_models) samples, as compare_results takes them
+        return np.array([al.bootstrap_roi_cc_norm([[m[l]] for m in models], y, cc_max, weights) for l in range(2)])
+    ones = np.ones((1, 40))
+    one = al.bootstrap_low_level_impact(per_layer([full, full], ones), per_layer([resid, full], ones))
     assert one.shape == (1, 2) and one[0, 0] == pytest.approx(expect) and one[0, 1] == pytest.approx(0.0, abs=1e-12)
     w = al.block_bootstrap_weights(40, block_trs=5, n_boot=50, seed=0)
-    samples = al.bootstrap_low_level_impact([full, full], [resid, resid], y, cc_max, w)
+    samples = al.bootstrap_low_level_impact(per_layer([full, full], w), per_layer([resid, resid], w))
     assert np.all(samples[:, 0] == samples[:, 1]) and samples[:, 0].std() > 0  # paired, and it varies
 
 
