@@ -31,11 +31,11 @@ import models
 from features import POOLINGS, FeatureCache, extract_story_features_together
 from inference import inference_threads, sharing_plan
 from timing import TEST_EXTRA_TRIM
-from run_utils import (HelpFormatter, command_line, model_run_usage_problem, package_versions, resolve_device,
-                       resolve_precision, save_npz_atomic, set_seed, timestamp, write_json_atomic, write_text_atomic)
+from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, command_line, model_run_usage_problem, package_versions,
+                       resolve_device, resolve_precision, save_npz_atomic, set_seed, timestamp, write_json_atomic,
+                       write_text_atomic)
 
 PAPER_LAYERS = (2, 5, 7, 8, 10, 11, 12)
-EXIT_USAGE, EXIT_DATA = 2, 3
 
 
 def parse_args(argv=None):

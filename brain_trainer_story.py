@@ -23,14 +23,14 @@ import torch
 import data_utils as du
 import models
 import training
-from run_utils import (HelpFormatter, command_line, package_versions, recover_dir, replace_dir, resolve_device,
-                       resolve_precision, save_npy_atomic, set_seed, timestamp, write_csv_atomic, write_json_atomic)
+from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, command_line, package_versions, recover_dir, replace_dir,
+                       resolve_device, resolve_precision, save_npy_atomic, set_seed, timestamp, write_csv_atomic,
+                       write_json_atomic)
 
 # Settings that define a run: a resumed run must agree on all of them.
 RUN_DEFINING = ("data_dir", "subject", "model_name", "nc_threshold", "roi", "hemisphere", "loss", "target_control",
                 "targets_from", "lora_rank", "head_rank", "batch_size", "lr", "head_lr", "seed", "tr", "whisper_mode",
                 "train_stories", "val_stories", "split", "num_epochs", "warmup_fraction", "freeze_layers", "init_head")
-EXIT_USAGE, EXIT_DATA = 2, 3
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -2,8 +2,9 @@
 
     python compute_noise_ceiling.py --data-dir DIR --subject UTS03 [--out subject_NCs]
 
-Writes `<out>/<SUBJ>.npy`, float64 (V,), the file the trainer reads to select voxels with NC > 0.4.
-The repeats are read one voxel block at a time, so UTS03's 2.2 GB `individual_repeats` fits in little memory.
+Writes `<out>/<SUBJ>.npy`, float64 (V,), the file the trainer reads to select voxels with NC > 0.4, and beside
+it `<out>/<SUBJ>.json`: how it was made (data folder, story, repeats, voxels, count above 0.4, command, package
+and toolkit versions). Exit codes: 0 done, 3 data error (the message names the file). The repeats are read one voxel block at a time, so UTS03's 2.2 GB `individual_repeats` fits in little memory.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from data_utils import DEFAULT_NC_DIR, TEST_STORY, DataError, Ds003020, subject_id
-from run_utils import save_npy_atomic
+from run_utils import EXIT_DATA, command_line, package_versions, save_npy_atomic, timestamp, write_json_atomic
 from eval_utils import noise_ceiling
 
 
@@ -35,14 +36,21 @@ def main(argv=None) -> int:
     parser.add_argument("--story", default=TEST_STORY, help="the repeated story (default wheretheressmoke)")
     parser.add_argument("--out", default=str(DEFAULT_NC_DIR), help="folder for <SUBJ>.npy (default subject_NCs/)")
     args = parser.parse_args(argv)
+    subject = subject_id(args.subject)
     try:
         data = Ds003020(args.data_dir)
-        nc = subject_noise_ceiling(data, subject_id(args.subject), args.story)
+        nc = subject_noise_ceiling(data, subject, args.story)
+        n_repeats = data.load_repeats(subject, args.story, voxels=np.arange(1)).shape[0]
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
-    path = Path(args.out) / f"{subject_id(args.subject)}.npy"
+        return EXIT_DATA
+    path = Path(args.out) / f"{subject}.npy"
     save_npy_atomic(path, nc)
+    write_json_atomic(path.with_suffix(".json"), {
+        "subject": subject, "story": args.story, "data_dir": str(Path(args.data_dir).resolve()),
+        "n_repeats": int(n_repeats), "n_voxels": int(nc.size), "above_0.4": int((nc > 0.4).sum()),
+        "median": float(np.median(nc)), "formula": "eval_utils.noise_ceiling (Schoppe et al. 2016 cc_max)",
+        "command": command_line(), "created": timestamp(), "versions": package_versions()})
     print(f"{path}: {nc.size} voxels, {(nc > 0.4).sum()} above 0.4, median {np.median(nc):.3f}")
     return 0
 

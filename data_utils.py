@@ -24,7 +24,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from run_utils import save_npy_atomic
+from run_utils import EXIT_DATA, save_npy_atomic
 from textgrid_utils import TimedLabels, phones_from_tiers, read_textgrid, words_from_tiers
 from timing import DEFAULT_TR, TRGrid, check_alignment, simulated_tr_grid
 
@@ -451,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
             data.use_box_trfiles(args.trfiles)
     except (DataError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_DATA
     summary, problems = summarize(data, args.subject)
     summary["problems"] = problems
     if args.json:
@@ -465,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"words={s.get('words')} {'ok' if s['aligned'] else 'PROBLEM'}")
     if problems:
         print(f"error: {len(problems)} problem(s); first: {problems[0]}", file=sys.stderr)
-        return 1
+        return EXIT_DATA
     return 0
 
 

@@ -186,6 +186,13 @@ def diagnostic_section(out: Path, models) -> list[str]:
     return lines
 
 
+def _versions_line(versions: dict) -> str:
+    """"toolkit <commit> · torch <version>" for the report's header; the commit marked when files differed from it."""
+    toolkit = versions.get("toolkit") or {}
+    commit = (toolkit.get("commit") or "")[:10] or "unknown (not a git checkout)"
+    return f"toolkit {commit}{' with uncommitted changes' if toolkit.get('modified') else ''} · torch {versions.get('torch')}"
+
+
 def write_report(out: Path, result: dict, seed: int, quick: bool, train_flags: list, eval_flags: list) -> None:
     """OUT/REPORT.md + OUT/findings.json + OUT/probes_summary.png."""
     from plotting import plot_bars
@@ -201,7 +208,7 @@ def write_report(out: Path, result: dict, seed: int, quick: bool, train_flags: l
     sections = [
         "# Brain-tuning demo: Whisper tiny.en on the miniature Moth Radio Hour", "",
         f"{timestamp()} · seed {seed} · {'quick (no control run, semantic probe only)' if quick else 'full demo'} · "
-        f"torch {package_versions().get('torch')}", "",
+        f"{_versions_line(package_versions())}", "",
         "Pretrained = the real Whisper tiny.en (bundled, converted offline); tuned = brain-tuned on subject UTS01's "
         "language and auditory voxels (NC > 0.4); control = identical training on TR-block-shuffled targets. "
         f"Alignment: held-out story `wheretheressmoke`, mean cc_norm over the upper-middle layers "

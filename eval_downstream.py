@@ -23,7 +23,7 @@ from typing import Callable
 
 from probe_cli import common_parser, run
 from probe_tasks import TaskUsageError, run_probe_task, run_semantic_preference, run_story_word_probe
-from run_utils import resolve_precision
+from run_utils import EXIT_USAGE, resolve_precision
 
 PROBE_TASKS = ["commands", "emotion", "intent", "action", "semantic_category"]
 
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.task == "story_word_category" and not (args.word_labels or args.compare):
         print("error: --task story_word_category needs --word-labels (TSV with header word<TAB>label)", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     if args.max_per_word is None:
         args.max_per_word = 5 if args.task == "story_word_category" else 10
 

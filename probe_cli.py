@@ -8,9 +8,7 @@ from pathlib import Path
 import data_utils as du
 import models
 from inference import inference_threads
-from run_utils import HelpFormatter, model_run_usage_problem, resolve_device, set_seed
-
-EXIT_USAGE, EXIT_DATA = 2, 3
+from run_utils import EXIT_DATA, EXIT_USAGE, HelpFormatter, model_run_usage_problem, resolve_device, set_seed
 
 
 def common_parser(description: str, tasks: list[str], data_help: str) -> argparse.ArgumentParser:

@@ -17,9 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from data_utils import DataError, subject_id
-from run_utils import write_json_atomic
-
-EXIT_DATA, EXIT_MISSING_DEP = 3, 4
+from run_utils import EXIT_DATA, EXIT_MISSING_DEP, write_json_atomic
 
 
 def mask_columns(mask: np.ndarray, roi_mask: np.ndarray) -> list[int]:

@@ -8,11 +8,17 @@ import os
 import platform
 import random
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+# Exit codes of every script, so that batch jobs can tell a bad command from bad data (argparse's own errors are 2).
+EXIT_USAGE = 2          # flags that do not fit together, a model that cannot be loaded
+EXIT_DATA = 3           # a data file missing, unreadable or of the wrong shape (the message names it)
+EXIT_MISSING_DEP = 4    # an optional package the command needs is not installed
 
 PACKAGES = ("torch", "transformers", "peft", "numpy", "scipy", "h5py", "scikit-learn", "librosa", "soundfile",
             "soxr", "textgrid", "matplotlib", "safetensors")
@@ -27,10 +33,28 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def toolkit_version(root: str | os.PathLike | None = None) -> dict:
+    """The toolkit's own code version, from git: {"commit": HEAD's hash, "modified": whether tracked files differ
+    from it}; both None outside a git checkout or without git (e.g. a copied tree). `root`: this file's folder."""
+    root = Path(root) if root is not None else Path(__file__).resolve().parent
+
+    def git(*args):
+        try:
+            done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit.strip() if commit else None, "modified": bool(status.strip()) if status is not None else None}
+
+
 def package_versions() -> dict:
-    """Versions of Python and the packages that shape results (absent ones are reported as None)."""
+    """Versions of Python, the toolkit (git commit, see `toolkit_version`) and the packages that shape results
+    (absent ones are reported as None)."""
     from importlib import metadata
-    out = {"python": platform.python_version(), "platform": platform.platform()}
+    out = {"python": platform.python_version(), "platform": platform.platform(), "toolkit": toolkit_version()}
     for name in PACKAGES:
         try:
             out[name] = metadata.version(name)

@@ -39,6 +39,7 @@ def test_each_family_trains_and_lowers_validation_loss(mini, tiny_models, family
     nc = np.load(mini / "subject_NCs" / "UTS01.npy")
     assert cfg["args"]["resolved"]["n_targets"] == int((nc > 0.4).sum())
     assert cfg["versions"]["torch"] and cfg["args"]["stories"]["val"] == ["stagefright", "life"]
+    assert set(cfg["versions"]["toolkit"]) == {"commit", "modified"}  # the code version beside the packages
     for name in ("metrics.csv", "loss_curve.png", "best/config.json", "best/voxel_head.safetensors",
                  "best/preprocessor_config.json", "last/optim.pt", "last/model.safetensors"):
         assert (tmp_path / "r" / name).is_file(), name

@@ -112,10 +112,18 @@ def test_noise_ceiling_files_match_the_formula_and_mask(mini, mini_root):
     assert mask.dtype == bool and 0.15 < mask.mean() < 0.8
 
 
-def test_compute_noise_ceiling_cli(mini, mini_root, tmp_path):
+def test_compute_noise_ceiling_cli(mini, mini_root, tmp_path, capsys):
     from compute_noise_ceiling import main
+    from run_utils import EXIT_DATA
     assert main(["--data-dir", str(mini_root), "--subject", "4", "--out", str(tmp_path)]) == 0
-    np.testing.assert_allclose(np.load(tmp_path / "UTS04.npy"), np.load(mini / "subject_NCs" / "UTS04.npy"))
+    nc = np.load(tmp_path / "UTS04.npy")
+    np.testing.assert_allclose(nc, np.load(mini / "subject_NCs" / "UTS04.npy"))
+    made = json.loads((tmp_path / "UTS04.json").read_text())  # how it was made, beside it
+    assert (made["subject"], made["story"], made["n_repeats"]) == ("UTS04", "wheretheressmoke", 3)
+    assert made["n_voxels"] == nc.size and made["above_0.4"] == int((nc > 0.4).sum()) and made["versions"]["numpy"]
+    capsys.readouterr()
+    assert main(["--data-dir", str(mini_root), "--subject", "4", "--story", "souls", "--out", str(tmp_path / "x")]) == EXIT_DATA
+    assert "souls.hf5" in capsys.readouterr().err and not (tmp_path / "x").exists()  # no repeats there: named, nothing written
 
 
 def test_summary_cli_reports_aligned_and_names_a_corrupted_file(mini_root, tmp_path, capsys):
@@ -127,9 +135,9 @@ def test_summary_cli_reports_aligned_and_names_a_corrupted_file(mini_root, tmp_p
     assert stories["souls"]["words"] > 50 and stories["souls"]["audio_s"] == pytest.approx(64.0, abs=0.01)
     root, _ = _copy(mini_root, tmp_path)
     (root / "derivative" / "TextGrids" / "avatar.TextGrid").write_text("garbage")
-    assert data_utils.main(["--data-dir", str(root)]) == 1
+    assert data_utils.main(["--data-dir", str(root)]) == data_utils.EXIT_DATA
     assert "avatar.TextGrid" in capsys.readouterr().err
-    assert data_utils.main(["--data-dir", str(tmp_path / "nowhere")]) == 2
+    assert data_utils.main(["--data-dir", str(tmp_path / "nowhere")]) == data_utils.EXIT_DATA
 
 
 def test_generator_is_bit_identical_for_a_seed_and_differs_across_seeds(mini, tmp_path):

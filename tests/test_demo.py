@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 import run_demo
+import run_utils
 
 
 @pytest.mark.slow
@@ -22,6 +23,8 @@ def test_quick_demo_tuning_raises_language_alignment(tmp_path, monkeypatch):
     assert result["checks"][0]["interval"].startswith("95% interval ")
     report = (out / "REPORT.md").read_text()
     assert "## Headline" in report and "![alignment](eval/comparison/alignment_by_layer.png)" in report
+    commit = run_utils.toolkit_version()["commit"]  # the code that made it, in the header
+    assert f" · toolkit {commit[:10] if commit else 'unknown'}" in report.splitlines()[2]
     for png in ("eval/comparison/alignment_by_layer.png", "train/tuned/loss_curve.png", "probes_summary.png"):
         assert (out / png).is_file(), png
     cfg = json.loads((out / "train" / "tuned" / "config.json").read_text())
@@ -153,3 +156,13 @@ def test_interval_notes_read_the_bootstrap_in_either_pair_order():
     assert impact_interval_note(boot, "pretrained", "tuned", "language") == (
         "95% interval -1.5 to +4.0 points; pretrained below in 25% of resamples of the test TRs")
     assert impact_interval_note(boot, "tuned", "pretrained", "auditory") == ""
+
+
+def test_report_header_names_the_toolkit_commit_and_uncommitted_changes():
+    from demo_report import _versions_line
+    assert _versions_line({"toolkit": {"commit": "0123456789abcdef", "modified": False}, "torch": "2.5.1"}) == (
+        "toolkit 0123456789 · torch 2.5.1")
+    assert _versions_line({"toolkit": {"commit": "0123456789abcdef", "modified": True}, "torch": "2.5.1"}) == (
+        "toolkit 0123456789 with uncommitted changes · torch 2.5.1")
+    assert _versions_line({"toolkit": {"commit": None, "modified": None}, "torch": "2.5.1"}) == (
+        "toolkit unknown (not a git checkout) · torch 2.5.1")

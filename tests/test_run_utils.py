@@ -2,6 +2,8 @@
 import csv
 import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +137,25 @@ def test_package_versions_names_what_shapes_results():
     assert versions["torch"] == torch.__version__.split("+")[0] or versions["torch"] == torch.__version__
     assert versions["numpy"] == np.__version__
     assert set(run_utils.PACKAGES) <= set(versions)
+    assert set(versions["toolkit"]) == {"commit", "modified"}
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_toolkit_version_is_the_checkout_commit_and_says_when_tracked_files_changed(tmp_path, monkeypatch):
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # never the checkout around tmp_path
+    def git(*args):
+        return subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                              check=True, capture_output=True, text=True).stdout.strip()
+    assert run_utils.toolkit_version(tmp_path) == {"commit": None, "modified": None}  # not a checkout
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", "code.py")
+    git("commit", "-q", "-m", "one")
+    assert run_utils.toolkit_version(tmp_path) == {"commit": git("rev-parse", "HEAD"), "modified": False}
+    (tmp_path / "notes.txt").write_text("untracked files do not count\n")
+    assert run_utils.toolkit_version(tmp_path)["modified"] is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert run_utils.toolkit_version(tmp_path)["modified"] is True
 
 
 @pytest.mark.parametrize("script", ["brain_trainer_story", "brain_evaluate", "eval_downstream", "eval_phonemes"])
