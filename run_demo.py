@@ -76,8 +76,8 @@ def run_pipeline(out: Path, data: Path, seed: int, quick: bool, progress: bool, 
     _step("build the miniature fMRI and downstream datasets (side by side)", _build_side_by_side,
           (make_demo_data.build, ds, dict(seed=seed, size=size, quiet=not progress)),
           (make_downstream_data.build, data / "downstream", dict(seed=seed, size="demo", quiet=not progress)))
-    if not (MODEL_DIR / "model.safetensors").is_file():
-        import whisper_ct2
+    import whisper_ct2
+    if not whisper_ct2.is_converted(MODEL_DIR):
         _step("convert the bundled Whisper tiny.en to a HF model", whisper_ct2.main, ["--out", str(MODEL_DIR)])
     models = {"pretrained": str(MODEL_DIR), "tuned": str(out / "train" / "tuned" / "best"),
               "control": str(out / "train" / "control" / "best")}

