@@ -1,6 +1,6 @@
 """`make demo`: the paper's experiment on the built-in miniature with the real pretrained Whisper tiny.en.
 
-    python run_demo.py [--out runs/demo] [--seed 0] [--quick] [--seeds 0 1 2] [--diagnostics]
+    python run_demo.py [--out runs/demo] [--seed 0] [--quick] [--seeds 0 1 2 [--resume]] [--diagnostics]
 
 Steps (each one is the toolkit's own CLI, called in-process with the arguments a real run would take):
 build the miniature fMRI dataset and the miniature downstream datasets (side by side); convert the bundled
@@ -12,7 +12,8 @@ by layer) reported apart from the findings (~2.5 min on 2 cores, so not part of 
 OUT/REPORT.md with tables, plots and the findings checked against the paper's, and
 print the headline.
 The demo only chooses data, model and budget flags (DEMO_* below); `--seeds` repeats it per seed and
-writes OUT/SEEDS.md. Exit code 0 when the pipeline ran (findings that do not hold are reported, not hidden).
+writes OUT/SEEDS.md; with `--resume` a seed already finished with the same settings by the same commit of
+unmodified code (its findings.json says so) is read back instead of re-run. Exit code 0 when the pipeline ran (findings that do not hold are reported, not hidden).
 """
 from __future__ import annotations
 
@@ -60,9 +61,34 @@ def _build_side_by_side(*jobs) -> None:
             done.result()  # re-raises a failed build's exception here
 
 
+def demo_settings(seed: int, quick: bool, size: str, diagnostics: bool) -> dict:
+    """What decides a seed's results: its options, the recipe's flags and the code (git commit, modified or not)."""
+    from run_utils import toolkit_version
+    return {"seed": seed, "quick": quick, "size": size, "diagnostics": diagnostics,
+            "train_flags": DEMO_TRAIN_FLAGS, "eval_flags": DEMO_EVAL_FLAGS, "toolkit": toolkit_version()}
+
+
+def finished_seed(out: Path, settings: dict) -> tuple[dict | None, str]:
+    """The findings in `out` when an earlier run finished them with `settings` and unmodified code, else None;
+    with the reason either way (for the log)."""
+    import json
+    path = out / "findings.json"
+    if not path.is_file():
+        return None, f"{path} missing"
+    earlier = json.loads(path.read_text())
+    if earlier.get("settings") != settings:
+        return None, f"{path} was made with other settings or code"
+    if settings["toolkit"]["commit"] is None or settings["toolkit"]["modified"]:
+        return None, "the code is not a clean git checkout, so an earlier run's code cannot be told apart"
+    return earlier, f"{path}: finished by commit {settings['toolkit']['commit'][:10]} with these settings"
+
+
 def run_pipeline(out: Path, data: Path, seed: int, quick: bool, progress: bool, size: str = "demo",
-                 diagnostics: bool = False) -> dict:
-    """Run every step for one seed; returns the findings (see demo_report.findings)."""
+                 diagnostics: bool = False, settings: dict | None = None) -> dict:
+    """Run every step for one seed; returns the findings (see demo_report.findings), with `settings` (see
+    demo_settings, computed here when not given) under "settings"."""
+    settings = settings or demo_settings(seed, quick, size, diagnostics)
+    (out / "findings.json").unlink(missing_ok=True)  # written last: its presence means this run finished
     import brain_evaluate
     import brain_trainer_story
     import eval_downstream
@@ -129,6 +155,7 @@ def run_pipeline(out: Path, data: Path, seed: int, quick: bool, progress: bool, 
             _step(f"compare the diagnostic ({what})", eval_downstream.main,
                   ["--compare"] + [str(diag / m) for m in models] + ["--out", str(diag)])
     result = findings(out, list(models))
+    result["settings"] = settings
     write_report(out, result, seed=seed, quick=quick, train_flags=train_flags, eval_flags=DEMO_EVAL_FLAGS)
     return result
 
@@ -145,16 +172,26 @@ def main(argv=None) -> int:
                              "for scaling experiments; ~2x the tuning time); the tiny one's 20 test TRs are too few")
     parser.add_argument("--diagnostics", action="store_true",
                         help="also run the post-hoc word-category diagnostics (~2.5 min on 2 cores)")
+    parser.add_argument("--resume", action="store_true",
+                        help="with --seeds: read back the seeds finished with the same settings and code")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    if args.resume and not args.seeds:
+        parser.error("--resume needs --seeds (a single seed is one run)")
     from demo_report import headline, write_seed_summary
     out = Path(args.out)
     t0 = time.perf_counter()
     if args.seeds:
         results = {}
         for s in args.seeds:
+            settings = demo_settings(s, args.quick, args.size, args.diagnostics)
+            if args.resume:
+                results[s], why = finished_seed(out / f"seed_{s}", settings)
+                print(f"seed {s}: {'read back' if results[s] else 'to run'} ({why})", flush=True)
+                if results[s]:
+                    continue
             results[s] = run_pipeline(out / f"seed_{s}", Path(args.data) / f"seed_{s}", s, args.quick,
-                                      not args.no_progress, args.size, args.diagnostics)
+                                      not args.no_progress, args.size, args.diagnostics, settings)
         print(write_seed_summary(out, results))
     else:
         result = run_pipeline(out, Path(args.data), args.seed, args.quick, not args.no_progress, args.size,

@@ -166,3 +166,38 @@ def test_report_header_names_the_toolkit_commit_and_uncommitted_changes():
         "toolkit 0123456789 with uncommitted changes · torch 2.5.1")
     assert _versions_line({"toolkit": {"commit": None, "modified": None}, "torch": "2.5.1"}) == (
         "toolkit unknown (not a git checkout) · torch 2.5.1")
+
+
+def test_seeds_resume_reads_back_only_seeds_finished_with_the_same_settings_and_clean_code(tmp_path, monkeypatch):
+    ran = []
+    code = {"commit": "a" * 40, "modified": False}
+    monkeypatch.setattr(run_utils, "toolkit_version", lambda: dict(code))
+
+    def fake_pipeline(out, data, seed, quick, progress, size="demo", diagnostics=False, settings=None):
+        ran.append(seed)
+        result = {"checks": [{"finding": "language gain", "expected": ">= +20%", "measured": 10.0 + seed,
+                              "holds": False}], "models": ["pretrained"],
+                  "alignment": {"pretrained": {"language": 0.1}}, "change_pct": {"pretrained": {"language": 0.0}},
+                  "settings": settings}
+        run_utils.write_json_atomic(out / "findings.json", result)
+        return result
+    monkeypatch.setattr(run_demo, "run_pipeline", fake_pipeline)
+
+    def demo(*flags):
+        ran.clear()
+        assert run_demo.main(["--out", str(tmp_path / "runs"), "--seeds", "0", "1", "--no-progress", *flags]) == 0
+        return list(ran)
+
+    assert demo() == [0, 1]
+    assert demo("--resume") == []  # both finished with these settings by this commit
+    assert "| language gain | +10.000 ✗ | +11.000 ✗ | 0 of 2 |" in (tmp_path / "runs" / "SEEDS.md").read_text()
+    (tmp_path / "runs" / "seed_1" / "findings.json").unlink()  # as if killed during seed 1
+    assert demo("--resume") == [1]
+    assert demo("--resume", "--quick") == [0, 1]  # other settings
+    code["commit"] = "b" * 40
+    assert demo("--resume", "--quick") == [0, 1]  # other code
+    code["modified"] = True
+    assert demo("--resume", "--quick") == [0, 1] and demo("--resume", "--quick") == [0, 1]  # code not committed
+    assert demo() == [0, 1]  # without --resume every seed runs
+    with pytest.raises(SystemExit):
+        run_demo.main(["--resume"])  # a single seed is one run
