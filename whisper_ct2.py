@@ -10,7 +10,6 @@ into a temp folder and renamed into place. Exit codes: 0 done, 3 a model.bin tha
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import struct
 import sys
@@ -167,8 +166,8 @@ def convert(out_dir: str | Path, ct2_dir: str | Path | None = None) -> Path:
     missing = [k for k in missing if k != "proj_out.weight"]
     if missing or unexpected:
         raise RuntimeError(f"{ct2_dir}: conversion left missing {missing[:5]} / unexpected {unexpected[:5]} keys")
-    tmp = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)  # what a killed conversion left
     tmp.mkdir(parents=True)
     try:
         model.save_pretrained(tmp)
