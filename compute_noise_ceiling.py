@@ -4,7 +4,8 @@
 
 Writes `<out>/<SUBJ>.npy`, float64 (V,), the file the trainer reads to select voxels with NC > 0.4, and beside
 it `<out>/<SUBJ>.json`: how it was made (data folder, story, repeats, voxels, count above 0.4, command, package
-and toolkit versions). Exit codes: 0 done, 3 data error (the message names the file). The repeats are read one voxel block at a time, so UTS03's 2.2 GB `individual_repeats` fits in little memory.
+and toolkit versions). Exit codes: 0 done, 3 data error (the message names the file). The repeats are read one
+voxel block at a time, so UTS03's 2.2 GB `individual_repeats` fits in little memory.
 """
 from __future__ import annotations
 

@@ -190,7 +190,8 @@ def _versions_line(versions: dict) -> str:
     """"toolkit <commit> · torch <version>" for the report's header; the commit marked when files differed from it."""
     toolkit = versions.get("toolkit") or {}
     commit = (toolkit.get("commit") or "")[:10] or "unknown (not a git checkout)"
-    return f"toolkit {commit}{' with uncommitted changes' if toolkit.get('modified') else ''} · torch {versions.get('torch')}"
+    changed = " with uncommitted changes" if toolkit.get("modified") else ""
+    return f"toolkit {commit}{changed} · torch {versions.get('torch')}"
 
 
 def write_report(out: Path, result: dict, seed: int, quick: bool, train_flags: list, eval_flags: list) -> None:

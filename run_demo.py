@@ -13,7 +13,8 @@ OUT/REPORT.md with tables, plots and the findings checked against the paper's, a
 print the headline.
 The demo only chooses data, model and budget flags (DEMO_* below); `--seeds` repeats it per seed and
 writes OUT/SEEDS.md; with `--resume` a seed already finished with the same settings by the same commit of
-unmodified code (its findings.json says so) is read back instead of re-run. Exit code 0 when the pipeline ran (findings that do not hold are reported, not hidden).
+unmodified code (its findings.json says so) is read back instead of re-run. Exit code 0 when the pipeline ran
+(findings that do not hold are reported, not hidden).
 """
 from __future__ import annotations
 

@@ -47,7 +47,8 @@ def toolkit_version(root: str | os.PathLike | None = None) -> dict:
 
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no") if commit else None
-    return {"commit": commit.strip() if commit else None, "modified": bool(status.strip()) if status is not None else None}
+    return {"commit": commit.strip() if commit else None,
+            "modified": bool(status.strip()) if status is not None else None}
 
 
 def package_versions() -> dict:

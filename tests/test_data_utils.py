@@ -122,8 +122,9 @@ def test_compute_noise_ceiling_cli(mini, mini_root, tmp_path, capsys):
     assert (made["subject"], made["story"], made["n_repeats"]) == ("UTS04", "wheretheressmoke", 3)
     assert made["n_voxels"] == nc.size and made["above_0.4"] == int((nc > 0.4).sum()) and made["versions"]["numpy"]
     capsys.readouterr()
-    assert main(["--data-dir", str(mini_root), "--subject", "4", "--story", "souls", "--out", str(tmp_path / "x")]) == EXIT_DATA
-    assert "souls.hf5" in capsys.readouterr().err and not (tmp_path / "x").exists()  # no repeats there: named, nothing written
+    no_repeats = ["--data-dir", str(mini_root), "--subject", "4", "--story", "souls", "--out", str(tmp_path / "x")]
+    assert main(no_repeats) == EXIT_DATA
+    assert "souls.hf5" in capsys.readouterr().err and not (tmp_path / "x").exists()  # named, nothing written
 
 
 def test_summary_cli_reports_aligned_and_names_a_corrupted_file(mini_root, tmp_path, capsys):
