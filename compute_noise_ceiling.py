@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     try:
         data = Ds003020(args.data_dir)
         nc = subject_noise_ceiling(data, subject, args.story)
-        n_repeats = data.load_repeats(subject, args.story, voxels=np.arange(1)).shape[0]
+        n_repeats = data.n_repeats(subject, args.story)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_DATA

@@ -181,6 +181,12 @@ class Ds003020:
                                 f"shape {ds.shape}")
             return np.stack([read_columns(ds, voxels, path, lead=(r,)) for r in range(ds.shape[0])])
 
+    def n_repeats(self, subject: str | int, story: str = TEST_STORY) -> int:
+        """Number of repeats R of `story` ("individual_repeats" (R, n_rows, V)), from the file's header only."""
+        path = self.response_path(subject, story)
+        with self._open_h5(path) as f:
+            return int(self._dataset(f, "individual_repeats", path).shape[0])
+
     # ------------------------------------------------------------------ stimuli
     def textgrid_path(self, story: str) -> Path:
         return self.derivative / "TextGrids" / f"{story}.TextGrid"
