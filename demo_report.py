@@ -236,7 +236,9 @@ def write_report(out: Path, result: dict, seed: int, quick: bool, train_flags: l
         "for every model) and the language-ROI means and low-level impacts recomputed from the kept test "
         "predictions; they show how much "
         "the numbers depend on which stretches of the one test story were scored, not how they vary between seeds "
-        "or subjects (README: Demo results). The verdicts use the point estimates.", "",
+        "or subjects (README: Demo results), nor with the tuning's sample order (the trainer's --seed), which at "
+        "demo size alone moved the language gain by 6-18 points (seeds 0-2, five orders each; docs/demo_record.md). "
+        "The verdicts use the point estimates.", "",
         "## Alignment by layer and ROI", "", "![alignment](eval/comparison/alignment_by_layer.png)", "",
         (out / "eval" / "comparison" / "comparison.md").read_text(), "",
     ]
