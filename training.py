@@ -169,23 +169,27 @@ def train_one_epoch(model, loader, optimizer, scheduler, loss_kind: str, accum_s
                     disable_progress: bool = False) -> tuple[float, int]:
     """One pass over `loader` with gradient accumulation; returns (mean loss, optimizer steps taken).
 
-    `stop_after_steps` (testing crash recovery) raises SystemExit(75) once that many optimizer steps of the
-    run (counting `step_offset` earlier ones) are done, without writing anything.
+    Each optimizer step averages the losses of its micro-batches (`accum_steps` of them; the epoch's last step
+    may have fewer and averages over those, not over `accum_steps`). Under DDP the last micro-batch of every step,
+    the epoch's last one included, synchronises the gradients. `stop_after_steps` (testing crash recovery)
+    raises SystemExit(75) once that many optimizer steps of the run (counting `step_offset` earlier ones) are
+    done, without writing anything.
     """
     model.train()
     total, count, steps = 0.0, 0, 0
     optimizer.zero_grad(set_to_none=True)
-    micro = 0
-    for inputs, target in tqdm(loader, desc=desc, leave=False, disable=disable_progress):
+    n_batches = len(loader)
+    for micro, (inputs, target) in enumerate(tqdm(loader, desc=desc, leave=False, disable=disable_progress)):
         inputs, target = _to(inputs, device), target.to(device, non_blocking=True)
-        last_micro = (micro + 1) % accum_steps == 0
+        group_start = micro - micro % accum_steps
+        group_size = min(accum_steps, n_batches - group_start)
+        last_micro = micro == group_start + group_size - 1
         sync = model.no_sync() if hasattr(model, "no_sync") and not last_micro else _null()
         with sync, autocast(device, precision):
             loss = brain_loss(model(**inputs), target, loss_kind)
-        (loss / accum_steps).backward()
+        (loss / group_size).backward()
         total += loss.item() * len(target)
         count += len(target)
-        micro += 1
         if last_micro:
             optimizer.step()
             scheduler.step()
@@ -193,11 +197,6 @@ def train_one_epoch(model, loader, optimizer, scheduler, loss_kind: str, accum_s
             steps += 1
             if stop_after_steps is not None and step_offset + steps >= stop_after_steps:
                 raise SystemExit(75)
-    if micro % accum_steps:  # a last partial accumulation still counts as a step
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        steps += 1
     return total / max(count, 1), steps
 
 

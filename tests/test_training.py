@@ -49,6 +49,67 @@ def test_schedule_warms_up_then_decays_to_zero():
     assert f(10) == pytest.approx(1.0) and f(55) == pytest.approx(0.5) and f(100) == 0.0
 
 
+class _Recorder(torch.nn.Module):
+    """A linear model with a DDP-like `no_sync` that records, per forward, whether gradients would sync."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 2, bias=False)
+        self.synced, self._skip = [], False
+
+    def no_sync(self):
+        outer = self
+
+        class _Ctx:
+            def __enter__(self):
+                outer._skip = True
+
+            def __exit__(self, *exc):
+                outer._skip = False
+        return _Ctx()
+
+    def forward(self, x):
+        self.synced.append(not self._skip)
+        return self.lin(x)
+
+
+class _Pairs(torch.utils.data.Dataset):
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i]}, self.y[i]
+
+
+def test_accumulation_averages_each_step_over_its_own_micro_batches_and_syncs_the_last():
+    # 7 micro-batches of 2, accumulation 3: steps over micro-batches (0,1,2), (3,4,5), (6); by hand with SGD lr 1
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(14, 3, generator=g), torch.randn(14, 2, generator=g)
+    model = _Recorder()
+    w = model.lin.weight.detach().clone()
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    loader = torch.utils.data.DataLoader(_Pairs(x, y), batch_size=2, shuffle=False)
+    loss, steps = training.train_one_epoch(model, loader, opt, sched, "mse", 3, torch.device("cpu"), "fp32",
+                                           disable_progress=True)
+    losses = []
+    for group in ([0, 1, 2], [3, 4, 5], [6]):
+        grads = []
+        for b in group:
+            xb, yb = x[2 * b:2 * b + 2], y[2 * b:2 * b + 2]
+            losses.append(((xb @ w.T - yb) ** 2).mean().item())
+            grads.append(2 * (xb @ w.T - yb).T @ xb / yb.numel())  # d/dW of the micro-batch's MSE
+        w = w - torch.stack(grads).mean(0)
+    assert steps == 3
+    torch.testing.assert_close(model.lin.weight.detach(), w, rtol=1e-5, atol=1e-6)
+    # under DDP only the last micro-batch of each step syncs gradients: the lone tail one must, too
+    assert model.synced == [False, False, True, False, False, True, True]
+    assert loss == pytest.approx(np.mean(losses), rel=1e-5)  # the epoch's loss: per sample, before each step
+
+
 def test_controls_decouple_targets():
     stories = [_story(n, r, seed=i) for i, (n, r) in enumerate([("a", 20), ("b", 25), ("c", 18)])]
     swapped = apply_target_control(stories, "story-swap", seed=0)
