@@ -89,8 +89,13 @@ class Ds003020:
                 raw = json.loads(path.read_text())
             except json.JSONDecodeError as err:
                 raise DataError(f"{path}: not valid JSON ({err})") from err
-            if not isinstance(raw, dict) or not all(isinstance(v, int) for v in raw.values()):
+            if not isinstance(raw, dict):
                 raise DataError(f"{path}: expected a JSON object of story -> integer, found {type(raw).__name__}")
+            bad = {k: v for k, v in raw.items() if isinstance(v, bool) or not isinstance(v, int)}
+            if bad:
+                story, value = next(iter(bad.items()))
+                raise DataError(f"{path}: expected an integer number of TRs per story, found {value!r} for "
+                                f"'{story}' ({len(bad)} such entries)")
             self._respdict = raw
         return self._respdict
 
@@ -341,7 +346,10 @@ def load_noise_ceiling(subject: str | int, n_voxels: int | None = None, nc_file:
     if not path.is_file():
         raise DataError(f"{path}: noise-ceiling file missing; create it with "
                         f"`python compute_noise_ceiling.py --data-dir DIR --subject {subject_id(subject)}`")
-    nc = np.load(path, allow_pickle=False)
+    try:
+        nc = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise DataError(f"{path}: not a readable .npy array of noise ceilings ({err})") from err
     if nc.ndim != 1:
         raise DataError(f"{path}: expected a 1-D vector of one value per voxel, found shape {nc.shape}")
     if n_voxels is not None and nc.shape[0] != n_voxels:
@@ -364,16 +372,35 @@ def load_roi_file(path: str | os.PathLike, n_voxels: int | None = None) -> dict[
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: ROI file missing")
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            rois = {k: np.asarray(z[k]) for k in z.files}
-    else:
-        rois = {k: np.asarray(v) for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                raw = {k: z[k] for k in z.files}
+        else:
+            raw = json.loads(path.read_text())
+    except (ValueError, OSError, EOFError) as err:  # JSONDecodeError is a ValueError; so are pickled .npz arrays
+        raise DataError(f"{path}: not a readable ROI file ({err})") from err
+    if not isinstance(raw, dict):
+        raise DataError(f"{path}: expected a JSON object {{roi name: [voxel indices]}}, found {type(raw).__name__}")
+    try:
+        rois = {k: np.asarray(v) for k, v in raw.items() if not k.startswith("_")}
+    except ValueError as err:  # ragged nested lists
+        raise DataError(f"{path}: ROI values must be flat lists of voxel indices ({err})") from err
     out = {}
     for name, idx in rois.items():
+        if idx.size == 0:  # an empty JSON list reads as float64
+            idx = idx.astype(np.int64)
+        if idx.ndim != 1 or not (idx.dtype == bool or np.issubdtype(idx.dtype, np.integer)):
+            raise DataError(f"{path}: ROI '{name}' must be a list of integer voxel indices or a boolean mask, found "
+                            f"{idx.dtype} array of shape {idx.shape}")
+        if idx.dtype == bool and n_voxels is not None and idx.shape[0] != n_voxels:
+            raise DataError(f"{path}: ROI '{name}' is a mask of length {idx.shape[0]} but the subject has {n_voxels} "
+                            f"voxels")
         idx = np.flatnonzero(idx) if idx.dtype == bool else np.unique(idx.astype(np.int64))
         if n_voxels is not None and idx.size and (idx.min() < 0 or idx.max() >= n_voxels):
-            raise DataError(f"{path}: ROI '{name}' has voxel index {idx.max()} but the subject has {n_voxels} voxels")
+            bad = idx.min() if idx.min() < 0 else idx.max()
+            raise DataError(f"{path}: ROI '{name}' has voxel index {bad} but the subject has {n_voxels} voxels "
+                            f"(expected 0..{n_voxels - 1})")
         out[name] = idx
     return out
 

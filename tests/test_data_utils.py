@@ -7,7 +7,8 @@ import pytest
 import soundfile as sf
 
 import data_utils
-from data_utils import DataError, Ds003020, load_noise_ceiling, nc_voxel_mask, story_split, subject_id
+from data_utils import (DataError, Ds003020, load_noise_ceiling, load_roi_file, nc_voxel_mask, story_split,
+                        subject_id)
 from timing import AlignmentError
 
 
@@ -99,6 +100,66 @@ def test_bad_inputs_name_file_expected_and_found(mini_root, mini, tmp_path):
         nc_voxel_mask(np.full(5, 0.5), 0.99)
     with pytest.raises(DataError, match="UTS02/avatar.hf5: voxel mask has length 3 but the file has 96 voxels"):
         data.load_responses("UTS02", "avatar", voxels=np.ones(3, bool))
+
+
+def test_bad_metadata_roi_and_noise_ceiling_files_name_file_expected_and_found(mini_root, tmp_path):
+    root, data = _copy(mini_root, tmp_path)
+    respdict = root / "derivative" / "respdict.json"
+    good = json.loads(respdict.read_text())
+    respdict.write_text(json.dumps({**good, "souls": 37.5}))
+    with pytest.raises(DataError, match=r"respdict.json: expected an integer number of TRs per story, found 37.5 "
+                                        r"for 'souls' \(1 such entries\)"):
+        Ds003020(root).tr_grid("souls")
+    respdict.write_text("[1, 2]")
+    with pytest.raises(DataError, match="respdict.json: expected a JSON object of story -> integer, found list"):
+        Ds003020(root).respdict
+    respdict.write_text("{")
+    with pytest.raises(DataError, match="respdict.json: not valid JSON"):
+        Ds003020(root).respdict
+    respdict.write_text(json.dumps(good))
+    with pytest.raises(DataError, match="respdict.json: no entry for story 'nosuchstory'"):
+        data.tr_grid("nosuchstory")
+    with pytest.raises(DataError, match=r"UTS09: no response folder for subject UTS09 \(found subjects "
+                                        r"\['UTS01', 'UTS02', 'UTS04'\]\)"):
+        data.stories(9)
+
+    rois = tmp_path / "rois.json"
+    cases = [
+        ("{", "rois.json: not a readable ROI file"),
+        ("[[1, 2]]", r"rois.json: expected a JSON object \{roi name: \[voxel indices\]\}, found list"),
+        ('{"AC": [1, [2, 3]]}', "rois.json: ROI values must be flat lists"),
+        ('{"AC": [1.5, 2]}', r"rois.json: ROI 'AC' must be a list of integer voxel indices or a boolean mask, "
+                             r"found float64 array of shape \(2,\)"),
+        ('{"AC": [true, false]}', "rois.json: ROI 'AC' is a mask of length 2 but the subject has 10 voxels"),
+        ('{"AC": [3, 10]}', r"rois.json: ROI 'AC' has voxel index 10 but the subject has 10 voxels \(expected 0..9\)"),
+        ('{"AC": [-1, 3]}', "rois.json: ROI 'AC' has voxel index -1 but the subject has 10 voxels"),
+    ]
+    for text, message in cases:
+        rois.write_text(text)
+        with pytest.raises(DataError, match=message):
+            load_roi_file(rois, 10)
+    rois.write_text('{"_note": "metadata", "AC": [4, 1, 4], "empty": [], "mask": ' + json.dumps([True] * 2 + [False] * 8)
+                    + "}")
+    loaded = load_roi_file(rois, 10)  # sorted, unique; "_" keys are metadata; masks become indices
+    assert sorted(loaded) == ["AC", "empty", "mask"]
+    np.testing.assert_array_equal(loaded["AC"], [1, 4])
+    np.testing.assert_array_equal(loaded["mask"], [0, 1])
+    assert loaded["empty"].dtype == np.int64 and loaded["empty"].size == 0
+    npz = tmp_path / "rois.npz"
+    np.savez(npz, AC=np.array([object()], dtype=object))
+    with pytest.raises(DataError, match="rois.npz: not a readable ROI file"):
+        load_roi_file(npz, 10)
+
+    nc_file = tmp_path / "UTS01.npy"
+    nc_file.write_bytes(b"not an npy file")
+    with pytest.raises(DataError, match="UTS01.npy: not a readable .npy array of noise ceilings"):
+        load_noise_ceiling("UTS01", nc_file=nc_file)
+    np.save(nc_file, np.zeros((3, 2)))
+    with pytest.raises(DataError, match=r"UTS01.npy: expected a 1-D vector of one value per voxel, found shape \(3, 2\)"):
+        load_noise_ceiling("UTS01", nc_file=nc_file)
+    with pytest.raises(DataError, match=r"UTS03.npy: noise-ceiling file missing; create it with `python "
+                                        r"compute_noise_ceiling.py --data-dir DIR --subject UTS03`"):
+        load_noise_ceiling(3, nc_dir=tmp_path)
 
 
 def test_noise_ceiling_files_match_the_formula_and_mask(mini, mini_root):
