@@ -187,10 +187,16 @@ def read_slurp(root: str | Path, label: str = "intent", audio_dir: str | Path | 
         for i, line in enumerate(path.read_text().splitlines(), 1):
             if not line.strip():
                 continue
-            rec = json.loads(line)
-            if label not in rec or "recordings" not in rec:
-                raise DataError(f"{path}, line {i}: no '{label}' or 'recordings' field (found {sorted(rec)})")
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}, line {i}: not a JSON record ({err})") from err
+            if not isinstance(rec, dict) or label not in rec or "recordings" not in rec:
+                found = sorted(rec) if isinstance(rec, dict) else type(rec).__name__
+                raise DataError(f"{path}, line {i}: no '{label}' or 'recordings' field (found {found})")
             for r in rec["recordings"]:
+                if not isinstance(r, dict) or "file" not in r:
+                    raise DataError(f"{path}, line {i}: a recording without a 'file' field (found {r!r})")
                 utts.append(Utterance(audio / r["file"], split, str(rec[label]), str(rec.get("slurp_id", i))))
     return utts
 
@@ -202,8 +208,8 @@ def read_words(root: str | Path) -> list[Utterance]:
         raise DataError(f"{root}: no words.tsv (the miniature word-dataset layout)")
     lines = [l.split("\t") for l in path.read_text().splitlines() if l.strip()]
     header = ["file", "word", "category", "split", "speaker"]
-    if lines[0] != header:
-        raise DataError(f"{path}: expected header {header}, found {lines[0]}")
+    if not lines or lines[0] != header:
+        raise DataError(f"{path}: expected header {header}, found {lines[0] if lines else 'an empty file'}")
     utts = []
     for i, row in enumerate(lines[1:], 2):
         if len(row) != 5 or row[3] not in SPLITS:
@@ -240,7 +246,7 @@ def label_map(utts: list[Utterance]) -> dict[str, int]:
 
 
 def check_splits(utts: list[Utterance], source: str) -> dict[str, int]:
-    """Utterances per split; a clear error if a split is empty or a speaker sits in two splits."""
+    """Utterances per split; a clear error if a split is empty (speaker-level splits are the readers' job)."""
     counts = {s: sum(u.split == s for u in utts) for s in SPLITS}
     empty = [s for s, n in counts.items() if n == 0]
     if empty:

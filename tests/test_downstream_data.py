@@ -109,6 +109,33 @@ def test_miniature_slurp_one_label_map(downstream):
     assert {u.label for u in actions} <= {"set", "query", "music", "hue_lightoff"}
 
 
+def test_slurp_and_words_readers_name_the_bad_line(tmp_path):
+    folder = tmp_path / "slurp" / "dataset" / "slurp"
+    folder.mkdir(parents=True)
+    good = {"slurp_id": 7, "intent": "alarm_set", "recordings": [{"file": "a.flac"}]}
+    for name in ("train", "devel", "test"):
+        (folder / f"{name}.jsonl").write_text(json.dumps(good) + "\n")
+    assert [u.path.name for u in dd.read_slurp(tmp_path / "slurp")] == ["a.flac"] * 3
+    cases = [("\n" + json.dumps(good) + "\n{oops", "devel.jsonl, line 3: not a JSON record"),
+             (json.dumps({"slurp_id": 1, "recordings": []}), r"devel.jsonl, line 1: no 'intent' or 'recordings' field "
+                                                              r"\(found \['recordings', 'slurp_id'\]\)"),
+             ("[1]", r"devel.jsonl, line 1: no 'intent' or 'recordings' field \(found list\)"),
+             (json.dumps({**good, "recordings": [{"wer": 0}]}), r"devel.jsonl, line 1: a recording without a 'file' "
+                                                               r"field \(found \{'wer': 0\}\)")]
+    for text, message in cases:
+        (folder / "devel.jsonl").write_text(text)
+        with pytest.raises(DataError, match=message):
+            dd.read_slurp(tmp_path / "slurp")
+    words = tmp_path / "words"
+    words.mkdir()
+    (words / "words.tsv").write_text("")
+    with pytest.raises(DataError, match="words.tsv: expected header .*, found an empty file"):
+        dd.read_words(words)
+    (words / "words.tsv").write_text("file\tword\tcategory\tsplit\tspeaker\na.wav\tbear\tanimal\tdev\tv1\n")
+    with pytest.raises(DataError, match=r"words.tsv, line 2: expected 5 tab-separated fields with split in"):
+        dd.read_words(words)
+
+
 def test_miniature_words_split_by_word(downstream):
     utts = dd.read_words(downstream / "words")
     words = {s: {u.words[0][2] for u in utts if u.split == s} for s in dd.SPLITS}
