@@ -23,9 +23,9 @@ import torch
 import data_utils as du
 import models
 import training
-from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, command_line, package_versions, recover_dir, replace_dir,
-                       resolve_device, resolve_precision, save_npy_atomic, set_seed, timestamp, write_csv_atomic,
-                       write_json_atomic)
+from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, check_replaceable, command_line, package_versions,
+                       recover_dir, replace_dir, resolve_device, resolve_precision, save_npy_atomic, set_seed,
+                       timestamp, write_csv_atomic, write_json_atomic)
 
 # Settings that define a run: a resumed run must agree on all of them.
 RUN_DEFINING = ("data_dir", "subject", "model_name", "nc_threshold", "roi", "hemisphere", "loss", "target_control",
@@ -150,8 +150,16 @@ def main(argv=None) -> int:
         if diff:
             print(f"error: {old_cfg_path} describes a different run (setting: (saved, now)): {diff}", file=sys.stderr)
             return EXIT_USAGE
-    if args.overwrite and is_main and out_dir.exists():
-        shutil.rmtree(out_dir)
+    if args.overwrite and out_dir.exists():
+        try:  # only a trainer run (or an empty folder) is ever deleted, never a mistyped --out-dir
+            check_replaceable(out_dir, ("config.json", "best", "last", "front_end_cache"), "brain-tuning run")
+        except FileExistsError as err:
+            print(f"error: --overwrite: {err}", file=sys.stderr)
+            return EXIT_USAGE
+        if world > 1:  # every rank has checked before rank 0 deletes
+            torch.distributed.barrier()
+        if is_main:
+            shutil.rmtree(out_dir)
     set_seed(args.seed)
 
     # ---------------------------------------------------------------- data

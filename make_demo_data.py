@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import sys
 from dataclasses import dataclass, replace
@@ -27,6 +26,7 @@ import numpy as np
 
 from eval_utils import lanczosinterp2d, make_delayed, zscore
 from low_level import mel_band_energy
+from run_utils import EXIT_USAGE, check_replaceable, replace_dir
 from textgrid_utils import format_textgrid
 from timing import DEFAULT_TR, simulated_tr_grid, trim_slice
 
@@ -257,6 +257,7 @@ def build(out: Path, seed: int = 0, size: str = "demo", tr: float = DEFAULT_TR, 
                          f"list), found {len(preset.train_resp)}")
     rng = np.random.default_rng(seed)
     out = Path(out)
+    check_replaceable(out, ("ds003020", "ground_truth"), "miniature dataset")
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     root = tmp / "ds003020"
@@ -335,9 +336,7 @@ def build(out: Path, seed: int = 0, size: str = "demo", tr: float = DEFAULT_TR, 
     summary, problems = summarize(data)
     if problems:
         raise AssertionError(f"generated miniature fails its own validation: {problems[0]}")
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    replace_dir(tmp, out)
     return out / "ds003020"
 
 
@@ -383,7 +382,11 @@ def main(argv=None) -> int:
     parser.add_argument("--size", choices=sorted(SIZES), default="demo")
     parser.add_argument("--tr", type=float, default=DEFAULT_TR)
     args = parser.parse_args(argv)
-    root = build(Path(args.out), seed=args.seed, size=args.size, tr=args.tr)
+    try:
+        root = build(Path(args.out), seed=args.seed, size=args.size, tr=args.tr)
+    except FileExistsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
     print(f"miniature written: {root}")
     return 0
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 
 from downstream_data import CREMA_EMOTIONS, SPEECH_COMMANDS_35
 from make_demo_data import CATEGORIES, NEAR_HOMOPHONES, VOCABULARY, word_categories_tsv
+from run_utils import EXIT_USAGE, check_replaceable, replace_dir
 
 RATE = 16000
 SIZES = {"demo": {"timit_speakers": (10, 4), "sc_speakers": 6, "crema_actors": 10, "slurp_speakers": 4,
@@ -237,6 +237,7 @@ def build(out: Path, seed: int = 0, size: str = "demo", quiet: bool = False) -> 
     preset = SIZES[size]
     rng = np.random.default_rng([seed, 7])
     out = Path(out)
+    check_replaceable(out, ("words", "timit"), "folder of miniature downstream datasets")
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     synths = {}
@@ -262,9 +263,7 @@ def build(out: Path, seed: int = 0, size: str = "demo", quiet: bool = False) -> 
     missing = set(VOCABULARY) - {w for words in aligned.values() for _, _, w in words}
     if missing:
         raise AssertionError(f"{tmp / 'words_in_carriers'}: words missing from the alignments: {sorted(missing)[:5]}")
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    replace_dir(tmp, out)
     return out
 
 
@@ -274,7 +273,12 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", choices=sorted(SIZES), default="demo")
     args = parser.parse_args(argv)
-    print(f"downstream miniatures written: {build(Path(args.out), args.seed, args.size)}")
+    try:
+        out = build(Path(args.out), args.seed, args.size)
+    except FileExistsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"downstream miniatures written: {out}")
     return 0
 
 

@@ -148,6 +148,24 @@ def replace_dir(tmp_dir: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def check_replaceable(folder: str | os.PathLike, markers: tuple[str, ...], what: str) -> None:
+    """Refuse to replace `folder` unless it is missing, empty, or holds one of `markers` (a previous `what`).
+
+    Guards the scripts that delete their output folder before rewriting it against a mistyped path (`--out ~`).
+    Raises FileExistsError naming the folder, what was expected inside and some of what was found.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise FileExistsError(f"{folder}: is a file, expected a {what} folder; refusing to replace it")
+    found = sorted(p.name for p in folder.iterdir())
+    if found and not any((folder / m).exists() for m in markers):
+        raise FileExistsError(f"{folder}: not a {what} (expected one of {list(markers)} inside, found {found[:5]}"
+                              f"{'...' if len(found) > 5 else ''}); refusing to replace it: choose another folder "
+                              f"or empty this one")
+
+
 def recover_dir(final: Path) -> Path | None:
     """`final`, or its `.old` copy when a kill fell between the two renames of `replace_dir`."""
     old = final.with_name(final.name + ".old")

@@ -97,6 +97,15 @@ def test_teacher_targets_from_file(mini, tiny_models, tmp_path):
     assert run(mini, tiny_models["wav2vec2"], tmp_path / "b", "--targets-from", str(tmp_path / "bad.npz")) == trainer.EXIT_DATA
 
 
+def test_overwrite_never_deletes_a_folder_that_is_not_a_run(mini, tiny_models, tmp_path, capsys):
+    folder = tmp_path / "home"
+    folder.mkdir()
+    (folder / "thesis.tex").write_text("precious")
+    assert run(mini, tiny_models["hubert"], folder, "--overwrite") == trainer.EXIT_USAGE
+    assert (folder / "thesis.tex").read_text() == "precious"
+    assert "home: not a brain-tuning run" in capsys.readouterr().err
+
+
 def test_resume_after_a_kill_matches_an_uninterrupted_run(mini, tiny_models, tmp_path):
     model = tiny_models["wav2vec2"]
     args = ("--num-epochs", "3", "--micro-batch-size", "8", "--init-head", "ridge")

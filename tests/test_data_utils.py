@@ -234,6 +234,20 @@ def test_size_presets_fit_the_story_list_and_an_oversized_one_is_refused(tmp_pat
     assert not (tmp_path / "x").exists()
 
 
+def test_generators_refuse_to_replace_a_folder_that_is_not_their_output(tmp_path, capsys):
+    import make_demo_data
+    import make_downstream_data
+    from run_utils import EXIT_USAGE
+    folder = tmp_path / "home"
+    folder.mkdir()
+    (folder / "thesis.tex").write_text("precious")
+    for script, what in ((make_demo_data, "miniature dataset"), (make_downstream_data, "folder of miniature downstream")):
+        assert script.main(["--out", str(folder), "--size", "tiny"]) == EXIT_USAGE
+        assert f"home: not a {what}" in capsys.readouterr().err
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]  # nothing generated, nothing deleted
+        assert (folder / "thesis.tex").read_text() == "precious"
+
+
 def test_further_training_stories_leave_the_other_stories_unchanged(mini, tmp_path, monkeypatch):
     # A preset with more training stories draws them after the test story, from a stream of their own: the
     # first stories, the validation and the test story keep their audio and words (only the responses'

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import run_utils
-from run_utils import (model_run_usage_problem, read_result_json, recover_dir, replace_dir, resolve_device,
+from run_utils import (check_replaceable, model_run_usage_problem, read_result_json, recover_dir, replace_dir, resolve_device,
                        resolve_precision, set_seed, write_csv_atomic, write_json_atomic, write_text_atomic)
 
 
@@ -90,6 +90,26 @@ def test_replace_dir_swaps_and_recover_dir_finds_the_copy_a_kill_left(tmp_path):
     os.replace(final, tmp_path / "checkpoint.old")
     assert recover_dir(final) == tmp_path / "checkpoint.old"
     assert recover_dir(tmp_path / "never_written") is None
+
+
+def test_check_replaceable_refuses_folders_that_are_not_an_earlier_output(tmp_path):
+    check_replaceable(tmp_path / "missing", ("config.json",), "run")  # nothing there: fine
+    (tmp_path / "empty").mkdir()
+    check_replaceable(tmp_path / "empty", ("config.json",), "run")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    (run / "notes.txt").write_text("x")
+    check_replaceable(run, ("config.json",), "run")  # an earlier run: may be replaced
+    home = tmp_path / "home"
+    home.mkdir()
+    for name in ("thesis.tex", "data", "a", "b", "c", "d"):
+        (home / name).write_text("precious")
+    with pytest.raises(FileExistsError, match=r"home: not a run \(expected one of \['config.json'\] inside, found "
+                                              r"\['a', 'b', 'c', 'd', 'data'\]\.\.\.\); refusing to replace it"):
+        check_replaceable(home, ("config.json",), "run")
+    with pytest.raises(FileExistsError, match="thesis.tex: is a file, expected a run folder"):
+        check_replaceable(home / "thesis.tex", ("config.json",), "run")
 
 
 def test_resolve_device(monkeypatch):
