@@ -170,14 +170,20 @@ def main(argv=None) -> int:
             raise du.DataError(f"{subject} has none of the validation stories {args.val_stories or du.VAL_STORIES}")
         targets_from = None
         if args.targets_from:
-            with np.load(args.targets_from, allow_pickle=False) as z:
-                targets_from = {k: z[k] for k in z.files}
+            try:
+                with np.load(args.targets_from, allow_pickle=False) as z:
+                    targets_from = {k: z[k] for k in z.files}
+            except (OSError, ValueError, EOFError) as err:  # also a .npz holding pickled (object) arrays
+                raise du.DataError(f"{args.targets_from}: not a readable .npz of story -> (TRs, F) targets "
+                                   f"({err})") from err
             voxels, vox_info = None, {"targets_from": args.targets_from}
         else:
             voxels, vox_info = select_voxels(args, data, subject)
         quiet_load = args.no_progress or rank != 0
-        train_stories = training.load_story_data(data, subject, split.train, voxels, targets_from, quiet=quiet_load)
-        val_stories = training.load_story_data(data, subject, split.val, voxels, targets_from, quiet=quiet_load)
+        train_stories = training.load_story_data(data, subject, split.train, voxels, targets_from, quiet=quiet_load,
+                                                 targets_source=args.targets_from)
+        val_stories = training.load_story_data(data, subject, split.val, voxels, targets_from, quiet=quiet_load,
+                                               targets_source=args.targets_from)
     except (du.DataError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_DATA

@@ -34,19 +34,23 @@ class StoryData:
 
 
 def load_story_data(data: Ds003020, subject: str, stories: list[str], voxels: np.ndarray | None,
-                    targets_from: dict[str, np.ndarray] | None = None, quiet: bool = False) -> list[StoryData]:
-    """Waveforms, grids and targets of `stories` (responses of `voxels`, or `targets_from[story]`)."""
+                    targets_from: dict[str, np.ndarray] | None = None, quiet: bool = False,
+                    targets_source: str = "--targets-from file") -> list[StoryData]:
+    """Waveforms, grids and targets of `stories` (responses of `voxels`, or `targets_from[story]`).
+
+    `targets_source` names where `targets_from` was read, for error messages.
+    """
     out = []
     for story in tqdm(stories, desc="loading stories", leave=False, disable=quiet):
         grid = data.tr_grid(story)
         resp = data.load_responses(subject, story, voxels=voxels)
         if targets_from is not None:
             if story not in targets_from:
-                raise DataError(f"--targets-from file has no entry for story '{story}' (has "
+                raise DataError(f"{targets_source}: no entry for story '{story}' (has "
                                 f"{sorted(targets_from)[:6]}...)")
             tgt = np.asarray(targets_from[story], dtype=np.float32)
             if tgt.ndim != 2 or tgt.shape[0] != resp.shape[0]:
-                raise DataError(f"--targets-from '{story}': expected ({resp.shape[0]}, F) rows aligned with the "
+                raise DataError(f"{targets_source}: '{story}' expected ({resp.shape[0]}, F) rows aligned with the "
                                 f"responses, found shape {tgt.shape}")
             resp = tgt
         out.append(StoryData(story, data.audio(story), grid, resp))

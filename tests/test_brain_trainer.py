@@ -83,7 +83,7 @@ def test_roi_hemisphere_losses_and_controls(mini, tiny_models, tmp_path):
         assert abs(metrics(tmp_path / control)[-1]["val_loss"]) < 0.5
 
 
-def test_teacher_targets_from_file(mini, tiny_models, tmp_path):
+def test_teacher_targets_from_file(mini, tiny_models, tmp_path, capsys):
     import data_utils as du
     data = du.Ds003020(mini / "ds003020")
     rng = np.random.default_rng(0)
@@ -95,6 +95,15 @@ def test_teacher_targets_from_file(mini, tiny_models, tmp_path):
     bad = dict(targets, souls=targets["souls"][:-2])
     np.savez(tmp_path / "bad.npz", **bad)
     assert run(mini, tiny_models["wav2vec2"], tmp_path / "b", "--targets-from", str(tmp_path / "bad.npz")) == trainer.EXIT_DATA
+    rows = data.respdict["souls"] - 20
+    assert (f"bad.npz: 'souls' expected ({rows}, F) rows aligned with the responses, found shape ({rows - 2}, 6)"
+            in capsys.readouterr().err)
+    np.savez(tmp_path / "partial.npz", **{k: v for k, v in targets.items() if k != "souls"})
+    assert run(mini, tiny_models["wav2vec2"], tmp_path / "p", "--targets-from", str(tmp_path / "partial.npz")) == trainer.EXIT_DATA
+    assert "partial.npz: no entry for story 'souls'" in capsys.readouterr().err
+    np.savez(tmp_path / "pickled.npz", souls=np.array([object()], dtype=object))
+    assert run(mini, tiny_models["wav2vec2"], tmp_path / "k", "--targets-from", str(tmp_path / "pickled.npz")) == trainer.EXIT_DATA
+    assert "pickled.npz: not a readable .npz of story -> (TRs, F) targets" in capsys.readouterr().err
 
 
 def test_overwrite_never_deletes_a_folder_that_is_not_a_run(mini, tiny_models, tmp_path, capsys):
