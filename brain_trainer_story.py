@@ -231,12 +231,15 @@ def main(argv=None) -> int:
         optimizer, training.warmup_linear_decay(steps_per_epoch * args.num_epochs, args.warmup_fraction))
     ddp_model = model
     if world > 1:
+        # LayerDrop skips whole blocks in some steps: their parameters get no gradient, which DDP must be told
         ddp_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=encoder.layerdrop > 0)
 
     config.update({
         "resolved": {"device": str(device), "precision": precision, "world_size": world, "micro_batch_size": micro,
                      "grad_accum_steps": accum, "steps_per_epoch": steps_per_epoch, "model_type": model_type,
+                     "layerdrop": encoder.layerdrop,
                      "n_targets": n_targets, "voxels": vox_info, "front_end_cache": cache_info, "lora_targets": lora_targets,
                      "trainable_backbone_params": sum(p.numel() for p in backbone_params),
                      "train_windows": len(train_set), "val_windows": len(val_set),
@@ -308,6 +311,7 @@ def main(argv=None) -> int:
             ddp_model, loader, optimizer, scheduler, args.loss, accum, device, precision, desc=f"epoch {epoch}",
             stop_after_steps=args.stop_after_steps, step_offset=state["step"], disable_progress=quiet)
         if world > 1:
+            training.check_replicas_in_sync(model, epoch)
             t = torch.tensor([train_loss], device=device)
             torch.distributed.all_reduce(t)
             train_loss = t.item() / world

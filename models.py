@@ -124,6 +124,11 @@ class SpeechEncoder(nn.Module):
         cfg = self.model.config
         return cfg.d_model if self.model_type == "whisper" else cfg.hidden_size
 
+    @property
+    def layerdrop(self) -> float:
+        """Probability that a training forward skips a transformer block (HF LayerDrop; our Whisper loop has none)."""
+        return 0.0 if self.model_type == "whisper" else float(getattr(self.model.config, "layerdrop", 0.0) or 0.0)
+
     def freeze_feature_encoder(self) -> None:
         """Freeze the convolutional front end (Whisper: conv1, conv2 and positional embeddings)."""
         if self.model_type == "whisper":

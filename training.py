@@ -287,6 +287,22 @@ def distributed_setup() -> tuple[int, int, int]:
     return rank, world, local
 
 
+def check_replicas_in_sync(model: nn.Module, epoch: int) -> None:
+    """Under DDP, raise if the processes' parameters differ (one checksum per tensor, two all-reduces).
+
+    DDP keeps replicas identical only if every optimizer step used all-reduced gradients; a step on local
+    gradients would let them drift apart silently while rank 0 alone saves the model.
+    """
+    sums = torch.stack([p.detach().double().sum() for p in model.parameters()])
+    high, low = sums.clone(), sums.clone()
+    torch.distributed.all_reduce(high, op=torch.distributed.ReduceOp.MAX)
+    torch.distributed.all_reduce(low, op=torch.distributed.ReduceOp.MIN)
+    if not torch.equal(high, low):
+        n = int((high != low).sum())
+        raise RuntimeError(f"DDP replicas differ after epoch {epoch}: {n} of {len(sums)} parameter tensors disagree "
+                           f"across processes")
+
+
 def epoch_timer() -> float:
     return time.perf_counter()
 
