@@ -99,10 +99,11 @@ def test_teacher_targets_from_file(mini, tiny_models, tmp_path, capsys):
     assert (f"bad.npz: 'souls' expected ({rows}, F) rows aligned with the responses, found shape ({rows - 2}, 6)"
             in capsys.readouterr().err)
     np.savez(tmp_path / "partial.npz", **{k: v for k, v in targets.items() if k != "souls"})
-    assert run(mini, tiny_models["wav2vec2"], tmp_path / "p", "--targets-from", str(tmp_path / "partial.npz")) == trainer.EXIT_DATA
+    w2v = tiny_models["wav2vec2"]
+    assert run(mini, w2v, tmp_path / "p", "--targets-from", str(tmp_path / "partial.npz")) == trainer.EXIT_DATA
     assert "partial.npz: no entry for story 'souls'" in capsys.readouterr().err
     np.savez(tmp_path / "pickled.npz", souls=np.array([object()], dtype=object))
-    assert run(mini, tiny_models["wav2vec2"], tmp_path / "k", "--targets-from", str(tmp_path / "pickled.npz")) == trainer.EXIT_DATA
+    assert run(mini, w2v, tmp_path / "k", "--targets-from", str(tmp_path / "pickled.npz")) == trainer.EXIT_DATA
     assert "pickled.npz: not a readable .npz of story -> (TRs, F) targets" in capsys.readouterr().err
 
 
@@ -157,7 +158,8 @@ def test_ddp_two_cpu_processes(mini, tiny_models, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531",
            str(REPO / "brain_trainer_story.py"), "--data-dir", str(mini / "ds003020"), "--subject", "UTS01",
            "--model-name", tiny_models["wav2vec2"], "--nc-dir", str(mini / "subject_NCs"), "--out-dir", str(out),
-           "--batch-size", "16", "--micro-batch-size", "2", "--num-epochs", "1", "--no-progress"]
+           "--batch-size", "16", "--micro-batch-size", "2", "--num-epochs", "1", "--init-head", "ridge",
+           "--no-progress"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     # the trainer checks after each epoch that both processes hold identical parameters (exit 1 otherwise)
