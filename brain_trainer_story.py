@@ -316,6 +316,10 @@ def main(argv=None) -> int:
             torch.distributed.all_reduce(t)
             train_loss = t.item() / world
         val = training.evaluate(model, val_loader, args.loss, device, precision, disable_progress=quiet)
+        if world > 1:  # rank 0's numbers decide for all: GPU rounding must not split best-epoch or patience decisions
+            shared = [val]
+            torch.distributed.broadcast_object_list(shared, src=0)
+            val = shared[0]
         state["step"] += steps
         row = {"epoch": epoch, "train_loss": train_loss, **val, "lr": optimizer.param_groups[0]["lr"],
                "head_lr": optimizer.param_groups[1]["lr"], "seconds": round(training.epoch_timer() - t0, 2)}
