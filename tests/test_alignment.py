@@ -234,6 +234,18 @@ def test_bad_inputs(mini, tiny_models, tmp_path, capsys):
     assert "noise ceiling has 3 values" in capsys.readouterr().err
 
 
+def test_subject_data_computes_the_noise_ceiling_from_repeats_when_no_file_exists(mini, tmp_path):
+    common = ["--data-dir", str(mini / "ds003020"), "--subject", "UTS04", "--model-name", "unused", "--out", "o"]
+    load = brain_evaluate.load_subject_data
+    from_file = load(brain_evaluate.parse_args(common + ["--nc-dir", str(mini / "subject_NCs")]))
+    computed = load(brain_evaluate.parse_args(common + ["--nc-dir", str(tmp_path)]))
+    assert from_file["nc_source"].endswith("UTS04.npy") and computed["nc_source"] == "computed from repeats"
+    np.testing.assert_allclose(computed["cc_max"], from_file["cc_max"], atol=1e-6)
+    args = brain_evaluate.parse_args(common + ["--test-story", "life"])  # UTS04 has no 'life'
+    with pytest.raises(brain_evaluate.du.DataError, match="UTS04/life.hf5: test story has no responses"):
+        brain_evaluate.load_subject_data(args)
+
+
 def test_brain_evaluate_several_models_together_equal_each_alone(mini, tiny_models, tmp_path, capsys):
     import models
     enc_model, extractor, _ = models.load_backbone(tiny_models["whisper"])
