@@ -152,7 +152,7 @@ def main(argv=None) -> int:
             return EXIT_USAGE
     if args.overwrite and out_dir.exists():
         try:  # only a trainer run (or an empty folder) is ever deleted, never a mistyped --out-dir
-            check_replaceable(out_dir, ("config.json", "best", "last", "front_end_cache"), "brain-tuning run")
+            check_replaceable(out_dir, ("config.json", "front_end_cache"), "brain-tuning run")
         except FileExistsError as err:
             print(f"error: --overwrite: {err}", file=sys.stderr)
             return EXIT_USAGE
