@@ -93,6 +93,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def is_trainer_run(folder: Path) -> bool:
+    """Whether `folder/config.json` is this script's run record (an HF model folder also has a config.json)."""
+    try:
+        record = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and {"args", "command", "started", "versions"} <= record.keys()
+
+
 def select_voxels(args, data: du.Ds003020, subject: str) -> tuple[np.ndarray, dict]:
     """Target voxel indices: NC > threshold, intersected with --roi / --hemisphere; plus a description."""
     n_vox = data.n_voxels(subject)
@@ -152,7 +161,8 @@ def main(argv=None) -> int:
             return EXIT_USAGE
     if args.overwrite and out_dir.exists():
         try:  # only a trainer run (or an empty folder) is ever deleted, never a mistyped --out-dir
-            check_replaceable(out_dir, ("config.json", "front_end_cache"), "brain-tuning run")
+            check_replaceable(out_dir, ("front_end_cache",), "brain-tuning run (a run's config.json)",
+                              is_output=is_trainer_run)
         except FileExistsError as err:
             print(f"error: --overwrite: {err}", file=sys.stderr)
             return EXIT_USAGE

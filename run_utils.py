@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -148,9 +149,11 @@ def replace_dir(tmp_dir: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def check_replaceable(folder: str | os.PathLike, markers: tuple[str, ...], what: str) -> None:
-    """Refuse to replace `folder` unless it is missing, empty, or holds one of `markers` (a previous `what`).
+def check_replaceable(folder: str | os.PathLike, markers: tuple[str, ...], what: str,
+                      is_output: Callable[[Path], bool] | None = None) -> None:
+    """Refuse to replace `folder` unless it is missing, empty, or an earlier `what`.
 
+    An earlier output holds one of `markers` (paths inside it), or passes `is_output(folder)` when given.
     Guards the scripts that delete their output folder before rewriting it against a mistyped path (`--out ~`).
     Raises FileExistsError naming the folder, what was expected inside and some of what was found.
     """
@@ -160,7 +163,8 @@ def check_replaceable(folder: str | os.PathLike, markers: tuple[str, ...], what:
     if not folder.is_dir():
         raise FileExistsError(f"{folder}: is a file, expected a {what} folder; refusing to replace it")
     found = sorted(p.name for p in folder.iterdir())
-    if found and not any((folder / m).exists() for m in markers):
+    ours = any((folder / m).exists() for m in markers) or (is_output is not None and is_output(folder))
+    if found and not ours:
         raise FileExistsError(f"{folder}: not a {what} (expected one of {list(markers)} inside, found {found[:5]}"
                               f"{'...' if len(found) > 5 else ''}); refusing to replace it: choose another folder "
                               f"or empty this one")

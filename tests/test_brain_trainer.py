@@ -114,6 +114,14 @@ def test_overwrite_never_deletes_a_folder_that_is_not_a_run(mini, tiny_models, t
     assert run(mini, tiny_models["hubert"], folder, "--overwrite") == trainer.EXIT_USAGE
     assert (folder / "thesis.tex").read_text() == "precious"
     assert "home: not a brain-tuning run" in capsys.readouterr().err
+    model_dir = Path(tiny_models["hubert"])  # an HF model folder has a config.json too: not a run
+    assert (model_dir / "config.json").is_file()
+    assert run(mini, tiny_models["wav2vec2"], model_dir, "--overwrite") == trainer.EXIT_USAGE
+    assert (model_dir / "config.json").is_file() and "not a brain-tuning run" in capsys.readouterr().err
+    assert run(mini, tiny_models["hubert"], tmp_path / "r", "--num-epochs", "1") == 0
+    (tmp_path / "r" / "stale.txt").write_text("from the earlier run")
+    assert run(mini, tiny_models["hubert"], tmp_path / "r", "--num-epochs", "1", "--overwrite") == 0  # a run: replaced
+    assert not (tmp_path / "r" / "stale.txt").exists() and (tmp_path / "r" / "best" / "config.json").is_file()
 
 
 def test_resume_after_a_kill_matches_an_uninterrupted_run(mini, tiny_models, tmp_path):

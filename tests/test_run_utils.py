@@ -110,6 +110,9 @@ def test_check_replaceable_refuses_folders_that_are_not_an_earlier_output(tmp_pa
         check_replaceable(home, ("config.json",), "run")
     with pytest.raises(FileExistsError, match="thesis.tex: is a file, expected a run folder"):
         check_replaceable(home / "thesis.tex", ("config.json",), "run")
+    check_replaceable(home, (), "run", is_output=lambda d: (d / "thesis.tex").is_file())  # the predicate decides
+    with pytest.raises(FileExistsError, match="home: not a run"):
+        check_replaceable(home, (), "run", is_output=lambda d: False)
 
 
 def test_resolve_device(monkeypatch):
