@@ -257,7 +257,7 @@ def build(out: Path, seed: int = 0, size: str = "demo", tr: float = DEFAULT_TR, 
                          f"list), found {len(preset.train_resp)}")
     rng = np.random.default_rng(seed)
     out = Path(out)
-    check_replaceable(out, ("ds003020", "ground_truth"), "miniature dataset")
+    check_replaceable(out, ("ground_truth",), "miniature dataset")  # only ours has it (a real download: ds003020/)
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     root = tmp / "ds003020"

@@ -237,7 +237,8 @@ def build(out: Path, seed: int = 0, size: str = "demo", quiet: bool = False) -> 
     preset = SIZES[size]
     rng = np.random.default_rng([seed, 7])
     out = Path(out)
-    check_replaceable(out, ("words", "timit"), "folder of miniature downstream datasets")
+    # files only the miniature writes: a folder holding a real timit/ or slurp/ download is never replaced
+    check_replaceable(out, ("words/words.tsv", "words_in_carriers"), "folder of miniature downstream datasets")
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     synths = {}

@@ -241,11 +241,14 @@ def test_generators_refuse_to_replace_a_folder_that_is_not_their_output(tmp_path
     folder = tmp_path / "home"
     folder.mkdir()
     (folder / "thesis.tex").write_text("precious")
+    # a parent of real downloads (the real layouts' names) is not a miniature either
+    for real in ("ds003020/derivative", "timit/TRAIN", "words"):
+        (folder / real).mkdir(parents=True)
     for script, what in ((make_demo_data, "miniature dataset"), (make_downstream_data, "folder of miniature downstream")):
         assert script.main(["--out", str(folder), "--size", "tiny"]) == EXIT_USAGE
         assert f"home: not a {what}" in capsys.readouterr().err
         assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]  # nothing generated, nothing deleted
-        assert (folder / "thesis.tex").read_text() == "precious"
+        assert (folder / "thesis.tex").read_text() == "precious" and (folder / "ds003020" / "derivative").is_dir()
 
 
 def test_further_training_stories_leave_the_other_stories_unchanged(mini, tmp_path, monkeypatch):
