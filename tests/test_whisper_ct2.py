@@ -91,3 +91,14 @@ def test_a_killed_conversion_leaves_no_folder_and_an_unfinished_one_is_redone(wh
     whisper_ct2.convert(out)
     assert whisper_ct2.is_converted(out) and not list(tmp_path.glob(".whisper*"))
     assert (out / "model.safetensors").read_bytes() == (whisper_dir / "model.safetensors").read_bytes()
+
+
+def test_cli_never_replaces_a_folder_holding_anything_but_a_whisper_conversion(tmp_path, capsys):
+    import whisper_ct2
+    from run_utils import EXIT_USAGE
+    models = tmp_path / "models"  # e.g. --out models instead of --out models/whisper-tiny.en
+    (models / "wav2vec2").mkdir(parents=True)
+    (models / "wav2vec2" / "config.json").write_text('{"model_type": "wav2vec2"}')
+    assert whisper_ct2.main(["--out", str(models), "--ct2-dir", str(tmp_path / "unused")]) == EXIT_USAGE
+    assert "models: not a Whisper model folder" in capsys.readouterr().err
+    assert (models / "wav2vec2" / "config.json").is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["models"]
