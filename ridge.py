@@ -23,7 +23,8 @@ class RidgeResult:
     alphas : (V,) chosen alpha per voxel (penalty is alpha²).
     predictions : (n_test, V) float32 predictions of the test rows.
     scores : (n_alphas, V) mean held-out validation score per alpha.
-    edge_fraction : share of voxels whose alpha is the smallest or largest of the grid.
+    edge_fraction : share of voxels whose alpha is the smallest or largest of the grid, among the voxels whose
+        training responses vary (NaN when none does).
     """
     alphas: np.ndarray
     predictions: np.ndarray
@@ -139,7 +140,10 @@ def bootstrap_ridge(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray
     best = np.nanargmax(np.nan_to_num(scores, nan=-np.inf), axis=0)
     chosen = alphas[best]
     predictions = ridge_predict(x_train, y_train, x_test, chosen, voxel_chunk, b)
-    edge = float(np.mean((best == 0) | (best == len(alphas) - 1)))
+    # constant voxels (NaN-filled in the data) score the same at every alpha and would all sit at the lower edge
+    varying = np.asarray(y_train.max(axis=0) > y_train.min(axis=0))
+    at_edge = (best == 0) | (best == len(alphas) - 1)
+    edge = float(at_edge[varying].mean()) if varying.any() else float("nan")
     return RidgeResult(alphas=chosen, predictions=predictions, scores=scores, edge_fraction=edge)
 
 

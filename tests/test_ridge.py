@@ -27,7 +27,23 @@ def test_per_voxel_alphas_follow_the_noise():
                          x @ w[:, 1] * 0.05 + rng.normal(size=n)])    # noisy: large alpha
     res = bootstrap_ridge(x, y, x[:10], alphas=np.logspace(0, 3, 10))
     assert res.alphas[0] < res.alphas[1]
-    assert res.scores.shape == (10, 2) and 0 <= res.edge_fraction <= 1
+    assert res.scores.shape == (10, 2)
+
+
+def test_edge_fraction_counts_grid_edges_among_voxels_that_vary():
+    rng = np.random.default_rng(1)
+    n, p = 400, 40
+    x, w = rng.normal(size=(n, p)), rng.normal(size=(p, 2))
+    alphas = np.logspace(0, 3, 10)
+    y = np.column_stack([x @ w[:, 0] + 0.1 * rng.normal(size=n),      # clean: the smallest alpha
+                         x @ w[:, 1] * 0.05 + rng.normal(size=n),     # noisy: an interior alpha here
+                         rng.normal(size=n),                           # noise only
+                         np.zeros(n)])                                 # a dead (NaN-filled) voxel
+    res = bootstrap_ridge(x, y, x[:10], alphas=alphas)
+    at_edge = np.isin(res.alphas, alphas[[0, -1]])
+    assert at_edge[0] and not at_edge[1] and at_edge[3]  # the dead voxel lands on the lower edge...
+    assert res.edge_fraction == pytest.approx(at_edge[:3].mean())  # ...and is not counted
+    assert np.isnan(bootstrap_ridge(x, np.zeros((n, 2)), x[:10], alphas=alphas).edge_fraction)
 
 
 def test_numpy_and_torch_pick_the_same_alphas():
