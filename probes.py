@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from alignment import mean_sem
 from inference import hidden_states_together, pooled_over_batches, prepare_for_inference
 from models import SpeechEncoder, masked_mean
 
@@ -320,7 +321,8 @@ def cross_validated_probes(features: np.ndarray, labels: np.ndarray, groups: np.
 
     For each fold k: test = fold k, validation = fold k+1 (chooses weight decay and epochs), train = the rest,
     so test rows never enter fitting or selection. features (n_layers, N, hidden); labels, groups (N,).
-    Returns {layer: {"test": mean metrics over folds, "sem": their standard errors, "folds": per-fold f1_macro}}.
+    Returns {layer: {"test": mean metrics over folds, "sem": their standard errors (ddof 1), "folds": per-fold
+    f1_macro}}.
     """
     if n_folds < 3:
         raise ValueError(f"cross-validation by group needs at least 3 folds (test, validation, train); found {n_folds}")
@@ -337,7 +339,7 @@ def cross_validated_probes(features: np.ndarray, labels: np.ndarray, groups: np.
             probe = fit_linear_probe(features[li][train], labels[train], features[li][val], labels[val], "multiclass",
                                      n_classes, seed=seed, device=device, **probe_kwargs)
             scores.append(probe_metrics(labels[test], probe.predict(features[li][test]), "multiclass"))
-        out[layer] = {"test": {m: float(np.mean([s[m] for s in scores])) for m in scores[0]},
-                      "sem": {m: float(np.std([s[m] for s in scores]) / np.sqrt(n_folds)) for m in scores[0]},
+        summary = {m: mean_sem([s[m] for s in scores]) for m in scores[0]}
+        out[layer] = {"test": {m: v[0] for m, v in summary.items()}, "sem": {m: v[1] for m, v in summary.items()},
                       "folds": [s["f1_macro"] for s in scores]}
     return out
