@@ -24,8 +24,8 @@ import data_utils as du
 import models
 import training
 from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, check_replaceable, command_line, package_versions,
-                       recover_dir, replace_dir, resolve_device, resolve_precision, save_npy_atomic, set_seed,
-                       timestamp, write_csv_atomic, write_json_atomic)
+                       read_result_json, recover_dir, replace_dir, resolve_device, resolve_precision, save_npy_atomic,
+                       set_seed, timestamp, write_csv_atomic, write_json_atomic)
 
 # Settings that define a run: a resumed run must agree on all of them.
 RUN_DEFINING = ("data_dir", "subject", "model_name", "nc_threshold", "roi", "hemisphere", "loss", "target_control",
@@ -96,10 +96,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 def is_trainer_run(folder: Path) -> bool:
     """Whether `folder/config.json` is this script's run record (an HF model folder also has a config.json)."""
     try:
-        record = json.loads((folder / "config.json").read_text())
+        read_result_json(folder, "config.json", "brain-tuning run", ("args", "command", "started", "versions"))
     except (OSError, ValueError):
         return False
-    return isinstance(record, dict) and {"args", "command", "started", "versions"} <= record.keys()
+    return True
 
 
 def select_voxels(args, data: du.Ds003020, subject: str) -> tuple[np.ndarray, dict]:

@@ -165,9 +165,9 @@ def check_replaceable(folder: str | os.PathLike, markers: tuple[str, ...], what:
     found = sorted(p.name for p in folder.iterdir())
     ours = any((folder / m).exists() for m in markers) or (is_output is not None and is_output(folder))
     if found and not ours:
-        raise FileExistsError(f"{folder}: not a {what} (expected one of {list(markers)} inside, found {found[:5]}"
-                              f"{'...' if len(found) > 5 else ''}); refusing to replace it: choose another folder "
-                              f"or empty this one")
+        expected = f"expected one of {list(markers)} inside, found" if markers else "found"
+        raise FileExistsError(f"{folder}: not a {what} ({expected} {found[:5]}{'...' if len(found) > 5 else ''}); "
+                              f"refusing to replace it: choose another folder or empty this one")
 
 
 def recover_dir(final: Path) -> Path | None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from run_utils import EXIT_DATA, EXIT_MISSING_DEP, EXIT_USAGE, check_replaceable, replace_dir
+from run_utils import EXIT_DATA, EXIT_MISSING_DEP, EXIT_USAGE, check_replaceable, read_result_json, replace_dir
 
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 
@@ -129,8 +129,8 @@ def is_converted(out_dir: str | Path) -> bool:
 
 def _holds_whisper_config(folder: Path) -> bool:
     try:
-        return json.loads((folder / "config.json").read_text()).get("model_type") == "whisper"
-    except (OSError, ValueError, AttributeError):
+        return read_result_json(folder, "config.json", "Whisper model", ("model_type",))["model_type"] == "whisper"
+    except (OSError, ValueError):
         return False
 
 
