@@ -155,6 +155,13 @@ class Ds003020:
             raise DataError(f"{path}: expected key '{key}', found keys {sorted(f.keys())}")
         return f[key]
 
+    @classmethod
+    def _response_dataset(cls, f: h5py.File, path: Path) -> h5py.Dataset:
+        ds = cls._dataset(f, "data", path)
+        if ds.ndim != 2:
+            raise DataError(f"{path}: 'data' must be 2-D (TRs, voxels), found shape {ds.shape}")
+        return ds
+
     def load_responses(self, subject: str | int, story: str, voxels: np.ndarray | None = None,
                        check: bool = True) -> np.ndarray:
         """Responses of one story: "data" as float32 (n_rows, V) or (n_rows, len(voxels)), NaN -> 0.
@@ -167,13 +174,19 @@ class Ds003020:
         """
         path = self.response_path(subject, story)
         with self._open_h5(path) as f:
-            ds = self._dataset(f, "data", path)
-            if ds.ndim != 2:
-                raise DataError(f"{path}: 'data' must be 2-D (TRs, voxels), found shape {ds.shape}")
-            out = read_columns(ds, voxels, path)
+            out = read_columns(self._response_dataset(f, path), voxels, path)
         if check:
             check_alignment(self.tr_grid(story), out.shape[0], story, where=str(path))
         return out
+
+    def n_response_rows(self, subject: str | int, story: str, check: bool = True) -> int:
+        """Rows of a story's "data" from the file's header only (no voxel is read); `check` as in load_responses."""
+        path = self.response_path(subject, story)
+        with self._open_h5(path) as f:
+            n_rows = int(self._response_dataset(f, path).shape[0])
+        if check:
+            check_alignment(self.tr_grid(story), n_rows, story, where=str(path))
+        return n_rows
 
     def load_repeats(self, subject: str | int, story: str = TEST_STORY,
                      voxels: np.ndarray | None = None) -> np.ndarray:

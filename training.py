@@ -43,17 +43,18 @@ def load_story_data(data: Ds003020, subject: str, stories: list[str], voxels: np
     out = []
     for story in tqdm(stories, desc="loading stories", leave=False, disable=quiet):
         grid = data.tr_grid(story)
-        resp = data.load_responses(subject, story, voxels=voxels)
-        if targets_from is not None:
+        if targets_from is None:
+            targets = data.load_responses(subject, story, voxels=voxels)
+        else:  # only the response rows are needed: no voxel is read (95k columns per story on real data)
+            n_rows = data.n_response_rows(subject, story)
             if story not in targets_from:
                 raise DataError(f"{targets_source}: no entry for story '{story}' (has "
                                 f"{sorted(targets_from)[:6]}...)")
-            tgt = np.asarray(targets_from[story], dtype=np.float32)
-            if tgt.ndim != 2 or tgt.shape[0] != resp.shape[0]:
-                raise DataError(f"{targets_source}: '{story}' expected ({resp.shape[0]}, F) rows aligned with the "
-                                f"responses, found shape {tgt.shape}")
-            resp = tgt
-        out.append(StoryData(story, data.audio(story), grid, resp))
+            targets = np.asarray(targets_from[story], dtype=np.float32)
+            if targets.ndim != 2 or targets.shape[0] != n_rows:
+                raise DataError(f"{targets_source}: '{story}' expected ({n_rows}, F) rows aligned with the "
+                                f"responses, found shape {targets.shape}")
+        out.append(StoryData(story, data.audio(story), grid, targets))
     return out
 
 

@@ -86,6 +86,10 @@ def test_bad_inputs_name_file_expected_and_found(mini_root, mini, tmp_path):
         f["data"] = f["resp"][:]
     with pytest.raises(AlignmentError, match=r"souls.hf5: response has 21 rows.*37 TRs.*22 rows were expected"):
         data.load_responses("UTS01", "souls")
+    with pytest.raises(AlignmentError, match=r"souls.hf5: response has 21 rows.*37 TRs.*22 rows were expected"):
+        data.n_response_rows("UTS01", "souls")  # from the file's header, checked as load_responses checks
+    rows = data.respdict["avatar"] - 20
+    assert data.n_response_rows("UTS01", "avatar") == rows == len(data.load_responses("UTS01", "avatar"))
     path.write_bytes(b"not hdf5")
     with pytest.raises(DataError, match="souls.hf5: not a readable HDF5"):
         data.load_responses("UTS01", "souls")
