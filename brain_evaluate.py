@@ -28,7 +28,7 @@ import numpy as np
 import alignment as al
 import data_utils as du
 import models
-from features import POOLINGS, FeatureCache, extract_story_features_together
+from features import POOLINGS, FeatureCache, cache_settings, extract_story_features_together
 from inference import inference_threads, sharing_plan
 from timing import TEST_EXTRA_TRIM
 from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, command_line, model_run_usage_problem, package_versions,
@@ -149,9 +149,8 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     precision = resolve_precision(args.precision, device)
-    settings = [{"stride": args.stride, "context": args.context, "pooling": _pooling(args.pooling, enc.model_type),
-                 "tr": args.tr, "precision": precision,
-                 "whisper_mode": args.whisper_mode if enc.model_type == "whisper" else None} for enc in encoders]
+    settings = [cache_settings(args.stride, args.context, args.pooling, args.tr, precision, enc.model_type,
+                               args.whisper_mode) for enc in encoders]
     cache_root = Path(args.cache_dir) if args.cache_dir else data.cache_dir / "features"
     caches = [FeatureCache(cache_root, name, st) for name, st in zip(args.model_name, settings)]
     plan = sharing_plan(encoders)
@@ -201,10 +200,6 @@ def main(argv=None) -> int:
         write_alignment(Path(args.out[k]), args, name, model_types[k], n_layers[k], per_layer[k], subject_data,
                         low, resolved)
     return 0
-
-
-def _pooling(requested: str, model_type: str) -> str:
-    return requested if requested != "auto" else ("last_tr" if model_type == "whisper" else "last")
 
 
 def load_subject_data(args) -> dict:

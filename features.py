@@ -122,6 +122,18 @@ def _split_by_length(batch: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]
     return [np.array(g) for g in groups.values()]
 
 
+def resolve_pooling(requested: str, model_type: str) -> str:
+    """The --pooling flag resolved: "auto" = the last frame (wav2vec family), the window's last TR (Whisper)."""
+    return requested if requested != "auto" else ("last_tr" if model_type == "whisper" else "last")
+
+
+def cache_settings(stride_s: float, context_s: float, pooling: str, tr: float, precision: str, model_type: str,
+                   whisper_mode: str) -> dict:
+    """What, besides the model, a story's features depend on: the FeatureCache key of every script that extracts."""
+    return {"stride": stride_s, "context": context_s, "pooling": resolve_pooling(pooling, model_type), "tr": tr,
+            "precision": precision, "whisper_mode": whisper_mode if model_type == "whisper" else None}
+
+
 def model_fingerprint(name_or_path: str) -> str:
     """Identity of a model for the cache: hub id, or path + size + mtime of its weight and config files."""
     p = Path(name_or_path)

@@ -1,0 +1,159 @@
+"""Write a teacher's TR-aligned features per story for the teacher-tuned controls (--targets-from of the trainer).
+
+    # "BigSLM-tuned": a layer of a larger speech model, extracted as the alignment evaluation extracts features
+    python make_teacher_targets.py --data-dir /path/to/ds003020 --model-name openai/whisper-medium --layer 18 \
+        --out teachers/whisper-medium_L18.npz
+    # "LM-tuned" with the dataset's own word embedding (Huth et al. 2016): no model needed
+    python make_teacher_targets.py --data-dir /path/to/ds003020 --word-embedding english1000 \
+        --out teachers/english1000.npz
+    python brain_trainer_story.py ... --targets-from teachers/english1000.npz
+
+The .npz maps each story to (respdict − 20, F) float32: the teacher's vectors Lanczos-downsampled to the story's
+TR grid, rows `[10:-5]` (one per hf5 response row, for every subject), z-scored per story like the responses.
+Beside it, `<out>.json` records the settings, per-story counts and package versions. Default stories: the
+brain-tuning split's 27 that the dataset has (`--stories` to choose). Exit codes: 2 usage, 3 data.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import data_utils as du
+import models
+import teacher_targets as tt
+from features import POOLINGS, FeatureCache, cache_settings
+from inference import inference_threads
+from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, command_line, package_versions, resolve_device,
+                       resolve_precision, save_npz_atomic, timestamp, write_json_atomic)
+
+BRAIN_TUNING_STORIES = du.TRAIN_STORIES + du.VAL_STORIES + (du.TEST_STORY,)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
+    p.add_argument("--data-dir", required=True, help="ds003020 root (holds derivative/ and stimuli/)")
+    p.add_argument("--out", required=True, help="the .npz to write (story -> (rows, F)); <out>.json beside it")
+    teacher = p.add_mutually_exclusive_group(required=True)
+    teacher.add_argument("--model-name", help="speech teacher: hub id or local model dir")
+    teacher.add_argument("--word-embedding", help="word teacher: a Huth-lab .hf5 ('data' (dims, words), 'vocab'); "
+                                                  "'english1000' = the dataset's derivative/english1000sm.hf5")
+    p.add_argument("--layer", type=int, help="speech teacher: hidden-state index (0 = transformer input)")
+    p.add_argument("--stories", nargs="+", help="stories to write (default: the brain-tuning split's 27 present)")
+    p.add_argument("--tr", type=float, default=2.0045, help="repetition time in seconds (as the trainer's --tr)")
+    g = p.add_argument_group("speech teacher (the alignment evaluation's feature settings)")
+    g.add_argument("--stride", type=float, default=0.1, help="seconds between feature windows")
+    g.add_argument("--context", type=float, default=16.0, help="seconds of context per window")
+    g.add_argument("--pooling", default="auto", choices=("auto",) + POOLINGS,
+                   help="auto = last frame (wav2vec family), mean over the window's last TR (Whisper)")
+    g.add_argument("--whisper-mode", default="pad30", choices=models.WHISPER_MODES)
+    g.add_argument("--batch-size", type=int, help="windows per forward pass (default 16 on CUDA, 1 on CPU)")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
+    g.add_argument("--inference-threads", type=int, help="batches side by side on a CPU (see brain_evaluate.py)")
+    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="auto = bf16 autocast on CUDA, fp32 on CPU")
+    g.add_argument("--cache-dir", help="feature cache shared with brain_evaluate.py (default: its default)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p.parse_args(argv)
+
+
+def usage_problem(args) -> str | None:
+    if not args.out.endswith(".npz"):
+        return f"--out must name a .npz file, found {args.out!r}"
+    if args.model_name and args.layer is None:
+        return "--model-name needs --layer (the teacher's hidden-state index)"
+    if args.word_embedding and args.layer is not None:
+        return "--layer chooses a speech teacher's layer; --word-embedding has none"
+    return None
+
+
+def choose_stories(data: du.Ds003020, requested: list[str] | None) -> tuple[list[str], list[str]]:
+    """(stories to write, default stories the dataset lacks); a requested story without audio is a DataError."""
+    have = {s for s in data.respdict if (data.stimuli / f"{s}.wav").is_file() or (data.stimuli / s / "wav.npy").is_file()}
+    if requested:
+        if missing := [s for s in requested if s not in have]:
+            raise du.DataError(f"{data.root}: no respdict entry and audio for {missing}")
+        return list(requested), []
+    stories = [s for s in BRAIN_TUNING_STORIES if s in have]
+    if not stories:
+        raise du.DataError(f"{data.root}: none of the brain-tuning stories has a respdict entry and audio")
+    return stories, [s for s in BRAIN_TUNING_STORIES if s not in have]
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if (problem := usage_problem(args)) is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    out = Path(args.out)
+    try:
+        data = du.Ds003020(args.data_dir, tr=args.tr)
+        stories, skipped = choose_stories(data, args.stories)
+        if args.word_embedding:
+            path = (data.derivative / "english1000sm.hf5" if args.word_embedding == "english1000"
+                    else Path(args.word_embedding))
+            index, embedding = tt.read_word_embedding(path)
+    except du.DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_DATA
+    if skipped:
+        print(f"note: the dataset lacks {len(skipped)} of the brain-tuning stories: {', '.join(skipped)}", file=sys.stderr)
+
+    from tqdm import tqdm
+    targets, per_story = {}, {}
+    if args.word_embedding:
+        teacher = {"kind": "word_embedding", "file": str(path), "vocabulary": len(index), "dims": embedding.shape[1]}
+        try:
+            for story in tqdm(stories, desc="stories", disable=args.no_progress):
+                targets[story], per_story[story] = tt.word_embedding_targets(data, story, index, embedding)
+        except du.DataError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_DATA
+    else:
+        device = resolve_device(args.device)
+        try:
+            threads = inference_threads(args.inference_threads, device)
+            backbone, extractor, model_type = models.load_backbone(args.model_name)
+            encoder = models.SpeechEncoder(backbone, extractor, model_type, args.whisper_mode)
+            if not 0 <= args.layer <= encoder.num_layers:
+                raise models.ModelError(f"--layer {args.layer} out of range: {args.model_name} has hidden states "
+                                        f"0..{encoder.num_layers}")
+        except (models.ModelError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_USAGE
+        precision = resolve_precision(args.precision, device)
+        settings = cache_settings(args.stride, args.context, args.pooling, args.tr, precision, model_type,
+                                  args.whisper_mode)
+        cache = FeatureCache(Path(args.cache_dir) if args.cache_dir else data.cache_dir / "features",
+                             args.model_name, settings)
+        batch_size = args.batch_size or (16 if device.type == "cuda" else 1)
+        teacher = {"kind": "speech_model", "model": args.model_name, "model_type": model_type, "layer": args.layer,
+                   "dims": encoder.hidden_size, **settings, "batch_size": batch_size, "device": str(device),
+                   "inference_threads": threads, "feature_cache": str(cache.folder)}
+        try:
+            for story in tqdm(stories, desc="stories", disable=args.no_progress):
+                targets[story] = tt.speech_layer_targets(data, story, encoder, args.layer, cache, args.stride,
+                                                         args.context, settings["pooling"], batch_size, device,
+                                                         precision, not args.no_progress, threads)
+                per_story[story] = {}
+        except du.DataError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_DATA
+        teacher["feature_cache_hits"] = cache.hits
+    for story, t in targets.items():
+        per_story[story]["rows"] = int(t.shape[0])
+    save_npz_atomic(out, **targets)
+    write_json_atomic(out.with_name(out.name + ".json"),
+                      {"args": vars(args), "resolved": {"teacher": teacher, "stories": per_story,
+                                                        "skipped_stories": skipped, "tr": args.tr,
+                                                        "rows": "TR grid [10:-5] (= hf5 rows), z-scored per story"},
+                       "command": command_line(), "finished": timestamp(), "versions": package_versions()})
+    n_feat = next(iter(targets.values())).shape[1]
+    print(f"wrote {out}: {len(targets)} stories x {n_feat} features")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

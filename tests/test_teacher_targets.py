@@ -1,0 +1,147 @@
+"""Teacher targets (teacher_targets.py, make_teacher_targets.py) and the trainer regressing onto them."""
+import json
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+import brain_evaluate
+import brain_trainer_story as trainer
+import data_utils as du
+import make_teacher_targets as mtt
+import teacher_targets as tt
+from eval_utils import zscore
+from make_demo_data import CATEGORY_NAMES, VOCABULARY
+from timing import trim_slice
+
+
+def _write_embedding(path, vocab, data):
+    with h5py.File(path, "w") as f:
+        f["data"] = data
+        f["vocab"] = np.array([w.encode() for w in vocab])
+
+
+def test_read_word_embedding_transposes_lowercases_and_keeps_the_first_of_a_repeated_word(tmp_path):
+    data = np.arange(12, dtype=np.float64).reshape(3, 4)  # (dims 3, words 4), as english1000sm.hf5 stores it
+    _write_embedding(tmp_path / "e.hf5", ["Bear", "pear", "bear", "x"], data)
+    index, emb = tt.read_word_embedding(tmp_path / "e.hf5")
+    assert index == {"bear": 0, "pear": 1, "x": 3}
+    assert emb.shape == (4, 3) and emb.dtype == np.float32
+    np.testing.assert_array_equal(emb[1], [1, 5, 9])
+    vecs, n_known = tt.word_vectors(["BEAR", "the", "x"], index, emb)
+    np.testing.assert_array_equal(vecs, [[0, 4, 8], [0, 0, 0], [3, 7, 11]])
+    assert n_known == 2
+
+
+def test_read_word_embedding_names_the_file_and_what_it_found(tmp_path):
+    _write_embedding(tmp_path / "wrong.hf5", ["a", "b", "c"], np.zeros((985, 4)))
+    with pytest.raises(du.DataError, match=r"wrong.hf5: expected 'data' of shape \(dims, 3\) for the 3 words of "
+                                           r"'vocab', found 'data' \(985, 4\) and 'vocab' \(3,\)"):
+        tt.read_word_embedding(tmp_path / "wrong.hf5")
+    with h5py.File(tmp_path / "nokey.hf5", "w") as f:
+        f["data"] = np.zeros((2, 2))
+    with pytest.raises(du.DataError, match=r"nokey.hf5: expected keys 'data' .* found keys \['data'\]"):
+        tt.read_word_embedding(tmp_path / "nokey.hf5")
+    with pytest.raises(du.DataError, match="absent.hf5: word embedding file missing"):
+        tt.read_word_embedding(tmp_path / "absent.hf5")
+    (tmp_path / "text.hf5").write_text("not hdf5")
+    with pytest.raises(du.DataError, match="text.hf5: not a readable HDF5 file"):
+        tt.read_word_embedding(tmp_path / "text.hf5")
+
+
+@pytest.fixture(scope="module")
+def mini_with_embedding(mini, tmp_path_factory):
+    """The miniature's tree (linked) plus a derivative/english1000sm.hf5 whose vectors are the words' categories."""
+    root = tmp_path_factory.mktemp("teacher") / "ds003020"
+    (root / "derivative").mkdir(parents=True)
+    os.symlink(mini / "ds003020" / "stimuli", root / "stimuli")
+    for entry in (mini / "ds003020" / "derivative").iterdir():
+        os.symlink(entry, root / "derivative" / entry.name)
+    vocab = sorted(VOCABULARY)
+    onehot = np.zeros((len(CATEGORY_NAMES), len(vocab)))
+    for j, w in enumerate(vocab):
+        onehot[CATEGORY_NAMES.index(VOCABULARY[w]), j] = 1.0
+    _write_embedding(root / "derivative" / "english1000sm.hf5", vocab, onehot)
+    return root
+
+
+def test_word_teacher_equals_the_miniatures_semantic_truth_and_the_trainer_tunes_on_it(
+        mini, mini_with_embedding, tiny_models, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "english1000.npz"
+    assert mtt.main(["--data-dir", str(mini_with_embedding), "--word-embedding", "english1000", "--out", str(out),
+                     "--no-progress"]) == 0
+    data = du.Ds003020(mini_with_embedding)
+    present = [s for s in mtt.BRAIN_TUNING_STORIES if s in data.respdict]
+    assert "lacks" in capsys.readouterr().err  # the tiny miniature has a few of the 27 stories
+    truth = np.load(mini / "ground_truth" / "features.npz")
+    with np.load(out) as z:
+        assert sorted(z.files) == sorted(present)
+        for story in present:
+            # the generator's own category indicators (its words, before they were written to the TextGrid)
+            expected = zscore(truth[f"{story}/semantic"][trim_slice(data.tr_grid(story).n_tr)])
+            assert z[story].shape == (data.respdict[story] - 20, len(CATEGORY_NAMES))
+            np.testing.assert_allclose(z[story], expected, atol=1e-4)  # TextGrid times: ~1e-5
+    record = json.loads(out.with_name("english1000.npz.json").read_text())
+    assert record["resolved"]["teacher"]["kind"] == "word_embedding"
+    words = record["resolved"]["stories"][present[0]]
+    assert 0 < words["in_vocabulary"] < words["words"]  # function words are outside the vocabulary
+    assert record["versions"]["numpy"] == np.__version__
+
+    # the trainer regresses onto them, reading no voxel of the responses (only their row counts)
+    def no_voxels(*a, **k):
+        raise AssertionError("the trainer read responses it does not regress onto")
+    monkeypatch.setattr(du.Ds003020, "load_responses", no_voxels)
+    assert trainer.main(["--data-dir", str(mini_with_embedding), "--subject", "UTS01", "--model-name",
+                         tiny_models["wav2vec2"], "--nc-dir", str(mini / "subject_NCs"), "--out-dir", str(tmp_path / "t"),
+                         "--batch-size", "16", "--num-epochs", "1", "--no-progress", "--targets-from", str(out)]) == 0
+    cfg = json.loads((tmp_path / "t" / "config.json").read_text())
+    assert cfg["args"]["resolved"]["n_targets"] == len(CATEGORY_NAMES)
+
+
+def test_speech_teacher_reads_the_evaluations_feature_cache(mini, tiny_models, tmp_path):
+    model, cache = tiny_models["hubert"], tmp_path / "cache"
+    settings = ["--stride", "0.5", "--context", "3", "--no-progress", "--cache-dir", str(cache)]
+    assert brain_evaluate.main(["--data-dir", str(mini / "ds003020"), "--subject", "UTS01", "--model-name", model,
+                                "--out", str(tmp_path / "eval"), "--nc-dir", str(mini / "subject_NCs"),
+                                "--layers", "1", "2", *settings]) == 0
+    evaluated = json.loads((tmp_path / "eval" / "config.json").read_text())["resolved"]
+    stories = ["souls", "stagefright"]
+    out = tmp_path / "teacher.npz"
+    assert mtt.main(["--data-dir", str(mini / "ds003020"), "--model-name", model, "--layer", "2", "--out", str(out),
+                     "--stories", *stories, *settings]) == 0
+    teacher = json.loads((tmp_path / "teacher.npz.json").read_text())["resolved"]["teacher"]
+    # same cache folder, every story found there: the teacher's features are the evaluation's
+    assert teacher["feature_cache"] == evaluated["feature_cache"] and teacher["feature_cache_hits"] == len(stories)
+    data = du.Ds003020(mini / "ds003020")
+    with np.load(out) as z:
+        assert sorted(z.files) == stories
+        for story in stories:
+            t = z[story]
+            assert t.shape == (data.respdict[story] - 20, 64)  # hidden size of the tiny models
+            np.testing.assert_allclose(t.mean(0), 0, atol=1e-4)
+            np.testing.assert_allclose(t.std(0), 1, atol=1e-3)
+    # a fresh cache extracts the same numbers
+    assert mtt.main(["--data-dir", str(mini / "ds003020"), "--model-name", model, "--layer", "2", "--out",
+                     str(tmp_path / "fresh.npz"), "--stories", *stories, *settings[:-1], str(tmp_path / "c2")]) == 0
+    assert json.loads((tmp_path / "fresh.npz.json").read_text())["resolved"]["teacher"]["feature_cache_hits"] == 0
+    with np.load(out) as a, np.load(tmp_path / "fresh.npz") as b:
+        for story in stories:
+            np.testing.assert_allclose(a[story], b[story], atol=1e-5)
+
+
+def test_usage_and_data_errors(mini, tiny_models, tmp_path, capsys):
+    root = str(mini / "ds003020")
+    assert mtt.main(["--data-dir", root, "--model-name", tiny_models["hubert"], "--out", str(tmp_path / "t.npz")]) == 2
+    assert "--model-name needs --layer" in capsys.readouterr().err
+    assert mtt.main(["--data-dir", root, "--word-embedding", "english1000", "--out", str(tmp_path / "t.txt")]) == 2
+    assert "--out must name a .npz file, found" in capsys.readouterr().err
+    assert mtt.main(["--data-dir", root, "--model-name", tiny_models["hubert"], "--layer", "3",
+                     "--out", str(tmp_path / "t.npz")]) == 2
+    assert "--layer 3 out of range: " in (err := capsys.readouterr().err) and "has hidden states 0..2" in err
+    assert mtt.main(["--data-dir", root, "--word-embedding", "english1000", "--out", str(tmp_path / "t.npz")]) == 3
+    assert "english1000sm.hf5: word embedding file missing" in capsys.readouterr().err
+    assert mtt.main(["--data-dir", root, "--word-embedding", "english1000", "--stories", "nosuchstory",
+                     "--out", str(tmp_path / "t.npz")]) == 3
+    assert "no respdict entry and audio for ['nosuchstory']" in capsys.readouterr().err
+    assert not (tmp_path / "t.npz").exists()
