@@ -3,7 +3,10 @@
     # "BigSLM-tuned": a layer of a larger speech model, extracted as the alignment evaluation extracts features
     python make_teacher_targets.py --data-dir /path/to/ds003020 --model-name openai/whisper-medium --layer 18 \
         --out teachers/whisper-medium_L18.npz
-    # "LM-tuned" with the dataset's own word embedding (Huth et al. 2016): no model needed
+    # "LM-tuned": a layer of a text language model, each word read with the 20 words before it
+    python make_teacher_targets.py --data-dir /path/to/ds003020 --text-model gpt2 --layer 9 \
+        --out teachers/gpt2_L9.npz
+    # or the dataset's own word embedding (Huth et al. 2016): no model needed
     python make_teacher_targets.py --data-dir /path/to/ds003020 --word-embedding english1000 \
         --out teachers/english1000.npz
     python brain_trainer_story.py ... --targets-from teachers/english1000.npz
@@ -19,7 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
+from tqdm import tqdm
 
 import data_utils as du
 import models
@@ -38,9 +41,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="the .npz to write (story -> (rows, F)); <out>.json beside it")
     teacher = p.add_mutually_exclusive_group(required=True)
     teacher.add_argument("--model-name", help="speech teacher: hub id or local model dir")
+    teacher.add_argument("--text-model", help="text teacher: hub id or local dir of a language model and its tokenizer")
     teacher.add_argument("--word-embedding", help="word teacher: a Huth-lab .hf5 ('data' (dims, words), 'vocab'); "
                                                   "'english1000' = the dataset's derivative/english1000sm.hf5")
-    p.add_argument("--layer", type=int, help="speech teacher: hidden-state index (0 = transformer input)")
+    p.add_argument("--layer", type=int, help="speech or text teacher: hidden-state index (0 = transformer input)")
+    p.add_argument("--context-words", type=int, default=20, help="text teacher: words read before each word")
     p.add_argument("--stories", nargs="+", help="stories to write (default: the brain-tuning split's 27 present)")
     p.add_argument("--tr", type=float, default=2.0045, help="repetition time in seconds (as the trainer's --tr)")
     g = p.add_argument_group("speech teacher (the alignment evaluation's feature settings)")
@@ -49,8 +54,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--pooling", default="auto", choices=("auto",) + POOLINGS,
                    help="auto = last frame (wav2vec family), mean over the window's last TR (Whisper)")
     g.add_argument("--whisper-mode", default="pad30", choices=models.WHISPER_MODES)
-    g.add_argument("--batch-size", type=int, help="windows per forward pass (default 16 on CUDA, 1 on CPU)")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
+    g.add_argument("--batch-size", type=int, help="windows per forward pass (default 16 on CUDA, 1 on CPU); text "
+                                                   "teacher: words per forward pass (default 32)")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 (speech and text teachers)")
     g.add_argument("--inference-threads", type=int, help="batches side by side on a CPU (see brain_evaluate.py)")
     g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="auto = bf16 autocast on CUDA, fp32 on CPU")
@@ -62,10 +68,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 def usage_problem(args) -> str | None:
     if not args.out.endswith(".npz"):
         return f"--out must name a .npz file, found {args.out!r}"
-    if args.model_name and args.layer is None:
-        return "--model-name needs --layer (the teacher's hidden-state index)"
+    model_flag = "--model-name" if args.model_name else "--text-model" if args.text_model else None
+    if model_flag and args.layer is None:
+        return f"{model_flag} needs --layer (the teacher's hidden-state index)"
     if args.word_embedding and args.layer is not None:
-        return "--layer chooses a speech teacher's layer; --word-embedding has none"
+        return "--layer chooses a model teacher's layer; --word-embedding has none"
+    if args.context_words < 0:
+        return f"--context-words must be >= 0, found {args.context_words}"
     return None
 
 
@@ -82,66 +91,80 @@ def choose_stories(data: du.Ds003020, requested: list[str] | None) -> tuple[list
     return stories, [s for s in BRAIN_TUNING_STORIES if s not in have]
 
 
+def check_layer(layer: int, n_layers: int, model_name: str) -> None:
+    if not 0 <= layer <= n_layers:
+        raise models.ModelError(f"--layer {layer} out of range: {model_name} has hidden states 0..{n_layers}")
+
+
+def word_embedding_teacher(args, data: du.Ds003020, stories: list[str]) -> tuple[dict, dict, dict]:
+    """(targets, per-story record, teacher record) of --word-embedding."""
+    path = data.derivative / "english1000sm.hf5" if args.word_embedding == "english1000" else Path(args.word_embedding)
+    index, embedding = tt.read_word_embedding(path)
+    targets, per_story = {}, {}
+    for story in tqdm(stories, desc="stories", disable=args.no_progress):
+        targets[story], per_story[story] = tt.word_embedding_targets(data, story, index, embedding)
+    return targets, per_story, {"kind": "word_embedding", "file": str(path), "vocabulary": len(index),
+                                "dims": embedding.shape[1], "out_of_vocabulary": "zeros"}
+
+
+def text_model_teacher(args, data: du.Ds003020, stories: list[str]) -> tuple[dict, dict, dict]:
+    """(targets, per-story record, teacher record) of --text-model."""
+    device = resolve_device(args.device)
+    tokenizer, lm = tt.load_text_model(args.text_model, device)
+    check_layer(args.layer, lm.config.num_hidden_layers, args.text_model)
+    targets, per_story = {}, {}
+    for story in tqdm(stories, desc="stories", disable=args.no_progress):
+        targets[story], per_story[story] = tt.text_model_targets(data, story, tokenizer, lm, args.layer,
+                                                                 args.context_words, args.batch_size or 32, device,
+                                                                 not args.no_progress)
+    return targets, per_story, {"kind": "text_model", "model": args.text_model, "model_type": lm.config.model_type,
+                                "layer": args.layer, "dims": lm.config.hidden_size, "context_words": args.context_words,
+                                "token": "the word's last token", "non_lexical_labels": "zeros", "device": str(device)}
+
+
+def speech_model_teacher(args, data: du.Ds003020, stories: list[str]) -> tuple[dict, dict, dict]:
+    """(targets, per-story record, teacher record) of --model-name, through the evaluation's feature cache."""
+    device = resolve_device(args.device)
+    threads = inference_threads(args.inference_threads, device)
+    backbone, extractor, model_type = models.load_backbone(args.model_name)
+    encoder = models.SpeechEncoder(backbone, extractor, model_type, args.whisper_mode)
+    check_layer(args.layer, encoder.num_layers, args.model_name)
+    precision = resolve_precision(args.precision, device)
+    settings = cache_settings(args.stride, args.context, args.pooling, args.tr, precision, model_type, args.whisper_mode)
+    cache = FeatureCache(Path(args.cache_dir) if args.cache_dir else data.cache_dir / "features", args.model_name,
+                         settings)
+    batch_size = args.batch_size or (16 if device.type == "cuda" else 1)
+    targets = {story: tt.speech_layer_targets(data, story, encoder, args.layer, cache, args.stride, args.context,
+                                              settings["pooling"], batch_size, device, precision,
+                                              not args.no_progress, threads)
+               for story in tqdm(stories, desc="stories", disable=args.no_progress)}
+    return targets, {s: {} for s in stories}, {
+        "kind": "speech_model", "model": args.model_name, "model_type": model_type, "layer": args.layer,
+        "dims": encoder.hidden_size, **settings, "batch_size": batch_size, "device": str(device),
+        "inference_threads": threads, "feature_cache": str(cache.folder), "feature_cache_hits": cache.hits}
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if (problem := usage_problem(args)) is not None:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     out = Path(args.out)
+    make = (word_embedding_teacher if args.word_embedding else text_model_teacher if args.text_model
+            else speech_model_teacher)
     try:
         data = du.Ds003020(args.data_dir, tr=args.tr)
         stories, skipped = choose_stories(data, args.stories)
-        if args.word_embedding:
-            path = (data.derivative / "english1000sm.hf5" if args.word_embedding == "english1000"
-                    else Path(args.word_embedding))
-            index, embedding = tt.read_word_embedding(path)
-    except du.DataError as err:
+        if skipped:
+            print(f"note: the dataset lacks {len(skipped)} of the brain-tuning stories: {', '.join(skipped)}",
+                  file=sys.stderr)
+        targets, per_story, teacher = make(args, data, stories)
+    except du.DataError as err:  # a file missing, unreadable or of the wrong shape
         print(f"error: {err}", file=sys.stderr)
         return EXIT_DATA
-    if skipped:
-        print(f"note: the dataset lacks {len(skipped)} of the brain-tuning stories: {', '.join(skipped)}", file=sys.stderr)
-
-    from tqdm import tqdm
-    targets, per_story = {}, {}
-    if args.word_embedding:
-        teacher = {"kind": "word_embedding", "file": str(path), "vocabulary": len(index), "dims": embedding.shape[1]}
-        try:
-            for story in tqdm(stories, desc="stories", disable=args.no_progress):
-                targets[story], per_story[story] = tt.word_embedding_targets(data, story, index, embedding)
-        except du.DataError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return EXIT_DATA
-    else:
-        device = resolve_device(args.device)
-        try:
-            threads = inference_threads(args.inference_threads, device)
-            backbone, extractor, model_type = models.load_backbone(args.model_name)
-            encoder = models.SpeechEncoder(backbone, extractor, model_type, args.whisper_mode)
-            if not 0 <= args.layer <= encoder.num_layers:
-                raise models.ModelError(f"--layer {args.layer} out of range: {args.model_name} has hidden states "
-                                        f"0..{encoder.num_layers}")
-        except (models.ModelError, ValueError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return EXIT_USAGE
-        precision = resolve_precision(args.precision, device)
-        settings = cache_settings(args.stride, args.context, args.pooling, args.tr, precision, model_type,
-                                  args.whisper_mode)
-        cache = FeatureCache(Path(args.cache_dir) if args.cache_dir else data.cache_dir / "features",
-                             args.model_name, settings)
-        batch_size = args.batch_size or (16 if device.type == "cuda" else 1)
-        teacher = {"kind": "speech_model", "model": args.model_name, "model_type": model_type, "layer": args.layer,
-                   "dims": encoder.hidden_size, **settings, "batch_size": batch_size, "device": str(device),
-                   "inference_threads": threads, "feature_cache": str(cache.folder)}
-        try:
-            for story in tqdm(stories, desc="stories", disable=args.no_progress):
-                targets[story] = tt.speech_layer_targets(data, story, encoder, args.layer, cache, args.stride,
-                                                         args.context, settings["pooling"], batch_size, device,
-                                                         precision, not args.no_progress, threads)
-                per_story[story] = {}
-        except du.DataError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return EXIT_DATA
-        teacher["feature_cache_hits"] = cache.hits
+    except (models.ModelError, ValueError) as err:  # a model that cannot be loaded or used as asked
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
     for story, t in targets.items():
         per_story[story]["rows"] = int(t.shape[0])
     save_npz_atomic(out, **targets)

@@ -53,3 +53,23 @@ def build_random_model(model_type: str, out_dir: str | os.PathLike, size: str = 
     model.save_pretrained(out_dir)
     extractor.save_pretrained(out_dir)
     return out_dir
+
+
+def build_random_text_model(words: list[str], out_dir: str | os.PathLike, seed: int = 0) -> Path:
+    """Write a tiny randomly initialised GPT-2 (hidden 32, 2 layers) and a word-level tokenizer over `words` to
+    `out_dir`: a causal text LM that loads offline through the Auto classes (tests of the text teacher)."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2Model, PreTrainedTokenizerFast
+    torch.manual_seed(seed)
+    out_dir = Path(out_dir)
+    vocab = {"<unk>": 0, "<eos>": 1}
+    for w in words:
+        vocab.setdefault(w, len(vocab))
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>", eos_token="<eos>").save_pretrained(out_dir)
+    config = GPT2Config(vocab_size=len(vocab), n_embd=32, n_layer=2, n_head=2, n_positions=128,
+                        bos_token_id=1, eos_token_id=1)
+    GPT2Model(config).save_pretrained(out_dir)
+    return out_dir

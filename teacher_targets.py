@@ -1,8 +1,10 @@
 """Target matrices for the teacher-tuned controls (SPEC-methods.md §7): a teacher's features at the response rows.
 
 A teacher is a layer of a (larger) speech model, taken as the alignment evaluation takes it (causal sliding
-windows, one vector per window end), or a word embedding such as the dataset's `english1000sm.hf5` (Huth et
-al. 2016: one vector per word at its midpoint, zeros for words outside its vocabulary). Either way the vectors
+windows, one vector per window end); a word embedding such as the dataset's `english1000sm.hf5` (Huth et
+al. 2016: one vector per word at its midpoint, zeros for words outside its vocabulary); or a layer of a text
+language model (per word, its hidden state at the word's last token, the model reading the word and the words
+before it, as in Jain & Huth 2018 and Antonello et al. 2021; zeros for non-lexical labels). Either way the vectors
 are Lanczos-downsampled to the story's TR grid, cut to the rows of the hf5 responses (TR grid `[10:-5]`) and
 z-scored per story like the responses, by `alignment.story_tr_features`, the evaluation's own function. The
 result, {story: (respdict − 20, F)}, is what `brain_trainer_story.py --targets-from` regresses onto.
@@ -17,7 +19,7 @@ import numpy as np
 from alignment import story_tr_features
 from data_utils import DataError, Ds003020
 from features import FeatureCache, extract_story_features
-from models import SpeechEncoder
+from models import ModelError, SpeechEncoder
 
 
 def read_word_embedding(path: str | Path) -> tuple[dict[str, int], np.ndarray]:
@@ -82,3 +84,65 @@ def speech_layer_targets(data: Ds003020, story: str, encoder: SpeechEncoder, lay
         cache.save(story, [layer], *found)
     times, feats = found
     return story_tr_features(times, feats[0], data.tr_grid(story), test=False)
+
+
+def is_lexical(label: str) -> bool:
+    """A word the text model reads: not empty and not a braced annotation such as {SL}, {CG}, {IG}."""
+    label = label.strip()
+    return bool(label) and not (label.startswith("{") and label.endswith("}"))
+
+
+def load_text_model(name_or_path: str, device="cpu"):
+    """(tokenizer, model in eval mode) of a hub id or local dir through the Auto classes (weights as shipped;
+    remote code never runs). Raises ModelError naming the model."""
+    from transformers import AutoModel, AutoTokenizer
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        model = AutoModel.from_pretrained(name_or_path)
+    except (OSError, ValueError) as err:
+        raise ModelError(f"cannot load a text model and its tokenizer from {name_or_path!r}: {err}") from err
+    return tokenizer, model.to(device).eval()
+
+
+def text_model_word_vectors(labels: list[str], tokenizer, model, layer: int, context_words: int = 20,
+                            batch_size: int = 32, device="cpu", progress: bool = False) -> np.ndarray:
+    """(n_words, hidden) float32: per lexical word, hidden state `layer` (0 = embeddings) at its last token, the
+    model reading the `context_words` lexical words before it and the word itself (no special tokens);
+    zeros for non-lexical labels. Contexts run in right-padded batches, sorted by length."""
+    import torch
+    from tqdm import tqdm
+    lexical = [i for i, w in enumerate(labels) if is_lexical(w)]
+    texts = [" ".join(labels[j].strip() for j in lexical[max(0, k - context_words):k + 1]) for k in range(len(lexical))]
+    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    if any(not x for x in ids):
+        raise ModelError(f"the tokenizer gave no token for the context {texts[[len(x) for x in ids].index(0)]!r}")
+    limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+    longest = max((len(x) for x in ids), default=0)
+    if limit and longest > limit:
+        raise ModelError(f"a context of {context_words} words is {longest} tokens, more than the model's {limit} "
+                         f"positions: lower --context-words")
+    out = np.zeros((len(labels), model.config.hidden_size), dtype=np.float32)
+    order = np.argsort([len(x) for x in ids], kind="stable")
+    with torch.inference_mode():
+        for b0 in tqdm(range(0, len(order), batch_size), desc="words", leave=False, disable=not progress):
+            batch = order[b0:b0 + batch_size]
+            lengths = torch.tensor([len(ids[k]) for k in batch])
+            input_ids = torch.zeros(len(batch), int(lengths.max()), dtype=torch.long)
+            for row, k in enumerate(batch):
+                input_ids[row, :len(ids[k])] = torch.tensor(ids[k])
+            mask = (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long()
+            states = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                           output_hidden_states=True).hidden_states[layer]
+            last = states[torch.arange(len(batch)), (lengths - 1).to(device)]
+            out[[lexical[k] for k in batch]] = last.float().cpu().numpy()
+    return out
+
+
+def text_model_targets(data: Ds003020, story: str, tokenizer, model, layer: int, context_words: int = 20,
+                       batch_size: int = 32, device="cpu", progress: bool = False) -> tuple[np.ndarray, dict]:
+    """(respdict − 20, hidden) targets of one story from its words at their midpoints, and a record {words, lexical}."""
+    words = data.words(story)
+    vecs = text_model_word_vectors(list(words.labels), tokenizer, model, layer, context_words, batch_size, device,
+                                   progress)
+    return story_tr_features(words.midpoints, vecs, data.tr_grid(story), test=False), \
+        {"words": len(words.labels), "lexical": sum(map(is_lexical, words.labels))}

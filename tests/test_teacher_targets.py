@@ -145,3 +145,59 @@ def test_usage_and_data_errors(mini, tiny_models, tmp_path, capsys):
                      "--out", str(tmp_path / "t.npz")]) == 3
     assert "no respdict entry and audio for ['nosuchstory']" in capsys.readouterr().err
     assert not (tmp_path / "t.npz").exists()
+
+
+@pytest.fixture(scope="module")
+def text_model(tmp_path_factory):
+    """A tiny random GPT-2 with a word-level tokenizer (offline), over a few words and the miniature's vocabulary."""
+    from model_zoo import build_random_text_model
+    words = "the bear was next to pear i remember a and".split() + sorted(VOCABULARY)
+    folder = build_random_text_model(words, tmp_path_factory.mktemp("lm") / "gpt2-tiny")
+    return tt.load_text_model(str(folder))
+
+
+def _direct(tokenizer, model, text, layer):
+    import torch
+    ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
+    with torch.inference_mode():
+        return model(input_ids=ids, output_hidden_states=True).hidden_states[layer][0, -1].numpy()
+
+
+def test_text_teacher_reads_each_word_with_the_words_before_it(text_model):
+    tokenizer, model = text_model
+    labels = ["the", "{SL}", "bear", "was", "", "next", "to", "the", "pear"]
+    vecs = tt.text_model_word_vectors(labels, tokenizer, model, layer=2, context_words=2, batch_size=3)
+    assert vecs.shape == (9, 32)
+    np.testing.assert_array_equal(vecs[[1, 4]], 0)  # non-lexical labels
+    contexts = {0: "the", 2: "the bear", 3: "the bear was", 5: "bear was next", 6: "was next to", 7: "next to the",
+                8: "to the pear"}
+    for i, text in contexts.items():  # batched, padded and sorted by length, each as if run alone
+        np.testing.assert_allclose(vecs[i], _direct(tokenizer, model, text, 2), atol=1e-5)
+    assert not np.allclose(vecs[0], vecs[7])  # the same word in another context
+    later = tt.text_model_word_vectors(labels[:-1] + ["bear"], tokenizer, model, 2, 2, 3)
+    np.testing.assert_allclose(later[:8], vecs[:8], atol=1e-6)  # a word never changes the words before it
+    with pytest.raises(tt.ModelError, match="a context of 200 words is 130 tokens, more than the model's 128 positions"):
+        tt.text_model_word_vectors(["the"] * 130, tokenizer, model, 1, context_words=200)
+
+
+def test_text_teacher_end_to_end(mini, text_model, tmp_path, capsys):
+    folder = text_model[0].name_or_path  # the fixture's model folder
+    out = tmp_path / "lm.npz"
+    stories = ["souls", "wheretheressmoke"]
+    assert mtt.main(["--data-dir", str(mini / "ds003020"), "--text-model", folder, "--layer", "1", "--context-words",
+                     "5", "--stories", *stories, "--out", str(out), "--no-progress"]) == 0
+    data = du.Ds003020(mini / "ds003020")
+    record = json.loads((tmp_path / "lm.npz.json").read_text())["resolved"]
+    assert record["teacher"]["kind"] == "text_model" and record["teacher"]["context_words"] == 5
+    with np.load(out) as z:
+        for story in stories:
+            assert z[story].shape == (data.respdict[story] - 20, 32)
+            np.testing.assert_allclose(z[story].std(0), 1, atol=1e-3)
+            assert record["stories"][story]["lexical"] == record["stories"][story]["words"] > 0
+    assert mtt.main(["--data-dir", str(mini / "ds003020"), "--text-model", folder, "--out", str(out)]) == 2
+    assert "--text-model needs --layer" in capsys.readouterr().err
+    assert mtt.main(["--data-dir", str(mini / "ds003020"), "--text-model", folder, "--layer", "5", "--out", str(out)]) == 2
+    assert "--layer 5 out of range" in capsys.readouterr().err
+    assert mtt.main(["--data-dir", str(mini / "ds003020"), "--text-model", str(tmp_path), "--layer", "1",
+                     "--out", str(tmp_path / "x.npz")]) == 2
+    assert "cannot load a text model and its tokenizer from" in capsys.readouterr().err
