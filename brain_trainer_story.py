@@ -33,6 +33,19 @@ RUN_DEFINING = ("data_dir", "subject", "model_name", "nc_threshold", "roi", "hem
                 "train_stories", "val_stories", "split", "num_epochs", "warmup_fraction", "freeze_layers", "init_head")
 
 
+def teacher_record(targets_file: str) -> dict:
+    """How make_teacher_targets.py made `targets_file` (its `<file>.json`), for this run's config; {} if absent."""
+    sidecar = Path(targets_file).parent
+    try:
+        record = read_result_json(sidecar, Path(targets_file).name + ".json", "make_teacher_targets.py",
+                                  ("resolved", "command"))
+    except FileNotFoundError:
+        return {}  # targets made some other way: the path is all there is to record
+    except ValueError as err:
+        return {"teacher_record_unreadable": str(err)}
+    return {"teacher": record["resolved"].get("teacher"), "teacher_command": record["command"]}
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=HelpFormatter)
@@ -186,7 +199,7 @@ def main(argv=None) -> int:
             except (OSError, ValueError, EOFError) as err:  # also a .npz holding pickled (object) arrays
                 raise du.DataError(f"{args.targets_from}: not a readable .npz of story -> (TRs, F) targets "
                                    f"({err})") from err
-            voxels, vox_info = None, {"targets_from": args.targets_from}
+            voxels, vox_info = None, {"targets_from": args.targets_from, **teacher_record(args.targets_from)}
         else:
             voxels, vox_info = select_voxels(args, data, subject)
         quiet_load = args.no_progress or rank != 0

@@ -97,6 +97,8 @@ def test_word_teacher_equals_the_miniatures_semantic_truth_and_the_trainer_tunes
                          "--batch-size", "16", "--num-epochs", "1", "--no-progress", "--targets-from", str(out)]) == 0
     cfg = json.loads((tmp_path / "t" / "config.json").read_text())
     assert cfg["args"]["resolved"]["n_targets"] == len(CATEGORY_NAMES)
+    provenance = cfg["args"]["resolved"]["voxels"]  # the teacher's record travels with the tuned run
+    assert provenance["teacher"] == record["resolved"]["teacher"] and provenance["teacher_command"] == record["command"]
 
 
 def test_speech_teacher_reads_the_evaluations_feature_cache(mini, tiny_models, tmp_path):
