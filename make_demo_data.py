@@ -2,7 +2,8 @@
 
     python make_demo_data.py --out data/miniature [--seed 0] [--size demo|tiny]
 
-Writes `OUT/ds003020/` (stimuli, respdict, TextGrids, responses, one subject missing `life`), Box pickles
+Writes `OUT/ds003020/` (stimuli, respdict, TextGrids, responses, one subject missing `life`, and an
+`english1000sm.hf5` word embedding in the real file's layout: (985, words), words of a category near each other), Box pickles
 in `OUT/box/`, noise ceilings in `OUT/subject_NCs/`, ROI files in `OUT/rois/` and the generating truth in
 `OUT/ground_truth/` (with `word_categories.tsv` for `eval_downstream.py --task story_word_category`).
 Stories are English sentences over 96 content words in 8 semantic categories (the category of a word is
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import shutil
 import sys
 from dataclasses import dataclass, replace
@@ -83,6 +85,8 @@ from data_utils import TEST_STORY, TRAIN_STORIES, VAL_STORIES  # noqa: E402  (af
 SUBJECT_MISSING = {"UTS04": "life"}           # as in the real data
 CORE_TRAIN_STORIES = len(_SIX)                # drawn before the validation and test stories (see build)
 EXTRA_STORY_STREAM = 99                       # seed key of the further training stories (subjects use 1-8)
+EMBEDDING_STREAM = 98                         # seed key of the word embedding
+EMBEDDING_DIMS = 985                          # as english1000sm.hf5
 SHORT_FORMAT_STORY = VAL_STORIES[0]           # one TextGrid in Praat's short format
 MONO_STORY = TRAIN_STORIES[1]                 # one 44.1 kHz mono wav; the others are stereo
 VOXEL_TYPES = ("auditory", "language", "mixed", "noise")
@@ -93,6 +97,27 @@ AR_RHO = 0.3
 
 
 # ----------------------------------------------------------------------------------------------- text
+def function_words() -> list[str]:
+    """The templates' words (every word of a story that is not a content word)."""
+    return sorted({w for t in TEMPLATES for w in re.findall(r"[a-z]+", re.sub(r"\{\d\}", " ", t))})
+
+
+def write_word_embedding(path: Path, rng) -> None:
+    """`english1000sm.hf5` of the miniature: "data" (985, W) float64, "vocab" (W,) bytes, over every story word.
+
+    A content word's vector is its category's prototype plus a word's own part of half its size; a function
+    word's is such a part alone: meaning (the category) is linear in the vectors, as the language voxels' is.
+    """
+    prototypes = rng.standard_normal((len(CATEGORY_NAMES), EMBEDDING_DIMS))
+    vocab = sorted(VOCABULARY) + function_words()
+    own = 0.5 * rng.standard_normal((len(vocab), EMBEDDING_DIMS))
+    vectors = np.array([prototypes[CATEGORY_NAMES.index(VOCABULARY[w])] if w in VOCABULARY else np.zeros(EMBEDDING_DIMS)
+                        for w in vocab]) + own
+    with h5py.File(path, "w") as f:
+        f.create_dataset("data", data=vectors.T)
+        f.create_dataset("vocab", data=np.array([w.encode() for w in vocab]))
+
+
 def word_categories_tsv() -> str:
     """The vocabulary's categories as `eval_downstream.py --word-labels` reads them (header word, label)."""
     return "word\tlabel\n" + "".join(f"{w}\t{c}\n" for w, c in VOCABULARY.items())
@@ -289,6 +314,7 @@ def build(out: Path, seed: int = 0, size: str = "demo", tr: float = DEFAULT_TR, 
         feats[story] = {"semantic": semantic_features(s["words"], grid.tr_times),
                         "acoustic": acoustic_features(wav16, grid.tr_times)}
     (root / "derivative" / "respdict.json").write_text(json.dumps(respdict, indent=1))
+    write_word_embedding(root / "derivative" / "english1000sm.hf5", np.random.default_rng([seed, EMBEDDING_STREAM]))
 
     truth_dir = tmp / "ground_truth"
     truth_dir.mkdir()
@@ -356,6 +382,13 @@ def check_miniature(tmp: Path, preset: SizePreset) -> None:
     with open(root / "stimuli" / f"{TEST_STORY}.wav", "rb") as f:
         head = f.read(4096)
     assert head.find(b"data") > 36, "WAV header unexpectedly minimal"
+    with h5py.File(root / "derivative" / "english1000sm.hf5", "r") as f:
+        vocab = {w.decode() for w in f["vocab"][:]}
+        assert f["data"].shape == (EMBEDDING_DIMS, len(vocab)), f["data"].shape
+    from data_utils import Ds003020
+    data = Ds003020(root)
+    for story in respdict:
+        assert set(data.words(story).labels) <= vocab, f"{story}: words outside the embedding"
     short = (root / "derivative" / "TextGrids" / f"{SHORT_FORMAT_STORY}.TextGrid").read_text()
     assert "xmin =" not in short and "intervals [" not in short, "short-format TextGrid missing"
     voxel_counts = []

@@ -1,6 +1,5 @@
 """Teacher targets (teacher_targets.py, make_teacher_targets.py) and the trainer regressing onto them."""
 import json
-import os
 
 import h5py
 import numpy as np
@@ -51,27 +50,23 @@ def test_read_word_embedding_names_the_file_and_what_it_found(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def mini_with_embedding(mini, tmp_path_factory):
-    """The miniature's tree (linked) plus a derivative/english1000sm.hf5 whose vectors are the words' categories."""
-    root = tmp_path_factory.mktemp("teacher") / "ds003020"
-    (root / "derivative").mkdir(parents=True)
-    os.symlink(mini / "ds003020" / "stimuli", root / "stimuli")
-    for entry in (mini / "ds003020" / "derivative").iterdir():
-        os.symlink(entry, root / "derivative" / entry.name)
+def category_embedding(tmp_path_factory):
+    """A word-embedding file in the english1000 layout whose vectors are the miniature words' categories."""
     vocab = sorted(VOCABULARY)
     onehot = np.zeros((len(CATEGORY_NAMES), len(vocab)))
     for j, w in enumerate(vocab):
         onehot[CATEGORY_NAMES.index(VOCABULARY[w]), j] = 1.0
-    _write_embedding(root / "derivative" / "english1000sm.hf5", vocab, onehot)
-    return root
+    path = tmp_path_factory.mktemp("teacher") / "categories.hf5"
+    _write_embedding(path, vocab, onehot)
+    return path
 
 
 def test_word_teacher_equals_the_miniatures_semantic_truth_and_the_trainer_tunes_on_it(
-        mini, mini_with_embedding, tiny_models, tmp_path, monkeypatch, capsys):
-    out = tmp_path / "english1000.npz"
-    assert mtt.main(["--data-dir", str(mini_with_embedding), "--word-embedding", "english1000", "--out", str(out),
-                     "--no-progress"]) == 0
-    data = du.Ds003020(mini_with_embedding)
+        mini, category_embedding, tiny_models, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "categories.npz"
+    assert mtt.main(["--data-dir", str(mini / "ds003020"), "--word-embedding", str(category_embedding), "--out",
+                     str(out), "--no-progress"]) == 0
+    data = du.Ds003020(mini / "ds003020")
     present = [s for s in mtt.BRAIN_TUNING_STORIES if s in data.respdict]
     assert "lacks" in capsys.readouterr().err  # the tiny miniature has a few of the 27 stories
     truth = np.load(mini / "ground_truth" / "features.npz")
@@ -82,7 +77,7 @@ def test_word_teacher_equals_the_miniatures_semantic_truth_and_the_trainer_tunes
             expected = zscore(truth[f"{story}/semantic"][trim_slice(data.tr_grid(story).n_tr)])
             assert z[story].shape == (data.respdict[story] - 20, len(CATEGORY_NAMES))
             np.testing.assert_allclose(z[story], expected, atol=1e-4)  # TextGrid times: ~1e-5
-    record = json.loads(out.with_name("english1000.npz.json").read_text())
+    record = json.loads(out.with_name("categories.npz.json").read_text())
     assert record["resolved"]["teacher"]["kind"] == "word_embedding"
     words = record["resolved"]["stories"][present[0]]
     assert 0 < words["in_vocabulary"] < words["words"]  # function words are outside the vocabulary
@@ -92,7 +87,7 @@ def test_word_teacher_equals_the_miniatures_semantic_truth_and_the_trainer_tunes
     def no_voxels(*a, **k):
         raise AssertionError("the trainer read responses it does not regress onto")
     monkeypatch.setattr(du.Ds003020, "load_responses", no_voxels)
-    assert trainer.main(["--data-dir", str(mini_with_embedding), "--subject", "UTS01", "--model-name",
+    assert trainer.main(["--data-dir", str(mini / "ds003020"), "--subject", "UTS01", "--model-name",
                          tiny_models["wav2vec2"], "--nc-dir", str(mini / "subject_NCs"), "--out-dir", str(tmp_path / "t"),
                          "--batch-size", "16", "--num-epochs", "1", "--no-progress", "--targets-from", str(out)]) == 0
     cfg = json.loads((tmp_path / "t" / "config.json").read_text())
@@ -141,8 +136,8 @@ def test_usage_and_data_errors(mini, tiny_models, tmp_path, capsys):
     assert mtt.main(["--data-dir", root, "--model-name", tiny_models["hubert"], "--layer", "3",
                      "--out", str(tmp_path / "t.npz")]) == 2
     assert "--layer 3 out of range: " in (err := capsys.readouterr().err) and "has hidden states 0..2" in err
-    assert mtt.main(["--data-dir", root, "--word-embedding", "english1000", "--out", str(tmp_path / "t.npz")]) == 3
-    assert "english1000sm.hf5: word embedding file missing" in capsys.readouterr().err
+    assert mtt.main(["--data-dir", root, "--word-embedding", str(tmp_path / "e.hf5"), "--out", str(tmp_path / "t.npz")]) == 3
+    assert "e.hf5: word embedding file missing" in capsys.readouterr().err
     assert mtt.main(["--data-dir", root, "--word-embedding", "english1000", "--stories", "nosuchstory",
                      "--out", str(tmp_path / "t.npz")]) == 3
     assert "no respdict entry and audio for ['nosuchstory']" in capsys.readouterr().err
@@ -203,3 +198,18 @@ def test_text_teacher_end_to_end(mini, text_model, tmp_path, capsys):
     assert mtt.main(["--data-dir", str(mini / "ds003020"), "--text-model", str(tmp_path), "--layer", "1",
                      "--out", str(tmp_path / "x.npz")]) == 2
     assert "cannot load a text model and its tokenizer from" in capsys.readouterr().err
+
+
+def test_the_miniatures_english1000_covers_its_words_and_groups_them_by_category(mini, tmp_path):
+    root = mini / "ds003020"
+    index, emb = tt.read_word_embedding(root / "derivative" / "english1000sm.hf5")
+    assert emb.shape == (len(index), 985)
+    # each content word lies nearest its own category's centroid (the word itself left out of it)
+    for word, category in VOCABULARY.items():
+        centroids = {c: np.mean([emb[index[w]] for w, cw in VOCABULARY.items() if cw == c and w != word], axis=0)
+                     for c in CATEGORY_NAMES}
+        assert min(centroids, key=lambda c: np.linalg.norm(emb[index[word]] - centroids[c])) == category, word
+    assert mtt.main(["--data-dir", str(root), "--word-embedding", "english1000", "--out", str(tmp_path / "e.npz"),
+                     "--no-progress"]) == 0
+    stories = json.loads((tmp_path / "e.npz.json").read_text())["resolved"]["stories"]
+    assert all(s["in_vocabulary"] == s["words"] > 0 for s in stories.values())  # function words included
