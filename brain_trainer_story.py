@@ -35,10 +35,9 @@ RUN_DEFINING = ("data_dir", "subject", "model_name", "nc_threshold", "roi", "hem
 
 def teacher_record(targets_file: str) -> dict:
     """How make_teacher_targets.py made `targets_file` (its `<file>.json`), for this run's config; {} if absent."""
-    sidecar = Path(targets_file).parent
+    path = Path(targets_file)
     try:
-        record = read_result_json(sidecar, Path(targets_file).name + ".json", "make_teacher_targets.py",
-                                  ("resolved", "command"))
+        record = read_result_json(path.parent, path.name + ".json", "make_teacher_targets.py", ("resolved", "command"))
     except FileNotFoundError:
         return {}  # targets made some other way: the path is all there is to record
     except ValueError as err:

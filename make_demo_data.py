@@ -3,9 +3,10 @@
     python make_demo_data.py --out data/miniature [--seed 0] [--size demo|tiny]
 
 Writes `OUT/ds003020/` (stimuli, respdict, TextGrids, responses, one subject missing `life`, and an
-`english1000sm.hf5` word embedding in the real file's layout: (985, words), words of a category near each other), Box pickles
-in `OUT/box/`, noise ceilings in `OUT/subject_NCs/`, ROI files in `OUT/rois/` and the generating truth in
-`OUT/ground_truth/` (with `word_categories.tsv` for `eval_downstream.py --task story_word_category`).
+`english1000sm.hf5` word embedding in the real file's layout, (985, words), with the words of a category near
+each other), Box pickles in `OUT/box/`, noise ceilings in `OUT/subject_NCs/`, ROI files in `OUT/rois/` and
+the generating truth in `OUT/ground_truth/` (with `word_categories.tsv` for `eval_downstream.py --task
+story_word_category`).
 Stories are English sentences over 96 content words in 8 semantic categories (the category of a word is
 not audible), spoken by espeak-ng. Simulated voxels: "auditory" ones follow mel-band
 energies, "language" ones the categories of recently heard words, "mixed" both, "noise" nothing; through
@@ -111,8 +112,9 @@ def write_word_embedding(path: Path, rng) -> None:
     prototypes = rng.standard_normal((len(CATEGORY_NAMES), EMBEDDING_DIMS))
     vocab = sorted(VOCABULARY) + function_words()
     own = 0.5 * rng.standard_normal((len(vocab), EMBEDDING_DIMS))
-    vectors = np.array([prototypes[CATEGORY_NAMES.index(VOCABULARY[w])] if w in VOCABULARY else np.zeros(EMBEDDING_DIMS)
-                        for w in vocab]) + own
+    shared = [prototypes[CATEGORY_NAMES.index(VOCABULARY[w])] if w in VOCABULARY else np.zeros(EMBEDDING_DIMS)
+              for w in vocab]
+    vectors = np.array(shared) + own
     with h5py.File(path, "w") as f:
         f.create_dataset("data", data=vectors.T)
         f.create_dataset("vocab", data=np.array([w.encode() for w in vocab]))
