@@ -212,6 +212,9 @@ def write_report(out: Path, result: dict, seed: int, quick: bool, train_flags: l
         f"{_versions_line(package_versions())}", "",
         "Pretrained = the real Whisper tiny.en (bundled, converted offline); tuned = brain-tuned on subject UTS01's "
         "language and auditory voxels (NC > 0.4); control = identical training on TR-block-shuffled targets. "
+        + ("teacher = identical training on the miniature's english1000 word embedding at the response rows "
+           "(a teacher-tuned, 'LM-tuned' control, SPEC-methods.md §7; shown beside the others, no finding reads it). "
+           if "teacher" in result["models"] else "") +
         f"Alignment: held-out story `wheretheressmoke`, mean cc_norm over the upper-middle layers "
         f"{result['upper_middle_layers']} (n/2 < layer ≤ 0.85·n of 4), Δ% vs pretrained.", "",
         f"## Headline ({held} of {len(result['checks'])} findings hold{caveat})", "", headline(result),

@@ -1,6 +1,6 @@
 """`make demo`: the paper's experiment on the built-in miniature with the real pretrained Whisper tiny.en.
 
-    python run_demo.py [--out runs/demo] [--seed 0] [--quick] [--seeds 0 1 2 [--resume]] [--diagnostics]
+    python run_demo.py [--out runs/demo] [--seed 0] [--quick] [--seeds 0 1 2 [--resume]] [--diagnostics] [--teacher]
 
 Steps (each one is the toolkit's own CLI, called in-process with the arguments a real run would take):
 build the miniature fMRI dataset and the miniature downstream datasets (side by side); convert the bundled
@@ -8,7 +8,9 @@ Whisper tiny.en to a HF model directory; brain-tune it on UTS01; brain-tune a bl
 control; evaluate the pretrained, tuned and control models in one run (with the low-level residual analysis;
 their shared frozen bottom computed once); probe all three (one run per task, the bottom shared again); with
 `--diagnostics`, post-hoc diagnostics (category of story words in context, and of words in neutral sentences,
-by layer) reported apart from the findings (~2.5 min on 2 cores, so not part of `make demo`); write
+by layer) reported apart from the findings (~2.5 min on 2 cores, so not part of `make demo`); with `--teacher`, a
+teacher-tuned ("LM-tuned") control as a fourth model: identical training on the miniature's english1000 word
+embedding at the response rows (`make_teacher_targets.py`), evaluated and probed with the others; write
 OUT/REPORT.md with tables, plots and the findings checked against the paper's, and
 print the headline.
 The demo only chooses data, model and budget flags (DEMO_* below); `--seeds` repeats it per seed and
@@ -62,10 +64,10 @@ def _build_side_by_side(*jobs) -> None:
             done.result()  # re-raises a failed build's exception here
 
 
-def demo_settings(seed: int, quick: bool, size: str, diagnostics: bool) -> dict:
+def demo_settings(seed: int, quick: bool, size: str, diagnostics: bool, teacher: bool = False) -> dict:
     """What decides a seed's results: its options, the recipe's flags and the code (git commit, modified or not)."""
     from run_utils import toolkit_version
-    return {"seed": seed, "quick": quick, "size": size, "diagnostics": diagnostics,
+    return {"seed": seed, "quick": quick, "size": size, "diagnostics": diagnostics, "teacher": teacher,
             "train_flags": DEMO_TRAIN_FLAGS, "eval_flags": DEMO_EVAL_FLAGS, "toolkit": toolkit_version()}
 
 
@@ -85,16 +87,17 @@ def finished_seed(out: Path, settings: dict) -> tuple[dict | None, str]:
 
 
 def run_pipeline(out: Path, data: Path, seed: int, quick: bool, progress: bool, size: str = "demo",
-                 diagnostics: bool = False, settings: dict | None = None) -> dict:
+                 diagnostics: bool = False, settings: dict | None = None, teacher: bool = False) -> dict:
     """Run every step for one seed; returns the findings (see demo_report.findings), with `settings` (see
     demo_settings, computed here when not given) under "settings"."""
-    settings = settings or demo_settings(seed, quick, size, diagnostics)
+    settings = settings or demo_settings(seed, quick, size, diagnostics, teacher)
     (out / "findings.json").unlink(missing_ok=True)  # written last: its presence means this run finished
     import brain_evaluate
     import brain_trainer_story
     import eval_downstream
     import eval_phonemes
     import make_demo_data
+    import make_teacher_targets
     import make_downstream_data
     from demo_report import findings, write_report
 
@@ -110,12 +113,19 @@ def run_pipeline(out: Path, data: Path, seed: int, quick: bool, progress: bool, 
               "control": str(out / "train" / "control" / "best")}
     if quick:
         del models["control"]
+    if teacher:
+        models["teacher"] = str(out / "train" / "teacher" / "best")
     cache = ["--cache-dir", str(out / "cache")]
     common = ["--data-dir", str(ds / "ds003020"), "--subject", SUBJECT, "--nc-dir", str(ds / "subject_NCs")]
     train_flags = DEMO_TRAIN_FLAGS + ["--seed", str(seed)]
-    runs = (("tuned", []), ("control", ["--target-control", "block-shuffle"]))
+    runs = [("tuned", [])] + ([] if quick else [("control", ["--target-control", "block-shuffle"])])
+    if teacher:
+        targets = out / "train" / "teacher_targets.npz"
+        _step("teacher targets (the miniature's english1000 word embedding)", make_teacher_targets.main,
+              ["--data-dir", str(ds / "ds003020"), "--word-embedding", "english1000", "--out", str(targets)] + quiet)
+        runs.append(("teacher", ["--targets-from", str(targets)]))
     front_cache = out / "train" / "front_end_cache"
-    for name, extra in runs[:1] if quick else runs:
+    for name, extra in runs:
         _step(f"brain-tune ({name})", brain_trainer_story.main,
               common + ["--model-name", str(MODEL_DIR), "--out-dir", str(out / "train" / name), "--overwrite",
                         "--front-end-cache-dir", str(front_cache)] + train_flags + extra + quiet)
@@ -173,6 +183,9 @@ def main(argv=None) -> int:
                              "for scaling experiments; ~2x the tuning time); the tiny one's 20 test TRs are too few")
     parser.add_argument("--diagnostics", action="store_true",
                         help="also run the post-hoc word-category diagnostics (~2.5 min on 2 cores)")
+    parser.add_argument("--teacher", action="store_true",
+                        help="also tune and evaluate a teacher-tuned control (the miniature's english1000 word "
+                             "embedding as targets), reported beside the others")
     parser.add_argument("--resume", action="store_true",
                         help="with --seeds: read back the seeds finished with the same settings and code")
     parser.add_argument("--no-progress", action="store_true")
@@ -185,18 +198,18 @@ def main(argv=None) -> int:
     if args.seeds:
         results = {}
         for s in args.seeds:
-            settings = demo_settings(s, args.quick, args.size, args.diagnostics)
+            settings = demo_settings(s, args.quick, args.size, args.diagnostics, args.teacher)
             if args.resume:
                 results[s], why = finished_seed(out / f"seed_{s}", settings)
                 print(f"seed {s}: {'read back' if results[s] else 'to run'} ({why})", flush=True)
                 if results[s]:
                     continue
             results[s] = run_pipeline(out / f"seed_{s}", Path(args.data) / f"seed_{s}", s, args.quick,
-                                      not args.no_progress, args.size, args.diagnostics, settings)
+                                      not args.no_progress, args.size, args.diagnostics, settings, args.teacher)
         print(write_seed_summary(out, results))
     else:
         result = run_pipeline(out, Path(args.data), args.seed, args.quick, not args.no_progress, args.size,
-                              args.diagnostics)
+                              args.diagnostics, teacher=args.teacher)
         print("\n" + headline(result))
         print(f"report: {out / 'REPORT.md'}")
     print(f"demo finished in {(time.perf_counter() - t0) / 60:.1f} min")

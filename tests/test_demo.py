@@ -134,6 +134,20 @@ def test_pipeline_steps_diagnostics_only_on_request_and_quick_drops_the_control(
         outs = args[args.index("--out") + 1:][:3]
         assert len(names) == 3 and names[0].endswith("whisper-tiny.en") and "control" in names[2], step
         assert [Path(o).name for o in outs] == ["pretrained", "tuned", "control"], step
+    # --teacher: targets from the miniature's english1000, a third tuning on them, a fourth model everywhere
+    taught = steps(quick=False, teacher=True)
+    new = ["teacher targets (the miniature's english1000 word embedding)", "brain-tune (teacher)"]
+    assert [s for s in taught if s in new] == new  # the rest: the default steps, each over four models
+    assert [s.replace(", teacher", "") for s in taught if s not in new] == default
+    (targets_args,) = argv["teacher targets (the miniature's english1000 word embedding)"]
+    (teacher_args,) = argv["brain-tune (teacher)"]
+    assert teacher_args[teacher_args.index("--targets-from") + 1] == targets_args[targets_args.index("--out") + 1]
+    assert taught.index("brain-tune (teacher)") < taught.index("alignment of the pretrained, tuned, control, teacher "
+                                                                 "models")
+    for step in [s for s in taught if s.startswith(("probe ", "semantic preference"))]:
+        (args,) = argv[step]
+        assert [Path(o).name for o in args[args.index("--out") + 1:][:4]] == ["pretrained", "tuned", "control",
+                                                                                "teacher"], step
     quick = steps(quick=True, diagnostics=True)
     assert not any("control" in s or s.startswith("diagnostic") for s in quick)
     assert "probe semantic_category (pretrained, tuned)" in quick and not any("phonemes" in s for s in quick)
@@ -173,7 +187,7 @@ def test_seeds_resume_reads_back_only_seeds_finished_with_the_same_settings_and_
     code = {"commit": "a" * 40, "modified": False}
     monkeypatch.setattr(run_utils, "toolkit_version", lambda: dict(code))
 
-    def fake_pipeline(out, data, seed, quick, progress, size="demo", diagnostics=False, settings=None):
+    def fake_pipeline(out, data, seed, quick, progress, size="demo", diagnostics=False, settings=None, teacher=False):
         ran.append(seed)
         result = {"checks": [{"finding": "language gain", "expected": ">= +20%", "measured": 10.0 + seed,
                               "holds": False}], "models": ["pretrained"],
