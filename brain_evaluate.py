@@ -28,7 +28,7 @@ import numpy as np
 import alignment as al
 import data_utils as du
 import models
-from features import POOLINGS, FeatureCache, cache_settings, extract_story_features_together
+from features import FeatureCache, add_window_arguments, cache_settings, extract_story_features_together
 from inference import inference_threads, sharing_plan
 from timing import TEST_EXTRA_TRIM
 from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, command_line, model_run_usage_problem, package_versions,
@@ -60,10 +60,7 @@ def parse_args(argv=None):
     p.add_argument("--nc-dir", default=str(du.DEFAULT_NC_DIR), help="noise ceilings (computed from repeats if absent)")
     p.add_argument("--nc-floor", type=float, default=0.1, help="cc_norm only where cc_max exceeds this")
     p.add_argument("--tr", type=float, default=2.0045, help="repetition time in seconds")
-    p.add_argument("--stride", type=float, default=0.1, help="seconds between feature windows")
-    p.add_argument("--context", type=float, default=16.0, help="seconds of context per window")
-    p.add_argument("--pooling", default="auto", choices=("auto",) + POOLINGS,
-                   help="auto = last frame (wav2vec family), mean over the window's last TR (Whisper)")
+    add_window_arguments(p)
     p.add_argument("--whisper-mode", default="pad30", choices=models.WHISPER_MODES)
     p.add_argument("--batch-size", type=int, help="windows per forward pass (default 16 on CUDA, 1 on CPU, where "
                                                    "batching saves no time and costs memory: bench/RESULTS.md)")

@@ -122,6 +122,14 @@ def _split_by_length(batch: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]
     return [np.array(g) for g in groups.values()]
 
 
+def add_window_arguments(parser) -> None:
+    """--stride, --context and --pooling, the sliding-window settings of every script that extracts features."""
+    parser.add_argument("--stride", type=float, default=0.1, help="seconds between feature windows")
+    parser.add_argument("--context", type=float, default=16.0, help="seconds of context per window")
+    parser.add_argument("--pooling", default="auto", choices=("auto",) + POOLINGS,
+                        help="auto = last frame (wav2vec family), mean over the window's last TR (Whisper)")
+
+
 def resolve_pooling(requested: str, model_type: str) -> str:
     """The --pooling flag resolved: "auto" = the last frame (wav2vec family), the window's last TR (Whisper)."""
     return requested if requested != "auto" else ("last_tr" if model_type == "whisper" else "last")

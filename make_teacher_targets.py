@@ -27,7 +27,7 @@ from tqdm import tqdm
 import data_utils as du
 import models
 import teacher_targets as tt
-from features import POOLINGS, FeatureCache, cache_settings
+from features import FeatureCache, add_window_arguments, cache_settings
 from inference import inference_threads
 from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, command_line, package_versions, resolve_device,
                        resolve_precision, save_npz_atomic, timestamp, write_json_atomic)
@@ -49,10 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--stories", nargs="+", help="stories to write (default: the brain-tuning split's 27 present)")
     p.add_argument("--tr", type=float, default=2.0045, help="repetition time in seconds (as the trainer's --tr)")
     g = p.add_argument_group("speech teacher (the alignment evaluation's feature settings)")
-    g.add_argument("--stride", type=float, default=0.1, help="seconds between feature windows")
-    g.add_argument("--context", type=float, default=16.0, help="seconds of context per window")
-    g.add_argument("--pooling", default="auto", choices=("auto",) + POOLINGS,
-                   help="auto = last frame (wav2vec family), mean over the window's last TR (Whisper)")
+    add_window_arguments(g)
     g.add_argument("--whisper-mode", default="pad30", choices=models.WHISPER_MODES)
     g.add_argument("--batch-size", type=int, help="windows per forward pass (default 16 on CUDA, 1 on CPU); text "
                                                    "teacher: words per forward pass (default 32)")
