@@ -153,6 +153,10 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     accum = args.batch_size // world // micro
+    if args.targets_from and (args.roi or args.hemisphere):
+        print("error: --targets-from replaces the fMRI targets, so --roi/--hemisphere (which choose voxels) do not "
+              "apply", file=sys.stderr)
+        return EXIT_USAGE
 
     # ---------------------------------------------------------------- config and out-dir
     subject = du.subject_id(args.subject)

@@ -92,6 +92,10 @@ def test_teacher_targets_from_file(mini, tiny_models, tmp_path, capsys):
     assert run(mini, tiny_models["wav2vec2"], tmp_path / "t", "--targets-from", str(tmp_path / "teacher.npz"),
                "--num-epochs", "1") == 0
     assert json.loads((tmp_path / "t" / "config.json").read_text())["args"]["resolved"]["n_targets"] == 6
+    assert run(mini, tiny_models["wav2vec2"], tmp_path / "r", "--targets-from", str(tmp_path / "teacher.npz"),
+               "--roi-file", str(mini / "rois" / "UTS01.json"), "--roi", "language") == trainer.EXIT_USAGE
+    assert "--targets-from replaces the fMRI targets, so --roi/--hemisphere" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
     bad = dict(targets, souls=targets["souls"][:-2])
     np.savez(tmp_path / "bad.npz", **bad)
     assert run(mini, tiny_models["wav2vec2"], tmp_path / "b", "--targets-from", str(tmp_path / "bad.npz")) == trainer.EXIT_DATA
