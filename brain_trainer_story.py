@@ -153,6 +153,9 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     accum = args.batch_size // world // micro
+    if args.init_head == "ridge" and args.head_rank:  # refused before anything is loaded or written
+        print("error: --init-head ridge needs a full-rank head (no --head-rank)", file=sys.stderr)
+        return EXIT_USAGE
     if args.targets_from and (args.roi or args.hemisphere):
         print("error: --targets-from replaces the fMRI targets, so --roi/--hemisphere (which choose voxels) do not "
               "apply", file=sys.stderr)

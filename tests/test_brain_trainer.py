@@ -96,6 +96,9 @@ def test_teacher_targets_from_file(mini, tiny_models, tmp_path, capsys):
                "--roi-file", str(mini / "rois" / "UTS01.json"), "--roi", "language") == trainer.EXIT_USAGE
     assert "--targets-from replaces the fMRI targets, so --roi/--hemisphere" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+    assert run(mini, tiny_models["wav2vec2"], tmp_path / "h", "--head-rank", "4", "--init-head", "ridge") == 2
+    assert "--init-head ridge needs a full-rank head (no --head-rank)" in capsys.readouterr().err
+    assert not (tmp_path / "h").exists()  # refused before any output
     bad = dict(targets, souls=targets["souls"][:-2])
     np.savez(tmp_path / "bad.npz", **bad)
     assert run(mini, tiny_models["wav2vec2"], tmp_path / "b", "--targets-from", str(tmp_path / "bad.npz")) == trainer.EXIT_DATA
