@@ -33,8 +33,12 @@ RUN_DEFINING = ("data_dir", "subject", "model_name", "nc_threshold", "roi", "hem
                 "train_stories", "val_stories", "split", "num_epochs", "warmup_fraction", "freeze_layers", "init_head")
 
 
-def teacher_record(targets_file: str) -> dict:
-    """How make_teacher_targets.py made `targets_file` (its `<file>.json`), for this run's config; {} if absent."""
+def teacher_record(targets_file: str, tr: float) -> dict:
+    """How make_teacher_targets.py made `targets_file` (its `<file>.json`), for this run's config; {} if absent.
+
+    Raises DataError when the targets were placed on TR grids of another repetition time than `tr`: the rows
+    would still count right, but drift against the audio (0.0045 s per TR: ~2 s by TR 400).
+    """
     path = Path(targets_file)
     try:
         record = read_result_json(path.parent, path.name + ".json", "make_teacher_targets.py", ("resolved", "command"))
@@ -42,6 +46,10 @@ def teacher_record(targets_file: str) -> dict:
         return {}  # targets made some other way: the path is all there is to record
     except ValueError as err:
         return {"teacher_record_unreadable": str(err)}
+    made_with = record["resolved"].get("tr")
+    if made_with is not None and abs(made_with - tr) > 1e-9:
+        raise du.DataError(f"{targets_file}: made on TR grids of --tr {made_with} s (its {path.name}.json), but this "
+                           f"run uses --tr {tr} s; remake the targets with --tr {tr} or pass --tr {made_with}")
     return {"teacher": record["resolved"].get("teacher"), "teacher_command": record["command"]}
 
 
@@ -205,7 +213,7 @@ def main(argv=None) -> int:
             except (OSError, ValueError, EOFError) as err:  # also a .npz holding pickled (object) arrays
                 raise du.DataError(f"{args.targets_from}: not a readable .npz of story -> (TRs, F) targets "
                                    f"({err})") from err
-            voxels, vox_info = None, {"targets_from": args.targets_from, **teacher_record(args.targets_from)}
+            voxels, vox_info = None, {"targets_from": args.targets_from, **teacher_record(args.targets_from, args.tr)}
         else:
             voxels, vox_info = select_voxels(args, data, subject)
         quiet_load = args.no_progress or rank != 0

@@ -94,6 +94,12 @@ def test_word_teacher_equals_the_miniatures_semantic_truth_and_the_trainer_tunes
     assert cfg["args"]["resolved"]["n_targets"] == len(CATEGORY_NAMES)
     provenance = cfg["args"]["resolved"]["voxels"]  # the teacher's record travels with the tuned run
     assert provenance["teacher"] == record["resolved"]["teacher"] and provenance["teacher_command"] == record["command"]
+    # targets placed on another TR's grids are refused (same rows, drifting times)
+    assert trainer.main(["--data-dir", str(mini / "ds003020"), "--subject", "UTS01", "--model-name",
+                         tiny_models["wav2vec2"], "--out-dir", str(tmp_path / "tr"), "--tr", "2.0", "--no-progress",
+                         "--targets-from", str(out)]) == trainer.EXIT_DATA
+    assert ("categories.npz: made on TR grids of --tr 2.0045 s (its categories.npz.json), but this run uses --tr 2.0 s"
+            in capsys.readouterr().err)
 
 
 def test_speech_teacher_reads_the_evaluations_feature_cache(mini, tiny_models, tmp_path):
