@@ -179,6 +179,16 @@ class FeatureCache:
             return z["times"], z["feats"][[have.index(l) for l in layers]]
 
     def save(self, story: str, layers: list[int], times: np.ndarray, feats: np.ndarray) -> None:
+        """Store (n_layers, n, H) `feats` of `layers`, keeping the story's other cached layers (an evaluation's seven
+        survive a teacher's one), so that no later run extracts them again."""
         if not (self.folder / "settings.json").is_file():  # the same for every story of this folder
             write_json_atomic(self.folder / "settings.json", self.settings)
-        save_npz_atomic(self.path(story), times=times, feats=feats, layers=np.array(layers))
+        layers, feats = list(layers), np.asarray(feats)
+        if self.path(story).is_file():
+            with np.load(self.path(story), allow_pickle=False) as z:
+                if np.array_equal(z["times"], times) and z["feats"].shape[2:] == feats.shape[2:]:
+                    keep = [i for i, l in enumerate(z["layers"].tolist()) if l not in layers]
+                    layers = [int(z["layers"][i]) for i in keep] + layers
+                    feats = np.concatenate([z["feats"][keep].astype(feats.dtype), feats])
+        order = np.argsort(layers, kind="stable")
+        save_npz_atomic(self.path(story), times=times, feats=feats[order], layers=np.array(layers)[order])

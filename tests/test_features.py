@@ -77,3 +77,18 @@ def test_shared_bottom_needs_the_same_config_and_preprocessing(tiny_models):
     assert models.shared_bottom(a, b) is None
     assert models.shared_bottom(a, _encoder(tiny_models["hubert"])) is None
     assert all(models.shared_bottom(_encoder(tiny_models[f]), _encoder(tiny_models[f])) is not None for f in FAMILIES)
+
+
+def test_feature_cache_keeps_a_storys_other_layers_when_more_are_saved(tmp_path):
+    cache = features.FeatureCache(tmp_path, "some/model", {"stride": 0.5})
+    times = np.arange(4, dtype=np.float64)
+    feats = np.arange(2 * 4 * 3, dtype=np.float32).reshape(2, 4, 3)  # layers 2 and 7
+    cache.save("souls", [7, 2], times, feats)
+    cache.save("souls", [5], times, feats[:1] + 100)  # another script asks for one more layer
+    loaded_times, got = cache.load("souls", [2, 5, 7])
+    np.testing.assert_array_equal(loaded_times, times)
+    np.testing.assert_array_equal(got, np.stack([feats[1], feats[0] + 100, feats[0]]))
+    cache.save("souls", [2], times, feats[:1] - 1)  # a layer saved again is replaced, the others kept
+    np.testing.assert_array_equal(cache.load("souls", [2, 7])[1], np.stack([feats[0] - 1, feats[0]]))
+    cache.save("souls", [3], times[:2], feats[:1, :2])  # other windows: nothing to keep
+    assert cache.load("souls", [2]) is None and cache.load("souls", [3])[1].shape == (1, 2, 3)
