@@ -106,6 +106,10 @@ def main(argv=None) -> int:
         if len(args.out) != 1:
             print(f"error: {flag} writes one folder; found --out {' '.join(args.out)}", file=sys.stderr)
             return EXIT_USAGE
+        if given := [f"--{k.replace('_', '-')}" for k in ("data_dir", "subject", "model_name") if getattr(args, k)]:
+            print(f"error: {flag} only reads earlier result folders; {', '.join(given)} would be ignored",
+                  file=sys.stderr)
+            return EXIT_USAGE
         from compare_results import compare, compare_subjects
         try:
             if args.compare:

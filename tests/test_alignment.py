@@ -213,6 +213,9 @@ def test_brain_evaluate_end_to_end_cache_and_compare(mini, tiny_models, tmp_path
     assert brain_evaluate.main(["--compare", str(tmp_path / "a"), str(tmp_path / "broken"), "--out",
                                 str(tmp_path / "bad")]) == 2
     assert "missing ['upper_middle_mean']" in capsys.readouterr().err
+    assert brain_evaluate.main(["--compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "bad"),
+                                "--model-name", "some/model", "--subject", "UTS02"]) == 2
+    assert "--compare only reads earlier result folders; --subject, --model-name would be ignored" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
     # bf16 features are a different cache entry (never served for fp32), and close to the fp32 ones
     assert _eval(mini, tiny_models["wav2vec2"], tmp_path / "bf16", "--precision", "bf16") == 0
