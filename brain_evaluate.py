@@ -31,9 +31,9 @@ import models
 from features import FeatureCache, add_window_arguments, cache_settings, extract_story_features_together
 from inference import inference_threads, sharing_plan
 from timing import TEST_EXTRA_TRIM
-from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, command_line, model_run_usage_problem, package_versions,
-                       resolve_device, resolve_precision, save_npz_atomic, set_seed, timestamp, write_json_atomic,
-                       write_text_atomic)
+from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, command_line, ignored_flags_problem,
+                       model_run_usage_problem, package_versions, resolve_device, resolve_precision, save_npz_atomic,
+                       set_seed, timestamp, write_json_atomic, write_text_atomic)
 
 PAPER_LAYERS = (2, 5, 7, 8, 10, 11, 12)
 
@@ -106,9 +106,8 @@ def main(argv=None) -> int:
         if len(args.out) != 1:
             print(f"error: {flag} writes one folder; found --out {' '.join(args.out)}", file=sys.stderr)
             return EXIT_USAGE
-        if given := [f"--{k.replace('_', '-')}" for k in ("data_dir", "subject", "model_name") if getattr(args, k)]:
-            print(f"error: {flag} only reads earlier result folders; {', '.join(given)} would be ignored",
-                  file=sys.stderr)
+        if (problem := ignored_flags_problem(args, flag, ("data_dir", "subject", "model_name"))) is not None:
+            print(f"error: {problem}", file=sys.stderr)
             return EXIT_USAGE
         from compare_results import compare, compare_subjects
         try:

@@ -8,7 +8,8 @@ from pathlib import Path
 import data_utils as du
 import models
 from inference import inference_threads
-from run_utils import EXIT_DATA, EXIT_USAGE, HelpFormatter, model_run_usage_problem, resolve_device, set_seed
+from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, ignored_flags_problem, model_run_usage_problem,
+                       resolve_device, set_seed)
 
 
 def common_parser(description: str, tasks: list[str], data_help: str) -> argparse.ArgumentParser:
@@ -59,6 +60,9 @@ def run(args, task_runner) -> int:
     if args.compare:
         if len(args.out) != 1:
             print(f"error: --compare writes one --out folder, found {len(args.out)}", file=sys.stderr)
+            return EXIT_USAGE
+        if (problem := ignored_flags_problem(args, "--compare", ("data_dir", "model_name"))) is not None:
+            print(f"error: {problem}", file=sys.stderr)
             return EXIT_USAGE
         try:
             compare_probe_results([Path(d) for d in args.compare], Path(args.out[0]))

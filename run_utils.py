@@ -211,6 +211,13 @@ def model_run_usage_problem(args, required: tuple[str, ...]) -> str | None:
     return None
 
 
+def ignored_flags_problem(args, flag: str, dests: tuple[str, ...]) -> str | None:
+    """The usage error of a results-only mode (`flag`, e.g. --compare) given flags of a model run, else None."""
+    if given := [f"--{d.replace('_', '-')}" for d in dests if getattr(args, d, None)]:
+        return f"{flag} only reads earlier result folders; {', '.join(given)} would be ignored"
+    return None
+
+
 def resolve_precision(choice: str, device) -> str:
     """The --precision flag resolved: "auto" means bf16 autocast on CUDA and fp32 elsewhere."""
     if choice != "auto":

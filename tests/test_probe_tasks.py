@@ -143,12 +143,15 @@ def test_story_word_category_on_an_aligned_folder(downstream, tiny_models, tmp_p
     assert res["context_label_baseline"]["test"]["accuracy"] == pytest.approx(1 / 8)
 
 
-def test_clear_errors(downstream, tiny_models, tmp_path):
+def test_clear_errors(downstream, tiny_models, tmp_path, capsys):
     base = _args(tiny_models["whisper"], downstream / "timit", tmp_path / "r", tmp_path / "c")
     assert eval_phonemes.main(base + ["--layers", "9"]) == 2          # layer out of range
     assert eval_phonemes.main(_args(tiny_models["whisper"], tmp_path / "nowhere", tmp_path / "r",
                                     tmp_path / "c")) == 3             # dataset missing
     assert eval_downstream.main(["--compare", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
+    assert eval_downstream.main(["--compare", str(tmp_path / "nothing"), "--out", str(tmp_path / "x"),
+                                 "--model-name", "some/model"]) == 2
+    assert "--compare only reads earlier result folders; --model-name would be ignored" in capsys.readouterr().err
 
 
 def test_several_models_in_one_run_equal_each_alone(mini, downstream, tiny_models, tmp_path, capsys):
