@@ -113,6 +113,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def flag_problem(args) -> str | None:
+    """A flag that cannot apply with the others (it would be silently ignored or fail late), else None."""
+    if args.init_head == "ridge" and args.head_rank:
+        return "--init-head ridge needs a full-rank head (no --head-rank)"
+    if args.targets_from and (args.roi or args.hemisphere or args.nc_file):
+        return "--targets-from replaces the fMRI targets, so --roi/--hemisphere/--nc-file (which choose voxels) do not apply"
+    if args.lora_targets and not args.lora_rank:
+        return "--lora-targets chooses the modules of --lora-rank adapters; add --lora-rank"
+    if args.front_end_cache_dir and not args.cache_front_end:
+        return "--front-end-cache-dir is where --cache-front-end keeps its cache; add --cache-front-end"
+    return None
+
+
 def is_trainer_run(folder: Path) -> bool:
     """Whether `folder/config.json` is this script's run record (an HF model folder also has a config.json)."""
     try:
@@ -161,12 +174,8 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     accum = args.batch_size // world // micro
-    if args.init_head == "ridge" and args.head_rank:  # refused before anything is loaded or written
-        print("error: --init-head ridge needs a full-rank head (no --head-rank)", file=sys.stderr)
-        return EXIT_USAGE
-    if args.targets_from and (args.roi or args.hemisphere):
-        print("error: --targets-from replaces the fMRI targets, so --roi/--hemisphere (which choose voxels) do not "
-              "apply", file=sys.stderr)
+    if (problem := flag_problem(args)) is not None:  # refused before anything is loaded or written
+        print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
 
     # ---------------------------------------------------------------- config and out-dir

@@ -94,11 +94,14 @@ def test_teacher_targets_from_file(mini, tiny_models, tmp_path, capsys):
     assert json.loads((tmp_path / "t" / "config.json").read_text())["args"]["resolved"]["n_targets"] == 6
     assert run(mini, tiny_models["wav2vec2"], tmp_path / "r", "--targets-from", str(tmp_path / "teacher.npz"),
                "--roi-file", str(mini / "rois" / "UTS01.json"), "--roi", "language") == trainer.EXIT_USAGE
-    assert "--targets-from replaces the fMRI targets, so --roi/--hemisphere" in capsys.readouterr().err
+    assert "--targets-from replaces the fMRI targets, so --roi/--hemisphere/--nc-file" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
-    assert run(mini, tiny_models["wav2vec2"], tmp_path / "h", "--head-rank", "4", "--init-head", "ridge") == 2
-    assert "--init-head ridge needs a full-rank head (no --head-rank)" in capsys.readouterr().err
-    assert not (tmp_path / "h").exists()  # refused before any output
+    for flags, message in ((["--head-rank", "4", "--init-head", "ridge"], "--init-head ridge needs a full-rank head"),
+                           (["--lora-targets", "fc1"], "--lora-targets chooses the modules of --lora-rank adapters"),
+                           (["--front-end-cache-dir", str(tmp_path / "fec")], "add --cache-front-end")):
+        assert run(mini, tiny_models["wav2vec2"], tmp_path / "h", *flags) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "h").exists()  # refused before any output
     bad = dict(targets, souls=targets["souls"][:-2])
     np.savez(tmp_path / "bad.npz", **bad)
     assert run(mini, tiny_models["wav2vec2"], tmp_path / "b", "--targets-from", str(tmp_path / "bad.npz")) == trainer.EXIT_DATA
