@@ -75,6 +75,13 @@ def main(argv=None) -> int:
     g.add_argument("--word-labels", help="story_word_category: TSV word/label (e.g. a semantic category per word)")
     g.add_argument("--folds", type=int, default=6, help="story_word_category: folds of held-out words")
     args = parser.parse_args(argv)
+    for flag, dest, tasks in (("--pairs", "pairs", ("semantic_preference",)),
+                              ("--word-labels", "word_labels", ("story_word_category",)),
+                              ("--stories", "stories", ("semantic_preference", "story_word_category")),
+                              ("--max-per-word", "max_per_word", ("semantic_preference", "story_word_category"))):
+        if getattr(args, dest) is not None and args.task not in tasks:  # it would be silently ignored
+            print(f"error: {flag} applies to --task {' or '.join(tasks)}, not {args.task}", file=sys.stderr)
+            return EXIT_USAGE
     if args.task == "story_word_category" and not (args.word_labels or args.compare):
         print("error: --task story_word_category needs --word-labels (TSV with header word<TAB>label)", file=sys.stderr)
         return EXIT_USAGE

@@ -152,6 +152,13 @@ def test_clear_errors(downstream, tiny_models, tmp_path, capsys):
     assert eval_downstream.main(["--compare", str(tmp_path / "nothing"), "--out", str(tmp_path / "x"),
                                  "--model-name", "some/model"]) == 2
     assert "--compare only reads earlier result folders; --model-name would be ignored" in capsys.readouterr().err
+    assert eval_downstream.main(["--task", "emotion", "--data-dir", str(downstream / "crema_d"), "--model-name",
+                                 tiny_models["hubert"], "--out", str(tmp_path / "e"), "--pairs", "p.tsv"]) == 2
+    assert "--pairs applies to --task semantic_preference, not emotion" in capsys.readouterr().err
+    assert eval_downstream.main(["--task", "semantic_preference", "--data-dir", str(downstream), "--model-name",
+                                 tiny_models["hubert"], "--out", str(tmp_path / "e"), "--word-labels", "w.tsv"]) == 2
+    assert "--word-labels applies to --task story_word_category, not semantic_preference" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()
 
 
 def test_several_models_in_one_run_equal_each_alone(mini, downstream, tiny_models, tmp_path, capsys):
