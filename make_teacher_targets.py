@@ -72,6 +72,12 @@ def usage_problem(args) -> str | None:
         return "--layer chooses a model teacher's layer; --word-embedding has none"
     if args.context_words < 0:
         return f"--context-words must be >= 0, found {args.context_words}"
+    speech_only = [f for f, d in (("--cache-dir", "cache_dir"), ("--inference-threads", "inference_threads"))
+                   if getattr(args, d) is not None]
+    if not args.model_name and speech_only:
+        return f"{', '.join(speech_only)} appl{'ies' if len(speech_only) == 1 else 'y'} to a speech teacher (--model-name)"
+    if args.word_embedding and args.batch_size is not None:
+        return "--batch-size applies to a model teacher; --word-embedding runs none"
     return None
 
 

@@ -147,6 +147,12 @@ def test_usage_and_data_errors(mini, tiny_models, tmp_path, capsys):
     assert mtt.main(["--data-dir", root, "--word-embedding", "english1000", "--stories", "nosuchstory",
                      "--out", str(tmp_path / "t.npz")]) == 3
     assert "no respdict entry and audio for ['nosuchstory']" in capsys.readouterr().err
+    assert mtt.main(["--data-dir", root, "--word-embedding", "english1000", "--cache-dir", str(tmp_path),
+                     "--out", str(tmp_path / "t.npz")]) == 2
+    assert "--cache-dir applies to a speech teacher (--model-name)" in capsys.readouterr().err
+    assert mtt.main(["--data-dir", root, "--word-embedding", "english1000", "--batch-size", "8",
+                     "--out", str(tmp_path / "t.npz")]) == 2
+    assert "--batch-size applies to a model teacher" in capsys.readouterr().err
     assert not (tmp_path / "t.npz").exists()
 
 
