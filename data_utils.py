@@ -219,15 +219,26 @@ class Ds003020:
         path = self.textgrid_path(story)
         return phones_from_tiers(read_textgrid(path), str(path))
 
+    def audio_path(self, story: str) -> Path:
+        """Where a story's audio is read from: `stimuli/<story>/wav.npy` if present, else `stimuli/<story>.wav`."""
+        ready = self.stimuli / story / "wav.npy"
+        return ready if ready.is_file() else self.stimuli / f"{story}.wav"
+
+    def missing_stimuli(self, stories: list[str], textgrids: bool = False) -> list[str]:
+        """The audio files (and with `textgrids` the TextGrids) of `stories` that are absent: checked before
+        hours of extraction, not found one story at a time."""
+        paths = [self.audio_path(s) for s in stories] + ([self.textgrid_path(s) for s in stories] if textgrids else [])
+        return [str(p) for p in paths if not p.is_file()]
+
     def audio(self, story: str) -> np.ndarray:
         """16 kHz mono float32 waveform of a story (`stimuli/<story>/wav.npy` if present, else the .wav)."""
-        ready = self.stimuli / story / "wav.npy"
-        if ready.is_file():
-            wav = np.load(ready, allow_pickle=False)
+        path = self.audio_path(story)
+        if path.suffix == ".npy":
+            wav = np.load(path, allow_pickle=False)
             if wav.ndim != 1:
-                raise DataError(f"{ready}: expected a 1-D 16 kHz waveform, found shape {wav.shape}")
+                raise DataError(f"{path}: expected a 1-D 16 kHz waveform, found shape {wav.shape}")
             return wav.astype(np.float32, copy=False)
-        return load_wav_16k(self.stimuli / f"{story}.wav", self.cache_dir)
+        return load_wav_16k(path, self.cache_dir)
 
 
 def read_columns(ds: h5py.Dataset, voxels, path: Path, lead: tuple = (), block_rows: int = 64) -> np.ndarray:
@@ -469,17 +480,16 @@ def summarize(data: Ds003020, subjects: list[str] | None = None) -> tuple[dict, 
 def _story_stimulus_summary(data: Ds003020, story: str) -> dict:
     """Audio seconds and word count of a story; raises on unreadable files."""
     import soundfile as sf
-    ready = data.stimuli / story / "wav.npy"
-    if ready.is_file():
-        seconds = len(np.load(ready, mmap_mode="r")) / SAMPLE_RATE
+    path = data.audio_path(story)
+    if path.suffix == ".npy":
+        seconds = len(np.load(path, mmap_mode="r")) / SAMPLE_RATE
     else:
-        wav_path = data.stimuli / f"{story}.wav"
-        if not wav_path.is_file():
-            raise DataError(f"{wav_path}: audio file missing")
+        if not path.is_file():
+            raise DataError(f"{path}: audio file missing")
         try:
-            seconds = sf.info(str(wav_path)).duration
+            seconds = sf.info(str(path)).duration
         except Exception as err:
-            raise DataError(f"{wav_path}: unreadable audio ({err})") from err
+            raise DataError(f"{path}: unreadable audio ({err})") from err
     return {"audio_s": round(float(seconds), 3), "words": len(data.words(story))}
 
 

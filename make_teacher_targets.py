@@ -84,7 +84,7 @@ def usage_problem(args) -> str | None:
 
 def choose_stories(data: du.Ds003020, requested: list[str] | None) -> tuple[list[str], list[str]]:
     """(stories to write, default stories the dataset lacks); a requested story without audio is a DataError."""
-    have = {s for s in data.respdict if (data.stimuli / f"{s}.wav").is_file() or (data.stimuli / s / "wav.npy").is_file()}
+    have = {s for s in data.respdict if data.audio_path(s).is_file()}
     if requested:
         if missing := [s for s in requested if s not in have]:
             raise du.DataError(f"{data.root}: no respdict entry and audio for {missing}")

@@ -41,3 +41,16 @@ def downstream(tmp_path_factory) -> Path:
     """Tiny miniature downstream datasets: timit/, speech_commands/, crema_d/, slurp/, words/ (~3 s)."""
     from make_downstream_data import build
     return build(tmp_path_factory.mktemp("downstream") / "downstream", seed=0, size="tiny", quiet=True)
+
+
+def link_tree(src: Path, dst: Path, without: tuple[str, ...] = ()) -> Path:
+    """`dst` mirroring `src` with a symlink per file, less the relative paths in `without` (a dataset with a
+    few files missing; nothing is ever written through to `src`)."""
+    for path in src.rglob("*"):
+        rel = path.relative_to(src)
+        if path.is_dir():
+            (dst / rel).mkdir(parents=True, exist_ok=True)
+        elif str(rel) not in without:
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(path, dst / rel)
+    return dst

@@ -249,6 +249,18 @@ def test_subject_data_computes_the_noise_ceiling_from_repeats_when_no_file_exist
         brain_evaluate.load_subject_data(args)
 
 
+def test_missing_stimuli_are_named_before_any_extraction(mini, tmp_path):
+    from conftest import link_tree
+    root = link_tree(mini / "ds003020", tmp_path / "ds003020",
+                     without=("stimuli/avatar.wav", "derivative/TextGrids/life.TextGrid"))
+    common = ["--data-dir", str(root), "--subject", "UTS01", "--model-name", "unused", "--out", "o",
+              "--nc-dir", str(mini / "subject_NCs")]
+    with pytest.raises(brain_evaluate.du.DataError, match=r"stimuli missing \(1\): .*stimuli/avatar.wav$"):
+        brain_evaluate.load_subject_data(brain_evaluate.parse_args(common))
+    with pytest.raises(brain_evaluate.du.DataError, match=r"stimuli missing \(2\): .*avatar.wav, .*life.TextGrid$"):
+        brain_evaluate.load_subject_data(brain_evaluate.parse_args(common + ["--low-level"]))  # phones needed too
+
+
 def test_brain_evaluate_several_models_together_equal_each_alone(mini, tiny_models, tmp_path, capsys):
     import models
     enc_model, extractor, _ = models.load_backbone(tiny_models["whisper"])

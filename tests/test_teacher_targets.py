@@ -11,6 +11,7 @@ import data_utils as du
 import make_teacher_targets as mtt
 import teacher_targets as tt
 from eval_utils import zscore
+from conftest import link_tree
 from make_demo_data import CATEGORY_NAMES, VOCABULARY
 from timing import trim_slice
 
@@ -228,16 +229,7 @@ def test_the_miniatures_english1000_covers_its_words_and_groups_them_by_category
 
 
 def test_a_story_without_its_textgrid_is_a_data_error_naming_it(mini, tmp_path, capsys):
-    import os
-    root = tmp_path / "ds003020"  # the miniature by links, less one TextGrid (nothing is written through them)
-    (root / "derivative" / "TextGrids").mkdir(parents=True)
-    os.symlink(mini / "ds003020" / "stimuli", root / "stimuli")
-    for entry in (mini / "ds003020" / "derivative").iterdir():
-        if entry.name != "TextGrids":
-            os.symlink(entry, root / "derivative" / entry.name)
-    for tg in (mini / "ds003020" / "derivative" / "TextGrids").iterdir():
-        if tg.stem != "souls":
-            os.symlink(tg, root / "derivative" / "TextGrids" / tg.name)
+    root = link_tree(mini / "ds003020", tmp_path / "ds003020", without=("derivative/TextGrids/souls.TextGrid",))
     assert mtt.main(["--data-dir", str(root), "--word-embedding", "english1000", "--out", str(tmp_path / "t.npz"),
                      "--no-progress"]) == 3
     assert "TextGrid not found: " in (err := capsys.readouterr().err) and "souls.TextGrid" in err
