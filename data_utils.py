@@ -454,7 +454,7 @@ def summarize(data: Ds003020, subjects: list[str] | None = None) -> tuple[dict, 
             path = data.response_path(subj, story)
             try:
                 with data._open_h5(path) as f:
-                    shape = data._dataset(f, "data", path).shape
+                    shape = data._response_dataset(f, path).shape
                     if story == TEST_STORY and "individual_repeats" in f:
                         info["repeats"] = int(f["individual_repeats"].shape[0])
                 info["hf5_rows"] = int(shape[0])

@@ -203,6 +203,11 @@ def test_summary_cli_reports_aligned_and_names_a_corrupted_file(mini_root, tmp_p
     (root / "derivative" / "TextGrids" / "avatar.TextGrid").write_text("garbage")
     assert data_utils.main(["--data-dir", str(root)]) == data_utils.EXIT_DATA
     assert "avatar.TextGrid" in capsys.readouterr().err
+    with h5py.File(root / "derivative" / "preprocessed_data" / "UTS02" / "souls.hf5", "w") as f:
+        f["data"] = np.zeros(5)  # 1-D: reported as a problem of this file, not a crash
+    assert data_utils.main(["--data-dir", str(root)]) == data_utils.EXIT_DATA
+    _, problems = data_utils.summarize(data_utils.Ds003020(root))
+    assert any(p.endswith("UTS02/souls.hf5: 'data' must be 2-D (TRs, voxels), found shape (5,)") for p in problems)
     assert data_utils.main(["--data-dir", str(tmp_path / "nowhere")]) == data_utils.EXIT_DATA
 
 
