@@ -29,7 +29,7 @@ import numpy as np
 
 from eval_utils import lanczosinterp2d, make_delayed, zscore
 from low_level import mel_band_energy
-from run_utils import EXIT_USAGE, check_replaceable, replace_dir
+from run_utils import EXIT_USAGE, check_replaceable, creation_record, replace_dir, write_json_atomic
 from textgrid_utils import format_textgrid
 from timing import DEFAULT_TR, simulated_tr_grid, trim_slice
 
@@ -364,6 +364,9 @@ def build(out: Path, seed: int = 0, size: str = "demo", tr: float = DEFAULT_TR, 
     summary, problems = summarize(data)
     if problems:
         raise AssertionError(f"generated miniature fails its own validation: {problems[0]}")
+    # what made it: the seed and size decide every byte, the espeak-ng wheel the speech
+    write_json_atomic(tmp / "build.json", creation_record({"dataset": "miniature ds003020", "seed": seed,
+                                                           "size": size, "tr": tr}))
     replace_dir(tmp, out)
     return out / "ds003020"
 

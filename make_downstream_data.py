@@ -22,7 +22,7 @@ import numpy as np
 
 from downstream_data import CREMA_EMOTIONS, SPEECH_COMMANDS_35
 from make_demo_data import CATEGORIES, NEAR_HOMOPHONES, VOCABULARY, word_categories_tsv
-from run_utils import EXIT_USAGE, check_replaceable, replace_dir
+from run_utils import EXIT_USAGE, check_replaceable, creation_record, replace_dir, write_json_atomic
 
 RATE = 16000
 SIZES = {"demo": {"timit_speakers": (10, 4), "sc_speakers": 6, "crema_actors": 10, "slurp_speakers": 4,
@@ -264,6 +264,8 @@ def build(out: Path, seed: int = 0, size: str = "demo", quiet: bool = False) -> 
     missing = set(VOCABULARY) - {w for words in aligned.values() for _, _, w in words}
     if missing:
         raise AssertionError(f"{tmp / 'words_in_carriers'}: words missing from the alignments: {sorted(missing)[:5]}")
+    write_json_atomic(tmp / "build.json", creation_record({"dataset": "miniature downstream datasets", "seed": seed,
+                                                           "size": size}))
     replace_dir(tmp, out)
     return out
 

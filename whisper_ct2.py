@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from run_utils import EXIT_DATA, EXIT_MISSING_DEP, EXIT_USAGE, check_replaceable, read_result_json, replace_dir
+from run_utils import (EXIT_DATA, EXIT_MISSING_DEP, EXIT_USAGE, check_replaceable, creation_record, read_result_json,
+                       replace_dir, write_json_atomic)
 
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 
@@ -122,6 +123,16 @@ def ct2_to_hf_state(v: dict[str, np.ndarray], n_enc: int, n_dec: int) -> dict[st
 CONVERTED_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "tokenizer.json")
 
 
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    import hashlib
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def is_converted(out_dir: str | Path) -> bool:
     """Whether `out_dir` holds a finished conversion (every file of CONVERTED_FILES)."""
     return all((Path(out_dir) / name).is_file() for name in CONVERTED_FILES)
@@ -182,6 +193,8 @@ def convert(out_dir: str | Path, ct2_dir: str | Path | None = None) -> Path:
         model.save_pretrained(tmp)
         WhisperFeatureExtractor(feature_size=cfg.num_mel_bins).save_pretrained(tmp)
         (tmp / "tokenizer.json").write_bytes((ct2_dir / "tokenizer.json").read_bytes())
+        write_json_atomic(tmp / "conversion.json", creation_record({  # which weights these are
+            "converted_from": str(ct2_dir / "model.bin"), "model_bin_sha256": file_sha256(ct2_dir / "model.bin")}))
         replace_dir(tmp, out_dir)  # an unfinished folder left at out_dir by an older version is replaced
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -229,6 +229,19 @@ def test_generator_is_bit_identical_for_a_seed_and_differs_across_seeds(mini, tm
     assert words_from_tiers(read_textgrid(other / "derivative/TextGrids/souls.TextGrid")).labels != w1.labels
 
 
+def test_miniatures_record_what_made_them(mini, downstream):
+    import json
+    from importlib import metadata
+    from timing import DEFAULT_TR
+    for folder, settings in ((mini, {"seed": 0, "size": "tiny", "tr": DEFAULT_TR}),
+                             (downstream, {"seed": 0, "size": "tiny"})):
+        record = json.loads((folder / "build.json").read_text())
+        assert {k: record[k] for k in settings} == settings, folder
+        # the speech comes from the espeak-ng wheel: its version decides the audio
+        assert record["versions"]["espeakng-loader"] == metadata.version("espeakng-loader")
+        assert record["command"] and record["created"]
+
+
 def test_size_presets_fit_the_story_list_and_an_oversized_one_is_refused(tmp_path, monkeypatch):
     import make_demo_data
     from make_demo_data import SIZES, TRAIN_STORIES, SizePreset, build

