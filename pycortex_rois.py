@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from data_utils import DataError, subject_id
-from run_utils import EXIT_DATA, EXIT_MISSING_DEP, write_json_atomic
+from run_utils import EXIT_DATA, EXIT_MISSING_DEP, creation_record, write_json_atomic
 
 
 def mask_columns(mask: np.ndarray, roi_mask: np.ndarray) -> list[int]:
@@ -67,8 +67,11 @@ def main(argv=None) -> int:
         return EXIT_DATA
     out = Path(args.out)
     rois["_note"] = f"built by pycortex_rois.py from {args.data_dir} ({subject}, mask_thick)"
+    # "_" keys are not ROIs to load_roi_file: the record travels inside the file it describes
+    rois["_made_by"] = creation_record({"data_dir": args.data_dir, "subject": subject,
+                                        "xfm": args.xfm or f"{subject}_auto", "rois": args.rois})
     write_json_atomic(out, rois)
-    print(f"{len(rois) - 1} ROIs written to {out}")
+    print(f"{sum(not k.startswith('_') for k in rois)} ROIs written to {out}")
     return 0
 
 
