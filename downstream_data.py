@@ -96,7 +96,8 @@ def held_out_speakers(speakers: list[str], fraction: float) -> set[str]:
 
 
 def read_timit(root: str | Path, val_fraction: float = 0.1, include_sa: bool = True) -> list[Utterance]:
-    """TIMIT under `root` (TRAIN|TEST/DR*/<SPEAKER>/<UTT>.WAV|.PHN|.WRD; any letter case).
+    """TIMIT under `root` (TRAIN|TEST/DR*/<SPEAKER>/<UTT>.WAV|.PHN|.WRD; any letter case; a RIFF <UTT>.WAV.wav
+    beside or instead of the SPHERE <UTT>.WAV is read in its place).
 
     TRAIN speakers are split into train/val by speaker (`held_out_speakers`), TEST is test.
     Phone segments are folded to 39 classes (q dropped). Labels: the sentence type (SA, SI, SX).
@@ -106,22 +107,29 @@ def read_timit(root: str | Path, val_fraction: float = 0.1, include_sa: bool = T
     for top in ("TRAIN", "TEST"):
         (top_dir,) = _ci_glob(root, top) or [None]
         if top_dir is None:
-            raise DataError(f"{root}: no {top}/ folder (expected the TIMIT layout TRAIN|TEST/DR1..DR8/<SPEAKER>/)")
+            inner = _ci_glob(root, "data")  # Kaggle's copy of TIMIT keeps TRAIN/ and TEST/ under data/
+            hint = f"; {inner[0]} holds it: pass that folder" if inner and _ci_glob(inner[0], top) else ""
+            raise DataError(f"{root}: no {top}/ folder (expected the TIMIT layout TRAIN|TEST/DR1..DR8/<SPEAKER>/){hint}")
         speaker_dirs += [(top, d) for dr in _ci_glob(top_dir, "DR*") for d in sorted(dr.iterdir()) if d.is_dir()]
     val_speakers = held_out_speakers([d.name.upper() for top, d in speaker_dirs if top == "TRAIN"], val_fraction)
     utts = []
     for top, spk_dir in speaker_dirs:
         speaker = spk_dir.name.upper()
         split = "test" if top == "TEST" else ("val" if speaker in val_speakers else "train")
-        for wav in _ci_glob(spk_dir, "*.WAV"):
-            utt = wav.stem.upper()
+        audio: dict[str, list[Path]] = {}  # utterance id -> its audio files
+        for f in _ci_glob(spk_dir, "*.WAV"):
+            audio.setdefault(f.name.split(".")[0].upper(), []).append(f)
+        for utt, files in sorted(audio.items()):
+            # TIMIT's audio is NIST SPHERE <id>.WAV; some copies (Kaggle's) add a RIFF <id>.WAV.wav beside it:
+            # the same samples, one utterance, read from the RIFF copy (any reader takes it)
+            wav = max(files, key=lambda f: len(f.name))
             stype = utt[:2]
             if stype not in SENTENCE_TYPES:
                 raise DataError(f"{wav}: utterance id {utt!r} does not start with SA, SI or SX")
             if stype == "SA" and not include_sa:
                 continue
-            phn = [p for p in _ci_glob(spk_dir, wav.stem + ".PHN")]
-            wrd = [p for p in _ci_glob(spk_dir, wav.stem + ".WRD")]
+            phn = _ci_glob(spk_dir, utt + ".PHN")
+            wrd = _ci_glob(spk_dir, utt + ".WRD")
             if not phn:
                 raise DataError(f"{wav}: no matching .PHN alignment in {spk_dir}")
             phones = [(a, b, f) for a, b, p in read_sample_alignment(phn[0])

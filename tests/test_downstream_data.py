@@ -43,6 +43,20 @@ def test_timit_reader_hand_made_phn(tmp_path):
     assert {u.split for u in utts} == {"val", "test"}  # one train speaker: held out as val (at least one)
 
 
+def test_timit_reader_takes_kaggles_riff_copies_once_and_points_into_its_data_folder(tmp_path):
+    root = tmp_path / "timit"
+    spk = _hand_timit(root / "data")
+    (spk / "sx101.wav.wav").write_bytes(b"")            # RIFF copy beside the SPHERE original
+    test_spk = root / "data" / "TEST" / "DR1" / "FXYZ1"
+    (test_spk / "sx101.wav").rename(test_spk / "SX101.WAV.wav")  # only the copy
+    with pytest.raises(DataError, match=r"no TRAIN/ folder .*data holds it: pass that folder"):
+        dd.read_timit(root)
+    utts = dd.read_timit(root / "data", val_fraction=0.0)
+    assert sorted(u.path.name for u in utts) == ["SX101.WAV.wav", "sx101.wav.wav"]  # one utterance per speaker
+    assert all([p for _, _, p in u.segments] == ["sil", "ih", "sil", "b", "sil"] for u in utts)
+    assert all(u.words == [(0.15, 0.4, "ib")] and u.label == "SX" for u in utts)
+
+
 def test_timit_reader_errors(tmp_path):
     with pytest.raises(DataError, match="no TRAIN/ folder"):
         dd.read_timit(tmp_path)
