@@ -129,7 +129,12 @@ def test_slurp_and_words_readers_name_the_bad_line(tmp_path):
     good = {"slurp_id": 7, "intent": "alarm_set", "recordings": [{"file": "a.flac"}]}
     for name in ("train", "devel", "test"):
         (folder / f"{name}.jsonl").write_text(json.dumps(good) + "\n")
-    assert [u.path.name for u in dd.read_slurp(tmp_path / "slurp")] == ["a.flac"] * 3
+    with pytest.raises(DataError, match=r"no SLURP audio folder \(expected .*slurp_real or .*audio/slurp_real\)"):
+        dd.read_slurp(tmp_path / "slurp")
+    (tmp_path / "slurp" / "audio" / "slurp_real").mkdir(parents=True)  # the SLURP repository's download script
+    assert [u.path for u in dd.read_slurp(tmp_path / "slurp")] == [tmp_path / "slurp/audio/slurp_real/a.flac"] * 3
+    (tmp_path / "slurp" / "slurp_real").mkdir()
+    assert [u.path for u in dd.read_slurp(tmp_path / "slurp")] == [tmp_path / "slurp/slurp_real/a.flac"] * 3
     cases = [("\n" + json.dumps(good) + "\n{oops", "devel.jsonl, line 3: not a JSON record"),
              (json.dumps({"slurp_id": 1, "recordings": []}), r"devel.jsonl, line 1: no 'intent' or 'recordings' field "
                                                               r"\(found \['recordings', 'slurp_id'\]\)"),
