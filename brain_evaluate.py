@@ -215,7 +215,8 @@ def load_subject_data(args) -> dict:
         raise du.DataError(f"{subject} has no responses for {missing}")
     train = [s for s in train if s in available]
     if absent := data.missing_stimuli(train + [args.test_story], textgrids=args.low_level):
-        raise du.DataError(f"stimuli missing ({len(absent)}): {', '.join(absent[:4])}{' ...' if len(absent) > 4 else ''}")
+        raise du.DataError(f"stimuli missing ({len(absent)}): {', '.join(absent[:4])}{' ...' if len(absent) > 4 else ''}"
+                           f"{du.not_downloaded_hint(absent[0])}")
     n_vox = data.n_voxels(subject)
     nc_file = du.nc_path(subject, args.nc_dir)
     if nc_file.is_file():

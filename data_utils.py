@@ -45,6 +45,27 @@ class DataError(ValueError):
     """The dataset on disk does not match the ds003020 contract."""
 
 
+def not_downloaded_hint(path: str | os.PathLike) -> str:
+    """Why `path` cannot be read when it is the placeholder a partial download leaves, else "".
+
+    OpenNeuro datasets come by DataLad (git-annex: a link or pointer file until `datalad get`), CREMA-D by
+    Git LFS (a pointer file until `git lfs pull`); without this the user sees "missing" or a format error.
+    """
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        return " (a DataLad/git-annex link whose content is not downloaded: `datalad get` it)"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return ""
+    if head.startswith(b"version https://git-lfs"):
+        return " (a Git LFS pointer, not the file: `git lfs pull` in its repository)"
+    if head.startswith(b"/annex/objects/"):
+        return " (a git-annex pointer whose content is not downloaded: `datalad get` it)"
+    return ""
+
+
 def subject_id(subject: str | int) -> str:
     """Normalise a subject given as 'UTS03', 'uts03', '3' or 3 to 'UTS03'."""
     m = re.fullmatch(r"(?:UTS)?0*(\d+)", str(subject).strip(), flags=re.IGNORECASE)
@@ -143,11 +164,11 @@ class Ds003020:
     @staticmethod
     def _open_h5(path: Path) -> h5py.File:
         if not path.is_file():
-            raise DataError(f"{path}: response file missing")
+            raise DataError(f"{path}: response file missing{not_downloaded_hint(path)}")
         try:
             return h5py.File(path, "r")
         except OSError as err:
-            raise DataError(f"{path}: not a readable HDF5 file ({err})") from err
+            raise DataError(f"{path}: not a readable HDF5 file ({err}){not_downloaded_hint(path)}") from err
 
     @staticmethod
     def _dataset(f: h5py.File, key: str, path: Path) -> h5py.Dataset:
@@ -274,7 +295,7 @@ def load_wav_16k(path: Path, cache_dir: Path | None = None) -> np.ndarray:
     import soundfile as sf
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: audio file missing")
+        raise DataError(f"{path}: audio file missing{not_downloaded_hint(path)}")
     cache = None
     if cache_dir is not None:
         st = path.stat()
@@ -285,7 +306,7 @@ def load_wav_16k(path: Path, cache_dir: Path | None = None) -> np.ndarray:
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as err:  # soundfile raises LibsndfileError / RuntimeError on bad headers
-        raise DataError(f"{path}: unreadable audio ({err})") from err
+        raise DataError(f"{path}: unreadable audio ({err}){not_downloaded_hint(path)}") from err
     wav = resample_to_16k(data.mean(axis=1), rate)
     if cache is not None:
         save_npy_atomic(cache, wav)
@@ -485,11 +506,11 @@ def _story_stimulus_summary(data: Ds003020, story: str) -> dict:
         seconds = len(np.load(path, mmap_mode="r")) / SAMPLE_RATE
     else:
         if not path.is_file():
-            raise DataError(f"{path}: audio file missing")
+            raise DataError(f"{path}: audio file missing{not_downloaded_hint(path)}")
         try:
             seconds = sf.info(str(path)).duration
         except Exception as err:
-            raise DataError(f"{path}: unreadable audio ({err})") from err
+            raise DataError(f"{path}: unreadable audio ({err}){not_downloaded_hint(path)}") from err
     return {"audio_s": round(float(seconds), 3), "words": len(data.words(story))}
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_utils import DataError, load_wav_16k
+from data_utils import DataError, load_wav_16k, not_downloaded_hint
 
 SPLITS = ("train", "val", "test")
 
@@ -272,5 +272,5 @@ def check_splits(utts: list[Utterance], source: str) -> dict[str, int]:
 def load_utterance_audio(utt: Utterance) -> np.ndarray:
     """(n_samples,) float32 16 kHz mono waveform of one utterance (any rate/channels/format libsndfile reads)."""
     if not utt.path.is_file():
-        raise DataError(f"{utt.path}: audio file missing")
+        raise DataError(f"{utt.path}: audio file missing{not_downloaded_hint(utt.path)}")
     return load_wav_16k(utt.path)

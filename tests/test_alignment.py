@@ -259,6 +259,9 @@ def test_missing_stimuli_are_named_before_any_extraction(mini, tmp_path):
         brain_evaluate.load_subject_data(brain_evaluate.parse_args(common))
     with pytest.raises(brain_evaluate.du.DataError, match=r"stimuli missing \(2\): .*avatar.wav, .*life.TextGrid$"):
         brain_evaluate.load_subject_data(brain_evaluate.parse_args(common + ["--low-level"]))  # phones needed too
+    (root / "stimuli" / "avatar.wav").symlink_to(tmp_path / ".git" / "annex" / "objects" / "missing")  # DataLad
+    with pytest.raises(brain_evaluate.du.DataError, match=r"stimuli missing \(1\): .*avatar.wav \(a DataLad/git-annex"):
+        brain_evaluate.load_subject_data(brain_evaluate.parse_args(common))
 
 
 def test_brain_evaluate_several_models_together_equal_each_alone(mini, tiny_models, tmp_path, capsys):

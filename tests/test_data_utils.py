@@ -106,6 +106,35 @@ def test_bad_inputs_name_file_expected_and_found(mini_root, mini, tmp_path):
         data.load_responses("UTS02", "avatar", voxels=np.ones(3, bool))
 
 
+def test_files_a_partial_download_left_as_placeholders_say_how_to_fetch_them(mini_root, tmp_path):
+    import downstream_data as dd
+    from data_utils import Ds003020, not_downloaded_hint
+    from conftest import link_tree
+    root = link_tree(mini_root, tmp_path / "ds003020")
+    data = Ds003020(root)
+    # DataLad before `datalad get`: each annexed file is a link into .git/annex/objects that does not exist yet
+    for path in (data.response_path("UTS01", "souls"), data.audio_path("souls")):
+        path.unlink()
+        path.symlink_to(tmp_path / ".git" / "annex" / "objects" / "XX" / "SHA256E-s1--0")
+    with pytest.raises(DataError, match=r"souls.hf5: response file missing \(a DataLad/git-annex link .*datalad get"):
+        data.load_responses("UTS01", "souls")
+    with pytest.raises(DataError, match=r"souls.wav: audio file missing \(a DataLad/git-annex link"):
+        data.audio("souls")
+    # git-annex in unlocked mode and Git LFS (CREMA-D's distribution) leave small pointer files instead
+    annexed = data.response_path("UTS01", "avatar")
+    annexed.unlink()
+    annexed.write_bytes(b"/annex/objects/SHA256E-s1234--abcd.hf5\n")
+    with pytest.raises(DataError, match=r"avatar.hf5: not a readable HDF5 file .*git-annex pointer .*datalad get"):
+        data.load_responses("UTS01", "avatar")
+    wav = tmp_path / "crema_d" / "AudioWAV" / "1001_DFA_ANG_XX.wav"
+    wav.parent.mkdir(parents=True)
+    wav.write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 55852\n")
+    with pytest.raises(DataError, match=r"1001_DFA_ANG_XX.wav: unreadable audio .*Git LFS pointer.*git lfs pull"):
+        dd.load_utterance_audio(dd.Utterance(wav, "train", "ANG", "1001"))
+    # real files get no hint
+    assert not_downloaded_hint(data.audio_path("avatar")) == not_downloaded_hint(tmp_path / "nowhere") == ""
+
+
 def test_bad_metadata_roi_and_noise_ceiling_files_name_file_expected_and_found(mini_root, tmp_path):
     root, data = _copy(mini_root, tmp_path)
     respdict = root / "derivative" / "respdict.json"
