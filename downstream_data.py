@@ -117,12 +117,12 @@ def read_timit(root: str | Path, val_fraction: float = 0.1, include_sa: bool = T
         speaker = spk_dir.name.upper()
         split = "test" if top == "TEST" else ("val" if speaker in val_speakers else "train")
         audio: dict[str, list[Path]] = {}  # utterance id -> its audio files
-        for f in _ci_glob(spk_dir, "*.WAV"):
-            audio.setdefault(f.name.split(".")[0].upper(), []).append(f)
+        for path in _ci_glob(spk_dir, "*.WAV"):
+            audio.setdefault(path.name.split(".")[0].upper(), []).append(path)
         for utt, files in sorted(audio.items()):
             # TIMIT's audio is NIST SPHERE <id>.WAV; some copies (Kaggle's) add a RIFF <id>.WAV.wav beside it:
             # the same samples, one utterance, read from the RIFF copy (any reader takes it)
-            wav = max(files, key=lambda f: len(f.name))
+            wav = max(files, key=lambda path: len(path.name))
             stype = utt[:2]
             if stype not in SENTENCE_TYPES:
                 raise DataError(f"{wav}: utterance id {utt!r} does not start with SA, SI or SX")
