@@ -39,6 +39,7 @@ TIMIT_RATE = 16000
 SPEECH_COMMANDS_35 = ("backward", "bed", "bird", "cat", "dog", "down", "eight", "five", "follow", "forward", "four",
                       "go", "happy", "house", "learn", "left", "marvin", "nine", "no", "off", "on", "one", "right",
                       "seven", "sheila", "six", "stop", "three", "tree", "two", "up", "visual", "wow", "yes", "zero")
+SPEECH_COMMANDS_V2_ONLY = ("backward", "follow", "forward", "learn", "visual")  # absent from v0.01's 30 words
 CREMA_EMOTIONS = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
 
 
@@ -154,7 +155,8 @@ def read_speech_commands(root: str | Path, words: tuple = SPEECH_COMMANDS_35) ->
     found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_"))
     missing = [w for w in words if w not in found]
     if missing:
-        raise DataError(f"{root}: word folders missing: {missing} (found {found})")
+        version = " (this looks like v0.01: the paper's task uses v0.02)" if set(missing) == set(SPEECH_COMMANDS_V2_ONLY) else ""
+        raise DataError(f"{root}: word folders missing: {missing} (found {found}){version}")
     for word in words:
         for wav in sorted((root / word).glob("*.wav")):
             rel = f"{word}/{wav.name}"

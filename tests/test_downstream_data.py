@@ -97,6 +97,20 @@ def test_miniature_speech_commands(downstream):
     assert not (speakers["train"] & speakers["test"]) and not (speakers["val"] & speakers["test"])
 
 
+def test_speech_commands_v001_is_named_as_such(downstream, tmp_path):
+    from conftest import link_tree
+    v1 = [f"speech_commands/{w}" for w in dd.SPEECH_COMMANDS_V2_ONLY]
+    files = [str(p.relative_to(downstream)) for w in v1 for p in (downstream / w).iterdir()]
+    root = link_tree(downstream, tmp_path / "d", without=tuple(files))
+    for w in v1:
+        (root / w).rmdir()
+    with pytest.raises(DataError, match=r"word folders missing: \['backward', .*'visual'\] .*looks like v0.01"):
+        dd.read_speech_commands(root / "speech_commands")
+    (root / "speech_commands" / "learn").mkdir()  # another gap than v0.01's: no version claimed
+    with pytest.raises(DataError, match=r"word folders missing: \['backward', 'follow', 'forward', 'visual'\] \(found [^)]*\)$"):
+        dd.read_speech_commands(root / "speech_commands")
+
+
 def test_miniature_crema_d_split_by_actor(downstream):
     utts = dd.read_crema_d(downstream / "crema_d")
     assert set(dd.label_map(utts)) == set(dd.CREMA_EMOTIONS)
