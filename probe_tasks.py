@@ -6,6 +6,9 @@
 """
 from __future__ import annotations
 
+import hashlib
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -82,20 +85,23 @@ def task_labels(spec: TaskSpec, utts: list[dd.Utterance]) -> tuple[dict[str, int
     return classes, lambda u: u.segments
 
 
-def task_features(spec: TaskSpec, utts: list[dd.Utterance], models: list[ProbedModel], caches: list[FeatureCache],
-                  to_label: Callable, classes: dict, frame_step: int, batch_size: int, device, precision: str,
-                  progress: bool, threads: int = 1) -> tuple[list[dict], list[dict]]:
+def task_features(spec: TaskSpec, utts: list[dd.Utterance], lengths: list[int], models: list[ProbedModel],
+                  caches: list[FeatureCache], to_label: Callable, classes: dict, frame_step: int, batch_size: int,
+                  device, precision: str, progress: bool, threads: int = 1) -> tuple[list[dict], list[dict]]:
     """Per model and split: features (n_layers, N, hidden) and labels; extracted once (the models not yet cached
-    together, their shared bottom computed once), then read from each model's cache."""
+    together, their shared bottom computed once), then read from each model's cache.
+    lengths : each utterance's 16 kHz sample count (`drop_short_utterances`)."""
     feats, labels = [{} for _ in models], [{} for _ in models]
     for split in dd.SPLITS:
         members = [u for u in utts if u.split == split]
+        member_lengths = [n for u, n in zip(utts, lengths) if u.split == split]
         cached = [cache.load(split, m.layers) for cache, m in zip(caches, models)]  # (rows, x) or None
         todo = [k for k, c in enumerate(cached) if c is None]
         if todo:
             todo_models = [models[k] for k in todo]
             if spec.level == "utterance":
-                fresh = _utterance_rows(todo_models, members, batch_size, device, precision, progress, threads)
+                fresh = _utterance_rows(todo_models, members, member_lengths, batch_size, device, precision, progress,
+                                        threads)
             else:
                 fresh = _frame_rows(todo_models, members, frame_step, device, progress, threads)
             for k, rows_x in zip(todo, fresh):
@@ -114,13 +120,40 @@ def task_features(spec: TaskSpec, utts: list[dd.Utterance], models: list[ProbedM
     return feats, labels
 
 
-def _utterance_rows(models: list[ProbedModel], members: list[dd.Utterance], batch_size: int, device, precision: str,
-                    progress: bool, threads: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per model (utterance indices (N,), features (n_layers, N, hidden)): mean over each utterance's frames."""
-    wavs = [dd.load_utterance_audio(u) for u in members]
-    xs = probes.utterance_features_together([m.encoder for m in models], wavs, [m.layers for m in models],
-                                            batch_size, device, precision, progress, threads)
+class _AudioOnDemand:
+    """The waveforms of `utts`, each read when indexed: a split of SLURP or Speech Commands is 5-10 GB as float32."""
+
+    def __init__(self, utts: list[dd.Utterance]):
+        self.utts = utts
+
+    def __len__(self) -> int:
+        return len(self.utts)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return dd.load_utterance_audio(self.utts[i])
+
+
+def _utterance_rows(models: list[ProbedModel], members: list[dd.Utterance], lengths: list[int], batch_size: int,
+                    device, precision: str, progress: bool, threads: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per model (utterance indices (N,), features (n_layers, N, hidden)): mean over each utterance's frames.
+    lengths : each member's 16 kHz sample count (`downstream_data.utterance_samples`); audio is read per batch."""
+    xs = probes.utterance_features_together([m.encoder for m in models], _AudioOnDemand(members),
+                                            [m.layers for m in models], batch_size, device, precision, progress,
+                                            threads, lengths=lengths)
     return [(np.arange(len(members), dtype=np.float64), x) for x in xs]
+
+
+def drop_short_utterances(utts: list[dd.Utterance], progress: bool = True) -> tuple[list[dd.Utterance], list[int], list[str]]:
+    """Read every utterance's length from its header (so a missing or unreadable file stops the run before any
+    extraction) and leave out those shorter than `downstream_data.MIN_UTTERANCE_S`.
+
+    Returns the kept utterances, their 16 kHz sample counts and the paths of the left-out ones.
+    """
+    from tqdm import tqdm
+    lengths = [dd.utterance_samples(u) for u in tqdm(utts, desc="audio headers", leave=False, disable=not progress)]
+    keep = [n >= dd.MIN_UTTERANCE_S * dd.SAMPLE_RATE for n in lengths]
+    return ([u for u, k in zip(utts, keep) if k], [n for n, k in zip(lengths, keep) if k],
+            [str(u.path) for u, k in zip(utts, keep) if not k])
 
 
 def _frame_rows(models: list[ProbedModel], members: list[dd.Utterance], frame_step: int, device,
@@ -209,19 +242,25 @@ def run_probe_task(task: str, data_root: str, models: list[ProbedModel], cache_d
     if n_permutations and (spec.kind != "multiclass" or spec.level != "utterance"):
         raise TaskUsageError(f"--permutations needs a multiclass utterance-level task; {task} is {spec.kind} at the "
                              f"{spec.level} level")
-    utts = spec.reader(data_root)
+    utts, lengths, skipped = drop_short_utterances(spec.reader(data_root), progress)
+    if skipped:
+        print(f"note: {len(skipped)} utterance(s) shorter than {dd.MIN_UTTERANCE_S} s left out (recorded in "
+              f"results.json): {', '.join(skipped[:3])}{' ...' if len(skipped) > 3 else ''}", file=sys.stderr)
     counts = dd.check_splits(utts, str(data_root))
     classes, to_label = task_labels(spec, utts)
+    # which files, how long, in which split: a dataset that changed on disk is not read back from an older cache
+    listing = "\n".join(f"{os.path.relpath(u.path, data_root)}|{n}|{u.split}" for u, n in zip(utts, lengths))
     results, caches = [], []
     for m in models:
         settings = {"dataset": str(Path(data_root).resolve()),
+                    "utterances": hashlib.sha1(listing.encode()).hexdigest()[:16],
                     "reader": task if spec.reader is not dd.read_timit else "timit", "level": spec.level,
                     "frame_step": frame_step if spec.level == "frame" else None,
                     "bf16": spec.level != "frame" and probes.uses_bf16(precision, device),  # frame features: fp32
                     "whisper_mode": getattr(m.encoder, "whisper_mode", None) if m.encoder.model_type == "whisper" else None}
         caches.append(FeatureCache(cache_dir, m.name, settings))
-    feats, labels = task_features(spec, utts, models, caches, to_label, classes, frame_step, batch_size, device,
-                                  precision, progress, threads)
+    feats, labels = task_features(spec, utts, lengths, models, caches, to_label, classes, frame_step, batch_size,
+                                  device, precision, progress, threads)
     groups = None if spec.group_by is None else {
         split: np.array([spec.group_by(u) for u in utts if u.split == split]) for split in dd.SPLITS}
     for m, cache, x, y in zip(models, caches, feats, labels):
@@ -231,6 +270,7 @@ def run_probe_task(task: str, data_root: str, models: list[ProbedModel], cache_d
             "description": spec.description, "kind": spec.kind, "classes": list(classes), "utterances": counts,
             "permutation_unit": spec.group_name if n_permutations else None,
             "n_rows": {s: int(len(y[s])) for s in dd.SPLITS}, "chance": chance_level(y, spec.kind),
+            "skipped_utterances": {"shorter_than_s": dd.MIN_UTTERANCE_S, "files": skipped},
             "feature_cache_hits": cache.hits})
         curves = {k: {Path(m.name).name: [per_layer[l]["test"][k] for l in m.layers]} for k in ("f1_macro", "accuracy")}
         write_run(m.out, result, {"args": model_config(config, m, models), "feature_cache": str(cache.folder)},

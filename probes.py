@@ -45,22 +45,32 @@ def utterance_features(encoder: SpeechEncoder, wavs: list[np.ndarray], layers: l
                                        threads)[0]
 
 
-def utterance_features_together(encoders: list[SpeechEncoder], wavs: list[np.ndarray], layers: list[list[int]],
+def utterance_features_together(encoders: list[SpeechEncoder], wavs, layers: list[list[int]],
                                 batch_size: int = 16, device="cpu", precision: str = "fp32",
-                                progress: bool = True, threads: int = 1) -> list[np.ndarray]:
+                                progress: bool = True, threads: int = 1,
+                                lengths: list[int] | None = None) -> list[np.ndarray]:
     """`utterance_features` of several models, the bottom they share computed once (inference.hidden_states_together).
 
+    wavs : a sequence of 16 kHz waveforms; with `lengths` (their sample counts) it is indexed only batch by batch,
+        so a sequence that reads each file when indexed keeps a batch in memory, not a whole dataset split.
     layers : per encoder, the hidden-state indices. Encoders are put in eval mode, without gradients, on `device`.
     threads : batches run side by side in this many threads (`inference.map_inference`; same numbers).
     Returns per encoder (n_layers, n_utterances, hidden) float32.
     """
     plan = prepare_for_inference(encoders, device)
-    batches = _batches_by_length([len(w) for w in wavs], batch_size)
+    lengths = [len(w) for w in wavs] if lengths is None else lengths
+    batches = _batches_by_length(lengths, batch_size)
     use_bf16 = uses_bf16(precision, device)
+
+    def waveform(i: int) -> np.ndarray:
+        wav = wavs[i]
+        if len(wav) != lengths[i]:
+            raise ValueError(f"utterance {i}: {len(wav)} samples read, {lengths[i]} expected")
+        return wav
 
     @torch.inference_mode()
     def pooled(idx: list[int]) -> list[list[np.ndarray]]:
-        batch = torch.from_numpy(np.stack([wavs[i] for i in idx]).astype(np.float32)).to(device)
+        batch = torch.from_numpy(np.stack([waveform(i) for i in idx]).astype(np.float32)).to(device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
             results = hidden_states_together(encoders, batch, layers, plan)
         return [[masked_mean(s.float(), valid).cpu().numpy() for s in states] for states, valid in results]

@@ -229,3 +229,72 @@ def test_semantic_category_permutation_null_in_results_and_table(downstream, tin
                                  "--task", task, "--permutations", n)) == 2
         assert reason in capsys.readouterr().err
     assert not (tmp_path / "x" / "results.json").exists()
+
+
+def test_broken_and_empty_utterances_are_found_before_extraction(downstream, tiny_models, tmp_path, capsys,
+                                                                 monkeypatch):
+    import numpy as np
+    import soundfile as sf
+
+    import probes
+    from conftest import link_tree
+    wavs = sorted(p.name for p in (downstream / "crema_d" / "AudioWAV").iterdir())
+    empty, short, pointer = wavs[0], wavs[1], wavs[2]
+    root = link_tree(downstream / "crema_d", tmp_path / "crema_d",
+                     without=tuple(f"AudioWAV/{w}" for w in (empty, short, pointer)))
+    sf.write(root / "AudioWAV" / empty, np.zeros(0, np.float32), 16000)      # an empty recording
+    sf.write(root / "AudioWAV" / short, np.zeros(1500, np.float32), 16000)   # 0.094 s: under the 0.1 s floor
+    (root / "AudioWAV" / pointer).write_text("version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 9\n")
+    real = probes.utterance_features_together
+    monkeypatch.setattr(probes, "utterance_features_together",
+                        lambda *a, **k: pytest.fail("extraction began before every file was checked"))
+    args = _args(tiny_models["wav2vec2"], root, tmp_path / "r", tmp_path / "c", "--task", "emotion", "--layers", "1")
+    assert eval_downstream.main(args) == 3
+    assert f"{pointer}: unreadable audio" in (err := capsys.readouterr().err) and "git lfs pull" in err
+    assert not (tmp_path / "r").exists()
+    sf.write(root / "AudioWAV" / pointer, np.zeros(3200, np.float32), 16000)  # fetched: 0.2 s, kept
+    monkeypatch.setattr(probes, "utterance_features_together", real)
+    assert eval_downstream.main(args) == 0  # before: a conv shape error from the model on the empty recording
+    res = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert res["skipped_utterances"] == {"shorter_than_s": 0.1,
+                                         "files": [str(root / "AudioWAV" / w) for w in (empty, short)]}
+    assert sum(res["utterances"].values()) == len(wavs) - 2
+    assert "2 utterance(s) shorter than 0.1 s left out" in capsys.readouterr().err
+    assert eval_downstream.main(args) == 0
+    assert json.loads((tmp_path / "r" / "results.json").read_text())["feature_cache_hits"] == 3
+    (root / "AudioWAV" / wavs[3]).unlink()  # the dataset changed on disk: its cached features no longer apply
+    assert eval_downstream.main(args) == 0
+    res = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert res["feature_cache_hits"] == 0 and sum(res["utterances"].values()) == len(wavs) - 3
+
+
+def test_utterance_audio_is_read_batch_by_batch(tiny_models):
+    import numpy as np
+
+    import models
+    import probes
+    events = []
+
+    class Logged:  # a dataset split whose files are read when indexed
+        def __len__(self):
+            return 6
+
+        def __getitem__(self, i):
+            events.append("read")
+            return np.full(800 + 400 * (i % 2), 0.01 * i, np.float32)
+    enc = models.SpeechEncoder(*models.load_backbone(tiny_models["wav2vec2"]))
+    real = probes.hidden_states_together
+
+    def forward(*a, **k):
+        events.append("forward")
+        return real(*a, **k)
+    probes.hidden_states_together = forward
+    try:
+        lazy = probes.utterance_features_together([enc], Logged(), [[1]], batch_size=2, progress=False,
+                                                  lengths=[800 + 400 * (i % 2) for i in range(6)])[0]
+    finally:
+        probes.hidden_states_together = real
+    # batches by equal length: (0, 2), (4,), (1, 3), (5,); never more than one batch of audio held
+    assert events == ["read", "read", "forward", "read", "forward"] * 2
+    eager = probes.utterance_features(enc, [Logged()[i] for i in range(6)], [1], batch_size=2, progress=False)
+    np.testing.assert_array_equal(lazy, eager)
