@@ -232,13 +232,18 @@ class Ds003020:
 
     def words(self, story: str) -> TimedLabels:
         """Words of a story (tier 1, Huth filtering), times in seconds from audio onset."""
-        path = self.textgrid_path(story)
-        return words_from_tiers(read_textgrid(path), str(path))
+        return words_from_tiers(self._tiers(story), str(self.textgrid_path(story)))
 
     def phones(self, story: str) -> TimedLabels:
         """Phones of a story (tier 0, stress digits stripped)."""
+        return phones_from_tiers(self._tiers(story), str(self.textgrid_path(story)))
+
+    def _tiers(self, story: str) -> list[TimedLabels]:
         path = self.textgrid_path(story)
-        return phones_from_tiers(read_textgrid(path), str(path))
+        try:
+            return read_textgrid(path)
+        except FileNotFoundError as err:  # DataLad leaves annexed TextGrids as links until `datalad get`
+            raise FileNotFoundError(f"{err}{not_downloaded_hint(path)}") from err
 
     def audio_path(self, story: str) -> Path:
         """Where a story's audio is read from: `stimuli/<story>/wav.npy` if present, else `stimuli/<story>.wav`."""

@@ -120,6 +120,12 @@ def test_files_a_partial_download_left_as_placeholders_say_how_to_fetch_them(min
         data.load_responses("UTS01", "souls")
     with pytest.raises(DataError, match=r"souls.wav: audio file missing \(a DataLad/git-annex link"):
         data.audio("souls")
+    grid = data.textgrid_path("souls")
+    grid.unlink()
+    grid.symlink_to(tmp_path / ".git" / "annex" / "objects" / "YY" / "SHA256E-s2--0")
+    for read in (data.words, data.phones):
+        with pytest.raises(FileNotFoundError, match=r"souls.TextGrid \(a DataLad/git-annex link"):
+            read("souls")
     # git-annex in unlocked mode and Git LFS (CREMA-D's distribution) leave small pointer files instead
     annexed = data.response_path("UTS01", "avatar")
     annexed.unlink()
