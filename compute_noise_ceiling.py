@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from data_utils import DEFAULT_NC_DIR, TEST_STORY, DataError, Ds003020, subject_id
-from run_utils import EXIT_DATA, command_line, package_versions, save_npy_atomic, timestamp, write_json_atomic
+from run_utils import EXIT_DATA, creation_record, save_npy_atomic, write_json_atomic
 from eval_utils import noise_ceiling
 
 
@@ -47,11 +47,10 @@ def main(argv=None) -> int:
         return EXIT_DATA
     path = Path(args.out) / f"{subject}.npy"
     save_npy_atomic(path, nc)
-    write_json_atomic(path.with_suffix(".json"), {
+    write_json_atomic(path.with_suffix(".json"), creation_record({
         "subject": subject, "story": args.story, "data_dir": str(Path(args.data_dir).resolve()),
         "n_repeats": int(n_repeats), "n_voxels": int(nc.size), "above_0.4": int((nc > 0.4).sum()),
-        "median": float(np.median(nc)), "formula": "eval_utils.noise_ceiling (Schoppe et al. 2016 cc_max)",
-        "command": command_line(), "created": timestamp(), "versions": package_versions()})
+        "median": float(np.median(nc)), "formula": "eval_utils.noise_ceiling (Schoppe et al. 2016 cc_max)"}))
     print(f"{path}: {nc.size} voxels, {(nc > 0.4).sum()} above 0.4, median {np.median(nc):.3f}")
     return 0
 

@@ -295,6 +295,19 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("BRAIN_TUNING_CACHE", Path.home() / ".cache" / "brain-tuning"))
 
 
+def audio_info(path: str | os.PathLike):
+    """soundfile's header information (samplerate, frames, duration) of an audio file, without reading it;
+    raises DataError naming a missing or unreadable file."""
+    import soundfile as sf
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: audio file missing{not_downloaded_hint(path)}")
+    try:
+        return sf.info(str(path))
+    except Exception as err:  # soundfile raises LibsndfileError / RuntimeError on bad headers
+        raise DataError(f"{path}: unreadable audio ({err}){not_downloaded_hint(path)}") from err
+
+
 def load_wav_16k(path: Path, cache_dir: Path | None = None) -> np.ndarray:
     """Read a WAV at any rate/channels/bit depth, mix to mono, resample to 16 kHz float32 (cached as .npy)."""
     import soundfile as sf
@@ -505,17 +518,11 @@ def summarize(data: Ds003020, subjects: list[str] | None = None) -> tuple[dict, 
 
 def _story_stimulus_summary(data: Ds003020, story: str) -> dict:
     """Audio seconds and word count of a story; raises on unreadable files."""
-    import soundfile as sf
     path = data.audio_path(story)
     if path.suffix == ".npy":
         seconds = len(np.load(path, mmap_mode="r")) / SAMPLE_RATE
     else:
-        if not path.is_file():
-            raise DataError(f"{path}: audio file missing{not_downloaded_hint(path)}")
-        try:
-            seconds = sf.info(str(path)).duration
-        except Exception as err:
-            raise DataError(f"{path}: unreadable audio ({err}){not_downloaded_hint(path)}") from err
+        seconds = audio_info(path).duration
     return {"audio_s": round(float(seconds), 3), "words": len(data.words(story))}
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_utils import SAMPLE_RATE, DataError, load_wav_16k, not_downloaded_hint
+from data_utils import SAMPLE_RATE, DataError, audio_info, load_wav_16k
 
 SPLITS = ("train", "val", "test")
 
@@ -279,18 +279,10 @@ MIN_UTTERANCE_S = 0.1
 def utterance_samples(utt: Utterance) -> int:
     """Length of an utterance's audio in 16 kHz samples: from the file's header when it is at 16 kHz (every
     downstream dataset here), else by reading it. Raises DataError naming a missing or unreadable file."""
-    import soundfile as sf
-    if not utt.path.is_file():
-        raise DataError(f"{utt.path}: audio file missing{not_downloaded_hint(utt.path)}")
-    try:
-        info = sf.info(str(utt.path))
-    except Exception as err:  # soundfile raises LibsndfileError / RuntimeError on bad headers
-        raise DataError(f"{utt.path}: unreadable audio ({err}){not_downloaded_hint(utt.path)}") from err
+    info = audio_info(utt.path)
     return int(info.frames) if info.samplerate == SAMPLE_RATE else len(load_utterance_audio(utt))
 
 
 def load_utterance_audio(utt: Utterance) -> np.ndarray:
     """(n_samples,) float32 16 kHz mono waveform of one utterance (any rate/channels/format libsndfile reads)."""
-    if not utt.path.is_file():
-        raise DataError(f"{utt.path}: audio file missing{not_downloaded_hint(utt.path)}")
     return load_wav_16k(utt.path)
