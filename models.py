@@ -71,6 +71,19 @@ def load_backbone(name_or_path: str, dtype: torch.dtype = torch.float32):
     return model, extractor, model_type
 
 
+def _install_output_hooks(model: nn.Module) -> None:
+    """Install transformers' hidden-state recording hooks on `model` itself (transformers >= 5; older: nothing).
+
+    They are installed lazily, once per model object, and marked by an attribute: a shallow copy would install
+    them again on the submodules it shares with `model` at every call, and record each layer once more each time.
+    """
+    try:
+        from transformers.utils.output_capturing import maybe_install_capturing_hooks
+    except ImportError:  # transformers 4: hidden states are returned without hooks
+        return
+    maybe_install_capturing_hooks(model)
+
+
 class _Precomputed(nn.Module):
     """Stands in for a feature extractor whose output is already known (`SpeechEncoder.forward(front=...)`)."""
 
@@ -298,6 +311,7 @@ class SpeechEncoder(nn.Module):
         if front is not None:
             # HF's forward on a shallow view of the model whose feature extractor returns `front`: the same
             # weights, and nothing shared is changed (inference threads may be running the model meanwhile)
+            _install_output_hooks(self.model)
             model = copy.copy(self.model)
             model._modules = {**self.model._modules, "feature_extractor": _Precomputed(front)}
             states = self._wav2vec_forward(model, front, layers)

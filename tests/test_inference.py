@@ -69,3 +69,38 @@ def test_pooled_over_batches_places_each_batch_at_its_items(threads):
     assert [o.shape for o in out] == [(2, 6, 3), (1, 6, 2)] and all(o.dtype == np.float32 for o in out)
     assert out[0][1, :, 0].tolist() == [10, 0, 12, 13, 14, 15]
     assert out[1][0, :, 1].tolist() == [100, 0, 102, 103, 104, 105]
+
+
+@pytest.mark.parametrize("family", ["wav2vec2", "hubert", "wavlm", "data2vec-audio", "whisper"])
+def test_models_run_together_equal_each_alone_batch_after_batch(tiny_models, family):
+    # A brain-tuned model shares its pretrained start's front end; the shared path must hold up over many
+    # batches (transformers 5 records hidden states with hooks, installed once per model object).
+    import models
+    from inference import hidden_states_together, prepare_for_inference
+
+    def encoder():
+        model, fe, mt = models.load_backbone(tiny_models[family])
+        enc = models.SpeechEncoder(model, fe, mt, "truncate")
+        enc.freeze_feature_encoder()
+        return enc
+
+    pre, tuned = encoder(), encoder()
+    with torch.no_grad():
+        for p in tuned.transformer_layers()[-1].parameters():
+            p.add_(0.05)
+    alone_pre, alone_tuned = encoder(), encoder()
+    alone_tuned.load_state_dict(tuned.state_dict())
+    plan = prepare_for_inference([pre, tuned], "cpu")
+    prepare_for_inference([alone_pre, alone_tuned], "cpu")
+    assert plan[1] is not None and plan[1][0] == 0  # the tuned model starts from the pretrained one's front end
+    rng = np.random.default_rng(0)
+    for n_samples in (16000, 8000, 16000, 12000):
+        batch = torch.from_numpy(rng.normal(size=(2, n_samples)).astype(np.float32))
+        together = hidden_states_together([pre, tuned], batch, [[0, 1, 2], [1, 2]], plan)
+        for (states, valid), enc, layers in zip(together, (alone_pre, alone_tuned), ([0, 1, 2], [1, 2])):
+            ref_states, ref_valid = enc(batch, layers=layers)
+            assert len(states) == len(layers)
+            for s, r in zip(states, ref_states):
+                torch.testing.assert_close(s, r, rtol=1e-5, atol=1e-5)
+            assert torch.equal(valid, ref_valid)
+    assert not torch.allclose(together[0][0][2], together[1][0][1])  # the tuned top layer differs
