@@ -225,6 +225,15 @@ def write_run(out: Path, result: dict, config: dict, table: str, plot_name: str,
     plot_layer_curves(curves, result["layers"], out / plot_name, ylabel, title=result["task"],
                       highlight=result.get("upper_middle_layers"))
     write_json_atomic(out / "results.json", result)
+    print(result_line(result, out), flush=True)
+
+
+def result_line(result: dict, out: Path) -> str:
+    """One line for a batch log: the task, the model, its upper-middle scores and where the tables are."""
+    scores = ", ".join(f"{k} {v:+.3f}" if k == "preference" else f"{k} {v:.3f}"
+                       for k, v in result["upper_middle_mean"].items())
+    return (f"{result['task']} · {result['model']}: upper-middle layers {result['upper_middle_layers']}: {scores} "
+            f"({out / 'table.md'})")
 
 
 def run_probe_task(task: str, data_root: str, models: list[ProbedModel], cache_dir: Path, frame_step: int = 4,

@@ -49,7 +49,8 @@ def test_features_cached_in_bf16_are_not_read_by_an_fp32_run(downstream, tiny_mo
 def test_results_json_is_written_last(tmp_path, monkeypatch):
     import plotting
     import probe_tasks
-    result = {"task": "emotion", "layers": [1, 2], "upper_middle_mean": {}, "per_layer": {}}
+    result = {"task": "emotion", "model": "m", "layers": [1, 2], "upper_middle_layers": [2],
+              "upper_middle_mean": {"f1_macro": 0.5}, "per_layer": {}}
     args = (tmp_path / "r", result, {"args": {}}, "| table |\n", "emotion_by_layer.png", {"f1": {"m": [0.1, 0.2]}}, "F1")
     probe_tasks.write_run(*args)
     assert json.loads((tmp_path / "r" / "results.json").read_text()) == result
@@ -76,6 +77,9 @@ def test_other_tasks_on_pretrained_and_tuned_models(mini, downstream, tiny_model
                                      "--layers", "2")) == 0
             res = json.loads((out / "results.json").read_text())
             assert res["n_rows"]["test"] > 0 and 0 <= res["per_layer"]["2"]["test"]["accuracy"] <= 1
+            um = res["upper_middle_mean"]  # the batch log's one line per result
+            assert (f"{task} · {model}: upper-middle layers [2]: f1_macro {um['f1_macro']:.3f}, f1_micro "
+                    f"{um['f1_micro']:.3f}, accuracy {um['accuracy']:.3f} ({out / 'table.md'})") in capsys.readouterr().out
     assert eval_downstream.main(["--compare", str(tmp_path / "emotion" / "pre"), str(tmp_path / "emotion" / "tuned"),
                                  "--out", str(tmp_path / "cmp")]) == 0
     cmp = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
@@ -91,12 +95,14 @@ def test_other_tasks_on_pretrained_and_tuned_models(mini, downstream, tiny_model
     assert not (tmp_path / "bad").exists()
 
 
-def test_semantic_preference_on_miniature_stories(mini, downstream, tiny_models, tmp_path):
+def test_semantic_preference_on_miniature_stories(mini, downstream, tiny_models, tmp_path, capsys):
     out = tmp_path / "sp"
     assert eval_downstream.main(_args(tiny_models["hubert"], mini / "ds003020", out, tmp_path / "c",
                                       "--task", "semantic_preference", "--pairs",
                                       str(downstream / "words" / "semantic_pairs.tsv"), "--max-per-word", "2")) == 0
     res = json.loads((out / "results.json").read_text())
+    assert (f"semantic_preference · {tiny_models['hubert']}: upper-middle layers {res['upper_middle_layers']}: "
+            f"preference {res['upper_middle_mean']['preference']:+.3f}") in capsys.readouterr().out
     assert res["n_pairs"]["near_homophone"] >= 5 and res["n_pairs"]["synonym"] >= 10
     v = res["per_layer"]["1"]
     assert v["preference"] == pytest.approx(v["synonym"] - v["near_homophone"])
