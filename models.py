@@ -60,7 +60,8 @@ def load_backbone(name_or_path: str, dtype: torch.dtype = torch.float32):
     try:
         config = AutoConfig.from_pretrained(name_or_path)
     except (OSError, ValueError) as err:
-        raise ModelError(f"cannot load a model config from {name_or_path!r}: {err}") from err
+        raise ModelError(f"cannot load a model config from {name_or_path!r}: {model_path_hint(name_or_path) or err}"
+                         ) from err
     model_type = config.model_type
     if model_type not in SUPPORTED_TYPES:
         raise ModelError(f"{name_or_path}: model type {model_type!r} is not a supported speech encoder "
@@ -69,6 +70,23 @@ def load_backbone(name_or_path: str, dtype: torch.dtype = torch.float32):
         model = AutoModel.from_pretrained(name_or_path, dtype=dtype)
     extractor = AutoFeatureExtractor.from_pretrained(name_or_path)
     return model, extractor, model_type
+
+
+def model_path_hint(name_or_path: str) -> str | None:
+    """What to pass instead, where `name_or_path` is clearly not a model: a trainer's run folder, a local path that
+    does not exist, or a hub id while hub downloads are off. None when there is nothing more to say."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if (path / "best").is_dir() and not (path / "model.safetensors").is_file():
+            return (f"a brain-tuning run folder, not a model; pass its model, {path / 'best'} (the best epoch's; "
+                    f"{path / 'last'} holds the training state)")
+        return None
+    if path.is_absolute() or name_or_path.startswith((".", "~")) or name_or_path.count("/") > 1:
+        return f"no such folder {path} (a local model folder holds config.json and the weights)"
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return (f"not a local folder, and hub downloads are off (HF_HUB_OFFLINE={os.environ['HF_HUB_OFFLINE']}) with "
+                f"no cached copy of {name_or_path}: pass a local model folder, or fetch it where the hub is reachable")
+    return None
 
 
 def _install_output_hooks(model: nn.Module) -> None:

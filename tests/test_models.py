@@ -109,6 +109,21 @@ def test_unknown_model_type_is_named(tmp_path):
         load_backbone(str(tmp_path))
 
 
+def test_what_is_not_a_model_is_named_with_what_to_pass(tiny_models, tmp_path, monkeypatch):
+    run = tmp_path / "run"  # a trainer's out-dir: its config.json is the run record, the model is in best/
+    (run / "best").mkdir(parents=True)
+    (run / "config.json").write_text('{"args": {}, "command": "brain_trainer_story.py"}')
+    with pytest.raises(ModelError, match=f"a brain-tuning run folder, not a model; pass its model, {run / 'best'}"):
+        load_backbone(str(run))
+    with pytest.raises(ModelError, match=f"no such folder {tmp_path / 'nowhere'}"):
+        load_backbone(str(tmp_path / "nowhere"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError, match=r"hub downloads are off \(HF_HUB_OFFLINE=1\) with no cached copy of "
+                                         r"someone/no-such-model: pass a local model folder"):
+        load_backbone("someone/no-such-model")
+    load_backbone(tiny_models["hubert"])  # a model folder still loads
+
+
 @pytest.mark.parametrize("family", ["wav2vec2", "whisper"])
 def test_freeze_bottom_layers(tiny_models, family):
     backbone, fe, mt = models.load_backbone(tiny_models[family])
