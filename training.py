@@ -284,6 +284,8 @@ def distributed_setup() -> tuple[int, int, int]:
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if world > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":  # NCCL collectives (barrier, broadcast_object_list) run on the current GPU: our own
+            torch.cuda.set_device(local)
         torch.distributed.init_process_group(backend=backend)
     return rank, world, local
 

@@ -140,3 +140,21 @@ def test_ridge_head_weights_match_closed_form_and_pick_the_better_alpha():
     # low-noise data: the tiny penalty predicts validation better than a huge one
     _, _, chosen = training.ridge_head_weights(x, y, xv, yv, alphas=[1e-3, 1e3])
     assert (chosen == 1e-3).all()
+
+
+def test_each_torchrun_process_uses_its_own_gpu_before_nccl_starts(monkeypatch):
+    # NCCL runs barrier/broadcast_object_list on the current GPU: without set_device every rank would use GPU 0
+    calls = []
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.append(("set_device", d)))
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.distributed, "init_process_group", lambda backend: calls.append(("init", backend)))
+    assert training.distributed_setup() == (3, 4, 1)
+    assert calls == [("set_device", 1), ("init", "nccl")]
+    calls.clear()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert training.distributed_setup() == (3, 4, 1)
+    assert calls == [("init", "gloo")]  # CPU processes: no GPU to choose
