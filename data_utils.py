@@ -92,8 +92,12 @@ class Ds003020:
         self.stimuli = self.root / "stimuli"
         for d in (self.derivative, self.stimuli):
             if not d.is_dir():
+                # the root one level up or down (an OpenNeuro download is a folder named ds003020)
+                near = [c for c in (self.root / "ds003020", self.root.parent)
+                        if (c / "derivative").is_dir() and (c / "stimuli").is_dir()]
                 raise DataError(f"{d}: expected a ds003020 folder here (the root must hold 'derivative/' and "
-                                f"'stimuli/'), found {'a file' if d.exists() else 'nothing'}")
+                                f"'stimuli/'), found {'a file' if d.exists() else 'nothing'}"
+                                + (f"; the dataset root seems to be {near[0]}" if near else ""))
         self.cache_dir = Path(cache_dir or default_cache_dir())
         self._respdict: dict[str, int] | None = None
         self._box_grids: dict[str, TRGrid] | None = None

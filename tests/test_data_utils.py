@@ -330,3 +330,11 @@ def test_further_training_stories_leave_the_other_stories_unchanged(mini, tmp_pa
     with h5py.File(root / "derivative/preprocessed_data/UTS01" / f"{extra[0]}.hf5") as f:
         # TR grid respdict - 5 rows, trimmed [10:-5], as every story's
         assert f["data"].shape == (respdict[extra[0]] - 20, SIZES["tiny"].voxels["UTS01"])
+
+
+def test_a_root_one_level_off_is_named_with_the_real_root(mini_root, tmp_path):
+    for wrong in (mini_root.parent, mini_root / "derivative"):  # the download's parent, or a folder inside it
+        with pytest.raises(DataError, match=f"found nothing; the dataset root seems to be {mini_root}"):
+            Ds003020(wrong)
+    with pytest.raises(DataError, match=r"derivative: expected a ds003020 folder here .*found nothing$"):
+        Ds003020(tmp_path)  # nothing near: no guess
