@@ -59,7 +59,7 @@ def parse_args(argv=None):
     p.add_argument("--roi-file", help="JSON {roi: [voxel indices]}; 'all' is always reported")
     p.add_argument("--nc-dir", default=str(du.DEFAULT_NC_DIR), help="noise ceilings (computed from repeats if absent)")
     p.add_argument("--nc-floor", type=float, default=0.1, help="cc_norm only where cc_max exceeds this")
-    p.add_argument("--tr", type=float, default=2.0045, help="repetition time in seconds")
+    du.add_timing_arguments(p)
     add_window_arguments(p)
     p.add_argument("--whisper-mode", default="pad30", choices=models.WHISPER_MODES)
     p.add_argument("--batch-size", type=int, help="windows per forward pass (default 16 on CUDA, 1 on CPU, where "
@@ -205,7 +205,7 @@ def main(argv=None) -> int:
 def load_subject_data(args) -> dict:
     """Stories, responses (train rows, test rows), noise ceiling and ROIs of `args.subject`; raises DataError."""
     subject = du.subject_id(args.subject)
-    data = du.Ds003020(args.data_dir, tr=args.tr)
+    data = du.open_ds003020(args.data_dir, args.tr, args.trfiles)
     available = data.stories(subject)
     train = [s for s in (args.train_stories or du.ENCODING_TRAIN_STORIES) if s != args.test_story]
     missing = [s for s in train + [args.test_story] if s not in available]
@@ -290,6 +290,7 @@ def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers:
     write_json_atomic(out / "config.json", {"args": {**vars(args), "model_name": model_name, "out": str(out)},
                                             "resolved": {"train_stories": train, **resolved,
                                                          "noise_ceiling": subject_data["nc_source"],
+                                                         "timing": subject_data["data"].timing_record(),
                                                          "ridge": {**ridge_kwargs, "penalty": "alpha^2 (Huth)",
                                                                    "alphas": "logspace(1, 4, 15)"}},
                                             "command": command_line(), "finished": timestamp(),

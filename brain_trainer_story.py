@@ -29,15 +29,17 @@ from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, check_replaceable, 
 
 # Settings that define a run: a resumed run must agree on all of them.
 RUN_DEFINING = ("data_dir", "subject", "model_name", "nc_threshold", "roi", "hemisphere", "loss", "target_control",
-                "targets_from", "lora_rank", "head_rank", "batch_size", "lr", "head_lr", "seed", "tr", "whisper_mode",
-                "train_stories", "val_stories", "split", "num_epochs", "warmup_fraction", "freeze_layers", "init_head")
+                "targets_from", "lora_rank", "head_rank", "batch_size", "lr", "head_lr", "seed", "tr", "trfiles",
+                "whisper_mode", "train_stories", "val_stories", "split", "num_epochs", "warmup_fraction",
+                "freeze_layers", "init_head")
 
 
-def teacher_record(targets_file: str, tr: float) -> dict:
+def teacher_record(targets_file: str, timing: dict) -> dict:
     """How make_teacher_targets.py made `targets_file` (its `<file>.json`), for this run's config; {} if absent.
 
-    Raises DataError when the targets were placed on TR grids of another repetition time than `tr`: the rows
-    would still count right, but drift against the audio (0.0045 s per TR: ~2 s by TR 400).
+    Raises DataError when the targets were placed on other TR grids than this run's (`Ds003020.timing_record`):
+    another repetition time, or trfiles given to one and not the other (or other trfiles). The rows would still
+    count right, but drift against the audio (0.0045 s per TR: ~2 s by TR 400).
     """
     path = Path(targets_file)
     try:
@@ -46,10 +48,17 @@ def teacher_record(targets_file: str, tr: float) -> dict:
         return {}  # targets made some other way: the path is all there is to record
     except ValueError as err:
         return {"teacher_record_unreadable": str(err)}
+    tr = timing["tr"]
     made_with = record["resolved"].get("tr")
     if made_with is not None and abs(made_with - tr) > 1e-9:
         raise du.DataError(f"{targets_file}: made on TR grids of --tr {made_with} s (its {path.name}.json), but this "
                            f"run uses --tr {tr} s; remake the targets with --tr {tr} or pass --tr {made_with}")
+    made_trfiles = record["resolved"].get("timing", {}).get("trfiles_sha256")  # older records: simulated grids
+    if made_trfiles != timing.get("trfiles_sha256"):
+        made = record["resolved"]["timing"].get("trfiles") if made_trfiles else "TR grids simulated from respdict"
+        raise du.DataError(f"{targets_file}: made with {made} (its {path.name}.json), but this run uses "
+                           f"{timing.get('trfiles') or 'TR grids simulated from respdict'}; give both the same "
+                           f"--trfiles")
     return {"teacher": record["resolved"].get("teacher"), "teacher_command": record["command"]}
 
 
@@ -62,7 +71,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--split", default="paper", choices=["paper", "all"], help="story split preset")
     g.add_argument("--train-stories", nargs="+", help="explicit training stories (overrides the preset)")
     g.add_argument("--val-stories", nargs="+", help="explicit validation stories")
-    g.add_argument("--tr", type=float, default=2.0045, help="repetition time in seconds")
+    du.add_timing_arguments(g)
     g.add_argument("--nc-threshold", type=float, default=du.NC_THRESHOLD, help="tune on voxels with NC above this")
     g.add_argument("--nc-dir", default=str(du.DEFAULT_NC_DIR), help="folder of <SUBJ>.npy noise ceilings")
     g.add_argument("--nc-file", help="explicit noise-ceiling .npy (overrides --nc-dir)")
@@ -210,7 +219,8 @@ def main(argv=None) -> int:
 
     # ---------------------------------------------------------------- data
     try:
-        data = du.Ds003020(args.data_dir, tr=args.tr)
+        data = du.open_ds003020(args.data_dir, args.tr, args.trfiles)
+        timing = data.timing_record()
         split = du.story_split(data.stories(subject), args.split, args.train_stories, args.val_stories)
         if not split.val:
             raise du.DataError(f"{subject} has none of the validation stories {args.val_stories or du.VAL_STORIES}")
@@ -222,7 +232,7 @@ def main(argv=None) -> int:
             except (OSError, ValueError, EOFError) as err:  # also a .npz holding pickled (object) arrays
                 raise du.DataError(f"{args.targets_from}: not a readable .npz of story -> (TRs, F) targets "
                                    f"({err})") from err
-            voxels, vox_info = None, {"targets_from": args.targets_from, **teacher_record(args.targets_from, args.tr)}
+            voxels, vox_info = None, {"targets_from": args.targets_from, **teacher_record(args.targets_from, timing)}
         else:
             voxels, vox_info = select_voxels(args, data, subject)
         quiet_load = args.no_progress or rank != 0
@@ -284,6 +294,7 @@ def main(argv=None) -> int:
 
     config.update({
         "resolved": {"device": str(device), "precision": precision, "world_size": world, "micro_batch_size": micro,
+                     "timing": timing,
                      "grad_accum_steps": accum, "steps_per_epoch": steps_per_epoch, "model_type": model_type,
                      "layerdrop": encoder.layerdrop,
                      "n_targets": n_targets, "voxels": vox_info, "front_end_cache": cache_info, "lora_targets": lora_targets,

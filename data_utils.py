@@ -24,7 +24,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from run_utils import EXIT_DATA, save_npy_atomic
+from run_utils import EXIT_DATA, file_sha256, save_npy_atomic
 from textgrid_utils import TimedLabels, phones_from_tiers, read_textgrid, words_from_tiers
 from timing import DEFAULT_TR, TRGrid, check_alignment, simulated_tr_grid
 
@@ -101,6 +101,7 @@ class Ds003020:
         self.cache_dir = Path(cache_dir or default_cache_dir())
         self._respdict: dict[str, int] | None = None
         self._box_grids: dict[str, TRGrid] | None = None
+        self._trfiles: Path | None = None
 
     # ------------------------------------------------------------------ metadata
     @property
@@ -150,9 +151,29 @@ class Ds003020:
 
     # ------------------------------------------------------------------ timing
     def use_box_trfiles(self, path: str | os.PathLike) -> None:
-        """Take TR grids from an Antonello `trfiles_huge.jbl` (restricted unpickler) instead of respdict."""
-        from box_pickles import load_box_tr_grids
-        self._box_grids = load_box_tr_grids(path)
+        """Take TR grids from an Antonello `trfiles_huge.jbl` (restricted unpickler) instead of respdict.
+
+        Raises DataError naming the file when it is missing, not a readable pickle, or refused as unsafe.
+        """
+        import pickle
+
+        from box_pickles import UnsafePickleError, load_box_tr_grids
+        try:
+            self._box_grids = load_box_tr_grids(path)
+        except FileNotFoundError as err:
+            raise DataError(f"{path}: trfiles pickle missing{not_downloaded_hint(path)}") from err
+        except (UnsafePickleError, pickle.UnpicklingError, ValueError, EOFError, OSError, TypeError) as err:
+            raise DataError(f"{path}: not a usable Box trfiles pickle ({err})") from err
+        self._trfiles = Path(path)
+
+    def timing_record(self) -> dict:
+        """Where this dataset's TR grids come from, for a run's config: the TR, and the trfiles pickle (path and
+        SHA-256) when one is used."""
+        trfiles = self._trfiles
+        if trfiles is None:
+            return {"tr": self.tr, "tr_grids": "simulated from respdict.json (onsets k*TR - 10 s)"}
+        return {"tr": self.tr, "tr_grids": "trfiles (trtimes - soundstarttime)", "trfiles": str(trfiles.resolve()),
+                "trfiles_sha256": file_sha256(trfiles)}
 
     def tr_grid(self, story: str) -> TRGrid:
         """TR grid of `story`: from the Box TRFiles when loaded, else simulated from respdict."""
@@ -269,6 +290,25 @@ class Ds003020:
                 raise DataError(f"{path}: expected a 1-D 16 kHz waveform, found shape {wav.shape}")
             return wav.astype(np.float32, copy=False)
         return load_wav_16k(path, self.cache_dir)
+
+
+def add_timing_arguments(parser) -> None:
+    """--tr and --trfiles: how every script that pairs audio with responses places the TRs."""
+    parser.add_argument("--tr", type=float, default=DEFAULT_TR,
+                        help="repetition time in seconds (TR grids simulated from respdict.json)")
+    parser.add_argument("--trfiles", help="Box trfiles_huge.jbl (Antonello et al.): each story's recorded TR times "
+                                          "instead of simulated ones; give the same to tuning, teacher targets and "
+                                          "evaluation")
+
+
+def open_ds003020(data_dir: str | os.PathLike, tr: float = DEFAULT_TR,
+                  trfiles: str | os.PathLike | None = None) -> Ds003020:
+    """The dataset at `data_dir` with TR grids simulated with `tr`, or read from a Box `trfiles` pickle; raises
+    DataError."""
+    data = Ds003020(data_dir, tr=tr)
+    if trfiles:
+        data.use_box_trfiles(trfiles)
+    return data
 
 
 def read_columns(ds: h5py.Dataset, voxels, path: Path, lead: tuple = (), block_rows: int = 64) -> np.ndarray:
@@ -534,14 +574,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Validate and summarise a ds003020 download.")
     parser.add_argument("--data-dir", required=True, help="dataset root holding derivative/ and stimuli/")
     parser.add_argument("--subject", action="append", help="subject (UTS03 or 3); repeatable; default all")
-    parser.add_argument("--tr", type=float, default=DEFAULT_TR, help="repetition time in seconds (default 2.0045)")
-    parser.add_argument("--trfiles", help="optional Box trfiles_huge.jbl to take TR times from")
+    add_timing_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args(argv)
     try:
-        data = Ds003020(args.data_dir, tr=args.tr)
-        if args.trfiles:
-            data.use_box_trfiles(args.trfiles)
+        data = open_ds003020(args.data_dir, args.tr, args.trfiles)
     except (DataError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_DATA

@@ -48,7 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--layer", type=int, help="speech or text teacher: hidden-state index (0 = transformer input)")
     p.add_argument("--context-words", type=int, default=20, help="text teacher: words read before each word")
     p.add_argument("--stories", nargs="+", help="stories to write (default: the brain-tuning split's 27 present)")
-    p.add_argument("--tr", type=float, default=2.0045, help="repetition time in seconds (as the trainer's --tr)")
+    du.add_timing_arguments(p)
     g = p.add_argument_group("speech teacher (the alignment evaluation's feature settings)")
     add_window_arguments(g)
     g.add_argument("--whisper-mode", default="pad30", choices=models.WHISPER_MODES)
@@ -157,7 +157,7 @@ def main(argv=None) -> int:
     make = (word_embedding_teacher if args.word_embedding else text_model_teacher if args.text_model
             else speech_model_teacher)
     try:
-        data = du.Ds003020(args.data_dir, tr=args.tr)
+        data = du.open_ds003020(args.data_dir, args.tr, args.trfiles)
         stories, skipped = choose_stories(data, args.stories)
         if skipped:
             print(f"note: the dataset lacks {len(skipped)} of the brain-tuning stories: {', '.join(skipped)}",
@@ -175,6 +175,7 @@ def main(argv=None) -> int:
     write_json_atomic(out.with_name(out.name + ".json"),
                       {"args": vars(args), "resolved": {"teacher": teacher, "stories": per_story,
                                                         "skipped_stories": skipped, "tr": args.tr,
+                                                        "timing": data.timing_record(),
                                                         "rows": "TR grid [10:-5] (= hf5 rows), z-scored per story"},
                        "command": command_line(), "finished": timestamp(), "versions": package_versions()})
     n_feat = next(iter(targets.values())).shape[1]

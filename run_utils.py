@@ -238,3 +238,13 @@ def creation_record(settings: dict) -> dict:
     """`settings` plus how and when they were used: the command line, a timestamp and `package_versions()`;
     what a script writes beside data it generates (the miniatures, a converted model)."""
     return {**settings, "command": command_line(), "created": timestamp(), "versions": package_versions()}
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    import hashlib
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

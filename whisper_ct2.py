@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from run_utils import (EXIT_DATA, EXIT_MISSING_DEP, EXIT_USAGE, check_replaceable, creation_record, read_result_json,
-                       replace_dir, write_json_atomic)
+from run_utils import (EXIT_DATA, EXIT_MISSING_DEP, EXIT_USAGE, check_replaceable, creation_record, file_sha256,
+                       read_result_json, replace_dir, write_json_atomic)
 
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 
@@ -121,16 +121,6 @@ def ct2_to_hf_state(v: dict[str, np.ndarray], n_enc: int, n_dec: int) -> dict[st
 
 # What a finished conversion holds (the folder is renamed into place only when all are written).
 CONVERTED_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "tokenizer.json")
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
-    import hashlib
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def is_converted(out_dir: str | Path) -> bool:

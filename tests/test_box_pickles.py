@@ -51,3 +51,65 @@ def test_object_arrays_are_refused(tmp_path):
     ok = tmp_path / "ok.jbl"
     joblib.dump({"x": np.arange(5.0)}, ok)
     np.testing.assert_array_equal(restricted_load(ok)["x"], np.arange(5.0))
+
+
+@pytest.fixture(scope="module")
+def trfiles_at_2_1(mini_root, tmp_path_factory):
+    """A trfiles_huge.jbl whose recorded TRs are 2.1 s apart (the simulated grids: 2.0045 s), same TR counts."""
+    from make_demo_data import write_box_pickles
+    data = Ds003020(mini_root)
+    folder = tmp_path_factory.mktemp("box21")
+    texts = {s: (mini_root / "derivative" / "TextGrids" / f"{s}.TextGrid").read_text() for s in data.respdict}
+    write_box_pickles(folder, texts, data.respdict, 2.1)
+    return folder / "trfiles_huge.jbl"
+
+
+def test_trfiles_replace_the_simulated_grids_and_are_recorded(mini_root, mini, trfiles_at_2_1, tmp_path):
+    import hashlib
+
+    from data_utils import DataError, open_ds003020
+    simulated = open_ds003020(mini_root)
+    assert simulated.timing_record() == {"tr": 2.0045, "tr_grids": "simulated from respdict.json (onsets k*TR - 10 s)"}
+    data = open_ds003020(mini_root, trfiles=trfiles_at_2_1)
+    grid = data.tr_grid("souls")
+    assert grid.tr == 2.1 and grid.n_tr == simulated.tr_grid("souls").n_tr
+    np.testing.assert_allclose(grid.onsets, np.arange(grid.n_tr) * 2.1 - 10.0, atol=1e-9)
+    record = data.timing_record()
+    assert record["trfiles"] == str(trfiles_at_2_1) and record["tr_grids"].startswith("trfiles")
+    assert record["trfiles_sha256"] == hashlib.sha256(trfiles_at_2_1.read_bytes()).hexdigest()
+    with pytest.raises(DataError, match="grids_huge.jbl: not a usable Box trfiles pickle .*lacks 'trtimes'"):
+        open_ds003020(mini_root, trfiles=mini / "box" / "grids_huge.jbl")  # the TextGrid pickle by mistake
+    with pytest.raises(DataError, match="absent.jbl: trfiles pickle missing"):
+        open_ds003020(mini_root, trfiles=tmp_path / "absent.jbl")
+
+
+def test_scripts_place_trs_by_the_trfiles(mini, tiny_models, trfiles_at_2_1, tmp_path, capsys):
+    import json
+
+    import brain_evaluate
+    import brain_trainer_story as trainer
+    import make_teacher_targets as mtt
+    common = ["--data-dir", str(mini / "ds003020"), "--subject", "UTS02", "--nc-dir", str(mini / "subject_NCs"),
+              "--roi-file", str(mini / "rois" / "UTS02.json"), "--model-name", tiny_models["wav2vec2"], "--stride",
+              "1.0", "--context", "3", "--no-progress", "--cache-dir", str(tmp_path / "cache")]
+    assert brain_evaluate.main([*common, "--out", str(tmp_path / "sim")]) == 0
+    assert brain_evaluate.main([*common, "--out", str(tmp_path / "trf"), "--trfiles", str(trfiles_at_2_1)]) == 0
+    cfg = json.loads((tmp_path / "trf" / "config.json").read_text())["resolved"]
+    assert cfg["timing"]["trfiles"] == str(trfiles_at_2_1) and cfg["feature_cache_hits"] > 0  # same features...
+    sim, trf = (np.load(tmp_path / d / "layer_2.npz")["r"] for d in ("sim", "trf"))
+    assert not np.allclose(sim, trf)  # ...read out at other TR times
+    # teacher targets and the tuned run must sit on the same grids
+    teacher = ["--data-dir", str(mini / "ds003020"), "--word-embedding", "english1000", "--no-progress"]
+    assert mtt.main([*teacher, "--out", str(tmp_path / "t.npz"), "--trfiles", str(trfiles_at_2_1)]) == 0
+    record = json.loads((tmp_path / "t.npz.json").read_text())["resolved"]["timing"]
+    assert record["trfiles_sha256"] == cfg["timing"]["trfiles_sha256"]
+    tune = ["--data-dir", str(mini / "ds003020"), "--subject", "UTS01", "--model-name", tiny_models["wav2vec2"],
+            "--targets-from", str(tmp_path / "t.npz"), "--batch-size", "16", "--num-epochs", "1", "--no-progress"]
+    capsys.readouterr()
+    assert trainer.main([*tune, "--out-dir", str(tmp_path / "no")]) == trainer.EXIT_DATA
+    assert (f"t.npz: made with {trfiles_at_2_1} (its t.npz.json), but this run uses TR grids simulated from "
+            f"respdict; give both the same --trfiles") in capsys.readouterr().err
+    assert not (tmp_path / "no" / "config.json").exists()
+    assert trainer.main([*tune, "--out-dir", str(tmp_path / "yes"), "--trfiles", str(trfiles_at_2_1)]) == 0
+    resolved = json.loads((tmp_path / "yes" / "config.json").read_text())["args"]["resolved"]
+    assert resolved["timing"] == record and resolved["window_samples"] == 5 * 2.1 * 16000  # five recorded TRs
