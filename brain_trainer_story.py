@@ -260,7 +260,7 @@ def main(argv=None) -> int:
         lora_targets = None
         if args.lora_rank:
             lora_targets = models.apply_lora(encoder, args.lora_rank, args.lora_alpha, args.lora_dropout,
-                                             args.lora_targets)
+                                             args.lora_targets, skip_blocks=args.freeze_layers)
         encoder.freeze_bottom_layers(args.freeze_layers)
     except models.ModelError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -177,8 +177,9 @@ class SpeechEncoder(nn.Module):
     def freeze_bottom_layers(self, n_layers: int) -> int:
         """Freeze everything below transformer block `n_layers` (front end, embeddings, blocks 0..n-1).
 
-        Parameters of the blocks above (and of the final layer norm) keep their trainable flag, so this
-        composes with LoRA (then only the upper blocks' adapters train). Returns the number of frozen params.
+        Parameters of the blocks above (and of the final layer norm) keep their trainable flag, so this composes
+        with LoRA (`apply_lora(skip_blocks=n_layers)` puts adapters on the upper blocks only). Returns the number
+        of frozen params.
         """
         blocks = self.transformer_layers()
         if not 0 <= n_layers <= len(blocks):
@@ -466,8 +467,12 @@ class BrainTuningModel(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------- LoRA
-def apply_lora(encoder: SpeechEncoder, rank: int, alpha: float, dropout: float, targets: list[str] | None = None):
+def apply_lora(encoder: SpeechEncoder, rank: int, alpha: float, dropout: float, targets: list[str] | None = None,
+               skip_blocks: int = 0):
     """Wrap the transformer of `encoder` with peft LoRA adapters; only the adapters stay trainable.
+
+    skip_blocks : the bottom blocks get no adapter (those `--freeze-layers` freezes: an adapter there would stay
+        at zero, cost compute, and its dropout would keep a frozen Whisper block out of the front-end cache).
 
     Returns the list of target module names used.
     """
@@ -476,6 +481,9 @@ def apply_lora(encoder: SpeechEncoder, rank: int, alpha: float, dropout: float, 
     if encoder.model_type == "wavlm" and WAVLM_BYPASSED & set(targets):
         raise ModelError(f"LoRA on WavLM attention projections {sorted(WAVLM_BYPASSED & set(targets))} would never "
                          f"run (its attention uses the raw weights); use e.g. {DEFAULT_LORA_TARGETS['wavlm']}")
+    if skip_blocks >= len(encoder.transformer_layers()):
+        raise ModelError(f"no transformer block is left for LoRA adapters above the {skip_blocks} frozen ones "
+                         f"(this model has {len(encoder.transformer_layers())})")
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets)
     encoder.requires_grad_(False)
     if encoder.model_type == "whisper":
@@ -483,6 +491,8 @@ def apply_lora(encoder: SpeechEncoder, rank: int, alpha: float, dropout: float, 
     else:
         config.exclude_modules = ["feature_extractor", "feature_projection"]
         inject_adapter_in_model(config, encoder.model)
+    for block in encoder.transformer_layers()[:skip_blocks]:
+        merge_lora(block)  # lora_B starts at zero: the block's weights stay exactly the pretrained ones
     n = sum(p.numel() for name, p in encoder.named_parameters() if "lora_" in name)
     if n == 0:
         raise ModelError(f"LoRA targets {targets} matched no module of this {encoder.model_type} model")

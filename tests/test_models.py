@@ -73,6 +73,21 @@ def test_every_lora_parameter_receives_a_gradient(tiny_models, family):
     assert not dead, f"{family} ({targets}): LoRA parameters without gradient: {dead[:4]}"
 
 
+def test_lora_leaves_the_frozen_bottom_blocks_as_they_were(tiny_models):
+    enc, _ = _encoder(tiny_models["whisper"], "truncate")
+    before = {n: p.detach().clone() for n, p in enc.transformer_layers()[0].named_parameters()}
+    apply_lora(enc, rank=2, alpha=4, dropout=0.1, skip_blocks=1)
+    enc.freeze_bottom_layers(1)
+    bottom, top = enc.transformer_layers()
+    assert not any("lora_" in n for n, _ in bottom.named_parameters())
+    assert {n: p for n, p in bottom.named_parameters()}.keys() == before.keys()
+    assert all(torch.equal(p, before[n]) for n, p in bottom.named_parameters())
+    assert any("lora_" in n for n, _ in top.named_parameters())
+    assert enc.cacheable_blocks() == 1  # no LoRA dropout left in the frozen block: it can be precomputed
+    with pytest.raises(ModelError, match="no transformer block is left for LoRA adapters above the 2 frozen ones"):
+        apply_lora(_encoder(tiny_models["whisper"])[0], rank=2, alpha=4, dropout=0.1, skip_blocks=2)
+
+
 def test_wavlm_attention_lora_is_refused(tiny_models):
     enc, _ = _encoder(tiny_models["wavlm"])
     with pytest.raises(ModelError, match="would never run"):
