@@ -326,9 +326,16 @@ def read_columns(ds: h5py.Dataset, voxels, path: Path, lead: tuple = (), block_r
         if voxels.size and (voxels.min() < 0 or voxels.max() >= n_cols):
             raise DataError(f"{path}: voxel index out of range [0, {n_cols}) (found {voxels.min()}..{voxels.max()})")
     out = np.empty((n_rows, n_cols if voxels is None else len(voxels)), dtype=np.float32)
+    # a run of consecutive voxels (the noise ceiling's voxel blocks) is read as a column slab, not whole rows:
+    # one pass over a 2.2 GB repeats file instead of one per block
+    slab = voxels is not None and voxels.size > 0 and bool(np.all(np.diff(voxels) == 1))
     for r0 in range(0, n_rows, block_rows):
-        block = np.asarray(ds[lead + (slice(r0, r0 + block_rows),)], dtype=np.float32)
-        out[r0:r0 + block_rows] = block if voxels is None else block[:, voxels]
+        rows = slice(r0, r0 + block_rows)
+        if slab:
+            out[r0:r0 + block_rows] = ds[lead + (rows, slice(int(voxels[0]), int(voxels[-1]) + 1))]
+        else:
+            block = np.asarray(ds[lead + (rows,)], dtype=np.float32)
+            out[r0:r0 + block_rows] = block if voxels is None else block[:, voxels]
     np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
     return out
 

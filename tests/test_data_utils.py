@@ -338,3 +338,29 @@ def test_a_root_one_level_off_is_named_with_the_real_root(mini_root, tmp_path):
             Ds003020(wrong)
     with pytest.raises(DataError, match=r"derivative: expected a ds003020 folder here .*found nothing$"):
         Ds003020(tmp_path)  # nothing near: no guess
+
+
+def test_read_columns_reads_a_run_of_voxels_as_a_slab_and_any_selection_right(tmp_path):
+    from data_utils import read_columns
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(3, 70, 50))
+    values[1, 5, 12] = np.nan
+    with h5py.File(tmp_path / "r.hf5", "w") as f:
+        f["individual_repeats"] = values
+
+    class Recording:  # the dataset, noting which columns each read asked for
+        def __init__(self, ds):
+            self.ds, self.shape, self.asked = ds, ds.shape, []
+
+        def __getitem__(self, key):
+            self.asked.append(key[2] if len(key) > 2 else slice(None))
+            return self.ds[key]
+
+    with h5py.File(tmp_path / "r.hf5", "r") as f:
+        for voxels, columns_read in ((np.arange(10, 30), slice(10, 30)), (np.arange(50) >= 40, slice(40, 50)),
+                                     (np.array([3, 7, 12, 49]), slice(None)), (None, slice(None))):
+            ds = Recording(f["individual_repeats"])
+            got = read_columns(ds, voxels, tmp_path / "r.hf5", lead=(1,), block_rows=32)
+            cols = slice(None) if voxels is None else voxels
+            np.testing.assert_array_equal(got, np.nan_to_num(values[1][:, cols].astype(np.float32)))
+            assert ds.asked == [columns_read] * 3  # 70 rows in blocks of 32; a run of voxels: only its columns
