@@ -71,7 +71,8 @@ def parse_args(argv=None):
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="feature extraction: auto = bf16 autocast on CUDA, fp32 on CPU; bf16 on a CPU with native "
                         "bf16 (AVX512-BF16/AMX) is ~1.8x faster, cc_norm effect in bench/RESULTS.md")
-    p.add_argument("--backend", default="numpy", choices=["numpy", "torch"], help="ridge backend (torch uses CUDA if present)")
+    p.add_argument("--backend", default="auto", choices=["auto", "numpy", "torch"],
+                   help="ridge backend: auto = torch on the --device when it is a GPU, else numpy")
     p.add_argument("--ridge-score", default="r2", choices=["r2", "corr"], help="alpha selection criterion")
     p.add_argument("--cache-dir", help="feature cache (default: $BRAIN_TUNING_CACHE/features, else ~/.cache/brain-tuning/features)")
     p.add_argument("--low-level", action="store_true", help="also run the low-level residual analysis (§4)")
@@ -194,7 +195,7 @@ def main(argv=None) -> int:
         shared = None if plan[k] is None else {"with": args.model_name[plan[k][0]], "blocks": plan[k][1]}
         resolved = {"skipped_stories": subject_data["missing"], "layers": layers[k],
                     "pooling": settings[k]["pooling"], "device": str(device), "precision": precision,
-                    "batch_size": batch_size, "inference_threads": threads,
+                    "ridge": ridge_backend(args.backend, device), "batch_size": batch_size, "inference_threads": threads,
                     "feature_cache": str(caches[k].folder), "feature_cache_hits": caches[k].hits,
                     "evaluated_with": [m for m in args.model_name if m != name], "shared_bottom": shared}
         write_alignment(Path(args.out[k]), args, name, model_types[k], n_layers[k], per_layer[k], subject_data,
@@ -233,6 +234,13 @@ def load_subject_data(args) -> dict:
             "nc_source": nc_source, "rois": rois, "y_train": y_train, "y_test": y_test}
 
 
+def ridge_backend(choice: str, device) -> dict:
+    """The --backend flag resolved: {"backend", "device"} for ridge.bootstrap_ridge (auto: torch on a GPU)."""
+    if choice == "auto":
+        choice = "torch" if device.type == "cuda" else "numpy"
+    return {"backend": choice, "device": str(device) if choice == "torch" else None}
+
+
 def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers: int,
                     per_layer: dict[int, dict[str, np.ndarray]], subject_data: dict, low: dict | None,
                     resolved: dict) -> None:
@@ -244,7 +252,7 @@ def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers:
     cc_max, rois = subject_data["cc_max"], subject_data["rois"]
     y_train, y_test = subject_data["y_train"], subject_data["y_test"]
     layers = sorted(per_layer)
-    ridge_kwargs = {"backend": args.backend, "score": args.ridge_score, "seed": args.seed}
+    ridge_kwargs = {**resolved["ridge"], "score": args.ridge_score, "seed": args.seed}
     summary = {"subject": subject_data["subject"], "model": model_name, "model_type": model_type, "layers": layers,
                "n_layers": n_layers, "upper_middle_layers": al.upper_middle_layers(layers, n_layers),
                "per_layer": {}, "nc_floor": args.nc_floor}
@@ -263,7 +271,7 @@ def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers:
             tr_m = np.vstack([per_layer[l][s] for s in train])
             lo_tr = np.vstack([low[s] for s in train])
             r_train, r_test = al.residualize(tr_m, per_layer[l][test_story], lo_tr, low[test_story],
-                                             {"backend": args.backend, "seed": args.seed})
+                                             {**resolved["ridge"], "seed": args.seed})
             xr_train, xr_test = al.stack_design({"train": r_train, "test": r_test}, ["train"], "test")
             res_low = al.fit_and_score(xr_train, y_train, xr_test, y_test, cc_max, args.nc_floor, ridge_kwargs=ridge_kwargs)
             entry["rois_residual"] = al.roi_summary(res_low, rois)

@@ -297,3 +297,11 @@ def test_brain_evaluate_several_models_together_equal_each_alone(mini, tiny_mode
     assert brain_evaluate.main(["--data-dir", str(mini / "ds003020"), "--subject", "UTS02", "--model-name", base,
                                 str(tuned), "--out", outs[0]]) == brain_evaluate.EXIT_USAGE
     assert "expected one --out folder per --model-name (2), found 1" in capsys.readouterr().err
+
+
+def test_ridge_runs_on_the_evaluation_gpu_by_default():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda:1")
+    assert brain_evaluate.ridge_backend("auto", cpu) == {"backend": "numpy", "device": None}
+    assert brain_evaluate.ridge_backend("auto", gpu) == {"backend": "torch", "device": "cuda:1"}  # its own GPU
+    assert brain_evaluate.ridge_backend("numpy", gpu) == {"backend": "numpy", "device": None}
+    assert brain_evaluate.ridge_backend("torch", cpu) == {"backend": "torch", "device": "cpu"}
