@@ -128,8 +128,8 @@ def main(argv=None) -> int:
         print("error: --low-level-groups chooses the features of --low-level; add --low-level", file=sys.stderr)
         return EXIT_USAGE
     set_seed(args.seed)
-    device = resolve_device(args.device)
     try:
+        device = resolve_device(args.device)
         threads = inference_threads(args.inference_threads, device)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -172,7 +172,11 @@ def main(argv=None) -> int:
     rank, world, local_rank = training.distributed_setup()
     is_main = rank == 0
     out_dir = Path(args.out_dir)
-    device = resolve_device(args.device, local_rank if world > 1 else None)
+    try:
+        device = resolve_device(args.device, local_rank if world > 1 else None)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
     precision = resolve_precision(args.precision, device)
     if args.batch_size % world:
         print(f"error: --batch-size {args.batch_size} is not divisible by {world} processes", file=sys.stderr)

@@ -77,8 +77,8 @@ def run(args, task_runner) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     set_seed(args.seed)
-    device = resolve_device(args.device)
     try:
+        device = resolve_device(args.device)
         args.inference_threads = inference_threads(args.inference_threads, device)  # recorded resolved
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -193,10 +193,22 @@ def _json_default(obj):
 
 def resolve_device(choice: str, local_rank: int | None = None):
     """The --device flag resolved to a torch.device: "auto" means CUDA when present (under torchrun the process's
-    own GPU, `local_rank`), else the CPU; anything else ("cpu", "cuda:1") is taken as given."""
+    own GPU, `local_rank`), else the CPU; anything else ("cpu", "cuda:1") is taken as given.
+
+    Raises ValueError for a device string torch does not know, or a GPU this machine does not have.
+    """
     import torch
     if choice != "auto":
-        return torch.device(choice)
+        try:
+            device = torch.device(choice)
+        except RuntimeError as err:
+            raise ValueError(f"--device {choice}: not a device ({err}); expected auto, cpu, cuda or cuda:N") from err
+        if device.type == "cuda":
+            n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if (device.index or 0) >= n_gpus:
+                raise ValueError(f"--device {choice}: this machine has {n_gpus} usable CUDA GPU(s)"
+                                 f"{'' if n_gpus else ' (or torch was built without CUDA)'}")
+        return device
     if not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda" if local_rank is None else f"cuda:{local_rank}")

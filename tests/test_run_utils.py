@@ -117,7 +117,6 @@ def test_check_replaceable_refuses_folders_that_are_not_an_earlier_output(tmp_pa
 
 def test_resolve_device(monkeypatch):
     assert resolve_device("cpu") == torch.device("cpu")
-    assert resolve_device("cuda:1") == torch.device("cuda:1")  # taken as given, even without a GPU
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == torch.device("cpu")
     assert resolve_device("auto", local_rank=3) == torch.device("cpu")
@@ -192,3 +191,37 @@ def test_help_shows_defaults_but_no_empty_ones(script, capsys):
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
     assert "(default: None)" not in text and "(default: False)" not in text
     assert "(default: auto)" in text and "(default: 0)" in text  # --device, --seed
+
+
+def test_a_device_the_machine_lacks_is_a_usage_error(monkeypatch):
+    import torch
+
+    from run_utils import resolve_device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda:1") and resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="--device cuda:2: this machine has 2 usable CUDA GPU"):
+        resolve_device("cuda:2")
+    with pytest.raises(ValueError, match="--device gpu: not a device .*expected auto, cpu, cuda or cuda:N"):
+        resolve_device("gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"--device cuda: this machine has 0 usable CUDA GPU\(s\) \(or torch was built"):
+        resolve_device("cuda")
+    assert resolve_device("auto") == torch.device("cpu")
+
+
+def test_scripts_refuse_a_missing_gpu_before_writing(mini, tiny_models, tmp_path, capsys, monkeypatch):
+    import torch
+
+    import brain_evaluate
+    import brain_trainer_story
+    import eval_downstream
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    common = ["--data-dir", str(mini / "ds003020"), "--subject", "UTS01", "--model-name", tiny_models["hubert"],
+              "--device", "cuda", "--no-progress"]
+    assert brain_trainer_story.main([*common, "--out-dir", str(tmp_path / "t")]) == 2
+    assert brain_evaluate.main([*common, "--out", str(tmp_path / "e")]) == 2
+    assert eval_downstream.main(["--task", "commands", "--data-dir", str(tmp_path), "--model-name",
+                                 tiny_models["hubert"], "--out", str(tmp_path / "p"), "--device", "cuda"]) == 2
+    assert capsys.readouterr().err.count("--device cuda: this machine has 0 usable CUDA GPU(s)") == 3
+    assert not any((tmp_path / d).exists() for d in ("t", "e", "p"))
