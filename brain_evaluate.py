@@ -28,7 +28,8 @@ import numpy as np
 import alignment as al
 import data_utils as du
 import models
-from features import FeatureCache, add_window_arguments, cache_settings, extract_story_features_together
+from features import (FeatureCache, add_window_arguments, cache_settings, check_window_fits,
+                      extract_story_features_together)
 from inference import inference_threads, sharing_plan
 from timing import TEST_EXTRA_TRIM
 from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, command_line, ignored_flags_problem,
@@ -145,6 +146,7 @@ def main(argv=None) -> int:
         for name in args.model_name:
             backbone, extractor, model_type = models.load_backbone(name)
             encoders.append(models.SpeechEncoder(backbone, extractor, model_type, args.whisper_mode))
+            check_window_fits(encoders[-1], args.stride, args.context)
             layers.append(resolve_layers(args.layers, encoders[-1].num_layers))
     except models.ModelError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from inference import hidden_states_together, pooled_over_batches, prepare_for_inference
-from models import SpeechEncoder
+from models import ModelError, SpeechEncoder
 from run_utils import save_npz_atomic, write_json_atomic
 
 MIN_WINDOW_SAMPLES = 400
@@ -32,6 +32,18 @@ def window_bounds(n_samples: int, stride_s: float = 0.1, context_s: float = 16.0
     starts = np.maximum(0, ends - int(round((context_s + stride_s) * sample_rate)))
     keep = ends - starts >= MIN_WINDOW_SAMPLES
     return starts[keep], ends[keep]
+
+
+def check_window_fits(encoder: SpeechEncoder, stride_s: float, context_s: float) -> None:
+    """Raise ModelError when the longest window (`context_s + stride_s` seconds) is more than the model takes
+    (Whisper: 30 s, in either --whisper-mode); the wav2vec2 family takes any length."""
+    if encoder.model_type != "whisper":
+        return
+    limit_s = encoder.n_mel_frames * encoder.hop / 16000
+    longest_s = int(round((context_s + stride_s) * 16000)) / 16000
+    if longest_s > limit_s:
+        raise ModelError(f"windows of up to {longest_s:g} s (--context {context_s:g} + --stride {stride_s:g}) are longer "
+                         f"than the {limit_s:g} s Whisper takes; lower --context to at most {limit_s - stride_s:g}")
 
 
 def pool_frames(states: torch.Tensor, valid: torch.Tensor, pooling: str, n_last_frames: int) -> torch.Tensor:
@@ -93,6 +105,8 @@ def extract_story_features_together(encoders: list[SpeechEncoder], wav: np.ndarr
         raise ValueError(f"precision must be fp32 or bf16, found {precision!r}")
     if len(layers) != len(encoders):
         raise ValueError(f"expected one layer list per encoder ({len(encoders)}), found {len(layers)}")
+    for enc in encoders:
+        check_window_fits(enc, stride_s, context_s)
     plan = prepare_for_inference(encoders, device)
     starts, ends = window_bounds(len(wav), stride_s, context_s)
     lengths = ends - starts

@@ -27,7 +27,7 @@ from tqdm import tqdm
 import data_utils as du
 import models
 import teacher_targets as tt
-from features import FeatureCache, add_window_arguments, cache_settings
+from features import FeatureCache, add_window_arguments, cache_settings, check_window_fits
 from inference import inference_threads
 from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, command_line, package_versions, resolve_device,
                        resolve_precision, save_npz_atomic, timestamp, write_json_atomic)
@@ -133,6 +133,7 @@ def speech_model_teacher(args, data: du.Ds003020, stories: list[str]) -> tuple[d
     backbone, extractor, model_type = models.load_backbone(args.model_name)
     encoder = models.SpeechEncoder(backbone, extractor, model_type, args.whisper_mode)
     check_layer(args.layer, encoder.num_layers, args.model_name)
+    check_window_fits(encoder, args.stride, args.context)
     precision = resolve_precision(args.precision, device)
     settings = cache_settings(args.stride, args.context, args.pooling, args.tr, precision, model_type, args.whisper_mode)
     cache = FeatureCache(Path(args.cache_dir) if args.cache_dir else data.cache_dir / "features", args.model_name,

@@ -92,3 +92,22 @@ def test_feature_cache_keeps_a_storys_other_layers_when_more_are_saved(tmp_path)
     np.testing.assert_array_equal(cache.load("souls", [2, 7])[1], np.stack([feats[0] - 1, feats[0]]))
     cache.save("souls", [3], times[:2], feats[:1, :2])  # other windows: nothing to keep
     assert cache.load("souls", [2]) is None and cache.load("souls", [3])[1].shape == (1, 2, 3)
+
+
+def test_windows_longer_than_whisper_takes_are_refused_before_extraction(mini, tiny_models, tmp_path, capsys):
+    import brain_evaluate
+    import models
+    from features import check_window_fits
+    for mode in models.WHISPER_MODES:
+        backbone, fe, mt = models.load_backbone(tiny_models["whisper"])
+        whisper = models.SpeechEncoder(backbone, fe, mt, mode)
+        check_window_fits(whisper, 0.1, 29.9)  # exactly 30 s: fits
+        with pytest.raises(models.ModelError, match=r"windows of up to 30.1 s \(--context 30 \+ --stride 0.1\) are "
+                                                    r"longer than the 30 s Whisper takes; lower --context to at most 29.9"):
+            check_window_fits(whisper, 0.1, 30.0)
+    backbone, fe, mt = models.load_backbone(tiny_models["wav2vec2"])
+    check_window_fits(models.SpeechEncoder(backbone, fe, mt), 1.0, 60.0)  # any length
+    assert brain_evaluate.main(["--data-dir", str(mini / "ds003020"), "--subject", "UTS01", "--model-name",
+                                tiny_models["whisper"], "--out", str(tmp_path / "e"), "--context", "40", "--stride", "2",
+                                "--nc-dir", str(mini / "subject_NCs"), "--no-progress"]) == 2
+    assert "windows of up to 42 s" in capsys.readouterr().err and not (tmp_path / "e").exists()
