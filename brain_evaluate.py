@@ -232,7 +232,7 @@ def load_subject_data(args) -> dict:
         rois.update(du.load_roi_file(args.roi_file, n_vox))
     y_train = np.vstack([data.load_responses(subject, s) for s in train])
     y_test = data.load_responses(subject, args.test_story)[TEST_EXTRA_TRIM:]  # data[40:] <-> TR grid [50:-5]
-    return {"subject": subject, "data": data, "train": train, "missing": missing, "cc_max": cc_max,
+    return {"subject": subject, "data": data, "timing": data.timing_record(), "train": train, "missing": missing, "cc_max": cc_max,
             "nc_source": nc_source, "rois": rois, "y_train": y_train, "y_test": y_test}
 
 
@@ -300,7 +300,7 @@ def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers:
     write_json_atomic(out / "config.json", {"args": {**vars(args), "model_name": model_name, "out": str(out)},
                                             "resolved": {"train_stories": train, **resolved,
                                                          "noise_ceiling": subject_data["nc_source"],
-                                                         "timing": subject_data["data"].timing_record(),
+                                                         "timing": subject_data["timing"],
                                                          "ridge": {**ridge_kwargs, "penalty": "alpha^2 (Huth)",
                                                                    "alphas": "logspace(1, 4, 15)"}},
                                             "command": command_line(), "finished": timestamp(),

@@ -53,12 +53,13 @@ def teacher_record(targets_file: str, timing: dict) -> dict:
     if made_with is not None and abs(made_with - tr) > 1e-9:
         raise du.DataError(f"{targets_file}: made on TR grids of --tr {made_with} s (its {path.name}.json), but this "
                            f"run uses --tr {tr} s; remake the targets with --tr {tr} or pass --tr {made_with}")
-    made_trfiles = record["resolved"].get("timing", {}).get("trfiles_sha256")  # older records: simulated grids
-    if made_trfiles != timing.get("trfiles_sha256"):
-        made = record["resolved"]["timing"].get("trfiles") if made_trfiles else "TR grids simulated from respdict"
-        raise du.DataError(f"{targets_file}: made with {made} (its {path.name}.json), but this run uses "
-                           f"{timing.get('trfiles') or 'TR grids simulated from respdict'}; give both the same "
-                           f"--trfiles")
+    made = record["resolved"].get("timing", {})  # older records: simulated grids
+
+    def grids(t: dict) -> str:
+        return t.get("trfiles") or "TR grids simulated from respdict"
+    if made.get("trfiles_sha256") != timing.get("trfiles_sha256"):
+        raise du.DataError(f"{targets_file}: made with {grids(made)} (its {path.name}.json), but this run uses "
+                           f"{grids(timing)}; give both the same --trfiles")
     return {"teacher": record["resolved"].get("teacher"), "teacher_command": record["command"]}
 
 

@@ -193,7 +193,7 @@ def _json_default(obj):
 
 def resolve_device(choice: str, local_rank: int | None = None):
     """The --device flag resolved to a torch.device: "auto" means CUDA when present (under torchrun the process's
-    own GPU, `local_rank`), else the CPU; anything else ("cpu", "cuda:1") is taken as given.
+    own GPU, `local_rank`), else the CPU; anything else ("cpu", "cuda:1") is returned once checked.
 
     Raises ValueError for a device string torch does not know, or a GPU this machine does not have.
     """
