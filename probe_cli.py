@@ -79,6 +79,7 @@ def run(args, task_runner) -> int:
     set_seed(args.seed)
     try:
         device = resolve_device(args.device)
+        args.device = str(device)  # recorded resolved: where features were extracted and probes fitted
         args.inference_threads = inference_threads(args.inference_threads, device)  # recorded resolved
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

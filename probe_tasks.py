@@ -273,8 +273,8 @@ def run_probe_task(task: str, data_root: str, models: list[ProbedModel], cache_d
     groups = None if spec.group_by is None else {
         split: np.array([spec.group_by(u) for u in utts if u.split == split]) for split in dd.SPLITS}
     for m, cache, x, y in zip(models, caches, feats, labels):
-        per_layer = probes.run_layer_probes(x, y, m.layers, spec.kind, len(classes), seed=seed, progress=progress,
-                                            n_permutations=n_permutations, groups=groups)
+        per_layer = probes.run_layer_probes(x, y, m.layers, spec.kind, len(classes), seed=seed, device=device,
+                                            progress=progress, n_permutations=n_permutations, groups=groups)
         result = summarise_probes(task, m.name, per_layer, m.layers, m.encoder.num_layers, {
             "description": spec.description, "kind": spec.kind, "classes": list(classes), "utterances": counts,
             "permutation_unit": spec.group_name if n_permutations else None,
@@ -362,12 +362,14 @@ def run_story_word_probe(models: list[ProbedModel], words_by_source: dict, audio
     y = np.array([classes[label_of[w]] for w in words], np.int64)
     # the same probe and folds on the labels of the preceding words alone: what following the topic would score
     counts = context_label_counts(words_by_source, occ, label_of, classes, context_s)
-    baseline = probes.cross_validated_probes(counts[None], y, words, [0], len(classes), n_folds, seed, progress=False)[0]
+    baseline = probes.cross_validated_probes(counts[None], y, words, [0], len(classes), n_folds, seed, device=device,
+                                             progress=False)[0]
     mean_context_words = float(counts.sum(axis=1).mean())
     majority = np.bincount(y).max() / len(y)
     results = []
     for m, x in zip(models, feats):
-        per_layer = probes.cross_validated_probes(x, y, words, m.layers, len(classes), n_folds, seed, progress=progress)
+        per_layer = probes.cross_validated_probes(x, y, words, m.layers, len(classes), n_folds, seed, device=device,
+                                                  progress=progress)
         result = summarise_probes("story_word_category", m.name, per_layer, m.layers, m.encoder.num_layers, {
             "description": "label of story words in context, cross-validated by word", "kind": "multiclass",
             "classes": list(classes), "n_words": len(occ), "n_occurrences": int(len(words)), "n_folds": n_folds,

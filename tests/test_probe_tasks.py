@@ -304,3 +304,24 @@ def test_utterance_audio_is_read_batch_by_batch(tiny_models):
     assert events == ["read", "read", "forward", "read", "forward"] * 2
     eager = probes.utterance_features(enc, [Logged()[i] for i in range(6)], [1], batch_size=2, progress=False)
     np.testing.assert_array_equal(lazy, eager)
+
+
+def test_probes_are_fitted_on_the_runs_device(mini, downstream, tiny_models, tmp_path, monkeypatch):
+    # a GPU run fits its probes on that GPU (a full-size frame-level probe takes minutes per layer on a CPU):
+    # every probe of every kind of task gets the --device the features were extracted on
+    import torch
+    import probe_cli
+    import probes
+    seen, fit = [], probes.fit_linear_probe
+    monkeypatch.setattr(probe_cli, "resolve_device", lambda choice: torch.device("cpu", 0))
+    monkeypatch.setattr(probes, "fit_linear_probe", lambda *a, device="cpu", **k: seen.append(device) or fit(*a, **k))
+    common = ["--whisper-mode", "truncate", "--layers", "2", "--device", "cpu:0"]
+    assert eval_phonemes.main(_args(tiny_models["whisper"], downstream / "timit", tmp_path / "p", tmp_path / "c",
+                                    "--task", "sentence_type", "--permutations", "2", *common)) == 0
+    assert eval_downstream.main(_args(tiny_models["whisper"], mini / "ds003020", tmp_path / "w", tmp_path / "c",
+                                      "--task", "story_word_category", "--max-per-word", "1", "--folds", "3",
+                                      "--word-labels", str(mini / "ground_truth" / "word_categories.tsv"),
+                                      *common)) == 0
+    assert len(seen) == 3 + 2 * 3  # probe and null of the utterance task; model and baseline, 3 folds each
+    assert all(d == torch.device("cpu", 0) for d in seen)
+    assert json.loads((tmp_path / "p" / "config.json").read_text())["args"]["device"] == "cpu:0"
