@@ -180,17 +180,29 @@ class FeatureCache:
     def path(self, story: str) -> Path:
         return self.folder / f"{story}.npz"
 
-    def load(self, story: str, layers: list[int]):
-        """(times, feats (n_layers, n, H)) if every requested layer is cached, else None."""
+    def has(self, story: str, layers: list[int]) -> bool:
+        """Whether every requested layer of `story` is cached (reads the layer list only, not the features)."""
+        if not self.path(story).is_file():
+            return False
+        with np.load(self.path(story), allow_pickle=False) as z:
+            return set(layers) <= set(z["layers"].tolist())
+
+    def load(self, story: str, layers: list[int], count_hit: bool = True):
+        """(times, feats (n_layers, n, H)) if every requested layer is cached, else None.
+
+        count_hit : count the read in `hits` (False for features this run has just extracted and saved).
+        """
         path = self.path(story)
         if not path.is_file():
             return None
         with np.load(path, allow_pickle=False) as z:
-            have = list(z["layers"])
+            have = z["layers"].tolist()
             if not all(l in have for l in layers):
                 return None
-            self.hits += 1
-            return z["times"], z["feats"][[have.index(l) for l in layers]]
+            self.hits += int(count_hit)
+            index = [have.index(l) for l in layers]
+            # all the stored layers in their order: no second copy (a frame-level split is gigabytes)
+            return z["times"], z["feats"] if index == list(range(len(have))) else z["feats"][index]
 
     def save(self, story: str, layers: list[int], times: np.ndarray, feats: np.ndarray) -> None:
         """Store (n_layers, n, H) `feats` of `layers`, keeping the story's other cached layers (an evaluation's seven
@@ -205,4 +217,6 @@ class FeatureCache:
                     layers = [int(z["layers"][i]) for i in keep] + layers
                     feats = np.concatenate([z["feats"][keep].astype(feats.dtype), feats])
         order = np.argsort(layers, kind="stable")
-        save_npz_atomic(self.path(story), times=times, feats=feats[order], layers=np.array(layers)[order])
+        if (order != np.arange(len(order))).any():  # sorted already: written as is, without a copy
+            feats, layers = feats[order], [layers[i] for i in order]
+        save_npz_atomic(self.path(story), times=times, feats=feats, layers=np.array(layers))

@@ -85,38 +85,52 @@ def task_labels(spec: TaskSpec, utts: list[dd.Utterance]) -> tuple[dict[str, int
     return classes, lambda u: u.segments
 
 
-def task_features(spec: TaskSpec, utts: list[dd.Utterance], lengths: list[int], models: list[ProbedModel],
-                  caches: list[FeatureCache], to_label: Callable, classes: dict, frame_step: int, batch_size: int,
-                  device, precision: str, progress: bool, threads: int = 1) -> tuple[list[dict], list[dict]]:
-    """Per model and split: features (n_layers, N, hidden) and labels; extracted once (the models not yet cached
-    together, their shared bottom computed once), then read from each model's cache.
-    lengths : each utterance's 16 kHz sample count (`drop_short_utterances`)."""
-    feats, labels = [{} for _ in models], [{} for _ in models]
+def extract_missing_features(spec: TaskSpec, utts: list[dd.Utterance], lengths: list[int], models: list[ProbedModel],
+                             caches: list[FeatureCache], frame_step: int, batch_size: int, device, precision: str,
+                             progress: bool, threads: int = 1) -> list[set[str]]:
+    """Extract and cache the features of each split for the models whose cache lacks it, those models together
+    (their shared bottom computed once). Nothing is kept in memory after a split is saved.
+    lengths : each utterance's 16 kHz sample count (`drop_short_utterances`).
+    Returns per model the splits extracted now (the others were in its cache already)."""
+    fresh = [set() for _ in models]
     for split in dd.SPLITS:
+        todo = [k for k, (cache, m) in enumerate(zip(caches, models)) if not cache.has(split, m.layers)]
+        if not todo:
+            continue
         members = [u for u in utts if u.split == split]
         member_lengths = [n for u, n in zip(utts, lengths) if u.split == split]
-        cached = [cache.load(split, m.layers) for cache, m in zip(caches, models)]  # (rows, x) or None
-        todo = [k for k, c in enumerate(cached) if c is None]
-        if todo:
-            todo_models = [models[k] for k in todo]
-            if spec.level == "utterance":
-                fresh = _utterance_rows(todo_models, members, member_lengths, batch_size, device, precision, progress,
-                                        threads)
-            else:
-                fresh = _frame_rows(todo_models, members, frame_step, device, progress, threads)
-            for k, rows_x in zip(todo, fresh):
-                caches[k].save(split, models[k].layers, *rows_x)
-                cached[k] = rows_x
-        for k, (rows, x) in enumerate(cached):
-            if spec.level == "utterance":
-                y = [to_label(u) for u in members]
-                y = probes.presence_matrix(y, classes) if spec.label == "phone_presence" else np.array(y, np.int64)
-                feats[k][split], labels[k][split] = x, y
-                continue
-            # rows are in utterance order: split once instead of masking all rows per utterance
-            times_per_utt = np.split(rows[:, 1], np.searchsorted(rows[:, 0], np.arange(1, len(members))))
-            y = np.concatenate([probes.frame_labels(t, u.segments, classes) for t, u in zip(times_per_utt, members)])
-            feats[k][split], labels[k][split] = x[:, y >= 0], y[y >= 0]
+        todo_models = [models[k] for k in todo]
+        if spec.level == "utterance":
+            rows_x = _utterance_rows(todo_models, members, member_lengths, batch_size, device, precision, progress,
+                                     threads)
+        else:
+            rows_x = _frame_rows(todo_models, members, member_lengths, frame_step, device, progress, threads)
+        for k, (rows, x) in zip(todo, rows_x):
+            caches[k].save(split, models[k].layers, rows, x)
+            fresh[k].add(split)
+        del rows_x
+    return fresh
+
+
+def load_task_features(spec: TaskSpec, utts: list[dd.Utterance], model: ProbedModel, cache: FeatureCache,
+                       to_label: Callable, classes: dict, fresh: set[str]) -> tuple[dict, dict]:
+    """One model's features (n_layers, N, hidden) and labels per split, read from its cache (one model at a time
+    in memory: a frame-level TIMIT split of a base model is ~5 GB). fresh : the splits this run extracted (not
+    counted as cache hits)."""
+    feats, labels = {}, {}
+    for split in dd.SPLITS:
+        members = [u for u in utts if u.split == split]
+        rows, x = cache.load(split, model.layers, count_hit=split not in fresh)
+        if spec.level == "utterance":
+            y = [to_label(u) for u in members]
+            feats[split] = x
+            labels[split] = probes.presence_matrix(y, classes) if spec.label == "phone_presence" else np.array(y, np.int64)
+            continue
+        # rows are in utterance order: split once instead of masking all rows per utterance
+        times_per_utt = np.split(rows[:, 1], np.searchsorted(rows[:, 0], np.arange(1, len(members))))
+        y = np.concatenate([probes.frame_labels(t, u.segments, classes) for t, u in zip(times_per_utt, members)])
+        covered = y >= 0  # frames no segment covers have no label
+        feats[split], labels[split] = (x, y) if covered.all() else (x[:, covered], y[covered])
     return feats, labels
 
 
@@ -156,23 +170,35 @@ def drop_short_utterances(utts: list[dd.Utterance], progress: bool = True) -> tu
             [str(u.path) for u, k in zip(utts, keep) if not k])
 
 
-def _frame_rows(models: list[ProbedModel], members: list[dd.Utterance], frame_step: int, device,
+def _frame_rows(models: list[ProbedModel], members: list[dd.Utterance], lengths: list[int], frame_step: int, device,
                 progress: bool, threads: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per model (rows (n, 2) = utterance index and frame time in s, features (n_layers, n, hidden)) of every
-    `frame_step`-th frame of every utterance (utterances side by side in `threads` threads)."""
+    `frame_step`-th frame of every utterance (utterances side by side in `threads` threads).
+
+    Written into arrays sized from `lengths` (16 kHz sample counts) up front: no per-utterance pieces joined at
+    the end, which would hold a split's features twice."""
     encoders = [m.encoder for m in models]
     plan = prepare_for_inference(encoders, device)
     layers = [m.layers for m in models]
-    xs, rows = [[] for _ in models], [[] for _ in models]
+    # encoder.frame_count bounds the valid frames of an utterance (SpeechEncoder.valid_frames)
+    bounds = [sum(-(-enc.frame_count(n) // frame_step) for n in lengths) for enc in encoders]
+    xs = [np.empty((len(m.layers), b, m.encoder.hidden_size), np.float32) for m, b in zip(models, bounds)]
+    rows = [np.empty((b, 2)) for b in bounds]
+    filled = [0] * len(models)
     frames = map_inference(lambda u: probes.frame_features_together(encoders, dd.load_utterance_audio(u), layers,
                                                                     device, plan),
                            members, threads, "utterances", progress)
     for ui, per_model in enumerate(frames):
         for j, (times, states) in enumerate(per_model):
             keep = np.arange(0, len(times), frame_step)
-            xs[j].append(states[:, keep])
-            rows[j].append(np.stack([np.full(len(keep), ui), times[keep]], 1))
-    return [(np.concatenate(r), np.concatenate(x, axis=1)) for r, x in zip(rows, xs)]
+            a, b = filled[j], filled[j] + len(keep)
+            if b > bounds[j]:
+                raise RuntimeError(f"{members[ui].path}: {len(times)} frames, more than the "
+                                   f"{encoders[j].frame_count(lengths[ui])} its {lengths[ui]} samples give")
+            xs[j][:, a:b] = states[:, keep]
+            rows[j][a:b] = np.stack([np.full(len(keep), ui), times[keep]], 1)
+            filled[j] = b
+    return [(r[:n], x[:, :n]) for r, x, n in zip(rows, xs, filled)]
 
 
 def chance_level(labels: dict, kind: str) -> dict:
@@ -268,17 +294,21 @@ def run_probe_task(task: str, data_root: str, models: list[ProbedModel], cache_d
                     "bf16": spec.level != "frame" and probes.uses_bf16(precision, device),  # frame features: fp32
                     "whisper_mode": getattr(m.encoder, "whisper_mode", None) if m.encoder.model_type == "whisper" else None}
         caches.append(FeatureCache(cache_dir, m.name, settings))
-    feats, labels = task_features(spec, utts, lengths, models, caches, to_label, classes, frame_step, batch_size,
-                                  device, precision, progress, threads)
+    fresh = extract_missing_features(spec, utts, lengths, models, caches, frame_step, batch_size, device, precision,
+                                     progress, threads)
     groups = None if spec.group_by is None else {
         split: np.array([spec.group_by(u) for u in utts if u.split == split]) for split in dd.SPLITS}
-    for m, cache, x, y in zip(models, caches, feats, labels):
+    for m, cache, extracted in zip(models, caches, fresh):
+        x, y = load_task_features(spec, utts, m, cache, to_label, classes, extracted)
         per_layer = probes.run_layer_probes(x, y, m.layers, spec.kind, len(classes), seed=seed, device=device,
                                             progress=progress, n_permutations=n_permutations, groups=groups)
+        n_rows = {s: int(len(y[s])) for s in dd.SPLITS}
+        chance = chance_level(y, spec.kind)
+        del x, y  # released before the next model's features are read
         result = summarise_probes(task, m.name, per_layer, m.layers, m.encoder.num_layers, {
             "description": spec.description, "kind": spec.kind, "classes": list(classes), "utterances": counts,
             "permutation_unit": spec.group_name if n_permutations else None,
-            "n_rows": {s: int(len(y[s])) for s in dd.SPLITS}, "chance": chance_level(y, spec.kind),
+            "n_rows": n_rows, "chance": chance,
             "skipped_utterances": {"shorter_than_s": dd.MIN_UTTERANCE_S, "files": skipped},
             "feature_cache_hits": cache.hits})
         curves = {k: {Path(m.name).name: [per_layer[l]["test"][k] for l in m.layers]} for k in ("f1_macro", "accuracy")}

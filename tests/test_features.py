@@ -94,6 +94,25 @@ def test_feature_cache_keeps_a_storys_other_layers_when_more_are_saved(tmp_path)
     assert cache.load("souls", [2]) is None and cache.load("souls", [3])[1].shape == (1, 2, 3)
 
 
+def test_feature_cache_reads_a_split_once_without_a_second_copy(tmp_path):
+    # a frame-level probe split is gigabytes: asking for every stored layer returns the array as read, and has()
+    # answers without reading the features
+    import tracemalloc
+    cache = features.FeatureCache(tmp_path, "some/model", {})
+    feats = np.random.default_rng(0).standard_normal((3, 20000, 50)).astype(np.float32)  # 12 MB
+    cache.save("train", [1, 2, 3], np.arange(20000.0), feats)
+    assert cache.has("train", [3, 1]) and not cache.has("train", [4]) and not cache.has("val", [1])
+    assert cache.hits == 0
+    tracemalloc.start()
+    _, got = cache.load("train", [1, 2, 3])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    np.testing.assert_array_equal(got, feats)
+    assert peak < 1.3 * feats.nbytes, peak / feats.nbytes
+    assert cache.hits == 1 and cache.load("train", [1, 2, 3], count_hit=False) is not None and cache.hits == 1
+    np.testing.assert_array_equal(cache.load("train", [3, 1])[1], feats[[2, 0]])  # a subset: in the order asked
+
+
 def test_windows_longer_than_whisper_takes_are_refused_before_extraction(mini, tiny_models, tmp_path, capsys):
     import brain_evaluate
     import models

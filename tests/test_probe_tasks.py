@@ -325,3 +325,54 @@ def test_probes_are_fitted_on_the_runs_device(mini, downstream, tiny_models, tmp
     assert len(seen) == 3 + 2 * 3  # probe and null of the utterance task; model and baseline, 3 folds each
     assert all(d == torch.device("cpu", 0) for d in seen)
     assert json.loads((tmp_path / "p" / "config.json").read_text())["args"]["device"] == "cpu:0"
+
+
+@pytest.mark.parametrize("family", ["wav2vec2", "whisper"])
+def test_frame_rows_are_every_nth_frame_of_each_utterance(downstream, tiny_models, family):
+    # written into arrays sized up front from the utterances' lengths: the same rows as each utterance's frames
+    import numpy as np
+
+    import downstream_data as dd
+    import models
+    import probe_tasks
+    import probes
+    backbone, extractor, model_type = models.load_backbone(tiny_models[family])
+    encoder = models.SpeechEncoder(backbone, extractor, model_type, "truncate")
+    members = [u for u in dd.read_timit(downstream / "timit") if u.split == "train"][:5]
+    lengths = [dd.utterance_samples(u) for u in members]
+    probed = probe_tasks.ProbedModel(encoder, family, [1, 2], downstream / "unused")
+    ((rows, x),) = probe_tasks._frame_rows([probed], members, lengths, 3, "cpu", False, 1)
+    times, states = zip(*(probes.frame_features(encoder, dd.load_utterance_audio(u), [1, 2]) for u in members))
+    np.testing.assert_array_equal(x, np.concatenate([s[:, ::3] for s in states], axis=1))
+    np.testing.assert_array_equal(rows[:, 1], np.concatenate([t[::3] for t in times]))
+    np.testing.assert_array_equal(rows[:, 0], np.concatenate([np.full(len(t[::3]), i) for i, t in enumerate(times)]))
+
+
+def test_probing_holds_one_models_features_at_a_time(downstream, tiny_models, tmp_path, monkeypatch):
+    # several models in one run: each model's features are read from its cache just before its probes and
+    # released after them (before, every model's splits stayed in memory until the last model was probed)
+    import weakref
+
+    import probe_tasks
+    import probes
+    alive, events = [], []
+    load, fit = probe_tasks.load_task_features, probes.run_layer_probes
+
+    def tracked_load(spec, utts, model, *a):
+        events.append(("load", model.out.name, sum(r() is not None for r in alive)))
+        feats, labels = load(spec, utts, model, *a)
+        alive.extend(weakref.ref(x) for x in feats.values())
+        return feats, labels
+
+    def tracked_probes(features, *a, **k):
+        events.append(("probe", sum(r() is not None for r in alive)))
+        return fit(features, *a, **k)
+    monkeypatch.setattr(probe_tasks, "load_task_features", tracked_load)
+    monkeypatch.setattr(probes, "run_layer_probes", tracked_probes)
+    outs = [str(tmp_path / k) for k in "abc"]
+    args = ["--data-dir", str(downstream / "timit"), "--model-name", tiny_models["whisper"], tiny_models["wav2vec2"],
+            tiny_models["hubert"], "--out", *outs, "--cache-dir", str(tmp_path / "c"), "--no-progress",
+            "--task", "phonemes_frame", "--whisper-mode", "truncate"]
+    assert eval_phonemes.main(args) == 0
+    # train, val and test of one model in memory while it is probed, none of another's
+    assert events == [("load", "a", 0), ("probe", 3), ("load", "b", 0), ("probe", 3), ("load", "c", 0), ("probe", 3)]
