@@ -32,9 +32,10 @@ from features import (FeatureCache, add_window_arguments, cache_settings, check_
                       extract_story_features_together)
 from inference import inference_threads, sharing_plan
 from timing import TEST_EXTRA_TRIM
-from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, command_line, ignored_flags_problem,
-                       model_run_usage_problem, package_versions, resolve_device, resolve_precision, save_npz_atomic,
-                       set_seed, timestamp, write_json_atomic, write_text_atomic)
+from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, array_digest, command_line, file_sha256,
+                       ignored_flags_problem, model_run_usage_problem, package_versions, resolve_device,
+                       resolve_precision, save_npz_atomic, set_seed, timestamp, to_json, write_json_atomic,
+                       write_text_atomic)
 
 PAPER_LAYERS = (2, 5, 7, 8, 10, 11, 12)
 
@@ -232,8 +233,35 @@ def load_subject_data(args) -> dict:
         rois.update(du.load_roi_file(args.roi_file, n_vox))
     y_train = np.vstack([data.load_responses(subject, s) for s in train])
     y_test = data.load_responses(subject, args.test_story)[TEST_EXTRA_TRIM:]  # data[40:] <-> TR grid [50:-5]
+    # what every layer's fit reads besides its features: a layer result with the same inputs is read back
+    inputs = array_digest(y_train, y_test, cc_max, train, args.test_story, *[x for r in sorted(rois) for x in (r, rois[r])])
     return {"subject": subject, "data": data, "timing": data.timing_record(), "train": train, "missing": missing, "cc_max": cc_max,
-            "nc_source": nc_source, "rois": rois, "y_train": y_train, "y_test": y_test}
+            "nc_source": nc_source, "rois": rois, "y_train": y_train, "y_test": y_test, "inputs_digest": inputs}
+
+
+# the code a layer's fit runs after its features: a change to it makes earlier layer results stale
+FIT_CODE = ("alignment.py", "ridge.py", "eval_utils.py", "brain_evaluate.py")
+
+
+def layer_fit_key(features: list[np.ndarray], inputs_digest: str, low: list[np.ndarray] | None, settings: dict) -> str:
+    """Identity of one layer's encoding-model fit: its (TRs, F) features per story, the subject's responses, noise
+    ceiling and ROIs (`inputs_digest`), the low-level features, the fit settings, the fitting code and the numeric
+    packages. Equal keys give equal results, so a rerun after a kill reads finished layers back."""
+    from importlib import metadata
+    code = [file_sha256(Path(__file__).parent / f) for f in FIT_CODE]
+    versions = [metadata.version(p) for p in ("numpy", "scipy", "torch")]
+    return array_digest(inputs_digest, settings, code, versions, *features, *(low or []))
+
+
+def read_layer_entry(path: Path, key: str) -> dict | None:
+    """The summary entry stored in a layer_<l>.npz written by a fit with this key, else None."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "fit_key" not in z.files or str(z["fit_key"]) != key:
+                return None
+            return json.loads(str(z["summary_entry"]))
+    except (OSError, ValueError, KeyError):  # absent or unreadable: fitted again
+        return None
 
 
 def ridge_backend(choice: str, device) -> dict:
@@ -264,7 +292,18 @@ def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers:
     # summary.json marks a finished result (--compare reads it): gone until this one is complete, written last
     (out / "summary.json").unlink(missing_ok=True)
     from tqdm import tqdm
+    fit_settings = {"ridge": ridge_kwargs, "nc_floor": args.nc_floor, "delays": list(al.DEFAULT_DELAYS),
+                    "low_level_groups": list(args.low_level_groups) if low is not None else None,
+                    "upper_middle": summary["upper_middle_layers"], "roi_voxels": named}
+    low_parts = None if low is None else [low[s] for s in train + [test_story]]
+    resolved["layers_reused"] = []
     for l in tqdm(layers, desc="encoding models", disable=args.no_progress):
+        key = layer_fit_key([per_layer[l][s] for s in train + [test_story]], subject_data["inputs_digest"], low_parts,
+                            {**fit_settings, "layer": l})
+        if (done := read_layer_entry(out / f"layer_{l}.npz", key)) is not None:
+            summary["per_layer"][str(l)] = done  # finished before a kill, same inputs: read back, not refitted
+            resolved["layers_reused"].append(l)
+            continue
         x_train, x_test = al.stack_design(per_layer[l], train, test_story)
         res = al.fit_and_score(x_train, y_train, x_test, y_test, cc_max, args.nc_floor, ridge_kwargs=ridge_kwargs)
         entry = {"rois": al.roi_summary(res, rois), "alpha_edge_fraction": res["edge_fraction"]}
@@ -284,7 +323,8 @@ def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers:
             arrays.update(roi_voxels=roi_voxels, test_predictions_roi=res["predictions"][:, roi_voxels].astype(np.float32))
             if low is not None:  # for --compare's intervals of the low-level impact
                 arrays["test_predictions_roi_residual"] = res_low["predictions"][:, roi_voxels].astype(np.float32)
-        save_npz_atomic(out / f"layer_{l}.npz", **arrays)
+        save_npz_atomic(out / f"layer_{l}.npz", **arrays, fit_key=np.array(key),
+                        summary_entry=np.array(to_json(entry)))
         summary["per_layer"][str(l)] = entry
     if roi_voxels is not None:
         save_npz_atomic(out / "test_responses_roi.npz", roi_voxels=roi_voxels, cc_max=cc_max[roi_voxels],

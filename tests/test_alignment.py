@@ -156,7 +156,7 @@ def test_brain_evaluate_end_to_end_cache_and_compare(mini, tiny_models, tmp_path
     assert _eval(mini, tiny_models["wav2vec2"], tmp_path / "b") == 0  # same model: every story from the cache
     assert json.loads((tmp_path / "b" / "config.json").read_text())["resolved"]["feature_cache_hits"] == 6
     np.testing.assert_allclose(np.load(tmp_path / "b" / "layer_2.npz")["r"], z["r"], atol=1e-6)
-    # a re-run over a finished result that dies in its second encoding model leaves no summary.json: not a result
+    # a re-run over a finished result (other settings) that dies in an encoding model leaves no summary.json
     shutil.copytree(tmp_path / "b", tmp_path / "killed")
     fit, calls = al.fit_and_score, []
 
@@ -167,7 +167,7 @@ def test_brain_evaluate_end_to_end_cache_and_compare(mini, tiny_models, tmp_path
         return fit(*a, **k)
     monkeypatch.setattr(al, "fit_and_score", dies_in_the_second_layer)
     with pytest.raises(KeyboardInterrupt):
-        _eval(mini, tiny_models["wav2vec2"], tmp_path / "killed")
+        _eval(mini, tiny_models["wav2vec2"], tmp_path / "killed", "--nc-floor", "0.2")
     monkeypatch.undo()
     assert not (tmp_path / "killed" / "summary.json").exists()
     assert brain_evaluate.main(["--compare", str(tmp_path / "a"), str(tmp_path / "killed"), "--out",
@@ -223,6 +223,57 @@ def test_brain_evaluate_end_to_end_cache_and_compare(mini, tiny_models, tmp_path
     assert resolved["precision"] == "bf16" and resolved["feature_cache_hits"] == 0
     r_bf16 = np.load(tmp_path / "bf16" / "layer_2.npz")["r"]
     assert not np.array_equal(r_bf16, z["r"]) and np.corrcoef(r_bf16, z["r"])[0, 1] > 0.9
+
+
+def test_a_killed_evaluation_resumes_from_its_finished_layers(mini, tiny_models, tmp_path, monkeypatch):
+    # at 95k voxels a layer's ridge takes ~17 min on a CPU: a rerun after a kill refits only what did not finish,
+    # and reads back a layer only when its features, responses, settings and code are the same
+    model = tiny_models["wav2vec2"]
+    assert _eval(mini, model, tmp_path / "whole", "--low-level") == 0
+    fit, calls = al.fit_and_score, []
+
+    def counted(*a, **k):
+        calls.append(1)
+        if dies and len(calls) == 3:  # --low-level: two fits per layer, so the third is layer 2's
+            raise KeyboardInterrupt
+        return fit(*a, **k)
+    monkeypatch.setattr(al, "fit_and_score", counted)
+    dies = True
+    with pytest.raises(KeyboardInterrupt):
+        _eval(mini, model, tmp_path / "k", "--low-level")
+    assert (tmp_path / "k" / "layer_1.npz").is_file() and not (tmp_path / "k" / "layer_2.npz").exists()
+    dies, calls[:] = False, []
+    assert _eval(mini, model, tmp_path / "k", "--low-level") == 0
+    assert len(calls) == 2  # layer 2 only
+    resolved = json.loads((tmp_path / "k" / "config.json").read_text())["resolved"]
+    assert resolved["layers_reused"] == [1]
+    whole, resumed = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("whole", "k"))
+    assert resumed["per_layer"] == whole["per_layer"] and resumed["upper_middle_mean"] == whole["upper_middle_mean"]
+    for layer in (1, 2):
+        with np.load(tmp_path / "whole" / f"layer_{layer}.npz") as a, np.load(tmp_path / "k" / f"layer_{layer}.npz") as b:
+            assert a.files == b.files
+            for key in a.files:
+                np.testing.assert_array_equal(a[key], b[key])
+    # anything the fit reads changed: fitted again
+    calls[:] = []
+    assert _eval(mini, model, tmp_path / "k", "--low-level", "--nc-floor", "0.2") == 0  # a setting
+    assert len(calls) == 4 and json.loads((tmp_path / "k" / "config.json").read_text())["resolved"]["layers_reused"] == []
+    calls[:] = []
+    assert _eval(mini, model, tmp_path / "k", "--low-level", "--nc-floor", "0.2", "--context", "2") == 0  # features
+    assert len(calls) == 4
+    calls[:] = []
+    assert _eval(mini, model, tmp_path / "k", "--low-level", "--nc-floor", "0.2", "--context", "2",
+                 "--low-level-groups", "mel") == 0  # the low-level features
+    assert len(calls) == 4
+    calls[:] = []
+    assert _eval(mini, model, tmp_path / "k", "--low-level", "--nc-floor", "0.2", "--context", "2",
+                 "--low-level-groups", "mel", "--train-stories", *ENCODING_TRAIN_STORIES[:3]) == 0  # the responses
+    assert len(calls) == 4
+    calls[:] = []
+    monkeypatch.setattr(brain_evaluate, "FIT_CODE", brain_evaluate.FIT_CODE + ("features.py",))  # the code
+    assert _eval(mini, model, tmp_path / "k", "--low-level", "--nc-floor", "0.2", "--context", "2",
+                 "--low-level-groups", "mel", "--train-stories", *ENCODING_TRAIN_STORIES[:3]) == 0
+    assert len(calls) == 4
 
 
 def test_bad_inputs(mini, tiny_models, tmp_path, capsys):

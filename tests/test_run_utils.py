@@ -225,3 +225,13 @@ def test_scripts_refuse_a_missing_gpu_before_writing(mini, tiny_models, tmp_path
                                  tiny_models["hubert"], "--out", str(tmp_path / "p"), "--device", "cuda"]) == 2
     assert capsys.readouterr().err.count("--device cuda: this machine has 0 usable CUDA GPU(s)") == 3
     assert not any((tmp_path / d).exists() for d in ("t", "e", "p"))
+
+
+def test_array_digest_names_content_type_and_shape():
+    from run_utils import array_digest
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    assert array_digest(a, {"x": 1}) == array_digest(a.copy(), {"x": 1})
+    assert array_digest(a[:, ::2]) == array_digest(np.ascontiguousarray(a[:, ::2]))  # a view: its values
+    others = [a.reshape(4, 3), a.view(np.int32), a + 1e-6, a.T]  # same bytes other shape, dtype; other values
+    assert len({array_digest(x) for x in [a, *others]}) == 5
+    assert array_digest(a, "x") != array_digest("x", a) and array_digest(a, {"x": 1}) != array_digest(a, {"x": 2})
