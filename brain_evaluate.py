@@ -326,6 +326,9 @@ def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers:
         save_npz_atomic(out / f"layer_{l}.npz", **arrays, fit_key=np.array(key),
                         summary_entry=np.array(to_json(entry)))
         summary["per_layer"][str(l)] = entry
+    if resolved["layers_reused"]:
+        print(f"note: {out}: layer(s) {resolved['layers_reused']} read back from an earlier run with the same inputs, "
+              "not refitted", file=sys.stderr)
     if roi_voxels is not None:
         save_npz_atomic(out / "test_responses_roi.npz", roi_voxels=roi_voxels, cc_max=cc_max[roi_voxels],
                         responses=y_test[:, roi_voxels].astype(np.float32),

@@ -225,7 +225,7 @@ def test_brain_evaluate_end_to_end_cache_and_compare(mini, tiny_models, tmp_path
     assert not np.array_equal(r_bf16, z["r"]) and np.corrcoef(r_bf16, z["r"])[0, 1] > 0.9
 
 
-def test_a_killed_evaluation_resumes_from_its_finished_layers(mini, tiny_models, tmp_path, monkeypatch):
+def test_a_killed_evaluation_resumes_from_its_finished_layers(mini, tiny_models, tmp_path, monkeypatch, capsys):
     # at 95k voxels a layer's ridge takes ~17 min on a CPU: a rerun after a kill refits only what did not finish,
     # and reads back a layer only when its features, responses, settings and code are the same
     model = tiny_models["wav2vec2"]
@@ -245,6 +245,7 @@ def test_a_killed_evaluation_resumes_from_its_finished_layers(mini, tiny_models,
     dies, calls[:] = False, []
     assert _eval(mini, model, tmp_path / "k", "--low-level") == 0
     assert len(calls) == 2  # layer 2 only
+    assert "layer(s) [1] read back from an earlier run with the same inputs" in capsys.readouterr().err
     resolved = json.loads((tmp_path / "k" / "config.json").read_text())["resolved"]
     assert resolved["layers_reused"] == [1]
     whole, resumed = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("whole", "k"))
