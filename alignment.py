@@ -101,6 +101,47 @@ def residualize(model_train: np.ndarray, model_test: np.ndarray, low_train: np.n
     return zscore(model_train - fit_train), zscore(model_test - res.predictions)
 
 
+def story_subsets(train_stories: list[str], counts: list[int], repeats: int, seed: int = 0) -> list[tuple[int, list[str]]]:
+    """(n, stories) for each count n and repeat: n training stories drawn without replacement, in the training
+    order (deterministic for a seed; the same draws for every model). A count of all stories is drawn once."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for n in counts:
+        if not 1 <= n <= len(train_stories):
+            raise ValueError(f"{n} training stories asked for; expected 1..{len(train_stories)}")
+        for _ in range(1 if n == len(train_stories) else repeats):
+            pick = np.sort(rng.choice(len(train_stories), size=n, replace=False))
+            out.append((n, [train_stories[i] for i in pick]))
+    return out
+
+
+def subset_alignment(per_story: dict[str, np.ndarray], y_by_story: dict[str, np.ndarray], stories: list[str],
+                     test_story: str, y_test: np.ndarray, cc_max: np.ndarray, rois: dict[str, np.ndarray],
+                     nc_floor: float = 0.1, ridge_kwargs: dict | None = None) -> dict[str, float]:
+    """ROI mean cc_norm of the encoding model fitted on `stories` only (one layer's (TRs, F) features per story,
+    responses (TRs, V) per story), scored on the test story: one point of a data-efficiency curve."""
+    x_train, x_test = stack_design(per_story, stories, test_story)
+    y_train = np.vstack([y_by_story[s] for s in stories])
+    res = fit_and_score(x_train, y_train, x_test, y_test, cc_max, nc_floor, ridge_kwargs=ridge_kwargs)
+    return {roi: v["cc_norm"] for roi, v in roi_summary(res, rois).items()}
+
+
+def stories_to_match(counts: np.ndarray, values: np.ndarray, target: float) -> float:
+    """Training stories a model needs to reach `target` alignment: where its curve (mean alignment at each count,
+    counts increasing) first reaches it, linearly interpolated in log(count); NaN if it never does.
+    A curve above the target at its smallest count gives that count (no extrapolation below it)."""
+    counts, values = np.asarray(counts, float), np.asarray(values, float)
+    above = np.flatnonzero(values >= target)
+    if not len(above) or not np.isfinite(target):
+        return float("nan")
+    i = int(above[0])
+    if i == 0:
+        return float(counts[0])
+    lo, hi = np.log(counts[i - 1]), np.log(counts[i])
+    frac = (target - values[i - 1]) / (values[i] - values[i - 1])
+    return float(np.exp(lo + frac * (hi - lo)))
+
+
 def roi_summary(result: dict, rois: dict[str, np.ndarray]) -> dict:
     """Per ROI: mean cc_norm (over voxels with a defined value), mean r, and voxel counts."""
     out = {}

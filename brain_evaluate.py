@@ -81,7 +81,13 @@ def parse_args(argv=None):
     p.add_argument("--low-level-groups", nargs="+", choices=al.LOW_LEVEL_GROUPS, default=list(al.LOW_LEVEL_GROUPS),
                    help="low-level feature groups regressed out (default all, as §4 specifies; a subset shows which "
                         "groups carry the impact)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the ridge bootstraps")
+    p.add_argument("--data-efficiency", type=int, nargs="+", metavar="N",
+                   help="also fit the upper-middle layers' encoding models on N randomly drawn training stories, for "
+                        "each N (summary.json's data_efficiency, data_efficiency.png); --compare then gives the stories "
+                        "each model needs to match the first model's full-data alignment")
+    p.add_argument("--data-efficiency-repeats", type=int, default=3,
+                   help="draws of stories per N (the same draws for every model with this --seed)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the ridge bootstraps and the data-efficiency draws")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p.parse_args(argv)
 
@@ -142,6 +148,15 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_DATA
     data, train, test_story = subject_data["data"], subject_data["train"], args.test_story
+    if args.data_efficiency:
+        try:
+            if args.data_efficiency_repeats < 1:
+                raise ValueError(f"--data-efficiency-repeats must be >= 1, found {args.data_efficiency_repeats}")
+            subject_data["efficiency_draws"] = al.story_subsets(train, sorted(set(args.data_efficiency)),
+                                                                args.data_efficiency_repeats, args.seed)
+        except ValueError as err:
+            print(f"error: --data-efficiency: {err}", file=sys.stderr)
+            return EXIT_USAGE
     try:
         encoders, layers = [], []
         for name in args.model_name:
@@ -264,6 +279,30 @@ def read_layer_entry(path: Path, key: str) -> dict | None:
         return None
 
 
+def data_efficiency(per_layer: dict[int, dict[str, np.ndarray]], layers: list[int], subject_data: dict, args,
+                    ridge_kwargs: dict) -> dict:
+    """The upper-middle layers' encoding models refitted on each draw of `subject_data["efficiency_draws"]`:
+    per draw the ROI mean cc_norm (mean over `layers`), and per count the mean and SD over its draws."""
+    from tqdm import tqdm
+    train, rois = subject_data["train"], subject_data["rois"]
+    rows = np.cumsum([len(per_layer[layers[0]][s]) for s in train])
+    if rows[-1] != len(subject_data["y_train"]):
+        raise du.DataError(f"{len(subject_data['y_train'])} training response rows, {rows[-1]} feature rows")
+    y_by_story = dict(zip(train, np.split(subject_data["y_train"], rows[:-1])))
+    draws = []
+    for n, stories in tqdm(subject_data["efficiency_draws"], desc="data efficiency", disable=args.no_progress):
+        per_layer_rois = [al.subset_alignment(per_layer[l], y_by_story, stories, args.test_story, subject_data["y_test"],
+                                              subject_data["cc_max"], rois, args.nc_floor, ridge_kwargs) for l in layers]
+        draws.append({"n": n, "stories": stories,
+                      "rois": {r: float(np.nanmean([v[r] for v in per_layer_rois])) for r in rois}})
+    counts = sorted({d["n"] for d in draws})
+    at = {n: [d["rois"] for d in draws if d["n"] == n] for n in counts}
+    return {"counts": counts, "repeats": args.data_efficiency_repeats, "seed": args.seed, "layers": layers,
+            "n_train_stories": len(train), "draws": draws,
+            "mean": {r: [float(np.mean([v[r] for v in at[n]])) for n in counts] for r in rois},
+            "sd": {r: [float(np.std([v[r] for v in at[n]])) for n in counts] for r in rois}}
+
+
 def ridge_backend(choice: str, device) -> dict:
     """The --backend flag resolved: {"backend", "device"} for ridge.bootstrap_ridge (auto: torch on a GPU)."""
     if choice == "auto":
@@ -336,6 +375,9 @@ def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers:
     um = [str(l) for l in summary["upper_middle_layers"]]
     summary["upper_middle_mean"] = {roi: float(np.nanmean([summary["per_layer"][l]["rois"][roi]["cc_norm"] for l in um]))
                                     for roi in rois}
+    if "efficiency_draws" in subject_data:
+        summary["data_efficiency"] = data_efficiency(per_layer, summary["upper_middle_layers"], subject_data, args,
+                                                     ridge_kwargs)
     if low is not None:
         summary["low_level_groups"] = list(args.low_level_groups)
         summary["upper_middle_low_level_impact"] = {
@@ -356,6 +398,13 @@ def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers:
               for roi in rois}
     plot_layer_curves(curves, layers, out / "alignment_by_layer.png", "mean cc_norm", title=subject_data["subject"],
                       highlight=summary["upper_middle_layers"])
+    if "data_efficiency" in summary:
+        eff = summary["data_efficiency"]
+        from compare_results import efficiency_curve
+        counts, means = efficiency_curve(eff, summary["upper_middle_mean"])
+        plot_layer_curves({roi: {Path(model_name).name: means[roi]} for roi in rois}, counts,
+                          out / "data_efficiency.png", "mean cc_norm (upper-middle layers)",
+                          title=subject_data["subject"], xlabel="encoding-model training stories", log_x=True)
     write_json_atomic(out / "summary.json", summary)
     print(table)
 

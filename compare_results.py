@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alignment import LOW_LEVEL_GROUPS, mean_sem, relative_change, wilcoxon_compare
+from alignment import LOW_LEVEL_GROUPS, mean_sem, relative_change, stories_to_match, wilcoxon_compare
 from run_utils import read_result_json, write_json_atomic, write_text_atomic
 
 
@@ -33,6 +33,33 @@ def _low_level_label(summary: dict) -> str:
     return "low-level impact %" + ("" if groups == LOW_LEVEL_GROUPS else f" ({', '.join(groups)})")
 
 
+def efficiency_curve(eff: dict, full: dict[str, float]) -> tuple[list[int], dict[str, list[float]]]:
+    """Counts and mean alignment per ROI of a data_efficiency record, ending with the full-data point (`full`:
+    the upper-middle mean on every training story) unless the draws include it."""
+    counts, means = list(eff["counts"]), {r: list(v) for r, v in eff["mean"].items()}
+    if counts[-1] != eff["n_train_stories"]:
+        counts.append(eff["n_train_stories"])
+        for r in means:
+            means[r].append(full[r])
+    return counts, means
+
+
+def _render_efficiency(summary: dict) -> list[str]:
+    """Lines of the data-efficiency table of one result: mean ± SD over draws per count and ROI."""
+    eff = summary["data_efficiency"]
+    rois = list(eff["mean"])
+    lines = ["", f"data efficiency: upper-middle mean cc_norm with encoding models fitted on n of the "
+                 f"{eff['n_train_stories']} training stories (mean ± SD over {eff['repeats']} draws per n)", "",
+             "| stories | " + " | ".join(rois) + " |", "|---|" + "---|" * len(rois)]
+    for i, n in enumerate(eff["counts"]):
+        lines.append(f"| {n} | " + " | ".join(f"{_fmt(eff['mean'][r][i])} ± {_fmt(eff['sd'][r][i])}" for r in rois)
+                     + " |")
+    if eff["counts"][-1] != eff["n_train_stories"]:
+        um = summary["upper_middle_mean"]
+        lines.append(f"| {eff['n_train_stories']} (all) | " + " | ".join(_fmt(um[r]) for r in rois) + " |")
+    return lines
+
+
 def render_single(summary: dict) -> str:
     """Markdown table: per layer × ROI mean cc_norm (mean r), and the upper-middle-layer mean."""
     rois = list(next(iter(summary["per_layer"].values()))["rois"])
@@ -47,6 +74,8 @@ def render_single(summary: dict) -> str:
     if "upper_middle_low_level_impact" in summary:
         imp = summary["upper_middle_low_level_impact"]
         lines.append(f"| {_low_level_label(summary)} | " + " | ".join(_fmt(imp[r]) for r in rois) + " |")
+    if "data_efficiency" in summary:
+        lines += _render_efficiency(summary)
     return "\n".join(lines) + "\n"
 
 
@@ -95,6 +124,22 @@ def compare(dirs: list[Path], out: Path) -> dict:
     elif boot:
         table["bootstrap"] = boot
         lines += ["", f"No bootstrap intervals: {boot['skipped']}."]
+    efficiency = compare_efficiency(names, summaries, rois)
+    if efficiency:
+        table["data_efficiency"] = efficiency
+    if "note" in efficiency:
+        lines += ["", efficiency["note"]]
+    elif efficiency:
+        n_all = efficiency["n_train_stories"]
+        lines += ["", f"Training stories each model needs for the alignment {names[0]} reaches with all {n_all} "
+                      f"(interpolated in log(stories) between the mean curves; 'never': not within them; "
+                      f"× fewer = {n_all} / stories):", "",
+                  "| model | " + " | ".join(f"{r} stories | × fewer" for r in rois) + " |",
+                  "|---|" + "---|---|" * len(rois)]
+        for name in names:
+            m = efficiency["stories_to_match"][name]
+            lines.append(f"| {name} | " + " | ".join(
+                "never | –" if not np.isfinite(m[r]) else f"{m[r]:.1f} | {n_all / m[r]:.1f}" for r in rois) + " |")
     text = "\n".join(lines) + "\n"
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "comparison.md", text)
@@ -104,8 +149,33 @@ def compare(dirs: list[Path], out: Path) -> dict:
                   for n, s in zip(names, summaries)} for r in rois}
     plot_layer_curves(curves, layers, out / "alignment_by_layer.png", "mean cc_norm",
                       highlight=summaries[0].get("upper_middle_layers"))
+    if efficiency and "note" not in efficiency:
+        plot_layer_curves({r: {n: efficiency["curves"][n][r] for n in names} for r in rois}, efficiency["counts"],
+                          out / "data_efficiency.png", "mean cc_norm (upper-middle layers)",
+                          xlabel="encoding-model training stories", log_x=True)
     print(text)
     return table
+
+
+def compare_efficiency(names: list[str], summaries: list[dict], rois: list[str]) -> dict:
+    """Data-efficiency curves of results evaluated with the same --data-efficiency draws, and the training stories
+    each model needs to reach the first model's full-data alignment (`alignment.stories_to_match`).
+    {} when no result has a curve; {"note": why} when they cannot be compared."""
+    effs = [s.get("data_efficiency") for s in summaries]
+    if not any(effs):
+        return {}
+    if not all(effs):
+        return {"note": "No data-efficiency comparison: not every folder was evaluated with --data-efficiency."}
+    draws = [[(d["n"], d["stories"]) for d in e["draws"]] for e in effs]
+    if any(d != draws[0] for d in draws) or len({e["n_train_stories"] for e in effs}) > 1:
+        return {"note": "No data-efficiency comparison: the folders drew different training stories "
+                        "(other --data-efficiency counts, repeats, --seed or training stories)."}
+    curves = {n: efficiency_curve(e, s["upper_middle_mean"])[1] for n, e, s in zip(names, effs, summaries)}
+    counts = efficiency_curve(effs[0], summaries[0]["upper_middle_mean"])[0]
+    target = summaries[0]["upper_middle_mean"]
+    return {"counts": counts, "n_train_stories": effs[0]["n_train_stories"], "reference": names[0],
+            "curves": curves, "stories_to_match": {n: {r: stories_to_match(counts, curves[n][r], target[r]) for r in rois}
+                                                   for n in names}}
 
 
 def bootstrap_changes(dirs: list[Path], names: list[str], summaries: list[dict], rois: list[str],

@@ -36,9 +36,11 @@ def plot_loss_curve(metrics: list[dict], path, title: str = "brain-tuning") -> N
 
 
 def plot_layer_curves(curves: dict[str, dict[str, list[float]]], layers: list[int], path, ylabel: str,
-                      title: str = "", highlight: list[int] | None = None) -> None:
-    """One panel per ROI, one line per model: `curves[roi][model]` = values per layer; the layers in
-    `highlight` (e.g. the upper-middle ones the summaries average) shaded."""
+                      title: str = "", highlight: list[int] | None = None, xlabel: str = "layer",
+                      log_x: bool = False) -> None:
+    """One panel per ROI, one line per model: `curves[roi][model]` = values per layer (or per other x, named by
+    `xlabel`, e.g. training stories); the layers in `highlight` (e.g. the upper-middle ones the summaries
+    average) shaded; `log_x`: a log-scaled x axis (amounts of data), ticks still at `layers`."""
     rois = list(curves)
     # one y scale for all panels, labelled once: ROIs compare at a glance and labels do not overlap panels
     fig, axes = plt.subplots(1, len(rois), figsize=(4 * len(rois), 3.2), squeeze=False, sharey=True,
@@ -47,8 +49,11 @@ def plot_layer_curves(curves: dict[str, dict[str, list[float]]], layers: list[in
         for model, values in curves[roi].items():
             ax.plot(layers, values, "o-", label=model)
         ax.set_title(roi)
-        ax.set_xlabel("layer")
-        ax.set_xticks(layers)
+        ax.set_xlabel(xlabel)
+        if log_x:
+            ax.set_xscale("log")
+            ax.minorticks_off()
+        ax.set_xticks(layers, [str(x) for x in layers])
         ax.axhline(0, color="grey", lw=0.5)
         for n, layer in enumerate(highlight or []):
             ax.axvspan(layer - 0.4, layer + 0.4, color="grey", alpha=0.15, lw=0,

@@ -51,6 +51,26 @@ def test_upper_middle_layers_and_impact():
     assert w["n"] == 2 and w["p_value"] == pytest.approx(0.5) and w["tuned_mean"] == pytest.approx(0.6)
 
 
+def test_story_subsets_and_stories_to_match_hand_cases():
+    train = [f"s{i}" for i in range(6)]
+    draws = al.story_subsets(train, [2, 4, 6], repeats=3, seed=5)
+    assert [n for n, _ in draws] == [2, 2, 2, 4, 4, 4, 6]  # all six stories: one draw
+    for n, stories in draws:
+        assert len(set(stories)) == n and stories == [s for s in train if s in stories]  # distinct, training order
+    assert draws == al.story_subsets(train, [2, 4, 6], repeats=3, seed=5)  # the same draws for every model
+    assert draws != al.story_subsets(train, [2, 4, 6], repeats=3, seed=6)
+    assert len({tuple(s) for n, s in draws if n == 2}) > 1
+    for bad in (0, 7):
+        with pytest.raises(ValueError, match=f"{bad} training stories asked for; expected 1..6"):
+            al.story_subsets(train, [bad], 3)
+    counts, curve = [1, 2, 4], [0.1, 0.2, 0.3]
+    assert al.stories_to_match(counts, curve, 0.25) == pytest.approx(2 * np.sqrt(2))  # halfway in log(stories)
+    assert al.stories_to_match(counts, curve, 0.2) == pytest.approx(2.0)
+    assert al.stories_to_match(counts, curve, 0.05) == 1.0  # above it from the first count: no extrapolation
+    assert np.isnan(al.stories_to_match(counts, curve, 0.31)) and np.isnan(al.stories_to_match(counts, curve, np.nan))
+    assert al.stories_to_match(counts, [0.1, 0.3, 0.2], 0.25) == pytest.approx(np.exp(np.log(2) * 0.75))  # first crossing
+
+
 def test_low_level_groups_are_the_matching_columns_of_the_full_set():
     from timing import TRGrid
     rng = np.random.default_rng(0)
@@ -275,6 +295,52 @@ def test_a_killed_evaluation_resumes_from_its_finished_layers(mini, tiny_models,
     assert _eval(mini, model, tmp_path / "k", "--low-level", "--nc-floor", "0.2", "--context", "2",
                  "--low-level-groups", "mel", "--train-stories", *ENCODING_TRAIN_STORIES[:3]) == 0
     assert len(calls) == 4
+
+
+def test_data_efficiency_curves_and_stories_to_match(mini, tiny_models, tmp_path, capsys):
+    # encoding models refitted on n drawn training stories; the full count is the main fit itself, and --compare
+    # says how many stories each model needs for the first model's full-data alignment
+    n_train = len([s for s in ENCODING_TRAIN_STORIES if s in Ds003020(mini / "ds003020").stories("UTS02")])
+    flags = ("--data-efficiency", "1", "2", str(n_train), "--data-efficiency-repeats", "2", "--layers", "1", "2")
+    for model, out in ((tiny_models["wav2vec2"], "w"), (tiny_models["hubert"], "h")):
+        assert _eval(mini, model, tmp_path / out, *flags) == 0
+    summary = json.loads((tmp_path / "w" / "summary.json").read_text())
+    eff = summary["data_efficiency"]
+    assert eff["counts"] == [1, 2, n_train] and eff["n_train_stories"] == n_train and eff["layers"] == [2]
+    assert [d["n"] for d in eff["draws"]] == [1, 1, 2, 2, n_train]
+    full = eff["draws"][-1]["rois"]
+    for roi, value in summary["upper_middle_mean"].items():  # all the stories: the main fit's value
+        assert full[roi] == pytest.approx(value, abs=1e-9)
+        one = [d["rois"][roi] for d in eff["draws"] if d["n"] == 1]
+        assert eff["mean"][roi][0] == pytest.approx(np.mean(one)) and eff["sd"][roi][0] == pytest.approx(np.std(one))
+    assert "data efficiency: upper-middle mean cc_norm" in (tmp_path / "w" / "table.md").read_text()
+    assert (tmp_path / "w" / "data_efficiency.png").is_file()
+    hubert = json.loads((tmp_path / "h" / "summary.json").read_text())["data_efficiency"]
+    assert [d["stories"] for d in hubert["draws"]] == [d["stories"] for d in eff["draws"]]  # the same draws
+    capsys.readouterr()
+    assert brain_evaluate.main(["--compare", str(tmp_path / "w"), str(tmp_path / "h"), "--out", str(tmp_path / "c")]) == 0
+    cmp = json.loads((tmp_path / "c" / "comparison.json").read_text())["data_efficiency"]
+    assert cmp["counts"] == [1, 2, n_train] and cmp["reference"] == "w"
+    for roi in summary["upper_middle_mean"]:
+        curve = cmp["curves"]["h"][roi]
+        assert cmp["stories_to_match"]["h"][roi] == pytest.approx(al.stories_to_match(
+            [1, 2, n_train], curve, summary["upper_middle_mean"][roi]), nan_ok=True)
+        own = cmp["stories_to_match"]["w"][roi]  # the reference reaches its own full-data value by n_train at the latest
+        assert np.isnan(summary["upper_middle_mean"][roi]) or 1 <= own <= n_train
+    assert "Training stories each model needs for the alignment w reaches" in (tmp_path / "c" / "comparison.md").read_text()
+    assert (tmp_path / "c" / "data_efficiency.png").is_file()
+    # other draws, or a folder without a curve: said, not compared
+    assert _eval(mini, tiny_models["hubert"], tmp_path / "h2", *flags, "--seed", "1") == 0
+    assert brain_evaluate.main(["--compare", str(tmp_path / "w"), str(tmp_path / "h2"), "--out", str(tmp_path / "c2")]) == 0
+    assert "the folders drew different training stories" in (tmp_path / "c2" / "comparison.md").read_text()
+    assert _eval(mini, tiny_models["hubert"], tmp_path / "h3", "--layers", "1", "2") == 0
+    assert brain_evaluate.main(["--compare", str(tmp_path / "w"), str(tmp_path / "h3"), "--out", str(tmp_path / "c3")]) == 0
+    assert "not every folder was evaluated with --data-efficiency" in (tmp_path / "c3" / "comparison.md").read_text()
+    capsys.readouterr()
+    # counts the training set cannot give: a usage error before any extraction
+    for flag in (["--data-efficiency", str(n_train + 1)], ["--data-efficiency", "2", "--data-efficiency-repeats", "0"]):
+        assert _eval(mini, tiny_models["hubert"], tmp_path / "bad", *flag) == 2
+        assert "error: --data-efficiency" in capsys.readouterr().err and not (tmp_path / "bad").exists()
 
 
 def test_bad_inputs(mini, tiny_models, tmp_path, capsys):
