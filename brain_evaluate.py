@@ -287,7 +287,7 @@ def data_efficiency(per_layer: dict[int, dict[str, np.ndarray]], layers: list[in
     train, rois = subject_data["train"], subject_data["rois"]
     rows = np.cumsum([len(per_layer[layers[0]][s]) for s in train])
     if rows[-1] != len(subject_data["y_train"]):
-        raise du.DataError(f"{len(subject_data['y_train'])} training response rows, {rows[-1]} feature rows")
+        raise RuntimeError(f"{len(subject_data['y_train'])} training response rows, {rows[-1]} feature rows")
     y_by_story = dict(zip(train, np.split(subject_data["y_train"], rows[:-1])))
     draws = []
     for n, stories in tqdm(subject_data["efficiency_draws"], desc="data efficiency", disable=args.no_progress):
