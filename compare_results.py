@@ -310,6 +310,10 @@ def compare_subjects(groups: list[list[Path]], out: Path, labels: list[str] | No
             for r in rois:
                 table["low_level_impact_pct"][name][r]["wilcoxon_vs_first"] = _wilcoxon(
                     impact[name][r], impact[names[0]][r], ("n", "statistic", "p_value"))
+    efficiency = [compare_efficiency(names, ss, rois) for ss in summaries]  # within each subject: the same draws
+    if all(e and "note" not in e for e in efficiency):
+        table["stories_to_match"] = {n: {r: _across([e["stories_to_match"][n][r] for e in efficiency], subjects)
+                                         for r in rois} for n in names}
     text = _render_subjects(table)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "group.md", text)
@@ -362,6 +366,18 @@ def _render_subjects(table: dict) -> str:
                 w = e.get("wilcoxon_vs_first", {})
                 p = f" (p {w['p_value']:.3g})" if "p_value" in w else ""
                 cells.append(f"{e['mean']:.1f} ± {e['sem']:.1f}{p}")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if "stories_to_match" in table:
+        match = table["stories_to_match"]
+        lines += ["", f"Training stories each model needs for {names[0]}'s full-data alignment (--data-efficiency; "
+                      "mean ± SEM over the subjects where it gets there, how many in brackets):", "",
+                  "| model | " + " | ".join(rois) + " |", "|---|" + "---|" * len(rois)]
+        for name in names:
+            cells = []
+            for r in rois:
+                e = match[name][r]
+                reached = sum(np.isfinite(v) for v in e["per_subject"].values())
+                cells.append(f"{_fmt(e['mean'])} ± {_fmt(e['sem'])} ({reached}/{len(subjects)})")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     n = min(w["n"] for per_roi in test.values() for w in per_roi.values()) if test else 0
     if 0 < n < 6:

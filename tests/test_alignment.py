@@ -329,6 +329,23 @@ def test_data_efficiency_curves_and_stories_to_match(mini, tiny_models, tmp_path
         assert np.isnan(summary["upper_middle_mean"][roi]) or 1 <= own <= n_train
     assert "Training stories each model needs for the alignment w reaches" in (tmp_path / "c" / "comparison.md").read_text()
     assert (tmp_path / "c" / "data_efficiency.png").is_file()
+    # across subjects: the same pair relabelled as a second subject gives the same stories, SEM 0
+    for d in ("w", "h"):
+        shutil.copytree(tmp_path / d, tmp_path / "UTS03" / d)
+        s = json.loads((tmp_path / "UTS03" / d / "summary.json").read_text())
+        (tmp_path / "UTS03" / d / "summary.json").write_text(json.dumps({**s, "subject": "UTS03"}))
+    assert brain_evaluate.main(["--subject-results", str(tmp_path / "w"), str(tmp_path / "h"), "--subject-results",
+                                str(tmp_path / "UTS03" / "w"), str(tmp_path / "UTS03" / "h"),
+                                "--out", str(tmp_path / "group")]) == 0
+    group = json.loads((tmp_path / "group" / "group.json").read_text())["stories_to_match"]
+    for roi, own in cmp["stories_to_match"]["h"].items():
+        e = group["h"][roi]
+        assert list(e["per_subject"]) == ["UTS02", "UTS03"]
+        if np.isfinite(own):
+            assert e["mean"] == pytest.approx(own) and e["sem"] == pytest.approx(0.0)
+        else:
+            assert np.isnan(e["mean"])
+    assert "Training stories each model needs for w's full-data alignment" in (tmp_path / "group" / "group.md").read_text()
     # other draws, or a folder without a curve: said, not compared
     assert _eval(mini, tiny_models["hubert"], tmp_path / "h2", *flags, "--seed", "1") == 0
     assert brain_evaluate.main(["--compare", str(tmp_path / "w"), str(tmp_path / "h2"), "--out", str(tmp_path / "c2")]) == 0
