@@ -144,6 +144,17 @@ def _eval(mini, model, out, *extra):
                                 "--no-progress", "--cache-dir", str(out.parent / "cache"), *extra])
 
 
+def _group_as_two_subjects(tmp_path, folders: tuple[str, str]) -> dict:
+    """--subject-results over the two UTS02 result folders and their copies relabelled UTS03: group.json."""
+    for d in folders:
+        shutil.copytree(tmp_path / d, tmp_path / "UTS03" / d)
+        s = json.loads((tmp_path / "UTS03" / d / "summary.json").read_text())
+        (tmp_path / "UTS03" / d / "summary.json").write_text(json.dumps({**s, "subject": "UTS03"}))
+    assert brain_evaluate.main(["--subject-results", *[str(tmp_path / d) for d in folders], "--subject-results",
+                                *[str(tmp_path / "UTS03" / d) for d in folders], "--out", str(tmp_path / "group")]) == 0
+    return json.loads((tmp_path / "group" / "group.json").read_text())
+
+
 def test_brain_evaluate_end_to_end_cache_and_compare(mini, tiny_models, tmp_path, capsys, monkeypatch):
     assert _eval(mini, tiny_models["wav2vec2"], tmp_path / "a", "--low-level") == 0
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
@@ -213,14 +224,7 @@ def test_brain_evaluate_end_to_end_cache_and_compare(mini, tiny_models, tmp_path
                                                len(z["roi_voxels"]))
     assert (tmp_path / "cmp" / "alignment_by_layer.png").is_file()
     # across subjects, on real result folders: the same pair relabelled as a second subject changes nothing
-    for d in ("a", "b"):
-        shutil.copytree(tmp_path / d, tmp_path / "UTS03" / d)
-        s = json.loads((tmp_path / "UTS03" / d / "summary.json").read_text())
-        (tmp_path / "UTS03" / d / "summary.json").write_text(json.dumps({**s, "subject": "UTS03"}))
-    assert brain_evaluate.main(["--subject-results", str(tmp_path / "a"), str(tmp_path / "b"), "--subject-results",
-                                str(tmp_path / "UTS03" / "a"), str(tmp_path / "UTS03" / "b"),
-                                "--out", str(tmp_path / "group")]) == 0
-    group = json.loads((tmp_path / "group" / "group.json").read_text())
+    group = _group_as_two_subjects(tmp_path, ("a", "b"))
     assert group["subjects"] == ["UTS02", "UTS03"] and set(group["rois"]) >= {"auditory", "language"}
     assert group["upper_middle_cc_norm"]["a"]["language"]["mean"] == pytest.approx(summary["upper_middle_mean"]["language"])
     assert group["change_vs_first_pct"]["b"]["language"]["mean"] == pytest.approx(0.0, abs=1e-4)
@@ -330,14 +334,7 @@ def test_data_efficiency_curves_and_stories_to_match(mini, tiny_models, tmp_path
     assert "Training stories each model needs for the alignment w reaches" in (tmp_path / "c" / "comparison.md").read_text()
     assert (tmp_path / "c" / "data_efficiency.png").is_file()
     # across subjects: the same pair relabelled as a second subject gives the same stories, SEM 0
-    for d in ("w", "h"):
-        shutil.copytree(tmp_path / d, tmp_path / "UTS03" / d)
-        s = json.loads((tmp_path / "UTS03" / d / "summary.json").read_text())
-        (tmp_path / "UTS03" / d / "summary.json").write_text(json.dumps({**s, "subject": "UTS03"}))
-    assert brain_evaluate.main(["--subject-results", str(tmp_path / "w"), str(tmp_path / "h"), "--subject-results",
-                                str(tmp_path / "UTS03" / "w"), str(tmp_path / "UTS03" / "h"),
-                                "--out", str(tmp_path / "group")]) == 0
-    group = json.loads((tmp_path / "group" / "group.json").read_text())["stories_to_match"]
+    group = _group_as_two_subjects(tmp_path, ("w", "h"))["stories_to_match"]
     for roi, own in cmp["stories_to_match"]["h"].items():
         e = group["h"][roi]
         assert list(e["per_subject"]) == ["UTS02", "UTS03"]
