@@ -19,6 +19,7 @@ summarises the same models across subjects: mean ± SEM and a Wilcoxon signed-ra
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -262,10 +263,15 @@ def layer_fit_key(features: list[np.ndarray], inputs_digest: str, low: list[np.n
     """Identity of one layer's encoding-model fit: its (TRs, F) features per story, the subject's responses, noise
     ceiling and ROIs (`inputs_digest`), the low-level features, the fit settings, the fitting code and the numeric
     packages. Equal keys give equal results, so a rerun after a kill reads finished layers back."""
+    return array_digest(inputs_digest, settings, fit_code_identity(FIT_CODE), *features, *(low or []))
+
+
+@functools.lru_cache
+def fit_code_identity(files: tuple[str, ...]) -> list[str]:
+    """SHA-256 of the fitting code's files and the numeric packages' versions: read once per process, not per layer."""
     from importlib import metadata
-    code = [file_sha256(Path(__file__).parent / f) for f in FIT_CODE]
-    versions = [metadata.version(p) for p in ("numpy", "scipy", "torch")]
-    return array_digest(inputs_digest, settings, code, versions, *features, *(low or []))
+    return ([file_sha256(Path(__file__).parent / f) for f in files] +
+            [metadata.version(p) for p in ("numpy", "scipy", "torch")])
 
 
 def read_layer_entry(path: Path, key: str) -> dict | None:

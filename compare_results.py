@@ -170,8 +170,9 @@ def compare_efficiency(names: list[str], summaries: list[dict], rois: list[str])
     if any(d != draws[0] for d in draws) or len({e["n_train_stories"] for e in effs}) > 1:
         return {"note": "No data-efficiency comparison: the folders drew different training stories "
                         "(other --data-efficiency counts, repeats, --seed or training stories)."}
-    curves = {n: efficiency_curve(e, s["upper_middle_mean"])[1] for n, e, s in zip(names, effs, summaries)}
-    counts = efficiency_curve(effs[0], summaries[0]["upper_middle_mean"])[0]
+    per_model = [efficiency_curve(e, s["upper_middle_mean"]) for e, s in zip(effs, summaries)]
+    counts = per_model[0][0]  # the same draws: the same counts for every model
+    curves = {n: means for n, (_, means) in zip(names, per_model)}
     target = summaries[0]["upper_middle_mean"]
     return {"counts": counts, "n_train_stories": effs[0]["n_train_stories"], "reference": names[0],
             "curves": curves, "stories_to_match": {n: {r: stories_to_match(counts, curves[n][r], target[r]) for r in rois}

@@ -92,7 +92,7 @@ def _write_atomic(path: str | os.PathLike, write, binary: bool = False) -> None:
 
 def write_json_atomic(path: str | os.PathLike, obj) -> None:
     """`obj` as JSON (numpy scalars and arrays, paths converted), written atomically."""
-    text = json.dumps(obj, indent=1, default=_json_default)  # a serialisation error leaves `path` untouched
+    text = to_json(obj, indent=1)  # a serialisation error leaves `path` untouched
     _write_atomic(path, lambda f: f.write(text))
 
 
@@ -191,9 +191,9 @@ def _json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def to_json(obj) -> str:
-    """`obj` as JSON text, numpy scalars and arrays and paths converted as `write_json_atomic` converts them."""
-    return json.dumps(obj, default=_json_default)
+def to_json(obj, indent: int | None = None) -> str:
+    """`obj` as JSON text, numpy scalars and arrays and paths converted (what `write_json_atomic` writes)."""
+    return json.dumps(obj, indent=indent, default=_json_default)
 
 
 def resolve_device(choice: str, local_rank: int | None = None):
