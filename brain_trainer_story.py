@@ -1,4 +1,4 @@
-"""Brain-tune a speech model on one subject's fMRI responses to the Moth Radio Hour stories.
+"""Brain-tune a speech model on one subject's fMRI responses to the Moth Radio Hour stories (or several subjects').
 
     python brain_trainer_story.py --data-dir /path/to/ds003020 --subject UTS03 \
         --model-name facebook/wav2vec2-base --out-dir runs/w2v_UTS03
@@ -6,8 +6,12 @@
 Defaults follow Moussa et al. (ICLR 2025): voxels with NC > 0.4, mean-pooled last layer -> linear head, MSE,
 Adam lr 5e-5 (backbone) / 1e-4 (head), 10% warm-up then linear decay, batch 128, up to 30 epochs, early
 stopping on the validation stories. BrainWavLM options: --lora-rank 4 --head-rank 100 --loss spatial_corr.
+Several subjects (`--subject UTS01 UTS02 UTS03`): one backbone tuned on all of them, the head's columns each
+subject's voxels side by side (they heard the same audio), on the stories every one of them has; the loss weighs
+every voxel alike, so a subject with more voxels above the NC threshold weighs more.
 Multi-GPU: torchrun --nproc_per_node=N brain_trainer_story.py ... (DDP; only rank 0 writes).
-Outputs in --out-dir: config.json, metrics.csv, loss_curve.png, best/ (HF model dir + voxel head), last/.
+Outputs in --out-dir: config.json, metrics.csv, loss_curve.png, target_voxels.npy (several subjects:
+target_voxels_<SUBJ>.npy), best/ (HF model dir + voxel head), last/.
 """
 from __future__ import annotations
 
@@ -68,15 +72,18 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 formatter_class=HelpFormatter)
     g = p.add_argument_group("data")
     g.add_argument("--data-dir", required=True, help="ds003020 root (holds derivative/ and stimuli/)")
-    g.add_argument("--subject", required=True, help="UTS03 or 3")
+    g.add_argument("--subject", required=True, nargs="+",
+                   help="UTS03 or 3; several: one model tuned on all of them (the voxel head's columns are each "
+                        "subject's voxels side by side)")
     g.add_argument("--split", default="paper", choices=["paper", "all"], help="story split preset")
     g.add_argument("--train-stories", nargs="+", help="explicit training stories (overrides the preset)")
     g.add_argument("--val-stories", nargs="+", help="explicit validation stories")
     du.add_timing_arguments(g)
     g.add_argument("--nc-threshold", type=float, default=du.NC_THRESHOLD, help="tune on voxels with NC above this")
     g.add_argument("--nc-dir", default=str(du.DEFAULT_NC_DIR), help="folder of <SUBJ>.npy noise ceilings")
-    g.add_argument("--nc-file", help="explicit noise-ceiling .npy (overrides --nc-dir)")
-    g.add_argument("--roi-file", help="JSON {roi: [voxel indices]} (needed for --roi / --hemisphere)")
+    g.add_argument("--nc-file", nargs="+", help="explicit noise-ceiling .npy (overrides --nc-dir); one per --subject")
+    g.add_argument("--roi-file", nargs="+",
+                   help="JSON {roi: [voxel indices]} (needed for --roi / --hemisphere); one per --subject")
     g.add_argument("--roi", help="restrict targets to this ROI of --roi-file (intersected with the NC mask)")
     g.add_argument("--hemisphere", choices=["left", "right"], help="restrict to <side>_hemisphere of --roi-file")
     g.add_argument("--target-control", choices=training.CONTROLS, help="decoupled-target control run")
@@ -120,7 +127,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--overwrite", action="store_true", help="replace a different run in --out-dir")
     g.add_argument("--no-progress", action="store_true", help="no progress bars (batch logs)")
     g.add_argument("--stop-after-steps", type=int, help=argparse.SUPPRESS)  # tests: simulate a kill
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for name in ("subject", "nc_file", "roi_file"):  # one value: recorded as before, a string
+        value = getattr(args, name)
+        if value is not None and len(value) == 1:
+            setattr(args, name, value[0])
+    return args
+
+
+def subject_list(args) -> list[str]:
+    """The --subject ids, canonical (UTS03), in the order given."""
+    return [du.subject_id(s) for s in ([args.subject] if isinstance(args.subject, str) else args.subject)]
+
+
+def per_subject(value, n_subjects: int) -> list:
+    """A per-subject flag's value as a list of `n_subjects` (None: None for each)."""
+    if value is None:
+        return [None] * n_subjects
+    return [value] if isinstance(value, str) else list(value)
 
 
 def flag_problem(args) -> str | None:
@@ -129,6 +153,15 @@ def flag_problem(args) -> str | None:
         return "--init-head ridge needs a full-rank head (no --head-rank)"
     if args.targets_from and (args.roi or args.hemisphere or args.nc_file):
         return "--targets-from replaces the fMRI targets, so --roi/--hemisphere/--nc-file (which choose voxels) do not apply"
+    subjects = subject_list(args)
+    if len(set(subjects)) < len(subjects):
+        return f"--subject names a subject twice: {subjects}"
+    if args.targets_from and len(subjects) > 1:
+        return "--targets-from replaces the fMRI targets: give one --subject (its response rows place the targets)"
+    for flag, value in (("--nc-file", args.nc_file), ("--roi-file", args.roi_file)):
+        if value is not None and len(per_subject(value, len(subjects))) != len(subjects):
+            return (f"{flag}: one file per --subject, in its order: {len(subjects)} subjects, "
+                    f"{len(per_subject(value, len(subjects)))} files")
     if args.lora_targets and not args.lora_rank:
         return "--lora-targets chooses the modules of --lora-rank adapters; add --lora-rank"
     if args.front_end_cache_dir and not args.cache_front_end:
@@ -145,27 +178,39 @@ def is_trainer_run(folder: Path) -> bool:
     return True
 
 
-def select_voxels(args, data: du.Ds003020, subject: str) -> tuple[np.ndarray, dict]:
-    """Target voxel indices: NC > threshold, intersected with --roi / --hemisphere; plus a description."""
+def select_voxels(args, data: du.Ds003020, subject: str, nc_file: str | None = None,
+                  roi_file: str | None = None) -> tuple[np.ndarray, dict]:
+    """Target voxel indices of `subject`: NC > threshold, intersected with --roi / --hemisphere; plus a description.
+
+    nc_file, roi_file : this subject's files (of --nc-file / --roi-file).
+    """
     n_vox = data.n_voxels(subject)
-    nc = du.load_noise_ceiling(subject, n_vox, nc_file=args.nc_file, nc_dir=args.nc_dir)
-    mask = du.nc_voxel_mask(nc, args.nc_threshold, source=args.nc_file or str(du.nc_path(subject, args.nc_dir)))
+    nc = du.load_noise_ceiling(subject, n_vox, nc_file=nc_file, nc_dir=args.nc_dir)
+    mask = du.nc_voxel_mask(nc, args.nc_threshold, source=nc_file or str(du.nc_path(subject, args.nc_dir)))
     info = {"n_voxels_total": n_vox, "n_above_nc": int(mask.sum())}
     wanted = [r for r in (args.roi, f"{args.hemisphere}_hemisphere" if args.hemisphere else None) if r]
     if wanted:
-        if not args.roi_file:
+        if not roi_file:
             raise du.DataError("--roi/--hemisphere need --roi-file (JSON {roi: [voxel indices]})")
-        rois = du.load_roi_file(args.roi_file, n_vox)
+        rois = du.load_roi_file(roi_file, n_vox)
         for name in wanted:
             if name not in rois:
-                raise du.DataError(f"{args.roi_file}: no ROI '{name}' (found {sorted(rois)})")
+                raise du.DataError(f"{roi_file}: no ROI '{name}' (found {sorted(rois)})")
             roi_mask = np.zeros(n_vox, bool)
             roi_mask[rois[name]] = True
             mask &= roi_mask
         if not mask.any():
-            raise du.DataError(f"no voxel is both above NC {args.nc_threshold} and in {wanted}")
+            raise du.DataError(f"{subject}: no voxel is both above NC {args.nc_threshold} and in {wanted}")
         info["rois"] = wanted
     return np.flatnonzero(mask), info
+
+
+def subject_columns(subjects: list[str], chosen: list[tuple[np.ndarray, dict]]) -> dict:
+    """The voxel description of a several-subject run: per subject its `select_voxels` record and "columns",
+    [start, stop) of its voxels among the head's outputs (side by side in --subject order)."""
+    stops = np.cumsum([len(v) for v, _ in chosen])
+    return {"subjects": {s: {**info, "columns": [int(stop - len(v)), int(stop)]}
+                         for s, (v, info), stop in zip(subjects, chosen, stops)}}
 
 
 def main(argv=None) -> int:
@@ -193,9 +238,10 @@ def main(argv=None) -> int:
         return EXIT_USAGE
 
     # ---------------------------------------------------------------- config and out-dir
-    subject = du.subject_id(args.subject)
+    subjects = subject_list(args)
+    subject = "+".join(subjects)  # for messages and titles
     config = {k: v for k, v in vars(args).items() if k not in ("resume", "overwrite", "no_progress", "stop_after_steps")}
-    config["subject"] = subject
+    config["subject"] = subjects[0] if len(subjects) == 1 else subjects
     old_cfg_path = out_dir / "config.json"
     old_run = {}  # the saved run's config.json, kept in part when this run resumes it
     if old_cfg_path.is_file() and not args.overwrite:
@@ -226,9 +272,16 @@ def main(argv=None) -> int:
     try:
         data = du.open_ds003020(args.data_dir, args.tr, args.trfiles)
         timing = data.timing_record()
-        split = du.story_split(data.stories(subject), args.split, args.train_stories, args.val_stories)
+        has = {s: set(data.stories(s)) for s in subjects}
+        # several subjects: the stories every one of them has (a row of targets is one TR of one story for all)
+        split = du.story_split(sorted(set.intersection(*has.values())), args.split, args.train_stories,
+                               args.val_stories)
+        # stories skipped because only some of the subjects have them: which subjects lack them
+        lacking = {story: [s for s in subjects if story not in has[s]] for lst in split.missing.values()
+                   for story in lst if len(subjects) > 1 and any(story in h for h in has.values())}
         if not split.val:
-            raise du.DataError(f"{subject} has none of the validation stories {args.val_stories or du.VAL_STORIES}")
+            raise du.DataError(f"{subject} {'has' if len(subjects) == 1 else 'have in common'} none of the "
+                               f"validation stories {args.val_stories or du.VAL_STORIES}")
         targets_from = None
         if args.targets_from:
             try:
@@ -239,11 +292,14 @@ def main(argv=None) -> int:
                                    f"({err})") from err
             voxels, vox_info = None, {"targets_from": args.targets_from, **teacher_record(args.targets_from, timing)}
         else:
-            voxels, vox_info = select_voxels(args, data, subject)
+            chosen = [select_voxels(args, data, s, nc, roi) for s, nc, roi in
+                      zip(subjects, per_subject(args.nc_file, len(subjects)), per_subject(args.roi_file, len(subjects)))]
+            voxels = [v for v, _ in chosen]
+            vox_info = chosen[0][1] if len(subjects) == 1 else subject_columns(subjects, chosen)
         quiet_load = args.no_progress or rank != 0
-        train_stories = training.load_story_data(data, subject, split.train, voxels, targets_from, quiet=quiet_load,
+        train_stories = training.load_story_data(data, subjects, split.train, voxels, targets_from, quiet=quiet_load,
                                                  targets_source=args.targets_from)
-        val_stories = training.load_story_data(data, subject, split.val, voxels, targets_from, quiet=quiet_load,
+        val_stories = training.load_story_data(data, subjects, split.val, voxels, targets_from, quiet=quiet_load,
                                                targets_source=args.targets_from)
     except (du.DataError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -253,7 +309,12 @@ def main(argv=None) -> int:
         val_stories = training.apply_target_control(val_stories, args.target_control, args.seed + 1)
     if is_main and split.missing:
         brief = {k: f"{len(v)}: {', '.join(v[:3])}{'...' if len(v) > 3 else ''}" for k, v in split.missing.items()}
-        print(f"note: {subject} has no responses for requested stories {brief}; skipped", file=sys.stderr)
+        if len(subjects) == 1:
+            print(f"note: {subject} has no responses for requested stories {brief}; skipped", file=sys.stderr)
+        else:
+            who = "; ".join(f"{story}: {', '.join(ss)}" for story, ss in lacking.items())
+            print(f"note: not every one of {subject} has responses for requested stories {brief}; skipped"
+                  + (f" (only some lack them: {who})" if lacking else ""), file=sys.stderr)
     train_set, val_set = training.WindowDataset(train_stories), training.WindowDataset(val_stories)
     n_targets = train_stories[0].targets.shape[1]
 
@@ -307,7 +368,7 @@ def main(argv=None) -> int:
                      "train_windows": len(train_set), "val_windows": len(val_set),
                      "window_samples": train_set.length, "pooling": "mean of last hidden state over real-audio frames",
                      "target_control_applies_to": "train and validation stories" if args.target_control else None},
-        "stories": split.as_dict()})
+        "stories": {**split.as_dict(), **({"lacking_subjects": lacking} if len(subjects) > 1 else {})}})
     # ---------------------------------------------------------------- resume
     state = {"epoch": 0, "step": 0, "best_val": None, "best_epoch": None, "bad_epochs": 0, "metrics": []}
     last = recover_dir(out_dir / "last") if args.resume else None
@@ -322,8 +383,11 @@ def main(argv=None) -> int:
         run_config["resumed"] = old_run.get("resumed", []) + [{"at": timestamp(), "after_epoch": state["epoch"], **now}]
     if is_main:
         write_json_atomic(out_dir / "config.json", run_config)
-        if voxels is not None:
-            save_npy_atomic(out_dir / "target_voxels.npy", voxels)
+        if voxels is not None and len(subjects) == 1:
+            save_npy_atomic(out_dir / "target_voxels.npy", voxels[0])
+        elif voxels is not None:  # the head's columns vox_info["subjects"][s]["columns"] are these voxels of s
+            for s, v in zip(subjects, voxels):
+                save_npy_atomic(out_dir / f"target_voxels_{s}.npy", v)
 
     # ---------------------------------------------------------------- loop
     val_loader = torch.utils.data.DataLoader(val_set, batch_size=micro, shuffle=False, num_workers=args.num_workers)
@@ -397,7 +461,7 @@ def main(argv=None) -> int:
                 tmp = out_dir / "best.tmp"
                 shutil.rmtree(tmp, ignore_errors=True)
                 models.save_tuned(model, extractor, tmp)
-                write_json_atomic(tmp / "brain_tuning.json", {"epoch": epoch, **val, "subject": subject,
+                write_json_atomic(tmp / "brain_tuning.json", {"epoch": epoch, **val, "subject": config["subject"],
                                                               "base_model": args.model_name})
                 replace_dir(tmp, out_dir / "best")
             tmp = out_dir / "last.tmp"

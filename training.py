@@ -33,20 +33,30 @@ class StoryData:
     targets: np.ndarray    # (n_rows, n_targets) float32
 
 
-def load_story_data(data: Ds003020, subject: str, stories: list[str], voxels: np.ndarray | None,
+def load_story_data(data: Ds003020, subjects: list[str], stories: list[str], voxels: list[np.ndarray] | None,
                     targets_from: dict[str, np.ndarray] | None = None, quiet: bool = False,
                     targets_source: str = "--targets-from file") -> list[StoryData]:
-    """Waveforms, grids and targets of `stories` (responses of `voxels`, or `targets_from[story]`).
+    """Waveforms, grids and targets of `stories` for one subject or several tuned together.
 
-    `targets_source` names where `targets_from` was read, for error messages.
+    Parameters
+    ----------
+    subjects : subject ids; every one must have responses for every story.
+    voxels : per subject, the column indices of its targets (None with `targets_from`). Several subjects' responses
+        are placed side by side in `subjects` order: they heard the same audio on the same TR grid, so row j of each
+        is the same TR (each subject's rows are checked against the grid).
+    targets_from : story -> (n_rows, F) targets instead of responses (one subject: its response rows place them).
+    targets_source : where `targets_from` was read, for error messages.
     """
+    if targets_from is None and len(voxels) != len(subjects):
+        raise ValueError(f"one voxel selection per subject: {len(subjects)} subjects, {len(voxels)} selections")
     out = []
     for story in tqdm(stories, desc="loading stories", leave=False, disable=quiet):
         grid = data.tr_grid(story)
         if targets_from is None:
-            targets = data.load_responses(subject, story, voxels=voxels)
+            parts = [data.load_responses(s, story, voxels=v) for s, v in zip(subjects, voxels)]
+            targets = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
         else:  # only the response rows are needed: no voxel is read (95k columns per story on real data)
-            n_rows = data.n_response_rows(subject, story)
+            n_rows = data.n_response_rows(subjects[0], story)
             if story not in targets_from:
                 raise DataError(f"{targets_source}: no entry for story '{story}' (has "
                                 f"{sorted(targets_from)[:6]}...)")

@@ -59,7 +59,7 @@ def test_best_dir_reproduces_the_best_validation_loss(mini, tiny_models, tmp_pat
     model = models.BrainTuningModel(enc, models.load_head(out / "best"))
     data = du.Ds003020(mini / "ds003020")
     voxels = np.load(out / "target_voxels.npy")
-    val = training.WindowDataset(training.load_story_data(data, "UTS01", ["stagefright", "life"], voxels, quiet=True))
+    val = training.WindowDataset(training.load_story_data(data, ["UTS01"], ["stagefright", "life"], [voxels], quiet=True))
     res = training.evaluate(model, torch.utils.data.DataLoader(val, batch_size=16), "mse", torch.device("cpu"), "fp32", True)
     assert res["val_loss"] == pytest.approx(best["val_loss"], rel=1e-4)
 
@@ -213,3 +213,66 @@ def test_bf16_on_cpu_is_really_bf16(mini, tiny_models, tmp_path):
     assert bf16[-1]["val_loss"] != fp32[-1]["val_loss"]
     assert bf16[-1]["val_loss"] == pytest.approx(fp32[-1]["val_loss"], rel=5e-2)
     assert json.loads((tmp_path / "bf16" / "config.json").read_text())["args"]["resolved"]["precision"] == "bf16"
+
+
+def test_several_subjects_tune_one_backbone_with_each_subjects_voxels_in_its_own_columns(mini, tiny_models, tmp_path):
+    import models
+    # learning rates 0: the saved head is the ridge start, which is fitted per target on the same pooled features,
+    # so each subject's block must equal that subject's own run's head
+    flags = ["--init-head", "ridge", "--lr", "0", "--head-lr", "0", "--num-epochs", "1"]
+    model = tiny_models["wav2vec2"]
+    heads = {}
+    for name, subjects in (("both", ["UTS01", "UTS02"]), ("UTS01", ["UTS01"]), ("UTS02", ["UTS02"])):
+        argv = ["--data-dir", str(mini / "ds003020"), "--subject", *subjects, "--model-name", model,
+                "--nc-dir", str(mini / "subject_NCs"), "--out-dir", str(tmp_path / name), "--batch-size", "16",
+                "--no-progress", *flags]
+        assert trainer.main(argv) == 0
+        heads[name] = models.load_head(tmp_path / name / "best").net
+    cfg = json.loads((tmp_path / "both" / "config.json").read_text())
+    per_subject = cfg["args"]["resolved"]["voxels"]["subjects"]
+    start = 0
+    for s in ("UTS01", "UTS02"):
+        expected = np.flatnonzero(np.load(mini / "subject_NCs" / f"{s}.npy") > 0.4)
+        np.testing.assert_array_equal(np.load(tmp_path / "both" / f"target_voxels_{s}.npy"), expected)
+        assert per_subject[s]["columns"] == [start, start + len(expected)]
+        cols = slice(start, start + len(expected))
+        np.testing.assert_allclose(heads["both"].weight[cols].detach(), heads[s].weight.detach(), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(heads["both"].bias[cols].detach(), heads[s].bias.detach(), rtol=0, atol=1e-6)
+        start += len(expected)
+    assert cfg["args"]["resolved"]["n_targets"] == start == heads["both"].out_features
+    assert cfg["args"]["subject"] == ["UTS01", "UTS02"]
+    assert json.loads((tmp_path / "both" / "best" / "brain_tuning.json").read_text())["subject"] == ["UTS01", "UTS02"]
+    assert json.loads((tmp_path / "UTS01" / "config.json").read_text())["args"]["subject"] == "UTS01"
+    assert not (tmp_path / "both" / "target_voxels.npy").exists()
+
+
+def test_several_subjects_use_the_stories_all_have_and_per_subject_roi_files(mini, tiny_models, tmp_path, capsys):
+    model = tiny_models["wav2vec2"]
+    rois = [str(mini / "rois" / f"{s}.json") for s in ("UTS01", "UTS04")]
+
+    def run_subjects(out, *extra):
+        return trainer.main(["--data-dir", str(mini / "ds003020"), "--subject", "UTS01", "4", "--model-name", model,
+                             "--nc-dir", str(mini / "subject_NCs"), "--out-dir", str(tmp_path / out),
+                             "--batch-size", "16", "--num-epochs", "1", "--no-progress", *extra])
+    assert run_subjects("r", "--roi-file", *rois, "--roi", "auditory") == 0
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert cfg["args"]["stories"]["val"] == ["stagefright"]  # UTS04 has no "life"
+    assert cfg["args"]["stories"]["lacking_subjects"] == {"life": ["UTS04"]}
+    err = capsys.readouterr().err
+    assert "not every one of UTS01+UTS04 has responses for requested stories" in err
+    assert "(only some lack them: life: UTS04)" in err
+    for s, roi_file in zip(("UTS01", "UTS04"), rois):
+        nc = np.load(mini / "subject_NCs" / f"{s}.npy")
+        expected = sorted(set(np.flatnonzero(nc > 0.4)) & set(json.loads(Path(roi_file).read_text())["auditory"]))
+        np.testing.assert_array_equal(np.load(tmp_path / "r" / f"target_voxels_{s}.npy"), expected)
+    for extra, message in (
+            (["--roi-file", rois[0], "--roi", "auditory"], "--roi-file: one file per --subject, in its order: "
+                                                           "2 subjects, 1 files"),
+            (["--nc-file", str(mini / "subject_NCs" / "UTS01.npy")], "--nc-file: one file per --subject"),
+            (["--targets-from", str(tmp_path / "t.npz")], "--targets-from replaces the fMRI targets: give one --subject")):
+        assert run_subjects("bad", *extra) == trainer.EXIT_USAGE
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "bad").exists()  # refused before any output
+    assert trainer.main(["--data-dir", str(mini / "ds003020"), "--subject", "UTS01", "1", "--model-name", model,
+                         "--out-dir", str(tmp_path / "bad")]) == trainer.EXIT_USAGE
+    assert "--subject names a subject twice: ['UTS01', 'UTS01']" in capsys.readouterr().err

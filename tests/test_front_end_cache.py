@@ -24,7 +24,7 @@ def _encoder(path, mode="truncate", freeze_layers=0):
 
 def _windows(mini_root, stories=("stagefright",)):
     data = du.Ds003020(mini_root)
-    return training.WindowDataset(training.load_story_data(data, "UTS01", list(stories), np.arange(5), quiet=True))
+    return training.WindowDataset(training.load_story_data(data, ["UTS01"], list(stories), [np.arange(5)], quiet=True))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -213,8 +213,8 @@ def test_torchrun_ranks_fill_one_shared_cache(mini, tiny_models, tmp_path, monke
     enc = _encoder(tiny_models["wav2vec2"])
     nc = np.load(mini / "subject_NCs" / "UTS01.npy")
     data = du.Ds003020(mini / "ds003020")
-    ds = training.WindowDataset(training.load_story_data(data, "UTS01", ["stagefright", "life"],
-                                                         np.flatnonzero(nc > 0.4), quiet=True))
+    ds = training.WindowDataset(training.load_story_data(data, ["UTS01"], ["stagefright", "life"],
+                                                         [np.flatnonzero(nc > 0.4)], quiet=True))
     reference = enc.front_end
     monkeypatch.setattr(enc, "front_end", lambda *a, **k: pytest.fail("recomputed a cache torchrun built"))
     cached = build_front_end_cache(shared, enc, ds, torch.device("cpu"), "fp32", quiet=True)

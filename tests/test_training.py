@@ -158,3 +158,23 @@ def test_each_torchrun_process_uses_its_own_gpu_before_nccl_starts(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert training.distributed_setup() == (3, 4, 1)
     assert calls == [("init", "gloo")]  # CPU processes: no GPU to choose
+
+
+def test_several_subjects_targets_are_each_subjects_responses_side_by_side_and_audio_is_read_once(mini, monkeypatch):
+    from data_utils import Ds003020
+    data = Ds003020(mini / "ds003020")
+    stories = ["souls", "stagefright"]
+    v1, v2 = np.array([0, 5, 7]), np.array([3, 4])
+    alone = [training.load_story_data(data, [s], stories, [v], quiet=True) for s, v in (("UTS01", v1), ("UTS02", v2))]
+    reads = []
+    real_audio = Ds003020.audio
+    monkeypatch.setattr(Ds003020, "audio", lambda self, story: reads.append(story) or real_audio(self, story))
+    both = training.load_story_data(data, ["UTS01", "UTS02"], stories, [v1, v2], quiet=True)
+    assert reads == stories  # one read per story, not one per subject
+    for story, a1, a2, b in zip(stories, *alone, both):
+        assert b.name == story and b.targets.shape == (len(a1.targets), 5)
+        np.testing.assert_array_equal(b.targets[:, :3], a1.targets)
+        np.testing.assert_array_equal(b.targets[:, 3:], a2.targets)
+        np.testing.assert_array_equal(b.wav, a1.wav)
+    with pytest.raises(ValueError, match="one voxel selection per subject: 2 subjects, 1 selections"):
+        training.load_story_data(data, ["UTS01", "UTS02"], stories, [v1], quiet=True)
