@@ -264,6 +264,12 @@ class SpeechEncoder(nn.Module):
         # the feature extractor's zero-mean unit-variance normalisation, per waveform
         return (wav - wav.mean(dim=1, keepdim=True)) / torch.sqrt(wav.var(dim=1, keepdim=True, unbiased=False) + 1e-7)
 
+    @property
+    def pads_to_fixed_length(self) -> bool:
+        """Whether every input is zero-padded to one length before the model sees it (Whisper pad30: 30 s), so that
+        waveforms of any lengths, zero-padded to a common one, give the same hidden states as each alone."""
+        return self.model_type == "whisper" and self.whisper_mode == "pad30"
+
     def frame_count(self, n_samples: int) -> int:
         """Number of encoder frames covering `n_samples` of real audio."""
         if self.model_type == "whisper":
@@ -320,10 +326,15 @@ class SpeechEncoder(nn.Module):
             valid = self.valid_frames(wav.shape[1], states[layers[0]].shape[:2], wav.device)
         return [states[i] for i in layers], valid
 
-    def valid_frames(self, n_samples: int, shape: tuple[int, int], device=None) -> torch.Tensor:
-        """(B, frames) bool mask of the frames covering `n_samples` of real audio (the rest: Whisper padding)."""
+    def valid_frames(self, n_samples, shape: tuple[int, int], device=None) -> torch.Tensor:
+        """(B, frames) bool mask of the frames covering `n_samples` of real audio (the rest: Whisper padding).
+
+        n_samples : one count for every row, or one per row (a batch of waveforms zero-padded to one length).
+        """
         valid = torch.zeros(shape, dtype=torch.bool, device=device)
-        valid[:, :min(self.frame_count(n_samples), shape[1])] = True
+        counts = [n_samples] * shape[0] if isinstance(n_samples, int) else list(n_samples)
+        for row, n in enumerate(counts):
+            valid[row, :min(self.frame_count(n), shape[1])] = True
         return valid
 
     def _wav2vec_hidden_states(self, wav, layers, front) -> list[torch.Tensor]:

@@ -21,8 +21,15 @@ DEFAULT_WEIGHT_DECAYS = (0.0, 1e-4, 1e-3, 1e-2, 1e-1)
 
 
 # ----------------------------------------------------------------------------------------------- features
-def _batches_by_length(lengths: list[int], batch_size: int) -> list[list[int]]:
-    """Indices grouped by equal length (no padding: group-norm models change with padding), then chunked."""
+def _batches_by_length(lengths: list[int], batch_size: int, any_length: bool = False) -> list[list[int]]:
+    """Indices grouped by equal length (no padding: group-norm models change with padding), then chunked.
+
+    any_length : the models pad every input to a fixed length themselves (Whisper pad30), so utterances of any
+        lengths share a batch: indices sorted by length, then chunked.
+    """
+    if any_length:
+        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     groups: dict[int, list[int]] = {}
     for i, n in enumerate(lengths):
         groups.setdefault(n, []).append(i)
@@ -56,10 +63,13 @@ def utterance_features_together(encoders: list[SpeechEncoder], wavs, layers: lis
     layers : per encoder, the hidden-state indices. Encoders are put in eval mode, without gradients, on `device`.
     threads : batches run side by side in this many threads (`inference.map_inference`; same numbers).
     Returns per encoder (n_layers, n_utterances, hidden) float32.
+
+    Utterances of equal length share a batch; when every model pads its input to a fixed length itself (Whisper
+    pad30), utterances of any lengths do, zero-padded to the longest of the batch (the same numbers as alone).
     """
     plan = prepare_for_inference(encoders, device)
     lengths = [len(w) for w in wavs] if lengths is None else lengths
-    batches = _batches_by_length(lengths, batch_size)
+    batches = _batches_by_length(lengths, batch_size, any_length=all(e.pads_to_fixed_length for e in encoders))
     use_bf16 = uses_bf16(precision, device)
 
     def waveform(i: int) -> np.ndarray:
@@ -70,10 +80,14 @@ def utterance_features_together(encoders: list[SpeechEncoder], wavs, layers: lis
 
     @torch.inference_mode()
     def pooled(idx: list[int]) -> list[list[np.ndarray]]:
-        batch = torch.from_numpy(np.stack([waveform(i) for i in idx]).astype(np.float32)).to(device)
+        n = [lengths[i] for i in idx]
+        batch = np.zeros((len(idx), max(n)), np.float32)
+        for row, i in enumerate(idx):
+            batch[row, :n[row]] = waveform(i)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
-            results = hidden_states_together(encoders, batch, layers, plan)
-        return [[masked_mean(s.float(), valid).cpu().numpy() for s in states] for states, valid in results]
+            results = hidden_states_together(encoders, torch.from_numpy(batch).to(device), layers, plan)
+        return [[masked_mean(s.float(), enc.valid_frames(n, valid.shape, valid.device)).cpu().numpy() for s in states]
+                for enc, (states, valid) in zip(encoders, results)]
 
     return pooled_over_batches(encoders, layers, len(wavs), pooled, batches, threads, "utterances", progress)
 

@@ -108,6 +108,27 @@ def test_equal_length_batching_matches_one_by_one(tiny_models):
     assert batched.shape == (2, 5, enc.hidden_size)
 
 
+def test_whisper_pad30_batches_utterances_of_any_lengths_with_the_numbers_of_each_alone(tiny_models, monkeypatch):
+    import inference
+    import models
+    backbone, fe, mt = models.load_backbone(tiny_models["whisper"])
+    pad30, truncate = (models.SpeechEncoder(backbone, fe, mt, mode) for mode in ("pad30", "truncate"))
+    rng = np.random.default_rng(4)
+    wavs = [rng.normal(0, 0.1, n).astype(np.float32) for n in (8000, 12000, 3000, 16000, 9000)]
+    single = np.concatenate([probes.utterance_features(pad30, [w], [1, 2], progress=False) for w in wavs], axis=1)
+    sizes = []
+    real = inference.hidden_states_together
+    monkeypatch.setattr(probes, "hidden_states_together",
+                        lambda encs, batch, *a: sizes.append(tuple(batch.shape)) or real(encs, batch, *a))
+    batched = probes.utterance_features(pad30, wavs, [1, 2], batch_size=4, progress=False)
+    # sorted by length, zero-padded to the longest of each batch; each utterance pooled over its own frames
+    assert sizes == [(4, 12000), (1, 16000)]
+    np.testing.assert_allclose(batched, single, rtol=1e-4, atol=1e-5)
+    sizes.clear()  # truncated positions see the padding: equal lengths only, as for wav2vec2
+    probes.utterance_features(truncate, wavs, [1], batch_size=4, progress=False)
+    assert sorted(sizes) == sorted((1, n) for n in (8000, 12000, 3000, 16000, 9000))
+
+
 def _word_data(seed: int, category_strength: float, n_words_per_cat: int = 6, n_cats: int = 4, n_occ: int = 8):
     """Occurrences of words: features = category mean · strength + a word-specific offset + noise."""
     rng = np.random.default_rng(seed)
