@@ -104,7 +104,8 @@ def extract_missing_features(spec: TaskSpec, utts: list[dd.Utterance], lengths: 
             rows_x = _utterance_rows(todo_models, members, member_lengths, batch_size, device, precision, progress,
                                      threads)
         else:
-            rows_x = _frame_rows(todo_models, members, member_lengths, frame_step, device, progress, threads)
+            rows_x = _frame_rows(todo_models, members, member_lengths, frame_step, device, progress, threads,
+                                 batch_size)
         for k, (rows, x) in zip(todo, rows_x):
             caches[k].save(split, models[k].layers, rows, x)
             fresh[k].add(split)
@@ -171,9 +172,10 @@ def drop_short_utterances(utts: list[dd.Utterance], progress: bool = True) -> tu
 
 
 def _frame_rows(models: list[ProbedModel], members: list[dd.Utterance], lengths: list[int], frame_step: int, device,
-                progress: bool, threads: int) -> list[tuple[np.ndarray, np.ndarray]]:
+                progress: bool, threads: int, batch_size: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per model (rows (n, 2) = utterance index and frame time in s, features (n_layers, n, hidden)) of every
-    `frame_step`-th frame of every utterance (utterances side by side in `threads` threads).
+    `frame_step`-th frame of every utterance (utterances side by side in `threads` threads; `batch_size` consecutive
+    utterances per forward pass where every model pads its input to 30 s anyway, Whisper pad30, else one).
 
     Written into arrays sized from `lengths` (16 kHz sample counts) up front: no per-utterance pieces joined at
     the end, which would hold a split's features twice."""
@@ -185,10 +187,12 @@ def _frame_rows(models: list[ProbedModel], members: list[dd.Utterance], lengths:
     xs = [np.empty((len(m.layers), b, m.encoder.hidden_size), np.float32) for m, b in zip(models, bounds)]
     rows = [np.empty((b, 2)) for b in bounds]
     filled = [0] * len(models)
-    frames = map_inference(lambda u: probes.frame_features_together(encoders, dd.load_utterance_audio(u), layers,
-                                                                    device, plan),
-                           members, threads, "utterances", progress)
-    for ui, per_model in enumerate(frames):
+    step = batch_size if all(e.pads_to_fixed_length for e in encoders) else 1
+    chunks = [members[i:i + step] for i in range(0, len(members), step)]
+    frames = map_inference(lambda us: probes.frame_features_batch(encoders, [dd.load_utterance_audio(u) for u in us],
+                                                                  layers, device, plan),
+                           chunks, threads, "utterance batches", progress)
+    for ui, per_model in enumerate(per_utt for chunk in frames for per_utt in chunk):
         for j, (times, states) in enumerate(per_model):
             keep = np.arange(0, len(times), frame_step)
             a, b = filled[j], filled[j] + len(keep)

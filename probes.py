@@ -105,7 +105,6 @@ def frame_features(encoder: SpeechEncoder, wav: np.ndarray, layers: list[int], d
     return frame_features_together([encoder], wav, [layers], device)[0]
 
 
-@torch.inference_mode()
 def frame_features_together(encoders: list[SpeechEncoder], wav: np.ndarray, layers: list[list[int]], device="cpu",
                             plan: list | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """`frame_features` of several models on one utterance, their shared bottom computed once.
@@ -113,15 +112,34 @@ def frame_features_together(encoders: list[SpeechEncoder], wav: np.ndarray, laye
     plan : `inference.prepare_for_inference(encoders, device)` (pass it when calling per utterance; without it the
         encoders are prepared here). Returns per encoder (times, states) as `frame_features`.
     """
+    return frame_features_batch(encoders, [wav], layers, device, plan)[0]
+
+
+@torch.inference_mode()
+def frame_features_batch(encoders: list[SpeechEncoder], wavs: list[np.ndarray], layers: list[list[int]], device="cpu",
+                         plan: list | None = None) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    """`frame_features_together` of several utterances in one forward pass: per utterance, per encoder (times, states).
+
+    Utterances of different lengths only where every encoder pads its input to a fixed length itself (Whisper pad30):
+    zero-padded to the longest, each keeps its own real-audio frames (the same numbers as alone).
+    """
+    lengths = [len(w) for w in wavs]
+    if len(set(lengths)) > 1 and not all(e.pads_to_fixed_length for e in encoders):
+        raise ValueError(f"utterances of lengths {sorted(set(lengths))} in one batch: only models that pad every "
+                         f"input to a fixed length (Whisper pad30) give the same frames as each alone")
     if plan is None:
         plan = prepare_for_inference(encoders, device)
-    results = hidden_states_together(encoders, torch.from_numpy(np.asarray(wav, np.float32))[None].to(device),
-                                     layers, plan)
-    out = []
+    batch = np.zeros((len(wavs), max(lengths)), np.float32)
+    for row, w in enumerate(wavs):
+        batch[row, :len(w)] = w
+    results = hidden_states_together(encoders, torch.from_numpy(batch).to(device), layers, plan)
+    out = [[] for _ in wavs]
     for enc, (states, valid) in zip(encoders, results):
-        n = int(valid[0].sum())
-        times = (np.arange(n) + 0.5) / frame_rate(enc)
-        out.append((times, np.stack([s[0, :n].float().cpu().numpy() for s in states])))
+        valid = enc.valid_frames(lengths, valid.shape)
+        for row in range(len(wavs)):
+            n = int(valid[row].sum())
+            times = (np.arange(n) + 0.5) / frame_rate(enc)
+            out[row].append((times, np.stack([s[row, :n].float().cpu().numpy() for s in states])))
     return out
 
 

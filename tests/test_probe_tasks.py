@@ -348,6 +348,34 @@ def test_frame_rows_are_every_nth_frame_of_each_utterance(downstream, tiny_model
     np.testing.assert_array_equal(rows[:, 0], np.concatenate([np.full(len(t[::3]), i) for i, t in enumerate(times)]))
 
 
+def test_whisper_pad30_frame_rows_batch_consecutive_utterances_with_the_numbers_of_each_alone(downstream, tiny_models,
+                                                                                              monkeypatch):
+    import numpy as np
+
+    import downstream_data as dd
+    import models
+    import probe_tasks
+    import probes
+    backbone, extractor, model_type = models.load_backbone(tiny_models["whisper"])
+    encoder = models.SpeechEncoder(backbone, extractor, model_type, "pad30")
+    members = [u for u in dd.read_timit(downstream / "timit") if u.split == "train"][:5]
+    lengths = [dd.utterance_samples(u) for u in members]
+    assert len(set(lengths)) > 1
+    probed = probe_tasks.ProbedModel(encoder, "whisper", [1, 2], downstream / "unused")
+    alone = [probes.frame_features(encoder, dd.load_utterance_audio(u), [1, 2]) for u in members]
+    batches = []
+    real = probes.frame_features_batch
+    monkeypatch.setattr(probes, "frame_features_batch", lambda e, wavs, *a: batches.append(len(wavs)) or real(e, wavs, *a))
+    ((rows, x),) = probe_tasks._frame_rows([probed], members, lengths, 2, "cpu", False, 1, batch_size=2)
+    assert batches == [2, 2, 1]  # consecutive utterances of different lengths, in their order
+    np.testing.assert_allclose(x, np.concatenate([s[:, ::2] for _, s in alone], axis=1), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(rows[:, 1], np.concatenate([t[::2] for t, _ in alone]))
+    np.testing.assert_array_equal(rows[:, 0], np.concatenate([np.full(len(t[::2]), i) for i, (t, _) in enumerate(alone)]))
+    truncate = models.SpeechEncoder(backbone, extractor, model_type, "truncate")
+    with pytest.raises(ValueError, match="only models that pad every input to a fixed length"):
+        probes.frame_features_batch([truncate], [dd.load_utterance_audio(u) for u in members[:2]], [[1]])
+
+
 def test_probing_holds_one_models_features_at_a_time(downstream, tiny_models, tmp_path, monkeypatch):
     # several models in one run: each model's features are read from its cache just before its probes and
     # released after them (before, every model's splits stayed in memory until the last model was probed)
