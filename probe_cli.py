@@ -24,8 +24,8 @@ def common_parser(description: str, tasks: list[str], data_help: str) -> argpars
     p.add_argument("--whisper-mode", default="pad30", choices=models.WHISPER_MODES,
                    help="pad30 = pad to 30 s, pool valid frames; truncate = positions cut to the audio")
     p.add_argument("--batch-size", type=int, default=16,
-                   help="utterances per forward pass (of one length; Whisper pad30: of any lengths, as it pads each "
-                        "to 30 s)")
+                   help="utterances per forward pass (of one length; Whisper pad30 on a GPU: of any lengths, as it pads "
+                        "each to 30 s)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
     p.add_argument("--inference-threads", type=int,
                    help="batches run side by side, each op on one core (default: torch's CPU threads on a CPU, 1 on "

@@ -172,10 +172,11 @@ def drop_short_utterances(utts: list[dd.Utterance], progress: bool = True) -> tu
 
 
 def _frame_rows(models: list[ProbedModel], members: list[dd.Utterance], lengths: list[int], frame_step: int, device,
-                progress: bool, threads: int, batch_size: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
+                progress: bool, threads: int, batch_size: int = 1,
+                mixed_lengths: bool | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per model (rows (n, 2) = utterance index and frame time in s, features (n_layers, n, hidden)) of every
     `frame_step`-th frame of every utterance (utterances side by side in `threads` threads; `batch_size` consecutive
-    utterances per forward pass where every model pads its input to 30 s anyway, Whisper pad30, else one).
+    utterances per forward pass where `probes.mixed_length_batches` allows, Whisper pad30 on a GPU, else one).
 
     Written into arrays sized from `lengths` (16 kHz sample counts) up front: no per-utterance pieces joined at
     the end, which would hold a split's features twice."""
@@ -187,7 +188,7 @@ def _frame_rows(models: list[ProbedModel], members: list[dd.Utterance], lengths:
     xs = [np.empty((len(m.layers), b, m.encoder.hidden_size), np.float32) for m, b in zip(models, bounds)]
     rows = [np.empty((b, 2)) for b in bounds]
     filled = [0] * len(models)
-    step = batch_size if all(e.pads_to_fixed_length for e in encoders) else 1
+    step = batch_size if probes.mixed_length_batches(encoders, device, mixed_lengths) else 1
     chunks = [members[i:i + step] for i in range(0, len(members), step)]
     frames = map_inference(lambda us: probes.frame_features_batch(encoders, [dd.load_utterance_audio(u) for u in us],
                                                                   layers, device, plan),

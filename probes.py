@@ -36,26 +36,36 @@ def _batches_by_length(lengths: list[int], batch_size: int, any_length: bool = F
     return [g[i:i + batch_size] for _, g in sorted(groups.items()) for i in range(0, len(g), batch_size)]
 
 
+def mixed_length_batches(encoders: list[SpeechEncoder], device, choice: bool | None = None) -> bool:
+    """Whether utterances of different lengths share a forward pass: only where every model pads its input to a
+    fixed length itself (Whisper pad30), and by default (`choice` None) only on a GPU: on 2 CPU cores batches of 8
+    mixed lengths took 1.4x as long as one utterance per pass (bench/bench_utterances.py)."""
+    if not all(e.pads_to_fixed_length for e in encoders):
+        return False
+    return torch.device(device).type != "cpu" if choice is None else choice
+
+
 def uses_bf16(precision: str, device) -> bool:
     """Whether utterance features run under bf16 autocast: asked for and on CUDA (on a CPU they stay fp32)."""
     return precision == "bf16" and torch.device(device).type == "cuda"
 
 
 def utterance_features(encoder: SpeechEncoder, wavs: list[np.ndarray], layers: list[int], batch_size: int = 16,
-                       device="cpu", precision: str = "fp32", progress: bool = True, threads: int = 1) -> np.ndarray:
+                       device="cpu", precision: str = "fp32", progress: bool = True, threads: int = 1,
+                       mixed_lengths: bool | None = None) -> np.ndarray:
     """Mean over each utterance's real-audio frames, per layer.
 
     wavs : 16 kHz float32 waveforms of any lengths (Whisper: ≤ 30 s in pad30 mode).
     Returns (n_layers, n_utterances, hidden) float32.
     """
     return utterance_features_together([encoder], wavs, [layers], batch_size, device, precision, progress,
-                                       threads)[0]
+                                       threads, mixed_lengths=mixed_lengths)[0]
 
 
 def utterance_features_together(encoders: list[SpeechEncoder], wavs, layers: list[list[int]],
                                 batch_size: int = 16, device="cpu", precision: str = "fp32",
-                                progress: bool = True, threads: int = 1,
-                                lengths: list[int] | None = None) -> list[np.ndarray]:
+                                progress: bool = True, threads: int = 1, lengths: list[int] | None = None,
+                                mixed_lengths: bool | None = None) -> list[np.ndarray]:
     """`utterance_features` of several models, the bottom they share computed once (inference.hidden_states_together).
 
     wavs : a sequence of 16 kHz waveforms; with `lengths` (their sample counts) it is indexed only batch by batch,
@@ -64,12 +74,12 @@ def utterance_features_together(encoders: list[SpeechEncoder], wavs, layers: lis
     threads : batches run side by side in this many threads (`inference.map_inference`; same numbers).
     Returns per encoder (n_layers, n_utterances, hidden) float32.
 
-    Utterances of equal length share a batch; when every model pads its input to a fixed length itself (Whisper
-    pad30), utterances of any lengths do, zero-padded to the longest of the batch (the same numbers as alone).
+    Utterances of equal length share a batch; with `mixed_lengths` (`mixed_length_batches`: Whisper pad30, by
+    default on a GPU) utterances of any lengths do, zero-padded to the longest of the batch (the same numbers as alone).
     """
     plan = prepare_for_inference(encoders, device)
     lengths = [len(w) for w in wavs] if lengths is None else lengths
-    batches = _batches_by_length(lengths, batch_size, any_length=all(e.pads_to_fixed_length for e in encoders))
+    batches = _batches_by_length(lengths, batch_size, any_length=mixed_length_batches(encoders, device, mixed_lengths))
     use_bf16 = uses_bf16(precision, device)
 
     def waveform(i: int) -> np.ndarray:

@@ -366,7 +366,8 @@ def test_whisper_pad30_frame_rows_batch_consecutive_utterances_with_the_numbers_
     batches = []
     real = probes.frame_features_batch
     monkeypatch.setattr(probes, "frame_features_batch", lambda e, wavs, *a: batches.append(len(wavs)) or real(e, wavs, *a))
-    ((rows, x),) = probe_tasks._frame_rows([probed], members, lengths, 2, "cpu", False, 1, batch_size=2)
+    ((rows, x),) = probe_tasks._frame_rows([probed], members, lengths, 2, "cpu", False, 1, batch_size=2,
+                                           mixed_lengths=True)
     assert batches == [2, 2, 1]  # consecutive utterances of different lengths, in their order
     np.testing.assert_allclose(x, np.concatenate([s[:, ::2] for _, s in alone], axis=1), rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(rows[:, 1], np.concatenate([t[::2] for t, _ in alone]))

@@ -121,11 +121,14 @@ def test_whisper_pad30_batches_utterances_of_any_lengths_with_the_numbers_of_eac
     monkeypatch.setattr(probes, "hidden_states_together",
                         lambda encs, batch, *a: sizes.append(tuple(batch.shape)) or real(encs, batch, *a))
     batched = probes.utterance_features(pad30, wavs, [1, 2], batch_size=4, progress=False)
+    assert len(sizes) == 5  # by default only on a GPU (slower on a CPU): one length per pass here
+    sizes.clear()
+    batched = probes.utterance_features(pad30, wavs, [1, 2], batch_size=4, progress=False, mixed_lengths=True)
     # sorted by length, zero-padded to the longest of each batch; each utterance pooled over its own frames
     assert sizes == [(4, 12000), (1, 16000)]
     np.testing.assert_allclose(batched, single, rtol=1e-4, atol=1e-5)
     sizes.clear()  # truncated positions see the padding: equal lengths only, as for wav2vec2
-    probes.utterance_features(truncate, wavs, [1], batch_size=4, progress=False)
+    probes.utterance_features(truncate, wavs, [1], batch_size=4, progress=False, mixed_lengths=True)
     assert sorted(sizes) == sorted((1, n) for n in (8000, 12000, 3000, 16000, 9000))
 
 
