@@ -211,15 +211,39 @@ def main(argv=None) -> int:
             low[story] = al.low_level_features(data.audio(story), ph.labels, ph.midpoints, data.tr_grid(story),
                                                test=story == test_story, groups=args.low_level_groups)
     for k, name in enumerate(args.model_name):
+        tuning = tuning_record(name)
+        if tuning and tuning.get("subject") and subject_data["subject"] not in tuned_subjects(tuning):
+            print(f"note: {name} was brain-tuned on {tuning['subject']}, evaluated on {subject_data['subject']} "
+                  f"(cross-subject transfer)", file=sys.stderr)
         shared = None if plan[k] is None else {"with": args.model_name[plan[k][0]], "blocks": plan[k][1]}
         resolved = {"skipped_stories": subject_data["missing"], "layers": layers[k],
                     "pooling": settings[k]["pooling"], "device": str(device), "precision": precision,
                     "ridge": ridge_backend(args.backend, device), "batch_size": batch_size, "inference_threads": threads,
                     "feature_cache": str(caches[k].folder), "feature_cache_hits": caches[k].hits,
-                    "evaluated_with": [m for m in args.model_name if m != name], "shared_bottom": shared}
+                    "evaluated_with": [m for m in args.model_name if m != name], "shared_bottom": shared,
+                    "brain_tuning": tuning}
         write_alignment(Path(args.out[k]), args, name, model_types[k], n_layers[k], per_layer[k], subject_data,
                         low, resolved)
     return 0
+
+
+def tuning_record(model_name: str) -> dict | None:
+    """What brain_trainer_story.py wrote beside a tuned model (its best/brain_tuning.json): the subject or
+    subjects it was tuned on, its base model, epoch and validation loss; None for any other model."""
+    path = Path(model_name) / "brain_tuning.json"
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        return {"unreadable": f"{path}: {err}"}
+    return {k: record.get(k) for k in ("subject", "base_model", "epoch", "val_loss")}
+
+
+def tuned_subjects(record: dict) -> list[str]:
+    """The subjects of a `tuning_record` as a list (a run on several subjects records a list, on one a string)."""
+    subject = record.get("subject")
+    return [subject] if isinstance(subject, str) else list(subject or [])
 
 
 def load_subject_data(args) -> dict:

@@ -405,6 +405,8 @@ def test_brain_evaluate_several_models_together_equal_each_alone(mini, tiny_mode
     tuned = tmp_path / "tuned_model"
     enc_model.save_pretrained(tuned)
     extractor.save_pretrained(tuned)
+    record = {"epoch": 3, "val_loss": 0.9, "val_corr": 0.1, "subject": ["UTS01", "UTS04"], "base_model": "b"}
+    (tuned / "brain_tuning.json").write_text(json.dumps(record))  # as the trainer writes it in best/
     base = tiny_models["whisper"]
     assert _eval(mini, base, tmp_path / "alone" / "pre", "--whisper-mode", "truncate") == 0
     assert _eval(mini, str(tuned), tmp_path / "alone" / "tuned", "--whisper-mode", "truncate") == 0
@@ -415,6 +417,8 @@ def test_brain_evaluate_several_models_together_equal_each_alone(mini, tiny_mode
                                 str(mini / "rois" / "UTS02.json"), "--stride", "0.5", "--context", "3",
                                 "--no-progress", "--cache-dir", str(tmp_path / "cache2"), "--whisper-mode",
                                 "truncate"]) == 0
+    assert (f"note: {tuned} was brain-tuned on ['UTS01', 'UTS04'], evaluated on UTS02 (cross-subject transfer)"
+            in capsys.readouterr().err)
     for m in ("pre", "tuned"):
         for layer in (1, 2):
             a = np.load(tmp_path / "alone" / m / f"layer_{layer}.npz")
@@ -425,7 +429,9 @@ def test_brain_evaluate_several_models_together_equal_each_alone(mini, tiny_mode
     assert differs.any()
     resolved = json.loads((tmp_path / "together" / "tuned" / "config.json").read_text())["resolved"]
     assert resolved["shared_bottom"] == {"with": base, "blocks": 1} and resolved["evaluated_with"] == [base]
-    assert json.loads((tmp_path / "together" / "pre" / "config.json").read_text())["resolved"]["shared_bottom"] is None
+    assert resolved["brain_tuning"] == {"subject": ["UTS01", "UTS04"], "base_model": "b", "epoch": 3, "val_loss": 0.9}
+    pre = json.loads((tmp_path / "together" / "pre" / "config.json").read_text())["resolved"]
+    assert pre["shared_bottom"] is None and pre["brain_tuning"] is None
     assert brain_evaluate.main(["--data-dir", str(mini / "ds003020"), "--subject", "UTS02", "--model-name", base,
                                 str(tuned), "--out", outs[0]]) == brain_evaluate.EXIT_USAGE
     assert "expected one --out folder per --model-name (2), found 1" in capsys.readouterr().err
