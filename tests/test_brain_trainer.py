@@ -265,6 +265,13 @@ def test_several_subjects_use_the_stories_all_have_and_per_subject_roi_files(min
         nc = np.load(mini / "subject_NCs" / f"{s}.npy")
         expected = sorted(set(np.flatnonzero(nc > 0.4)) & set(json.loads(Path(roi_file).read_text())["auditory"]))
         np.testing.assert_array_equal(np.load(tmp_path / "r" / f"target_voxels_{s}.npy"), expected)
+    assert run_subjects("r", "--roi-file", *rois, "--roi", "auditory", "--resume") == 0  # the same run: resumable
+    assert trainer.main(["--data-dir", str(mini / "ds003020"), "--subject", "UTS04", "UTS01", "--model-name", model,
+                         "--nc-dir", str(mini / "subject_NCs"), "--out-dir", str(tmp_path / "r"), "--batch-size", "16",
+                         "--num-epochs", "1", "--no-progress", "--roi-file", *rois[::-1], "--roi", "auditory",
+                         "--resume"]) == trainer.EXIT_USAGE  # the other column order is another run
+    assert "describes a different run (setting: (saved, now)): {'subject': (['UTS01', 'UTS04'], ['UTS04', 'UTS01'])}" \
+        in capsys.readouterr().err
     for extra, message in (
             (["--roi-file", rois[0], "--roi", "auditory"], "--roi-file: one file per --subject, in its order: "
                                                            "2 subjects, 1 files"),
