@@ -153,7 +153,10 @@ def flag_problem(args) -> str | None:
         return "--init-head ridge needs a full-rank head (no --head-rank)"
     if args.targets_from and (args.roi or args.hemisphere or args.nc_file):
         return "--targets-from replaces the fMRI targets, so --roi/--hemisphere/--nc-file (which choose voxels) do not apply"
-    subjects = subject_list(args)
+    try:
+        subjects = subject_list(args)
+    except du.DataError as err:
+        return f"--subject: {err}"
     if len(set(subjects)) < len(subjects):
         return f"--subject names a subject twice: {subjects}"
     if args.targets_from and len(subjects) > 1:
