@@ -39,10 +39,18 @@ def _batches_by_length(lengths: list[int], batch_size: int, any_length: bool = F
 def mixed_length_batches(encoders: list[SpeechEncoder], device, choice: bool | None = None) -> bool:
     """Whether utterances of different lengths share a forward pass: only where every model pads its input to a
     fixed length itself (Whisper pad30), and by default (`choice` None) only on a GPU: on 2 CPU cores batches of 8
-    mixed lengths took 1.4x as long as one utterance per pass (bench/bench_utterances.py)."""
+    mixed lengths took 1.3x as long as one utterance per pass (bench/bench_utterances.py)."""
     if not all(e.pads_to_fixed_length for e in encoders):
         return False
     return torch.device(device).type != "cpu" if choice is None else choice
+
+
+def _padded_batch(wavs: list[np.ndarray]) -> torch.Tensor:
+    """(B, longest) float32 waveforms, each zero-padded at its end."""
+    batch = np.zeros((len(wavs), max(len(w) for w in wavs)), np.float32)
+    for row, w in enumerate(wavs):
+        batch[row, :len(w)] = w
+    return torch.from_numpy(batch)
 
 
 def uses_bf16(precision: str, device) -> bool:
@@ -91,11 +99,9 @@ def utterance_features_together(encoders: list[SpeechEncoder], wavs, layers: lis
     @torch.inference_mode()
     def pooled(idx: list[int]) -> list[list[np.ndarray]]:
         n = [lengths[i] for i in idx]
-        batch = np.zeros((len(idx), max(n)), np.float32)
-        for row, i in enumerate(idx):
-            batch[row, :n[row]] = waveform(i)
+        batch = _padded_batch([waveform(i) for i in idx]).to(device)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
-            results = hidden_states_together(encoders, torch.from_numpy(batch).to(device), layers, plan)
+            results = hidden_states_together(encoders, batch, layers, plan)
         return [[masked_mean(s.float(), enc.valid_frames(n, valid.shape, valid.device)).cpu().numpy() for s in states]
                 for enc, (states, valid) in zip(encoders, results)]
 
@@ -139,10 +145,7 @@ def frame_features_batch(encoders: list[SpeechEncoder], wavs: list[np.ndarray], 
                          f"input to a fixed length (Whisper pad30) give the same frames as each alone")
     if plan is None:
         plan = prepare_for_inference(encoders, device)
-    batch = np.zeros((len(wavs), max(lengths)), np.float32)
-    for row, w in enumerate(wavs):
-        batch[row, :len(w)] = w
-    results = hidden_states_together(encoders, torch.from_numpy(batch).to(device), layers, plan)
+    results = hidden_states_together(encoders, _padded_batch(wavs).to(device), layers, plan)
     out = [[] for _ in wavs]
     for enc, (states, valid) in zip(encoders, results):
         valid = enc.valid_frames(lengths, valid.shape)
