@@ -261,6 +261,8 @@ def load_subject_data(args) -> dict:
     if absent := data.missing_stimuli(train + [args.test_story], textgrids=args.low_level):
         raise du.DataError(f"stimuli missing ({len(absent)}): {', '.join(absent[:4])}{' ...' if len(absent) > 4 else ''}"
                            f"{du.not_downloaded_hint(absent[0])}")
+    for story in train + [args.test_story]:  # a truncated file is found now, not after hours of extraction
+        data.check_audio(story)
     n_vox = data.n_voxels(subject)
     nc_file = du.nc_path(subject, args.nc_dir)
     if nc_file.is_file():

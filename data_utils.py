@@ -26,7 +26,7 @@ import numpy as np
 
 from run_utils import EXIT_DATA, file_sha256, save_npy_atomic
 from textgrid_utils import TimedLabels, phones_from_tiers, read_textgrid, words_from_tiers
-from timing import DEFAULT_TR, TRGrid, check_alignment, simulated_tr_grid
+from timing import DEFAULT_TR, TRGrid, check_alignment, check_audio_duration, simulated_tr_grid
 
 SAMPLE_RATE = 16000
 TEST_STORY = "wheretheressmoke"
@@ -281,15 +281,31 @@ class Ds003020:
         paths = [self.audio_path(s) for s in stories] + ([self.textgrid_path(s) for s in stories] if textgrids else [])
         return [str(p) for p in paths if not p.is_file()]
 
+    def audio_seconds(self, story: str) -> float:
+        """Duration of a story's audio in seconds, from the .wav header (or the .npy's shape), without reading it."""
+        path = self.audio_path(story)
+        if path.suffix == ".npy":
+            return len(np.load(path, mmap_mode="r")) / SAMPLE_RATE
+        return float(audio_info(path).duration)
+
+    def check_audio(self, story: str) -> None:
+        """Raise AlignmentError naming the file unless the story's audio covers its TR grid (read from the header:
+        cheap enough to check every story before hours of extraction)."""
+        check_audio_duration(self.tr_grid(story), self.audio_seconds(story), story, where=str(self.audio_path(story)))
+
     def audio(self, story: str) -> np.ndarray:
-        """16 kHz mono float32 waveform of a story (`stimuli/<story>/wav.npy` if present, else the .wav)."""
+        """16 kHz mono float32 waveform of a story (`stimuli/<story>/wav.npy` if present, else the .wav), checked
+        to cover the story's TR grid (timing.check_audio_duration; raises AlignmentError naming the file)."""
         path = self.audio_path(story)
         if path.suffix == ".npy":
             wav = np.load(path, allow_pickle=False)
             if wav.ndim != 1:
                 raise DataError(f"{path}: expected a 1-D 16 kHz waveform, found shape {wav.shape}")
-            return wav.astype(np.float32, copy=False)
-        return load_wav_16k(path, self.cache_dir)
+            wav = wav.astype(np.float32, copy=False)
+        else:
+            wav = load_wav_16k(path, self.cache_dir)
+        check_audio_duration(self.tr_grid(story), len(wav) / SAMPLE_RATE, story, where=str(path))
+        return wav
 
 
 def add_timing_arguments(parser) -> None:
@@ -560,6 +576,7 @@ def summarize(data: Ds003020, subjects: list[str] | None = None) -> tuple[dict, 
                 if story not in story_cache:
                     story_cache[story] = _story_stimulus_summary(data, story)
                 info.update(story_cache[story])
+                data.check_audio(story)
                 info["aligned"] = True
             except (DataError, ValueError, FileNotFoundError) as err:
                 problems.append(str(err))
@@ -569,12 +586,7 @@ def summarize(data: Ds003020, subjects: list[str] | None = None) -> tuple[dict, 
 
 def _story_stimulus_summary(data: Ds003020, story: str) -> dict:
     """Audio seconds and word count of a story; raises on unreadable files."""
-    path = data.audio_path(story)
-    if path.suffix == ".npy":
-        seconds = len(np.load(path, mmap_mode="r")) / SAMPLE_RATE
-    else:
-        seconds = audio_info(path).duration
-    return {"audio_s": round(float(seconds), 3), "words": len(data.words(story))}
+    return {"audio_s": round(data.audio_seconds(story), 3), "words": len(data.words(story))}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,6 +32,7 @@ from inference import inference_threads
 from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, command_line, package_versions, resolve_device,
                        resolve_precision, save_npz_atomic, timestamp, write_json_atomic)
 from textgrid_utils import TextGridError
+from timing import AlignmentError
 
 BRAIN_TUNING_STORIES = du.TRAIN_STORIES + du.VAL_STORIES + (du.TEST_STORY,)
 
@@ -164,7 +165,7 @@ def main(argv=None) -> int:
             print(f"note: the dataset lacks {len(skipped)} of the brain-tuning stories: {', '.join(skipped)}",
                   file=sys.stderr)
         targets, per_story, teacher = make(args, data, stories)
-    except (du.DataError, FileNotFoundError, TextGridError) as err:  # a file missing, unreadable or of the wrong shape
+    except (du.DataError, AlignmentError, FileNotFoundError, TextGridError) as err:  # a file missing, unreadable, wrong shape
         print(f"error: {err}", file=sys.stderr)
         return EXIT_DATA
     except (models.ModelError, ValueError) as err:  # a model that cannot be loaded or used as asked

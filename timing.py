@@ -74,6 +74,31 @@ def check_alignment(grid: TRGrid, n_rows: int, story: str, where: str = "") -> N
             f"({grid.source}), so {expected} rows were expected (grid rows [{TRIM_START}:-{TRIM_END}])")
 
 
+AUDIO_MAX_SPAN_RATIO = 1.5    # audio longer than this times the grid's span: the wrong file or a mislabelled rate
+
+
+def check_audio_duration(grid: TRGrid, audio_s: float, story: str, where: str = "") -> None:
+    """Raise AlignmentError unless a story's audio (`audio_s` seconds) fits its TR grid.
+
+    The audio must last until the end of the last TR with a response (grid row `n_tr - 6`; the story's audio
+    normally ends 5 TRs later, at the grid's end): a shorter file is a truncated copy whose missing part would
+    be fed to the model as silence paired with real responses. Audio longer than `AUDIO_MAX_SPAN_RATIO` times the
+    grid's end is not this story's audio at this rate.
+    """
+    last_response_end = float(grid.tr_ends[grid.n_tr - TRIM_END - 1])
+    grid_end = float(grid.tr_ends[-1])
+    if audio_s < last_response_end:
+        raise AlignmentError(
+            f"{where or story}: audio lasts {audio_s:.2f} s but the TR grid of '{story}' ({grid.source}, "
+            f"{grid.n_tr} TRs) has responses until {last_response_end:.2f} s after audio onset (the audio normally "
+            f"ends about {grid_end:.2f} s): the file looks truncated")
+    if audio_s > AUDIO_MAX_SPAN_RATIO * grid_end:
+        raise AlignmentError(
+            f"{where or story}: audio lasts {audio_s:.2f} s but the TR grid of '{story}' ({grid.source}, "
+            f"{grid.n_tr} TRs) ends {grid_end:.2f} s after audio onset: more than {AUDIO_MAX_SPAN_RATIO:g}x "
+            f"longer, so not this story's audio or a wrong sample rate in its header")
+
+
 def response_tr_indices(n_rows: int) -> np.ndarray:
     """TR-grid index of each hf5 row: k = j + 10. Returns (n_rows,) int."""
     return np.arange(n_rows) + TRIM_START

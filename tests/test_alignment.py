@@ -4,6 +4,7 @@ import shutil
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 import alignment as al
@@ -394,6 +395,16 @@ def test_missing_stimuli_are_named_before_any_extraction(mini, tmp_path):
     (root / "stimuli" / "avatar.wav").symlink_to(tmp_path / ".git" / "annex" / "objects" / "missing")  # DataLad
     with pytest.raises(brain_evaluate.du.DataError, match=r"stimuli missing \(1\): .*avatar.wav \(a DataLad/git-annex"):
         brain_evaluate.load_subject_data(brain_evaluate.parse_args(common))
+
+
+def test_truncated_audio_is_named_before_any_extraction(mini, tmp_path):
+    from conftest import link_tree
+    root = link_tree(mini / "ds003020", tmp_path / "ds003020", without=("stimuli/avatar.wav",))
+    sf.write(root / "stimuli" / "avatar.wav", np.zeros(16000 * 5, np.float32), 16000)
+    args = brain_evaluate.parse_args(["--data-dir", str(root), "--subject", "UTS01", "--model-name", "unused",
+                                      "--out", "o", "--nc-dir", str(mini / "subject_NCs")])
+    with pytest.raises(ValueError, match=r"stimuli/avatar.wav: audio lasts 5.00 s .*truncated"):
+        brain_evaluate.load_subject_data(args)
 
 
 def test_brain_evaluate_several_models_together_equal_each_alone(mini, tiny_models, tmp_path, capsys):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 import brain_trainer_story as trainer
@@ -169,6 +170,11 @@ def test_clear_errors(mini, tiny_models, tmp_path, capsys):
     assert "none of the requested training stories has responses" in capsys.readouterr().err
     assert run(mini, str(tmp_path / "nomodel"), tmp_path / "d") == trainer.EXIT_USAGE
     assert "cannot load a model config" in capsys.readouterr().err
+    from conftest import link_tree
+    cut = link_tree(mini, tmp_path / "cut", without=("ds003020/stimuli/life.wav",))
+    sf.write(cut / "ds003020" / "stimuli" / "life.wav", np.zeros(16000 * 5, np.float32), 16000)
+    assert run(cut, model, tmp_path / "e") == trainer.EXIT_DATA  # not trained on 5 s of audio and silence
+    assert "stimuli/life.wav: audio lasts 5.00 s" in capsys.readouterr().err and not (tmp_path / "e").exists()
 
 
 def test_ddp_two_cpu_processes(mini, tiny_models, tmp_path):

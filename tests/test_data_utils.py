@@ -63,8 +63,8 @@ def test_ready_wav_npy_is_preferred(mini_root, tmp_path):
     root = tmp_path / "ds"
     shutil.copytree(mini_root, root)
     (root / "stimuli" / "souls").mkdir()
-    np.save(root / "stimuli" / "souls" / "wav.npy", np.ones(16000, np.float32))
-    assert Ds003020(root).audio("souls").sum() == 16000
+    np.save(root / "stimuli" / "souls" / "wav.npy", np.ones(16000 * 64, np.float32))  # as long as souls.wav
+    assert Ds003020(root).audio("souls").sum() == 16000 * 64
 
 
 def _copy(mini_root, tmp_path):
@@ -364,3 +364,21 @@ def test_read_columns_reads_a_run_of_voxels_as_a_slab_and_any_selection_right(tm
             cols = slice(None) if voxels is None else voxels
             np.testing.assert_array_equal(got, np.nan_to_num(values[1][:, cols].astype(np.float32)))
             assert ds.asked == [columns_read] * 3  # 70 rows in blocks of 32; a run of voxels: only its columns
+
+
+def test_audio_that_does_not_cover_its_tr_grid_is_an_error_naming_the_file(mini_root, tmp_path):
+    root, data = _copy(mini_root, tmp_path)
+    grid = data.tr_grid("souls")
+    wav = data.audio("souls")
+    assert len(wav) / 16000 >= grid.tr_ends[grid.n_tr - 6]  # the miniature's own audio covers its grid
+    path = root / "stimuli" / "souls.wav"
+    sf.write(path, wav[:16000 * 20], 16000)  # truncated to 20 s
+    with pytest.raises(AlignmentError, match=r"stimuli/souls.wav: audio lasts 20.00 s but the TR grid of 'souls'"):
+        data.audio("souls")
+    with pytest.raises(AlignmentError, match="souls.wav: audio lasts 20.00 s"):
+        data.check_audio("souls")  # from the header alone
+    _, problems = data_utils.summarize(data)
+    assert sum("souls.wav: audio lasts 20.00 s" in p for p in problems) == len(data.subjects())
+    sf.write(path, wav, 8000)  # the same samples under a header claiming half the rate: twice as long
+    with pytest.raises(AlignmentError, match=r"souls.wav: audio lasts 128.00 s .* more than 1.5x longer"):
+        data.check_audio("souls")

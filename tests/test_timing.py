@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from timing import (AlignmentError, TRGrid, check_alignment, cut_window, response_tr_indices, simulated_tr_grid,
-                    trim_slice, window_end_samples, window_samples)
+from timing import (AlignmentError, TRGrid, check_alignment, check_audio_duration, cut_window, response_tr_indices,
+                    simulated_tr_grid, trim_slice, window_end_samples, window_samples)
 
 
 def test_simulated_grid_follows_the_contract():
@@ -44,3 +44,14 @@ def test_cut_window_pads_before_onset_and_after_end():
     np.testing.assert_array_equal(cut_window(wav, 12, 4), [9, 10, 0, 0])
     np.testing.assert_array_equal(cut_window(wav, -1, 3), [0, 0, 0])
     np.testing.assert_array_equal(cut_window(wav, 6, 3), [4, 5, 6])
+
+
+def test_audio_must_cover_the_last_response_tr_and_not_be_far_longer_than_the_grid():
+    grid = simulated_tr_grid(36, tr=2.0)  # 31 TRs, onsets 2k - 10: the last response TR (k = 25) ends at 42 s,
+    check_audio_duration(grid, 42.0, "souls")  # the grid itself at 52 s
+    check_audio_duration(grid, 52.0 * 1.5, "souls")
+    with pytest.raises(AlignmentError, match=r"x.wav: audio lasts 41.90 s .*'souls' \(respdict, 31 TRs\) has "
+                                             r"responses until 42.00 s .*ends about 52.00 s.*truncated"):
+        check_audio_duration(grid, 41.9, "souls", where="x.wav")
+    with pytest.raises(AlignmentError, match=r"audio lasts 78.10 s .*ends 52.00 s after audio onset: more than 1.5x"):
+        check_audio_duration(grid, 78.1, "souls")
