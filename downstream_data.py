@@ -133,8 +133,11 @@ def read_timit(root: str | Path, val_fraction: float = 0.1, include_sa: bool = T
             wrd = _ci_glob(spk_dir, utt + ".WRD")
             if not phn:
                 raise DataError(f"{wav}: no matching .PHN alignment in {spk_dir}")
-            phones = [(a, b, f) for a, b, p in read_sample_alignment(phn[0])
-                      if (f := fold_timit_phone(p)) is not None]
+            try:
+                phones = [(a, b, f) for a, b, p in read_sample_alignment(phn[0])
+                          if (f := fold_timit_phone(p)) is not None]
+            except DataError as err:  # name the file, whichever of its lines is wrong
+                raise DataError(f"{phn[0]}: {err}" if str(phn[0]) not in str(err) else str(err)) from err
             words = read_sample_alignment(wrd[0]) if wrd else []
             utts.append(Utterance(wav, split, stype, speaker, phones, words))
     if not utts:
@@ -281,6 +284,27 @@ def utterance_samples(utt: Utterance) -> int:
     downstream dataset here), else by reading it. Raises DataError naming a missing or unreadable file."""
     info = audio_info(utt.path)
     return int(info.frames) if info.samplerate == SAMPLE_RATE else len(load_utterance_audio(utt))
+
+
+# TIMIT's last segment ends at the file's last sample; a few samples' slack, no more
+ALIGNMENT_SLACK_S = 0.05
+
+
+def check_within_audio(source, end_s: float, n_samples: int, alignment: str) -> None:
+    """Raise DataError unless an alignment ending at `end_s` seconds fits audio of `n_samples` 16 kHz samples (plus
+    `ALIGNMENT_SLACK_S`): one that runs past the end belongs to another recording, or to a truncated copy, and
+    would label frames the audio does not have. `alignment` names it in the message (".PHN/.WRD", "TextGrid")."""
+    audio_s = n_samples / SAMPLE_RATE
+    if end_s > audio_s + ALIGNMENT_SLACK_S:
+        raise DataError(f"{source}: its time alignment ({alignment}) ends at {end_s:.3f} s but the audio lasts "
+                        f"{audio_s:.3f} s: the alignment of another recording, or a truncated file")
+
+
+def check_segments_within_audio(utt: Utterance, n_samples: int) -> None:
+    """`check_within_audio` for an utterance's phones and words."""
+    ends = [b for _, b, _ in utt.segments] + [b for _, b, _ in utt.words]
+    if ends:
+        check_within_audio(utt.path, max(ends), n_samples, ".PHN/.WRD")
 
 
 def load_utterance_audio(utt: Utterance) -> np.ndarray:

@@ -159,14 +159,17 @@ def _utterance_rows(models: list[ProbedModel], members: list[dd.Utterance], leng
 
 
 def drop_short_utterances(utts: list[dd.Utterance], progress: bool = True) -> tuple[list[dd.Utterance], list[int], list[str]]:
-    """Read every utterance's length from its header (so a missing or unreadable file stops the run before any
-    extraction) and leave out those shorter than `downstream_data.MIN_UTTERANCE_S`.
+    """Read every utterance's length from its header (so a missing or unreadable file, or an alignment running past
+    its audio, stops the run before any extraction) and leave out those shorter than `downstream_data.MIN_UTTERANCE_S`.
 
     Returns the kept utterances, their 16 kHz sample counts and the paths of the left-out ones.
     """
     from tqdm import tqdm
     lengths = [dd.utterance_samples(u) for u in tqdm(utts, desc="audio headers", leave=False, disable=not progress)]
     keep = [n >= dd.MIN_UTTERANCE_S * dd.SAMPLE_RATE for n in lengths]
+    for u, n, k in zip(utts, lengths, keep):
+        if k:  # a left-out (empty or cut-off) recording is recorded as such, not an error
+            dd.check_segments_within_audio(u, n)
     return ([u for u, k in zip(utts, keep) if k], [n for n, k in zip(lengths, keep) if k],
             [str(u.path) for u, k in zip(utts, keep) if not k])
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from data_utils import DataError, read_tsv
+from downstream_data import check_within_audio
 from inference import map_inference, prepare_for_inference
 from probes import frame_features_together, segment_mean
 
@@ -86,6 +87,8 @@ def occurrence_features_together(encoders: list, audio_by_source: dict[str, np.n
     occurrences side by side in `threads` threads (`inference.map_inference`; same numbers)."""
     plan = prepare_for_inference(encoders, device)
     flat = [(w, o) for w in sorted(occurrences) for o in occurrences[w]]
+    for _, (source, _, b) in flat:  # before any extraction
+        check_within_audio(source, b, len(audio_by_source[source]), "word segments")
 
     def segment_means(item) -> list[np.ndarray]:
         _, (source, a, b) = item

@@ -64,6 +64,28 @@ def test_timit_reader_errors(tmp_path):
     (spk / "sx101.phn").write_text("0 x h#\n")
     with pytest.raises(DataError, match=r"sx101.phn, line 1: expected 'start_sample end_sample label'"):
         dd.read_timit(tmp_path)
+    (spk / "sx101.phn").write_text("0 1600 h#\n1600 2400 qq\n")
+    with pytest.raises(DataError, match=r"mabc0/sx101.phn: unknown TIMIT phone label 'qq'"):
+        dd.read_timit(tmp_path)
+
+
+def test_an_alignment_running_past_its_audio_stops_the_probe_before_extraction(tmp_path):
+    import numpy as np
+    import soundfile as sf
+    from probe_tasks import drop_short_utterances
+    spk = _hand_timit(tmp_path)  # its .PHN ends at sample 8000 (0.5 s), its .WRD at 6400
+    for wav in tmp_path.rglob("*.wav"):
+        sf.write(wav, np.zeros(8000, np.float32), 16000)
+    kept, lengths, skipped = drop_short_utterances(dd.read_timit(tmp_path, val_fraction=0.0), progress=False)
+    assert len(kept) == 2 and lengths == [8000, 8000] and skipped == []
+    sf.write(spk / "sx101.wav", np.zeros(7000, np.float32), 16000)  # 0.4375 s: the .PHN runs 0.0625 s past it
+    with pytest.raises(DataError, match=r"mabc0/sx101.wav: its time alignment \(.PHN/.WRD\) ends at 0.500 s but "
+                                         r"the audio lasts 0.438 s"):
+        drop_short_utterances(dd.read_timit(tmp_path, val_fraction=0.0), progress=False)
+    sf.write(spk / "sx101.wav", np.zeros(7500, np.float32), 16000)  # 0.031 s short: within the slack
+    assert len(drop_short_utterances(dd.read_timit(tmp_path, val_fraction=0.0), progress=False)[0]) == 2
+    sf.write(spk / "sx101.wav", np.zeros(800, np.float32), 16000)  # 0.05 s: a cut-off recording, left out
+    assert drop_short_utterances(dd.read_timit(tmp_path, val_fraction=0.0), progress=False)[2] == [str(spk / "sx101.wav")]
 
 
 def test_miniature_timit_layout(downstream):

@@ -100,3 +100,20 @@ def test_word_embeddings_are_the_mean_of_occurrence_features(mini_root, tiny_mod
         sel = [i for i, x in enumerate(words) if x == word]
         np.testing.assert_allclose(emb[word], feats[:, sel].mean(axis=1), rtol=1e-6)
     assert not np.allclose(feats[:, 0], feats[:, 1])  # different occurrences, different vectors
+
+
+def test_a_word_segment_past_its_audio_is_an_error_before_extraction(mini_root, tiny_models):
+    import data_utils as du
+    import models
+    from semantic_preference import occurrence_features
+    backbone, extractor, model_type = models.load_backbone(tiny_models["wav2vec2"])
+    encoder = models.SpeechEncoder(backbone, extractor, model_type)
+    data = du.Ds003020(mini_root)
+    story = sorted(data.respdict)[0]
+    audio = data.audio(story)
+    end_s = len(audio) / 16000
+    occ = {"late": [(story, end_s - 0.5, end_s + 0.01)], "word": [(story, 1.0, 1.3)]}  # within the slack
+    assert occurrence_features(encoder, {story: audio}, occ, [1], progress=False)[1].shape[1] == 2
+    occ["late"] = [(story, end_s - 0.5, end_s + 1.0)]  # the TextGrid of a longer recording
+    with pytest.raises(du.DataError, match=rf"{story}: its time alignment \(word segments\) ends at {end_s + 1:.3f} s"):
+        occurrence_features(encoder, {story: audio}, occ, [1], progress=False)
