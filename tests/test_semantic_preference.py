@@ -82,14 +82,18 @@ def test_context_label_counts_by_hand():
     assert context_label_counts(words, {}, label_of, classes).shape == (0, 2)
 
 
-def test_word_embeddings_are_the_mean_of_occurrence_features(mini_root, tiny_models):
+def _encoder_and_first_story(mini_root, tiny_models):
+    """A tiny wav2vec2 encoder, the miniature and its first story."""
     import data_utils as du
     import models
-    from semantic_preference import occurrence_features, word_embeddings
     backbone, extractor, model_type = models.load_backbone(tiny_models["wav2vec2"])
-    encoder = models.SpeechEncoder(backbone, extractor, model_type)
     data = du.Ds003020(mini_root)
-    story = sorted(data.respdict)[0]
+    return models.SpeechEncoder(backbone, extractor, model_type), data, sorted(data.respdict)[0]
+
+
+def test_word_embeddings_are_the_mean_of_occurrence_features(mini_root, tiny_models):
+    from semantic_preference import occurrence_features, word_embeddings
+    encoder, data, story = _encoder_and_first_story(mini_root, tiny_models)
     w = data.words(story)
     occ = word_occurrences({story: list(zip(w.starts.tolist(), w.ends.tolist(), w.labels))}, {"the", "and"}, 3)
     audio = {story: data.audio(story)}
@@ -103,17 +107,12 @@ def test_word_embeddings_are_the_mean_of_occurrence_features(mini_root, tiny_mod
 
 
 def test_a_word_segment_past_its_audio_is_an_error_before_extraction(mini_root, tiny_models):
-    import data_utils as du
-    import models
     from semantic_preference import occurrence_features
-    backbone, extractor, model_type = models.load_backbone(tiny_models["wav2vec2"])
-    encoder = models.SpeechEncoder(backbone, extractor, model_type)
-    data = du.Ds003020(mini_root)
-    story = sorted(data.respdict)[0]
+    encoder, data, story = _encoder_and_first_story(mini_root, tiny_models)
     audio = data.audio(story)
     end_s = len(audio) / 16000
     occ = {"late": [(story, end_s - 0.5, end_s + 0.01)], "word": [(story, 1.0, 1.3)]}  # within the slack
     assert occurrence_features(encoder, {story: audio}, occ, [1], progress=False)[1].shape[1] == 2
     occ["late"] = [(story, end_s - 0.5, end_s + 1.0)]  # the TextGrid of a longer recording
-    with pytest.raises(du.DataError, match=rf"{story}: its time alignment \(word segments\) ends at {end_s + 1:.3f} s"):
+    with pytest.raises(DataError, match=rf"{story}: its time alignment \(word segments\) ends at {end_s + 1:.3f} s"):
         occurrence_features(encoder, {story: audio}, occ, [1], progress=False)
