@@ -376,7 +376,11 @@ def main(argv=None) -> int:
     state = {"epoch": 0, "step": 0, "best_val": None, "best_epoch": None, "bad_epochs": 0, "metrics": []}
     last = recover_dir(out_dir / "last") if args.resume else None
     if last is not None:
-        state = training.load_training_state(last, model, optimizer, scheduler)
+        try:
+            state = training.load_training_state(last, model, optimizer, scheduler)
+        except du.DataError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_DATA
         if is_main:
             print(f"resumed from {last} after epoch {state['epoch']}")
     now = {"command": command_line(), "versions": package_versions()}

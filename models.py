@@ -66,9 +66,13 @@ def load_backbone(name_or_path: str, dtype: torch.dtype = torch.float32):
     if model_type not in SUPPORTED_TYPES:
         raise ModelError(f"{name_or_path}: model type {model_type!r} is not a supported speech encoder "
                          f"(expected one of {', '.join(SUPPORTED_TYPES)})")
-    with _without_transformers_bars():
-        model = AutoModel.from_pretrained(name_or_path, dtype=dtype)
-    extractor = AutoFeatureExtractor.from_pretrained(name_or_path)
+    from safetensors import SafetensorError
+    try:
+        with _without_transformers_bars():
+            model = AutoModel.from_pretrained(name_or_path, dtype=dtype)
+        extractor = AutoFeatureExtractor.from_pretrained(name_or_path)
+    except (OSError, ValueError, SafetensorError) as err:  # weights or preprocessor config missing or unreadable
+        raise ModelError(f"cannot load the {model_type} model in {name_or_path!r}: {type(err).__name__}: {err}") from err
     return model, extractor, model_type
 
 

@@ -276,15 +276,26 @@ def _dedupe_shared(weights: dict) -> dict:
 
 
 def load_training_state(path_dir: Path, model, optimizer, scheduler) -> dict:
-    """Restore weights, optimizer and scheduler from `path_dir`; returns the saved state dict."""
+    """Restore weights, optimizer and scheduler from `path_dir`; returns the saved state dict.
+
+    The trainer swaps whole checkpoint folders into place, so a kill never leaves one half-written; a file damaged
+    afterwards (a partial copy between machines) raises DataError naming it, not a library's traceback."""
     import json
 
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
-    model.load_state_dict(load_file(str(path_dir / "model.safetensors")))
-    opt = torch.load(path_dir / "optim.pt", weights_only=True, map_location="cpu")
-    optimizer.load_state_dict(opt["optimizer"])
-    scheduler.load_state_dict(opt["scheduler"])
-    return json.loads((path_dir / "state.json").read_text())
+    path = path_dir / "model.safetensors"
+    try:
+        model.load_state_dict(load_file(str(path)))
+        path = path_dir / "optim.pt"
+        opt = torch.load(path, weights_only=True, map_location="cpu")
+        optimizer.load_state_dict(opt["optimizer"])
+        scheduler.load_state_dict(opt["scheduler"])
+        path = path_dir / "state.json"
+        return json.loads(path.read_text())
+    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as err:
+        raise DataError(f"{path}: checkpoint unreadable ({type(err).__name__}: {str(err).splitlines()[0]}); restore "
+                        f"it, or start the run again with --overwrite") from err
 
 
 def distributed_setup() -> tuple[int, int, int]:

@@ -135,7 +135,7 @@ def test_overwrite_never_deletes_a_folder_that_is_not_a_run(mini, tiny_models, t
     assert not (tmp_path / "r" / "stale.txt").exists() and (tmp_path / "r" / "best" / "config.json").is_file()
 
 
-def test_resume_after_a_kill_matches_an_uninterrupted_run(mini, tiny_models, tmp_path):
+def test_resume_after_a_kill_matches_an_uninterrupted_run(mini, tiny_models, tmp_path, capsys):
     model = tiny_models["wav2vec2"]
     args = ("--num-epochs", "3", "--micro-batch-size", "8", "--init-head", "ridge")
     assert run(mini, model, tmp_path / "full", *args) == 0
@@ -145,6 +145,14 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(mini, tiny_models, tmp
     assert [r["epoch"] for r in metrics(tmp_path / "cut")] == [0, 1]
     first = json.loads((tmp_path / "cut" / "config.json").read_text())
     assert run(mini, model, tmp_path / "cut", *args) == trainer.EXIT_USAGE  # refuses without --resume
+    import shutil
+    damaged = shutil.copytree(tmp_path / "cut", tmp_path / "damaged")  # e.g. a partial copy to another machine
+    optim = damaged / "last" / "optim.pt"
+    optim.write_bytes(optim.read_bytes()[:100])
+    before = {p.name: p.read_bytes() for p in damaged.iterdir() if p.is_file()}
+    assert run(mini, model, damaged, *args, "--resume") == trainer.EXIT_DATA
+    assert f"{optim}: checkpoint unreadable (RuntimeError: " in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in damaged.iterdir() if p.is_file()} == before  # nothing rewritten
     assert run(mini, model, tmp_path / "cut", *args, "--resume") == 0
     full, cut = metrics(tmp_path / "full"), metrics(tmp_path / "cut")
     assert [r["epoch"] for r in cut] == [0, 1, 2, 3]

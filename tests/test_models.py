@@ -139,6 +139,22 @@ def test_what_is_not_a_model_is_named_with_what_to_pass(tiny_models, tmp_path, m
     load_backbone(tiny_models["hubert"])  # a model folder still loads
 
 
+def test_missing_or_damaged_weights_are_a_model_error_naming_the_folder(tiny_models, tmp_path):
+    import shutil
+    for case in ("cut", "no_weights", "no_preprocessor"):
+        shutil.copytree(tiny_models["hubert"], tmp_path / case)
+    weights = (tmp_path / "cut" / "model.safetensors")
+    weights.write_bytes(weights.read_bytes()[:1000])  # an interrupted copy
+    (tmp_path / "no_weights" / "model.safetensors").unlink()
+    (tmp_path / "no_preprocessor" / "preprocessor_config.json").unlink()
+    with pytest.raises(ModelError, match=rf"cannot load the hubert model in '{tmp_path / 'cut'}': SafetensorError"):
+        load_backbone(str(tmp_path / "cut"))
+    with pytest.raises(ModelError, match=rf"model in '{tmp_path / 'no_weights'}': OSError: .*no file named model"):
+        load_backbone(str(tmp_path / "no_weights"))
+    with pytest.raises(ModelError, match=rf"model in '{tmp_path / 'no_preprocessor'}': OSError: .*preprocessor_config"):
+        load_backbone(str(tmp_path / "no_preprocessor"))
+
+
 @pytest.mark.parametrize("family", ["wav2vec2", "whisper"])
 def test_freeze_bottom_layers(tiny_models, family):
     backbone, fe, mt = models.load_backbone(tiny_models[family])
