@@ -239,17 +239,29 @@ class Ds003020:
         """Test-story repeats "individual_repeats" (R, n_rows, V or n_sel) float32, NaN -> 0, read per repeat."""
         path = self.response_path(subject, story)
         with self._open_h5(path) as f:
-            ds = self._dataset(f, "individual_repeats", path)
-            if ds.ndim != 3:
-                raise DataError(f"{path}: 'individual_repeats' must be 3-D (repeats, TRs, voxels), found "
-                                f"shape {ds.shape}")
+            ds = self._repeats_dataset(f, path)
             return np.stack([read_columns(ds, voxels, path, lead=(r,)) for r in range(ds.shape[0])])
 
     def n_repeats(self, subject: str | int, story: str = TEST_STORY) -> int:
         """Number of repeats R of `story` ("individual_repeats" (R, n_rows, V)), from the file's header only."""
         path = self.response_path(subject, story)
         with self._open_h5(path) as f:
-            return int(self._dataset(f, "individual_repeats", path).shape[0])
+            return int(self._repeats_dataset(f, path).shape[0])
+
+    @classmethod
+    def _repeats_dataset(cls, f: h5py.File, path: Path) -> h5py.Dataset:
+        """"individual_repeats", checked to be (R >= 2, rows, voxels) with the rows and voxels of "data" (the same
+        TRs: `data[40:]` <-> `individual_repeats[:, 40:]`); raises DataError naming the file and both shapes."""
+        ds = cls._dataset(f, "individual_repeats", path)
+        if ds.ndim != 3:
+            raise DataError(f"{path}: 'individual_repeats' must be 3-D (repeats, TRs, voxels), found shape {ds.shape}")
+        if ds.shape[0] < 2:
+            raise DataError(f"{path}: 'individual_repeats' holds {ds.shape[0]} repeat; a noise ceiling needs at least 2")
+        data_shape = cls._response_dataset(f, path).shape
+        if ds.shape[1:] != tuple(data_shape):
+            raise DataError(f"{path}: 'individual_repeats' has shape {ds.shape} but 'data' has {tuple(data_shape)}: "
+                            f"expected (repeats, {data_shape[0]}, {data_shape[1]}), the same TRs and voxels")
+        return ds
 
     # ------------------------------------------------------------------ stimuli
     def textgrid_path(self, story: str) -> Path:
@@ -562,7 +574,7 @@ def summarize(data: Ds003020, subjects: list[str] | None = None) -> tuple[dict, 
                 with data._open_h5(path) as f:
                     shape = data._response_dataset(f, path).shape
                     if story == TEST_STORY and "individual_repeats" in f:
-                        info["repeats"] = int(f["individual_repeats"].shape[0])
+                        info["repeats"] = int(data._repeats_dataset(f, path).shape[0])
                 info["hf5_rows"] = int(shape[0])
                 if entry["voxels"] is None:
                     entry["voxels"] = int(shape[1])

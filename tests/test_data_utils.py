@@ -382,3 +382,23 @@ def test_audio_that_does_not_cover_its_tr_grid_is_an_error_naming_the_file(mini_
     sf.write(path, wav, 8000)  # the same samples under a header claiming half the rate: twice as long
     with pytest.raises(AlignmentError, match=r"souls.wav: audio lasts 128.00 s .* more than 1.5x longer"):
         data.check_audio("souls")
+
+
+def test_repeats_must_be_two_or_more_with_the_rows_and_voxels_of_data(mini_root, tmp_path, capsys):
+    from compute_noise_ceiling import main as nc_main
+    root, data = _copy(mini_root, tmp_path)
+    path = data.response_path("UTS01", "wheretheressmoke")
+    with h5py.File(path, "r") as f:
+        repeats, rows, voxels = f["individual_repeats"][()], *f["data"].shape
+    assert data.load_repeats("UTS01").shape == repeats.shape == (3, rows, voxels)
+    for bad, message in ((repeats[:, :-3], rf"has shape \(3, {rows - 3}, {voxels}\) but 'data' has \({rows}, {voxels}\)"),
+                         (repeats[:, :, :-1], rf"has shape \(3, {rows}, {voxels - 1}\) but 'data'"),
+                         (repeats[:1], r"holds 1 repeat; a noise ceiling needs at least 2")):
+        with h5py.File(path, "r+") as f:
+            del f["individual_repeats"]
+            f["individual_repeats"] = bad
+        with pytest.raises(DataError, match=rf"wheretheressmoke.hf5: 'individual_repeats' {message}"):
+            data.load_repeats("UTS01")
+        assert nc_main(["--data-dir", str(root), "--subject", "UTS01", "--out", str(tmp_path / "nc")]) == data_utils.EXIT_DATA
+        assert "'individual_repeats'" in capsys.readouterr().err and not (tmp_path / "nc").exists()
+        assert any("'individual_repeats'" in p for p in data_utils.summarize(data)[1])
