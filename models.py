@@ -274,6 +274,11 @@ class SpeechEncoder(nn.Module):
         waveforms of any lengths, zero-padded to a common one, give the same hidden states as each alone."""
         return self.model_type == "whisper" and self.whisper_mode == "pad30"
 
+    @property
+    def max_input_samples(self) -> int | None:
+        """The longest waveform the encoder takes, in 16 kHz samples: Whisper's 30 s (1500 positions), else None."""
+        return self.n_mel_frames * self.hop if self.model_type == "whisper" else None
+
     def frame_count(self, n_samples: int) -> int:
         """Number of encoder frames covering `n_samples` of real audio."""
         if self.model_type == "whisper":
@@ -366,10 +371,10 @@ class SpeechEncoder(nn.Module):
         # Our own front end: HF's forward insists on 3000 mel frames, which the truncated-positions mode must
         # avoid; pad30 reproduces HF's forward exactly.
         enc = self.encoder
+        if wav.shape[1] > self.max_input_samples:  # either mode: 1500 positions
+            raise ModelError(f"Whisper takes at most 30 s of audio; found {wav.shape[1] / 16000:.1f} s")
         if self.whisper_mode == "pad30":
             n_pad = self.n_mel_frames * self.hop
-            if wav.shape[1] > n_pad:
-                raise ModelError(f"Whisper takes at most 30 s of audio; found {wav.shape[1] / 16000:.1f} s")
             # pad the waveform (as WhisperFeatureExtractor does): attention sees the padding frames
             wav = nn.functional.pad(wav, (0, n_pad - wav.shape[1]))
         mel = self.log_mel(wav).to(enc.conv1.weight.dtype)

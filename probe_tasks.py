@@ -174,6 +174,19 @@ def drop_short_utterances(utts: list[dd.Utterance], progress: bool = True) -> tu
             [str(u.path) for u, k in zip(utts, keep) if not k])
 
 
+def check_input_lengths(models: list[ProbedModel], utts: list[dd.Utterance], lengths: list[int]) -> None:
+    """Raise DataError naming the utterances longer than a model takes (Whisper: 30 s), before any extraction."""
+    for m in models:
+        limit = m.encoder.max_input_samples
+        if limit is None:
+            continue
+        long = [(u, n) for u, n in zip(utts, lengths) if n > limit]
+        if long:
+            raise DataError(f"{len(long)} utterance(s) longer than the {limit / dd.SAMPLE_RATE:g} s that {m.name} takes: "
+                            + ", ".join(f"{u.path} ({n / dd.SAMPLE_RATE:.1f} s)" for u, n in long[:3])
+                            + (" ..." if len(long) > 3 else ""))
+
+
 def _frame_rows(models: list[ProbedModel], members: list[dd.Utterance], lengths: list[int], frame_step: int, device,
                 progress: bool, threads: int, batch_size: int = 1,
                 mixed_lengths: bool | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -289,6 +302,7 @@ def run_probe_task(task: str, data_root: str, models: list[ProbedModel], cache_d
     if skipped:
         print(f"note: {len(skipped)} utterance(s) shorter than {dd.MIN_UTTERANCE_S} s left out (recorded in "
               f"results.json): {', '.join(skipped[:3])}{' ...' if len(skipped) > 3 else ''}", file=sys.stderr)
+    check_input_lengths(models, utts, lengths)
     counts = dd.check_splits(utts, str(data_root))
     classes, to_label = task_labels(spec, utts)
     # which files, how long, in which split: a dataset that changed on disk is not read back from an older cache

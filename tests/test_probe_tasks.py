@@ -167,6 +167,21 @@ def test_clear_errors(downstream, tiny_models, tmp_path, capsys):
     assert not (tmp_path / "e").exists()
 
 
+def test_an_utterance_longer_than_whisper_takes_is_named_before_extraction(downstream, tiny_models, tmp_path, capsys):
+    import numpy as np
+    import soundfile as sf
+    from conftest import link_tree
+    first = sorted((downstream / "crema_d" / "AudioWAV").glob("*.wav"))[0]
+    root = link_tree(downstream / "crema_d", tmp_path / "crema_d", without=(f"AudioWAV/{first.name}",))
+    sf.write(root / "AudioWAV" / first.name, np.zeros(16000 * 31, np.float32), 16000)  # 31 s
+    args = ["--task", "emotion", "--data-dir", str(root), "--model-name", tiny_models["whisper"], "--out",
+            str(tmp_path / "e"), "--cache-dir", str(tmp_path / "c"), "--no-progress"]
+    assert eval_downstream.main(args) == 3
+    assert (f"1 utterance(s) longer than the 30 s that {tiny_models['whisper']} takes: "
+            f"{root / 'AudioWAV' / first.name} (31.0 s)") in capsys.readouterr().err
+    assert not (tmp_path / "e").exists() and not (tmp_path / "c").exists()
+
+
 def test_several_models_in_one_run_equal_each_alone(mini, downstream, tiny_models, tmp_path, capsys):
     """--model-name A B --out a b: per model the same results as a run alone (the shared bottom computed once)."""
     import torch
