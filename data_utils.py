@@ -588,7 +588,7 @@ def summarize(data: Ds003020, subjects: list[str] | None = None) -> tuple[dict, 
                 if story not in story_cache:
                     story_cache[story] = _story_stimulus_summary(data, story)
                 info.update(story_cache[story])
-                data.check_audio(story)
+                check_audio_duration(grid, info["audio_s"], story, where=str(data.audio_path(story)))  # header read once
                 info["aligned"] = True
             except (DataError, ValueError, FileNotFoundError) as err:
                 problems.append(str(err))

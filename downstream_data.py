@@ -133,11 +133,11 @@ def read_timit(root: str | Path, val_fraction: float = 0.1, include_sa: bool = T
             wrd = _ci_glob(spk_dir, utt + ".WRD")
             if not phn:
                 raise DataError(f"{wav}: no matching .PHN alignment in {spk_dir}")
+            segments = read_sample_alignment(phn[0])
             try:
-                phones = [(a, b, f) for a, b, p in read_sample_alignment(phn[0])
-                          if (f := fold_timit_phone(p)) is not None]
-            except DataError as err:  # name the file, whichever of its lines is wrong
-                raise DataError(f"{phn[0]}: {err}" if str(phn[0]) not in str(err) else str(err)) from err
+                phones = [(a, b, f) for a, b, p in segments if (f := fold_timit_phone(p)) is not None]
+            except DataError as err:  # the folding does not know the file
+                raise DataError(f"{phn[0]}: {err}") from err
             words = read_sample_alignment(wrd[0]) if wrd else []
             utts.append(Utterance(wav, split, stype, speaker, phones, words))
     if not utts:
