@@ -33,7 +33,7 @@ from features import (FeatureCache, add_window_arguments, cache_settings, check_
                       extract_story_features_together)
 from inference import inference_threads, sharing_plan
 from timing import TEST_EXTRA_TRIM
-from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, array_digest, command_line, file_sha256,
+from run_utils import (EXIT_DATA, EXIT_USAGE, NPY_READ_ERRORS, HelpFormatter, array_digest, command_line, file_sha256,
                        ignored_flags_problem, model_run_usage_problem, package_versions, resolve_device,
                        resolve_precision, save_npz_atomic, set_seed, timestamp, to_json, write_json_atomic,
                        write_text_atomic)
@@ -307,7 +307,7 @@ def read_layer_entry(path: Path, key: str) -> dict | None:
             if "fit_key" not in z.files or str(z["fit_key"]) != key:
                 return None
             return json.loads(str(z["summary_entry"]))
-    except (OSError, ValueError, KeyError):  # absent or unreadable: fitted again
+    except NPY_READ_ERRORS:  # absent or unreadable: fitted again
         return None
 
 

@@ -27,7 +27,7 @@ import torch
 import data_utils as du
 import models
 import training
-from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, check_replaceable, command_line, package_versions,
+from run_utils import (EXIT_DATA, EXIT_USAGE, NPY_READ_ERRORS, HelpFormatter, check_replaceable, command_line, package_versions,
                        read_result_json, recover_dir, replace_dir, resolve_device, resolve_precision, save_npy_atomic,
                        set_seed, timestamp, write_csv_atomic, write_json_atomic)
 
@@ -290,7 +290,7 @@ def main(argv=None) -> int:
             try:
                 with np.load(args.targets_from, allow_pickle=False) as z:
                     targets_from = {k: z[k] for k in z.files}
-            except (OSError, ValueError, EOFError) as err:  # also a .npz holding pickled (object) arrays
+            except NPY_READ_ERRORS as err:  # also a .npz holding pickled (object) arrays
                 raise du.DataError(f"{args.targets_from}: not a readable .npz of story -> (TRs, F) targets "
                                    f"({err})") from err
             voxels, vox_info = None, {"targets_from": args.targets_from, **teacher_record(args.targets_from, timing)}

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from alignment import LOW_LEVEL_GROUPS, mean_sem, relative_change, stories_to_match, wilcoxon_compare
-from run_utils import read_result_json, write_json_atomic, write_text_atomic
+from run_utils import NPY_READ_ERRORS, read_result_json, write_json_atomic, write_text_atomic
 
 
 def _fmt(x: float) -> str:
@@ -179,6 +179,21 @@ def compare_efficiency(names: list[str], summaries: list[dict], rois: list[str])
                                                    for n in names}}
 
 
+def read_result_arrays(path: Path, wanted: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of a result folder's .npz (only those of `wanted` it holds, where given).
+
+    Raises FileNotFoundError (missing) or ValueError (damaged: truncated, not an .npz), naming the file.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files if wanted is None or k in wanted}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: missing from its result folder") from None
+    except NPY_READ_ERRORS as err:
+        raise ValueError(f"{path}: damaged result arrays ({type(err).__name__}: {err}); evaluate the model again") \
+            from None
+
+
 def bootstrap_changes(dirs: list[Path], names: list[str], summaries: list[dict], rois: list[str],
                       block_trs: int = 10, n_boot: int = 1000, seed: int = 0) -> dict:
     """95% intervals of each model's upper-middle ROI cc_norm change vs the first model, and of every pairwise
@@ -193,22 +208,19 @@ def bootstrap_changes(dirs: list[Path], names: list[str], summaries: list[dict],
     files = [Path(d) / "test_responses_roi.npz" for d in dirs]
     if not all(f.is_file() for f in files):
         return {"skipped": "a folder has no test_responses_roi.npz (evaluated without --roi-file, or before it existed)"}
-    test = []
-    for f in files:
-        with np.load(f) as z:
-            test.append({k: z[k] for k in z.files})
+    test = [read_result_arrays(f) for f in files]
     if not all(t.keys() == test[0].keys() and all(np.array_equal(t[k], test[0][k]) for k in t) for t in test):
         return {"skipped": "the folders were evaluated on different voxels, responses or noise ceilings"}
     preds, residual = [], []  # residual: predictions from the low-level residuals (--low-level), where kept
     for d, s in zip(dirs, summaries):
         per_layer, per_layer_residual = [], []
         for l in s["upper_middle_layers"]:
-            with np.load(Path(d) / f"layer_{l}.npz") as z:
-                if "test_predictions_roi" not in z.files:
-                    return {"skipped": f"{d}/layer_{l}.npz holds no test predictions"}
-                per_layer.append(z["test_predictions_roi"])
-                if "test_predictions_roi_residual" in z.files:
-                    per_layer_residual.append(z["test_predictions_roi_residual"])
+            z = read_result_arrays(Path(d) / f"layer_{l}.npz", ("test_predictions_roi", "test_predictions_roi_residual"))
+            if "test_predictions_roi" not in z:
+                return {"skipped": f"{d}/layer_{l}.npz holds no test predictions"}
+            per_layer.append(z["test_predictions_roi"])
+            if "test_predictions_roi_residual" in z:
+                per_layer_residual.append(z["test_predictions_roi_residual"])
         preds.append(per_layer)
         residual.append(per_layer_residual if len(per_layer_residual) == len(per_layer) else None)
     with_impact = all(r is not None for r in residual)

@@ -24,7 +24,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from run_utils import EXIT_DATA, file_sha256, save_npy_atomic
+from run_utils import EXIT_DATA, NPY_READ_ERRORS, file_sha256, save_npy_atomic
 from textgrid_utils import TimedLabels, phones_from_tiers, read_textgrid, words_from_tiers
 from timing import DEFAULT_TR, TRGrid, check_alignment, check_audio_duration, simulated_tr_grid
 
@@ -162,7 +162,9 @@ class Ds003020:
             self._box_grids = load_box_tr_grids(path)
         except FileNotFoundError as err:
             raise DataError(f"{path}: trfiles pickle missing{not_downloaded_hint(path)}") from err
-        except (UnsafePickleError, pickle.UnpicklingError, ValueError, EOFError, OSError, TypeError) as err:
+        except EOFError as err:
+            raise DataError(f"{path}: Box trfiles pickle ends early (a truncated download?)") from err
+        except (UnsafePickleError, pickle.UnpicklingError, ValueError, OSError, TypeError) as err:
             raise DataError(f"{path}: not a usable Box trfiles pickle ({err})") from err
         self._trfiles = Path(path)
 
@@ -490,7 +492,7 @@ def load_noise_ceiling(subject: str | int, n_voxels: int | None = None, nc_file:
                         f"`python compute_noise_ceiling.py --data-dir DIR --subject {subject_id(subject)}`")
     try:
         nc = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
+    except NPY_READ_ERRORS as err:
         raise DataError(f"{path}: not a readable .npy array of noise ceilings ({err})") from err
     if nc.ndim != 1:
         raise DataError(f"{path}: expected a 1-D vector of one value per voxel, found shape {nc.shape}")
@@ -520,7 +522,7 @@ def load_roi_file(path: str | os.PathLike, n_voxels: int | None = None) -> dict[
                 raw = {k: z[k] for k in z.files}
         else:
             raw = json.loads(path.read_text())
-    except (ValueError, OSError, EOFError) as err:  # JSONDecodeError is a ValueError; so are pickled .npz arrays
+    except NPY_READ_ERRORS as err:  # JSONDecodeError is a ValueError; so are pickled .npz arrays
         raise DataError(f"{path}: not a readable ROI file ({err})") from err
     if not isinstance(raw, dict):
         raise DataError(f"{path}: expected a JSON object {{roi name: [voxel indices]}}, found {type(raw).__name__}")

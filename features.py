@@ -18,7 +18,7 @@ import torch
 
 from inference import hidden_states_together, pooled_over_batches, prepare_for_inference
 from models import ModelError, SpeechEncoder
-from run_utils import save_npz_atomic, write_json_atomic
+from run_utils import NPY_READ_ERRORS, save_npz_atomic, write_json_atomic
 
 MIN_WINDOW_SAMPLES = 400
 POOLINGS = ("last", "last_tr", "mean")
@@ -182,27 +182,29 @@ class FeatureCache:
 
     def has(self, story: str, layers: list[int]) -> bool:
         """Whether every requested layer of `story` is cached (reads the layer list only, not the features)."""
-        if not self.path(story).is_file():
+        try:
+            with np.load(self.path(story), allow_pickle=False) as z:
+                return set(layers) <= set(z["layers"].tolist())
+        except NPY_READ_ERRORS:  # absent, or damaged (a copy cut short): extracted again and overwritten
             return False
-        with np.load(self.path(story), allow_pickle=False) as z:
-            return set(layers) <= set(z["layers"].tolist())
 
     def load(self, story: str, layers: list[int], count_hit: bool = True):
         """(times, feats (n_layers, n, H)) if every requested layer is cached, else None.
 
         count_hit : count the read in `hits` (False for features this run has just extracted and saved).
         """
-        path = self.path(story)
-        if not path.is_file():
+        try:
+            with np.load(self.path(story), allow_pickle=False) as z:
+                have = z["layers"].tolist()
+                if not all(l in have for l in layers):
+                    return None
+                index = [have.index(l) for l in layers]
+                # all the stored layers in their order: no second copy (a frame-level split is gigabytes)
+                times, feats = z["times"], z["feats"] if index == list(range(len(have))) else z["feats"][index]
+        except NPY_READ_ERRORS:  # absent, or damaged: extracted again and overwritten
             return None
-        with np.load(path, allow_pickle=False) as z:
-            have = z["layers"].tolist()
-            if not all(l in have for l in layers):
-                return None
-            self.hits += int(count_hit)
-            index = [have.index(l) for l in layers]
-            # all the stored layers in their order: no second copy (a frame-level split is gigabytes)
-            return z["times"], z["feats"] if index == list(range(len(have))) else z["feats"][index]
+        self.hits += int(count_hit)
+        return times, feats
 
     def save(self, story: str, layers: list[int], times: np.ndarray, feats: np.ndarray) -> None:
         """Store (n_layers, n, H) `feats` of `layers`, keeping the story's other cached layers (an evaluation's seven
@@ -210,12 +212,14 @@ class FeatureCache:
         if not (self.folder / "settings.json").is_file():  # the same for every story of this folder
             write_json_atomic(self.folder / "settings.json", self.settings)
         layers, feats = list(layers), np.asarray(feats)
-        if self.path(story).is_file():
+        try:
             with np.load(self.path(story), allow_pickle=False) as z:
                 if np.array_equal(z["times"], times) and z["feats"].shape[2:] == feats.shape[2:]:
                     keep = [i for i, l in enumerate(z["layers"].tolist()) if l not in layers]
-                    layers = [int(z["layers"][i]) for i in keep] + layers
-                    feats = np.concatenate([z["feats"][keep].astype(feats.dtype), feats])
+                    stored_layers, stored = [int(z["layers"][i]) for i in keep], z["feats"][keep].astype(feats.dtype)
+                    layers, feats = stored_layers + layers, np.concatenate([stored, feats])
+        except NPY_READ_ERRORS:  # nothing stored, or a damaged file: replaced by this story's new layers
+            pass
         order = np.argsort(layers, kind="stable")
         if (order != np.arange(len(order))).any():  # sorted already: written as is, without a copy
             feats, layers = feats[order], [layers[i] for i in order]

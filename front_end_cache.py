@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from run_utils import write_json_atomic
+from run_utils import NPY_READ_ERRORS, write_json_atomic
 
 META = "front_end.json"
 ARRAY = "front_end.npy"
@@ -161,12 +161,16 @@ def build_front_end_cache(cache_dir: str | os.PathLike, encoder, dataset, device
 
 
 def _read_meta(path: Path, key: dict) -> dict | None:
-    """The metadata of a complete cache for `key` in `path`, else None."""
+    """The metadata of a complete cache for `key` in `path`, else None (absent, interrupted, or its array damaged:
+    a copy cut short is rebuilt, not read)."""
     try:
         meta = json.loads((path / META).read_text())
-    except (OSError, ValueError):
+        if not (meta.get("complete") and meta.get("key") == key):
+            return None
+        shape = np.load(path / ARRAY, mmap_mode="r").shape  # raises on an array shorter than its header says
+    except NPY_READ_ERRORS:
         return None
-    return meta if meta.get("complete") and meta.get("key") == key else None
+    return meta if shape == (key["n_windows"], *meta["shape"]) else None
 
 
 @contextlib.contextmanager

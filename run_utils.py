@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -104,6 +105,10 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 def save_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
     """`array` as .npy (no pickles), written atomically."""
     _write_atomic(path, lambda f: np.save(f, array, allow_pickle=False), binary=True)
+
+
+# what np.load raises on a damaged, truncated or foreign .npy/.npz (a broken .npz is a BadZipFile, not an OSError)
+NPY_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)
 
 
 def save_npz_atomic(path: str | os.PathLike, **arrays: np.ndarray) -> None:

@@ -18,6 +18,7 @@ from torch import nn
 from tqdm import tqdm
 
 from data_utils import DataError, Ds003020
+from run_utils import NPY_READ_ERRORS, save_npz_atomic, write_json_atomic
 from timing import TRGrid, cut_window, response_tr_indices, window_end_samples, window_samples
 
 LOSSES = ("mse", "spatial_corr", "temporal_corr")
@@ -257,7 +258,6 @@ def save_training_state(path_dir: Path, model, optimizer, scheduler, state: dict
     """Write everything needed to resume into `path_dir` (weights as safetensors, the rest as a .pt)."""
     from safetensors.torch import save_file
 
-    from run_utils import write_json_atomic
     path_dir.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(_dedupe_shared(weights), str(path_dir / "model.safetensors"))
@@ -385,7 +385,6 @@ def init_head_ridge(model, train_loader, val_loader, device, precision: str, dis
     if stored is None:
         (x_tr, y_tr), (x_va, y_va) = (pooled_features(model, l, device, precision, disable_progress) for l in loaders)
         if feature_file:
-            from run_utils import save_npz_atomic
             save_npz_atomic(feature_file, train=x_tr, val=x_va)
     else:
         (x_tr, x_va), (y_tr, y_va) = stored, (dataset_targets(l.dataset) for l in loaders)
@@ -409,7 +408,7 @@ def _load_pooled(path: Path, lengths: list[int]):
     try:
         with np.load(path) as f:
             x = (f["train"], f["val"])
-    except (OSError, KeyError, ValueError):
+    except NPY_READ_ERRORS:  # missing or damaged: computed again
         return None
     return x if [len(a) for a in x] == lengths else None
 

@@ -230,6 +230,19 @@ def test_brain_evaluate_end_to_end_cache_and_compare(mini, tiny_models, tmp_path
     assert group["upper_middle_cc_norm"]["a"]["language"]["mean"] == pytest.approx(summary["upper_middle_mean"]["language"])
     assert group["change_vs_first_pct"]["b"]["language"]["mean"] == pytest.approx(0.0, abs=1e-4)
     assert "low_level_impact_pct" not in group  # b was evaluated without --low-level
+    # a result folder whose layer file is damaged or missing: exit 2 naming it, nothing written
+    shutil.copytree(tmp_path / "a", tmp_path / "cut")
+    layer = tmp_path / "cut" / "layer_2.npz"
+    layer.write_bytes(layer.read_bytes()[:200])
+    capsys.readouterr()
+    for says in ("damaged result arrays", "missing from its result folder"):
+        assert brain_evaluate.main(["--compare", str(tmp_path / "a"), str(tmp_path / "cut"), "--out",
+                                    str(tmp_path / "bad")]) == 2
+        assert f"{layer}: {says}" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+        layer.unlink(missing_ok=True)
+    assert brain_evaluate.read_layer_entry(tmp_path / "a" / "layer_2.npz", "another fit") is None
+    (tmp_path / "cut" / "layer_1.npz").write_bytes(b"PK\x03\x04 cut short")  # a re-run fits that layer again
+    assert brain_evaluate.read_layer_entry(tmp_path / "cut" / "layer_1.npz", "any key") is None
     # a folder that is not a result: exit 2 naming the missing file, nothing written
     assert brain_evaluate.main(["--compare", str(tmp_path / "a"), str(tmp_path), "--out", str(tmp_path / "bad")]) == 2
     assert f"{tmp_path / 'summary.json'}: not a brain_evaluate.py result folder" in capsys.readouterr().err

@@ -113,3 +113,13 @@ def test_scripts_place_trs_by_the_trfiles(mini, tiny_models, trfiles_at_2_1, tmp
     assert trainer.main([*tune, "--out-dir", str(tmp_path / "yes"), "--trfiles", str(trfiles_at_2_1)]) == 0
     resolved = json.loads((tmp_path / "yes" / "config.json").read_text())["args"]["resolved"]
     assert resolved["timing"] == record and resolved["window_samples"] == 5 * 2.1 * 16000  # five recorded TRs
+
+
+@pytest.mark.parametrize("damage, message", [(lambda raw: raw[:300], "ends early"),
+                                             (lambda raw: b"garbage\n", "not a usable Box trfiles pickle")])
+def test_damaged_trfiles_name_the_file(mini, mini_root, tmp_path, damage, message):
+    from data_utils import DataError
+    path = tmp_path / "trfiles_huge.jbl"
+    path.write_bytes(damage((mini / "box" / "trfiles_huge.jbl").read_bytes()))
+    with pytest.raises(DataError, match=f"{path}: .*{message}"):
+        Ds003020(mini_root).use_box_trfiles(path)

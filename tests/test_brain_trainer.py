@@ -116,6 +116,10 @@ def test_teacher_targets_from_file(mini, tiny_models, tmp_path, capsys):
     np.savez(tmp_path / "pickled.npz", souls=np.array([object()], dtype=object))
     assert run(mini, w2v, tmp_path / "k", "--targets-from", str(tmp_path / "pickled.npz")) == trainer.EXIT_DATA
     assert "pickled.npz: not a readable .npz of story -> (TRs, F) targets" in capsys.readouterr().err
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "partial.npz").read_bytes()[:300])  # a copy cut short
+    assert run(mini, w2v, tmp_path / "c", "--targets-from", str(tmp_path / "cut.npz")) == trainer.EXIT_DATA
+    assert "cut.npz: not a readable .npz of story -> (TRs, F) targets" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
 
 
 def test_overwrite_never_deletes_a_folder_that_is_not_a_run(mini, tiny_models, tmp_path, capsys):

@@ -188,11 +188,16 @@ def test_bad_metadata_roi_and_noise_ceiling_files_name_file_expected_and_found(m
     np.savez(npz, AC=np.array([object()], dtype=object))
     with pytest.raises(DataError, match="rois.npz: not a readable ROI file"):
         load_roi_file(npz, 10)
+    np.savez(npz, AC=np.arange(4))
+    npz.write_bytes(npz.read_bytes()[:100])  # a copy cut short: numpy raises a BadZipFile, not an OSError
+    with pytest.raises(DataError, match="rois.npz: not a readable ROI file"):
+        load_roi_file(npz, 10)
 
     nc_file = tmp_path / "UTS01.npy"
-    nc_file.write_bytes(b"not an npy file")
-    with pytest.raises(DataError, match="UTS01.npy: not a readable .npy array of noise ceilings"):
-        load_noise_ceiling("UTS01", nc_file=nc_file)
+    for blob in (b"not an npy file", b"PK\x03\x04 an .npz renamed .npy, cut short"):
+        nc_file.write_bytes(blob)
+        with pytest.raises(DataError, match="UTS01.npy: not a readable .npy array of noise ceilings"):
+            load_noise_ceiling("UTS01", nc_file=nc_file)
     np.save(nc_file, np.zeros((3, 2)))
     with pytest.raises(DataError, match=r"UTS01.npy: expected a 1-D vector of one value per voxel, found shape \(3, 2\)"):
         load_noise_ceiling("UTS01", nc_file=nc_file)

@@ -94,6 +94,18 @@ def test_feature_cache_keeps_a_storys_other_layers_when_more_are_saved(tmp_path)
     assert cache.load("souls", [2]) is None and cache.load("souls", [3])[1].shape == (1, 2, 3)
 
 
+def test_a_damaged_feature_cache_file_is_a_miss_and_is_replaced(tmp_path):
+    cache = features.FeatureCache(tmp_path, "some/model", {})
+    times, feats = np.arange(4.0), np.ones((2, 4, 3), dtype=np.float32)
+    cache.save("souls", [1, 2], times, feats)
+    path = cache.path("souls")
+    path.write_bytes(path.read_bytes()[:150])  # e.g. a cache folder copied while a run wrote it
+    assert not cache.has("souls", [1]) and cache.load("souls", [1]) is None
+    cache.save("souls", [3], times, feats[:1] + 2)  # extracted again: replaces the damaged file
+    assert cache.load("souls", [1]) is None
+    np.testing.assert_array_equal(cache.load("souls", [3])[1], feats[:1] + 2)
+
+
 def test_feature_cache_reads_a_split_once_without_a_second_copy(tmp_path):
     # a frame-level probe split is gigabytes: asking for every stored layer returns the array as read, and has()
     # answers without reading the features

@@ -129,6 +129,13 @@ def test_an_interrupted_cache_is_rebuilt(mini_root, tiny_models, tmp_path):
     rebuilt = build_front_end_cache(tmp_path, enc, ds, torch.device("cpu"), "fp32", quiet=True)
     torch.testing.assert_close(rebuilt[3][0]["front"], want)
     assert json.loads((rebuilt.path / META).read_text())["complete"]
+    # a complete cache whose array was cut short (a partial copy of the folder) is rebuilt too, not read
+    array = rebuilt.path / ARRAY
+    del rebuilt
+    with open(array, "r+b") as f:
+        f.truncate(array.stat().st_size // 2)
+    again = build_front_end_cache(tmp_path, enc, ds, torch.device("cpu"), "fp32", quiet=True)
+    torch.testing.assert_close(again[3][0]["front"], want)
 
 
 def _metrics(out):

@@ -178,3 +178,17 @@ def test_several_subjects_targets_are_each_subjects_responses_side_by_side_and_a
         np.testing.assert_array_equal(b.wav, a1.wav)
     with pytest.raises(ValueError, match="one voxel selection per subject: 2 subjects, 1 selections"):
         training.load_story_data(data, ["UTS01", "UTS02"], stories, [v1], quiet=True)
+
+
+def test_stored_pooled_features_are_used_only_when_readable_and_of_these_windows(tmp_path):
+    from run_utils import save_npz_atomic
+    path = tmp_path / "pooled.npz"
+    train, val = np.ones((5, 3)), np.zeros((2, 3))
+    save_npz_atomic(path, train=train, val=val)
+    got = training._load_pooled(path, [5, 2])
+    np.testing.assert_array_equal(got[0], train)
+    np.testing.assert_array_equal(got[1], val)
+    assert training._load_pooled(path, [5, 3]) is None  # other windows: computed again
+    path.write_bytes(path.read_bytes()[:120])  # damaged: computed again, not a traceback
+    assert training._load_pooled(path, [5, 2]) is None
+    assert training._load_pooled(tmp_path / "absent.npz", [5, 2]) is None
