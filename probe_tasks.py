@@ -131,8 +131,19 @@ def load_task_features(spec: TaskSpec, utts: list[dd.Utterance], model: ProbedMo
         times_per_utt = np.split(rows[:, 1], np.searchsorted(rows[:, 0], np.arange(1, len(members))))
         y = np.concatenate([probes.frame_labels(t, u.segments, classes) for t, u in zip(times_per_utt, members)])
         covered = y >= 0  # frames no segment covers have no label
-        feats[split], labels[split] = (x, y) if covered.all() else (x[:, covered], y[covered])
+        feats[split], labels[split] = keep_frames_in_place(x, covered), y[covered]
     return feats, labels
+
+
+def keep_frames_in_place(x: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """`x[:, keep]` for (n_layers, N, hidden) frame features, moved to the front of `x`'s own buffer one layer at a
+    time and returned as a view: a frame-level TIMIT split of a base model is ~5 GB, and a copy would double it."""
+    n = int(keep.sum())
+    if n == len(keep):
+        return x
+    for layer in x:  # fancy indexing copies a layer first, so the overlapping assignment is safe
+        layer[:n] = layer[keep]
+    return x[:, :n]
 
 
 class _AudioOnDemand:

@@ -1,6 +1,7 @@
 """eval_phonemes.py / eval_downstream.py end to end on the miniature layouts with tiny models."""
 import json
 
+import numpy as np
 import pytest
 
 import brain_trainer_story
@@ -420,3 +421,14 @@ def test_probing_holds_one_models_features_at_a_time(downstream, tiny_models, tm
     assert eval_phonemes.main(args) == 0
     # train, val and test of one model in memory while it is probed, none of another's
     assert events == [("load", "a", 0), ("probe", 3), ("load", "b", 0), ("probe", 3), ("load", "c", 0), ("probe", 3)]
+
+
+def test_uncovered_frames_are_dropped_in_the_features_own_buffer():
+    from probe_tasks import keep_frames_in_place
+    x = np.random.default_rng(0).standard_normal((3, 50, 4)).astype(np.float32)
+    keep = np.random.default_rng(1).random(50) > 0.3
+    want = x[:, keep].copy()
+    got = keep_frames_in_place(x, keep)
+    np.testing.assert_array_equal(got, want)
+    assert np.shares_memory(got, x)  # no second copy of a split
+    assert keep_frames_in_place(x, np.ones(50, bool)) is x
