@@ -263,6 +263,8 @@ def load_subject_data(args) -> dict:
                            f"{du.not_downloaded_hint(absent[0])}")
     for story in train + [args.test_story]:  # a truncated file is found now, not after hours of extraction
         data.check_audio(story)
+        if args.low_level:  # so is a TextGrid that does not parse (raises TextGridError, a ValueError)
+            data.phones(story)
     n_vox = data.n_voxels(subject)
     nc_file = du.nc_path(subject, args.nc_dir)
     if nc_file.is_file():

@@ -25,8 +25,8 @@ import h5py
 import numpy as np
 
 from run_utils import EXIT_DATA, NPY_READ_ERRORS, file_sha256, save_npy_atomic
-from textgrid_utils import TimedLabels, phones_from_tiers, read_textgrid, words_from_tiers
-from timing import DEFAULT_TR, TRGrid, check_alignment, check_audio_duration, simulated_tr_grid
+from textgrid_utils import TextGridError, TimedLabels, phones_from_tiers, read_textgrid, words_from_tiers
+from timing import DEFAULT_TR, AlignmentError, TRGrid, check_alignment, check_audio_duration, simulated_tr_grid
 
 SAMPLE_RATE = 16000
 TEST_STORY = "wheretheressmoke"
@@ -43,6 +43,10 @@ DEFAULT_NC_DIR = Path(__file__).resolve().parent / "subject_NCs"
 
 class DataError(ValueError):
     """The dataset on disk does not match the ds003020 contract."""
+
+
+# every error that says the files on disk are wrong (missing, unreadable, misaligned): a script's exit 3
+DATA_ERRORS = (DataError, AlignmentError, TextGridError, FileNotFoundError)
 
 
 def not_downloaded_hint(path: str | os.PathLike) -> str:

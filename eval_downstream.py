@@ -38,6 +38,7 @@ def story_words(args) -> tuple[dict, Callable]:
         stories = args.stories or sorted(data.respdict)
         words_by_source = {}
         for s in stories:
+            data.check_audio(s)  # a truncated story is named now, from its header, not mid-extraction
             w = data.words(s)
             words_by_source[s] = list(zip(w.starts.tolist(), w.ends.tolist(), w.labels))
         return words_by_source, data.audio

@@ -31,8 +31,6 @@ from features import FeatureCache, add_window_arguments, cache_settings, check_w
 from inference import inference_threads
 from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, command_line, package_versions, resolve_device,
                        resolve_precision, save_npz_atomic, timestamp, write_json_atomic)
-from textgrid_utils import TextGridError
-from timing import AlignmentError
 
 BRAIN_TUNING_STORIES = du.TRAIN_STORIES + du.VAL_STORIES + (du.TEST_STORY,)
 
@@ -165,7 +163,7 @@ def main(argv=None) -> int:
             print(f"note: the dataset lacks {len(skipped)} of the brain-tuning stories: {', '.join(skipped)}",
                   file=sys.stderr)
         targets, per_story, teacher = make(args, data, stories)
-    except (du.DataError, AlignmentError, FileNotFoundError, TextGridError) as err:  # a file missing, unreadable, wrong shape
+    except du.DATA_ERRORS as err:  # a file missing, unreadable, wrong shape
         print(f"error: {err}", file=sys.stderr)
         return EXIT_DATA
     except (models.ModelError, ValueError) as err:  # a model that cannot be loaded or used as asked

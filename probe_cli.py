@@ -94,7 +94,7 @@ def run(args, task_runner) -> int:
         return EXIT_USAGE
     try:
         task_runner(args, probed, device, cache_dir)
-    except (du.DataError, FileNotFoundError) as err:
+    except du.DATA_ERRORS as err:  # a file missing or unreadable, an alignment past its audio
         print(f"error: {err}", file=sys.stderr)
         return EXIT_DATA
     except TaskUsageError as err:

@@ -420,6 +420,18 @@ def test_truncated_audio_is_named_before_any_extraction(mini, tmp_path):
         brain_evaluate.load_subject_data(args)
 
 
+def test_a_textgrid_that_does_not_parse_is_named_before_any_extraction_with_low_level(mini, tmp_path, capsys):
+    from conftest import link_tree
+    grid = "derivative/TextGrids/souls.TextGrid"
+    root = link_tree(mini / "ds003020", tmp_path / "ds003020", without=(grid,))
+    (root / grid).write_text((mini / "ds003020" / grid).read_text()[:1500])  # a download cut short
+    common = ["--data-dir", str(root), "--subject", "UTS01", "--model-name", "unused", "--out", str(tmp_path / "o"),
+              "--nc-dir", str(mini / "subject_NCs")]
+    brain_evaluate.load_subject_data(brain_evaluate.parse_args(common))  # without --low-level no phones are read
+    assert brain_evaluate.main(common + ["--low-level"]) == brain_evaluate.EXIT_DATA  # before the model is loaded
+    assert f"{root / grid}: cannot parse TextGrid" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
 def test_brain_evaluate_several_models_together_equal_each_alone(mini, tiny_models, tmp_path, capsys):
     import models
     enc_model, extractor, _ = models.load_backbone(tiny_models["whisper"])

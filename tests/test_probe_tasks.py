@@ -109,6 +109,25 @@ def test_semantic_preference_on_miniature_stories(mini, downstream, tiny_models,
     assert v["preference"] == pytest.approx(v["synonym"] - v["near_homophone"])
 
 
+def test_story_words_from_a_truncated_story_or_a_broken_textgrid_exit_3_naming_the_file(mini, downstream, tiny_models,
+                                                                                         tmp_path, capsys):
+    import soundfile as sf
+    from conftest import link_tree
+    wav, grid = "stimuli/souls.wav", "derivative/TextGrids/avatar.TextGrid"
+    root = link_tree(mini / "ds003020", tmp_path / "ds003020", without=(wav, grid))
+    audio, rate = sf.read(mini / "ds003020" / wav)
+    sf.write(root / wav, audio[:len(audio) // 3], rate)
+    (root / grid).write_text((mini / "ds003020" / grid).read_text()[:1500])
+    pairs = ["--task", "semantic_preference", "--pairs", str(downstream / "words" / "semantic_pairs.tsv")]
+    assert eval_downstream.main(_args(tiny_models["wav2vec2"], root, tmp_path / "sp", tmp_path / "c", *pairs)) == 3
+    assert f"{root / grid}: cannot parse TextGrid" in capsys.readouterr().err  # avatar comes first
+    (root / grid).unlink()
+    (root / grid).symlink_to(mini / "ds003020" / grid)
+    assert eval_downstream.main(_args(tiny_models["wav2vec2"], root, tmp_path / "sp", tmp_path / "c", *pairs)) == 3
+    assert f"{root / wav}: audio lasts" in capsys.readouterr().err
+    assert not (tmp_path / "sp").exists() and not (tmp_path / "c").exists()  # named before any extraction
+
+
 def test_story_word_category_probe_on_miniature_stories(mini, tiny_models, tmp_path, capsys):
     labels = mini / "ground_truth" / "word_categories.tsv"
     out = tmp_path / "swc"
