@@ -164,6 +164,11 @@ def read_speech_commands(root: str | Path, words: tuple = SPEECH_COMMANDS_35) ->
         for wav in sorted((root / word).glob("*.wav")):
             rel = f"{word}/{wav.name}"
             utts.append(Utterance(wav, lists.get(rel, "train"), word, wav.name.split("_nohash_")[0]))
+    # a listed file that is absent (a partial download) would shrink the held-out splits silently
+    absent = [rel for rel in lists if rel.split("/")[0] in words and not (root / rel).is_file()]
+    if absent:
+        raise DataError(f"{root}: {len(absent)} file(s) listed in validation_list.txt/testing_list.txt are missing: "
+                        f"{', '.join(absent[:3])}{' ...' if len(absent) > 3 else ''} (an incomplete download?)")
     return utts
 
 
@@ -176,7 +181,7 @@ def read_crema_d(root: str | Path, val_fraction: float = 0.1, test_fraction: flo
     for wav in sorted(folder.glob("*.wav")):
         parts = wav.stem.split("_")
         if len(parts) != 4 or parts[2] not in CREMA_EMOTIONS:
-            raise DataError(f"{wav.name}: expected <actor>_<sentence>_<EMO>_<level>.wav with EMO in {CREMA_EMOTIONS}")
+            raise DataError(f"{wav}: expected <actor>_<sentence>_<EMO>_<level>.wav with EMO in {CREMA_EMOTIONS}")
         rows.append((wav, parts[0], parts[2]))
     actors = sorted({a for _, a, _ in rows})
     n_test = max(1, int(round(test_fraction * len(actors))))

@@ -1,5 +1,6 @@
 """Readers of the downstream datasets on their miniature layouts, and on hand-made files."""
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,14 @@ def test_miniature_speech_commands(downstream):
     assert not (speakers["train"] & speakers["test"]) and not (speakers["val"] & speakers["test"])
 
 
+def test_speech_commands_files_listed_but_absent_are_an_error(downstream, tmp_path):
+    from conftest import link_tree
+    listed = (downstream / "speech_commands" / "testing_list.txt").read_text().split()[0]
+    root = link_tree(downstream / "speech_commands", tmp_path / "sc", without=(listed,))
+    with pytest.raises(DataError, match=rf"1 file\(s\) listed in .* are missing: {listed} \(an incomplete download\?\)"):
+        dd.read_speech_commands(root)
+
+
 def test_speech_commands_v001_is_named_as_such(downstream, tmp_path):
     from conftest import link_tree
     v1 = [f"speech_commands/{w}" for w in dd.SPEECH_COMMANDS_V2_ONLY]
@@ -141,7 +150,7 @@ def test_miniature_crema_d_split_by_actor(downstream):
     bad = downstream / "crema_bad" / "AudioWAV"
     bad.mkdir(parents=True)
     (bad / "1001_IEO_XXX_HI.wav").write_bytes(b"")
-    with pytest.raises(DataError, match="1001_IEO_XXX_HI.wav: expected"):
+    with pytest.raises(DataError, match=re.escape(f"{bad / '1001_IEO_XXX_HI.wav'}: expected")):  # the whole path
         dd.read_crema_d(bad.parent)
 
 
