@@ -78,8 +78,11 @@ def finished_seed(out: Path, settings: dict) -> tuple[dict | None, str]:
     path = out / "findings.json"
     if not path.is_file():
         return None, f"{path} missing"
-    earlier = json.loads(path.read_text())
-    if earlier.get("settings") != settings:
+    try:
+        earlier = json.loads(path.read_text())
+    except ValueError:  # damaged (it is written atomically, so by something else): the seed runs again
+        return None, f"{path} is not valid JSON"
+    if not isinstance(earlier, dict) or earlier.get("settings") != settings:
         return None, f"{path} was made with other settings or code"
     if settings["toolkit"]["commit"] is None or settings["toolkit"]["modified"]:
         return None, "the code is not a clean git checkout, so an earlier run's code cannot be told apart"

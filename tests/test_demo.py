@@ -207,6 +207,8 @@ def test_seeds_resume_reads_back_only_seeds_finished_with_the_same_settings_and_
     assert "| language gain | +10.000 ✗ | +11.000 ✗ | 0 of 2 |" in (tmp_path / "runs" / "SEEDS.md").read_text()
     (tmp_path / "runs" / "seed_1" / "findings.json").unlink()  # as if killed during seed 1
     assert demo("--resume") == [1]
+    (tmp_path / "runs" / "seed_0" / "findings.json").write_text('{"settings": ')  # damaged by something else
+    assert demo("--resume") == [0]
     assert demo("--resume", "--quick") == [0, 1]  # other settings
     code["commit"] = "b" * 40
     assert demo("--resume", "--quick") == [0, 1]  # other code
