@@ -248,8 +248,13 @@ def main(argv=None) -> int:
     old_cfg_path = out_dir / "config.json"
     old_run = {}  # the saved run's config.json, kept in part when this run resumes it
     if old_cfg_path.is_file() and not args.overwrite:
-        old_run = json.loads(old_cfg_path.read_text())
-        old = old_run.get("args", {})
+        try:
+            old_run = read_result_json(out_dir, "config.json", "brain-tuning run", ("args",))
+        except ValueError as err:  # damaged: which run it holds cannot be told, so nothing in it is touched
+            print(f"error: {err}: no readable run record, so {out_dir} is left as it is (restore the file if it was "
+                  f"a run, or choose another --out-dir)", file=sys.stderr)
+            return EXIT_DATA
+        old = old_run["args"]
         diff = {k: (old.get(k), config.get(k)) for k in RUN_DEFINING if old.get(k) != config.get(k)}
         if not args.resume:
             print(f"error: {out_dir} already holds a run; pass --resume to continue it or --overwrite to replace it",

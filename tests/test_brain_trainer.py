@@ -157,6 +157,13 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(mini, tiny_models, tmp
     assert run(mini, model, damaged, *args, "--resume") == trainer.EXIT_DATA
     assert f"{optim}: checkpoint unreadable (RuntimeError: " in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in damaged.iterdir() if p.is_file()} == before  # nothing rewritten
+    record = damaged / "config.json"
+    record.write_text(record.read_text()[:50])  # the run's record itself damaged: exit 3, the folder untouched
+    before = {p.name: p.read_bytes() for p in damaged.iterdir() if p.is_file()}
+    for flags in (("--resume",), ()):
+        assert run(mini, model, damaged, *args, *flags) == trainer.EXIT_DATA
+        assert f"{record}: not valid JSON" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in damaged.iterdir() if p.is_file()} == before
     assert run(mini, model, tmp_path / "cut", *args, "--resume") == 0
     full, cut = metrics(tmp_path / "full"), metrics(tmp_path / "cut")
     assert [r["epoch"] for r in cut] == [0, 1, 2, 3]
