@@ -73,6 +73,9 @@ def load_backbone(name_or_path: str, dtype: torch.dtype = torch.float32):
         extractor = AutoFeatureExtractor.from_pretrained(name_or_path)
     except (OSError, ValueError, SafetensorError) as err:  # weights or preprocessor config missing or unreadable
         raise ModelError(f"cannot load the {model_type} model in {name_or_path!r}: {type(err).__name__}: {err}") from err
+    except RuntimeError as err:  # transformers raises it, after logging the shapes, when the weights misfit the config
+        raise ModelError(f"cannot load the {model_type} model in {name_or_path!r}: its weights do not fit its "
+                         f"config.json (tensor shapes differ; transformers' report above lists them)") from err
     return model, extractor, model_type
 
 

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -141,8 +143,10 @@ def test_what_is_not_a_model_is_named_with_what_to_pass(tiny_models, tmp_path, m
 
 def test_missing_or_damaged_weights_are_a_model_error_naming_the_folder(tiny_models, tmp_path):
     import shutil
-    for case in ("cut", "no_weights", "no_preprocessor"):
+    for case in ("cut", "no_weights", "no_preprocessor", "misfit"):
         shutil.copytree(tiny_models["hubert"], tmp_path / case)
+    config = json.loads((tmp_path / "misfit" / "config.json").read_text())
+    (tmp_path / "misfit" / "config.json").write_text(json.dumps({**config, "hidden_size": config["hidden_size"] // 2}))
     weights = (tmp_path / "cut" / "model.safetensors")
     weights.write_bytes(weights.read_bytes()[:1000])  # an interrupted copy
     (tmp_path / "no_weights" / "model.safetensors").unlink()
@@ -153,6 +157,8 @@ def test_missing_or_damaged_weights_are_a_model_error_naming_the_folder(tiny_mod
         load_backbone(str(tmp_path / "no_weights"))
     with pytest.raises(ModelError, match=rf"model in '{tmp_path / 'no_preprocessor'}': OSError: .*preprocessor_config"):
         load_backbone(str(tmp_path / "no_preprocessor"))
+    with pytest.raises(ModelError, match=rf"model in '{tmp_path / 'misfit'}': its weights do not fit its config.json"):
+        load_backbone(str(tmp_path / "misfit"))  # e.g. a config.json edited by hand
 
 
 @pytest.mark.parametrize("family", ["wav2vec2", "whisper"])
