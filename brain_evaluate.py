@@ -33,8 +33,8 @@ from features import (FeatureCache, add_window_arguments, cache_settings, check_
                       extract_story_features_together)
 from inference import inference_threads, sharing_plan
 from timing import TEST_EXTRA_TRIM
-from run_utils import (EXIT_DATA, EXIT_USAGE, NPY_READ_ERRORS, HelpFormatter, array_digest, command_line, file_sha256,
-                       ignored_flags_problem, model_run_usage_problem, package_versions, resolve_device,
+from run_utils import (EXIT_DATA, EXIT_USAGE, NPY_READ_ERRORS, HelpFormatter, array_digest, command_line,
+                       file_sha256, ignored_flags_problem, model_run_usage_problem, package_versions, resolve_device,
                        resolve_precision, save_npz_atomic, set_seed, timestamp, to_json, write_json_atomic,
                        write_text_atomic)
 

@@ -27,9 +27,9 @@ import torch
 import data_utils as du
 import models
 import training
-from run_utils import (EXIT_DATA, EXIT_USAGE, NPY_READ_ERRORS, HelpFormatter, check_replaceable, command_line, package_versions,
-                       read_result_json, recover_dir, replace_dir, resolve_device, resolve_precision, save_npy_atomic,
-                       set_seed, timestamp, write_csv_atomic, write_json_atomic)
+from run_utils import (EXIT_DATA, EXIT_USAGE, NPY_READ_ERRORS, HelpFormatter, check_replaceable, command_line,
+                       package_versions, read_result_json, recover_dir, replace_dir, resolve_device, resolve_precision,
+                       save_npy_atomic, set_seed, timestamp, write_csv_atomic, write_json_atomic)
 
 # Settings that define a run: a resumed run must agree on all of them.
 RUN_DEFINING = ("data_dir", "subject", "model_name", "nc_threshold", "roi", "hemisphere", "loss", "target_control",

@@ -215,7 +215,8 @@ def bootstrap_changes(dirs: list[Path], names: list[str], summaries: list[dict],
     for d, s in zip(dirs, summaries):
         per_layer, per_layer_residual = [], []
         for l in s["upper_middle_layers"]:
-            z = read_result_arrays(Path(d) / f"layer_{l}.npz", ("test_predictions_roi", "test_predictions_roi_residual"))
+            wanted = ("test_predictions_roi", "test_predictions_roi_residual")
+            z = read_result_arrays(Path(d) / f"layer_{l}.npz", wanted)
             if "test_predictions_roi" not in z:
                 return {"skipped": f"{d}/layer_{l}.npz holds no test predictions"}
             per_layer.append(z["test_predictions_roi"])
