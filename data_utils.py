@@ -185,7 +185,7 @@ class Ds003020:
         """TR grid of `story`: from the Box TRFiles when loaded, else simulated from respdict."""
         if self._box_grids is not None:
             if story not in self._box_grids:
-                raise DataError(f"trfiles pickle: no entry for story '{story}'")
+                raise DataError(f"{self._trfiles}: no entry for story '{story}' (a trfiles pickle of other stories?)")
             return self._box_grids[story]
         if story not in self.respdict:
             raise DataError(f"{self.derivative / 'respdict.json'}: no entry for story '{story}'")

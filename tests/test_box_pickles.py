@@ -123,3 +123,16 @@ def test_damaged_trfiles_name_the_file(mini, mini_root, tmp_path, damage, messag
     path.write_bytes(damage((mini / "box" / "trfiles_huge.jbl").read_bytes()))
     with pytest.raises(DataError, match=f"{path}: .*{message}"):
         Ds003020(mini_root).use_box_trfiles(path)
+
+
+def test_a_story_missing_from_the_trfiles_is_named_with_the_file(mini_root, tmp_path):
+    from data_utils import DataError
+    from make_demo_data import write_box_pickles
+    data = Ds003020(mini_root)
+    lengths = {s: n for s, n in data.respdict.items() if s != "souls"}
+    texts = {s: (mini_root / "derivative" / "TextGrids" / f"{s}.TextGrid").read_text() for s in lengths}
+    write_box_pickles(tmp_path, texts, lengths, 2.0045)
+    data.use_box_trfiles(tmp_path / "trfiles_huge.jbl")
+    assert data.tr_grid("avatar").n_tr == data.respdict["avatar"]
+    with pytest.raises(DataError, match=f"{tmp_path / 'trfiles_huge.jbl'}: no entry for story 'souls'"):
+        data.tr_grid("souls")
