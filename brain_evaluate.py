@@ -274,7 +274,10 @@ def load_subject_data(args) -> dict:
         cc_max, nc_source = subject_noise_ceiling(data, subject, args.test_story), "computed from repeats"
     rois = {"all": np.arange(n_vox)}
     if args.roi_file:
-        rois.update(du.load_roi_file(args.roi_file, n_vox))
+        named = du.load_roi_file(args.roi_file, n_vox)
+        if "all" in named:  # it would replace the every-voxel summary under the same name
+            raise du.DataError(f"{args.roi_file}: the ROI name 'all' is reserved for every voxel; rename that ROI")
+        rois.update(named)
     y_train = np.vstack([data.load_responses(subject, s) for s in train])
     y_test = data.load_responses(subject, args.test_story)[TEST_EXTRA_TRIM:]  # data[40:] <-> TR grid [50:-5]
     # what every layer's fit reads besides its features: a layer result with the same inputs is read back

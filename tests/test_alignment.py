@@ -420,6 +420,17 @@ def test_truncated_audio_is_named_before_any_extraction(mini, tmp_path):
         brain_evaluate.load_subject_data(args)
 
 
+def test_an_roi_named_all_would_hide_the_every_voxel_summary_and_is_refused(mini, tmp_path):
+    rois = json.loads((mini / "rois" / "UTS01.json").read_text())
+    (tmp_path / "rois.json").write_text(json.dumps({**rois, "all": [0, 1, 2]}))
+    args = ["--data-dir", str(mini / "ds003020"), "--subject", "UTS01", "--model-name", "unused", "--out", "o",
+            "--nc-dir", str(mini / "subject_NCs")]
+    assert set(brain_evaluate.load_subject_data(brain_evaluate.parse_args(
+        args + ["--roi-file", str(mini / "rois" / "UTS01.json")]))["rois"]) >= {"all", "language", "auditory"}
+    with pytest.raises(brain_evaluate.du.DataError, match=r"rois.json: the ROI name 'all' is reserved for every voxel"):
+        brain_evaluate.load_subject_data(brain_evaluate.parse_args(args + ["--roi-file", str(tmp_path / "rois.json")]))
+
+
 def test_a_textgrid_that_does_not_parse_is_named_before_any_extraction_with_low_level(mini, tmp_path, capsys):
     from conftest import link_tree
     grid = "derivative/TextGrids/souls.TextGrid"
