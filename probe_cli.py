@@ -8,8 +8,8 @@ from pathlib import Path
 import data_utils as du
 import models
 from inference import inference_threads
-from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, ignored_flags_problem, model_run_usage_problem,
-                       resolve_device, set_seed)
+from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, check_replaceable, ignored_flags_problem,
+                       model_run_usage_problem, out_among_inputs, read_result_json, resolve_device, set_seed)
 
 
 def common_parser(description: str, tasks: list[str], data_help: str) -> argparse.ArgumentParser:
@@ -56,6 +56,15 @@ def load_models(args) -> list:
     return probed
 
 
+def is_probe_output(folder: Path) -> bool:
+    """Whether `folder` holds a probe result, finished or not (its config.json names a task: one killed between
+    writing it and results.json)."""
+    try:
+        return "task" in read_result_json(folder, "config.json", "probe", ("args",))["args"]
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def run(args, task_runner) -> int:
     """Validate flags, load the models, call `task_runner(args, probed_models, device, cache_dir)`; map errors to exit codes."""
     from probe_tasks import TaskUsageError, compare_probe_results
@@ -65,6 +74,9 @@ def run(args, task_runner) -> int:
             return EXIT_USAGE
         if (problem := ignored_flags_problem(args, "--compare", ("data_dir", "model_name"))) is not None:
             print(f"error: {problem}", file=sys.stderr)
+            return EXIT_USAGE
+        if (problem := out_among_inputs(args.out[0], args.compare)) is not None:
+            print(f"error: --compare: {problem}", file=sys.stderr)
             return EXIT_USAGE
         try:
             compare_probe_results([Path(d) for d in args.compare], Path(args.out[0]))
@@ -77,6 +89,12 @@ def run(args, task_runner) -> int:
         return EXIT_USAGE
     if (problem := model_run_usage_problem(args, ("data_dir", "model_name"))) is not None:
         print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    try:  # a model's or a trainer run's folder as --out would lose its config.json
+        for out in args.out:
+            check_replaceable(out, ("results.json",), "probe result", is_output=is_probe_output, action="write into")
+    except FileExistsError as err:
+        print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     set_seed(args.seed)
     try:

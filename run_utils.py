@@ -156,11 +156,13 @@ def replace_dir(tmp_dir: Path, final: Path) -> None:
 
 
 def check_replaceable(folder: str | os.PathLike, markers: tuple[str, ...], what: str,
-                      is_output: Callable[[Path], bool] | None = None) -> None:
+                      is_output: Callable[[Path], bool] | None = None, action: str = "replace") -> None:
     """Refuse to replace `folder` unless it is missing, empty, or an earlier `what`.
 
     An earlier output holds one of `markers` (paths inside it), or passes `is_output(folder)` when given.
-    Guards the scripts that delete their output folder before rewriting it against a mistyped path (`--out ~`).
+    Guards the scripts that delete their output folder before rewriting it against a mistyped path (`--out ~`),
+    and (action="write into") those that write their files into it against another program's folder, whose
+    config.json they would overwrite (a model's, a trainer run's).
     Raises FileExistsError naming the folder, what was expected inside and some of what was found.
     """
     folder = Path(folder)
@@ -173,7 +175,14 @@ def check_replaceable(folder: str | os.PathLike, markers: tuple[str, ...], what:
     if found and not ours:
         expected = f"expected one of {list(markers)} inside, found" if markers else "found"
         raise FileExistsError(f"{folder}: not a {what} ({expected} {found[:5]}{'...' if len(found) > 5 else ''}); "
-                              f"refusing to replace it: choose another folder or empty this one")
+                              f"refusing to {action} it: choose another folder or empty this one")
+
+
+def out_among_inputs(out: str | os.PathLike, inputs: list) -> str | None:
+    """Why `out` cannot take a comparison of the result folders `inputs` (it is one of them: the comparison's plot
+    would replace that result's), else None."""
+    same = [d for d in inputs if Path(d).resolve() == Path(out).resolve()]
+    return f"--out {out} is one of the compared result folders; choose another" if same else None
 
 
 def recover_dir(final: Path) -> Path | None:

@@ -420,6 +420,20 @@ def test_truncated_audio_is_named_before_any_extraction(mini, tmp_path):
         brain_evaluate.load_subject_data(args)
 
 
+def test_out_holding_another_programs_files_is_refused_untouched(mini, tiny_models, tmp_path, capsys):
+    model = shutil.copytree(tiny_models["wav2vec2"], tmp_path / "model")  # e.g. --out mistyped as the model
+    before = {p.name: p.read_bytes() for p in model.iterdir()}
+    assert _eval(mini, str(model), model) == 2
+    assert f"{model}: not a brain_evaluate.py result" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in model.iterdir()} == before  # its config.json kept
+    killed = tmp_path / "killed"  # a run killed after its first layer: its folder holds layer files only
+    killed.mkdir()
+    (killed / "layer_1.npz").write_bytes(b"cut short")
+    assert _eval(mini, str(model), killed) == 0 and (killed / "summary.json").is_file()
+    assert brain_evaluate.main(["--compare", str(killed), str(killed), "--out", str(killed)]) == 2
+    assert f"--out {killed} is one of the compared result folders" in capsys.readouterr().err
+
+
 def test_an_roi_named_all_would_hide_the_every_voxel_summary_and_is_refused(mini, tmp_path):
     rois = json.loads((mini / "rois" / "UTS01.json").read_text())
     (tmp_path / "rois.json").write_text(json.dumps({**rois, "all": [0, 1, 2]}))

@@ -187,6 +187,23 @@ def test_clear_errors(downstream, tiny_models, tmp_path, capsys):
     assert not (tmp_path / "e").exists()
 
 
+def test_out_holding_another_programs_files_is_refused_untouched(downstream, tiny_models, tmp_path, capsys):
+    import shutil
+    model = shutil.copytree(tiny_models["wav2vec2"], tmp_path / "model")  # e.g. --out mistyped as the model
+    before = {p.name: p.read_bytes() for p in model.iterdir()}
+    data, task = downstream / "speech_commands", ("--task", "commands", "--layers", "1")
+    assert eval_downstream.main(_args(str(model), data, model, tmp_path / "c", *task)) == 2
+    assert f"{model}: not a probe result" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in model.iterdir()} == before  # its config.json kept
+    killed = tmp_path / "killed"  # a probe run killed between its config.json and its results.json
+    killed.mkdir()
+    (killed / "config.json").write_text(json.dumps({"args": {"task": "commands"}}))
+    assert eval_downstream.main(_args(str(model), data, killed, tmp_path / "c", *task)) == 0
+    assert json.loads((killed / "results.json").read_text())["task"] == "commands"
+    assert eval_downstream.main(["--compare", str(killed), str(killed), "--out", str(killed)]) == 2
+    assert f"--out {killed} is one of the compared result folders" in capsys.readouterr().err
+
+
 def test_an_utterance_longer_than_whisper_takes_is_named_before_extraction(downstream, tiny_models, tmp_path, capsys):
     import numpy as np
     import soundfile as sf
