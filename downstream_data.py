@@ -134,6 +134,8 @@ def read_timit(root: str | Path, val_fraction: float = 0.1, include_sa: bool = T
             if not phn:
                 raise DataError(f"{wav}: no matching .PHN alignment in {spk_dir}")
             segments = read_sample_alignment(phn[0])
+            if not segments:  # every TIMIT .PHN holds at least its h# silences: this one is empty or cut short
+                raise DataError(f"{phn[0]}: no phone segments (an empty or truncated file)")
             try:
                 phones = [(a, b, f) for a, b, p in segments if (f := fold_timit_phone(p)) is not None]
             except DataError as err:  # the folding does not know the file

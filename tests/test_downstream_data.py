@@ -68,6 +68,9 @@ def test_timit_reader_errors(tmp_path):
     (spk / "sx101.phn").write_text("0 1600 h#\n1600 2400 qq\n")
     with pytest.raises(DataError, match=r"mabc0/sx101.phn: unknown TIMIT phone label 'qq'"):
         dd.read_timit(tmp_path)
+    (spk / "sx101.phn").write_text("\n")  # an empty copy: utterance-level labels would all be "absent"
+    with pytest.raises(DataError, match=r"mabc0/sx101.phn: no phone segments \(an empty or truncated file\)"):
+        dd.read_timit(tmp_path)
 
 
 def test_an_alignment_running_past_its_audio_stops_the_probe_before_extraction(tmp_path):
