@@ -35,8 +35,8 @@ from inference import inference_threads, sharing_plan
 from timing import TEST_EXTRA_TRIM
 from run_utils import (EXIT_DATA, EXIT_USAGE, NPY_READ_ERRORS, HelpFormatter, array_digest, check_replaceable,
                        command_line, file_sha256, ignored_flags_problem, model_run_usage_problem, out_among_inputs,
-                       package_versions, resolve_device, resolve_precision, save_npz_atomic, set_seed, timestamp, to_json,
-                       write_json_atomic, write_text_atomic)
+                       package_versions, resolve_device, resolve_precision, save_npz_atomic, set_seed, timestamp,
+                       to_json, write_json_atomic, write_text_atomic)
 
 PAPER_LAYERS = (2, 5, 7, 8, 10, 11, 12)
 
