@@ -154,6 +154,10 @@ def main(argv=None) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     out = Path(args.out)
+    if out.exists() and not out.with_name(out.name + ".json").is_file():  # an .npz this script did not write
+        print(f"error: {out} exists and has no {out.name}.json beside it, so it is not an earlier output of "
+              f"make_teacher_targets.py; refusing to overwrite it: choose another --out or remove it", file=sys.stderr)
+        return EXIT_USAGE
     make = (word_embedding_teacher if args.word_embedding else text_model_teacher if args.text_model
             else speech_model_teacher)
     try:

@@ -155,6 +155,10 @@ def test_usage_and_data_errors(mini, tiny_models, tmp_path, capsys):
                      "--out", str(tmp_path / "t.npz")]) == 2
     assert "--batch-size applies to a model teacher" in capsys.readouterr().err
     assert not (tmp_path / "t.npz").exists()
+    np.savez(tmp_path / "mine.npz", x=np.arange(3))  # someone else's file under the name given as --out
+    assert mtt.main(["--data-dir", root, "--word-embedding", "english1000", "--out", str(tmp_path / "mine.npz")]) == 2
+    assert "mine.npz exists and has no mine.npz.json beside it" in capsys.readouterr().err
+    np.testing.assert_array_equal(np.load(tmp_path / "mine.npz")["x"], np.arange(3))
 
 
 @pytest.fixture(scope="module")
