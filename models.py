@@ -552,10 +552,15 @@ def save_tuned(model: BrainTuningModel, feature_extractor, out_dir: str | os.Pat
 
 
 def load_head(model_dir: str | os.PathLike) -> VoxelHead:
-    """The voxel head saved beside a tuned model."""
+    """The voxel head saved beside a tuned model; raises ModelError naming the folder when it is missing or damaged."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
     model_dir = Path(model_dir)
-    cfg = json.loads((model_dir / HEAD_CONFIG).read_text())
-    head = VoxelHead(cfg["hidden_size"], cfg["n_targets"], cfg["rank"])
-    head.load_state_dict(load_file(str(model_dir / HEAD_FILE)))
+    try:
+        cfg = json.loads((model_dir / HEAD_CONFIG).read_text())
+        head = VoxelHead(cfg["hidden_size"], cfg["n_targets"], cfg["rank"])
+        head.load_state_dict(load_file(str(model_dir / HEAD_FILE)))
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as err:
+        raise ModelError(f"{model_dir}: no usable voxel head ({HEAD_CONFIG} + {HEAD_FILE}; "
+                         f"{type(err).__name__}: {err})") from err
     return head

@@ -117,6 +117,10 @@ def test_saved_model_reloads_as_a_standard_checkpoint(tiny_models, family, tmp_p
     assert not any("lora" in n for n, _ in again.named_parameters())
     with torch.no_grad():
         torch.testing.assert_close(again(wav), expected, atol=1e-4, rtol=1e-4)
+    head = tmp_path / "best" / models.HEAD_FILE
+    head.write_bytes(head.read_bytes()[:100])  # a partial copy
+    with pytest.raises(ModelError, match=f"{tmp_path / 'best'}: no usable voxel head"):
+        load_head(tmp_path / "best")
 
 
 def test_unknown_model_type_is_named(tmp_path):
