@@ -33,10 +33,10 @@ from features import (FeatureCache, add_window_arguments, cache_settings, check_
                       extract_story_features_together)
 from inference import inference_threads, sharing_plan
 from timing import TEST_EXTRA_TRIM
-from run_utils import (EXIT_DATA, EXIT_USAGE, NPY_READ_ERRORS, HelpFormatter, array_digest, check_replaceable,
-                       command_line, file_sha256, ignored_flags_problem, model_run_usage_problem, out_among_inputs,
-                       package_versions, resolve_device, resolve_precision, save_npz_atomic, set_seed, timestamp,
-                       to_json, write_json_atomic, write_text_atomic)
+from run_utils import (EXIT_DATA, EXIT_USAGE, NPY_READ_ERRORS, HelpFormatter, array_digest, command_line,
+                       file_sha256, ignored_flags_problem, model_run_usage_problem, out_among_inputs,
+                       output_dirs_problem, package_versions, resolve_device, resolve_precision, save_npz_atomic,
+                       set_seed, timestamp, to_json, write_json_atomic, write_text_atomic)
 
 PAPER_LAYERS = (2, 5, 7, 8, 10, 11, 12)
 
@@ -136,12 +136,10 @@ def main(argv=None) -> int:
     if (problem := model_run_usage_problem(args, ("data_dir", "subject", "model_name"))) is not None:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    try:  # a model's or a trainer run's folder as --out would lose its config.json
-        for out in args.out:
-            check_replaceable(out, ("summary.json",), "brain_evaluate.py result", action="write into",
-                              is_output=lambda folder: any(folder.glob("layer_*.npz")))  # a killed run's layers
-    except FileExistsError as err:
-        print(f"error: {err}", file=sys.stderr)
+    # an earlier result: finished (summary.json), or killed with some layers written
+    if (problem := output_dirs_problem(args.out, ("summary.json",), "brain_evaluate.py result",
+                                       is_output=lambda folder: any(folder.glob("layer_*.npz")))) is not None:
+        print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     args.low_level_groups = [g for g in al.LOW_LEVEL_GROUPS if g in args.low_level_groups]  # column order, once each
     if tuple(args.low_level_groups) != al.LOW_LEVEL_GROUPS and not args.low_level:

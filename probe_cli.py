@@ -8,8 +8,8 @@ from pathlib import Path
 import data_utils as du
 import models
 from inference import inference_threads
-from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, check_replaceable, ignored_flags_problem,
-                       model_run_usage_problem, out_among_inputs, read_result_json, resolve_device, set_seed)
+from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, ignored_flags_problem, model_run_usage_problem,
+                       out_among_inputs, output_dirs_problem, read_result_json, resolve_device, set_seed)
 
 
 def common_parser(description: str, tasks: list[str], data_help: str) -> argparse.ArgumentParser:
@@ -90,11 +90,8 @@ def run(args, task_runner) -> int:
     if (problem := model_run_usage_problem(args, ("data_dir", "model_name"))) is not None:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    try:  # a model's or a trainer run's folder as --out would lose its config.json
-        for out in args.out:
-            check_replaceable(out, ("results.json",), "probe result", is_output=is_probe_output, action="write into")
-    except FileExistsError as err:
-        print(f"error: {err}", file=sys.stderr)
+    if (problem := output_dirs_problem(args.out, ("results.json",), "probe result", is_probe_output)) is not None:
+        print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     set_seed(args.seed)
     try:

@@ -178,6 +178,19 @@ def check_replaceable(folder: str | os.PathLike, markers: tuple[str, ...], what:
                               f"refusing to {action} it: choose another folder or empty this one")
 
 
+def output_dirs_problem(outs: list, markers: tuple[str, ...], what: str,
+                        is_output: Callable[[Path], bool] | None = None) -> str | None:
+    """Why a script that writes its files (config.json among them) into each of `outs` must not (one holds
+    another program's files: a model's or a trainer run's folder would lose its config.json), else None.
+    Each must be missing, empty or an earlier `what` (`check_replaceable`)."""
+    try:
+        for out in outs:
+            check_replaceable(out, markers, what, is_output=is_output, action="write into")
+    except FileExistsError as err:
+        return str(err)
+    return None
+
+
 def out_among_inputs(out: str | os.PathLike, inputs: list) -> str | None:
     """Why `out` cannot take a comparison of the result folders `inputs` (it is one of them: the comparison's plot
     would replace that result's), else None."""
