@@ -16,7 +16,8 @@ print the headline.
 The demo only chooses data, model and budget flags (DEMO_* below); `--seeds` repeats it per seed and
 writes OUT/SEEDS.md; with `--resume` a seed already finished with the same settings by the same commit of
 unmodified code (its findings.json says so) is read back instead of re-run. Exit code 0 when the pipeline ran
-(findings that do not hold are reported, not hidden).
+(findings that do not hold are reported, not hidden); 2 when --out is a folder that is not an earlier demo output
+(the demo replaces what it finds there), leaving it untouched.
 """
 from __future__ import annotations
 
@@ -43,6 +44,8 @@ PROBE_TASKS = [("semantic_category", "words"), ("phonemes", "timit"), ("sentence
                ("commands", "speech_commands"), ("emotion", "crema_d"), ("intent", "slurp")]
 # --quick (CI): the same data and recipe, without the control run and with the semantic probe only.
 QUICK_PROBE_TASKS = PROBE_TASKS[:1]
+RUN_RECORD = "demo_run.json"  # a seed's settings, command and versions, written when its run starts
+DEMO_MARKERS = (RUN_RECORD, "findings.json", "SEEDS.md")  # what only a demo output holds
 
 
 def _step(name: str, fn, *args) -> None:
@@ -71,6 +74,15 @@ def demo_settings(seed: int, quick: bool, size: str, diagnostics: bool, teacher:
             "train_flags": DEMO_TRAIN_FLAGS, "eval_flags": DEMO_EVAL_FLAGS, "toolkit": toolkit_version()}
 
 
+def demo_out_problem(outs: list) -> str | None:
+    """Why the demo must not write into one of `outs`, else None. The demo replaces the trainer runs, results
+    and report it finds in its --out (`--overwrite`), so each folder must be missing, empty or an earlier demo
+    output (a single run, killed or finished, or a --seeds run): never a folder of real results."""
+    from run_utils import output_dirs_problem
+    return output_dirs_problem(outs, DEMO_MARKERS, "run_demo.py output",
+                               is_output=lambda folder: any(any(folder.glob(f"seed_*/{m}")) for m in DEMO_MARKERS))
+
+
 def finished_seed(out: Path, settings: dict) -> tuple[dict | None, str]:
     """The findings in `out` when an earlier run finished them with `settings` and unmodified code, else None;
     with the reason either way (for the log)."""
@@ -94,7 +106,10 @@ def run_pipeline(out: Path, data: Path, seed: int, quick: bool, progress: bool, 
     """Run every step for one seed; returns the findings (see demo_report.findings), with `settings` (see
     demo_settings, computed here when not given) under "settings"."""
     settings = settings or demo_settings(seed, quick, size, diagnostics, teacher)
+    from run_utils import creation_record, write_json_atomic
     (out / "findings.json").unlink(missing_ok=True)  # written last: its presence means this run finished
+    # written first: the run's settings and versions, and the mark of a demo folder (demo_out_problem)
+    write_json_atomic(out / RUN_RECORD, creation_record(settings))
     import brain_evaluate
     import brain_trainer_story
     import eval_downstream
@@ -196,7 +211,11 @@ def main(argv=None) -> int:
     if args.resume and not args.seeds:
         parser.error("--resume needs --seeds (a single seed is one run)")
     from demo_report import headline, write_seed_summary
+    from run_utils import EXIT_USAGE
     out = Path(args.out)
+    if (problem := demo_out_problem([out] + [out / f"seed_{s}" for s in args.seeds or []])) is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     t0 = time.perf_counter()
     if args.seeds:
         results = {}

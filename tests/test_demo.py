@@ -217,3 +217,64 @@ def test_seeds_resume_reads_back_only_seeds_finished_with_the_same_settings_and_
     assert demo() == [0, 1]  # without --resume every seed runs
     with pytest.raises(SystemExit):
         run_demo.main(["--resume"])  # a single seed is one run
+
+
+def test_out_must_be_new_empty_or_an_earlier_demo_output_and_a_refused_one_is_left_untouched(tmp_path, monkeypatch,
+                                                                                              capsys):
+    import json
+    ran = []
+
+    def fake_pipeline(out, data, seed, quick, progress, size="demo", diagnostics=False, settings=None, teacher=False):
+        ran.append(seed)
+        raise SystemExit("pipeline reached")  # the check under test comes before any step
+    monkeypatch.setattr(run_demo, "run_pipeline", fake_pipeline)
+    # a real experiment's folder: its tuned model is what the demo's `--overwrite` tuning would replace
+    real = tmp_path / "experiment"
+    (real / "train" / "tuned").mkdir(parents=True)
+    (real / "train" / "tuned" / "config.json").write_text('{"lr": 1e-4}')
+    before = sorted((p.relative_to(real), p.read_bytes() if p.is_file() else None) for p in real.rglob("*"))
+    for flags in ([], ["--seeds", "0", "1"]):
+        assert run_demo.main(["--out", str(real), "--no-progress", *flags]) == run_utils.EXIT_USAGE
+        err = capsys.readouterr().err  # names the folder, what a demo folder holds and what was found
+        assert f"error: {real}: not a run_demo.py output" in err and "'findings.json'" in err and "['train']" in err
+    assert sorted((p.relative_to(real), p.read_bytes() if p.is_file() else None) for p in real.rglob("*")) == before
+    # a --seeds folder whose seed folder is someone else's
+    seeds = tmp_path / "seeds"
+    (seeds / "seed_1").mkdir(parents=True)
+    (seeds / "seed_1" / "weights.safetensors").write_bytes(b"x")
+    (seeds / "seed_0").mkdir()
+    (seeds / "seed_0" / run_demo.RUN_RECORD).write_text("{}")
+    assert "seed_1" in run_demo.demo_out_problem([seeds, seeds / "seed_0", seeds / "seed_1"])
+    assert ran == []
+    # accepted: missing, empty, a killed single run (its run record only), a finished one, a --seeds run's top
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    killed = tmp_path / "killed"
+    (killed / "train" / "tuned").mkdir(parents=True)
+    (killed / run_demo.RUN_RECORD).write_text(json.dumps({"seed": 0}))
+    finished = tmp_path / "finished"
+    finished.mkdir()
+    (finished / "findings.json").write_text("{}")
+    for ok in (tmp_path / "new", empty, killed, finished, seeds / "seed_0", seeds):
+        assert run_demo.demo_out_problem([ok]) is None, ok
+        with pytest.raises(SystemExit, match="pipeline reached"):
+            run_demo.main(["--out", str(ok), "--no-progress"])
+    assert ran == [0] * 6
+
+
+def test_pipeline_writes_its_settings_and_versions_first(tmp_path, monkeypatch):
+    import json
+    import demo_report
+    seen = []
+
+    def step(name, fn, *args):  # the record is there before the first step runs
+        seen.append((tmp_path / "out" / run_demo.RUN_RECORD).is_file())
+    monkeypatch.setattr(run_demo, "_step", step)
+    monkeypatch.setattr(demo_report, "findings", lambda out, models: {"models": models})
+    monkeypatch.setattr(demo_report, "write_report", lambda *a, **k: None)
+    settings = run_demo.demo_settings(3, True, "demo", False)
+    run_demo.run_pipeline(tmp_path / "out", tmp_path / "data", seed=3, quick=True, progress=False, settings=settings)
+    assert seen and all(seen)
+    record = json.loads((tmp_path / "out" / run_demo.RUN_RECORD).read_text())
+    assert {k: record[k] for k in settings} == json.loads(json.dumps(settings))
+    assert record["versions"]["torch"] and record["command"] and record["created"]
