@@ -33,10 +33,10 @@ from features import (FeatureCache, add_window_arguments, cache_settings, check_
                       extract_story_features_together)
 from inference import inference_threads, sharing_plan
 from timing import TEST_EXTRA_TRIM
-from run_utils import (EXIT_DATA, EXIT_USAGE, NPY_READ_ERRORS, HelpFormatter, array_digest, command_line,
-                       file_sha256, ignored_flags_problem, model_run_usage_problem, out_among_inputs,
-                       output_dirs_problem, package_versions, resolve_device, resolve_precision, save_npz_atomic,
-                       set_seed, timestamp, to_json, write_json_atomic, write_text_atomic)
+from run_utils import (EXIT_DATA, EXIT_USAGE, NPY_READ_ERRORS, HelpFormatter, array_digest, command_line, file_sha256,
+                       fraction, ignored_flags_problem, model_run_usage_problem, nonnegative_int, out_among_inputs,
+                       output_dirs_problem, package_versions, positive_int, resolve_device, resolve_precision,
+                       save_npz_atomic, set_seed, timestamp, to_json, write_json_atomic, write_text_atomic)
 
 PAPER_LAYERS = (2, 5, 7, 8, 10, 11, 12)
 
@@ -61,14 +61,15 @@ def parse_args(argv=None):
     p.add_argument("--test-story", default=du.TEST_STORY, help="held-out story the alignment is scored on")
     p.add_argument("--roi-file", help="JSON {roi: [voxel indices]}; 'all' is always reported")
     p.add_argument("--nc-dir", default=str(du.DEFAULT_NC_DIR), help="noise ceilings (computed from repeats if absent)")
-    p.add_argument("--nc-floor", type=float, default=0.1, help="cc_norm only where cc_max exceeds this")
+    p.add_argument("--nc-floor", type=fraction, default=0.1, help="cc_norm only where cc_max exceeds this")
     du.add_timing_arguments(p)
     add_window_arguments(p)
     p.add_argument("--whisper-mode", default="pad30", choices=models.WHISPER_MODES)
-    p.add_argument("--batch-size", type=int, help="windows per forward pass (default 16 on CUDA, 1 on CPU, where "
-                                                   "batching saves no time and costs memory: bench/RESULTS.md)")
+    p.add_argument("--batch-size", type=positive_int,
+                   help="windows per forward pass (default 16 on CUDA, 1 on CPU, where "
+                        "batching saves no time and costs memory: bench/RESULTS.md)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
-    p.add_argument("--inference-threads", type=int,
+    p.add_argument("--inference-threads", type=positive_int,
                    help="batches of windows run side by side, each op on one core (default: torch's CPU threads on "
                         "a CPU, 1 on a GPU; same features, 1.4x faster on 2 cores: bench/RESULTS.md)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
@@ -82,13 +83,14 @@ def parse_args(argv=None):
     p.add_argument("--low-level-groups", nargs="+", choices=al.LOW_LEVEL_GROUPS, default=list(al.LOW_LEVEL_GROUPS),
                    help="low-level feature groups regressed out (default all, as §4 specifies; a subset shows which "
                         "groups carry the impact)")
-    p.add_argument("--data-efficiency", type=int, nargs="+", metavar="N",
+    p.add_argument("--data-efficiency", type=positive_int, nargs="+", metavar="N",
                    help="also fit the upper-middle layers' encoding models on N randomly drawn training stories, for "
                         "each N (summary.json's data_efficiency, data_efficiency.png); --compare then gives the stories "
                         "each model needs to match the first model's full-data alignment")
-    p.add_argument("--data-efficiency-repeats", type=int, default=3,
+    p.add_argument("--data-efficiency-repeats", type=positive_int, default=3,
                    help="draws of stories per N (the same draws for every model with this --seed)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the ridge bootstraps and the data-efficiency draws")
+    p.add_argument("--seed", type=nonnegative_int, default=0,
+                   help="seed of the ridge bootstraps and the data-efficiency draws")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p.parse_args(argv)
 
@@ -160,8 +162,6 @@ def main(argv=None) -> int:
     data, train, test_story = subject_data["data"], subject_data["train"], args.test_story
     if args.data_efficiency:
         try:
-            if args.data_efficiency_repeats < 1:
-                raise ValueError(f"--data-efficiency-repeats must be >= 1, found {args.data_efficiency_repeats}")
             subject_data["efficiency_draws"] = al.story_subsets(train, sorted(set(args.data_efficiency)),
                                                                 args.data_efficiency_repeats, args.seed)
         except ValueError as err:

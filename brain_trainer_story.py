@@ -27,9 +27,10 @@ import torch
 import data_utils as du
 import models
 import training
-from run_utils import (EXIT_DATA, EXIT_USAGE, NPY_READ_ERRORS, HelpFormatter, check_replaceable, command_line,
-                       package_versions, read_result_json, recover_dir, replace_dir, resolve_device, resolve_precision,
-                       save_npy_atomic, set_seed, timestamp, write_csv_atomic, write_json_atomic)
+from run_utils import (EXIT_DATA, EXIT_USAGE, NPY_READ_ERRORS, HelpFormatter, check_replaceable, command_line, fraction,
+                       nonnegative_float, nonnegative_int, package_versions, positive_float, positive_int,
+                       read_result_json, recover_dir, replace_dir, resolve_device, resolve_precision, save_npy_atomic,
+                       set_seed, timestamp, write_csv_atomic, write_json_atomic)
 
 # Settings that define a run: a resumed run must agree on all of them.
 RUN_DEFINING = ("data_dir", "subject", "model_name", "nc_threshold", "roi", "hemisphere", "loss", "target_control",
@@ -79,7 +80,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--train-stories", nargs="+", help="explicit training stories (overrides the preset)")
     g.add_argument("--val-stories", nargs="+", help="explicit validation stories")
     du.add_timing_arguments(g)
-    g.add_argument("--nc-threshold", type=float, default=du.NC_THRESHOLD, help="tune on voxels with NC above this")
+    g.add_argument("--nc-threshold", type=fraction, default=du.NC_THRESHOLD, help="tune on voxels with NC above this")
     g.add_argument("--nc-dir", default=str(du.DEFAULT_NC_DIR), help="folder of <SUBJ>.npy noise ceilings")
     g.add_argument("--nc-file", nargs="+", help="explicit noise-ceiling .npy (overrides --nc-dir); one per --subject")
     g.add_argument("--roi-file", nargs="+",
@@ -92,29 +93,34 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--model-name", required=True, help="hub id or local dir (wav2vec2, hubert, wavlm, data2vec, whisper)")
     g.add_argument("--whisper-mode", default="pad30", choices=models.WHISPER_MODES,
                    help="pad30 = paper (pad to 30 s, pool valid frames); truncate = positions cut to the window")
-    g.add_argument("--head-rank", type=int, help="low-rank readout (BrainWavLM: 100); default full rank")
-    g.add_argument("--lora-rank", type=int, help="train LoRA adapters of this rank instead of the full transformer")
-    g.add_argument("--lora-alpha", type=float, default=4.0, help="LoRA scaling numerator (scale = alpha / rank)")
-    g.add_argument("--lora-dropout", type=float, default=0.1, help="dropout on the LoRA input")
+    g.add_argument("--head-rank", type=positive_int, help="low-rank readout (BrainWavLM: 100); default full rank")
+    g.add_argument("--lora-rank", type=positive_int,
+                   help="train LoRA adapters of this rank instead of the full transformer")
+    g.add_argument("--lora-alpha", type=positive_float, default=4.0,
+                   help="LoRA scaling numerator (scale = alpha / rank)")
+    g.add_argument("--lora-dropout", type=fraction, default=0.1, help="dropout on the LoRA input")
     g.add_argument("--lora-targets", nargs="+", help="module names to adapt (default per family)")
-    g.add_argument("--freeze-layers", type=int, default=0,
+    g.add_argument("--freeze-layers", type=nonnegative_int, default=0,
                    help="also freeze the bottom N transformer layers (tune only the layers above)")
     g.add_argument("--init-head", default="random", choices=["random", "ridge"],
                    help="ridge = start from the ridge readout of the pretrained pooled features (alpha per voxel "
                         "chosen on the validation windows)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--loss", default="mse", choices=training.LOSSES)
-    g.add_argument("--lr", type=float, default=5e-5, help="backbone learning rate")
-    g.add_argument("--head-lr", type=float, default=1e-4, help="voxel-head learning rate")
-    g.add_argument("--batch-size", type=int, default=128, help="samples per optimizer step (all GPUs together)")
-    g.add_argument("--micro-batch-size", type=int, help="samples per forward pass (gradient accumulation)")
-    g.add_argument("--num-epochs", type=int, default=30, help="most epochs (early stopping may end sooner)")
-    g.add_argument("--patience", type=int, default=3, help="epochs without validation improvement before stopping")
-    g.add_argument("--warmup-fraction", type=float, default=0.1, help="share of the steps with linear LR warm-up")
-    g.add_argument("--seed", type=int, default=0, help="seed of initialisation, order, dropout and controls")
+    g.add_argument("--lr", type=nonnegative_float, default=5e-5, help="backbone learning rate (0: left as it is)")
+    g.add_argument("--head-lr", type=nonnegative_float, default=1e-4, help="voxel-head learning rate")
+    g.add_argument("--batch-size", type=positive_int, default=128,
+                   help="samples per optimizer step (all GPUs together)")
+    g.add_argument("--micro-batch-size", type=positive_int, help="samples per forward pass (gradient accumulation)")
+    g.add_argument("--num-epochs", type=positive_int, default=30, help="most epochs (early stopping may end sooner)")
+    g.add_argument("--patience", type=positive_int, default=3,
+                   help="epochs without validation improvement before stopping")
+    g.add_argument("--warmup-fraction", type=fraction, default=0.1, help="share of the steps with linear LR warm-up")
+    g.add_argument("--seed", type=nonnegative_int, default=0,
+                   help="seed of initialisation, order, dropout and controls")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
     g.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"], help="auto = bf16 on CUDA")
-    g.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+    g.add_argument("--num-workers", type=nonnegative_int, default=0, help="DataLoader worker processes")
     g.add_argument("--cache-front-end", action="store_true",
                    help="compute the frozen front end (conv encoder; Whisper: + frozen dropout-free blocks) once per "
                         "window and reuse it every epoch; same results, disk ~0.5 MB/window bf16 (README)")
@@ -126,7 +132,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--resume", action="store_true", help="continue the run in --out-dir from last/")
     g.add_argument("--overwrite", action="store_true", help="replace a different run in --out-dir")
     g.add_argument("--no-progress", action="store_true", help="no progress bars (batch logs)")
-    g.add_argument("--stop-after-steps", type=int, help=argparse.SUPPRESS)  # tests: simulate a kill
+    g.add_argument("--stop-after-steps", type=positive_int, help=argparse.SUPPRESS)  # tests: simulate a kill
     args = p.parse_args(argv)
     for name in ("subject", "nc_file", "roi_file"):  # one value: recorded as before, a string
         value = getattr(args, name)

@@ -24,7 +24,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from run_utils import EXIT_DATA, NPY_READ_ERRORS, file_sha256, save_npy_atomic
+from run_utils import EXIT_DATA, NPY_READ_ERRORS, file_sha256, positive_float, save_npy_atomic
 from textgrid_utils import TextGridError, TimedLabels, phones_from_tiers, read_textgrid, words_from_tiers
 from timing import DEFAULT_TR, AlignmentError, TRGrid, check_alignment, check_audio_duration, simulated_tr_grid
 
@@ -328,7 +328,7 @@ class Ds003020:
 
 def add_timing_arguments(parser) -> None:
     """--tr and --trfiles: how every script that pairs audio with responses places the TRs."""
-    parser.add_argument("--tr", type=float, default=DEFAULT_TR,
+    parser.add_argument("--tr", type=positive_float, default=DEFAULT_TR,
                         help="repetition time in seconds (TR grids simulated from respdict.json)")
     parser.add_argument("--trfiles", help="Box trfiles_huge.jbl (Antonello et al.): each story's recorded TR times "
                                           "instead of simulated ones; give the same to tuning, teacher targets and "

@@ -23,7 +23,7 @@ from typing import Callable
 
 from probe_cli import common_parser, run
 from probe_tasks import TaskUsageError, run_probe_task, run_semantic_preference, run_story_word_probe
-from run_utils import EXIT_USAGE, resolve_precision
+from run_utils import EXIT_USAGE, nonnegative_float, number_type, positive_int, resolve_precision
 
 PROBE_TASKS = ["commands", "emotion", "intent", "action", "semantic_category"]
 
@@ -71,10 +71,13 @@ def main(argv=None) -> int:
     g.add_argument("--corpus", default="ds003020", choices=["ds003020", "timit", "aligned"],
                    help="where word segments come from (aligned: a folder of <name>.wav + <name>.TextGrid)")
     g.add_argument("--stories", nargs="+", help="ds003020 stories to take words from (default: all)")
-    g.add_argument("--context", type=float, default=3.0, help="seconds of audio before each word given to the model")
-    g.add_argument("--max-per-word", type=int, help="occurrences used per word (default 10; story_word_category 5)")
+    g.add_argument("--context", type=nonnegative_float, default=3.0,
+                   help="seconds of audio before each word given to the model")
+    g.add_argument("--max-per-word", type=positive_int,
+                   help="occurrences used per word (default 10; story_word_category 5)")
     g.add_argument("--word-labels", help="story_word_category: TSV word/label (e.g. a semantic category per word)")
-    g.add_argument("--folds", type=int, default=6, help="story_word_category: folds of held-out words")
+    g.add_argument("--folds", type=number_type(int, lambda v: v >= 2, "an integer >= 2"), default=6,
+                   help="story_word_category: folds of held-out words")
     args = parser.parse_args(argv)
     for flag, dest, tasks in (("--pairs", "pairs", ("semantic_preference",)),
                               ("--word-labels", "word_labels", ("story_word_category",)),

@@ -16,14 +16,14 @@ import sys
 
 from probe_cli import common_parser, run
 from probe_tasks import run_probe_task
-from run_utils import resolve_precision
+from run_utils import positive_int, resolve_precision
 
 TIMIT_TASKS = ["phonemes", "phonemes_frame", "sentence_type"]
 
 
 def main(argv=None) -> int:
     parser = common_parser(__doc__.splitlines()[0], TIMIT_TASKS, "TIMIT root (holds TRAIN/ and TEST/)")
-    parser.add_argument("--frame-step", type=int, default=4, help="phonemes_frame: keep every N-th frame")
+    parser.add_argument("--frame-step", type=positive_int, default=4, help="phonemes_frame: keep every N-th frame")
     args = parser.parse_args(argv)
 
     def task(args, probed, device, cache_dir):

@@ -18,7 +18,7 @@ import torch
 
 from inference import hidden_states_together, pooled_over_batches, prepare_for_inference
 from models import ModelError, SpeechEncoder
-from run_utils import NPY_READ_ERRORS, save_npz_atomic, write_json_atomic
+from run_utils import NPY_READ_ERRORS, nonnegative_float, positive_float, save_npz_atomic, write_json_atomic
 
 MIN_WINDOW_SAMPLES = 400
 POOLINGS = ("last", "last_tr", "mean")
@@ -138,8 +138,8 @@ def _split_by_length(batch: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]
 
 def add_window_arguments(parser) -> None:
     """--stride, --context and --pooling, the sliding-window settings of every script that extracts features."""
-    parser.add_argument("--stride", type=float, default=0.1, help="seconds between feature windows")
-    parser.add_argument("--context", type=float, default=16.0, help="seconds of context per window")
+    parser.add_argument("--stride", type=positive_float, default=0.1, help="seconds between feature windows")
+    parser.add_argument("--context", type=nonnegative_float, default=16.0, help="seconds of context per window")
     parser.add_argument("--pooling", default="auto", choices=("auto",) + POOLINGS,
                         help="auto = last frame (wav2vec family), mean over the window's last TR (Whisper)")
 

@@ -29,7 +29,8 @@ import numpy as np
 
 from eval_utils import lanczosinterp2d, make_delayed, zscore
 from low_level import mel_band_energy
-from run_utils import EXIT_USAGE, check_replaceable, creation_record, replace_dir, write_json_atomic
+from run_utils import (EXIT_USAGE, check_replaceable, creation_record, nonnegative_int, positive_float,
+                       replace_dir, write_json_atomic)
 from textgrid_utils import format_textgrid
 from timing import DEFAULT_TR, simulated_tr_grid, trim_slice
 
@@ -416,9 +417,9 @@ def check_miniature(tmp: Path, preset: SizePreset) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Write the miniature ds003020 dataset with planted signal.")
     parser.add_argument("--out", required=True, help="output folder (OUT/ds003020 is the dataset root)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
     parser.add_argument("--size", choices=sorted(SIZES), default="demo")
-    parser.add_argument("--tr", type=float, default=DEFAULT_TR)
+    parser.add_argument("--tr", type=positive_float, default=DEFAULT_TR)
     args = parser.parse_args(argv)
     try:
         root = build(Path(args.out), seed=args.seed, size=args.size, tr=args.tr)

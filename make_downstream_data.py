@@ -22,7 +22,8 @@ import numpy as np
 
 from downstream_data import CREMA_EMOTIONS, SPEECH_COMMANDS_35
 from make_demo_data import CATEGORIES, NEAR_HOMOPHONES, VOCABULARY, word_categories_tsv
-from run_utils import EXIT_USAGE, check_replaceable, creation_record, replace_dir, write_json_atomic
+from run_utils import (EXIT_USAGE, check_replaceable, creation_record, nonnegative_int, replace_dir,
+                       write_json_atomic)
 
 RATE = 16000
 SIZES = {"demo": {"timit_speakers": (10, 4), "sc_speakers": 6, "crema_actors": 10, "slurp_speakers": 4,
@@ -273,7 +274,7 @@ def build(out: Path, seed: int = 0, size: str = "demo", quiet: bool = False) -> 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
     parser.add_argument("--size", choices=sorted(SIZES), default="demo")
     args = parser.parse_args(argv)
     try:

@@ -29,8 +29,8 @@ import models
 import teacher_targets as tt
 from features import FeatureCache, add_window_arguments, cache_settings, check_window_fits
 from inference import inference_threads
-from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, command_line, package_versions, resolve_device,
-                       resolve_precision, save_npz_atomic, timestamp, write_json_atomic)
+from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, command_line, nonnegative_int, package_versions,
+                       positive_int, resolve_device, resolve_precision, save_npz_atomic, timestamp, write_json_atomic)
 
 BRAIN_TUNING_STORIES = du.TRAIN_STORIES + du.VAL_STORIES + (du.TEST_STORY,)
 
@@ -44,17 +44,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     teacher.add_argument("--text-model", help="text teacher: hub id or local dir of a language model and its tokenizer")
     teacher.add_argument("--word-embedding", help="word teacher: a Huth-lab .hf5 ('data' (dims, words), 'vocab'); "
                                                   "'english1000' = the dataset's derivative/english1000sm.hf5")
-    p.add_argument("--layer", type=int, help="speech or text teacher: hidden-state index (0 = transformer input)")
-    p.add_argument("--context-words", type=int, default=20, help="text teacher: words read before each word")
+    p.add_argument("--layer", type=nonnegative_int,
+                   help="speech or text teacher: hidden-state index (0 = transformer input)")
+    p.add_argument("--context-words", type=nonnegative_int, default=20,
+                   help="text teacher: words read before each word")
     p.add_argument("--stories", nargs="+", help="stories to write (default: the brain-tuning split's 27 present)")
     du.add_timing_arguments(p)
     g = p.add_argument_group("speech teacher (the alignment evaluation's feature settings)")
     add_window_arguments(g)
     g.add_argument("--whisper-mode", default="pad30", choices=models.WHISPER_MODES)
-    g.add_argument("--batch-size", type=int, help="windows per forward pass (default 16 on CUDA, 1 on CPU); text "
-                                                   "teacher: words per forward pass (default 32)")
+    g.add_argument("--batch-size", type=positive_int,
+                   help="windows per forward pass (default 16 on CUDA, 1 on CPU); text "
+                        "teacher: words per forward pass (default 32)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 (speech and text teachers)")
-    g.add_argument("--inference-threads", type=int, help="batches side by side on a CPU (see brain_evaluate.py)")
+    g.add_argument("--inference-threads", type=positive_int,
+                   help="batches side by side on a CPU (see brain_evaluate.py)")
     g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="auto = bf16 autocast on CUDA, fp32 on CPU")
     g.add_argument("--cache-dir", help="feature cache shared with brain_evaluate.py (default: its default)")
@@ -70,8 +74,6 @@ def usage_problem(args) -> str | None:
         return f"{model_flag} needs --layer (the teacher's hidden-state index)"
     if args.word_embedding and args.layer is not None:
         return "--layer chooses a model teacher's layer; --word-embedding has none"
-    if args.context_words < 0:
-        return f"--context-words must be >= 0, found {args.context_words}"
     speech_only = [f for f, d in (("--cache-dir", "cache_dir"), ("--inference-threads", "inference_threads"))
                    if getattr(args, d) is not None]
     if not args.model_name and speech_only:

@@ -9,7 +9,8 @@ import data_utils as du
 import models
 from inference import inference_threads
 from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, ignored_flags_problem, model_run_usage_problem,
-                       out_among_inputs, output_dirs_problem, read_result_json, resolve_device, set_seed)
+                       nonnegative_int, out_among_inputs, output_dirs_problem, positive_int, read_result_json,
+                       resolve_device, set_seed)
 
 
 def common_parser(description: str, tasks: list[str], data_help: str) -> argparse.ArgumentParser:
@@ -23,16 +24,16 @@ def common_parser(description: str, tasks: list[str], data_help: str) -> argpars
     p.add_argument("--layers", type=int, nargs="+", help="hidden-state indices (default: all transformer layers)")
     p.add_argument("--whisper-mode", default="pad30", choices=models.WHISPER_MODES,
                    help="pad30 = pad to 30 s, pool valid frames; truncate = positions cut to the audio")
-    p.add_argument("--batch-size", type=int, default=16,
+    p.add_argument("--batch-size", type=positive_int, default=16,
                    help="utterances per forward pass (of one length; Whisper pad30 on a GPU: of any lengths, as it pads "
                         "each to 30 s)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
-    p.add_argument("--inference-threads", type=int,
+    p.add_argument("--inference-threads", type=positive_int,
                    help="batches run side by side, each op on one core (default: torch's CPU threads on a CPU, 1 on "
                         "a GPU; same numbers, faster on CPUs where small ops scale poorly)")
     p.add_argument("--cache-dir", help="feature cache (default: $BRAIN_TUNING_CACHE/probes, else ~/.cache/brain-tuning/probes)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the probes' training")
-    p.add_argument("--permutations", type=int, default=0, metavar="N",
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the probes' training")
+    p.add_argument("--permutations", type=nonnegative_int, default=0, metavar="N",
                    help="multiclass utterance tasks: also the chance distribution of each layer's test F1 macro, from "
                         "N probes refitted on labels shuffled among the held-out units (words for semantic_category); "
                         "~0.1 s per probe on 2 cores for the miniature's words")
@@ -84,9 +85,6 @@ def run(args, task_runner) -> int:
             print(f"error: {err}", file=sys.stderr)
             return EXIT_USAGE
         return 0
-    if args.permutations < 0:
-        print(f"error: --permutations must be >= 0, found {args.permutations}", file=sys.stderr)
-        return EXIT_USAGE
     if (problem := model_run_usage_problem(args, ("data_dir", "model_name"))) is not None:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE

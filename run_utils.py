@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import platform
 import random
@@ -34,6 +35,29 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.default is None or action.default is False:
             return action.help
         return super()._get_help_string(action)
+
+
+def number_type(kind: type, ok: Callable[[float], bool], expected: str) -> Callable[[str], float]:
+    """An argparse `type` that reads a `kind` (int or float) and refuses values for which `ok` is false (and NaN or
+    inf), so that e.g. `--lr -1` is a usage error (exit 2, "argument --lr: expected a number > 0, found -1") rather
+    than a run that silently ascends the gradient."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, found {text!r}") from None
+        if not ((kind is int or math.isfinite(value)) and ok(value)):
+            raise argparse.ArgumentTypeError(f"expected {expected}, found {text}")
+        return value
+    parse.__name__ = expected  # what argparse's own messages call the type
+    return parse
+
+
+positive_int = number_type(int, lambda v: v > 0, "an integer > 0")
+nonnegative_int = number_type(int, lambda v: v >= 0, "an integer >= 0")  # seeds (numpy takes no negative seed)
+positive_float = number_type(float, lambda v: v > 0, "a number > 0")
+nonnegative_float = number_type(float, lambda v: v >= 0, "a number >= 0")
+fraction = number_type(float, lambda v: 0 <= v < 1, "a number in [0, 1)")  # probabilities, shares, NC thresholds
 
 
 def toolkit_version(root: str | os.PathLike | None = None) -> dict:

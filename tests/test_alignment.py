@@ -366,9 +366,12 @@ def test_data_efficiency_curves_and_stories_to_match(mini, tiny_models, tmp_path
     assert "not every folder was evaluated with --data-efficiency" in (tmp_path / "c3" / "comparison.md").read_text()
     capsys.readouterr()
     # counts the training set cannot give: a usage error before any extraction
-    for flag in (["--data-efficiency", str(n_train + 1)], ["--data-efficiency", "2", "--data-efficiency-repeats", "0"]):
-        assert _eval(mini, tiny_models["hubert"], tmp_path / "bad", *flag) == 2
-        assert "error: --data-efficiency" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert _eval(mini, tiny_models["hubert"], tmp_path / "bad", "--data-efficiency", str(n_train + 1)) == 2
+    assert "error: --data-efficiency" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    with pytest.raises(SystemExit) as stopped:
+        _eval(mini, tiny_models["hubert"], tmp_path / "bad", "--data-efficiency", "2", "--data-efficiency-repeats", "0")
+    assert stopped.value.code == 2 and not (tmp_path / "bad").exists()
+    assert "argument --data-efficiency-repeats: expected an integer > 0, found 0" in capsys.readouterr().err
 
 
 def test_bad_inputs(mini, tiny_models, tmp_path, capsys):

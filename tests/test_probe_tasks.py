@@ -279,13 +279,17 @@ def test_semantic_category_permutation_null_in_results_and_table(downstream, tin
     assert "permutation_null" not in plain["per_layer"]["2"]
     capsys.readouterr()
     # tasks without a multiclass utterance label, and a negative count: usage errors (exit 2) that say why
-    for script, data, task, n, reason in (
-            (eval_phonemes, "timit", "phonemes", "3", "multiclass utterance-level task; phonemes is multilabel"),
-            (eval_downstream, "words", "semantic_preference", "3", "not semantic_preference"),
-            (eval_downstream, "words", "semantic_category", "-1", "--permutations must be >= 0, found -1")):
+    for script, data, task, reason in (
+            (eval_phonemes, "timit", "phonemes", "multiclass utterance-level task; phonemes is multilabel"),
+            (eval_downstream, "words", "semantic_preference", "not semantic_preference")):
         assert script.main(_args(tiny_models["whisper"], downstream / data, tmp_path / "x", tmp_path / "c",
-                                 "--task", task, "--permutations", n)) == 2
+                                 "--task", task, "--permutations", "3")) == 2
         assert reason in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stopped:
+        eval_downstream.main(_args(tiny_models["whisper"], downstream / "words", tmp_path / "x", tmp_path / "c",
+                                   "--task", "semantic_category", "--permutations", "-1"))
+    assert stopped.value.code == 2
+    assert "argument --permutations: expected an integer >= 0, found -1" in capsys.readouterr().err
     assert not (tmp_path / "x" / "results.json").exists()
 
 

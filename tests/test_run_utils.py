@@ -1,7 +1,10 @@
 """Run bookkeeping: atomic writes, directory swaps and their recovery, device and precision flags, seeds."""
+import argparse
 import csv
+import importlib
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -235,3 +238,53 @@ def test_array_digest_names_content_type_and_shape():
     others = [a.reshape(4, 3), a.view(np.int32), a + 1e-6, a.T]  # same bytes other shape, dtype; other values
     assert len({array_digest(x) for x in [a, *others]}) == 5
     assert array_digest(a, "x") != array_digest("x", a) and array_digest(a, {"x": 1}) != array_digest(a, {"x": 2})
+
+
+def test_number_types_read_numbers_in_range_and_refuse_the_rest():
+    assert run_utils.positive_int("3") == 3 and run_utils.nonnegative_int("0") == 0
+    assert run_utils.positive_float("5e-4") == 5e-4 and run_utils.nonnegative_float("0") == 0.0
+    assert run_utils.fraction("0") == 0.0 and run_utils.fraction("0.4") == 0.4
+    for parse, text in ((run_utils.positive_int, "0"), (run_utils.positive_int, "-2"), (run_utils.positive_int, "1.5"),
+                        (run_utils.nonnegative_int, "-1"), (run_utils.positive_float, "0"),
+                        (run_utils.positive_float, "-1e-4"), (run_utils.positive_float, "nan"),
+                        (run_utils.positive_float, "inf"), (run_utils.nonnegative_float, "-0.5"),
+                        (run_utils.fraction, "1"), (run_utils.fraction, "-0.1"), (run_utils.fraction, "x")):
+        with pytest.raises(argparse.ArgumentTypeError, match=f"expected .*, found '?{re.escape(text)}"):
+            parse(text)
+
+
+@pytest.mark.parametrize("script, argv", [
+    ("brain_trainer_story", ["--lr", "-1"]),  # ran to the end, ascending the gradient
+    ("brain_trainer_story", ["--lora-rank", "0"]),  # ran to the end, tuning the full model instead
+    ("brain_trainer_story", ["--head-rank", "0"]),  # ran to the end with a full-rank head
+    ("brain_trainer_story", ["--micro-batch-size", "0"]),  # taken as unset
+    ("brain_trainer_story", ["--warmup-fraction", "2"]),
+    ("brain_trainer_story", ["--batch-size", "0"]),  # ZeroDivisionError
+    ("brain_trainer_story", ["--num-epochs", "0"]),  # TypeError after the ridge head was fitted
+    ("brain_trainer_story", ["--patience", "0"]),
+    ("brain_trainer_story", ["--lora-dropout", "1.5"]),
+    ("brain_trainer_story", ["--nc-threshold", "-1"]),
+    ("brain_trainer_story", ["--seed", "-1"]),
+    ("brain_evaluate", ["--stride", "0"]),  # ZeroDivisionError
+    ("brain_evaluate", ["--stride", "-1"]),  # ran to the end on empty windows
+    ("brain_evaluate", ["--context", "-2"]),
+    ("brain_evaluate", ["--batch-size", "0"]),
+    ("brain_evaluate", ["--tr", "nan"]),
+    ("brain_evaluate", ["--nc-floor", "1"]),
+    ("brain_evaluate", ["--seed", "-1"]),  # numpy's ValueError after the extraction
+    ("eval_downstream", ["--folds", "1"]),
+    ("eval_downstream", ["--context", "-1"]),
+    ("eval_phonemes", ["--frame-step", "0"]),
+    ("make_teacher_targets", ["--context-words", "-1"]),
+    ("make_demo_data", ["--tr", "0"]),
+    ("make_downstream_data", ["--seed", "-3"]),
+    ("run_demo", ["--seeds", "0", "-1"]),
+])
+def test_scripts_refuse_numbers_out_of_range_as_usage_errors_naming_the_flag(script, argv, capsys, tmp_path,
+                                                                            monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a script that took the value would write its default outputs here
+    module = importlib.import_module(script)
+    with pytest.raises(SystemExit) as stopped:
+        module.main(argv)
+    err = capsys.readouterr().err
+    assert stopped.value.code == run_utils.EXIT_USAGE and f"argument {argv[0]}: expected " in err, err
