@@ -260,6 +260,8 @@ def load_subject_data(args) -> dict:
     subject = du.subject_id(args.subject)
     data = du.open_ds003020(args.data_dir, args.tr, args.trfiles)
     available = data.stories(subject)
+    if args.train_stories:  # the default list holds every story; the test story is left out of it below
+        du.check_story_lists(train=args.train_stories, test=[args.test_story])
     train = [s for s in (args.train_stories or du.ENCODING_TRAIN_STORIES) if s != args.test_story]
     missing = [s for s in train + [args.test_story] if s not in available]
     if args.test_story in missing:
@@ -267,6 +269,8 @@ def load_subject_data(args) -> dict:
     if args.train_stories and missing:
         raise du.DataError(f"{subject} has no responses for {missing}")
     train = [s for s in train if s in available]
+    if not train:
+        raise du.DataError(f"{subject}: none of the training stories has responses (available {sorted(available)})")
     if absent := data.missing_stimuli(train + [args.test_story], textgrids=args.low_level):
         raise du.DataError(f"stimuli missing ({len(absent)}): {', '.join(absent[:4])}{' ...' if len(absent) > 4 else ''}"
                            f"{du.not_downloaded_hint(absent[0])}")
@@ -283,7 +287,7 @@ def load_subject_data(args) -> dict:
         cc_max, nc_source = subject_noise_ceiling(data, subject, args.test_story), "computed from repeats"
     rois = {"all": np.arange(n_vox)}
     if args.roi_file:
-        named = du.load_roi_file(args.roi_file, n_vox)
+        named = du.load_roi_file(args.roi_file, n_vox, subject=subject)
         if "all" in named:  # it would replace the every-voxel summary under the same name
             raise du.DataError(f"{args.roi_file}: the ROI name 'all' is reserved for every voxel; rename that ROI")
         rois.update(named)

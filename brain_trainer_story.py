@@ -201,7 +201,7 @@ def select_voxels(args, data: du.Ds003020, subject: str, nc_file: str | None = N
     if wanted:
         if not roi_file:
             raise du.DataError("--roi/--hemisphere need --roi-file (JSON {roi: [voxel indices]})")
-        rois = du.load_roi_file(roi_file, n_vox)
+        rois = du.load_roi_file(roi_file, n_vox, subject=subject)
         for name in wanted:
             if name not in rois:
                 raise du.DataError(f"{roi_file}: no ROI '{name}' (found {sorted(rois)})")

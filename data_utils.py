@@ -449,6 +449,18 @@ class StorySplit:
         return {"train": self.train, "val": self.val, "test": self.test, "missing": self.missing}
 
 
+def check_story_lists(**splits: list[str]) -> None:
+    """Raise DataError when a story is listed twice in one split (its TRs would count twice) or is in two splits
+    (e.g. the test story among the training stories)."""
+    for name, stories in splits.items():
+        if twice := sorted({s for s in stories if stories.count(s) > 1}):
+            raise DataError(f"stories listed more than once in the {name} split: {twice}")
+    seen = [set(stories) for stories in splits.values()]
+    overlap = set().union(*[a & b for i, a in enumerate(seen) for b in seen[i + 1:]])
+    if overlap:
+        raise DataError(f"stories in more than one split: {sorted(overlap)}")
+
+
 def story_split(available: list[str], preset: str = "paper", train: list[str] | None = None,
                 val: list[str] | None = None, test: list[str] | None = None) -> StorySplit:
     """Resolve a story split against the stories a subject has.
@@ -468,9 +480,7 @@ def story_split(available: list[str], preset: str = "paper", train: list[str] | 
     val = list(val) if val is not None else list(VAL_STORIES)
     if train is None:
         train = list(TRAIN_STORIES) if preset == "paper" else [s for s in available if s not in set(val) | set(test)]
-    overlap = (set(train) & set(val)) | (set(train) & set(test)) | (set(val) & set(test))
-    if overlap:
-        raise DataError(f"stories in more than one split: {sorted(overlap)}")
+    check_story_lists(train=train, val=val, test=test)
     have = set(available)
     missing = {name: [s for s in lst if s not in have] for name, lst in (("train", train), ("val", val), ("test", test))}
     missing = {k: v for k, v in missing.items() if v}
@@ -515,8 +525,14 @@ def nc_voxel_mask(noise_ceiling: np.ndarray, threshold: float = NC_THRESHOLD, so
     return mask
 
 
-def load_roi_file(path: str | os.PathLike, n_voxels: int | None = None) -> dict[str, np.ndarray]:
-    """ROIs from a JSON file {name: [voxel indices]} (or .npz of index arrays) -> name -> sorted int array."""
+def load_roi_file(path: str | os.PathLike, n_voxels: int | None = None,
+                  subject: str | None = None) -> dict[str, np.ndarray]:
+    """ROIs from a JSON file {name: [voxel indices]} (or .npz of index arrays) -> name -> sorted int array.
+
+    Keys starting with "_" are metadata. A JSON file that names its subject ("_subject", written by
+    pycortex_rois.py and the miniature) must name `subject` when it is given: another subject's voxel indices
+    usually fit this subject's range, so nothing else would catch it.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: ROI file missing")
@@ -530,6 +546,9 @@ def load_roi_file(path: str | os.PathLike, n_voxels: int | None = None) -> dict[
         raise DataError(f"{path}: not a readable ROI file ({err})") from err
     if not isinstance(raw, dict):
         raise DataError(f"{path}: expected a JSON object {{roi name: [voxel indices]}}, found {type(raw).__name__}")
+    recorded = raw.get("_subject")
+    if subject is not None and recorded is not None and recorded != subject:
+        raise DataError(f"{path}: ROIs of subject {recorded!r}, expected {subject!r} (each subject has its own voxels)")
     try:
         rois = {k: np.asarray(v) for k, v in raw.items() if not k.startswith("_")}
     except ValueError as err:  # ragged nested lists

@@ -349,7 +349,8 @@ def build(out: Path, seed: int = 0, size: str = "demo", tr: float = DEFAULT_TR, 
         rois = {"auditory": np.flatnonzero(np.isin(types, ["auditory", "mixed"])).tolist(),
                 "language": np.flatnonzero(np.isin(types, ["language", "mixed"])).tolist(),
                 "left_hemisphere": list(range(half)), "right_hemisphere": list(range(half, n_vox)),
-                "_note": "miniature ROIs: auditory = voxels driven by band energies, language = by word categories"}
+                "_note": "miniature ROIs: auditory = voxels driven by band energies, language = by word categories",
+                "_subject": subj}
         (tmp / "rois" / f"{subj}.json").write_text(json.dumps(rois))
         np.savez(truth_dir / f"{subj}.npz", types=types, snr=sim["snr"], w_sem=sim["w_sem"], w_ac=sim["w_ac"])
 

@@ -384,9 +384,18 @@ def test_bad_inputs(mini, tiny_models, tmp_path, capsys):
                                 tiny_models["hubert"], "--out", str(tmp_path / "z"), "--nc-dir", str(tmp_path)]) == \
         brain_evaluate.EXIT_DATA
     assert "noise ceiling has 3 values" in capsys.readouterr().err
+    # story lists that would count TRs twice or train on the test story; another subject's ROI file
+    for flags, message in ((["--train-stories", "souls", "avatar", "souls"],
+                            "stories listed more than once in the train split: ['souls']"),
+                           (["--train-stories", "souls", "wheretheressmoke"],
+                            "stories in more than one split: ['wheretheressmoke']"),
+                           (["--roi-file", str(mini / "rois" / "UTS01.json")],
+                            "UTS01.json: ROIs of subject 'UTS01', expected 'UTS02'")):
+        assert _eval(mini, tiny_models["hubert"], tmp_path / "w", *flags) == brain_evaluate.EXIT_DATA
+        assert message in capsys.readouterr().err and not (tmp_path / "w").exists()
 
 
-def test_subject_data_computes_the_noise_ceiling_from_repeats_when_no_file_exists(mini, tmp_path):
+def test_subject_data_computes_the_noise_ceiling_from_repeats_when_no_file_exists(mini, tmp_path, monkeypatch):
     common = ["--data-dir", str(mini / "ds003020"), "--subject", "UTS04", "--model-name", "unused", "--out", "o"]
     load = brain_evaluate.load_subject_data
     from_file = load(brain_evaluate.parse_args(common + ["--nc-dir", str(mini / "subject_NCs")]))
@@ -396,6 +405,9 @@ def test_subject_data_computes_the_noise_ceiling_from_repeats_when_no_file_exist
     args = brain_evaluate.parse_args(common + ["--test-story", "life"])  # UTS04 has no 'life'
     with pytest.raises(brain_evaluate.du.DataError, match="UTS04/life.hf5: test story has no responses"):
         brain_evaluate.load_subject_data(args)
+    monkeypatch.setattr(brain_evaluate.du, "ENCODING_TRAIN_STORIES", ["life", "nosuchstory"])  # none UTS04 has
+    with pytest.raises(brain_evaluate.du.DataError, match=r"UTS04: none of the training stories has responses"):
+        load(brain_evaluate.parse_args(common + ["--nc-dir", str(mini / "subject_NCs")]))
 
 
 def test_missing_stimuli_are_named_before_any_extraction(mini, tmp_path):

@@ -43,8 +43,14 @@ def test_subjects_differ_and_missing_story_is_reported(mini_root):
     assert split.test == ["wheretheressmoke"]
     assert "souls" in split.train and "legacy" in split.missing["train"]
     assert story_split(data.stories("UTS01")).val == ["stagefright", "life"]
-    with pytest.raises(DataError, match="more than one split"):
+    with pytest.raises(DataError, match=r"stories in more than one split: \['souls'\]"):
         story_split(data.stories("UTS01"), train=["souls"], val=["souls"])
+    with pytest.raises(DataError, match=r"stories in more than one split: \['wheretheressmoke'\]"):
+        story_split(data.stories("UTS01"), train=["souls", "wheretheressmoke"])  # the default test story
+    for lists in ({"train": ["souls", "avatar", "souls"]}, {"val": ["life", "life"]}):  # TRs that would count twice
+        name, stories = next(iter(lists.items()))
+        with pytest.raises(DataError, match=rf"stories listed more than once in the {name} split: \['{stories[-1]}'\]"):
+            story_split(data.stories("UTS01"), **lists)
 
 
 def test_audio_44k_stereo_and_mono_to_16k(mini_root):
@@ -184,6 +190,12 @@ def test_bad_metadata_roi_and_noise_ceiling_files_name_file_expected_and_found(m
     np.testing.assert_array_equal(loaded["AC"], [1, 4])
     np.testing.assert_array_equal(loaded["mask"], [0, 1])
     assert loaded["empty"].dtype == np.int64 and loaded["empty"].size == 0
+    # a file that names its subject is refused for another one (its indices fit this subject's range)
+    rois.write_text('{"_subject": "UTS02", "AC": [1, 2]}')
+    with pytest.raises(DataError, match="rois.json: ROIs of subject 'UTS02', expected 'UTS01'"):
+        load_roi_file(rois, 10, subject="UTS01")
+    np.testing.assert_array_equal(load_roi_file(rois, 10, subject="UTS02")["AC"], [1, 2])
+    np.testing.assert_array_equal(load_roi_file(rois, 10)["AC"], [1, 2])  # no subject asked: no check
     npz = tmp_path / "rois.npz"
     np.savez(npz, AC=np.array([object()], dtype=object))
     with pytest.raises(DataError, match="rois.npz: not a readable ROI file"):

@@ -45,6 +45,9 @@ def test_roi_file_records_how_it_was_made_and_loads_as_rois_only(tmp_path, monke
     assert {k: record[k] for k in ("data_dir", "subject", "xfm", "rois")} == {
         "data_dir": "/data/ds003020", "subject": "UTS03", "xfm": "UTS03_auto", "rois": ["AC", "Broca"]}
     assert record["versions"]["numpy"] == np.__version__
-    rois = load_roi_file(out, n_voxels=5)
+    rois = load_roi_file(out, n_voxels=5, subject="UTS03")
     assert sorted(rois) == ["AC", "Broca"] and rois["AC"].tolist() == [1, 4]
+    from data_utils import DataError
+    with pytest.raises(DataError, match="UTS03.json: ROIs of subject 'UTS03', expected 'UTS01'"):
+        load_roi_file(out, n_voxels=5, subject="UTS01")  # the file names its subject
     assert "2 ROIs written" in capsys.readouterr().out
