@@ -28,6 +28,18 @@ def _check_same_low_level_groups(dirs, summaries) -> None:
                          f"expected the same groups in every folder")
 
 
+def _check_one_subject_and_test(dirs, summaries) -> None:
+    """--compare tables models measured on the same voxels and test story with the same cc_norm floor; refuse
+    folders that differ (a subject's Δ% against another subject's is not a model effect)."""
+    for key, what in (("subject", "subject"), ("test_story", "test story"), ("nc_floor", "--nc-floor")):
+        for d, s in zip(dirs[1:], summaries[1:]):
+            first, this = summaries[0].get(key), s.get(key)
+            if first is not None and this is not None and this != first:  # results written before a key existed: no check
+                hint = " (across subjects: --subject-results)" if key == "subject" else ""
+                raise ValueError(f"{d}: {what} {this!r}, expected {first!r} like {dirs[0]}: --compare tables models "
+                                 f"evaluated on one subject's test story with one --nc-floor{hint}")
+
+
 def _low_level_label(summary: dict) -> str:
     groups = low_level_groups(summary)
     return "low-level impact %" + ("" if groups == LOW_LEVEL_GROUPS else f" ({', '.join(groups)})")
@@ -84,6 +96,7 @@ def compare(dirs: list[Path], out: Path) -> dict:
     from plotting import plot_layer_curves
     summaries = [read_result_json(d, "summary.json", "brain_evaluate.py", ("per_layer", "upper_middle_mean"))
                  for d in dirs]
+    _check_one_subject_and_test(dirs, summaries)
     names = [Path(d).name for d in dirs]
     rois = [r for r in summaries[0]["upper_middle_mean"] if all(r in s["upper_middle_mean"] for s in summaries)]
     ref = summaries[0]["upper_middle_mean"]

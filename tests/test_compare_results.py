@@ -101,3 +101,19 @@ def test_flag_combinations(tmp_path, capsys):
     assert "--subject-results writes one folder" in capsys.readouterr().err
     assert brain_evaluate.main(["--compare", "x", "y", "--labels", "p", "t", "--out", str(tmp_path)]) == 2
     assert "--labels names the models of --subject-results" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("subject", "UTS02", "b: subject 'UTS02', expected 'UTS01' like"),
+    ("test_story", "souls", "b: test story 'souls', expected 'wheretheressmoke' like"),
+    ("nc_floor", 0.2, "b: --nc-floor 0.2, expected 0.1 like"),
+])
+def test_compare_refuses_folders_of_another_subject_test_story_or_floor(tmp_path, capsys, key, value, message):
+    base = {"subject": "UTS01", "test_story": "wheretheressmoke", "nc_floor": 0.1, "model_type": "whisper",
+            "per_layer": {}, "upper_middle_layers": [], "upper_middle_mean": {"all": 0.1, "language": 0.2}}
+    for name, summary in (("a", base), ("b", {**base, key: value})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps(summary))
+    assert brain_evaluate.main(["--compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "one subject's test story" in err and not (tmp_path / "c").exists()
