@@ -469,6 +469,11 @@ def compare_probe_results(dirs: list[Path], out: Path) -> dict:
     if len({r["task"] for r in results}) != 1:
         found = ", ".join(f"{r['task']} in {d}" for d, r in zip(dirs, results))
         raise ValueError(f"--compare needs result folders of one task; found {found}")
+    for key in ("utterances", "classes"):  # one dataset: the same split sizes and labels (older results: no check)
+        for d, r in zip(dirs[1:], results[1:]):
+            if key in r and key in results[0] and r[key] != results[0][key]:
+                raise ValueError(f"{d}: {key} {r[key]}, expected {results[0][key]} like {dirs[0]}: --compare needs "
+                                 f"results on the same data")
     names = [Path(d).name for d in dirs]
     metric_names = list(results[0]["upper_middle_mean"])
     ref = results[0]["upper_middle_mean"]

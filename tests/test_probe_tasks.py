@@ -1,5 +1,6 @@
 """eval_phonemes.py / eval_downstream.py end to end on the miniature layouts with tiny models."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -87,7 +88,14 @@ def test_other_tasks_on_pretrained_and_tuned_models(mini, downstream, tiny_model
     assert cmp["models"] == ["pre", "tuned"] and cmp["change_vs_first_pct"]["pre"]["accuracy"] == 0.0
     assert (tmp_path / "cmp" / "emotion_by_layer.png").is_file()
     # bad --compare input: exit 2 with the reason, nothing written
+    other_data = tmp_path / "emotion" / "subset"  # as if probed on a subset of the corpus
+    shutil.copytree(tmp_path / "emotion" / "tuned", other_data)
+    res = json.loads((other_data / "results.json").read_text())
+    res["utterances"]["test"] -= 1
+    (other_data / "results.json").write_text(json.dumps(res))
     for dirs, reason in (([tmp_path / "emotion" / "pre", tmp_path], f"{tmp_path / 'results.json'}: not a probe result"),
+                         ([tmp_path / "emotion" / "pre", other_data],
+                          f"{other_data}: utterances {res['utterances']}, expected "),
                          ([tmp_path / "emotion" / "pre", tmp_path / "intent" / "pre"],
                           f"result folders of one task; found emotion in {tmp_path / 'emotion' / 'pre'}, "
                           f"intent in {tmp_path / 'intent' / 'pre'}")):
