@@ -29,15 +29,16 @@ def _check_same_low_level_groups(dirs, summaries) -> None:
 
 
 def _check_one_subject_and_test(dirs, summaries) -> None:
-    """--compare tables models measured on the same voxels and test story with the same cc_norm floor; refuse
-    folders that differ (a subject's Δ% against another subject's is not a model effect)."""
+    """The models compared (--compare, or one subject's --subject-results) must be measured on the same voxels and
+    test story with the same cc_norm floor; refuse folders that differ (a subject's Δ% against another subject's is
+    not a model effect)."""
     for key, what in (("subject", "subject"), ("test_story", "test story"), ("nc_floor", "--nc-floor")):
         for d, s in zip(dirs[1:], summaries[1:]):
             first, this = summaries[0].get(key), s.get(key)
             if first is not None and this is not None and this != first:  # results written before a key existed: no check
                 hint = " (across subjects: --subject-results)" if key == "subject" else ""
-                raise ValueError(f"{d}: {what} {this!r}, expected {first!r} like {dirs[0]}: --compare tables models "
-                                 f"evaluated on one subject's test story with one --nc-floor{hint}")
+                raise ValueError(f"{d}: {what} {this!r}, expected {first!r} like {dirs[0]}: the models compared must "
+                                 f"be evaluated on one subject's test story with one --nc-floor{hint}")
 
 
 def _low_level_label(summary: dict) -> str:
@@ -306,6 +307,7 @@ def compare_subjects(groups: list[list[Path]], out: Path, labels: list[str] | No
         if ss[0]["subject"] in subjects:
             raise ValueError(f"{g[0]}: subject {ss[0]['subject']} given twice")
         subjects.append(ss[0]["subject"])
+        _check_one_subject_and_test(g, ss)
     for k in range(len(groups[0])):
         for g, ss in zip(groups, summaries):
             if ss[k]["model_type"] != summaries[0][k]["model_type"]:
