@@ -34,7 +34,7 @@ from run_utils import (EXIT_DATA, EXIT_USAGE, NPY_READ_ERRORS, HelpFormatter, ch
 
 # Settings that define a run: a resumed run must agree on all of them.
 RUN_DEFINING = ("data_dir", "subject", "model_name", "nc_threshold", "roi", "hemisphere", "loss", "target_control",
-                "targets_from", "lora_rank", "head_rank", "batch_size", "lr", "head_lr", "seed", "tr", "trfiles",
+                "targets_from", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "head_rank", "batch_size", "lr", "head_lr", "seed", "tr", "trfiles",
                 "whisper_mode", "train_stories", "val_stories", "split", "num_epochs", "warmup_fraction",
                 "freeze_layers", "init_head")
 
@@ -185,6 +185,24 @@ def is_trainer_run(folder: Path) -> bool:
     except (OSError, ValueError):
         return False
     return True
+
+
+def saved_voxels_problem(out_dir: Path, subjects: list[str], voxels: list[np.ndarray]) -> str | None:
+    """Why the voxels selected now are not those of the run being resumed (its target_voxels*.npy), else None: other
+    noise-ceiling or ROI files (their paths are not part of the run's settings) would hand the head's columns to
+    other voxels."""
+    names = ["target_voxels.npy"] if len(subjects) == 1 else [f"target_voxels_{s}.npy" for s in subjects]
+    for name, now in zip(names, voxels):
+        path = out_dir / name
+        try:
+            saved = np.load(path, allow_pickle=False)
+        except NPY_READ_ERRORS as err:
+            return f"{path}: unreadable ({err}), so the run's target voxels cannot be checked; restore it"
+        if not np.array_equal(saved, now):
+            return (f"{path}: the run was tuned on {len(saved)} voxels, the noise-ceiling and ROI files now select "
+                    f"{len(now)}{' (other ones)' if len(saved) == len(now) else ''}; resume with the files the run "
+                    f"started with, or start again with --overwrite")
+    return None
 
 
 def select_voxels(args, data: du.Ds003020, subject: str, nc_file: str | None = None,
@@ -386,6 +404,9 @@ def main(argv=None) -> int:
     # ---------------------------------------------------------------- resume
     state = {"epoch": 0, "step": 0, "best_val": None, "best_epoch": None, "bad_epochs": 0, "metrics": []}
     last = recover_dir(out_dir / "last") if args.resume else None
+    if last is not None and voxels is not None and (problem := saved_voxels_problem(out_dir, subjects, voxels)):
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_DATA
     if last is not None:
         try:
             state = training.load_training_state(last, model, optimizer, scheduler)

@@ -164,6 +164,19 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(mini, tiny_models, tmp
         assert run(mini, model, damaged, *args, *flags) == trainer.EXIT_DATA
         assert f"{record}: not valid JSON" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in damaged.iterdir() if p.is_file()} == before
+    # other noise ceilings selecting as many voxels, but other ones: the head's columns would change voxels
+    other = shutil.copytree(tmp_path / "cut", tmp_path / "other_nc")
+    nc = np.load(mini / "subject_NCs" / "UTS01.npy")
+    (tmp_path / "ncs").mkdir()
+    np.save(tmp_path / "ncs" / "UTS01.npy", nc[::-1].copy())  # voxels above NC 0.4 move, their count stays
+    assert (nc[::-1] > 0.4).sum() == (nc > 0.4).sum() and not np.array_equal(nc[::-1] > 0.4, nc > 0.4)
+    before = {p.name: p.read_bytes() for p in other.iterdir() if p.is_file()}
+    assert run(mini, model, other, *args, "--nc-dir", str(tmp_path / "ncs"), "--resume") == trainer.EXIT_DATA
+    err = capsys.readouterr().err
+    assert f"{other / 'target_voxels.npy'}: the run was tuned on {(nc > 0.4).sum()} voxels" in err and "(other ones)" in err
+    assert {p.name: p.read_bytes() for p in other.iterdir() if p.is_file()} == before
+    assert run(mini, model, other, *args, "--lora-alpha", "8", "--resume") == trainer.EXIT_USAGE  # another model
+    assert "'lora_alpha': (4.0, 8.0)" in capsys.readouterr().err
     assert run(mini, model, tmp_path / "cut", *args, "--resume") == 0
     full, cut = metrics(tmp_path / "full"), metrics(tmp_path / "cut")
     assert [r["epoch"] for r in cut] == [0, 1, 2, 3]
