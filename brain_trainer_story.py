@@ -27,10 +27,10 @@ import torch
 import data_utils as du
 import models
 import training
-from run_utils import (EXIT_DATA, EXIT_USAGE, NPY_READ_ERRORS, HelpFormatter, check_replaceable, command_line, fraction,
-                       nonnegative_float, nonnegative_int, package_versions, positive_float, positive_int,
-                       read_result_json, recover_dir, replace_dir, resolve_device, resolve_precision, save_npy_atomic,
-                       set_seed, timestamp, write_csv_atomic, write_json_atomic)
+from run_utils import (EXIT_DATA, EXIT_USAGE, NPY_READ_ERRORS, HelpFormatter, check_replaceable, command_line,
+                       file_sha256, fraction, nonnegative_float, nonnegative_int, package_versions, positive_float,
+                       positive_int, read_result_json, recover_dir, replace_dir, resolve_device, resolve_precision,
+                       save_npy_atomic, set_seed, timestamp, write_csv_atomic, write_json_atomic)
 
 # Settings that define a run: a resumed run must agree on all of them.
 RUN_DEFINING = ("data_dir", "subject", "model_name", "nc_threshold", "roi", "hemisphere", "loss", "target_control",
@@ -187,10 +187,17 @@ def is_trainer_run(folder: Path) -> bool:
     return True
 
 
-def saved_voxels_problem(out_dir: Path, subjects: list[str], voxels: list[np.ndarray]) -> str | None:
-    """Why the voxels selected now are not those of the run being resumed (its target_voxels*.npy), else None: other
-    noise-ceiling or ROI files (their paths are not part of the run's settings) would hand the head's columns to
-    other voxels."""
+def resumed_targets_problem(out_dir: Path, old_run: dict, subjects: list[str], voxels: list[np.ndarray] | None,
+                            vox_info: dict) -> str | None:
+    """Why the targets now are not those of the run being resumed, else None: the voxels selected now against its
+    target_voxels*.npy (other noise-ceiling or ROI files, whose paths are not among the run's settings, would hand the
+    head's columns to other voxels), or the --targets-from file's content against the run's record of it."""
+    if voxels is None:
+        saved = old_run.get("args", {}).get("resolved", {}).get("voxels", {}).get("targets_sha256")
+        if saved is not None and saved != vox_info["targets_sha256"]:
+            return (f"{vox_info['targets_from']}: other content than the run was tuned on (sha256 {saved[:12]}... in "
+                    f"its config.json); resume with the same targets, or start again with --overwrite")
+        return None
     names = ["target_voxels.npy"] if len(subjects) == 1 else [f"target_voxels_{s}.npy" for s in subjects]
     for name, now in zip(names, voxels):
         path = out_dir / name
@@ -322,7 +329,8 @@ def main(argv=None) -> int:
             except NPY_READ_ERRORS as err:  # also a .npz holding pickled (object) arrays
                 raise du.DataError(f"{args.targets_from}: not a readable .npz of story -> (TRs, F) targets "
                                    f"({err})") from err
-            voxels, vox_info = None, {"targets_from": args.targets_from, **teacher_record(args.targets_from, timing)}
+            voxels, vox_info = None, {"targets_from": args.targets_from, "targets_sha256": file_sha256(args.targets_from),
+                                      **teacher_record(args.targets_from, timing)}
         else:
             chosen = [select_voxels(args, data, s, nc, roi) for s, nc, roi in
                       zip(subjects, per_subject(args.nc_file, len(subjects)), per_subject(args.roi_file, len(subjects)))]
@@ -404,7 +412,7 @@ def main(argv=None) -> int:
     # ---------------------------------------------------------------- resume
     state = {"epoch": 0, "step": 0, "best_val": None, "best_epoch": None, "bad_epochs": 0, "metrics": []}
     last = recover_dir(out_dir / "last") if args.resume else None
-    if last is not None and voxels is not None and (problem := saved_voxels_problem(out_dir, subjects, voxels)):
+    if last is not None and (problem := resumed_targets_problem(out_dir, old_run, subjects, voxels, vox_info)):
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_DATA
     if last is not None:

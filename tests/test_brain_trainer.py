@@ -93,6 +93,15 @@ def test_teacher_targets_from_file(mini, tiny_models, tmp_path, capsys):
     assert run(mini, tiny_models["wav2vec2"], tmp_path / "t", "--targets-from", str(tmp_path / "teacher.npz"),
                "--num-epochs", "1") == 0
     assert json.loads((tmp_path / "t" / "config.json").read_text())["args"]["resolved"]["n_targets"] == 6
+    # the targets file remade with other content: --resume refuses (the path alone is the same run's)
+    teacher = tmp_path / "teacher.npz"
+    original = teacher.read_bytes()
+    np.savez(teacher, **{s: t + 1 for s, t in targets.items()})
+    resume = ["--targets-from", str(teacher), "--num-epochs", "1", "--resume"]
+    assert run(mini, tiny_models["wav2vec2"], tmp_path / "t", *resume) == trainer.EXIT_DATA
+    assert f"{teacher}: other content than the run was tuned on" in capsys.readouterr().err
+    teacher.write_bytes(original)
+    assert run(mini, tiny_models["wav2vec2"], tmp_path / "t", *resume) == 0  # the same targets: resumable
     assert run(mini, tiny_models["wav2vec2"], tmp_path / "r", "--targets-from", str(tmp_path / "teacher.npz"),
                "--roi-file", str(mini / "rois" / "UTS01.json"), "--roi", "language") == trainer.EXIT_USAGE
     assert "--targets-from replaces the fMRI targets, so --roi/--hemisphere/--nc-file" in capsys.readouterr().err
