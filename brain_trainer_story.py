@@ -34,9 +34,9 @@ from run_utils import (EXIT_DATA, EXIT_USAGE, NPY_READ_ERRORS, HelpFormatter, ch
 
 # Settings that define a run: a resumed run must agree on all of them.
 RUN_DEFINING = ("data_dir", "subject", "model_name", "nc_threshold", "roi", "hemisphere", "loss", "target_control",
-                "targets_from", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "head_rank", "batch_size", "lr", "head_lr", "seed", "tr", "trfiles",
-                "whisper_mode", "train_stories", "val_stories", "split", "num_epochs", "warmup_fraction",
-                "freeze_layers", "init_head")
+                "targets_from", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "head_rank", "batch_size",
+                "lr", "head_lr", "seed", "tr", "trfiles", "whisper_mode", "train_stories", "val_stories", "split",
+                "num_epochs", "warmup_fraction", "freeze_layers", "init_head")
 
 
 def teacher_record(targets_file: str, timing: dict) -> dict:
@@ -329,7 +329,8 @@ def main(argv=None) -> int:
             except NPY_READ_ERRORS as err:  # also a .npz holding pickled (object) arrays
                 raise du.DataError(f"{args.targets_from}: not a readable .npz of story -> (TRs, F) targets "
                                    f"({err})") from err
-            voxels, vox_info = None, {"targets_from": args.targets_from, "targets_sha256": file_sha256(args.targets_from),
+            voxels, vox_info = None, {"targets_from": args.targets_from,
+                                      "targets_sha256": file_sha256(args.targets_from),
                                       **teacher_record(args.targets_from, timing)}
         else:
             chosen = [select_voxels(args, data, s, nc, roi) for s, nc, roi in

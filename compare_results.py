@@ -35,7 +35,7 @@ def _check_one_subject_and_test(dirs, summaries) -> None:
     for key, what in (("subject", "subject"), ("test_story", "test story"), ("nc_floor", "--nc-floor")):
         for d, s in zip(dirs[1:], summaries[1:]):
             first, this = summaries[0].get(key), s.get(key)
-            if first is not None and this is not None and this != first:  # results written before a key existed: no check
+            if first is not None and this is not None and this != first:  # older results lack a key: no check
                 hint = " (across subjects: --subject-results)" if key == "subject" else ""
                 raise ValueError(f"{d}: {what} {this!r}, expected {first!r} like {dirs[0]}: the models compared must "
                                  f"be evaluated on one subject's test story with one --nc-floor{hint}")

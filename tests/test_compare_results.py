@@ -114,13 +114,15 @@ def test_compare_refuses_folders_of_another_subject_test_story_or_floor(tmp_path
     for name, summary in (("a", base), ("b", {**base, key: value})):
         (tmp_path / name).mkdir()
         (tmp_path / name / "summary.json").write_text(json.dumps(summary))
-    assert brain_evaluate.main(["--compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "c")]) == 2
+    assert brain_evaluate.main(["--compare", str(tmp_path / "a"), str(tmp_path / "b"),
+                                "--out", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err
     assert message in err and "one subject's test story" in err and not (tmp_path / "c").exists()
     if key != "subject":  # the models of one subject in a group comparison: the same check
         for name, summary in (("a2", {**base, "subject": "UTS02"}), ("b2", {**base, "subject": "UTS02", key: value})):
             (tmp_path / name).mkdir()
             (tmp_path / name / "summary.json").write_text(json.dumps(summary))
-        assert brain_evaluate.main(["--subject-results", str(tmp_path / "a2"), str(tmp_path / "b2"), "--subject-results",
-                                    str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "g")]) == 2
+        assert brain_evaluate.main(["--subject-results", str(tmp_path / "a2"), str(tmp_path / "b2"),
+                                    "--subject-results", str(tmp_path / "a"), str(tmp_path / "b"),
+                                    "--out", str(tmp_path / "g")]) == 2
         assert f"b2: {message[3:]}" in capsys.readouterr().err and not (tmp_path / "g").exists()

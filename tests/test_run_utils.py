@@ -260,7 +260,7 @@ def test_number_types_read_numbers_in_range_and_refuse_the_rest():
     ("brain_trainer_story", ["--micro-batch-size", "0"]),  # taken as unset
     ("brain_trainer_story", ["--warmup-fraction", "2"]),
     ("brain_trainer_story", ["--batch-size", "0"]),  # ZeroDivisionError
-    ("brain_trainer_story", ["--num-epochs", "0"]),  # TypeError after the ridge head was fitted
+    ("brain_trainer_story", ["--num-epochs", "0"]),  # a TypeError traceback at the end of the run
     ("brain_trainer_story", ["--patience", "0"]),
     ("brain_trainer_story", ["--lora-dropout", "1.5"]),
     ("brain_trainer_story", ["--nc-threshold", "-1"]),
@@ -271,7 +271,7 @@ def test_number_types_read_numbers_in_range_and_refuse_the_rest():
     ("brain_evaluate", ["--batch-size", "0"]),
     ("brain_evaluate", ["--tr", "nan"]),
     ("brain_evaluate", ["--nc-floor", "1"]),
-    ("brain_evaluate", ["--seed", "-1"]),  # numpy's ValueError after the extraction
+    ("brain_evaluate", ["--seed", "-1"]),  # a numpy ValueError traceback
     ("eval_downstream", ["--folds", "1"]),
     ("eval_downstream", ["--context", "-1"]),
     ("eval_phonemes", ["--frame-step", "0"]),
