@@ -67,8 +67,8 @@ def main(argv=None) -> int:
         return EXIT_DATA
     out = Path(args.out)
     rois["_note"] = f"built by pycortex_rois.py from {args.data_dir} ({subject}, mask_thick)"
-    rois["_subject"] = subject  # load_roi_file refuses the file for another subject
     # "_" keys are not ROIs to load_roi_file: the record travels inside the file it describes
+    rois["_subject"] = subject  # load_roi_file refuses the file for another subject
     rois["_made_by"] = creation_record({"data_dir": args.data_dir, "subject": subject,
                                         "xfm": args.xfm or f"{subject}_auto", "rois": args.rois})
     write_json_atomic(out, rois)

@@ -39,7 +39,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def number_type(kind: type, ok: Callable[[float], bool], expected: str) -> Callable[[str], float]:
     """An argparse `type` that reads a `kind` (int or float) and refuses values for which `ok` is false (and NaN or
-    inf), so that e.g. `--lr -1` is a usage error (exit 2, "argument --lr: expected a number > 0, found -1") rather
+    inf), so that e.g. `--lr -1` is a usage error (exit 2, "argument --lr: expected a number >= 0, found -1") rather
     than a run that silently ascends the gradient."""
     def parse(text: str):
         try:
