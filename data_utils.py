@@ -499,7 +499,8 @@ def nc_path(subject: str | int, nc_dir: str | os.PathLike | None = None) -> Path
 
 def load_noise_ceiling(subject: str | int, n_voxels: int | None = None, nc_file: str | os.PathLike | None = None,
                        nc_dir: str | os.PathLike | None = None) -> np.ndarray:
-    """Noise ceiling (V,) float64 of a subject from `subject_NCs/<SUBJ>.npy` (or `nc_file`), length-checked."""
+    """Noise ceiling (V,) float64 of a subject from `subject_NCs/<SUBJ>.npy` (or `nc_file`), checked: one value per
+    voxel, finite values in [0, 1] (cc_max), at least one finite. NaN values are kept (such voxels pass no floor)."""
     path = Path(nc_file) if nc_file else nc_path(subject, nc_dir)
     if not path.is_file():
         raise DataError(f"{path}: noise-ceiling file missing; create it with "
@@ -513,7 +514,18 @@ def load_noise_ceiling(subject: str | int, n_voxels: int | None = None, nc_file:
     if n_voxels is not None and nc.shape[0] != n_voxels:
         raise DataError(f"{path}: noise ceiling has {nc.shape[0]} values but subject {subject_id(subject)} has "
                         f"{n_voxels} voxels")
-    return nc.astype(np.float64)
+    if not np.issubdtype(nc.dtype, np.number) or np.iscomplexobj(nc):
+        raise DataError(f"{path}: expected real noise-ceiling values (cc_max), found dtype {nc.dtype}")
+    nc = nc.astype(np.float64)
+    finite = nc[np.isfinite(nc)]
+    if not finite.size:
+        raise DataError(f"{path}: no finite noise-ceiling value among its {nc.size} voxels")
+    # cc_max of z-scored repeats lies in [0, 1]; values outside it are another quantity (a percentage, say)
+    if finite.min() < 0 or finite.max() > 1 + 1e-9:  # (rounding may put identical repeats' 1 a bit above)
+        outside = int(((finite < 0) | (finite > 1 + 1e-9)).sum())
+        raise DataError(f"{path}: expected noise ceilings (cc_max) in [0, 1], found {outside} of {nc.size} values "
+                        f"outside (min {finite.min():.4g}, max {finite.max():.4g})")
+    return nc
 
 
 def nc_voxel_mask(noise_ceiling: np.ndarray, threshold: float = NC_THRESHOLD, source: str = "noise ceiling") -> np.ndarray:

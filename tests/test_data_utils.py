@@ -213,6 +213,18 @@ def test_bad_metadata_roi_and_noise_ceiling_files_name_file_expected_and_found(m
     np.save(nc_file, np.zeros((3, 2)))
     with pytest.raises(DataError, match=r"UTS01.npy: expected a 1-D vector of one value per voxel, found shape \(3, 2\)"):
         load_noise_ceiling("UTS01", nc_file=nc_file)
+    # values that are not cc_max: a percentage, a file of NaN, a boolean mask saved in its place
+    for values, message in (([0.2, 45.0, 0.5], r"UTS01.npy: expected noise ceilings \(cc_max\) in \[0, 1\], found 1 of 3 "
+                                                r"values outside \(min 0.2, max 45\)"),
+                            ([-0.3, 0.5, 0.1], r"found 1 of 3 values outside \(min -0.3, max 0.5\)"),
+                            ([np.nan, np.nan, np.inf], r"UTS01.npy: no finite noise-ceiling value among its 3 voxels"),
+                            ([True, False, True], r"UTS01.npy: expected real noise-ceiling values \(cc_max\), found "
+                                                  r"dtype bool")):
+        np.save(nc_file, np.array(values))
+        with pytest.raises(DataError, match=message):
+            load_noise_ceiling("UTS01", 3, nc_file=nc_file)
+    np.save(nc_file, np.array([0.0, np.nan, 1.0]))  # NaN voxels are kept (they pass no floor); 0 and 1 are cc_max
+    np.testing.assert_array_equal(load_noise_ceiling("UTS01", 3, nc_file=nc_file), [0.0, np.nan, 1.0])
     with pytest.raises(DataError, match=r"UTS03.npy: noise-ceiling file missing; create it with `python "
                                         r"compute_noise_ceiling.py --data-dir DIR --subject UTS03`"):
         load_noise_ceiling(3, nc_dir=tmp_path)
