@@ -12,6 +12,7 @@ import copy
 import json
 import math
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -69,14 +70,36 @@ def load_backbone(name_or_path: str, dtype: torch.dtype = torch.float32):
     from safetensors import SafetensorError
     try:
         with _without_transformers_bars():
-            model = AutoModel.from_pretrained(name_or_path, dtype=dtype)
+            model, loading = AutoModel.from_pretrained(name_or_path, dtype=dtype, output_loading_info=True)
         extractor = AutoFeatureExtractor.from_pretrained(name_or_path)
     except (OSError, ValueError, SafetensorError) as err:  # weights or preprocessor config missing or unreadable
         raise ModelError(f"cannot load the {model_type} model in {name_or_path!r}: {type(err).__name__}: {err}") from err
     except RuntimeError as err:  # transformers raises it, after logging the shapes, when the weights misfit the config
         raise ModelError(f"cannot load the {model_type} model in {name_or_path!r}: its weights do not fit its "
                          f"config.json (tensor shapes differ; transformers' report above lists them)") from err
+    check_loaded_weights(model, model_type, loading["missing_keys"], loading["unexpected_keys"], name_or_path)
     return model, extractor, model_type
+
+
+def check_loaded_weights(model: nn.Module, model_type: str, missing, unexpected, where: str) -> None:
+    """Raise ModelError when the checkpoint lacks most of the weights the toolkit uses (the encoder's; all of
+    Whisper's encoder, none of its decoder), and warn on stderr when it lacks some: transformers initialises them at
+    random and goes on, so weights saved under another prefix would be evaluated as a random model.
+
+    `missing`, `unexpected`: parameter names from `from_pretrained(..., output_loading_info=True)`.
+    """
+    used = [k for k in model.state_dict() if model_type != "whisper" or k.startswith("encoder.")]
+    absent = sorted(k for k in missing if k in set(used))
+    if not absent:
+        return
+    listed = ", ".join(absent[:3]) + (" ..." if len(absent) > 3 else "")
+    if 2 * len(absent) >= len(used):
+        extra = sorted(unexpected)
+        raise ModelError(f"{where}: the checkpoint lacks {len(absent)} of the {len(used)} {model_type} encoder weights "
+                         f"({listed}){f' and holds {len(extra)} others ({extra[0]} ...)' if extra else ''}: saved "
+                         f"under another prefix or for another model, it would run as a randomly initialised model")
+    print(f"warning: {where}: {len(absent)} of the {len(used)} {model_type} encoder weights are missing from the "
+          f"checkpoint and were initialised at random ({listed})", file=sys.stderr)
 
 
 def model_path_hint(name_or_path: str) -> str | None:

@@ -165,6 +165,31 @@ def test_missing_or_damaged_weights_are_a_model_error_naming_the_folder(tiny_mod
         load_backbone(str(tmp_path / "misfit"))  # e.g. a config.json edited by hand
 
 
+
+@pytest.mark.parametrize("family", ["wavlm", "whisper"])
+def test_weights_missing_from_the_checkpoint_are_refused_or_named(tiny_models, family, tmp_path, capsys):
+    import shutil
+    from safetensors.torch import load_file, save_file
+    saved = load_file(f"{tiny_models[family]}/model.safetensors")
+    encoder_keys = [k for k in saved if family != "whisper" or k.startswith("encoder.")]
+    cases = {"prefixed": {f"backbone.{k}": v for k, v in saved.items()},  # another tool's wrapper saved it
+             "one_missing": {k: v for k, v in saved.items() if k != encoder_keys[-1]},
+             "no_decoder": {k: v for k, v in saved.items() if k in encoder_keys}}  # Whisper: the decoder is not used
+    for case, weights in cases.items():
+        shutil.copytree(tiny_models[family], tmp_path / case)
+        save_file(weights, tmp_path / case / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ModelError, match=rf"{tmp_path / 'prefixed'}: the checkpoint lacks {len(encoder_keys)} of the "
+                                         rf"{len(encoder_keys)} {family} encoder weights .* and holds \d+ others "
+                                         r"\(backbone\..*: saved under another prefix or for another model"):
+        load_backbone(str(tmp_path / "prefixed"))
+    capsys.readouterr()
+    model, _, _ = load_backbone(str(tmp_path / "one_missing"))  # loads, with the weight named
+    assert (f"warning: {tmp_path / 'one_missing'}: 1 of the {len(encoder_keys)} {family} encoder weights are missing "
+            f"from the checkpoint and were initialised at random ({encoder_keys[-1]})") in capsys.readouterr().err
+    model, _, _ = load_backbone(str(tmp_path / "no_decoder"))
+    assert "warning" not in capsys.readouterr().err
+    torch.testing.assert_close(model.state_dict()[encoder_keys[0]], saved[encoder_keys[0]])
+
 @pytest.mark.parametrize("family", ["wav2vec2", "whisper"])
 def test_freeze_bottom_layers(tiny_models, family):
     backbone, fe, mt = models.load_backbone(tiny_models[family])
