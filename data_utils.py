@@ -26,7 +26,8 @@ import numpy as np
 
 from run_utils import EXIT_DATA, NPY_READ_ERRORS, file_sha256, positive_float, save_npy_atomic
 from textgrid_utils import TextGridError, TimedLabels, phones_from_tiers, read_textgrid, words_from_tiers
-from timing import DEFAULT_TR, AlignmentError, TRGrid, check_alignment, check_audio_duration, simulated_tr_grid
+from timing import (DEFAULT_TR, AlignmentError, TRGrid, check_alignment, check_audio_duration, check_transcript_duration,
+                    simulated_tr_grid)
 
 SAMPLE_RATE = 16000
 TEST_STORY = "wheretheressmoke"
@@ -278,15 +279,27 @@ class Ds003020:
         return words_from_tiers(self._tiers(story), str(self.textgrid_path(story)))
 
     def phones(self, story: str) -> TimedLabels:
-        """Phones of a story (tier 0, stress digits stripped)."""
-        return phones_from_tiers(self._tiers(story), str(self.textgrid_path(story)))
+        """Phones of a story (tier 0, stress digits stripped); raises TextGridError when the tier holds none."""
+        phones = phones_from_tiers(self._tiers(story), str(self.textgrid_path(story)))
+        if not len(phones):  # low-level features would be silence throughout
+            raise TextGridError(f"{self.textgrid_path(story)}: tier 0 holds no phone (only silence markers or empty "
+                                f"labels), so no phone features for '{story}'")
+        return phones
 
     def _tiers(self, story: str) -> list[TimedLabels]:
+        """A story's TextGrid tiers, checked against its audio when the audio is there (the english1000 teacher
+        needs no audio): timing.check_transcript_duration."""
         path = self.textgrid_path(story)
         try:
-            return read_textgrid(path)
+            tiers = read_textgrid(path)
         except FileNotFoundError as err:  # DataLad leaves annexed TextGrids as links until `datalad get`
             raise FileNotFoundError(f"{err}{not_downloaded_hint(path)}") from err
+        if self.audio_path(story).is_file():
+            # tier 0 phones, tier 1 words, as far as the file has them (phones() alone needs no word tier)
+            spoken = [read(tiers, str(path)).ends for read in (phones_from_tiers, words_from_tiers)[:len(tiers)]]
+            last = max((float(e.max()) for e in spoken if len(e)), default=float("nan"))
+            check_transcript_duration(last, self.audio_seconds(story), story, str(path), str(self.audio_path(story)))
+        return tiers
 
     def audio_path(self, story: str) -> Path:
         """Where a story's audio is read from: `stimuli/<story>/wav.npy` if present, else `stimuli/<story>.wav`."""
@@ -625,7 +638,6 @@ def summarize(data: Ds003020, subjects: list[str] | None = None) -> tuple[dict, 
                 if story not in story_cache:
                     story_cache[story] = _story_stimulus_summary(data, story)
                 info.update(story_cache[story])
-                check_audio_duration(grid, info["audio_s"], story, where=str(data.audio_path(story)))  # header read once
                 info["aligned"] = True
             except (DataError, ValueError, FileNotFoundError) as err:
                 problems.append(str(err))
@@ -634,8 +646,11 @@ def summarize(data: Ds003020, subjects: list[str] | None = None) -> tuple[dict, 
 
 
 def _story_stimulus_summary(data: Ds003020, story: str) -> dict:
-    """Audio seconds and word count of a story; raises on unreadable files."""
-    return {"audio_s": round(data.audio_seconds(story), 3), "words": len(data.words(story))}
+    """Audio seconds and word count of a story; raises on unreadable files, audio that does not fit the TR grid and
+    a TextGrid that does not fit the audio (in that order: a truncated audio file is named as such)."""
+    audio_s = round(data.audio_seconds(story), 3)
+    check_audio_duration(data.tr_grid(story), audio_s, story, where=str(data.audio_path(story)))  # header read once
+    return {"audio_s": audio_s, "words": len(data.words(story))}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -99,6 +99,28 @@ def check_audio_duration(grid: TRGrid, audio_s: float, story: str, where: str = 
             f"longer, so not this story's audio or a wrong sample rate in its header")
 
 
+TRANSCRIPT_END_TOLERANCE_S = 1.0  # alignment rounding; a phone spoken later than this after the audio ends is not in it
+
+
+def check_transcript_duration(last_spoken_s: float, audio_s: float, story: str, where: str, audio_where: str) -> None:
+    """Raise AlignmentError unless a story's TextGrid fits its audio (`audio_s` seconds, file `audio_where`).
+
+    `last_spoken_s`: end of the last word or phone (silence markers excluded) in seconds from audio onset, NaN
+    when the TextGrid has none. One that ends more than `TRANSCRIPT_END_TOLERANCE_S` after the audio, or in
+    less than 1/`AUDIO_MAX_SPAN_RATIO` of it, is another story's TextGrid (or the audio is), and would place
+    every word-level or phone-level feature at the wrong time.
+    """
+    if not np.isfinite(last_spoken_s):
+        raise AlignmentError(f"{where}: no word or phone in tier 0 or 1 of the TextGrid of '{story}'")
+    if last_spoken_s > audio_s + TRANSCRIPT_END_TOLERANCE_S:
+        raise AlignmentError(f"{where}: words and phones go on until {last_spoken_s:.2f} s but the audio of '{story}' "
+                             f"({audio_where}) lasts {audio_s:.2f} s: the TextGrid of another story or recording")
+    if audio_s > AUDIO_MAX_SPAN_RATIO * last_spoken_s:
+        raise AlignmentError(f"{where}: the last word or phone ends at {last_spoken_s:.2f} s but the audio of '{story}' "
+                             f"({audio_where}) lasts {audio_s:.2f} s, more than {AUDIO_MAX_SPAN_RATIO:g}x longer: the "
+                             f"TextGrid of another story or recording")
+
+
 def response_tr_indices(n_rows: int) -> np.ndarray:
     """TR-grid index of each hf5 row: k = j + 10. Returns (n_rows,) int."""
     return np.arange(n_rows) + TRIM_START

@@ -413,6 +413,28 @@ def test_audio_that_does_not_cover_its_tr_grid_is_an_error_naming_the_file(mini_
         data.check_audio("souls")
 
 
+def test_a_textgrid_of_another_story_or_without_phones_is_an_error_naming_it(mini_root, tmp_path):
+    import re
+
+    from textgrid_utils import TextGridError
+    root, data = _copy(mini_root, tmp_path)
+    grids = root / "derivative" / "TextGrids"
+    assert data.words("avatar").ends.max() <= data.audio_seconds("avatar")  # the miniature's own fit
+    shutil.copy(grids / "souls.TextGrid", grids / "avatar.TextGrid")  # souls (64 s) on avatar's audio (56 s)
+    for read in (data.words, data.phones):
+        with pytest.raises(AlignmentError, match=r"TextGrids/avatar.TextGrid: words and phones go on until 63.62 s but "
+                                                 r"the audio of 'avatar' \(.*stimuli/avatar.wav\) lasts 56.00 s"):
+            read("avatar")
+    (root / "stimuli" / "avatar.wav").unlink()  # no audio to check against (the english1000 teacher needs none)
+    assert data.words("avatar").labels == data.words("souls").labels
+    text = (grids / "souls.TextGrid").read_text()
+    (grids / "souls.TextGrid").write_text(re.sub(r'text = "[A-Z]+[0-9]?"', 'text = ""', text))  # phone labels blanked
+    with pytest.raises(TextGridError, match=r"souls.TextGrid: tier 0 holds no phone \(only silence markers or empty "
+                                            r"labels\), so no phone features for 'souls'"):
+        data.phones("souls")
+    assert len(data.words("souls")) == len(data.words("avatar"))  # the words are still there and fit
+
+
 def test_repeats_must_be_two_or_more_with_the_rows_and_voxels_of_data(mini_root, tmp_path, capsys):
     from compute_noise_ceiling import main as nc_main
     root, data = _copy(mini_root, tmp_path)

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from timing import (AlignmentError, TRGrid, check_alignment, check_audio_duration, cut_window, response_tr_indices,
-                    simulated_tr_grid, trim_slice, window_end_samples, window_samples)
+from timing import (AlignmentError, TRGrid, check_alignment, check_audio_duration, check_transcript_duration, cut_window,
+                    response_tr_indices, simulated_tr_grid, trim_slice, window_end_samples, window_samples)
 
 
 def test_simulated_grid_follows_the_contract():
@@ -55,3 +55,16 @@ def test_audio_must_cover_the_last_response_tr_and_not_be_far_longer_than_the_gr
         check_audio_duration(grid, 41.9, "souls", where="x.wav")
     with pytest.raises(AlignmentError, match=r"audio lasts 78.10 s .*ends 52.00 s after audio onset: more than 1.5x"):
         check_audio_duration(grid, 78.1, "souls")
+
+
+def test_a_textgrid_must_end_within_its_audio_and_not_far_before_it():
+    check_transcript_duration(64.9, 64.0, "souls", "s.TextGrid", "s.wav")  # alignment rounding: 0.9 s past the end
+    check_transcript_duration(42.7, 64.0, "souls", "s.TextGrid", "s.wav")  # audio 1.499x the speech
+    with pytest.raises(AlignmentError, match=r"s.TextGrid: words and phones go on until 65.10 s but the audio of "
+                                             r"'souls' \(s.wav\) lasts 64.00 s: the TextGrid of another story"):
+        check_transcript_duration(65.1, 64.0, "souls", "s.TextGrid", "s.wav")
+    with pytest.raises(AlignmentError, match=r"s.TextGrid: the last word or phone ends at 42.60 s but the audio of "
+                                             r"'souls' \(s.wav\) lasts 64.00 s, more than 1.5x longer"):
+        check_transcript_duration(42.6, 64.0, "souls", "s.TextGrid", "s.wav")
+    with pytest.raises(AlignmentError, match=r"s.TextGrid: no word or phone in tier 0 or 1 of the TextGrid of 'souls'"):
+        check_transcript_duration(float("nan"), 64.0, "souls", "s.TextGrid", "s.wav")
