@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -27,10 +28,10 @@ import torch
 import data_utils as du
 import models
 import training
-from run_utils import (EXIT_DATA, EXIT_USAGE, NPY_READ_ERRORS, HelpFormatter, check_replaceable, command_line,
-                       file_sha256, fraction, nonnegative_float, nonnegative_int, package_versions, positive_float,
-                       positive_int, read_result_json, recover_dir, replace_dir, resolve_device, resolve_precision,
-                       save_npy_atomic, set_seed, timestamp, write_csv_atomic, write_json_atomic)
+from run_utils import (EXIT_DATA, EXIT_DIVERGED, EXIT_USAGE, NPY_READ_ERRORS, HelpFormatter, check_replaceable,
+                       command_line, file_sha256, fraction, nonnegative_float, nonnegative_int, package_versions,
+                       positive_float, positive_int, read_result_json, recover_dir, replace_dir, resolve_device,
+                       resolve_precision, save_npy_atomic, set_seed, timestamp, write_csv_atomic, write_json_atomic)
 
 # Settings that define a run: a resumed run must agree on all of them.
 RUN_DEFINING = ("data_dir", "subject", "model_name", "nc_threshold", "roi", "hemisphere", "loss", "target_control",
@@ -481,9 +482,22 @@ def main(argv=None) -> int:
         loader = torch.utils.data.DataLoader(train_set, batch_size=micro, sampler=sampler, num_workers=args.num_workers,
                                              pin_memory=device.type == "cuda", drop_last=False)
         t0 = training.epoch_timer()
-        train_loss, steps = training.train_one_epoch(
-            ddp_model, loader, optimizer, scheduler, args.loss, accum, device, precision, desc=f"epoch {epoch}",
-            stop_after_steps=args.stop_after_steps, step_offset=state["step"], disable_progress=quiet)
+        try:
+            train_loss, steps = training.train_one_epoch(
+                ddp_model, loader, optimizer, scheduler, args.loss, accum, device, precision, desc=f"epoch {epoch}",
+                stop_after_steps=args.stop_after_steps, step_offset=state["step"], disable_progress=quiet)
+        except training.TrainingDiverged as err:
+            if is_main:
+                run_config.update(diverged=str(err), stopped=timestamp())
+                write_json_atomic(out_dir / "config.json", run_config)
+                kept = (f"best/ and last/ hold epochs {state['best_epoch']} and {state['epoch']}" if state["best_epoch"]
+                        else "no epoch had finished, so there is no best/ or last/")
+                print(f"error: {out_dir}: {err}. Nothing of epoch {epoch} was saved; {kept}. Start again with a lower "
+                      f"--lr (or --precision fp32) in a new --out-dir or with --overwrite; --resume would repeat it",
+                      file=sys.stderr)
+            if world > 1:
+                torch.distributed.destroy_process_group()
+            return EXIT_DIVERGED
         if world > 1:
             training.check_replicas_in_sync(model, epoch)
             t = torch.tensor([train_loss], device=device)
@@ -498,7 +512,8 @@ def main(argv=None) -> int:
         row = {"epoch": epoch, "train_loss": train_loss, **val, "lr": optimizer.param_groups[0]["lr"],
                "head_lr": optimizer.param_groups[1]["lr"], "seconds": round(training.epoch_timer() - t0, 2)}
         state["metrics"].append(row)
-        improved = state["best_val"] is None or val["val_loss"] < state["best_val"]
+        # a non-finite validation loss (predictions overflowing in bf16) is never an improvement
+        improved = math.isfinite(val["val_loss"]) and (state["best_val"] is None or val["val_loss"] < state["best_val"])
         if improved:
             state.update(best_val=val["val_loss"], best_epoch=epoch, bad_epochs=0)
         else:

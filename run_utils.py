@@ -22,6 +22,7 @@ import numpy as np
 EXIT_USAGE = 2          # flags that do not fit together, a model that cannot be loaded
 EXIT_DATA = 3           # a data file missing, unreadable or of the wrong shape (the message names it)
 EXIT_MISSING_DEP = 4    # an optional package the command needs is not installed
+EXIT_DIVERGED = 5       # training stopped: a gradient became NaN or inf (the checkpoints keep the last finite epoch)
 
 PACKAGES = ("torch", "transformers", "peft", "numpy", "scipy", "h5py", "scikit-learn", "librosa", "soundfile",
             "soxr", "textgrid", "matplotlib", "safetensors",

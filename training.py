@@ -180,6 +180,10 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+class TrainingDiverged(RuntimeError):
+    """A gradient became NaN or inf: the optimizer step that would write it into the weights was not taken."""
+
+
 def train_one_epoch(model, loader, optimizer, scheduler, loss_kind: str, accum_steps: int, device, precision: str,
                     desc: str = "train", stop_after_steps: int | None = None, step_offset: int = 0,
                     disable_progress: bool = False) -> tuple[float, int]:
@@ -189,7 +193,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, loss_kind: str, accum_s
     may have fewer and averages over those, not over `accum_steps`). Under DDP the last micro-batch of every step,
     the epoch's last one included, synchronises the gradients. `stop_after_steps` (testing crash recovery)
     raises SystemExit(75) once that many optimizer steps of the run (counting `step_offset` earlier ones) are
-    done, without writing anything.
+    done, without writing anything. Raises TrainingDiverged before an optimizer step whose gradient is not finite
+    (bf16 overflow, a learning rate far too high), so the weights and the checkpoints keep their last finite values.
     """
     model.train()
     total, count, steps = 0.0, 0, 0
@@ -204,9 +209,16 @@ def train_one_epoch(model, loader, optimizer, scheduler, loss_kind: str, accum_s
         with sync, autocast(device, precision):
             loss = brain_loss(model(**inputs), target, loss_kind)
         (loss / group_size).backward()
-        total += loss.item() * len(target)
+        step_losses = [] if micro == group_start else step_losses
+        step_losses.append(loss.item())
+        total += step_losses[-1] * len(target)
         count += len(target)
         if last_micro:
+            # after DDP's all-reduce every replica holds the same gradient, so all of them stop here together
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            if grads and not torch.isfinite(torch.nn.utils.get_total_norm(grads)):
+                raise TrainingDiverged(f"{desc}: the gradient of optimizer step {step_offset + steps + 1} is not finite "
+                                       f"(its micro-batches' losses {', '.join(f'{v:.4g}' for v in step_losses)})")
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)

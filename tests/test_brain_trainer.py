@@ -201,6 +201,29 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(mini, tiny_models, tmp
     assert run(mini, model, tmp_path / "cut", *args, "--lr", "1e-3", "--resume") == trainer.EXIT_USAGE  # another run
 
 
+def test_a_diverging_run_stops_with_its_checkpoints_finite(mini, tiny_models, tmp_path, capsys, monkeypatch):
+    import training
+    loss_of = training.brain_loss
+    calls = []
+
+    def nan_from_the_11th_micro_batch(pred, target, kind="mse"):  # in training, as an overflow in bf16 would
+        calls.extend([1] if pred.requires_grad else [])
+        loss = loss_of(pred, target, kind)
+        return loss * float("nan") if len(calls) >= 11 else loss
+    monkeypatch.setattr(training, "brain_loss", nan_from_the_11th_micro_batch)
+    out = tmp_path / "r"  # 60 windows, 8 micro-batches of 8, 4 steps per epoch: micro-batch 11 is in step 6
+    assert run(mini, tiny_models["wav2vec2"], out, "--micro-batch-size", "8", "--num-epochs", "3") == trainer.EXIT_DIVERGED
+    err = capsys.readouterr().err
+    assert (f"error: {out}: epoch 2: the gradient of optimizer step 6 is not finite (its micro-batches' losses nan, nan). "
+            f"Nothing of epoch 2 was saved; best/ and last/ hold epochs 1 and 1.") in err
+    assert [r["epoch"] for r in metrics(out)] == [0, 1]
+    config = json.loads((out / "config.json").read_text())
+    assert config["diverged"].startswith("epoch 2: the gradient of optimizer step 6") and "finished" not in config
+    from safetensors.torch import load_file
+    for weights in (out / "best" / "model.safetensors", out / "best" / "voxel_head.safetensors"):
+        assert all(torch.isfinite(t).all() for t in load_file(weights).values())
+
+
 def test_clear_errors(mini, tiny_models, tmp_path, capsys):
     model = tiny_models["wav2vec2"]
     assert run(mini, model, tmp_path / "a", "--nc-threshold", "0.999") == trainer.EXIT_DATA

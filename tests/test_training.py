@@ -110,6 +110,24 @@ def test_accumulation_averages_each_step_over_its_own_micro_batches_and_syncs_th
     assert loss == pytest.approx(np.mean(losses), rel=1e-5)  # the epoch's loss: per sample, before each step
 
 
+def test_a_non_finite_gradient_stops_the_epoch_before_its_step_is_taken():
+    # micro-batch 4 (of step 2, micro-batches 3-5) holds an inf input: step 1 is taken, step 2 is not
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(14, 3, generator=g), torch.randn(14, 2, generator=g)
+    x[9, 1] = float("inf")
+    model = _Recorder()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    loader = torch.utils.data.DataLoader(_Pairs(x, y), batch_size=2, shuffle=False)
+    w0 = model.lin.weight.detach().clone()
+    with pytest.raises(training.TrainingDiverged, match=r"epoch 7: the gradient of optimizer step 12 is not finite "
+                                                        r"\(its micro-batches' losses \d\.\d+, (inf|nan), \d\.\d+\)"):
+        training.train_one_epoch(model, loader, opt, sched, "mse", 3, torch.device("cpu"), "fp32", desc="epoch 7",
+                                 step_offset=10, disable_progress=True)
+    assert torch.isfinite(model.lin.weight).all() and not torch.equal(model.lin.weight, w0)  # step 11 only
+    assert len(model.synced) == 6  # it stopped at the end of step 12's micro-batches, before stepping
+
+
 def test_controls_decouple_targets():
     stories = [_story(n, r, seed=i) for i, (n, r) in enumerate([("a", 20), ("b", 25), ("c", 18)])]
     swapped = apply_target_control(stories, "story-swap", seed=0)
