@@ -26,7 +26,14 @@ POOLINGS = ("last", "last_tr", "mean")
 
 def window_bounds(n_samples: int, stride_s: float = 0.1, context_s: float = 16.0,
                   sample_rate: int = 16000) -> tuple[np.ndarray, np.ndarray]:
-    """Start and end samples (n_windows,) of the causal windows; ends at every stride, from exact times."""
+    """Start and end samples (n_windows,) of the causal windows; ends at every stride, from exact times.
+
+    `stride_s` > 0 and `context_s` >= 0 seconds; raises ValueError otherwise (a zero stride divided by zero, a
+    negative stride or context gave no window at all, silently).
+    """
+    if not stride_s > 0 or not context_s >= 0 or not sample_rate > 0:
+        raise ValueError(f"window_bounds needs stride_s > 0, context_s >= 0 and sample_rate > 0 (found "
+                         f"{stride_s}, {context_s}, {sample_rate})")
     n_windows = int(np.floor(n_samples / sample_rate / stride_s + 1e-9))
     ends = np.round(np.arange(1, n_windows + 1) * stride_s * sample_rate).astype(np.int64)
     starts = np.maximum(0, ends - int(round((context_s + stride_s) * sample_rate)))

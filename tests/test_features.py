@@ -29,6 +29,10 @@ def test_window_bounds_hand_case():
     starts, ends = features.window_bounds(16000 * 3 + 100, stride_s=1.0, context_s=1.5)
     assert ends.tolist() == [16000, 32000, 48000]  # every stride, the partial fourth second dropped
     assert starts.tolist() == [0, 0, 48000 - 40000]  # context + one stride back, clipped at the onset
+    for stride, context in ((0.0, 1.5), (-1.0, 1.5), (1.0, -2.0), (float("nan"), 1.5)):
+        with pytest.raises(ValueError, match=rf"stride_s > 0, context_s >= 0 and sample_rate > 0 \(found {stride}, "
+                                             rf"{context}, 16000\)"):
+            features.window_bounds(16000 * 3, stride_s=stride, context_s=context)
 
 
 @pytest.mark.parametrize("family,threads", [("whisper", 1), ("wav2vec2", 1), ("whisper", 3), ("wav2vec2", 3)])
