@@ -65,6 +65,10 @@ def load_story_data(data: Ds003020, subjects: list[str], stories: list[str], vox
             if targets.ndim != 2 or targets.shape[0] != n_rows:
                 raise DataError(f"{targets_source}: '{story}' expected ({n_rows}, F) rows aligned with the "
                                 f"responses, found shape {targets.shape}")
+            if not np.isfinite(targets).all():  # the loss would be NaN from the first batch holding one
+                bad = ~np.isfinite(targets)
+                raise DataError(f"{targets_source}: '{story}' holds {int(bad.sum())} NaN or inf values (rows "
+                                f"{np.flatnonzero(bad.any(1))[:5].tolist()}...); expected finite targets")
         out.append(StoryData(story, data.audio(story), grid, targets))
     return out
 

@@ -118,6 +118,11 @@ def test_teacher_targets_from_file(mini, tiny_models, tmp_path, capsys):
     rows = data.respdict["souls"] - 20
     assert (f"bad.npz: 'souls' expected ({rows}, F) rows aligned with the responses, found shape ({rows - 2}, 6)"
             in capsys.readouterr().err)
+    holed = targets["souls"].copy()
+    holed[[3, 7], 1] = np.nan  # a teacher with undefined values: the loss would be NaN from that batch on
+    np.savez(tmp_path / "nan.npz", **dict(targets, souls=holed))
+    assert run(mini, tiny_models["wav2vec2"], tmp_path / "n", "--targets-from", str(tmp_path / "nan.npz")) == 3
+    assert "nan.npz: 'souls' holds 2 NaN or inf values (rows [3, 7]...); expected finite" in capsys.readouterr().err
     np.savez(tmp_path / "partial.npz", **{k: v for k, v in targets.items() if k != "souls"})
     w2v = tiny_models["wav2vec2"]
     assert run(mini, w2v, tmp_path / "p", "--targets-from", str(tmp_path / "partial.npz")) == trainer.EXIT_DATA
