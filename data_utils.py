@@ -223,14 +223,25 @@ class Ds003020:
         ----------
         voxels : optional sorted column indices or boolean mask of length V; read in row blocks so that
             memory stays at the subset's size.
-        check : assert that the rows match the TR grid (`respdict - 20`).
+        check : assert that the rows match the TR grid (`respdict - 20`) and the voxels the subject's other stories.
         """
         path = self.response_path(subject, story)
         with self._open_h5(path) as f:
-            out = read_columns(self._response_dataset(f, path), voxels, path)
+            ds = self._response_dataset(f, path)
+            if check:
+                self._check_voxel_count(subject, story, ds.shape[1], path)
+            out = read_columns(ds, voxels, path)
         if check:
             check_alignment(self.tr_grid(story), out.shape[0], story, where=str(path))
         return out
+
+    def _check_voxel_count(self, subject: str | int, story: str, n_voxels: int, path: Path) -> None:
+        """Raise DataError unless `n_voxels` (of `story`'s file at `path`) is the subject's V: a story with other
+        columns is another subject's file, whose voxels a selection of indices would read as this subject's."""
+        first = self.stories(subject)[0]
+        if story != first and n_voxels != (expected := self.n_voxels(subject)):
+            raise DataError(f"{path}: has {n_voxels} voxels but {self.response_path(subject, first)} has {expected}: "
+                            f"every story of {subject_id(subject)} must have the same voxels (another subject's file?)")
 
     def n_response_rows(self, subject: str | int, story: str, check: bool = True) -> int:
         """Rows of a story's "data" from the file's header only (no voxel is read); `check` as in load_responses."""

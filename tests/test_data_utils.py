@@ -110,6 +110,11 @@ def test_bad_inputs_name_file_expected_and_found(mini_root, mini, tmp_path):
         nc_voxel_mask(np.full(5, 0.5), 0.99)
     with pytest.raises(DataError, match="UTS02/avatar.hf5: voxel mask has length 3 but the file has 96 voxels"):
         data.load_responses("UTS02", "avatar", voxels=np.ones(3, bool))
+    # UTS01's avatar in UTS02's folder: the same TRs, 120 voxels where UTS02 has 96 (an index selection would fit)
+    shutil.copy(data.response_path("UTS01", "avatar"), data.response_path("UTS02", "avatar"))
+    with pytest.raises(DataError, match=r"UTS02/avatar.hf5: has 120 voxels but .*UTS02/alternateithicatom.hf5 has 96: "
+                                        r"every story of UTS02 must have the same voxels \(another subject's file\?\)"):
+        data.load_responses("UTS02", "avatar", voxels=np.arange(10))
 
 
 def test_files_a_partial_download_left_as_placeholders_say_how_to_fetch_them(mini_root, tmp_path):
