@@ -306,9 +306,11 @@ class Ds003020:
         except FileNotFoundError as err:  # DataLad leaves annexed TextGrids as links until `datalad get`
             raise FileNotFoundError(f"{err}{not_downloaded_hint(path)}") from err
         if self.audio_path(story).is_file():
-            # tier 0 phones, tier 1 words, as far as the file has them (phones() alone needs no word tier)
-            spoken = [read(tiers, str(path)).ends for read in (phones_from_tiers, words_from_tiers)[:len(tiers)]]
-            last = max((float(e.max()) for e in spoken if len(e)), default=float("nan"))
+            # tier 0 phones, tier 1 words, as far as the file has them (phones() alone needs no word tier); empty
+            # labels, words by the Huth convention, are not speech: a trailing one may run to the grid's end
+            labelled = [read(tiers, str(path)) for read in (phones_from_tiers, words_from_tiers)[:len(tiers)]]
+            last = max((e for t in labelled for e, label in zip(t.ends.tolist(), t.labels) if label.strip()),
+                       default=float("nan"))
             check_transcript_duration(last, self.audio_seconds(story), story, str(path), str(self.audio_path(story)))
         return tiers
 

@@ -88,8 +88,8 @@ def check_loaded_weights(model: nn.Module, model_type: str, missing, unexpected,
 
     `missing`, `unexpected`: parameter names from `from_pretrained(..., output_loading_info=True)`.
     """
-    used = [k for k in model.state_dict() if model_type != "whisper" or k.startswith("encoder.")]
-    absent = sorted(k for k in missing if k in set(used))
+    used = {k for k in model.state_dict() if model_type != "whisper" or k.startswith("encoder.")}
+    absent = sorted(set(missing) & used)
     if not absent:
         return
     listed = ", ".join(absent[:3]) + (" ..." if len(absent) > 3 else "")

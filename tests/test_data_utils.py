@@ -438,6 +438,13 @@ def test_a_textgrid_of_another_story_or_without_phones_is_an_error_naming_it(min
                                             r"labels\), so no phone features for 'souls'"):
         data.phones("souls")
     assert len(data.words("souls")) == len(data.words("avatar"))  # the words are still there and fit
+    # an empty-labelled word interval (a word by the Huth convention, but no speech) may run past the audio's end
+    from textgrid_utils import format_textgrid
+    phones, words, end = data.phones("life"), data.words("life"), data.audio_seconds("life")
+    (grids / "life.TextGrid").write_text(format_textgrid(
+        {"phone": list(zip(phones.starts, phones.ends, phones.labels)),
+         "word": [*zip(words.starts, words.ends, words.labels), (words.ends[-1], end + 5.0, "")]}, xmax=end + 5.0))
+    assert data.words("life").labels == [*words.labels, ""]
 
 
 def test_repeats_must_be_two_or_more_with_the_rows_and_voxels_of_data(mini_root, tmp_path, capsys):
