@@ -268,6 +268,22 @@ def test_ddp_two_cpu_processes(mini, tiny_models, tmp_path):
     assert res.stdout.count("epoch 1:") == 1  # only rank 0 reports and writes
 
 
+def test_ddp_processes_stop_together_when_the_gradient_diverges(mini, tiny_models, tmp_path):
+    # a learning rate of 1e30 overflows the weights at the first step: the all-reduced gradient of the second is NaN
+    # on both processes, so both stop there (neither waits at a collective for the other)
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29535",
+           str(REPO / "brain_trainer_story.py"), "--data-dir", str(mini / "ds003020"), "--subject", "UTS01",
+           "--model-name", tiny_models["wav2vec2"], "--nc-dir", str(mini / "subject_NCs"), "--out-dir", str(out),
+           "--batch-size", "16", "--micro-batch-size", "2", "--num-epochs", "2", "--lr", "1e30", "--head-lr", "1e30",
+           "--no-progress"]
+    res = subprocess.run(cmd, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode != 0 and "exitcode  : 5" in res.stderr, res.stderr[-3000:]  # torchrun reports rank 0's 5
+    assert res.stderr.count("the gradient of optimizer step 2 is not finite") == 1  # rank 0 alone reports
+    assert "diverged" in json.loads((out / "config.json").read_text()) and not (out / "best").exists()
+
+
 def test_ridge_head_init_starts_below_the_random_head(mini, tiny_models, tmp_path):
     assert run(mini, tiny_models["hubert"], tmp_path / "rand", "--num-epochs", "1") == 0
     assert run(mini, tiny_models["hubert"], tmp_path / "ridge", "--num-epochs", "1", "--init-head", "ridge",
