@@ -29,7 +29,7 @@ import numpy as np
 import alignment as al
 import data_utils as du
 import models
-from features import (FeatureCache, add_window_arguments, cache_settings, check_window_fits,
+from features import (FeatureCache, add_window_arguments, cache_settings, check_finite_features, check_window_fits,
                       extract_story_features_together)
 from inference import inference_threads, sharing_plan
 from timing import TEST_EXTRA_TRIM
@@ -201,6 +201,11 @@ def main(argv=None) -> int:
                 [encoders[k] for k in group], data.audio(story), [layers[k] for k in group], args.stride,
                 args.context, st["pooling"], args.tr, batch_size, device, precision, not args.no_progress, threads)
             for k, f in zip(group, feats):
+                try:  # before the cache: a NaN layer is never read back as features
+                    check_finite_features(f, layers[k], args.model_name[k], f"story '{story}'")
+                except models.ModelError as err:
+                    print(f"error: {err}", file=sys.stderr)
+                    return EXIT_USAGE
                 caches[k].save(story, layers[k], times, f)
                 found[k] = (times, f)
         grid = data.tr_grid(story)

@@ -53,6 +53,16 @@ def check_window_fits(encoder: SpeechEncoder, stride_s: float, context_s: float)
                          f"than the {limit_s:g} s Whisper takes; lower --context to at most {limit_s - stride_s:g}")
 
 
+def check_finite_features(features: np.ndarray, layers: list[int], model_name: str, what: str) -> None:
+    """Raise ModelError naming the model, the layers and `what` (a story, a split) where `features` (per layer, any
+    shape) hold NaN or inf: weights that are damaged or diverged (or overflow in bf16) would otherwise be scored,
+    r = 0 or chance, as if the model had nothing to say there."""
+    bad = [layer for layer, x in zip(layers, features) if not np.isfinite(x).all()]
+    if bad:
+        raise ModelError(f"{model_name}: the hidden states of layer(s) {bad} hold NaN or inf on {what}: its weights are "
+                         f"damaged or diverged (or overflow at this --precision)")
+
+
 def pool_frames(states: torch.Tensor, valid: torch.Tensor, pooling: str, n_last_frames: int) -> torch.Tensor:
     """(B, frames, H) -> (B, H): last valid frame, mean of the last `n_last_frames` valid frames, or mean."""
     n_valid = valid.sum(1)

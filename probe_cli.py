@@ -110,7 +110,7 @@ def run(args, task_runner) -> int:
     except du.DATA_ERRORS as err:  # a file missing or unreadable, an alignment past its audio
         print(f"error: {err}", file=sys.stderr)
         return EXIT_DATA
-    except TaskUsageError as err:
+    except (TaskUsageError, models.ModelError) as err:  # the second: a model whose hidden states are not finite
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     return 0

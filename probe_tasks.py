@@ -19,7 +19,7 @@ import downstream_data as dd
 import probes
 from alignment import relative_change, upper_middle_layers
 from data_utils import DataError, read_tsv
-from features import FeatureCache
+from features import FeatureCache, check_finite_features
 from inference import map_inference, prepare_for_inference
 from models import SpeechEncoder
 from run_utils import (command_line, package_versions, read_result_json, timestamp, write_json_atomic,
@@ -107,6 +107,7 @@ def extract_missing_features(spec: TaskSpec, utts: list[dd.Utterance], lengths: 
             rows_x = _frame_rows(todo_models, members, member_lengths, frame_step, device, progress, threads,
                                  batch_size)
         for k, (rows, x) in zip(todo, rows_x):
+            check_finite_features(x, models[k].layers, models[k].name, f"the {split} split")  # before the cache
             caches[k].save(split, models[k].layers, rows, x)
             fresh[k].add(split)
         del rows_x
@@ -363,6 +364,8 @@ def run_semantic_preference(models: list[ProbedModel], words_by_source: dict, au
     audio = {src: audio_loader(src) for src in sorted({s for o in occ.values() for s, _, _ in o})}
     words, feats = occurrence_features_together([m.encoder for m in models], audio, occ, [m.layers for m in models],
                                                 context_s, device, progress, threads)
+    for m, x in zip(models, feats):
+        check_finite_features(x, m.layers, m.name, "the word segments")
     results = []
     for m, x in zip(models, feats):
         emb = mean_by_word(words, x)
@@ -421,6 +424,8 @@ def run_story_word_probe(models: list[ProbedModel], words_by_source: dict, audio
     audio = {src: audio_loader(src) for src in sorted({s for o in occ.values() for s, _, _ in o})}
     words, feats = occurrence_features_together([m.encoder for m in models], audio, occ, [m.layers for m in models],
                                                 context_s, device, progress, threads)
+    for m, x in zip(models, feats):
+        check_finite_features(x, m.layers, m.name, "the word segments")
     words = np.array(words)
     y = np.array([classes[label_of[w]] for w in words], np.int64)
     # the same probe and folds on the labels of the preceding words alone: what following the topic would score

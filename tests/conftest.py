@@ -37,6 +37,19 @@ def tiny_models(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="session")
+def nan_model(tiny_models, tmp_path_factory) -> str:
+    """The tiny wav2vec2 with its last block's output projection set to NaN: hidden state 2 is NaN, 1 is not."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+    folder = shutil.copytree(tiny_models["wav2vec2"], tmp_path_factory.mktemp("nan") / "w2v")
+    weights = load_file(folder / "model.safetensors")
+    weights["encoder.layers.1.feed_forward.output_dense.weight"][:] = float("nan")
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
 def downstream(tmp_path_factory) -> Path:
     """Tiny miniature downstream datasets: timit/, speech_commands/, crema_d/, slurp/, words/ (~3 s)."""
     from make_downstream_data import build

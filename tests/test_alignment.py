@@ -513,6 +513,14 @@ def test_brain_evaluate_several_models_together_equal_each_alone(mini, tiny_mode
     assert "expected one --out folder per --model-name (2), found 1" in capsys.readouterr().err
 
 
+def test_a_model_with_non_finite_hidden_states_is_refused_before_its_features_are_cached(mini, nan_model, tmp_path,
+                                                                                          capsys):
+    assert _eval(mini, nan_model, tmp_path / "e") == brain_evaluate.EXIT_USAGE  # it scored r = 0 at layer 2
+    assert (f"error: {nan_model}: the hidden states of layer(s) [2] hold NaN or inf on story 'alternateithicatom': "
+            f"its weights are damaged or diverged") in capsys.readouterr().err
+    assert not list((tmp_path / "cache").rglob("*.npz")) and not (tmp_path / "e" / "summary.json").exists()
+
+
 def test_ridge_runs_on_the_evaluation_gpu_by_default():
     cpu, gpu = torch.device("cpu"), torch.device("cuda:1")
     assert brain_evaluate.ridge_backend("auto", cpu) == {"backend": "numpy", "device": None}

@@ -35,6 +35,15 @@ def test_window_bounds_hand_case():
             features.window_bounds(16000 * 3, stride_s=stride, context_s=context)
 
 
+def test_check_finite_features_names_the_model_layers_and_where():
+    x = np.zeros((3, 4, 2), np.float32)
+    features.check_finite_features(x, [1, 2, 3], "m", "story 'souls'")
+    x[1, 2, 0], x[2, 0, 1] = np.nan, -np.inf
+    with pytest.raises(models.ModelError, match=r"^m: the hidden states of layer\(s\) \[2, 3\] hold NaN or inf on "
+                                                r"story 'souls'"):
+        features.check_finite_features(x, [1, 2, 3], "m", "story 'souls'")
+
+
 @pytest.mark.parametrize("family,threads", [("whisper", 1), ("wav2vec2", 1), ("whisper", 3), ("wav2vec2", 3)])
 def test_models_extracted_together_equal_each_alone_and_skip_the_shared_bottom(tiny_models, family, threads):
     base = _encoder(tiny_models[family])

@@ -117,6 +117,18 @@ def test_semantic_preference_on_miniature_stories(mini, downstream, tiny_models,
     assert v["preference"] == pytest.approx(v["synonym"] - v["near_homophone"])
 
 
+def test_a_model_with_non_finite_hidden_states_is_refused_by_the_probes(mini, downstream, nan_model, tmp_path, capsys):
+    # an utterance task (the features checked before the split is cached) and a word-segment one
+    for script, data, task, where in ((eval_phonemes, downstream / "timit", "sentence_type", "the train split"),
+                                      (eval_downstream, mini / "ds003020", "semantic_preference", "the word segments")):
+        out = tmp_path / task
+        assert script.main(_args(nan_model, data, out, tmp_path / "c", "--task", task)) == 2
+        assert (f"{nan_model}: the hidden states of layer(s) [2] hold NaN or inf on {where}"
+                in capsys.readouterr().err)
+        assert not (out / "results.json").exists()
+    assert not list((tmp_path / "c").rglob("*.npz"))
+
+
 def test_story_words_from_a_truncated_story_or_a_broken_textgrid_exit_3_naming_the_file(mini, downstream, tiny_models,
                                                                                          tmp_path, capsys):
     import soundfile as sf
