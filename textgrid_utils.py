@@ -77,7 +77,7 @@ def parse_textgrid(text: str, source: str = "<text>") -> list[TimedLabels]:
         try:
             grid.read(tmp, encoding="utf-8")
         except Exception as err:
-            raise TextGridError(f"{source}: cannot parse TextGrid ({type(err).__name__}: {err})") from err
+            raise TextGridError(f"{source}: cannot parse TextGrid ({_parse_error_detail(err)})") from err
     finally:
         os.unlink(tmp)
     tiers = []
@@ -88,6 +88,14 @@ def parse_textgrid(text: str, source: str = "<text>") -> list[TimedLabels]:
                                  ends=np.array([iv.maxTime for iv in tier], dtype=np.float64),
                                  labels=[iv.mark for iv in tier], name=tier.name or ""))
     return tiers
+
+
+def _parse_error_detail(err: Exception) -> str:
+    """The textgrid package's error in words: its bounds checks raise ValueError(bound) with the bound alone."""
+    if type(err) is ValueError and len(err.args) == 1 and isinstance(err.args[0], (int, float)):
+        return (f"an interval or tier reaches past {err.args[0]:g} s, the xmin or xmax of the tier or grid holding it: "
+                f"the header's times do not cover its intervals")
+    return f"{type(err).__name__}: {err}"
 
 
 def read_textgrid(path: str | os.PathLike) -> list[TimedLabels]:
