@@ -26,8 +26,8 @@ import numpy as np
 
 from run_utils import EXIT_DATA, NPY_READ_ERRORS, file_sha256, positive_float, save_npy_atomic
 from textgrid_utils import TextGridError, TimedLabels, phones_from_tiers, read_textgrid, words_from_tiers
-from timing import (DEFAULT_TR, AlignmentError, TRGrid, check_alignment, check_audio_duration, check_transcript_duration,
-                    simulated_tr_grid)
+from timing import (DEFAULT_TR, AlignmentError, TRGrid, check_alignment, check_audio_duration,
+                    check_transcript_duration, simulated_tr_grid)
 
 SAMPLE_RATE = 16000
 TEST_STORY = "wheretheressmoke"

@@ -59,8 +59,8 @@ def check_finite_features(features: np.ndarray, layers: list[int], model_name: s
     r = 0 or chance, as if the model had nothing to say there."""
     bad = [layer for layer, x in zip(layers, features) if not np.isfinite(x).all()]
     if bad:
-        raise ModelError(f"{model_name}: the hidden states of layer(s) {bad} hold NaN or inf on {what}: its weights are "
-                         f"damaged or diverged (or overflow at this --precision)")
+        raise ModelError(f"{model_name}: the hidden states of layer(s) {bad} hold NaN or inf on {what}: its weights "
+                         f"are damaged or diverged (or overflow at this --precision)")
 
 
 def pool_frames(states: torch.Tensor, valid: torch.Tensor, pooling: str, n_last_frames: int) -> torch.Tensor:

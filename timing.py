@@ -116,9 +116,9 @@ def check_transcript_duration(last_spoken_s: float, audio_s: float, story: str, 
         raise AlignmentError(f"{where}: words and phones go on until {last_spoken_s:.2f} s but the audio of '{story}' "
                              f"({audio_where}) lasts {audio_s:.2f} s: the TextGrid of another story or recording")
     if audio_s > AUDIO_MAX_SPAN_RATIO * last_spoken_s:
-        raise AlignmentError(f"{where}: the last word or phone ends at {last_spoken_s:.2f} s but the audio of '{story}' "
-                             f"({audio_where}) lasts {audio_s:.2f} s, more than {AUDIO_MAX_SPAN_RATIO:g}x longer: the "
-                             f"TextGrid of another story or recording")
+        raise AlignmentError(f"{where}: the last word or phone ends at {last_spoken_s:.2f} s but the audio of "
+                             f"'{story}' ({audio_where}) lasts {audio_s:.2f} s, more than {AUDIO_MAX_SPAN_RATIO:g}x "
+                             f"longer: the TextGrid of another story or recording")
 
 
 def response_tr_indices(n_rows: int) -> np.ndarray:

@@ -221,8 +221,9 @@ def train_one_epoch(model, loader, optimizer, scheduler, loss_kind: str, accum_s
             # after DDP's all-reduce every replica holds the same gradient, so all of them stop here together
             grads = [p.grad for p in model.parameters() if p.grad is not None]
             if grads and not torch.isfinite(torch.nn.utils.get_total_norm(grads)):
-                raise TrainingDiverged(f"{desc}: the gradient of optimizer step {step_offset + steps + 1} is not finite "
-                                       f"(its micro-batches' losses {', '.join(f'{v:.4g}' for v in step_losses)})")
+                losses = ", ".join(f"{v:.4g}" for v in step_losses)
+                raise TrainingDiverged(f"{desc}: the gradient of optimizer step {step_offset + steps + 1} is not "
+                                       f"finite (its micro-batches' losses {losses})")
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)

@@ -219,8 +219,8 @@ def test_bad_metadata_roi_and_noise_ceiling_files_name_file_expected_and_found(m
     with pytest.raises(DataError, match=r"UTS01.npy: expected a 1-D vector of one value per voxel, found shape \(3, 2\)"):
         load_noise_ceiling("UTS01", nc_file=nc_file)
     # values that are not cc_max: a percentage, a file of NaN, a boolean mask saved in its place
-    for values, message in (([0.2, 45.0, 0.5], r"UTS01.npy: expected noise ceilings \(cc_max\) in \[0, 1\], found 1 of 3 "
-                                                r"values outside \(min 0.2, max 45\)"),
+    for values, message in (([0.2, 45.0, 0.5], r"UTS01.npy: expected noise ceilings \(cc_max\) in \[0, 1\], found 1 "
+                                                r"of 3 values outside \(min 0.2, max 45\)"),
                             ([-0.3, 0.5, 0.1], r"found 1 of 3 values outside \(min -0.3, max 0.5\)"),
                             ([np.nan, np.nan, np.inf], r"UTS01.npy: no finite noise-ceiling value among its 3 voxels"),
                             ([True, False, True], r"UTS01.npy: expected real noise-ceiling values \(cc_max\), found "

@@ -48,8 +48,8 @@ def test_errors_name_the_file(tmp_path):
         read_textgrid(tmp_path / "missing.TextGrid")
     short_header = tmp_path / "short_header.TextGrid"  # the grid's xmax (1.5 s) ends before its tiers' (2 s)
     short_header.write_text(format_textgrid(TIERS, 2.0).replace("xmax = 2.0", "xmax = 1.5", 1))
-    with pytest.raises(TextGridError, match=r"short_header.TextGrid: cannot parse TextGrid \(an interval or tier reaches "
-                                            r"past 1.5 s, the xmin or xmax of the tier or grid holding it"):
+    with pytest.raises(TextGridError, match=r"short_header.TextGrid: cannot parse TextGrid \(an interval or tier "
+                                            r"reaches past 1.5 s, the xmin or xmax of the tier or grid holding it"):
         read_textgrid(short_header)
 
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from timing import (AlignmentError, TRGrid, check_alignment, check_audio_duration, check_transcript_duration, cut_window,
-                    response_tr_indices, simulated_tr_grid, trim_slice, window_end_samples, window_samples)
+from timing import (AlignmentError, TRGrid, check_alignment, check_audio_duration, check_transcript_duration,
+                    cut_window, response_tr_indices, simulated_tr_grid, trim_slice, window_end_samples, window_samples)
 
 
 def test_simulated_grid_follows_the_contract():
