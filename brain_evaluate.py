@@ -147,6 +147,12 @@ def main(argv=None) -> int:
     if tuple(args.low_level_groups) != al.LOW_LEVEL_GROUPS and not args.low_level:
         print("error: --low-level-groups chooses the features of --low-level; add --low-level", file=sys.stderr)
         return EXIT_USAGE
+    for name in args.model_name:  # a tuned model has heard its training stories: scored on one, it is not held out
+        if which := tuned_on_story(tuning_record(name), args.test_story):
+            print(f"error: {name} was brain-tuned with '{args.test_story}' among its {which} stories, so its alignment "
+                  f"on it would not be held out; evaluate on a story it was not tuned on (--test-story)",
+                  file=sys.stderr)
+            return EXIT_USAGE
     set_seed(args.seed)
     try:
         device = resolve_device(args.device)
@@ -243,7 +249,8 @@ def main(argv=None) -> int:
 
 def tuning_record(model_name: str) -> dict | None:
     """What brain_trainer_story.py wrote beside a tuned model (its best/brain_tuning.json): the subject or
-    subjects it was tuned on, its base model, epoch and validation loss; None for any other model."""
+    subjects it was tuned on, its base model, epoch and validation loss, and the stories it was tuned and
+    early-stopped on where recorded; None for any other model."""
     path = Path(model_name) / "brain_tuning.json"
     if not path.is_file():
         return None
@@ -251,7 +258,18 @@ def tuning_record(model_name: str) -> dict | None:
         record = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         return {"unreadable": f"{path}: {err}"}
-    return {k: record.get(k) for k in ("subject", "base_model", "epoch", "val_loss")}
+    return ({k: record.get(k) for k in ("subject", "base_model", "epoch", "val_loss")}
+            | ({"stories": record["stories"]} if "stories" in record else {}))  # recorded since 2026-12-04
+
+
+def tuned_on_story(record: dict | None, story: str) -> str | None:
+    """"training" or "validation" where a `tuning_record` lists `story` among the stories its model was tuned or
+    early-stopped on (runs since 2026-12-04 record them), else None."""
+    stories = (record or {}).get("stories") or {}
+    for key, which in (("train", "training"), ("val", "validation")):
+        if story in (stories.get(key) or []):
+            return which
+    return None
 
 
 def tuned_subjects(record: dict) -> list[str]:

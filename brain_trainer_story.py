@@ -525,7 +525,8 @@ def main(argv=None) -> int:
                 shutil.rmtree(tmp, ignore_errors=True)
                 models.save_tuned(model, extractor, tmp)
                 write_json_atomic(tmp / "brain_tuning.json", {"epoch": epoch, **val, "subject": config["subject"],
-                                                              "base_model": args.model_name})
+                                                              "base_model": args.model_name,
+                                                              "stories": {"train": split.train, "val": split.val}})
                 replace_dir(tmp, out_dir / "best")
             tmp = out_dir / "last.tmp"
             shutil.rmtree(tmp, ignore_errors=True)

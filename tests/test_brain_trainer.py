@@ -46,7 +46,7 @@ def test_each_family_trains_and_lowers_validation_loss(mini, tiny_models, family
         assert (tmp_path / "r" / name).is_file(), name
 
 
-def test_best_dir_reproduces_the_best_validation_loss(mini, tiny_models, tmp_path):
+def test_best_dir_reproduces_the_best_validation_loss(mini, tiny_models, tmp_path, capsys):
     from transformers import AutoFeatureExtractor, AutoModel
 
     import data_utils as du
@@ -63,6 +63,15 @@ def test_best_dir_reproduces_the_best_validation_loss(mini, tiny_models, tmp_pat
     val = training.WindowDataset(training.load_story_data(data, ["UTS01"], ["stagefright", "life"], [voxels], quiet=True))
     res = training.evaluate(model, torch.utils.data.DataLoader(val, batch_size=16), "mse", torch.device("cpu"), "fp32", True)
     assert res["val_loss"] == pytest.approx(best["val_loss"], rel=1e-4)
+    # the stories it was tuned on are recorded: the evaluation refuses to score it on one of them as held out
+    assert best["stories"] == {"train": ["alternateithicatom", "souls", "avatar"], "val": ["stagefright", "life"]}
+    import brain_evaluate
+    for story, which in (("souls", "training"), ("life", "validation")):
+        assert brain_evaluate.main(["--data-dir", str(mini / "ds003020"), "--subject", "UTS01", "--model-name",
+                                    str(out / "best"), "--out", str(tmp_path / "e"), "--test-story", story]) == 2
+        assert (f"{out / 'best'} was brain-tuned with '{story}' among its {which} stories, so its alignment on it "
+                f"would not be held out") in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()
 
 
 def test_roi_hemisphere_losses_and_controls(mini, tiny_models, tmp_path):
