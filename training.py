@@ -213,7 +213,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, loss_kind: str, accum_s
         with sync, autocast(device, precision):
             loss = brain_loss(model(**inputs), target, loss_kind)
         (loss / group_size).backward()
-        step_losses = [] if micro == group_start else step_losses
+        if micro == group_start:  # the losses of this optimizer step's micro-batches, for a divergence message
+            step_losses = []
         step_losses.append(loss.item())
         total += step_losses[-1] * len(target)
         count += len(target)
