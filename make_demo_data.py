@@ -90,6 +90,7 @@ EXTRA_STORY_STREAM = 99                       # seed key of the further training
 EMBEDDING_STREAM = 98                         # seed key of the word embedding
 EMBEDDING_DIMS = 985                          # as english1000sm.hf5
 SHORT_FORMAT_STORY = VAL_STORIES[0]           # one TextGrid in Praat's short format
+CHRONOLOGICAL_FORMAT_STORY = VAL_STORIES[1]   # one in its chronological format; the others in the long one
 MONO_STORY = TRAIN_STORIES[1]                 # one 44.1 kHz mono wav; the others are stereo
 VOXEL_TYPES = ("auditory", "language", "mixed", "noise")
 VOXEL_FRACTIONS = (0.30, 0.35, 0.10, 0.25)
@@ -308,8 +309,8 @@ def build(out: Path, seed: int = 0, size: str = "demo", tr: float = DEFAULT_TR, 
         s = synthesize_story(synth, extra_rng if story in extra else rng, resp, tr)
         respdict[story] = resp
         write_wav(root / "stimuli" / f"{story}.wav", s["audio"], s["rate"], stereo=story != MONO_STORY, title=story)
-        tg_texts[story] = format_textgrid({"phone": s["phones"], "word": s["words"]}, s["duration"],
-                                          short=story == SHORT_FORMAT_STORY)
+        style = {SHORT_FORMAT_STORY: "short", CHRONOLOGICAL_FORMAT_STORY: "chronological"}.get(story, "long")
+        tg_texts[story] = format_textgrid({"phone": s["phones"], "word": s["words"]}, s["duration"], style=style)
         (root / "derivative" / "TextGrids" / f"{story}.TextGrid").write_text(tg_texts[story], encoding="utf-8")
         import soxr
         wav16 = soxr.resample(s["audio"], s["rate"], 16000)
@@ -398,6 +399,8 @@ def check_miniature(tmp: Path, preset: SizePreset) -> None:
         assert set(data.words(story).labels) <= vocab, f"{story}: words outside the embedding"
     short = (root / "derivative" / "TextGrids" / f"{SHORT_FORMAT_STORY}.TextGrid").read_text()
     assert "xmin =" not in short and "intervals [" not in short, "short-format TextGrid missing"
+    chronological = (root / "derivative" / "TextGrids" / f"{CHRONOLOGICAL_FORMAT_STORY}.TextGrid").read_text()
+    assert chronological.startswith('"Praat chronological'), "chronological TextGrid missing"
     voxel_counts = []
     for subj, n_vox in preset.voxels.items():
         folder = root / "derivative" / "preprocessed_data" / subj

@@ -1,8 +1,12 @@
-"""Praat TextGrids of the stories: decoding, parsing (long and short formats) and word/phone sequences.
+"""Praat TextGrids of the stories: decoding, parsing (long, short and chronological formats), word/phone sequences.
 
-Tiers are addressed by index as in the Moth Radio Hour data: tier 0 holds phones, tier 1 words. Parsing goes
-through the `textgrid` package after the raw bytes are normalised (UTF-8 BOM stripped, UTF-16 decoded, CRLF
-folded), so one code path serves files and the text held in the Box pickles.
+Tiers are addressed by index as in the Moth Radio Hour data: tier 0 holds phones, tier 1 words. The long and
+short formats are parsed by the `textgrid` package after the raw bytes are normalised (UTF-8 BOM stripped, UTF-16
+decoded, CRLF folded), so one code path serves files and the text held in the Box pickles. The `textgrid` package
+does not read Praat's third text format, the chronological one, which the Huth-lab parser reads and which public
+code written for ds003020 handles for some of its stories; `_parse_chronological` reads it with the package's conventions
+(times rounded to 5 decimals, zero-duration intervals dropped, intervals within their tier), so a story's tiers do
+not depend on how its file is serialised.
 """
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ import numpy as np
 import textgrid as _tg
 
 PHONE_TIER, WORD_TIER = 0, 1
+TIME_DIGITS = 5                # the textgrid package rounds every time to 5 decimals (10 µs); so do we
+CHRONOLOGICAL_HEADER = "Praat chronological TextGrid text file"
 # Huth convention: these labels are not words (after lower-casing and stripping braces).
 BAD_WORDS = frozenset({"sentence_start", "sentence_end", "br", "lg", "ls", "ns", "sp"})
 
@@ -68,6 +74,8 @@ def parse_textgrid(text: str, source: str = "<text>") -> list[TimedLabels]:
     if "TextGrid" not in text[:200]:
         raise TextGridError(f"{source}: not a Praat TextGrid (expected a header naming 'TextGrid', found "
                             f"{text[:60]!r})")
+    if text.lstrip().startswith(f'"{CHRONOLOGICAL_HEADER}"'):
+        return _parse_chronological(text, source)
     # The textgrid package reads paths only; a temporary UTF-8 copy keeps a single parser for files and pickles.
     fd, tmp = tempfile.mkstemp(suffix=".TextGrid")
     try:
@@ -96,6 +104,94 @@ def _parse_error_detail(err: Exception) -> str:
         return (f"an interval or tier reaches past {err.args[0]:g} s, the xmin or xmax of the tier or grid holding it: "
                 f"the header's times do not cover its intervals")
     return f"{type(err).__name__}: {err}"
+
+
+# A chronological file is a stream of tokens: quoted strings ("" escapes a quote; newlines allowed), bare
+# numbers, and comments from "!" to the end of the line, as Praat's own reader takes them.
+_CHRONOLOGICAL_TOKEN = re.compile(r'\s+|!.*|"((?:[^"]|"")*)"|([^\s"!]+)')
+
+
+def _chronological_tokens(text: str, source: str) -> list[tuple[str, str, int]]:
+    """(kind "string" or "bare", value, line number) of each token of a chronological TextGrid."""
+    tokens, pos, line = [], 0, 1
+    while pos < len(text):
+        match = _CHRONOLOGICAL_TOKEN.match(text, pos)
+        if match is None:       # only an unterminated string gets here
+            raise TextGridError(f"{source}: cannot parse TextGrid (line {line}: a quoted string that is never closed, "
+                                f"found {text[pos:pos + 40]!r})")
+        if match.group(1) is not None:
+            tokens.append(("string", match.group(1).replace('""', '"'), line))
+        elif match.group(2) is not None:
+            tokens.append(("bare", match.group(2), line))
+        line += text.count("\n", pos, match.end())
+        pos = match.end()
+    return tokens
+
+
+def _parse_chronological(text: str, source: str) -> list[TimedLabels]:
+    """Parse Praat's chronological TextGrid text format into one TimedLabels per interval tier.
+
+    Layout: the header string; the grid's xmin and xmax; the number of tiers; per tier its class, name, xmin
+    and xmax; then entries in time order, each "tier number, start, end, text" (interval tiers) or "tier number,
+    time, mark" (point tiers, skipped as the long and short formats' are).
+    """
+    tokens, pos = _chronological_tokens(text, source), 0
+
+    def take(kind: str, what: str):
+        nonlocal pos
+        if pos >= len(tokens):
+            raise TextGridError(f"{source}: cannot parse TextGrid (the file ends where {what} was expected)")
+        found, value, line = tokens[pos]
+        pos += 1
+        try:
+            if kind == "string" and found == "string":
+                return value
+            if kind == "number" and found == "bare":
+                return round(float(value), TIME_DIGITS)
+            if kind == "count" and found == "bare":
+                return int(value)
+        except ValueError:
+            pass
+        shown = f'"{value}"' if found == "string" else value
+        raise TextGridError(f"{source}: cannot parse TextGrid (line {line}: expected {what}, found {shown[:40]})")
+
+    if take("string", "the header") != CHRONOLOGICAL_HEADER:
+        raise TextGridError(f"{source}: cannot parse TextGrid (expected the header \"{CHRONOLOGICAL_HEADER}\")")
+    grid_min, grid_max = take("number", "the grid's xmin"), take("number", "the grid's xmax")
+    tiers = []
+    for k in range(1, take("count", "the number of tiers") + 1):
+        tier_class, name = take("string", f"tier {k}'s class"), take("string", f"tier {k}'s name")
+        tier_min, tier_max = take("number", f"tier {k}'s xmin"), take("number", f"tier {k}'s xmax")
+        if tier_min < grid_min or tier_max > grid_max:
+            raise TextGridError(f"{source}: cannot parse TextGrid (tier {k} ({name!r}) spans {tier_min:g}-{tier_max:g} "
+                                f"s, outside the grid's {grid_min:g}-{grid_max:g} s)")
+        tiers.append({"class": tier_class, "name": name, "min": tier_min, "max": tier_max, "intervals": []})
+    while pos < len(tokens):
+        line = tokens[pos][2]
+        k = take("count", "a tier number")
+        if not 1 <= k <= len(tiers):
+            raise TextGridError(f"{source}: cannot parse TextGrid (line {line}: tier number {k}, the file has "
+                                f"{len(tiers)} tiers)")
+        tier = tiers[k - 1]
+        if tier["class"] != "IntervalTier":
+            take("number", "a point's time"), take("string", "a point's mark")
+            continue
+        start, end = take("number", "an interval's start"), take("number", "an interval's end")
+        label = take("string", "an interval's text")
+        if start < tier["min"] or end > tier["max"]:
+            raise TextGridError(f"{source}: cannot parse TextGrid (line {line}: interval {start:g}-{end:g} s of tier "
+                                f"{k} ({tier['name']!r}) lies outside the tier's {tier['min']:g}-{tier['max']:g} s)")
+        if start < end:     # Praat has no zero-duration intervals; the textgrid package drops them too
+            tier["intervals"].append((start, end, label))
+    out = []
+    for tier in tiers:
+        if tier["class"] != "IntervalTier":
+            continue
+        intervals = sorted(tier["intervals"], key=lambda iv: iv[0])
+        out.append(TimedLabels(starts=np.array([iv[0] for iv in intervals], dtype=np.float64),
+                               ends=np.array([iv[1] for iv in intervals], dtype=np.float64),
+                               labels=[iv[2] for iv in intervals], name=tier["name"]))
+    return out
 
 
 def read_textgrid(path: str | os.PathLike) -> list[TimedLabels]:
@@ -146,15 +242,23 @@ def phones_from_tiers(tiers: list[TimedLabels], source: str = "<text>", keep_str
     return TimedLabels(tier.starts[keep], tier.ends[keep], labels)
 
 
-def format_textgrid(tiers: dict[str, list[tuple[float, float, str]]], xmax: float, short: bool = False,
+TEXTGRID_STYLES = ("long", "short", "chronological")
+
+
+def format_textgrid(tiers: dict[str, list[tuple[float, float, str]]], xmax: float, style: str = "long",
                     gap_label: str = "sp") -> str:
-    """Write interval tiers as Praat TextGrid text (long or short format); gaps get `gap_label`.
+    """Write interval tiers as Praat TextGrid text; gaps get `gap_label`.
 
     Parameters
     ----------
     tiers : ordered mapping tier name -> list of (start_s, end_s, label), sorted and non-overlapping.
     xmax : end time of the grid in seconds.
+    style : one of TEXTGRID_STYLES, Praat's three text formats ("chronological": every tier's intervals in one
+        stream ordered by start time, ties in tier order, a "! name:" comment where the tier changes, as Praat
+        writes it).
     """
+    if style not in TEXTGRID_STYLES:
+        raise ValueError(f"format_textgrid: style must be one of {TEXTGRID_STYLES}, found {style!r}")
     def q(s: str) -> str:
         return '"' + s.replace('"', '""') + '"'
 
@@ -169,8 +273,21 @@ def format_textgrid(tiers: dict[str, list[tuple[float, float, str]]], xmax: floa
         if xmax > t + 1e-9:
             out.append((t, xmax, gap_label))
         filled[name] = out
+    if style == "chronological":
+        lines = [f'"{CHRONOLOGICAL_HEADER}"', f"0 {xmax}   ! Time domain.", f"{len(filled)}   ! Number of tiers."]
+        lines += [f'"IntervalTier" {q(name)} 0 {xmax}' for name in filled]
+        names = list(filled)
+        stream = sorted(((a, k, b, lab) for k, ivs in enumerate(filled.values(), 1) for a, b, lab in ivs),
+                        key=lambda entry: entry[:2])
+        previous = None
+        for a, k, b, lab in stream:
+            if k != previous:
+                lines += ["", f"! {names[k - 1]}:"]
+                previous = k
+            lines += [f"{k} {a} {b}", q(lab)]
+        return "\n".join(lines) + "\n"
     lines = ['File type = "ooTextFile"', 'Object class = "TextGrid"', ""]
-    if short:
+    if style == "short":
         lines += ["0", f"{xmax}", "<exists>", f"{len(filled)}"]
         for name, ivs in filled.items():
             lines += [q("IntervalTier"), q(name), "0", f"{xmax}", f"{len(ivs)}"]

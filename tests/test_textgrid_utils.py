@@ -1,18 +1,18 @@
 import numpy as np
 import pytest
 
-from textgrid_utils import (TextGridError, decode_textgrid_bytes, format_textgrid, is_word, parse_textgrid,
-                            phones_from_tiers, read_textgrid, strip_stress, words_from_tiers)
+from textgrid_utils import (TEXTGRID_STYLES, TextGridError, decode_textgrid_bytes, format_textgrid, is_word,
+                            parse_textgrid, phones_from_tiers, read_textgrid, strip_stress, words_from_tiers)
 
 TIERS = {"phone": [(0.5, 0.6, "DH"), (0.6, 0.7, "AH0"), (0.7, 0.9, "D"), (0.9, 1.1, "AO1"), (1.1, 1.2, "G")],
          "word": [(0.0, 0.5, "sp"), (0.5, 0.7, "the"), (0.7, 1.2, "dog"), (1.2, 1.4, "{SL}"), (1.4, 1.5, "br"),
                   (1.5, 1.6, "{LG}"), (1.6, 1.8, "sentence_end"), (1.8, 1.9, "")]}
 
 
-@pytest.mark.parametrize("short", [False, True])
-def test_long_and_short_formats_give_the_same_tiers(short):
-    text = format_textgrid(TIERS, 2.0, short=short)
-    assert ("xmin =" in text) != short
+@pytest.mark.parametrize("style", TEXTGRID_STYLES)
+def test_the_three_formats_give_the_same_tiers(style):
+    text = format_textgrid(TIERS, 2.0, style=style)
+    assert ("xmin =" in text) == (style == "long") and ("! Time domain." in text) == (style == "chronological")
     tiers = parse_textgrid(text)
     words = words_from_tiers(tiers)
     # sp, br, {LG} (lg) and sentence_end dropped; {SL} and the empty label kept (Huth convention)
@@ -68,3 +68,93 @@ def test_word_tier_by_name_for_aligner_output():
     assert words_from_tiers(tiers).labels == ["DH", "AH0", "D", "AO1", "G"]  # by index: tier 1, here the phones
     unnamed = parse_textgrid(format_textgrid(TIERS, 2.0))  # ds003020 names ("phone", "word"): tier 1 either way
     assert words_from_tiers(unnamed, by_name=True).labels == words_from_tiers(unnamed).labels
+
+
+def test_formats_agree_on_unrounded_times_and_zero_duration_intervals():
+    # times with more digits than the 5 decimals the textgrid package keeps, and a zero-duration word
+    rng = np.random.default_rng(0)
+    bounds = np.round(np.cumsum(rng.uniform(0.01, 0.4, 41)), 12)
+    phones = [(float(a), float(b), f"P{i}") for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]
+    words = [(float(bounds[i]), float(bounds[i + 4]), f"w{i}") for i in range(0, 36, 4)]
+    words.insert(3, (words[2][1], words[2][1], "empty"))  # zero duration, between two words
+    parsed = {style: parse_textgrid(format_textgrid({"phone": phones, "word": words}, float(bounds[-1]) + 1,
+                                                    style=style, gap_label=""))
+              for style in TEXTGRID_STYLES}
+    for style in ("short", "chronological"):
+        for mine, ref in zip(parsed[style], parsed["long"]):
+            assert mine.name == ref.name and mine.labels == ref.labels
+            np.testing.assert_array_equal(mine.starts, ref.starts)
+            np.testing.assert_array_equal(mine.ends, ref.ends)
+    word_tier = parsed["chronological"][1]
+    assert "empty" not in word_tier.labels and [w for w in word_tier.labels if w] == [w[2] for w in words if w[2] != "empty"]
+    # gaps (label "") before the first phone, at 0, and after the last one
+    np.testing.assert_array_equal(parsed["chronological"][0].starts, np.round(np.r_[0.0, bounds], 5))
+
+
+# What Praat writes (Save as chronological text file): tiers interleaved by time, "! name:" comments, a point tier
+PRAAT_CHRONOLOGICAL = """"Praat chronological TextGrid text file"
+0 1.5   ! Time domain.
+3   ! Number of tiers.
+"IntervalTier" "phone" 0 1.5
+"TextTier" "notes" 0 1.5
+"IntervalTier" "word" 0 1.5
+
+! phone:
+1 0 0.5
+"sp"
+
+! word:
+3 0 0.5
+"sp"
+
+! notes:
+2 0.25
+"a ""quoted"" note"
+
+! phone:
+1 0.5 0.7000004
+"DH"
+1 0.7000004 1.5
+"AH0"
+
+! word:
+3 0.5 1.5
+"the ""dog"" line
+two"
+3 1.5 1.5
+"zero"
+"""
+
+
+def test_praat_chronological_output_with_a_point_tier_and_comments(tmp_path):
+    path = tmp_path / "story.TextGrid"
+    path.write_bytes(PRAAT_CHRONOLOGICAL.replace("\n", "\r\n").encode("utf-16"))  # CRLF and UTF-16 too
+    tiers = read_textgrid(path)
+    assert [t.name for t in tiers] == ["phone", "word"]  # the point tier skipped, as in the other formats
+    assert tiers[0].labels == ["sp", "DH", "AH0"]
+    np.testing.assert_array_equal(tiers[0].ends, [0.5, 0.7, 1.5])      # rounded to 5 decimals
+    assert tiers[1].labels == ["sp", 'the "dog" line\ntwo']            # the zero-duration "zero" dropped
+    assert words_from_tiers(tiers).labels == ['the "dog" line\ntwo']
+    assert phones_from_tiers(tiers).labels == ["DH", "AH"]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace('"AH0"\n', '"AH0\n'), r"line \d+: a quoted string that is never closed"),
+    (lambda t: t[:t.index('"AH0"')], "the file ends where an interval's text was expected"),
+    (lambda t: t.replace("1 0.5 0.7000004", "4 0.5 0.7000004"), r"line 21: tier number 4, the file has 3 tiers"),
+    (lambda t: t.replace("1 0.5 0.7000004", "1 0.5 x"), r"line 21: expected an interval's end, found x"),
+    (lambda t: t.replace("1 0.7000004 1.5", "1 0.7000004 1.6"), r"interval 0.7-1.6 s of tier 1 \('phone'\) lies "
+                                                              r"outside the tier's 0-1.5 s"),
+    (lambda t: t.replace('"word" 0 1.5', '"word" 0 2'), r"tier 3 \('word'\) spans 0-2 s, outside the grid's 0-1.5 s"),
+    (lambda t: t.replace("3   ! Number", "three   ! Number"), "expected the number of tiers, found three"),
+])
+def test_chronological_errors_name_the_file_and_line(tmp_path, edit, message):
+    path = tmp_path / "bad.TextGrid"
+    path.write_text(edit(PRAAT_CHRONOLOGICAL))
+    with pytest.raises(TextGridError, match=r"bad.TextGrid: cannot parse TextGrid \(.*" + message):
+        read_textgrid(path)
+
+
+def test_format_textgrid_refuses_an_unknown_style():
+    with pytest.raises(ValueError, match="style must be one of.*found 'praat'"):
+        format_textgrid(TIERS, 2.0, style="praat")
