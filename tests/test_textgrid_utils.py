@@ -138,6 +138,24 @@ def test_praat_chronological_output_with_a_point_tier_and_comments(tmp_path):
     assert phones_from_tiers(tiers).labels == ["DH", "AH"]
 
 
+def test_the_ds003020_chronological_layout():
+    # the start of a ds003020 story's chronological TextGrid as public code for the dataset quotes it: no
+    # comment lines, the grid starting after 0, tiers interleaved entry by entry
+    text = "\n".join(['"Praat chronological TextGrid text file"',
+                      "0.0124716553288 819.988889088   ! Time domain.", "2   ! Number of tiers.",
+                      '"IntervalTier" "phone" 0.0124716553288 819.988889088',
+                      '"IntervalTier" "word" 0.0124716553288 819.988889088',
+                      "1 0.0124716553288 1.26961451247", '"ns"', "2 0.0124716553288 1.26961451247", '"{NS}"',
+                      "1 1.26961451247 1.48948829731937", '"S"', "2 1.26961451247 2.23741496599", '"SO"',
+                      "1 1.48948829731937 2.23741496599", '"OW1"']) + "\n"
+    tiers = parse_textgrid(text, "wheretheressmoke.TextGrid")
+    assert [t.labels for t in tiers] == [["ns", "S", "OW1"], ["{NS}", "SO"]]
+    np.testing.assert_array_equal(tiers[1].starts, [0.01247, 1.26961])
+    words = words_from_tiers(tiers)
+    assert words.labels == ["SO"] and words.midpoints[0] == pytest.approx((1.26961 + 2.23741) / 2)
+    assert phones_from_tiers(tiers).labels == ["S", "OW"]
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda t: t.replace('"AH0"\n', '"AH0\n'), r"line \d+: a quoted string that is never closed"),
     (lambda t: t[:t.index('"AH0"')], "the file ends where an interval's text was expected"),
