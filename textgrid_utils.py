@@ -2,11 +2,11 @@
 
 Tiers are addressed by index as in the Moth Radio Hour data: tier 0 holds phones, tier 1 words. The long and
 short formats are parsed by the `textgrid` package after the raw bytes are normalised (UTF-8 BOM stripped, UTF-16
-decoded, CRLF folded), so one code path serves files and the text held in the Box pickles. The `textgrid` package
-does not read Praat's third text format, the chronological one, which the Huth-lab parser reads and which public
-code written for ds003020 handles for some of its stories; `_parse_chronological` reads it with the package's conventions
-(times rounded to 5 decimals, zero-duration intervals dropped, intervals within their tier), so a story's tiers do
-not depend on how its file is serialised.
+decoded, CRLF folded), so one code path serves files and the text held in the Box pickles. The package does not
+read Praat's third text format, the chronological one, which the Huth-lab parser reads and which public code
+written for ds003020 handles for some of its stories; `_parse_chronological` reads it under the package's
+conventions (times rounded to 5 decimals, zero-duration intervals dropped, intervals within their tier), so a
+story's tiers do not depend on how its file is serialised.
 """
 from __future__ import annotations
 
@@ -173,8 +173,9 @@ def _parse_chronological(text: str, source: str) -> list[TimedLabels]:
             raise TextGridError(f"{source}: cannot parse TextGrid (line {line}: tier number {k}, the file has "
                                 f"{len(tiers)} tiers)")
         tier = tiers[k - 1]
-        if tier["class"] != "IntervalTier":
-            take("number", "a point's time"), take("string", "a point's mark")
+        if tier["class"] != "IntervalTier":      # a point: its time and mark, read past
+            take("number", "a point's time")
+            take("string", "a point's mark")
             continue
         start, end = take("number", "an interval's start"), take("number", "an interval's end")
         label = take("string", "an interval's text")
@@ -259,6 +260,7 @@ def format_textgrid(tiers: dict[str, list[tuple[float, float, str]]], xmax: floa
     """
     if style not in TEXTGRID_STYLES:
         raise ValueError(f"format_textgrid: style must be one of {TEXTGRID_STYLES}, found {style!r}")
+
     def q(s: str) -> str:
         return '"' + s.replace('"', '""') + '"'
 

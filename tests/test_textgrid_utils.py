@@ -86,7 +86,8 @@ def test_formats_agree_on_unrounded_times_and_zero_duration_intervals():
             np.testing.assert_array_equal(mine.starts, ref.starts)
             np.testing.assert_array_equal(mine.ends, ref.ends)
     word_tier = parsed["chronological"][1]
-    assert "empty" not in word_tier.labels and [w for w in word_tier.labels if w] == [w[2] for w in words if w[2] != "empty"]
+    assert "empty" not in word_tier.labels
+    assert [w for w in word_tier.labels if w] == [w[2] for w in words if w[2] != "empty"]
     # gaps (label "") before the first phone, at 0, and after the last one
     np.testing.assert_array_equal(parsed["chronological"][0].starts, np.round(np.r_[0.0, bounds], 5))
 
