@@ -124,7 +124,8 @@ def text_model_teacher(args, data: du.Ds003020, stories: list[str]) -> tuple[dic
                                                                  not args.no_progress)
     return targets, per_story, {"kind": "text_model", "model": args.text_model, "model_type": lm.config.model_type,
                                 "layer": args.layer, "dims": lm.config.hidden_size, "context_words": args.context_words,
-                                "token": "the word's last token", "non_lexical_labels": "zeros", "device": str(device)}
+                                "token": "the word's last token", "non_lexical_labels": "zeros", "case": "lower",
+                                "device": str(device)}
 
 
 def speech_model_teacher(args, data: du.Ds003020, stories: list[str]) -> tuple[dict, dict, dict]:

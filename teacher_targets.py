@@ -108,11 +108,14 @@ def text_model_word_vectors(labels: list[str], tokenizer, model, layer: int, con
                             batch_size: int = 32, device="cpu", progress: bool = False) -> np.ndarray:
     """(n_words, hidden) float32: per lexical word, hidden state `layer` (0 = embeddings) at its last token, the
     model reading the `context_words` lexical words before it and the word itself (no special tokens);
-    zeros for non-lexical labels. Contexts run in right-padded batches, sorted by length."""
+    zeros for non-lexical labels. Words are read in lower case, as the Huth-lab word sequences hold them
+    (`DataSequence.from_grid`), since the stories' TextGrids spell words in upper or lower case. Contexts run in
+    right-padded batches, sorted by length."""
     import torch
     from tqdm import tqdm
     lexical = [i for i, w in enumerate(labels) if is_lexical(w)]
-    texts = [" ".join(labels[j].strip() for j in lexical[max(0, k - context_words):k + 1]) for k in range(len(lexical))]
+    words = [labels[j].strip().lower() for j in lexical]
+    texts = [" ".join(words[max(0, k - context_words):k + 1]) for k in range(len(lexical))]
     ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     if any(not x for x in ids):
         raise ModelError(f"the tokenizer gave no token for the context {texts[[len(x) for x in ids].index(0)]!r}")
