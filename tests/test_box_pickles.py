@@ -18,8 +18,11 @@ def test_miniature_pickles_load_with_the_real_module_paths(mini, mini_root):
         # absolute scanner clocks differ per story; relative to sound start they equal the simulated grid
         np.testing.assert_allclose(grid.onsets, data.tr_grid(story).onsets, atol=1e-9)
     texts = load_box_textgrids(mini / "box" / "grids_huge.jbl")
-    story = sorted(texts)[0]
-    assert words_from_tiers(parse_textgrid(texts[story])).labels == data.words(story).labels
+    assert sorted(texts) == sorted(data.respdict)
+    for story, text in texts.items():  # long, short and chronological TextGrids among them
+        words = words_from_tiers(parse_textgrid(text, story))
+        assert words.labels == data.words(story).labels, story
+        np.testing.assert_array_equal(words.midpoints, data.words(story).midpoints)
 
 
 def test_alignment_through_the_trfiles(mini, mini_root):
