@@ -104,6 +104,10 @@ def check_layer(layer: int, n_layers: int, model_name: str) -> None:
 def word_embedding_teacher(args, data: du.Ds003020, stories: list[str]) -> tuple[dict, dict, dict]:
     """(targets, per-story record, teacher record) of --word-embedding."""
     path = data.derivative / "english1000sm.hf5" if args.word_embedding == "english1000" else Path(args.word_embedding)
+    if args.word_embedding == "english1000" and not path.is_file():
+        raise du.DataError(f"{path}: word embedding file missing (--word-embedding english1000 reads it from the "
+                           f"dataset's derivative/; the Huth lab's deep-fMRI-dataset repository keeps it as "
+                           f"em_data/english1000sm.hf5: give that file's path to --word-embedding)")
     index, embedding = tt.read_word_embedding(path)
     targets, per_story = {}, {}
     for story in tqdm(stories, desc="stories", disable=args.no_progress):

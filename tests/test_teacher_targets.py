@@ -161,6 +161,20 @@ def test_usage_and_data_errors(mini, tiny_models, tmp_path, capsys):
     np.testing.assert_array_equal(np.load(tmp_path / "mine.npz")["x"], np.arange(3))
 
 
+def test_english1000_missing_from_the_dataset_says_where_the_file_is_kept(mini, tmp_path, capsys):
+    import shutil
+    root = tmp_path / "ds003020"  # the miniature without its english1000sm.hf5, as ds003020 may come
+    shutil.copytree(mini / "ds003020" / "derivative", root / "derivative",
+                    ignore=shutil.ignore_patterns("english1000sm.hf5"))
+    (root / "stimuli").symlink_to(mini / "ds003020" / "stimuli")
+    assert mtt.main(["--data-dir", str(root), "--word-embedding", "english1000", "--out", str(tmp_path / "t.npz"),
+                     "--no-progress"]) == 3
+    err = capsys.readouterr().err
+    assert "derivative/english1000sm.hf5: word embedding file missing" in err
+    assert "deep-fMRI-dataset repository keeps it as em_data/english1000sm.hf5" in err
+    assert not (tmp_path / "t.npz").exists()
+
+
 @pytest.fixture(scope="module")
 def text_model(tmp_path_factory):
     """A tiny random GPT-2 with a word-level tokenizer (offline), over a few words and the miniature's vocabulary."""
