@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-# 22 binary articulatory features per ARPAbet phone (stress stripped), after the Huth-lab/Gong et al. set.
+# 22 binary articulatory features per ARPAbet phone (stress stripped): place, manner, voicing, vowel frontness,
+# height and rounding. The toolkit's own table, 22 features as SPEC-methods.md §4 asks; the Huth lab's
+# articulationdict.json is another 22 (palatal, lateral, approximant, no rounding; vowels not voiced).
 ARTICULATORY_FEATURES = (
     "bilabial", "labiodental", "dental", "alveolar", "postalveolar", "velar", "glottal", "stop", "fricative",
     "affricate", "nasal", "liquid", "glide", "voiced", "voiceless", "front", "central", "back", "high", "mid",
