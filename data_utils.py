@@ -71,6 +71,12 @@ def not_downloaded_hint(path: str | os.PathLike) -> str:
     return ""
 
 
+def visible_files(folder: Path, pattern: str) -> list[Path]:
+    """`folder.glob(pattern)`, sorted, without hidden files: pathlib's glob matches names starting with ".", such
+    as the "._<name>" AppleDouble files a copy through macOS leaves beside each file (metadata, not data)."""
+    return sorted(p for p in Path(folder).glob(pattern) if not p.name.startswith("."))
+
+
 def subject_id(subject: str | int) -> str:
     """Normalise a subject given as 'UTS03', 'uts03', '3' or 3 to 'UTS03'."""
     m = re.fullmatch(r"(?:UTS)?0*(\d+)", str(subject).strip(), flags=re.IGNORECASE)
@@ -146,7 +152,7 @@ class Ds003020:
         if not folder.is_dir():
             raise DataError(f"{folder}: no response folder for subject {subject_id(subject)} (found subjects "
                             f"{self.subjects()})")
-        return sorted(p.stem for p in folder.glob("*.hf5"))
+        return [p.stem for p in visible_files(folder, "*.hf5")]
 
     def n_voxels(self, subject: str | int, story: str | None = None) -> int:
         """Number of voxels V of a subject (columns of "data" of `story`, default: the first story)."""

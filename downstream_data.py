@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_utils import SAMPLE_RATE, DataError, audio_info, load_wav_16k
+from data_utils import SAMPLE_RATE, DataError, audio_info, load_wav_16k, visible_files
 
 SPLITS = ("train", "val", "test")
 
@@ -87,7 +87,9 @@ def read_sample_alignment(path: Path, sample_rate: int = TIMIT_RATE) -> list[tup
 def _ci_glob(folder: Path, pattern: str) -> list[Path]:
     """Case-insensitive glob (TIMIT copies exist in upper and lower case)."""
     rx = re.compile(re.escape(pattern).replace(r"\*", ".*") + "$", re.IGNORECASE)
-    return sorted(p for p in folder.iterdir() if rx.match(p.name)) if folder.is_dir() else []
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if rx.match(p.name) and not p.name.startswith("."))  # no AppleDouble
 
 
 def held_out_speakers(speakers: list[str], fraction: float) -> set[str]:
@@ -163,7 +165,7 @@ def read_speech_commands(root: str | Path, words: tuple = SPEECH_COMMANDS_35) ->
         version = " (this looks like v0.01: the paper's task uses v0.02)" if set(missing) == set(SPEECH_COMMANDS_V2_ONLY) else ""
         raise DataError(f"{root}: word folders missing: {missing} (found {found}){version}")
     for word in words:
-        for wav in sorted((root / word).glob("*.wav")):
+        for wav in visible_files(root / word, "*.wav"):
             rel = f"{word}/{wav.name}"
             utts.append(Utterance(wav, lists.get(rel, "train"), word, wav.name.split("_nohash_")[0]))
     # a listed file that is absent (a partial download) would shrink the held-out splits silently
@@ -180,7 +182,7 @@ def read_crema_d(root: str | Path, val_fraction: float = 0.1, test_fraction: flo
     if not folder.is_dir():
         raise DataError(f"{root}: no AudioWAV/ folder (CREMA-D layout)")
     rows = []
-    for wav in sorted(folder.glob("*.wav")):
+    for wav in visible_files(folder, "*.wav"):
         parts = wav.stem.split("_")
         if len(parts) != 4 or parts[2] not in CREMA_EMOTIONS:
             raise DataError(f"{wav}: expected <actor>_<sentence>_<EMO>_<level>.wav with EMO in {CREMA_EMOTIONS}")
@@ -254,7 +256,7 @@ def read_aligned_words(root: str | Path) -> dict[str, list[tuple[float, float, s
     """
     from textgrid_utils import read_textgrid, words_from_tiers
     root = Path(root)
-    wavs = sorted(root.glob("*.wav"))
+    wavs = visible_files(root, "*.wav")
     if not wavs:
         raise DataError(f"{root}: no .wav files (expected <name>.wav + <name>.TextGrid pairs)")
     out = {}

@@ -366,6 +366,18 @@ def test_further_training_stories_leave_the_other_stories_unchanged(mini, tmp_pa
         assert f["data"].shape == (respdict[extra[0]] - 20, SIZES["tiny"].voxels["UTS01"])
 
 
+def test_macos_appledouble_files_are_not_stories(mini_root, tmp_path):
+    from conftest import link_tree
+    root = link_tree(mini_root, tmp_path / "ds003020")
+    folder = root / "derivative" / "preprocessed_data" / "UTS01"
+    for hf5 in list(folder.glob("*.hf5")):  # metadata files a copy through macOS leaves beside each file
+        (folder / f"._{hf5.name}").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X")
+    (root / "derivative" / "preprocessed_data" / "._UTS01").write_bytes(b"\x00\x05\x16\x07")
+    data, original = Ds003020(root), Ds003020(mini_root)
+    assert data.stories("UTS01") == original.stories("UTS01") and "souls" in data.stories("UTS01")
+    assert data.subjects() == original.subjects()
+
+
 def test_a_root_one_level_off_is_named_with_the_real_root(mini_root, tmp_path):
     for wrong in (mini_root.parent, mini_root / "derivative"):  # the download's parent, or a folder inside it
         with pytest.raises(DataError, match=f"found nothing; the dataset root seems to be {mini_root}"):

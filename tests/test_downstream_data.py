@@ -157,6 +157,19 @@ def test_miniature_crema_d_split_by_actor(downstream):
         dd.read_crema_d(bad.parent)
 
 
+def test_macos_appledouble_files_are_not_read_as_recordings(downstream, tmp_path):
+    from conftest import link_tree
+    root = link_tree(downstream, tmp_path / "d")
+    for wav in [p for p in root.rglob("*") if p.suffix.lower() == ".wav"]:  # a copy through macOS leaves these
+        (wav.parent / f"._{wav.name}").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X")
+    assert len(list(root.rglob("._*.wav"))) + len(list(root.rglob("._*.WAV"))) > 20
+    for name, read in (("timit", dd.read_timit), ("speech_commands", dd.read_speech_commands),
+                       ("crema_d", dd.read_crema_d)):
+        assert [u.path.name for u in read(root / name)] == [u.path.name for u in read(downstream / name)], name
+    assert list(dd.read_aligned_words(root / "words_in_carriers")) == [
+        str(root / "words_in_carriers" / Path(k).name) for k in dd.read_aligned_words(downstream / "words_in_carriers")]
+
+
 def test_miniature_slurp_one_label_map(downstream):
     utts = dd.read_slurp(downstream / "slurp")
     classes = dd.label_map(utts)
