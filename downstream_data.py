@@ -156,7 +156,10 @@ def read_speech_commands(root: str | Path, words: tuple = SPEECH_COMMANDS_35) ->
     for split, name in (("val", "validation_list.txt"), ("test", "testing_list.txt")):
         path = root / name
         if not path.is_file():
-            raise DataError(f"{root}: missing {name} (Speech Commands v0.02 layout)")
+            # torchaudio's SPEECHCOMMANDS (the paper's loader) downloads into <root>/SpeechCommands/<version>/
+            inner = [d for d in sorted((root / "SpeechCommands").glob("speech_commands_v0.0*")) if (d / name).is_file()]
+            hint = f"; {inner[-1]} holds it (torchaudio's download layout): pass that folder" if inner else ""
+            raise DataError(f"{root}: missing {name} (Speech Commands v0.02 layout){hint}")
         lists.update({line.strip(): split for line in path.read_text().splitlines() if line.strip()})
     utts = []
     found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_"))

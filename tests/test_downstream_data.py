@@ -131,6 +131,17 @@ def test_speech_commands_files_listed_but_absent_are_an_error(downstream, tmp_pa
         dd.read_speech_commands(root)
 
 
+def test_speech_commands_under_torchaudios_download_root_is_pointed_to(downstream, tmp_path):
+    from conftest import link_tree
+    inner = link_tree(downstream / "speech_commands", tmp_path / "data" / "SpeechCommands" / "speech_commands_v0.02")
+    with pytest.raises(DataError, match=rf"data: missing validation_list.txt \(Speech Commands v0.02 layout\); "
+                                        rf"{re.escape(str(inner))} holds it \(torchaudio's download layout\)"):
+        dd.read_speech_commands(tmp_path / "data")
+    assert len(dd.read_speech_commands(inner)) == len(dd.read_speech_commands(downstream / "speech_commands"))
+    with pytest.raises(DataError, match=r"missing validation_list.txt \(Speech Commands v0.02 layout\)$"):
+        dd.read_speech_commands(tmp_path)  # nothing below it: no hint
+
+
 def test_speech_commands_v001_is_named_as_such(downstream, tmp_path):
     from conftest import link_tree
     v1 = [f"speech_commands/{w}" for w in dd.SPEECH_COMMANDS_V2_ONLY]
