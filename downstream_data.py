@@ -190,6 +190,11 @@ def read_crema_d(root: str | Path, val_fraction: float = 0.1, test_fraction: flo
         if len(parts) != 4 or parts[2] not in CREMA_EMOTIONS:
             raise DataError(f"{wav}: expected <actor>_<sentence>_<EMO>_<level>.wav with EMO in {CREMA_EMOTIONS}")
         rows.append((wav, parts[0], parts[2]))
+    if not rows:  # e.g. the files moved into split folders (AudioWAV/training/, as the paper's own loader reads)
+        inner = sorted(p.name for p in folder.iterdir() if p.is_dir() and any(visible_files(p, "*.wav")))
+        raise DataError(f"{folder}: no .wav files (expected AudioWAV/<actor>_<sentence>_<EMO>_<level>.wav"
+                        + (f"; found them in sub-folders {inner}: put them back in AudioWAV/, the split is by "
+                           f"actor here)" if inner else ")"))
     actors = sorted({a for _, a, _ in rows})
     n_test = max(1, int(round(test_fraction * len(actors))))
     n_val = max(1, int(round(val_fraction * len(actors))))

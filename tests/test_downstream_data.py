@@ -166,6 +166,13 @@ def test_miniature_crema_d_split_by_actor(downstream):
     (bad / "1001_IEO_XXX_HI.wav").write_bytes(b"")
     with pytest.raises(DataError, match=re.escape(f"{bad / '1001_IEO_XXX_HI.wav'}: expected")):  # the whole path
         dd.read_crema_d(bad.parent)
+    (bad / "1001_IEO_XXX_HI.wav").unlink()
+    with pytest.raises(DataError, match=r"AudioWAV: no .wav files \(expected AudioWAV/<actor>_.*\)$"):
+        dd.read_crema_d(bad.parent)
+    (bad / "training").mkdir()
+    (bad / "training" / "1001_IEO_ANG_HI.wav").write_bytes(b"")
+    with pytest.raises(DataError, match=r"AudioWAV: no .wav files .*found them in sub-folders \['training'\]: put "):
+        dd.read_crema_d(bad.parent)
 
 
 def test_macos_appledouble_files_are_not_read_as_recordings(downstream, tmp_path):
