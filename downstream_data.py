@@ -206,16 +206,17 @@ def read_crema_d(root: str | Path, val_fraction: float = 0.1, test_fraction: flo
 
 
 def read_slurp(root: str | Path, label: str = "intent", audio_dir: str | Path | None = None) -> list[Utterance]:
-    """SLURP: `dataset/slurp/{train,devel,test}.jsonl` + audio in `slurp_real/` or, where the SLURP repository's
-    `scripts/download_audio.sh` puts it, `audio/slurp_real/`; one record per recording."""
+    """SLURP: `dataset/slurp/{train,devel,test}.jsonl` + audio in `slurp_real/` or where the SLURP repository's
+    `scripts/download_audio.sh` puts it, `audio/slurp_real/` below the folder it ran in (the repository's root or
+    `scripts/`, as in the paper's code); one record per recording."""
     root = Path(root)
     if audio_dir:
         audio = Path(audio_dir)
     else:
-        places = [root / "slurp_real", root / "audio" / "slurp_real"]
+        places = [root / "slurp_real", root / "audio" / "slurp_real", root / "scripts" / "audio" / "slurp_real"]
         audio = next((p for p in places if p.is_dir()), None)
         if audio is None:  # found now, not as a missing file hours into the extraction
-            raise DataError(f"{root}: no SLURP audio folder (expected {places[0]} or {places[1]})")
+            raise DataError(f"{root}: no SLURP audio folder (expected one of {', '.join(map(str, places))})")
     utts = []
     for split, name in (("train", "train"), ("val", "devel"), ("test", "test")):
         path = root / "dataset" / "slurp" / f"{name}.jsonl"

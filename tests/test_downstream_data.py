@@ -208,9 +208,13 @@ def test_slurp_and_words_readers_name_the_bad_line(tmp_path):
     good = {"slurp_id": 7, "intent": "alarm_set", "recordings": [{"file": "a.flac"}]}
     for name in ("train", "devel", "test"):
         (folder / f"{name}.jsonl").write_text(json.dumps(good) + "\n")
-    with pytest.raises(DataError, match=r"no SLURP audio folder \(expected .*slurp_real or .*audio/slurp_real\)"):
+    with pytest.raises(DataError, match=r"no SLURP audio folder \(expected one of .*slurp_real, .*audio/slurp_real, "
+                                        r".*scripts/audio/slurp_real\)"):
         dd.read_slurp(tmp_path / "slurp")
-    (tmp_path / "slurp" / "audio" / "slurp_real").mkdir(parents=True)  # the SLURP repository's download script
+    (tmp_path / "slurp" / "scripts" / "audio" / "slurp_real").mkdir(parents=True)  # download script run in scripts/
+    in_scripts = tmp_path / "slurp/scripts/audio/slurp_real/a.flac"
+    assert [u.path for u in dd.read_slurp(tmp_path / "slurp")] == [in_scripts] * 3
+    (tmp_path / "slurp" / "audio" / "slurp_real").mkdir(parents=True)  # ... and in the repository's root
     assert [u.path for u in dd.read_slurp(tmp_path / "slurp")] == [tmp_path / "slurp/audio/slurp_real/a.flac"] * 3
     (tmp_path / "slurp" / "slurp_real").mkdir()
     assert [u.path for u in dd.read_slurp(tmp_path / "slurp")] == [tmp_path / "slurp/slurp_real/a.flac"] * 3
