@@ -245,7 +245,7 @@ class Ds003020:
         """Raise DataError unless `n_voxels` (of `story`'s file at `path`) is the subject's V: a story with other
         columns is another subject's file, whose voxels a selection of indices would read as this subject's."""
         first = self.stories(subject)[0]
-        if story != first and n_voxels != (expected := self.n_voxels(subject)):
+        if story != first and n_voxels != (expected := self.n_voxels(subject, first)):
             raise DataError(f"{path}: has {n_voxels} voxels but {self.response_path(subject, first)} has {expected}: "
                             f"every story of {subject_id(subject)} must have the same voxels (another subject's file?)")
 
