@@ -346,7 +346,8 @@ def run_probe_task(task: str, data_root: str, models: list[ProbedModel], cache_d
             "skipped_utterances": {"shorter_than_s": dd.MIN_UTTERANCE_S, "files": skipped},
             "feature_cache_hits": cache.hits})
         curves = {k: {Path(m.name).name: [per_layer[l]["test"][k] for l in m.layers]} for k in ("f1_macro", "accuracy")}
-        write_run(m.out, result, {"args": model_config(config, m, models), "feature_cache": str(cache.folder)},
+        write_run(m.out, result, {"args": model_config(config, m, models), "feature_cache": str(cache.folder),
+                                  "probe_fit": probes.fit_settings(device)},
                   render_probe_table(result), f"{task}_by_layer.png", curves, "test score")
         results.append(result)
     return results
@@ -460,8 +461,8 @@ def run_story_word_probe(models: list[ProbedModel], words_by_source: dict, audio
                      f"the same probe on the counts of the labels of the words in the {context_s:g} s before each word "
                      f"(no audio, {mean_context_words:.1f} words on average): what tracking the context's labels scores")
         curves = {k: {Path(m.name).name: [per_layer[l]["test"][k] for l in m.layers]} for k in ("f1_macro", "accuracy")}
-        write_run(m.out, result, {"args": model_config(config, m, models)}, "\n".join(lines) + "\n",
-                  "story_word_category_by_layer.png", curves, "test score (held-out words)")
+        write_run(m.out, result, {"args": model_config(config, m, models), "probe_fit": probes.fit_settings(device)},
+                  "\n".join(lines) + "\n", "story_word_category_by_layer.png", curves, "test score (held-out words)")
         results.append(result)
     return results
 

@@ -6,6 +6,8 @@ decay and number of epochs are chosen on the validation split only: the test spl
 """
 from __future__ import annotations
 
+import inspect
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -237,46 +239,99 @@ class LinearProbe:
 
 def fit_linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, kind: str,
                      n_classes: int, weight_decays=DEFAULT_WEIGHT_DECAYS, max_epochs: int = 60, eval_every: int = 5,
-                     lr: float = 1e-2, batch_size: int = 1024, seed: int = 0, device="cpu") -> LinearProbe:
+                     lr: float = 1e-2, batch_size: int = 1024, seed: int = 0, device="cpu",
+                     side_by_side: bool | None = None) -> LinearProbe:
     """Train linear probes (Adam, cross-entropy or binary cross-entropy) and keep the best on validation F1 macro.
 
     Only (x_train, y_train) are fitted and only (x_val, y_val) choose the weight decay and the epoch; the
-    function never sees test data. Deterministic for a given seed.
+    function never sees test data. Deterministic for a given seed. Every weight decay starts from the same
+    initialisation and sees the same mini-batches; the first best (weight decays in order, then epochs) is kept.
+
+    side_by_side : fit all weight decays at once, as slices of one stacked layer (the same fits up to rounding:
+        other matrix shapes), instead of one after another (bit-identical to earlier runs). Default (None): on a
+        GPU only, where each small step's fixed cost, not its arithmetic, sets the time (bench/RESULTS.md: 300
+        steps per epoch-set were 40 s for one TIMIT layer on an H200).
     """
     if kind not in TASK_KINDS:
         raise ValueError(f"kind must be one of {TASK_KINDS}, found {kind!r}")
     if len(x_train) == 0 or len(x_val) == 0:
         raise ValueError(f"probe needs train and validation rows (found {len(x_train)} and {len(x_val)})")
+    if side_by_side is None:
+        side_by_side = torch.device(device).type == "cuda"
     mean = x_train.mean(0)
     std = x_train.std(0) + 1e-6
     xt = torch.as_tensor((x_train - mean) / std, dtype=torch.float32, device=device)
     xv = (x_val - mean) / std
     yt = torch.as_tensor(y_train, dtype=torch.long if kind == "multiclass" else torch.float32, device=device)
-    loss_fn = torch.nn.CrossEntropyLoss() if kind == "multiclass" else torch.nn.BCEWithLogitsLoss()
     best = None
-    for wd in weight_decays:
-        gen = torch.Generator().manual_seed(seed)
-        layer = torch.nn.Linear(xt.shape[1], n_classes).to(device)
-        with torch.no_grad():
-            layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen) * 0.01)
-            layer.bias.zero_()
-        opt = torch.optim.AdamW(layer.parameters(), lr=lr, weight_decay=wd)
-        for epoch in range(1, max_epochs + 1):
-            order = torch.randperm(len(xt), generator=gen).to(device)
-            for i in range(0, len(xt), batch_size):
-                idx = order[i:i + batch_size]
-                opt.zero_grad(set_to_none=True)
-                loss_fn(layer(xt[idx]), yt[idx]).backward()
-                opt.step()
-            if epoch % eval_every and epoch != max_epochs:
-                continue
-            w = layer.weight.detach().cpu().numpy().T.astype(np.float64)
-            b = layer.bias.detach().cpu().numpy().astype(np.float64)
-            z = xv @ w + b
-            pred = z.argmax(1) if kind == "multiclass" else (z > 0).astype(np.float32)
-            f1 = probe_metrics(y_val, pred, kind)["f1_macro"]
+    for group in ([list(weight_decays)] if side_by_side else [[wd] for wd in weight_decays]):
+        for wd, epoch, f1, w, b in _fit_weight_decays(xt, yt, xv, y_val, kind, n_classes, group, max_epochs,
+                                                       eval_every, lr, batch_size, seed, device):
             if best is None or f1 > best.val_f1_macro:
                 best = LinearProbe(mean, std, w, b, kind, wd, epoch, f1)
+    return best
+
+
+# read once from the signature (the one place they are written), before anything can wrap the function
+_FIT_DEFAULTS = {k: inspect.signature(fit_linear_probe).parameters[k].default
+                 for k in ("weight_decays", "max_epochs", "eval_every", "lr", "batch_size")}
+
+
+def fit_settings(device) -> dict:
+    """`fit_linear_probe`'s fixed settings and how the weight decays are fitted on `device` (config.json's
+    probe_fit): what a probe result depends on besides its features and labels."""
+    settings = dict(_FIT_DEFAULTS, weight_decays=list(_FIT_DEFAULTS["weight_decays"]))
+    settings["weight_decays_fitted"] = "side by side" if torch.device(device).type == "cuda" else "one after another"
+    return settings
+
+
+def _fit_weight_decays(xt: torch.Tensor, yt: torch.Tensor, xv: np.ndarray, y_val: np.ndarray, kind: str,
+                       n_classes: int, weight_decays: list[float], max_epochs: int, eval_every: int, lr: float,
+                       batch_size: int, seed: int, device) -> list[tuple]:
+    """Fit one probe per weight decay as slices of one (hidden, K * n_classes) layer; AdamW's decoupled decay per
+    slice. Returns, weight decay by weight decay, its first best (wd, epoch, val F1 macro, weight, bias)."""
+    k = len(weight_decays)
+    gen = torch.Generator().manual_seed(seed)
+    layer = torch.nn.Linear(xt.shape[1], k * n_classes).to(device)
+    with torch.no_grad():
+        layer.weight.copy_((torch.randn((n_classes, xt.shape[1]), generator=gen) * 0.01).repeat(k, 1))
+        layer.bias.zero_()
+    # AdamW multiplies each parameter by (1 - lr * wd) before its Adam update: done here per slice (same value,
+    # computed in double and rounded once, as AdamW's scalar is), then AdamW without decay of its own
+    decay = torch.tensor([1 - lr * wd for wd in weight_decays], dtype=torch.float64).to(torch.float32)
+    decay = decay.repeat_interleave(n_classes).to(device)
+    opt = torch.optim.AdamW(layer.parameters(), lr=lr, weight_decay=0.0)
+    loss_fn = torch.nn.CrossEntropyLoss() if kind == "multiclass" else torch.nn.BCEWithLogitsLoss()
+
+    def loss(logits, target):
+        if k == 1:
+            return loss_fn(logits, target)
+        if kind == "multiclass":  # (B, C, K) against (B, K): the mean over B * K, times K = the sum of K batch means
+            return loss_fn(logits.view(len(target), k, n_classes).transpose(1, 2), target[:, None].expand(-1, k)) * k
+        return loss_fn(logits, target.repeat(1, k)) * k
+    best: list[tuple | None] = [None] * k
+    for epoch in range(1, max_epochs + 1):
+        order = torch.randperm(len(xt), generator=gen).to(device)
+        for i in range(0, len(xt), batch_size):
+            idx = order[i:i + batch_size]
+            opt.zero_grad(set_to_none=True)
+            loss(layer(xt[idx]), yt[idx]).backward()
+            with torch.no_grad():
+                layer.weight.mul_(decay[:, None])
+                layer.bias.mul_(decay)
+            opt.step()
+        if epoch % eval_every and epoch != max_epochs:
+            continue
+        w_all = layer.weight.detach().cpu().numpy().T.astype(np.float64)
+        b_all = layer.bias.detach().cpu().numpy().astype(np.float64)
+        z_all = xv @ w_all + b_all
+        for j in range(k):
+            cols = slice(j * n_classes, (j + 1) * n_classes)
+            z = z_all[:, cols]
+            pred = z.argmax(1) if kind == "multiclass" else (z > 0).astype(np.float32)
+            f1 = probe_metrics(y_val, pred, kind)["f1_macro"]
+            if best[j] is None or f1 > best[j][2]:
+                best[j] = (weight_decays[j], epoch, f1, w_all[:, cols].copy(order="K"), b_all[cols].copy())
     return best
 
 

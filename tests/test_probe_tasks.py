@@ -401,6 +401,11 @@ def test_probes_are_fitted_on_the_runs_device(mini, downstream, tiny_models, tmp
     assert len(seen) == 3 + 2 * 3  # probe and null of the utterance task; model and baseline, 3 folds each
     assert all(d == torch.device("cpu", 0) for d in seen)
     assert json.loads((tmp_path / "p" / "config.json").read_text())["args"]["device"] == "cpu:0"
+    for out in ("p", "w"):  # how the probes were fitted is recorded with them
+        fit_cfg = json.loads((tmp_path / out / "config.json").read_text())["probe_fit"]
+        assert fit_cfg == {"weight_decays": list(probes.DEFAULT_WEIGHT_DECAYS), "max_epochs": 60, "eval_every": 5,
+                           "lr": 0.01, "batch_size": 1024, "weight_decays_fitted": "one after another"}
+    assert probes.fit_settings("cuda:1")["weight_decays_fitted"] == "side by side"
 
 
 @pytest.mark.parametrize("family", ["wav2vec2", "whisper"])

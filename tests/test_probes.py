@@ -81,6 +81,110 @@ def test_multilabel_probe_learns_presence():
     assert m["f1_macro"] > 0.8
 
 
+def _fit_one_after_another(x_train, y_train, x_val, y_val, kind, n_classes, weight_decays, max_epochs,
+                           eval_every=5, lr=1e-2, batch_size=1024, seed=0):
+    """fit_linear_probe as it was written before side-by-side fits (2026-12-04): one AdamW per weight decay."""
+    import torch
+    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
+    xt = torch.as_tensor((x_train - mean) / std, dtype=torch.float32)
+    xv = (x_val - mean) / std
+    yt = torch.as_tensor(y_train, dtype=torch.long if kind == "multiclass" else torch.float32)
+    loss_fn = torch.nn.CrossEntropyLoss() if kind == "multiclass" else torch.nn.BCEWithLogitsLoss()
+    best = None
+    for wd in weight_decays:
+        gen = torch.Generator().manual_seed(seed)
+        layer = torch.nn.Linear(xt.shape[1], n_classes)
+        with torch.no_grad():
+            layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen) * 0.01)
+            layer.bias.zero_()
+        opt = torch.optim.AdamW(layer.parameters(), lr=lr, weight_decay=wd)
+        for epoch in range(1, max_epochs + 1):
+            order = torch.randperm(len(xt), generator=gen)
+            for i in range(0, len(xt), batch_size):
+                idx = order[i:i + batch_size]
+                opt.zero_grad(set_to_none=True)
+                loss_fn(layer(xt[idx]), yt[idx]).backward()
+                opt.step()
+            if epoch % eval_every and epoch != max_epochs:
+                continue
+            w = layer.weight.detach().numpy().T.astype(np.float64)
+            b = layer.bias.detach().numpy().astype(np.float64)
+            z = xv @ w + b
+            pred = z.argmax(1) if kind == "multiclass" else (z > 0).astype(np.float32)
+            f1 = probes.probe_metrics(y_val, pred, kind)["f1_macro"]
+            if best is None or f1 > best[2]:
+                best = (wd, epoch, f1, w, b)
+    return best
+
+
+def _noisy_task(kind, seed=3):
+    """Overlapping classes (validation F1 well below 1, so weight decay and epoch choices matter); 1,100 train
+    rows: several mini-batches of 256 per epoch, the last one partial."""
+    rng = np.random.default_rng(seed)
+    n_classes, hidden = 5, 24
+    w = rng.normal(0, 1, (n_classes, hidden))
+    data = []
+    for n in (1100, 300):
+        if kind == "multiclass":
+            y = rng.integers(0, n_classes, n)
+            x = w[y] * 0.6 + rng.normal(0, 1, (n, hidden))
+        else:
+            y = (rng.random((n, n_classes)) < 0.4).astype(np.float32)
+            x = y @ w * 0.5 + rng.normal(0, 1, (n, hidden))
+        data += [x.astype(np.float32), y]
+    return data, n_classes
+
+
+@pytest.mark.parametrize("kind", ["multiclass", "multilabel"])
+def test_one_after_another_is_bit_identical_to_the_previous_fit(kind):
+    (xt, yt, xv, yv), c = _noisy_task(kind)
+    probe = probes.fit_linear_probe(xt, yt, xv, yv, kind, c, max_epochs=15, batch_size=256, side_by_side=False)
+    wd, epoch, f1, w, b = _fit_one_after_another(xt, yt, xv, yv, kind, c, probes.DEFAULT_WEIGHT_DECAYS, 15,
+                                                 batch_size=256)
+    assert (probe.weight_decay, probe.epochs, probe.val_f1_macro) == (wd, epoch, f1)
+    assert np.array_equal(probe.weight, w) and np.array_equal(probe.bias, b)
+    assert probe.weight.flags["F_CONTIGUOUS"] == w.flags["F_CONTIGUOUS"]  # the same layout for later products
+    for wd in probes.DEFAULT_WEIGHT_DECAYS[1:]:  # each decay alone too, not only the one chosen above
+        probe = probes.fit_linear_probe(xt, yt, xv, yv, kind, c, weight_decays=(wd,), max_epochs=15, batch_size=256)
+        ref = _fit_one_after_another(xt, yt, xv, yv, kind, c, (wd,), 15, batch_size=256)
+        assert np.array_equal(probe.weight, ref[3]) and np.array_equal(probe.bias, ref[4]), wd
+
+
+@pytest.mark.parametrize("kind", ["multiclass", "multilabel"])
+def test_side_by_side_fits_equal_one_after_another_up_to_rounding(kind):
+    (xt, yt, xv, yv), c = _noisy_task(kind)
+    wds = (0.0, 0.1, 1.0, 3.0)  # strong decays: each slice must get its own, or the weights would differ visibly
+    probe = probes.fit_linear_probe(xt, yt, xv, yv, kind, c, weight_decays=wds, max_epochs=15, batch_size=256,
+                                    side_by_side=True)
+    wd, epoch, f1, w, b = _fit_one_after_another(xt, yt, xv, yv, kind, c, wds, 15, batch_size=256)
+    assert (probe.weight_decay, probe.epochs) == (wd, epoch) and probe.val_f1_macro == pytest.approx(f1, abs=0.02)
+    np.testing.assert_allclose(probe.weight, w, atol=1e-4 * np.abs(w).max())
+    np.testing.assert_allclose(probe.bias, b, atol=1e-4 * np.abs(w).max())
+    # every slice against its own fit: the per-slice decay and loss scaling are right for all of them, not only
+    # for the chosen one
+    import torch
+    for j, wd_j in enumerate(wds):
+        ref = _fit_one_after_another(xt, yt, xv, yv, kind, c, (wd_j,), 15, batch_size=256)
+        got = probes._fit_weight_decays(torch.as_tensor((xt - xt.mean(0)) / (xt.std(0) + 1e-6)),
+                                        torch.as_tensor(yt, dtype=torch.long if kind == "multiclass" else torch.float32),
+                                        (xv - xt.mean(0)) / (xt.std(0) + 1e-6), yv, kind, c, list(wds), 15, 5, 1e-2,
+                                        256, 0, "cpu")[j]
+        assert got[0] == wd_j and got[1] == ref[1]
+        np.testing.assert_allclose(got[3], ref[3], atol=1e-4 * np.abs(ref[3]).max())
+
+
+def test_side_by_side_is_the_default_on_a_gpu_only(monkeypatch):
+    seen, as_tensor = [], probes.torch.as_tensor
+    monkeypatch.setattr(probes, "_fit_weight_decays", lambda *a: seen.append(len(a[6])) or [(a[6][0], 1, 0.5, None, None)])
+    monkeypatch.setattr(probes.torch, "as_tensor", lambda x, dtype=None, device=None: as_tensor(x, dtype=dtype))
+    x, y = np.zeros((4, 2), np.float32), np.array([0, 1, 0, 1])
+    probes.fit_linear_probe(x, y, x, y, "multiclass", 2, device="cpu")
+    assert seen == [1] * 5  # one after another
+    seen.clear()
+    probes.fit_linear_probe(x, y, x, y, "multiclass", 2, device="cuda")  # no GPU touched: data and fit faked
+    assert seen == [5]
+
+
 def test_selection_never_sees_test_labels():
     rng = np.random.default_rng(2)
     means = rng.normal(0, 1, (3, 8))
