@@ -256,7 +256,10 @@ def write_report(out: Path, result: dict, seed: int, quick: bool, train_flags: l
     for m in result["models"]:
         sections += [(out / "probes" / "semantic_preference" / m / "table.md").read_text(), ""]
     sections += diagnostic_section(out, result["models"])
-    sections += ["## How this was run", "", f"- brain-tuning flags: `{' '.join(train_flags)}`",
+    where = result.get("settings", {})
+    sections += ["## How this was run", "", f"- device: {where.get('device', 'unknown')}, precision "
+                 f"{where.get('precision', 'unknown')} (every step's `--device auto`: a CUDA GPU runs in bf16, and its "
+                 "numbers differ from a CPU run's fp32 ones)", f"- brain-tuning flags: `{' '.join(train_flags)}`",
                  f"- evaluation flags: `{' '.join(eval_flags)}`",
                  "- every step's config.json (arguments, versions) sits in its folder under this report.",
                  "- findings are reported as measured; a finding that does not hold is marked **no**, not tuned away."]

@@ -69,9 +69,11 @@ def _build_side_by_side(*jobs) -> None:
 
 def demo_settings(seed: int, quick: bool, size: str, diagnostics: bool, teacher: bool = False) -> dict:
     """What decides a seed's results: its options, the recipe's flags and the code (git commit, modified or not)."""
-    from run_utils import toolkit_version
+    from run_utils import resolve_device, resolve_precision, toolkit_version
+    device = resolve_device("auto")  # what every step's --device auto picks: a CUDA GPU (bf16) changes the numbers
     return {"seed": seed, "quick": quick, "size": size, "diagnostics": diagnostics, "teacher": teacher,
-            "train_flags": DEMO_TRAIN_FLAGS, "eval_flags": DEMO_EVAL_FLAGS, "toolkit": toolkit_version()}
+            "train_flags": DEMO_TRAIN_FLAGS, "eval_flags": DEMO_EVAL_FLAGS, "toolkit": toolkit_version(),
+            "device": device.type, "precision": resolve_precision("auto", device)}
 
 
 def demo_out_problem(outs: list) -> str | None:

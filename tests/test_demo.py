@@ -25,6 +25,7 @@ def test_quick_demo_tuning_raises_language_alignment(tmp_path, monkeypatch):
     assert "## Headline" in report and "![alignment](eval/comparison/alignment_by_layer.png)" in report
     commit = run_utils.toolkit_version()["commit"]  # the code that made it, in the header
     assert f" · toolkit {commit[:10] if commit else 'unknown'}" in report.splitlines()[2]
+    assert "- device: cpu, precision fp32 (" in report  # where the steps ran: a GPU's bf16 numbers differ
     for png in ("eval/comparison/alignment_by_layer.png", "train/tuned/loss_curve.png", "probes_summary.png"):
         assert (out / png).is_file(), png
     cfg = json.loads((out / "train" / "tuned" / "config.json").read_text())
@@ -273,6 +274,11 @@ def test_pipeline_writes_its_settings_and_versions_first(tmp_path, monkeypatch):
     monkeypatch.setattr(demo_report, "findings", lambda out, models: {"models": models})
     monkeypatch.setattr(demo_report, "write_report", lambda *a, **k: None)
     settings = run_demo.demo_settings(3, True, "demo", False)
+    assert (settings["device"], settings["precision"]) == ("cpu", "fp32")  # a GPU's run is another setting
+    import torch
+    monkeypatch.setattr(run_utils, "resolve_device", lambda choice: torch.device("cuda"))
+    assert {k: run_demo.demo_settings(3, True, "demo", False)[k] for k in ("device", "precision")} == {
+        "device": "cuda", "precision": "bf16"}
     run_demo.run_pipeline(tmp_path / "out", tmp_path / "data", seed=3, quick=True, progress=False, settings=settings)
     assert seen and all(seen)
     record = json.loads((tmp_path / "out" / run_demo.RUN_RECORD).read_text())
