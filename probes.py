@@ -7,7 +7,6 @@ decay and number of epochs are chosen on the validation split only: the test spl
 from __future__ import annotations
 
 import inspect
-
 from dataclasses import dataclass
 
 import numpy as np
@@ -249,8 +248,8 @@ def fit_linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray
 
     side_by_side : fit all weight decays at once, as slices of one stacked layer (the same fits up to rounding:
         other matrix shapes), instead of one after another (bit-identical to earlier runs). Default (None): on a
-        GPU only, where each small step's fixed cost, not its arithmetic, sets the time (bench/RESULTS.md: 300
-        steps per epoch-set were 40 s for one TIMIT layer on an H200).
+        GPU only, where each small step's fixed cost, not its arithmetic, sets the time (bench/RESULTS.md: one
+        TIMIT layer's 37,200 steps took 40 s on an H200).
     """
     if kind not in TASK_KINDS:
         raise ValueError(f"kind must be one of {TASK_KINDS}, found {kind!r}")

@@ -5,7 +5,7 @@
     python bench/bench_extraction.py --real --device cuda --precision bf16
     python bench/bench_extraction.py --precision bf16       # CPU with native bf16 (AVX512-BF16 / AMX)
     python bench/bench_extraction.py --model-type whisper --batch-sizes 1 --inference-threads 2
-    python bench/bench_extraction.py --real --device cuda --warm    # + second pass and its profile
+    python bench/bench_extraction.py --real --device cuda --warm    # + a warm second pass, a profiled third
 
 Each method runs in its own process (same pinned thread count) so that peak memory (max RSS) is its own.
 Baseline = the public reference's approach: every window alone through the model, autograd left on, all
@@ -55,21 +55,8 @@ def worker(method: str, model_dir: str, size: dict, threads: int, device: str, p
         return extract_story_features(enc, wav, LAYERS, size["stride_s"], size["context_s"], "last",
                                       batch_size=batch_size, device=device, precision=precision, progress=False,
                                       threads=inference_threads)[1]
-    t0 = time.perf_counter()
-    if method == "toolkit":
-        feats = toolkit()
-        if warm:  # the same story again: what the first pass spent on one-off set-up (per-shape kernel choice...)
-            cold = time.perf_counter() - t0
-            from torch.profiler import ProfilerActivity, profile
-            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.device(device).type == "cuda" else [])
-            with profile(activities=acts) as prof:
-                t0 = time.perf_counter()
-                toolkit()
-                torch.cuda.synchronize() if torch.device(device).type == "cuda" else None
-            extra["seconds_first_pass"] = cold
-            sort = "self_cuda_time_total" if len(acts) > 1 else "self_cpu_time_total"
-            extra["profile_top_ops"] = prof.key_averages().table(sort_by=sort, row_limit=15)
-    else:
+
+    def reference():
         starts, ends = window_bounds(len(wav), size["stride_s"], size["context_s"])
         order = np.argsort(-(ends - starts), kind="stable")  # longest windows first: the growth measured is the real one
         rows, graphs = {}, []
@@ -80,10 +67,28 @@ def worker(method: str, model_dir: str, size: dict, threads: int, device: str, p
             if len(graphs) < GRAPH_WINDOWS:
                 graphs.append(states)
                 if len(graphs) == GRAPH_WINDOWS:
-                    extra["rss_growth_mb_per_window_kept"] = (max_rss_mb() - rss0) / GRAPH_WINDOWS
+                    extra.setdefault("rss_growth_mb_per_window_kept", (max_rss_mb() - rss0) / GRAPH_WINDOWS)
                     graphs = [None] * GRAPH_WINDOWS  # release: the full reference would run out of memory
-        feats = np.stack([np.stack([rows[i][li] for i in range(len(starts))]) for li in range(len(LAYERS))])
+        return np.stack([np.stack([rows[i][li] for i in range(len(starts))]) for li in range(len(LAYERS))])
+    run = toolkit if method == "toolkit" else reference
+    t0 = time.perf_counter()
+    feats = run()
+    on_gpu = torch.device(device).type == "cuda"
+    if warm:  # the same audio again: what the first pass spent on one-off set-up (per-shape kernel choice...)
+        extra["seconds_first_pass"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        run()
+    if on_gpu:
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
+    if warm:  # a third pass under the profiler (its own overhead kept out of the times above)
+        from torch.profiler import ProfilerActivity, profile
+        with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])) as prof:
+            run()
+            if on_gpu:
+                torch.cuda.synchronize()
+        extra["profile_top_ops"] = prof.key_averages().table(
+            sort_by="self_cuda_time_total" if on_gpu else "self_cpu_time_total", row_limit=15)
     name = f"{method}{batch_size}_{inference_threads}"
     np.save(out / f"{name}.npy", feats)
     (out / f"{name}.json").write_text(json.dumps({"seconds": seconds, "max_rss_mb": max_rss_mb(),
@@ -101,8 +106,8 @@ def main(argv=None) -> int:
     p.add_argument("--inference-threads", type=int, nargs="+",
                    help="toolkit at batch 1 with these inference threads (default: --threads, when above 1)")
     p.add_argument("--warm", action="store_true",
-                   help="toolkit: time a second pass over the same audio (under the profiler, top ops in the JSON); "
-                        "the first pass's time is kept as seconds_first_pass")
+                   help="time a second pass of each method over the same audio (the first pass's time kept as "
+                        "seconds_first_pass), then profile a third (top ops in the JSON)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--batch-size", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--worker-inference-threads", type=int, default=1, help=argparse.SUPPRESS)
@@ -144,7 +149,7 @@ def main(argv=None) -> int:
              "| method | seconds | audio s / s | max RSS MB |", "|---|---|---|---|"]
     lines += [f"| {k} | {v['seconds']:.1f} | {v['audio_s_per_s']:.2f} | {v['max_rss_mb']:.0f} |" for k, v in rec["runs"].items()]
     if args.warm:
-        lines += ["", "toolkit times are of a second pass over the same audio (first pass: "
+        lines += ["", "times are of a second pass over the same audio (first pass: "
                   + ", ".join(f"{k} {v['seconds_first_pass']:.1f} s" for k, v in rec["runs"].items()
                               if "seconds_first_pass" in v) + "); its profile (top ops) is in the JSON"]
     growth = rec["runs"]["reference"].get("rss_growth_mb_per_window_kept", float("nan"))

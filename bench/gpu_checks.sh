@@ -9,7 +9,14 @@
 #
 # Every step runs even when one before it failed; summary.txt gets one line per step (exit code, seconds), log.txt
 # everything the steps printed, bench.tar.gz the benchmarks' JSON and tables. Exit code: the number of failed steps.
-# Packages the machine lacks can be installed first from wheels in $WHEELS (pip install --no-index --target).
+# Packages the machine lacks can be installed first from wheels in $WHEELS (pip install --no-index --target). The
+# lent H200's image (Python 3.12) lacked these; fetched here, into a folder that git ignores and `carry` names:
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 -d .devwheels \
+#       soundfile cffi pycparser soxr espeakng-loader librosa==0.11.0 audioread pooch platformdirs decorator
+#   pip wheel --no-deps textgrid -w .devwheels       # an sdist only
+#   echo /.devwheels/ >> .git/info/exclude
+# then, through the device tool: WHEELS=.devwheels OUT=$OUT bash bench/gpu_checks.sh (carry: .devwheels).
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/out/gpu}
