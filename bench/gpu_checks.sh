@@ -3,7 +3,8 @@
 # with --device cuda (and a CPU-vs-CUDA comparison of the same evaluation), then the benchmarks at real size.
 #
 #     bash bench/gpu_checks.sh                   # results under $OUT (default bench/out/gpu)
-#     SMOKE_ONLY=1 bash bench/gpu_checks.sh      # only the end-to-end part
+#     SMOKE_ONLY=1 bash bench/gpu_checks.sh      # only the end-to-end part (~4 min on the H200, mostly imports)
+#     BENCH_ONLY=1 bash bench/gpu_checks.sh      # only the benchmarks (~7 min: more than one call's 10, with the above)
 #     BENCHES="training extraction" bash bench/gpu_checks.sh   # a subset of: extraction training ridge probes
 #     DEVICE=cpu SMALL=1 bash bench/gpu_checks.sh   # rehearse the commands on a CPU (reduced benchmarks)
 #
@@ -56,29 +57,30 @@ step machine "$PY" -c "import torch, transformers, numpy, sys; print(sys.version
 if torch.cuda.is_available() else 'no CUDA device')"
 
 # --- end to end on the tiny miniature, the same scripts and flags a user runs -------------------------------
-MINI="$WORK/mini" DS="$WORK/downstream" M="$WORK/models" R="$WORK/runs"
-step build_miniature "$PY" make_demo_data.py --out "$MINI" --size tiny
-step build_downstream "$PY" make_downstream_data.py --out "$DS" --size tiny
-step build_models "$PY" -c "import sys; from model_zoo import build_random_model as b
-for t in ('wav2vec2', 'whisper'): b(t, sys.argv[1] + '/' + t)" "$M"
-COMMON=(--data-dir "$MINI/ds003020" --subject UTS01 --nc-dir "$MINI/subject_NCs" --device "$DEVICE" --no-progress)
-step train_wav2vec2 "$PY" brain_trainer_story.py "${COMMON[@]}" --model-name "$M/wav2vec2" --out-dir "$R/w2v" \
-    --batch-size 16 --num-epochs 2 --init-head ridge --freeze-layers 1 --cache-front-end
-step train_whisper_lora "$PY" brain_trainer_story.py "${COMMON[@]}" --model-name "$M/whisper" --out-dir "$R/wh" \
-    --whisper-mode truncate --batch-size 8 --num-epochs 1 --lora-rank 4
-step train_control "$PY" brain_trainer_story.py "${COMMON[@]}" --model-name "$M/wav2vec2" --out-dir "$R/ctl" \
-    --batch-size 16 --num-epochs 1 --target-control block-shuffle
-step torchrun_1proc "$PY" -m torch.distributed.run --nproc_per_node=1 --master_port=29541 brain_trainer_story.py \
-    "${COMMON[@]}" --model-name "$M/wav2vec2" --out-dir "$R/ddp" --batch-size 16 --micro-batch-size 4 --num-epochs 1
-EVAL=(--data-dir "$MINI/ds003020" --subject UTS01 --nc-dir "$MINI/subject_NCs" --roi-file "$MINI/rois/UTS01.json"
-      --stride 0.5 --context 3 --no-progress)
-step evaluate "$PY" brain_evaluate.py "${EVAL[@]}" --device "$DEVICE" --low-level --cache-dir "$WORK/c_dev" \
-    --model-name "$M/wav2vec2" "$R/w2v/best" --out "$R/e_pre" "$R/e_tuned"
-step evaluate_fp32 "$PY" brain_evaluate.py "${EVAL[@]}" --device "$DEVICE" --precision fp32 --cache-dir "$WORK/c_f32" \
-    --model-name "$M/wav2vec2" --out "$R/e_f32"
-step evaluate_cpu "$PY" brain_evaluate.py "${EVAL[@]}" --device cpu --backend numpy --cache-dir "$WORK/c_cpu" \
-    --model-name "$M/wav2vec2" --out "$R/e_cpu"
-step compare_cpu_cuda "$PY" - "$R/e_cpu" "$R/e_f32" "$R/e_pre" <<'EOF'
+if [ -z "${BENCH_ONLY:-}" ]; then
+    MINI="$WORK/mini" DS="$WORK/downstream" M="$WORK/models" R="$WORK/runs"
+    step build_miniature "$PY" make_demo_data.py --out "$MINI" --size tiny
+    step build_downstream "$PY" make_downstream_data.py --out "$DS" --size tiny
+    step build_models "$PY" -c "import sys; from model_zoo import build_random_model as b
+[b(t, sys.argv[1] + '/' + t) for t in ('wav2vec2', 'whisper')]" "$M"
+    COMMON=(--data-dir "$MINI/ds003020" --subject UTS01 --nc-dir "$MINI/subject_NCs" --device "$DEVICE" --no-progress)
+    step train_wav2vec2 "$PY" brain_trainer_story.py "${COMMON[@]}" --model-name "$M/wav2vec2" --out-dir "$R/w2v" \
+        --batch-size 16 --num-epochs 2 --init-head ridge --freeze-layers 1 --cache-front-end
+    step train_whisper_lora "$PY" brain_trainer_story.py "${COMMON[@]}" --model-name "$M/whisper" --out-dir "$R/wh" \
+        --whisper-mode truncate --batch-size 8 --num-epochs 1 --lora-rank 4
+    step train_control "$PY" brain_trainer_story.py "${COMMON[@]}" --model-name "$M/wav2vec2" --out-dir "$R/ctl" \
+        --batch-size 16 --num-epochs 1 --target-control block-shuffle
+    step torchrun_1proc "$PY" -m torch.distributed.run --nproc_per_node=1 --master_port=29541 brain_trainer_story.py \
+        "${COMMON[@]}" --model-name "$M/wav2vec2" --out-dir "$R/ddp" --batch-size 16 --micro-batch-size 4 --num-epochs 1
+    EVAL=(--data-dir "$MINI/ds003020" --subject UTS01 --nc-dir "$MINI/subject_NCs" --roi-file "$MINI/rois/UTS01.json"
+          --stride 0.5 --context 3 --no-progress)
+    step evaluate "$PY" brain_evaluate.py "${EVAL[@]}" --device "$DEVICE" --low-level --cache-dir "$WORK/c_dev" \
+        --model-name "$M/wav2vec2" "$R/w2v/best" --out "$R/e_pre" "$R/e_tuned"
+    step evaluate_fp32 "$PY" brain_evaluate.py "${EVAL[@]}" --device "$DEVICE" --precision fp32 --cache-dir "$WORK/c_f32" \
+        --model-name "$M/wav2vec2" --out "$R/e_f32"
+    step evaluate_cpu "$PY" brain_evaluate.py "${EVAL[@]}" --device cpu --backend numpy --cache-dir "$WORK/c_cpu" \
+        --model-name "$M/wav2vec2" --out "$R/e_cpu"
+    step compare_cpu_cuda "$PY" - "$R/e_cpu" "$R/e_f32" "$R/e_pre" <<'EOF'
 # the same evaluation on the CPU (fp32, numpy ridge) against the device's (fp32, then its default precision)
 import glob, json, os, sys
 import numpy as np
@@ -96,13 +98,14 @@ for dev in sys.argv[2:]:
             worst = max(worst, diff)
 sys.exit(0 if worst < 0.05 else 1)  # both fp32: only round-off may differ
 EOF
-step phonemes "$PY" eval_phonemes.py --task phonemes --data-dir "$DS/timit" --model-name "$M/wav2vec2" "$R/w2v/best" \
-    --out "$R/p_pre" "$R/p_tuned" --layers 1 2 --device "$DEVICE" --no-progress --cache-dir "$WORK/c_probe"
-step semantic_whisper "$PY" eval_downstream.py --task semantic_category --data-dir "$DS/words" --model-name "$M/whisper" \
-    --whisper-mode pad30 --out "$R/s_wh" --device "$DEVICE" --no-progress --cache-dir "$WORK/c_probe"
-step semantic_preference "$PY" eval_downstream.py --task semantic_preference --data-dir "$MINI/ds003020" \
-    --model-name "$M/wav2vec2" --out "$R/sp" --pairs "$DS/words/semantic_pairs.tsv" --device "$DEVICE" --no-progress
-cp "$R"/w2v/config.json "$OUT/train_config.json" 2>/dev/null
+    step phonemes "$PY" eval_phonemes.py --task phonemes --data-dir "$DS/timit" --model-name "$M/wav2vec2" "$R/w2v/best" \
+        --out "$R/p_pre" "$R/p_tuned" --layers 1 2 --device "$DEVICE" --no-progress --cache-dir "$WORK/c_probe"
+    step semantic_whisper "$PY" eval_downstream.py --task semantic_category --data-dir "$DS/words" --model-name "$M/whisper" \
+        --whisper-mode pad30 --out "$R/s_wh" --device "$DEVICE" --no-progress --cache-dir "$WORK/c_probe"
+    step semantic_preference "$PY" eval_downstream.py --task semantic_preference --data-dir "$MINI/ds003020" \
+        --model-name "$M/wav2vec2" --out "$R/sp" --pairs "$DS/words/semantic_pairs.tsv" --device "$DEVICE" --no-progress
+    cp "$R"/w2v/config.json "$OUT/train_config.json" 2>/dev/null
+fi
 
 # --- benchmarks at real size -----------------------------------------------------------------------------
 if [ -z "${SMOKE_ONLY:-}" ]; then
