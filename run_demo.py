@@ -68,7 +68,8 @@ def _build_side_by_side(*jobs) -> None:
 
 
 def demo_settings(seed: int, quick: bool, size: str, diagnostics: bool, teacher: bool = False) -> dict:
-    """What decides a seed's results: its options, the recipe's flags and the code (git commit, modified or not)."""
+    """What decides a seed's results: its options, the recipe's flags, the code (git commit, modified or not) and
+    the device and precision the steps pick."""
     from run_utils import resolve_device, resolve_precision, toolkit_version
     device = resolve_device("auto")  # what every step's --device auto picks: a CUDA GPU (bf16) changes the numbers
     return {"seed": seed, "quick": quick, "size": size, "diagnostics": diagnostics, "teacher": teacher,
