@@ -66,8 +66,10 @@ def main(argv=None) -> int:
              + rows + f"\nside by side vs one after another: same choice {rec['same_choice']}, max relative weight "
              f"difference {rec['max_relative_weight_difference']:.1e} (the default: side by side on a GPU only)\n")
     write_results("probes_real" if args.real else "probes", rec, table)
-    learned = min(r["val_f1_macro"] for r in rec["runs"].values()) > 2.0 / size["n_classes"]
-    return 0 if learned and rec["same_choice"] else 1  # a probe that did not learn, or fits that disagree: a failure
+    scores = [r["val_f1_macro"] for r in rec["runs"].values()]
+    # a failure: a probe that did not learn, or fits that disagree beyond rounding (the choice of epoch may flip
+    # between two near-equal scores, so it is reported, not required)
+    return 0 if min(scores) > 2.0 / size["n_classes"] and max(scores) - min(scores) < 0.01 else 1
 
 
 if __name__ == "__main__":
