@@ -299,6 +299,7 @@ def _fit_weight_decays(xt: torch.Tensor, yt: torch.Tensor, xv: np.ndarray, y_val
     # computed in double and rounded once, as AdamW's scalar is), then AdamW without decay of its own
     decay = torch.tensor([1 - lr * wd for wd in weight_decays], dtype=torch.float64).to(torch.float32)
     decay = decay.repeat_interleave(n_classes).to(device)
+    decays = bool((decay != 1).any())  # weight decay 0 alone: nothing to multiply on each step
     opt = torch.optim.AdamW(layer.parameters(), lr=lr, weight_decay=0.0)
     loss_fn = torch.nn.CrossEntropyLoss() if kind == "multiclass" else torch.nn.BCEWithLogitsLoss()
 
@@ -315,9 +316,10 @@ def _fit_weight_decays(xt: torch.Tensor, yt: torch.Tensor, xv: np.ndarray, y_val
             idx = order[i:i + batch_size]
             opt.zero_grad(set_to_none=True)
             loss(layer(xt[idx]), yt[idx]).backward()
-            with torch.no_grad():
-                layer.weight.mul_(decay[:, None])
-                layer.bias.mul_(decay)
+            if decays:
+                with torch.no_grad():
+                    layer.weight.mul_(decay[:, None])
+                    layer.bias.mul_(decay)
             opt.step()
         if epoch % eval_every and epoch != max_epochs:
             continue
