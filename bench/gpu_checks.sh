@@ -6,6 +6,7 @@
 #     SMOKE_ONLY=1 bash bench/gpu_checks.sh      # only the end-to-end part (~4 min on the H200, mostly imports)
 #     BENCH_ONLY=1 bash bench/gpu_checks.sh      # only the benchmarks (~7 min: more than one call's 10, with the above)
 #     BENCHES="training extraction" bash bench/gpu_checks.sh   # a subset of: extraction training ridge probes
+#     EXTRACTION_PRECISIONS=bf16 BENCHES=extraction bash bench/gpu_checks.sh   # default: bf16 fp32
 #     DEVICE=cpu SMALL=1 bash bench/gpu_checks.sh   # rehearse the commands on a CPU (reduced benchmarks)
 #
 # Every step runs even when one before it failed; summary.txt gets one line per step (exit code, seconds), log.txt
@@ -112,7 +113,7 @@ if [ -z "${SMOKE_ONLY:-}" ]; then
     REAL=--real; [ -n "${SMALL:-}" ] && REAL=
     BENCHES=${BENCHES:-extraction training ridge probes}
     want() { [[ " $BENCHES " == *" $1 "* ]]; }
-    for precision in bf16 fp32; do  # first: the figure the first GPU session left unexplained (RESULTS.md)
+    for precision in ${EXTRACTION_PRECISIONS:-bf16 fp32}; do  # first: the figure the first GPU session left unexplained (RESULTS.md)
         want extraction && step "bench_extraction_$precision" "$PY" bench/bench_extraction.py $REAL --device "$DEVICE" \
             --threads 1 --precision "$precision" --batch-sizes 1 16 --warm
     done
