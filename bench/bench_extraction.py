@@ -5,7 +5,8 @@
     python bench/bench_extraction.py --real --device cuda --precision bf16
     python bench/bench_extraction.py --precision bf16       # CPU with native bf16 (AVX512-BF16 / AMX)
     python bench/bench_extraction.py --model-type whisper --batch-sizes 1 --inference-threads 2
-    python bench/bench_extraction.py --real --device cuda --warm    # + a warm second pass, a profiled third
+    python bench/bench_extraction.py --real --device cuda --warm    # + a warm second pass over the same audio
+    python bench/bench_extraction.py --real --device cuda --warm --profile 20   # + a profiled pass over 20 s
 
 Each method runs in its own process (same pinned thread count) so that peak memory (max RSS) is its own.
 Baseline = the public reference's approach: every window alone through the model, autograd left on, all
@@ -40,7 +41,7 @@ GRAPH_WINDOWS = 3  # reference windows kept with their autograd graphs to measur
 
 
 def worker(method: str, model_dir: str, size: dict, threads: int, device: str, precision: str, out: Path,
-           batch_size: int, inference_threads: int = 1, warm: bool = False) -> None:
+           batch_size: int, inference_threads: int = 1, warm: bool = False, profile_s: float = 0.0) -> None:
     pin_threads(threads)
     import torch
 
@@ -81,18 +82,24 @@ def worker(method: str, model_dir: str, size: dict, threads: int, device: str, p
     if on_gpu:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
-    if warm:  # a third pass under the profiler (its own overhead kept out of the times above)
+    name = f"{method}{batch_size}_{inference_threads}"
+    np.save(out / f"{name}.npy", feats)
+
+    def write():
+        (out / f"{name}.json").write_text(json.dumps({"seconds": seconds, "max_rss_mb": max_rss_mb(),
+                                                      "n_windows": int(feats.shape[1]), **extra}))
+    write()  # before the profile: a run cut off during it keeps its times
+    if profile_s:  # a last pass under the profiler over the first profile_s of audio (its overhead kept out of the times)
         from torch.profiler import ProfilerActivity, profile
+        wav = wav[:int(profile_s * 16000)]  # a whole story's events (~1,700-2,700 ops per window) take minutes to tally
         with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])) as prof:
             run()
             if on_gpu:
                 torch.cuda.synchronize()
+        extra["profile_audio_s"] = profile_s
         extra["profile_top_ops"] = prof.key_averages().table(
             sort_by="self_cuda_time_total" if on_gpu else "self_cpu_time_total", row_limit=15)
-    name = f"{method}{batch_size}_{inference_threads}"
-    np.save(out / f"{name}.npy", feats)
-    (out / f"{name}.json").write_text(json.dumps({"seconds": seconds, "max_rss_mb": max_rss_mb(),
-                                                                "n_windows": int(feats.shape[1]), **extra}))
+        write()
 
 
 def main(argv=None) -> int:
@@ -107,7 +114,9 @@ def main(argv=None) -> int:
                    help="toolkit at batch 1 with these inference threads (default: --threads, when above 1)")
     p.add_argument("--warm", action="store_true",
                    help="time a second pass of each method over the same audio (the first pass's time kept as "
-                        "seconds_first_pass), then profile a third (top ops in the JSON)")
+                        "seconds_first_pass)")
+    p.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
+                   help="then profile a last pass over the first SECONDS of the audio (top ops in the JSON)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--batch-size", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--worker-inference-threads", type=int, default=1, help=argparse.SUPPRESS)
@@ -117,7 +126,7 @@ def main(argv=None) -> int:
     size = SIZES["real" if args.real else "reduced"]
     if args.worker:
         worker(args.worker, args.model_dir, size, args.threads, args.device, args.precision, Path(args.tmp),
-               args.batch_size, args.worker_inference_threads, args.warm)
+               args.batch_size, args.worker_inference_threads, args.warm, args.profile)
         return 0
     from model_zoo import build_random_model
     with tempfile.TemporaryDirectory() as tmp:
@@ -132,7 +141,7 @@ def main(argv=None) -> int:
             cmd = [sys.executable, __file__, "--worker", method, "--model-dir", str(model_dir), "--tmp", str(tmp),
                    "--threads", str(args.threads), "--device", args.device, "--precision", args.precision,
                    "--batch-size", str(bs), "--worker-inference-threads", str(n)] + (["--real"] if args.real else [])
-            cmd += ["--warm"] if args.warm else []
+            cmd += (["--warm"] if args.warm else []) + ["--profile", str(args.profile)]
             subprocess.run(cmd, check=True)
             key = "reference" if method == "reference" else f"toolkit_batch{bs}" + (f"_threads{n}" if n > 1 else "")
             rec["runs"][key] = json.loads((tmp / f"{method}{bs}_{n}.json").read_text())
@@ -151,7 +160,9 @@ def main(argv=None) -> int:
     if args.warm:
         lines += ["", "times are of a second pass over the same audio (first pass: "
                   + ", ".join(f"{k} {v['seconds_first_pass']:.1f} s" for k, v in rec["runs"].items()
-                              if "seconds_first_pass" in v) + "); its profile (top ops) is in the JSON"]
+                              if "seconds_first_pass" in v) + ")"]
+    if args.profile:
+        lines += ["", f"profile of a pass over the first {args.profile:g} s of audio (top ops): in the JSON"]
     growth = rec["runs"]["reference"].get("rss_growth_mb_per_window_kept", float("nan"))
     lines += ["", f"speed-up ({best} vs reference): {rec['speedup']:.2f}x; max relative feature difference "
                   f"{rec['max_relative_difference']:.1e}; reference memory growth with outputs kept: {growth:.0f} MB "
