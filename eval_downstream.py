@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from probe_cli import common_parser, run
+from probe_cli import common_parser, run, side_by_side
 from probe_tasks import TaskUsageError, run_probe_task, run_semantic_preference, run_story_word_probe
 from run_utils import EXIT_USAGE, nonnegative_float, number_type, positive_int, resolve_precision
 
@@ -60,7 +60,7 @@ def story_word_task(args, probed, device):
     words_by_source, loader = story_words(args)
     run_story_word_probe(probed, words_by_source, loader, args.word_labels, args.context, args.max_per_word,
                          args.folds, device, args.seed, not args.no_progress, config=vars(args),
-                         threads=args.inference_threads)
+                         threads=args.inference_threads, side_by_side=side_by_side(args))
 
 
 def main(argv=None) -> int:
@@ -95,6 +95,8 @@ def main(argv=None) -> int:
     def task(args, probed, device, cache_dir):
         if args.permutations and args.task in ("semantic_preference", "story_word_category"):
             raise TaskUsageError(f"--permutations applies to the probe tasks, not {args.task}")
+        if args.weight_decay_fit and args.task == "semantic_preference":  # no probe is fitted there
+            raise TaskUsageError(f"--weight-decay-fit applies to tasks that fit probes, not {args.task}")
         if args.task == "semantic_preference":
             return semantic_preference_task(args, probed, device)
         if args.task == "story_word_category":
@@ -102,7 +104,7 @@ def main(argv=None) -> int:
         run_probe_task(args.task, args.data_dir, probed, cache_dir, batch_size=args.batch_size, device=device,
                        precision=resolve_precision("auto", device), seed=args.seed, progress=not args.no_progress,
                        config=vars(args), threads=args.inference_threads,
-                       n_permutations=args.permutations)
+                       n_permutations=args.permutations, side_by_side=side_by_side(args))
     return run(args, task)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from probe_cli import common_parser, run
+from probe_cli import common_parser, run, side_by_side
 from probe_tasks import run_probe_task
 from run_utils import positive_int, resolve_precision
 
@@ -30,7 +30,8 @@ def main(argv=None) -> int:
         run_probe_task(args.task, args.data_dir, probed, cache_dir, frame_step=args.frame_step,
                        batch_size=args.batch_size, device=device, precision=resolve_precision("auto", device),
                        seed=args.seed, progress=not args.no_progress, config=vars(args),
-                       threads=args.inference_threads, n_permutations=args.permutations)
+                       threads=args.inference_threads, n_permutations=args.permutations,
+                       side_by_side=side_by_side(args))
     return run(args, task)
 
 

@@ -297,14 +297,15 @@ def result_line(result: dict, out: Path) -> str:
 
 def run_probe_task(task: str, data_root: str, models: list[ProbedModel], cache_dir: Path, frame_step: int = 4,
                    batch_size: int = 16, device="cpu", precision: str = "fp32", seed: int = 0, progress: bool = True,
-                   config: dict | None = None, threads: int = 1, n_permutations: int = 0) -> list[dict]:
+                   config: dict | None = None, threads: int = 1, n_permutations: int = 0,
+                   side_by_side: bool | None = None) -> list[dict]:
     """Features → per-layer probes → results.json, table.md, <task>_by_layer.png, config.json in each model's out.
 
     Several models are probed on the same data and labels, their shared bottom computed once; each model's
     results equal a run of it alone. threads: inference threads (`inference.map_inference`; same numbers).
     n_permutations > 0: each layer's test F1 macro also gets its chance distribution from that many probes
     refitted on labels shuffled among the task's held-out units (`probes.permutation_null`; multiclass
-    utterance tasks only).
+    utterance tasks only). side_by_side: how the probes' weight decays are fitted (`probes.fits_side_by_side`).
     """
     spec = TASKS[task]
     if n_permutations and (spec.kind != "multiclass" or spec.level != "utterance"):
@@ -335,7 +336,8 @@ def run_probe_task(task: str, data_root: str, models: list[ProbedModel], cache_d
     for m, cache, extracted in zip(models, caches, fresh):
         x, y = load_task_features(spec, utts, m, cache, to_label, classes, extracted)
         per_layer = probes.run_layer_probes(x, y, m.layers, spec.kind, len(classes), seed=seed, device=device,
-                                            progress=progress, n_permutations=n_permutations, groups=groups)
+                                            progress=progress, n_permutations=n_permutations, groups=groups,
+                                            side_by_side=side_by_side)
         n_rows = {s: int(len(y[s])) for s in dd.SPLITS}
         chance = chance_level(y, spec.kind)
         del x, y  # released before the next model's features are read
@@ -347,7 +349,7 @@ def run_probe_task(task: str, data_root: str, models: list[ProbedModel], cache_d
             "feature_cache_hits": cache.hits})
         curves = {k: {Path(m.name).name: [per_layer[l]["test"][k] for l in m.layers]} for k in ("f1_macro", "accuracy")}
         write_run(m.out, result, {"args": model_config(config, m, models), "feature_cache": str(cache.folder),
-                                  "probe_fit": probes.fit_settings(device)},
+                                  "probe_fit": probes.fit_settings(device, side_by_side)},
                   render_probe_table(result), f"{task}_by_layer.png", curves, "test score")
         results.append(result)
     return results
@@ -408,12 +410,13 @@ def read_word_labels(path: str | Path) -> dict[str, str]:
 
 def run_story_word_probe(models: list[ProbedModel], words_by_source: dict, audio_loader: Callable, labels_file: str,
                          context_s: float = 3.0, max_per_word: int = 5, n_folds: int = 6, device="cpu", seed: int = 0,
-                         progress: bool = True, config: dict | None = None, threads: int = 1) -> list[dict]:
+                         progress: bool = True, config: dict | None = None, threads: int = 1,
+                         side_by_side: bool | None = None) -> list[dict]:
     """Label of story words in context (e.g. semantic category), probed per layer on words the probe never saw.
 
     Word segments come from the stories' alignments with `context_s` s of preceding audio (as for semantic
     preference); folds are made of whole words, so the probe must generalise the label to new words.
-    Writes each model's result folder.
+    Writes each model's result folder. side_by_side: as in `run_probe_task`.
     """
     from semantic_preference import context_label_counts, occurrence_features_together, word_occurrences
     label_of = read_word_labels(labels_file)
@@ -432,13 +435,13 @@ def run_story_word_probe(models: list[ProbedModel], words_by_source: dict, audio
     # the same probe and folds on the labels of the preceding words alone: what following the topic would score
     counts = context_label_counts(words_by_source, occ, label_of, classes, context_s)
     baseline = probes.cross_validated_probes(counts[None], y, words, [0], len(classes), n_folds, seed, device=device,
-                                             progress=False)[0]
+                                             progress=False, side_by_side=side_by_side)[0]
     mean_context_words = float(counts.sum(axis=1).mean())
     majority = np.bincount(y).max() / len(y)
     results = []
     for m, x in zip(models, feats):
         per_layer = probes.cross_validated_probes(x, y, words, m.layers, len(classes), n_folds, seed, device=device,
-                                                  progress=progress)
+                                                  progress=progress, side_by_side=side_by_side)
         result = summarise_probes("story_word_category", m.name, per_layer, m.layers, m.encoder.num_layers, {
             "description": "label of story words in context, cross-validated by word", "kind": "multiclass",
             "classes": list(classes), "n_words": len(occ), "n_occurrences": int(len(words)), "n_folds": n_folds,
@@ -461,7 +464,8 @@ def run_story_word_probe(models: list[ProbedModel], words_by_source: dict, audio
                      f"the same probe on the counts of the labels of the words in the {context_s:g} s before each word "
                      f"(no audio, {mean_context_words:.1f} words on average): what tracking the context's labels scores")
         curves = {k: {Path(m.name).name: [per_layer[l]["test"][k] for l in m.layers]} for k in ("f1_macro", "accuracy")}
-        write_run(m.out, result, {"args": model_config(config, m, models), "probe_fit": probes.fit_settings(device)},
+        write_run(m.out, result, {"args": model_config(config, m, models),
+                                  "probe_fit": probes.fit_settings(device, side_by_side)},
                   "\n".join(lines) + "\n", "story_word_category_by_layer.png", curves, "test score (held-out words)")
         results.append(result)
     return results

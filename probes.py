@@ -248,15 +248,13 @@ def fit_linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray
 
     side_by_side : fit all weight decays at once, as slices of one stacked layer (the same fits up to rounding:
         other matrix shapes), instead of one after another (bit-identical to earlier runs). Default (None): on a
-        GPU only, where each small step's fixed cost, not its arithmetic, sets the time (bench/RESULTS.md: one
-        TIMIT layer's 37,200 steps took 40 s on an H200).
+        GPU only (`fits_side_by_side`).
     """
     if kind not in TASK_KINDS:
         raise ValueError(f"kind must be one of {TASK_KINDS}, found {kind!r}")
     if len(x_train) == 0 or len(x_val) == 0:
         raise ValueError(f"probe needs train and validation rows (found {len(x_train)} and {len(x_val)})")
-    if side_by_side is None:
-        side_by_side = torch.device(device).type == "cuda"
+    side_by_side = fits_side_by_side(side_by_side, device)
     mean = x_train.mean(0)
     std = x_train.std(0) + 1e-6
     xt = torch.as_tensor((x_train - mean) / std, dtype=torch.float32, device=device)
@@ -276,11 +274,19 @@ _FIT_DEFAULTS = {k: inspect.signature(fit_linear_probe).parameters[k].default
                  for k in ("weight_decays", "max_epochs", "eval_every", "lr", "batch_size")}
 
 
-def fit_settings(device) -> dict:
+def fits_side_by_side(side_by_side: bool | None, device) -> bool:
+    """Whether the weight decays are fitted side by side: `side_by_side` when given, else on a GPU only. There
+    each small step's fixed cost, not its arithmetic, sets the time (bench/RESULTS.md, H200: 3.7x); on a CPU
+    it is 2.3x too (2-core Xeon), but one after another keeps earlier CPU runs' numbers bit for bit."""
+    return torch.device(device).type == "cuda" if side_by_side is None else bool(side_by_side)
+
+
+def fit_settings(device, side_by_side: bool | None = None) -> dict:
     """`fit_linear_probe`'s fixed settings and how the weight decays are fitted on `device` (config.json's
     probe_fit): what a probe result depends on besides its features and labels."""
     settings = dict(_FIT_DEFAULTS, weight_decays=list(_FIT_DEFAULTS["weight_decays"]))
-    settings["weight_decays_fitted"] = "side by side" if torch.device(device).type == "cuda" else "one after another"
+    settings["weight_decays_fitted"] = ("side by side" if fits_side_by_side(side_by_side, device)
+                                        else "one after another")
     return settings
 
 

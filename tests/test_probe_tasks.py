@@ -148,6 +148,41 @@ def test_story_words_from_a_truncated_story_or_a_broken_textgrid_exit_3_naming_t
     assert not (tmp_path / "sp").exists() and not (tmp_path / "c").exists()  # named before any extraction
 
 
+def test_weight_decay_fit_flag_reaches_every_probe_and_is_recorded(mini, downstream, tiny_models, tmp_path,
+                                                                      monkeypatch, capsys):
+    # --weight-decay-fit side-by-side on a CPU: every probe (the task's, its permutation null, the cross-validated
+    # folds and their baseline) fits its 5 weight decays as one stacked layer, and config.json says so
+    import probes
+    groups, fit = [], probes._fit_weight_decays
+    monkeypatch.setattr(probes, "_fit_weight_decays", lambda *a: groups.append(len(a[6])) or fit(*a))
+    common = ["--whisper-mode", "truncate", "--layers", "2", "--weight-decay-fit", "side-by-side"]
+    assert eval_phonemes.main(_args(tiny_models["whisper"], downstream / "timit", tmp_path / "p", tmp_path / "c",
+                                    "--task", "sentence_type", "--permutations", "2", *common)) == 0
+    assert eval_downstream.main(_args(tiny_models["whisper"], mini / "ds003020", tmp_path / "w", tmp_path / "c",
+                                      "--task", "story_word_category", "--max-per-word", "1", "--folds", "3",
+                                      "--word-labels", str(mini / "ground_truth" / "word_categories.tsv"),
+                                      *common)) == 0
+    assert groups == [5] * (3 + 2 * 3)  # probe and null of the utterance task; model and baseline, 3 folds each
+    for out in ("p", "w"):
+        cfg = json.loads((tmp_path / out / "config.json").read_text())
+        assert cfg["probe_fit"]["weight_decays_fitted"] == "side by side"
+        assert cfg["args"]["weight_decay_fit"] == "side-by-side"
+    groups.clear()  # one-after-another, as on a CPU by default
+    assert eval_phonemes.main(_args(tiny_models["whisper"], downstream / "timit", tmp_path / "p2", tmp_path / "c",
+                                    "--task", "sentence_type", *common[:-1], "one-after-another")) == 0
+    assert groups == [1] * 5
+    assert json.loads((tmp_path / "p2" / "config.json").read_text())["probe_fit"]["weight_decays_fitted"] == \
+        "one after another"
+    # where no probe is fitted, the flag is refused rather than ignored
+    assert eval_downstream.main(_args(tiny_models["whisper"], mini / "ds003020", tmp_path / "sp", tmp_path / "c",
+                                      "--task", "semantic_preference", *common)) == 2
+    assert "--weight-decay-fit applies to tasks that fit probes, not semantic_preference" in capsys.readouterr().err
+    assert eval_phonemes.main(["--compare", str(tmp_path / "p"), str(tmp_path / "p2"), "--out", str(tmp_path / "x"),
+                               "--weight-decay-fit", "side-by-side"]) == 2
+    assert "--weight-decay-fit would be ignored" in capsys.readouterr().err
+    assert not (tmp_path / "sp" / "results.json").exists() and not (tmp_path / "x").exists()
+
+
 def test_story_word_category_probe_on_miniature_stories(mini, tiny_models, tmp_path, capsys):
     labels = mini / "ground_truth" / "word_categories.tsv"
     out = tmp_path / "swc"
