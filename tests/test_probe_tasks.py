@@ -16,6 +16,18 @@ def _args(model, data, out, cache, *extra):
             "--no-progress", *extra]
 
 
+def _probe_utterance_task_and_story_words(mini, downstream, tiny_models, tmp_path, *extra):
+    """sentence_type with a 2-probe null into tmp_path/p, story_word_category over 3 folds into tmp_path/w:
+    3 + 2 * 3 probes (the task's and its null's; each fold's model and context-label baseline)."""
+    common = ["--whisper-mode", "truncate", "--layers", "2", *extra]
+    assert eval_phonemes.main(_args(tiny_models["whisper"], downstream / "timit", tmp_path / "p", tmp_path / "c",
+                                    "--task", "sentence_type", "--permutations", "2", *common)) == 0
+    assert eval_downstream.main(_args(tiny_models["whisper"], mini / "ds003020", tmp_path / "w", tmp_path / "c",
+                                      "--task", "story_word_category", "--max-per-word", "1", "--folds", "3",
+                                      "--word-labels", str(mini / "ground_truth" / "word_categories.tsv"),
+                                      *common)) == 0
+
+
 @pytest.mark.parametrize("task", ["phonemes", "phonemes_frame", "sentence_type"])
 def test_timit_tasks_write_results_and_hit_the_cache(downstream, tiny_models, tmp_path, task):
     args = _args(tiny_models["whisper"], downstream / "timit", tmp_path / "r", tmp_path / "cache",
@@ -156,12 +168,7 @@ def test_weight_decay_fit_flag_reaches_every_probe_and_is_recorded(mini, downstr
     groups, fit = [], probes._fit_weight_decays
     monkeypatch.setattr(probes, "_fit_weight_decays", lambda *a: groups.append(len(a[6])) or fit(*a))
     common = ["--whisper-mode", "truncate", "--layers", "2", "--weight-decay-fit", "side-by-side"]
-    assert eval_phonemes.main(_args(tiny_models["whisper"], downstream / "timit", tmp_path / "p", tmp_path / "c",
-                                    "--task", "sentence_type", "--permutations", "2", *common)) == 0
-    assert eval_downstream.main(_args(tiny_models["whisper"], mini / "ds003020", tmp_path / "w", tmp_path / "c",
-                                      "--task", "story_word_category", "--max-per-word", "1", "--folds", "3",
-                                      "--word-labels", str(mini / "ground_truth" / "word_categories.tsv"),
-                                      *common)) == 0
+    _probe_utterance_task_and_story_words(mini, downstream, tiny_models, tmp_path, *common[-2:])
     assert groups == [5] * (3 + 2 * 3)  # probe and null of the utterance task; model and baseline, 3 folds each
     for out in ("p", "w"):
         cfg = json.loads((tmp_path / out / "config.json").read_text())
@@ -426,13 +433,7 @@ def test_probes_are_fitted_on_the_runs_device(mini, downstream, tiny_models, tmp
     seen, fit = [], probes.fit_linear_probe
     monkeypatch.setattr(probe_cli, "resolve_device", lambda choice: torch.device("cpu", 0))
     monkeypatch.setattr(probes, "fit_linear_probe", lambda *a, device="cpu", **k: seen.append(device) or fit(*a, **k))
-    common = ["--whisper-mode", "truncate", "--layers", "2", "--device", "cpu:0"]
-    assert eval_phonemes.main(_args(tiny_models["whisper"], downstream / "timit", tmp_path / "p", tmp_path / "c",
-                                    "--task", "sentence_type", "--permutations", "2", *common)) == 0
-    assert eval_downstream.main(_args(tiny_models["whisper"], mini / "ds003020", tmp_path / "w", tmp_path / "c",
-                                      "--task", "story_word_category", "--max-per-word", "1", "--folds", "3",
-                                      "--word-labels", str(mini / "ground_truth" / "word_categories.tsv"),
-                                      *common)) == 0
+    _probe_utterance_task_and_story_words(mini, downstream, tiny_models, tmp_path, "--device", "cpu:0")
     assert len(seen) == 3 + 2 * 3  # probe and null of the utterance task; model and baseline, 3 folds each
     assert all(d == torch.device("cpu", 0) for d in seen)
     assert json.loads((tmp_path / "p" / "config.json").read_text())["args"]["device"] == "cpu:0"
