@@ -4,7 +4,8 @@
 #
 #     bash bench/gpu_checks.sh                   # results under $OUT (default bench/out/gpu)
 #     SMOKE_ONLY=1 bash bench/gpu_checks.sh      # only the end-to-end part (~4 min on the H200, mostly imports)
-#     BENCH_ONLY=1 bash bench/gpu_checks.sh      # only the benchmarks (~7 min: more than one call's 10, with the above)
+#     BENCH_ONLY=1 bash bench/gpu_checks.sh      # only the benchmarks (more than one call's 10 min with the above;
+#                                                # extraction on 300 s of audio not yet timed there)
 #     BENCHES="training extraction" bash bench/gpu_checks.sh   # a subset of: extraction training ridge probes
 #     EXTRACTION_PRECISIONS=bf16 BENCHES=extraction bash bench/gpu_checks.sh   # default: bf16 fp32
 #     DEVICE=cpu SMALL=1 bash bench/gpu_checks.sh   # rehearse the commands on a CPU (reduced benchmarks)
