@@ -6,8 +6,9 @@
 
 The probe scripts fit on their --device since 2026-12-03 (before: always on the CPU). At real size the fit is the
 probe step's cost: n_layers x models x this figure. Both ways of fitting the 5 weight decays are timed: one after
-another (the CPU default) and side by side as one stacked layer (the GPU default), with their choices compared. Features are synthetic (class means + noise), so the score
-only checks that the probe learns; the time does not depend on the values.
+another (the CPU default) and side by side as one stacked layer (the GPU default), with their choices compared.
+Features are synthetic (class means + noise), so the score only checks that the probe learns; the time does not
+depend on the values.
 """
 from __future__ import annotations
 
