@@ -254,11 +254,31 @@ def test_compute_noise_ceiling_cli(mini, mini_root, tmp_path, capsys):
     np.testing.assert_allclose(nc, np.load(mini / "subject_NCs" / "UTS04.npy"))
     made = json.loads((tmp_path / "UTS04.json").read_text())  # how it was made, beside it
     assert (made["subject"], made["story"], made["n_repeats"]) == ("UTS04", "wheretheressmoke", 3)
+    assert made["rows"] == [0, Ds003020(mini_root).n_response_rows("UTS04", "wheretheressmoke")]  # every row
     assert made["n_voxels"] == nc.size and made["above_0.4"] == int((nc > 0.4).sum()) and made["versions"]["numpy"]
     capsys.readouterr()
     no_repeats = ["--data-dir", str(mini_root), "--subject", "4", "--story", "souls", "--out", str(tmp_path / "x")]
     assert main(no_repeats) == EXIT_DATA
     assert "souls.hf5" in capsys.readouterr().err and not (tmp_path / "x").exists()  # named, nothing written
+
+
+def test_noise_ceiling_on_the_rows_the_evaluation_scores(mini_root, tmp_path, capsys):
+    from compute_noise_ceiling import main
+    from eval_utils import noise_ceiling
+    data = Ds003020(mini_root)
+    repeats, n_rows = data.load_repeats("UTS01"), data.n_response_rows("UTS01", "wheretheressmoke")
+    assert main(["--data-dir", str(mini_root), "--subject", "UTS01", "--first-row", "40", "--out", str(tmp_path)]) == 0
+    nc = np.load(tmp_path / "UTS01.npy")
+    np.testing.assert_allclose(nc, noise_ceiling(repeats[:, 40:]))  # data[40:] <-> individual_repeats[:, 40:]
+    assert np.abs(nc - noise_ceiling(repeats)).max() > 1e-3  # not the all-rows ceiling
+    assert json.loads((tmp_path / "UTS01.json").read_text())["rows"] == [40, n_rows]
+    assert f"rows 40:{n_rows} of 3 repeats" in capsys.readouterr().out
+    too_far = ["--data-dir", str(mini_root), "--subject", "UTS01", "--first-row", str(n_rows - 1),
+               "--out", str(tmp_path / "x")]
+    assert main(too_far) == data_utils.EXIT_DATA  # one row left: named, expected and found, nothing written
+    assert (f"wheretheressmoke.hf5: --first-row {n_rows - 1} leaves 1 of its {n_rows} rows; a noise ceiling needs at "
+            f"least 2 (expected a first row below {n_rows - 1})") in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_summary_cli_reports_aligned_and_names_a_corrupted_file(mini_root, tmp_path, capsys):
