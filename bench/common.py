@@ -42,7 +42,7 @@ def max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _rss_mb() -> float:
+def rss_mb() -> float:
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
@@ -54,11 +54,11 @@ def _rss_mb() -> float:
 def peak_rss(record: dict, key: str, interval_s: float = 0.02):
     """Peak resident memory (MB) of the process while the block runs, sampled every interval_s (Linux)."""
     import threading
-    peak, stop = [_rss_mb()], threading.Event()
+    peak, stop = [rss_mb()], threading.Event()
 
     def sample():
         while not stop.wait(interval_s):
-            peak[0] = max(peak[0], _rss_mb())
+            peak[0] = max(peak[0], rss_mb())
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
     try:
@@ -66,7 +66,7 @@ def peak_rss(record: dict, key: str, interval_s: float = 0.02):
     finally:
         stop.set()
         thread.join()
-        record[key] = max(peak[0], _rss_mb())
+        record[key] = max(peak[0], rss_mb())
 
 
 def machine(threads: int) -> dict:
