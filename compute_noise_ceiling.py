@@ -9,7 +9,7 @@ repeats are read one voxel block at a time, so UTS03's 2.2 GB `individual_repeat
 
 Rows: every row of `individual_repeats` by default (SPEC-methods.md §6 names no trimming). The evaluation scores
 the test story's `data[40:]` only; `--first-row 40` estimates the ceiling on those same rows instead (the
-story's first minutes hold its onset response, repeated in every presentation). Trainer and evaluation read
+story's first 80 s can hold an onset response, repeated in every presentation). Trainer and evaluation read
 whichever file is there: compute it once, one way, per subject.
 """
 from __future__ import annotations
