@@ -30,15 +30,17 @@ def _check_same_low_level_groups(dirs, summaries) -> None:
 
 def _check_one_subject_and_test(dirs, summaries) -> None:
     """The models compared (--compare, or one subject's --subject-results) must be measured on the same voxels and
-    test story with the same cc_norm floor; refuse folders that differ (a subject's Δ% against another subject's is
-    not a model effect)."""
-    for key, what in (("subject", "subject"), ("test_story", "test story"), ("nc_floor", "--nc-floor")):
+    test story with the same cc_norm floor and noise ceiling; refuse folders that differ (a subject's Δ% against
+    another subject's, or cc_norm under another ceiling, is not a model effect)."""
+    for key, what in (("subject", "subject"), ("test_story", "test story"), ("nc_floor", "--nc-floor"),
+                      ("noise_ceiling_digest", "noise ceiling (cc_max digest)")):
         for d, s in zip(dirs[1:], summaries[1:]):
             first, this = summaries[0].get(key), s.get(key)
             if first is not None and this is not None and this != first:  # older results lack a key: no check
                 hint = " (across subjects: --subject-results)" if key == "subject" else ""
                 raise ValueError(f"{d}: {what} {this!r}, expected {first!r} like {dirs[0]}: the models compared must "
-                                 f"be evaluated on one subject's test story with one --nc-floor{hint}")
+                                 f"be evaluated on one subject's test story with one --nc-floor and one "
+                                 f"noise-ceiling file{hint}")
 
 
 def _low_level_label(summary: dict) -> str:

@@ -9,6 +9,7 @@ import torch
 
 import alignment as al
 from eval_utils import cc_norm, columnwise_correlation
+from run_utils import array_digest
 import brain_evaluate
 from data_utils import ENCODING_TRAIN_STORIES, TEST_STORY, Ds003020, load_roi_file
 from timing import trim_slice
@@ -165,6 +166,9 @@ def test_brain_evaluate_end_to_end_cache_and_compare(mini, tiny_models, tmp_path
     v = Ds003020(mini / "ds003020").n_voxels("UTS02")
     assert z["r"].shape == z["cc_norm"].shape == (v,)
     assert np.all(np.isnan(z["cc_norm"][z["cc_max"] <= 0.1])) and not np.isinf(z["cc_norm"]).any()
+    # the ceiling it was normalised by, for --compare's check: the noise-ceiling file's values
+    nc = np.load(mini / "subject_NCs" / "UTS02.npy").astype(np.float64)
+    assert summary["noise_ceiling_digest"] == array_digest(nc)
     assert json.loads((tmp_path / "a" / "config.json").read_text())["resolved"]["feature_cache_hits"] == 0
     for f in ("table.md", "alignment_by_layer.png"):
         assert (tmp_path / "a" / f).is_file()
