@@ -319,7 +319,8 @@ def load_subject_data(args) -> dict:
     # what every layer's fit reads besides its features: a layer result with the same inputs is read back
     inputs = array_digest(y_train, y_test, cc_max, train, args.test_story, *[x for r in sorted(rois) for x in (r, rois[r])])
     return {"subject": subject, "data": data, "timing": data.timing_record(), "train": train, "missing": missing, "cc_max": cc_max,
-            "nc_source": nc_source, "rois": rois, "y_train": y_train, "y_test": y_test, "inputs_digest": inputs}
+            "nc_source": nc_source, "nc_digest": array_digest(np.asarray(cc_max, np.float64)), "rois": rois,
+            "y_train": y_train, "y_test": y_test, "inputs_digest": inputs}
 
 
 # the code a layer's fit runs after its features: a change to it makes earlier layer results stale
@@ -398,7 +399,7 @@ def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers:
     summary = {"subject": subject_data["subject"], "model": model_name, "model_type": model_type, "layers": layers,
                "n_layers": n_layers, "upper_middle_layers": al.upper_middle_layers(layers, n_layers),
                "per_layer": {}, "nc_floor": args.nc_floor, "test_story": test_story,
-               "noise_ceiling_digest": array_digest(np.asarray(cc_max, np.float64))}  # --compare: one ceiling
+               "noise_ceiling_digest": subject_data["nc_digest"]}  # --compare: one ceiling
     named = [r for r in rois if r != "all"]  # test predictions of their voxels are kept for --compare's bootstrap
     roi_voxels = np.unique(np.concatenate([rois[r] for r in named])).astype(np.int64) if named else None
     out.mkdir(parents=True, exist_ok=True)
