@@ -2,14 +2,17 @@
 
 Several models that share their front end and bottom blocks (a brain-tuned model with frozen layers and its
 pretrained start) are run together: the shared part once per batch, the same numbers as each run alone. On a
-CPU, `map_inference` runs independent batches side by side in threads, each op on one core.
+CPU, `map_inference` runs independent batches side by side in threads, each op on one core. On a GPU, grouped
+convolutions (wav2vec2's positional convolution) leave bf16 autocast, where cuDNN is slow (`grouped_convs_in_fp32`).
 """
 from __future__ import annotations
 
+import types
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from models import SpeechEncoder, shared_bottom
@@ -27,10 +30,44 @@ def sharing_plan(encoders: list[SpeechEncoder]) -> list[tuple[int, int] | None]:
 
 
 def prepare_for_inference(encoders: list[SpeechEncoder], device) -> list[tuple[int, int] | None]:
-    """Put the encoders in eval mode, without gradients, on `device`; returns their `sharing_plan`."""
+    """Put the encoders in eval mode, without gradients, on `device`; returns their `sharing_plan`.
+
+    Their grouped convolutions run in float32 under bf16 autocast on a GPU (`grouped_convs_in_fp32`).
+    """
     for enc in encoders:
         enc.eval().requires_grad_(False).to(device)
+        grouped_convs_in_fp32(enc)
     return sharing_plan(encoders)
+
+
+FP32_CONV_DEVICES = {"cuda"}  # device types where grouped convolutions leave bf16 autocast (tests add "cpu")
+
+
+def _conv1d_forward(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    kind = x.device.type
+    if (kind in FP32_CONV_DEVICES and torch.is_inference_mode_enabled() and torch.is_autocast_enabled(kind)
+            and conv.weight.dtype == torch.float32):
+        with torch.autocast(kind, enabled=False):
+            return nn.Conv1d.forward(conv, x.float()).to(torch.get_autocast_dtype(kind))
+    return nn.Conv1d.forward(conv, x)
+
+
+def grouped_convs_in_fp32(module: nn.Module) -> int:
+    """Run the module's grouped Conv1d layers in float32 when called under autocast in inference mode on a device
+    in FP32_CONV_DEVICES (output cast back to the autocast dtype); elsewhere, training included, unchanged.
+
+    On an H200, cuDNN runs wav2vec2's positional convolution (768 channels, 16 groups, kernel 128) in bf16 with
+    slow per-group kernels: 38.9 ms for a batch of 64 16-s windows, a third of their forward pass, for ~3% of
+    its FLOPs; in float32 (TF32, torch's default for cuDNN convolutions) 5.4 ms (bench/RESULTS.md). Rounded
+    once to bf16 at the end, the output is no further from the exact one than the bf16 kernels'. Idempotent;
+    parameters and state dict unchanged. Returns the number of layers routed.
+    """
+    routed = 0
+    for m in module.modules():
+        if isinstance(m, nn.Conv1d) and m.groups > 1:
+            m.forward = types.MethodType(_conv1d_forward, m)
+            routed += 1
+    return routed
 
 
 @torch.inference_mode()

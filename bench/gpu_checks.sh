@@ -5,8 +5,9 @@
 #     bash bench/gpu_checks.sh                   # results under $OUT (default bench/out/gpu)
 #     SMOKE_ONLY=1 bash bench/gpu_checks.sh      # only the end-to-end part (~4 min on the H200, mostly imports)
 #     BENCH_ONLY=1 bash bench/gpu_checks.sh      # only the benchmarks (more than one call's 10 min with the above;
-#                                                # extraction on 300 s of audio not yet timed there)
-#     BENCHES="training extraction" bash bench/gpu_checks.sh   # a subset of: extraction training ridge probes
+#                                                # the 300-s extraction took 165 s in bf16, 174 s in fp32 there)
+#     BENCHES="training extraction" bash bench/gpu_checks.sh   # a subset of: grouped_conv extraction training
+#                                                              # ridge probes
 #     EXTRACTION_PRECISIONS=bf16 BENCHES=extraction bash bench/gpu_checks.sh   # default: bf16 fp32
 #     DEVICE=cpu SMALL=1 bash bench/gpu_checks.sh   # rehearse the commands on a CPU (reduced benchmarks)
 #
@@ -114,9 +115,12 @@ if [ -z "${SMOKE_ONLY:-}" ]; then
     REAL=--real; [ -n "${SMALL:-}" ] && REAL=
     # a story's share of windows shorter than the context (~3%), not the 60-s default's 27%
     EXTRACTION_AUDIO="--audio-s 300"; [ -n "${SMALL:-}" ] && EXTRACTION_AUDIO=
-    BENCHES=${BENCHES:-extraction training ridge probes}
+    BENCHES=${BENCHES:-grouped_conv extraction training ridge probes}
     want() { [[ " $BENCHES " == *" $1 "* ]]; }
-    for precision in ${EXTRACTION_PRECISIONS:-bf16 fp32}; do  # first: the open question (RESULTS.md: batch 64, story length)
+    # first: the open question (RESULTS.md: the float32 route of grouped convolutions, end to end on a story)
+    want grouped_conv && step bench_grouped_conv "$PY" bench/bench_grouped_conv.py $REAL --device "$DEVICE" \
+        --threads "$THREADS"
+    for precision in ${EXTRACTION_PRECISIONS:-bf16 fp32}; do
         want extraction && step "bench_extraction_$precision" "$PY" bench/bench_extraction.py $REAL --device "$DEVICE" \
             --threads 1 --precision "$precision" --batch-sizes 16 64 --warm $EXTRACTION_AUDIO
     done

@@ -104,3 +104,32 @@ def test_models_run_together_equal_each_alone_batch_after_batch(tiny_models, fam
                 torch.testing.assert_close(s, r, rtol=1e-5, atol=1e-5)
             assert torch.equal(valid, ref_valid)
     assert not torch.allclose(together[0][0][2], together[1][0][1])  # the tuned top layer differs
+
+
+def test_grouped_convs_leave_bf16_autocast_in_inference_only(tiny_models, monkeypatch):
+    import models
+    from inference import FP32_CONV_DEVICES, grouped_convs_in_fp32, prepare_for_inference
+    enc = models.SpeechEncoder(*models.load_backbone(tiny_models["wav2vec2"]))
+    keys = list(enc.state_dict())
+    conv = enc.model.encoder.pos_conv_embed.conv
+    x = torch.randn(2, conv.in_channels, 40, generator=torch.Generator().manual_seed(0))
+
+    def conv_out(mode):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode != "fp32"):
+            with torch.inference_mode(mode != "training"):
+                return conv(x)
+    plain = {m: conv_out(m) for m in ("bf16", "fp32", "training")}
+    assert plain["bf16"].dtype == torch.bfloat16
+    exact = plain["fp32"].to(torch.bfloat16)  # the float32 convolution, rounded once to bf16
+    assert not torch.equal(plain["bf16"], exact)  # else the test could not tell the two paths apart
+    assert prepare_for_inference([enc], "cpu") == [None]  # routes the grouped convolutions
+    assert list(enc.state_dict()) == keys
+    assert torch.equal(conv_out("bf16"), plain["bf16"])  # the CPU is not in FP32_CONV_DEVICES: bit for bit as before
+    monkeypatch.setattr("inference.FP32_CONV_DEVICES", FP32_CONV_DEVICES | {"cpu"})
+    routed = conv_out("bf16")
+    assert routed.dtype == torch.bfloat16 and torch.equal(routed, exact)
+    assert grouped_convs_in_fp32(enc) == 1 and torch.equal(conv_out("bf16"), exact)  # idempotent; one grouped layer
+    assert torch.equal(conv_out("fp32"), plain["fp32"])  # without autocast: the convolution itself
+    assert torch.equal(conv_out("training"), plain["training"])  # with gradients (training): unchanged
+    whisper = models.SpeechEncoder(*models.load_backbone(tiny_models["whisper"]))
+    assert grouped_convs_in_fp32(whisper) == 0  # Whisper's convolutions are not grouped
