@@ -45,6 +45,7 @@ def main(argv=None) -> int:
     import models
     from features import extract_story_features
     from model_zoo import build_random_model
+    from training import autocast
 
     size = dict(SIZES["real" if args.real else "reduced"])
     if args.story_s is not None:
@@ -85,8 +86,8 @@ def main(argv=None) -> int:
     layers = LAYERS[size["model"]]
 
     @torch.inference_mode()
-    def under_autocast(fn):
-        with torch.autocast(kind, dtype=torch.bfloat16):
+    def under_autocast(fn):  # bf16 autocast as the toolkit's extraction runs it
+        with autocast(torch.device(args.device), "bf16"):
             return fn()
     for on in (False, True):
         route(on)
