@@ -25,7 +25,8 @@ import h5py
 import numpy as np
 
 from run_utils import EXIT_DATA, NPY_READ_ERRORS, file_sha256, positive_float, save_npy_atomic
-from textgrid_utils import TextGridError, TimedLabels, phones_from_tiers, read_textgrid, words_from_tiers
+from textgrid_utils import (TextGridError, TimedLabels, check_phone_tier, phones_from_tiers, read_textgrid,
+                            words_from_tiers)
 from timing import (DEFAULT_TR, AlignmentError, TRGrid, check_alignment, check_audio_duration,
                     check_transcript_duration, simulated_tr_grid)
 
@@ -311,6 +312,7 @@ class Ds003020:
             tiers = read_textgrid(path)
         except FileNotFoundError as err:  # DataLad leaves annexed TextGrids as links until `datalad get`
             raise FileNotFoundError(f"{err}{not_downloaded_hint(path)}") from err
+        check_phone_tier(tiers, str(path))
         if self.audio_path(story).is_file():
             # tier 0 phones, tier 1 words, as far as the file has them (phones() alone needs no word tier); empty
             # labels, words by the Huth convention, are not speech: a trailing one may run to the grid's end

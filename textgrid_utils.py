@@ -1,8 +1,9 @@
 """Praat TextGrids of the stories: decoding, parsing (long, short and chronological formats), word/phone sequences.
 
-Tiers are addressed by index as in the Moth Radio Hour data: tier 0 holds phones, tier 1 words. The long and
-short formats are parsed by the `textgrid` package after the raw bytes are normalised (UTF-8 BOM stripped, UTF-16
-decoded, CRLF folded), so one code path serves files and the text held in the Box pickles. The package does not
+Tiers are addressed by index as in the Moth Radio Hour data: tier 0 holds phones, tier 1 words; `check_phone_tier`
+refuses a grid whose tier 0 is mostly not ARPAbet phones (words first, as the Montreal Forced Aligner writes). The
+long and short formats are parsed by the `textgrid` package after the raw bytes are normalised (UTF-8 BOM stripped,
+UTF-16 decoded, CRLF folded), so one code path serves files and the text held in the Box pickles. The package does not
 read Praat's third text format, the chronological one, which the Huth-lab parser reads and which public code
 written for ds003020 handles for some of its stories; `_parse_chronological` reads it under the package's
 conventions (times rounded to 5 decimals, zero-duration intervals dropped, intervals within their tier), so a
@@ -233,6 +234,37 @@ _STRESS = re.compile(r"\d+$")
 def strip_stress(phone: str) -> str:
     """ARPAbet phone without its stress digit, upper-case (AH0 -> AH)."""
     return _STRESS.sub("", phone.strip()).upper()
+
+
+# The 39-phone CMU ARPAbet set, stress digits stripped (what P2FA writes in the stories' phone tiers).
+ARPABET_PHONES = frozenset("AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH "
+                           "UH UW V W Y Z ZH".split())
+
+
+def check_phone_tier(tiers: list[TimedLabels], source: str = "<text>") -> None:
+    """Raise TextGridError naming `source` unless at least half of tier 0's labels are ARPAbet phones.
+
+    Silence and noise markers, braced labels ({SL}) and empty labels are not counted. A grid with its tiers in the
+    other order (words first, as the Montreal Forced Aligner writes them) would otherwise be read without an error:
+    the phone features computed on words, the word features on phones. A tier 0 without any counted label passes
+    (`Ds003020.phones` refuses it when phones are needed).
+    """
+    if not tiers:
+        return
+    labels = [p.strip() for p in tiers[PHONE_TIER].labels
+              if is_word(p) and p.strip() and not p.strip().startswith("{") and p.strip().lower() not in ("sil", "spn")]
+    n_phones = sum(strip_stress(p) in ARPABET_PHONES for p in labels)
+    if not labels or 2 * n_phones >= len(labels):
+        return
+    other = list(dict.fromkeys(p for p in labels if strip_stress(p) not in ARPABET_PHONES))[:5]
+    hint = ""
+    if len(tiers) > WORD_TIER:
+        words = [strip_stress(w) for w in tiers[WORD_TIER].labels if is_word(w) and w.strip()]
+        if words and 2 * sum(w in ARPABET_PHONES for w in words) > len(words):
+            hint = f"; tier {WORD_TIER} ({tiers[WORD_TIER].name!r}) holds phones: the tiers are in the other order"
+    raise TextGridError(f"{source}: tier {PHONE_TIER} ({tiers[PHONE_TIER].name!r}) should hold ARPAbet phones (tier "
+                        f"{PHONE_TIER} phones, tier {WORD_TIER} words), but {n_phones} of its {len(labels)} labels are "
+                        f"phones; others: {', '.join(map(repr, other))}{hint}")
 
 
 def phones_from_tiers(tiers: list[TimedLabels], source: str = "<text>", keep_stress: bool = False) -> TimedLabels:

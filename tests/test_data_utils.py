@@ -1,4 +1,5 @@
 import json
+import re
 import shutil
 
 import h5py
@@ -477,6 +478,25 @@ def test_a_textgrid_of_another_story_or_without_phones_is_an_error_naming_it(min
         {"phone": list(zip(phones.starts, phones.ends, phones.labels)),
          "word": [*zip(words.starts, words.ends, words.labels), (words.ends[-1], end + 5.0, "")]}, xmax=end + 5.0))
     assert data.words("life").labels == [*words.labels, ""]
+
+
+def test_a_textgrid_with_its_tiers_in_the_other_order_is_an_error_naming_it(mini_root, tmp_path, capsys):
+    from textgrid_utils import TextGridError, format_textgrid
+    root, data = _copy(mini_root, tmp_path)
+    phones, words, end = data.phones("souls"), data.words("souls"), data.audio_seconds("souls")
+    # words first, phones second, as the Montreal Forced Aligner writes them: before, read without an error
+    (root / "derivative" / "TextGrids" / "souls.TextGrid").write_text(format_textgrid(
+        {"word": list(zip(words.starts, words.ends, words.labels)),
+         "phone": list(zip(phones.starts, phones.ends, phones.labels))}, xmax=end))
+    message = (rf"TextGrids/souls.TextGrid: tier 0 \('word'\) should hold ARPAbet phones \(tier 0 phones, tier 1 "
+               rf"words\), but \d+ of its {len(words)} labels are phones; others: '{words.labels[0]}', .*tier 1 "
+               rf"\('phone'\) holds phones: the tiers are in the other order")
+    for read in (data.words, data.phones):
+        with pytest.raises(TextGridError, match=message):
+            read("souls")
+    assert len(data.words("avatar")) > 0  # the other stories still read
+    assert data_utils.main(["--data-dir", str(root)]) == 3
+    assert re.search(message, capsys.readouterr().err)
 
 
 def test_repeats_must_be_two_or_more_with_the_rows_and_voxels_of_data(mini_root, tmp_path, capsys):

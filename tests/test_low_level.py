@@ -18,6 +18,10 @@ def test_articulatory_vectors_by_hand():
     feats = articulatory_features(["B", "AH0"])
     assert feats.shape == (2, 22) and feats.dtype == np.float32
     assert articulatory_features([]).shape == (0, 22)
+    # every phone the TextGrid check accepts has articulatory features (else it would pass the check as a phone and
+    # contribute only zeros here)
+    from textgrid_utils import ARPABET_PHONES
+    assert {p for p in ARPABET_PHONES if articulatory_vector(p).any()} == ARPABET_PHONES and len(ARPABET_PHONES) == 39
 
 
 def test_phone_ngram_features_hand_case():

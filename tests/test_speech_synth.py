@@ -42,6 +42,9 @@ def test_a_slower_rate_gives_longer_speech_and_unknown_voice_is_named():
 
 
 def test_espeak_mnemonics_map_to_arpabet():
+    from speech_synth import ESPEAK_TO_ARPABET
+    from textgrid_utils import ARPABET_PHONES
+    assert set(ESPEAK_TO_ARPABET.values()) <= ARPABET_PHONES  # the miniature's phone tiers pass the TextGrid check
     assert espeak_phone_to_arpabet("_") is None and espeak_phone_to_arpabet("_:") is None  # pauses
     assert espeak_phone_to_arpabet("s") == "S" and espeak_phone_to_arpabet("tS") == "CH"   # consonants: no digit
     assert espeak_phone_to_arpabet("'a") == "AE1" and espeak_phone_to_arpabet("@") == "AH0"  # stress marks

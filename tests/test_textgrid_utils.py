@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from textgrid_utils import (TEXTGRID_STYLES, TextGridError, decode_textgrid_bytes, format_textgrid, is_word,
-                            parse_textgrid, phones_from_tiers, read_textgrid, strip_stress, words_from_tiers)
+from textgrid_utils import (TEXTGRID_STYLES, TextGridError, check_phone_tier, decode_textgrid_bytes, format_textgrid,
+                            is_word, parse_textgrid, phones_from_tiers, read_textgrid, strip_stress, words_from_tiers)
 
 TIERS = {"phone": [(0.5, 0.6, "DH"), (0.6, 0.7, "AH0"), (0.7, 0.9, "D"), (0.9, 1.1, "AO1"), (1.1, 1.2, "G")],
          "word": [(0.0, 0.5, "sp"), (0.5, 0.7, "the"), (0.7, 1.2, "dog"), (1.2, 1.4, "{SL}"), (1.4, 1.5, "br"),
@@ -57,6 +57,29 @@ def test_word_filter_and_stress():
     assert not is_word("{NS}") and is_word(" {NS} ") and not is_word("SP") and is_word("{CG}") and is_word("{IG}")
     assert strip_stress("ah0") == "AH" and strip_stress("ER12") == "ER"
     assert decode_textgrid_bytes(b"\xef\xbb\xbfa\r\nb") == "a\nb"
+
+
+def test_phone_tier_check_counts_arpabet_labels():
+    check_phone_tier(parse_textgrid(format_textgrid(TIERS, 2.0)), "ok.TextGrid")  # ds003020 order
+    swapped = parse_textgrid(format_textgrid({"word": TIERS["word"], "phone": TIERS["phone"]}, 2.0))
+    # counted: the, dog; not: sp (the gaps), {SL}, {LG}, br, sentence_end and ""
+    with pytest.raises(TextGridError, match=r"^x.TextGrid: tier 0 \('word'\) should hold ARPAbet phones \(tier 0 "
+                                            r"phones, tier 1 words\), but 0 of its 2 labels are phones; others: "
+                                            r"'the', 'dog'; tier 1 \('phone'\) holds phones: the tiers are in the "
+                                            r"other order$"):
+        check_phone_tier(swapped, "x.TextGrid")
+    words_only = parse_textgrid(format_textgrid({"a": TIERS["word"], "b": TIERS["word"]}, 2.0))
+    with pytest.raises(TextGridError, match=r"0 of its 2 labels are phones; others: 'the', 'dog'$"):  # no order hint
+        check_phone_tier(words_only, "x.TextGrid")
+    # half the counted labels phones (lower case, stress digits, sil and spn aside) passes; fewer than half fails
+    half = [(0.0, 0.1, "dh"), (0.1, 0.2, "ah0"), (0.2, 0.3, "xx"), (0.3, 0.4, "yy"), (0.4, 0.5, "sil"),
+            (0.5, 0.6, "spn"), (0.6, 0.7, "{NS}")]
+    check_phone_tier(parse_textgrid(format_textgrid({"phone": half}, 1.0)), "half.TextGrid")
+    less = half + [(0.7, 0.8, "zz")]
+    with pytest.raises(TextGridError, match=r"2 of its 5 labels are phones; others: 'xx', 'yy', 'zz'$"):
+        check_phone_tier(parse_textgrid(format_textgrid({"phone": less}, 1.0)), "less.TextGrid")
+    check_phone_tier([], "empty.TextGrid")  # nothing to check: phones() refuses an empty phone tier itself
+    check_phone_tier(parse_textgrid(format_textgrid({"phone": [(0.0, 1.0, "sp")]}, 1.0)), "silent.TextGrid")
 
 
 def test_word_tier_by_name_for_aligner_output():
