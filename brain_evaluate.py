@@ -196,15 +196,21 @@ def main(argv=None) -> int:
     stories = train + [test_story]
     from tqdm import tqdm
     for story in tqdm(stories, desc="features", disable=args.no_progress):
-        found = [cache.load(story, ls) for cache, ls in zip(caches, layers)]
+        source = data.audio_fingerprint(story)  # features of another dataset's story of this name are not read
+        found = [cache.load(story, ls, source=source) for cache, ls in zip(caches, layers)]
         todo = [k for k, f in enumerate(found) if f is None]
         groups = {}  # models with the same settings run together (the pooling differs between families)
         for k in todo:
             groups.setdefault(json.dumps(settings[k], sort_keys=True), []).append(k)
+        try:  # the samples are read now (NaN or inf in them: exit 3); the stories before stay cached
+            wav = data.audio(story) if groups else None
+        except du.DataError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_DATA
         for group in groups.values():
             st = settings[group[0]]
             times, feats = extract_story_features_together(
-                [encoders[k] for k in group], data.audio(story), [layers[k] for k in group], args.stride,
+                [encoders[k] for k in group], wav, [layers[k] for k in group], args.stride,
                 args.context, st["pooling"], args.tr, batch_size, device, precision, not args.no_progress, threads)
             for k, f in zip(group, feats):
                 try:  # before the cache: a NaN layer is never read back as features
@@ -212,7 +218,7 @@ def main(argv=None) -> int:
                 except models.ModelError as err:
                     print(f"error: {err}", file=sys.stderr)
                     return EXIT_USAGE
-                caches[k].save(story, layers[k], times, f)
+                caches[k].save(story, layers[k], times, f, source=source)
                 found[k] = (times, f)
         grid = data.tr_grid(story)
         for k, (times, feats) in enumerate(found):

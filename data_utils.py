@@ -345,6 +345,10 @@ class Ds003020:
         cheap enough to check every story before hours of extraction)."""
         check_audio_duration(self.tr_grid(story), self.audio_seconds(story), story, where=str(self.audio_path(story)))
 
+    def audio_fingerprint(self, story: str) -> str:
+        """Identity of the story's audio file (`file_fingerprint`): what its cached features are checked against."""
+        return file_fingerprint(self.audio_path(story))
+
     def audio(self, story: str) -> np.ndarray:
         """16 kHz mono float32 waveform of a story (`stimuli/<story>/wav.npy` if present, else the .wav), checked
         to cover the story's TR grid (timing.check_audio_duration; raises AlignmentError naming the file)."""
@@ -354,6 +358,7 @@ class Ds003020:
             if wav.ndim != 1:
                 raise DataError(f"{path}: expected a 1-D 16 kHz waveform, found shape {wav.shape}")
             wav = wav.astype(np.float32, copy=False)
+            check_finite_audio(wav, SAMPLE_RATE, path)
         else:
             wav = load_wav_16k(path, self.cache_dir)
         check_audio_duration(self.tr_grid(story), len(wav) / SAMPLE_RATE, story, where=str(path))
@@ -427,6 +432,14 @@ def audio_info(path: str | os.PathLike):
         raise DataError(f"{path}: unreadable audio ({err}){not_downloaded_hint(path)}") from err
 
 
+def file_fingerprint(path: str | os.PathLike) -> str:
+    """A file's identity for the caches derived from it: absolute path, size and modification time (a file replaced
+    or another dataset's file of the same name gives another), without reading it."""
+    path = Path(path)
+    st = path.stat()
+    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+
+
 def load_wav_16k(path: Path, cache_dir: Path | None = None) -> np.ndarray:
     """Read a WAV at any rate/channels/bit depth, mix to mono, resample to 16 kHz float32 (cached as .npy)."""
     import soundfile as sf
@@ -435,19 +448,32 @@ def load_wav_16k(path: Path, cache_dir: Path | None = None) -> np.ndarray:
         raise DataError(f"{path}: audio file missing{not_downloaded_hint(path)}")
     cache = None
     if cache_dir is not None:
-        st = path.stat()
-        key = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+        key = hashlib.sha1(file_fingerprint(path).encode()).hexdigest()[:16]
         cache = Path(cache_dir) / "audio16k" / f"{path.stem}-{key}.npy"
         if cache.is_file():
-            return np.load(cache, allow_pickle=False)
+            wav = np.load(cache, allow_pickle=False)
+            check_finite_audio(wav, SAMPLE_RATE, path)  # a cache written before this check
+            return wav
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as err:  # soundfile raises LibsndfileError / RuntimeError on bad headers
         raise DataError(f"{path}: unreadable audio ({err}){not_downloaded_hint(path)}") from err
+    check_finite_audio(data, rate, path)
     wav = resample_to_16k(data.mean(axis=1), rate)
     if cache is not None:
         save_npy_atomic(cache, wav)
     return wav
+
+
+def check_finite_audio(wav: np.ndarray, rate: int, path) -> None:
+    """Raise DataError naming `path` when the (samples,) or (samples, channels) waveform at `rate` Hz holds NaN or
+    inf (a float WAV written from bad data): the model would turn them into NaN features or gradients, and the
+    error would then blame the model's weights or the learning rate, not the file."""
+    bad = ~np.isfinite(wav)
+    if bad.any():
+        first = int(np.flatnonzero(bad.reshape(len(wav), -1).any(axis=1))[0])
+        raise DataError(f"{path}: {int(bad.sum())} audio sample(s) are NaN or inf, the first at {first / rate:.3f} s; "
+                        f"expected finite samples")
 
 
 def resample_to_16k(wav: np.ndarray, rate: int) -> np.ndarray:

@@ -186,7 +186,13 @@ def model_fingerprint(name_or_path: str) -> str:
 
 
 class FeatureCache:
-    """Per (model, story, settings) .npz files: a second evaluation of the same model extracts nothing."""
+    """Per (model, story, settings) .npz files: a second evaluation of the same model extracts nothing.
+
+    A story's entry can also record its `source`, the identity of the audio it was extracted from
+    (`Ds003020.audio_fingerprint`); read with a source, an entry made from other audio (another dataset with the
+    same story names, a replaced file, an entry written before sources were recorded) is a miss and is replaced
+    when saved. The probes' split entries carry none: their settings name the dataset and its files.
+    """
 
     def __init__(self, folder: str | os.PathLike, model_name: str, settings: dict):
         key = json.dumps({"model": model_fingerprint(model_name), **settings}, sort_keys=True)
@@ -197,23 +203,28 @@ class FeatureCache:
     def path(self, story: str) -> Path:
         return self.folder / f"{story}.npz"
 
-    def has(self, story: str, layers: list[int]) -> bool:
-        """Whether every requested layer of `story` is cached (reads the layer list only, not the features)."""
+    @staticmethod
+    def _same_source(z, source: str | None) -> bool:
+        return source is None or ("source" in z.files and str(z["source"]) == source)
+
+    def has(self, story: str, layers: list[int], source: str | None = None) -> bool:
+        """Whether every requested layer of `story` (from `source`, when given) is cached (reads the layer list
+        only, not the features)."""
         try:
             with np.load(self.path(story), allow_pickle=False) as z:
-                return set(layers) <= set(z["layers"].tolist())
+                return self._same_source(z, source) and set(layers) <= set(z["layers"].tolist())
         except NPY_READ_ERRORS:  # absent, or damaged (a copy cut short): extracted again and overwritten
             return False
 
-    def load(self, story: str, layers: list[int], count_hit: bool = True):
-        """(times, feats (n_layers, n, H)) if every requested layer is cached, else None.
+    def load(self, story: str, layers: list[int], count_hit: bool = True, source: str | None = None):
+        """(times, feats (n_layers, n, H)) if every requested layer is cached (from `source`, when given), else None.
 
         count_hit : count the read in `hits` (False for features this run has just extracted and saved).
         """
         try:
             with np.load(self.path(story), allow_pickle=False) as z:
                 have = z["layers"].tolist()
-                if not all(l in have for l in layers):
+                if not self._same_source(z, source) or not all(l in have for l in layers):
                     return None
                 index = [have.index(l) for l in layers]
                 # all the stored layers in their order: no second copy (a frame-level split is gigabytes)
@@ -223,15 +234,18 @@ class FeatureCache:
         self.hits += int(count_hit)
         return times, feats
 
-    def save(self, story: str, layers: list[int], times: np.ndarray, feats: np.ndarray) -> None:
-        """Store (n_layers, n, H) `feats` of `layers`, keeping the story's other cached layers (an evaluation's seven
-        survive a teacher's one), so that no later run extracts them again."""
+    def save(self, story: str, layers: list[int], times: np.ndarray, feats: np.ndarray,
+             source: str | None = None) -> None:
+        """Store (n_layers, n, H) `feats` of `layers` (extracted from `source`, when given), keeping the story's other
+        cached layers from the same source (an evaluation's seven survive a teacher's one), so that no later run
+        extracts them again."""
         if not (self.folder / "settings.json").is_file():  # the same for every story of this folder
             write_json_atomic(self.folder / "settings.json", self.settings)
         layers, feats = list(layers), np.asarray(feats)
         try:
             with np.load(self.path(story), allow_pickle=False) as z:
-                if np.array_equal(z["times"], times) and z["feats"].shape[2:] == feats.shape[2:]:
+                if (self._same_source(z, source) and np.array_equal(z["times"], times)
+                        and z["feats"].shape[2:] == feats.shape[2:]):
                     keep = [i for i, l in enumerate(z["layers"].tolist()) if l not in layers]
                     stored_layers, stored = [int(z["layers"][i]) for i in keep], z["feats"][keep].astype(feats.dtype)
                     layers, feats = stored_layers + layers, np.concatenate([stored, feats])
@@ -240,4 +254,5 @@ class FeatureCache:
         order = np.argsort(layers, kind="stable")
         if (order != np.arange(len(order))).any():  # sorted already: written as is, without a copy
             feats, layers = feats[order], [layers[i] for i in order]
-        save_npz_atomic(self.path(story), times=times, feats=feats, layers=np.array(layers))
+        extra = {} if source is None else {"source": np.array(source)}
+        save_npz_atomic(self.path(story), times=times, feats=feats, layers=np.array(layers), **extra)

@@ -77,11 +77,12 @@ def speech_layer_targets(data: Ds003020, story: str, encoder: SpeechEncoder, lay
     Features come from `cache` when the evaluation (or an earlier call) already extracted them with the same
     settings, and are saved there otherwise.
     """
-    found = cache.load(story, [layer])
+    source = data.audio_fingerprint(story)  # the story's audio file: another dataset's features are not read
+    found = cache.load(story, [layer], source=source)
     if found is None:
         found = extract_story_features(encoder, data.audio(story), [layer], stride_s, context_s, pooling, data.tr,
                                        batch_size, device, precision, progress, threads)
-        cache.save(story, [layer], *found)
+        cache.save(story, [layer], *found, source=source)
     times, feats = found
     return story_tr_features(times, feats[0], data.tr_grid(story), test=False)
 

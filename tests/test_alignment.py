@@ -429,6 +429,38 @@ def test_missing_stimuli_are_named_before_any_extraction(mini, tmp_path):
         brain_evaluate.load_subject_data(brain_evaluate.parse_args(common))
 
 
+def test_cached_features_of_other_audio_under_the_same_story_name_are_not_read(mini, tiny_models, tmp_path, capsys):
+    from conftest import link_tree
+    model, n_stories = tiny_models["wav2vec2"], len(Ds003020(mini / "ds003020").stories("UTS02"))
+    assert _eval(mini, model, tmp_path / "first") == 0
+    # another dataset with the same story names: here the same files but souls's audio (a different recording
+    # of the same length, its samples reversed)
+    other = link_tree(mini, tmp_path / "other", without=("ds003020/stimuli/souls.wav",))
+    wav, rate = sf.read(str(mini / "ds003020" / "stimuli" / "souls.wav"), dtype="int16")
+    sf.write(str(other / "ds003020" / "stimuli" / "souls.wav"), wav[::-1], rate)
+    assert _eval(other, model, tmp_path / "second") == 0  # the cache of the first run (tmp_path / "cache")
+    hits = json.loads((tmp_path / "second" / "config.json").read_text())["resolved"]["feature_cache_hits"]
+    assert hits == n_stories - 1  # every story read back but souls, extracted from its own audio
+    alone = tmp_path / "alone"
+    assert _eval(other, model, alone / "eval") == 0  # its own cache
+    for layer in (1, 2):
+        with np.load(tmp_path / "second" / f"layer_{layer}.npz") as a, np.load(alone / "eval" / f"layer_{layer}.npz") as b:
+            np.testing.assert_array_equal(a["r"], b["r"])
+    with np.load(tmp_path / "first" / "layer_2.npz") as a, np.load(alone / "eval" / "layer_2.npz") as b:
+        assert not np.array_equal(a["r"], b["r"])  # souls's audio matters: reading its old features would show
+
+
+def test_audio_with_nan_samples_stops_the_evaluation_with_exit_3_naming_it(mini, tiny_models, tmp_path, capsys):
+    from conftest import link_tree
+    other = link_tree(mini, tmp_path / "other", without=("ds003020/stimuli/souls.wav",))
+    wav, rate = sf.read(str(mini / "ds003020" / "stimuli" / "souls.wav"), dtype="float32")
+    wav[rate // 2] = np.nan  # the samples are read when the story's features are extracted
+    sf.write(str(other / "ds003020" / "stimuli" / "souls.wav"), wav, rate, subtype="FLOAT")
+    assert _eval(other, tiny_models["wav2vec2"], tmp_path / "o") == brain_evaluate.EXIT_DATA
+    assert ("souls.wav: 1 audio sample(s) are NaN or inf, the first at 0.500 s" in capsys.readouterr().err
+            and not (tmp_path / "o").exists())
+
+
 def test_truncated_audio_is_named_before_any_extraction(mini, tmp_path):
     from conftest import link_tree
     root = link_tree(mini / "ds003020", tmp_path / "ds003020", without=("stimuli/avatar.wav",))

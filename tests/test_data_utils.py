@@ -80,6 +80,34 @@ def _copy(mini_root, tmp_path):
     return root, Ds003020(root, cache_dir=tmp_path / "cache")
 
 
+def test_audio_holding_nan_or_inf_is_an_error_naming_the_file_and_time(mini_root, tmp_path):
+    root, data = _copy(mini_root, tmp_path)
+    good = data.audio("souls")  # now in the cache
+    path = root / "stimuli" / "souls.wav"
+    wav, rate = sf.read(str(path), dtype="float32")
+    wav[[4410, 4411, 8820]] = [np.nan, np.inf, -np.inf]  # from 0.1 s on, a float WAV written from bad data
+    sf.write(str(path), wav, rate, subtype="FLOAT")
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}: 3 audio sample\(s\) are NaN or inf, the first at "
+                                        rf"0.100 s; expected finite samples$"):
+        data.audio("souls")
+    with pytest.raises(DataError, match=r"souls.wav: 3 audio sample\(s\) are NaN or inf"):  # the probes' reader
+        data_utils.load_wav_16k(path)
+    cached = list((tmp_path / "cache" / "audio16k").glob("souls-*.npy"))
+    assert len(cached) == 1 and np.array_equal(np.load(cached[0]), good)  # nothing bad was cached
+    sf.write(str(path), np.nan_to_num(wav, posinf=0, neginf=0), rate, subtype="FLOAT")
+    np.testing.assert_allclose(data.audio("souls"), good, atol=1e-4)  # the repaired file reads again
+    stale = good.copy()
+    stale[16000] = np.nan  # a cache entry written before the check
+    for entry in (tmp_path / "cache" / "audio16k").glob("souls-*.npy"):
+        np.save(entry, stale)
+    with pytest.raises(DataError, match=r"souls.wav: 1 audio sample\(s\) are NaN or inf, the first at 1.000 s"):
+        data.audio("souls")
+    (root / "stimuli" / "souls").mkdir()
+    np.save(root / "stimuli" / "souls" / "wav.npy", stale)  # a ready 16 kHz waveform
+    with pytest.raises(DataError, match=r"souls/wav.npy: 1 audio sample\(s\) are NaN or inf, the first at 1.000 s"):
+        data.audio("souls")
+
+
 def test_bad_inputs_name_file_expected_and_found(mini_root, mini, tmp_path):
     root, data = _copy(mini_root, tmp_path)
     path = data.response_path("UTS01", "souls")

@@ -107,6 +107,24 @@ def test_feature_cache_keeps_a_storys_other_layers_when_more_are_saved(tmp_path)
     assert cache.load("souls", [2]) is None and cache.load("souls", [3])[1].shape == (1, 2, 3)
 
 
+def test_a_storys_features_from_other_audio_are_a_miss_and_are_replaced(tmp_path):
+    # the same story name in another dataset, or its file replaced: the source (audio fingerprint) differs
+    cache = features.FeatureCache(tmp_path, "some/model", {})
+    times, feats = np.arange(4.0), np.ones((2, 4, 3), dtype=np.float32)
+    cache.save("souls", [1, 2], times, feats, source="/data/a/souls.wav|100|1")
+    assert cache.has("souls", [1], source="/data/a/souls.wav|100|1")
+    np.testing.assert_array_equal(cache.load("souls", [2], source="/data/a/souls.wav|100|1")[1], feats[1:])
+    assert not cache.has("souls", [1], source="/data/b/souls.wav|100|1")
+    assert cache.load("souls", [1], source="/data/a/souls.wav|100|2") is None and cache.hits == 1
+    cache.save("souls", [3], times, feats[:1] + 5, source="/data/b/souls.wav|100|1")  # b's layer 3 alone
+    assert cache.load("souls", [1], source="/data/b/souls.wav|100|1") is None  # a's layers 1 and 2 not kept
+    np.testing.assert_array_equal(cache.load("souls", [3], source="/data/b/souls.wav|100|1")[1], feats[:1] + 5)
+    assert cache.load("souls", [3], source="/data/a/souls.wav|100|1") is None
+    assert cache.load("souls", [3]) is not None  # no source asked (the probes' splits): not checked
+    cache.save("life", [1], times, feats[:1])  # an entry without a source (written before sources were recorded)
+    assert cache.load("life", [1], source="/data/a/life.wav|1|1") is None and cache.load("life", [1]) is not None
+
+
 def test_a_damaged_feature_cache_file_is_a_miss_and_is_replaced(tmp_path):
     cache = features.FeatureCache(tmp_path, "some/model", {})
     times, feats = np.arange(4.0), np.ones((2, 4, 3), dtype=np.float32)
