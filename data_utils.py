@@ -220,6 +220,14 @@ class Ds003020:
         ds = cls._dataset(f, "data", path)
         if ds.ndim != 2:
             raise DataError(f"{path}: 'data' must be 2-D (TRs, voxels), found shape {ds.shape}")
+        return cls._numeric(ds, path)
+
+    @staticmethod
+    def _numeric(ds: h5py.Dataset, path: Path) -> h5py.Dataset:
+        """`ds`, checked to hold numbers; raises DataError naming the file, the key and the dtype found."""
+        if not (np.issubdtype(ds.dtype, np.floating) or np.issubdtype(ds.dtype, np.integer)):
+            raise DataError(f"{path}: '{ds.name.lstrip('/')}' must hold numbers (float64 in ds003020), found dtype "
+                            f"{ds.dtype}")
         return ds
 
     def load_responses(self, subject: str | int, story: str, voxels: np.ndarray | None = None,
@@ -282,6 +290,7 @@ class Ds003020:
             raise DataError(f"{path}: 'individual_repeats' must be 3-D (repeats, TRs, voxels), found shape {ds.shape}")
         if ds.shape[0] < 2:
             raise DataError(f"{path}: 'individual_repeats' holds {ds.shape[0]} repeat; a noise ceiling needs at least 2")
+        cls._numeric(ds, path)
         data_shape = cls._response_dataset(f, path).shape
         if ds.shape[1:] != tuple(data_shape):
             raise DataError(f"{path}: 'individual_repeats' has shape {ds.shape} but 'data' has {tuple(data_shape)}: "

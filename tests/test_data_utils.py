@@ -123,6 +123,18 @@ def test_bad_inputs_name_file_expected_and_found(mini_root, mini, tmp_path):
         data.load_responses("UTS01", "souls")
     with pytest.raises(AlignmentError, match=r"souls.hf5: response has 21 rows.*37 TRs.*22 rows were expected"):
         data.n_response_rows("UTS01", "souls")  # from the file's header, checked as load_responses checks
+    with h5py.File(data.response_path("UTS01", "avatar"), "r+") as f:  # text where numbers belong
+        numbers = f["data"][()]
+        del f["data"]
+        f["data"] = numbers.astype("S6")
+    message = r"UTS01/avatar.hf5: 'data' must hold numbers \(float64 in ds003020\), found dtype \|S6"
+    with pytest.raises(DataError, match=message):
+        data.load_responses("UTS01", "avatar")
+    assert any(re.search(message, p) for p in data_utils.summarize(data, ["UTS01"])[1])  # the validation too
+    with h5py.File(data.response_path("UTS01", "avatar"), "r+") as f:
+        del f["data"]
+        f["data"] = numbers.astype(np.float16)  # any numbers are read (as float32)
+    np.testing.assert_allclose(data.load_responses("UTS01", "avatar"), np.nan_to_num(numbers), atol=0.01, rtol=0.01)
     rows = data.respdict["avatar"] - 20
     assert data.n_response_rows("UTS01", "avatar") == rows == len(data.load_responses("UTS01", "avatar"))
     path.write_bytes(b"not hdf5")
@@ -536,7 +548,8 @@ def test_repeats_must_be_two_or_more_with_the_rows_and_voxels_of_data(mini_root,
     assert data.load_repeats("UTS01").shape == repeats.shape == (3, rows, voxels)
     for bad, message in ((repeats[:, :-3], rf"has shape \(3, {rows - 3}, {voxels}\) but 'data' has \({rows}, {voxels}\)"),
                          (repeats[:, :, :-1], rf"has shape \(3, {rows}, {voxels - 1}\) but 'data'"),
-                         (repeats[:1], r"holds 1 repeat; a noise ceiling needs at least 2")):
+                         (repeats[:1], r"holds 1 repeat; a noise ceiling needs at least 2"),
+                         (repeats.astype("S8"), r"must hold numbers \(float64 in ds003020\), found dtype \|S8")):
         with h5py.File(path, "r+") as f:
             del f["individual_repeats"]
             f["individual_repeats"] = bad
