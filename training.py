@@ -50,6 +50,13 @@ def load_story_data(data: Ds003020, subjects: list[str], stories: list[str], vox
     """
     if targets_from is None and len(voxels) != len(subjects):
         raise ValueError(f"one voxel selection per subject: {len(subjects)} subjects, {len(voxels)} selections")
+    if targets_from is not None:  # one head for every story: the same number of target columns in each
+        widths = {k: np.shape(v)[1] for k, v in targets_from.items() if np.ndim(v) == 2}
+        if len(set(widths.values())) > 1:
+            common = max(set(widths.values()), key=list(widths.values()).count)
+            odd = {k: w for k, w in widths.items() if w != common}
+            raise DataError(f"{targets_source}: every story needs the same number of target columns; most have "
+                            f"{common}, but {dict(list(odd.items())[:5])}")
     out = []
     for story in tqdm(stories, desc="loading stories", leave=False, disable=quiet):
         grid = data.tr_grid(story)

@@ -132,6 +132,10 @@ def test_teacher_targets_from_file(mini, tiny_models, tmp_path, capsys):
     np.savez(tmp_path / "nan.npz", **dict(targets, souls=holed))
     assert run(mini, tiny_models["wav2vec2"], tmp_path / "n", "--targets-from", str(tmp_path / "nan.npz")) == 3
     assert "nan.npz: 'souls' holds 2 NaN or inf values (rows [3, 7]...); expected finite" in capsys.readouterr().err
+    np.savez(tmp_path / "narrow.npz", **dict(targets, souls=targets["souls"][:, :5]))  # one head for every story
+    assert run(mini, tiny_models["wav2vec2"], tmp_path / "w", "--targets-from", str(tmp_path / "narrow.npz")) == 3
+    assert ("narrow.npz: every story needs the same number of target columns; most have 6, but {'souls': 5}"
+            in capsys.readouterr().err and not (tmp_path / "w").exists())
     np.savez(tmp_path / "partial.npz", **{k: v for k, v in targets.items() if k != "souls"})
     w2v = tiny_models["wav2vec2"]
     assert run(mini, w2v, tmp_path / "p", "--targets-from", str(tmp_path / "partial.npz")) == trainer.EXIT_DATA
