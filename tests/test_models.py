@@ -165,6 +165,20 @@ def test_missing_or_damaged_weights_are_a_model_error_naming_the_folder(tiny_mod
         load_backbone(str(tmp_path / "misfit"))  # e.g. a config.json edited by hand
 
 
+@pytest.mark.parametrize("family", ["wav2vec2", "whisper"])
+@pytest.mark.filterwarnings("ignore:At least one mel filter:UserWarning")  # Whisper's mel bank at 8 kHz
+def test_a_model_expecting_another_sample_rate_is_refused(tiny_models, family, tmp_path):
+    import shutil
+    folder = shutil.copytree(tiny_models[family], tmp_path / "m")
+    assert load_backbone(str(folder))[1].sampling_rate == 16000
+    pre = json.loads((folder / "preprocessor_config.json").read_text())
+    (folder / "preprocessor_config.json").write_text(json.dumps({**pre, "sampling_rate": 8000}))  # telephone speech
+    with pytest.raises(ModelError, match=rf"^{folder}: its feature extractor expects 8000 Hz audio "
+                                         rf"\(preprocessor_config.json 'sampling_rate'\); the toolkit gives every "
+                                         rf"model 16000 Hz audio$"):
+        load_backbone(str(folder))
+
+
 
 @pytest.mark.parametrize("family", ["wavlm", "whisper"])
 def test_weights_missing_from_the_checkpoint_are_refused_or_named(tiny_models, family, tmp_path, capsys):
