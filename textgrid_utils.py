@@ -241,6 +241,13 @@ ARPABET_PHONES = frozenset("AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH
                            "UH UW V W Y Z ZH".split())
 
 
+def _counted_labels(tier: TimedLabels) -> list[str]:
+    """A tier's labels less silence and noise markers (the Huth ones, braced ones, aligners' sil and spn) and empty
+    ones, stripped: what `check_phone_tier` counts."""
+    labels = [label.strip() for label in tier.labels if is_word(label)]
+    return [label for label in labels if label and not label.startswith("{") and label.lower() not in ("sil", "spn")]
+
+
 def check_phone_tier(tiers: list[TimedLabels], source: str = "<text>") -> None:
     """Raise TextGridError naming `source` unless at least half of tier 0's labels are ARPAbet phones.
 
@@ -251,16 +258,15 @@ def check_phone_tier(tiers: list[TimedLabels], source: str = "<text>") -> None:
     """
     if not tiers:
         return
-    labels = [p.strip() for p in tiers[PHONE_TIER].labels
-              if is_word(p) and p.strip() and not p.strip().startswith("{") and p.strip().lower() not in ("sil", "spn")]
+    labels = _counted_labels(tiers[PHONE_TIER])
     n_phones = sum(strip_stress(p) in ARPABET_PHONES for p in labels)
     if not labels or 2 * n_phones >= len(labels):
         return
     other = list(dict.fromkeys(p for p in labels if strip_stress(p) not in ARPABET_PHONES))[:5]
     hint = ""
     if len(tiers) > WORD_TIER:
-        words = [strip_stress(w) for w in tiers[WORD_TIER].labels if is_word(w) and w.strip()]
-        if words and 2 * sum(w in ARPABET_PHONES for w in words) > len(words):
+        words = _counted_labels(tiers[WORD_TIER])
+        if words and 2 * sum(strip_stress(w) in ARPABET_PHONES for w in words) > len(words):
             hint = f"; tier {WORD_TIER} ({tiers[WORD_TIER].name!r}) holds phones: the tiers are in the other order"
     raise TextGridError(f"{source}: tier {PHONE_TIER} ({tiers[PHONE_TIER].name!r}) should hold ARPAbet phones (tier "
                         f"{PHONE_TIER} phones, tier {WORD_TIER} words), but {n_phones} of its {len(labels)} labels are "
