@@ -18,7 +18,7 @@ import numpy as np
 import downstream_data as dd
 import probes
 from alignment import relative_change, upper_middle_layers
-from data_utils import DataError, read_tsv
+from data_utils import DataError, file_fingerprint, read_tsv
 from features import FeatureCache, check_finite_features
 from inference import map_inference, prepare_for_inference
 from models import SpeechEncoder
@@ -318,8 +318,10 @@ def run_probe_task(task: str, data_root: str, models: list[ProbedModel], cache_d
     check_input_lengths(models, utts, lengths)
     counts = dd.check_splits(utts, str(data_root))
     classes, to_label = task_labels(spec, utts)
-    # which files, how long, in which split: a dataset that changed on disk is not read back from an older cache
-    listing = "\n".join(f"{os.path.relpath(u.path, data_root)}|{n}|{u.split}" for u, n in zip(utts, lengths))
+    # which files (each one's size and modification time: file_fingerprint), how long, in which split: a dataset
+    # rebuilt or changed on disk, even with the same names and lengths, is not read back from an older cache
+    listing = "\n".join(f"{os.path.relpath(u.path, data_root)}|{n}|{u.split}|{file_fingerprint(u.path)}"
+                        for u, n in zip(utts, lengths))
     results, caches = [], []
     for m in models:
         settings = {"dataset": str(Path(data_root).resolve()),

@@ -390,6 +390,15 @@ def test_broken_and_empty_utterances_are_found_before_extraction(downstream, tin
     assert eval_downstream.main(args) == 0
     res = json.loads((tmp_path / "r" / "results.json").read_text())
     assert res["feature_cache_hits"] == 0 and sum(res["utterances"].values()) == len(wavs) - 3
+    # a recording replaced by another of the same length (a dataset rebuilt under the same names): not read back
+    assert eval_downstream.main(args) == 0
+    assert json.loads((tmp_path / "r" / "results.json").read_text())["feature_cache_hits"] == 3
+    wav, rate = sf.read(str(root / "AudioWAV" / wavs[4]), dtype="float32")
+    (root / "AudioWAV" / wavs[4]).unlink()  # a link into the shared fixture: replaced, not written through
+    sf.write(root / "AudioWAV" / wavs[4], wav[::-1], rate)
+    assert eval_downstream.main(args) == 0
+    res = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert res["feature_cache_hits"] == 0 and sum(res["utterances"].values()) == len(wavs) - 3
 
 
 def test_utterance_audio_is_read_batch_by_batch(tiny_models):
