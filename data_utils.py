@@ -423,9 +423,12 @@ def read_columns(ds: h5py.Dataset, voxels, path: Path, lead: tuple = (), block_r
 
 
 # ----------------------------------------------------------------------------------------------- audio
+CACHE_ENV = "BRAIN_TUNING_CACHE"
+
+
 def default_cache_dir() -> Path:
     """`$BRAIN_TUNING_CACHE`, else ~/.cache/brain-tuning: resampled audio and model features live there."""
-    return Path(os.environ.get("BRAIN_TUNING_CACHE", Path.home() / ".cache" / "brain-tuning"))
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "brain-tuning"))
 
 
 def audio_info(path: str | os.PathLike):

@@ -22,6 +22,7 @@ unmodified code (its findings.json says so) is read back instead of re-run. Exit
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import time
@@ -107,7 +108,28 @@ def finished_seed(out: Path, settings: dict) -> tuple[dict | None, str]:
 def run_pipeline(out: Path, data: Path, seed: int, quick: bool, progress: bool, size: str = "demo",
                  diagnostics: bool = False, settings: dict | None = None, teacher: bool = False) -> dict:
     """Run every step for one seed; returns the findings (see demo_report.findings), with `settings` (see
-    demo_settings, computed here when not given) under "settings"."""
+    demo_settings, computed here when not given) under "settings".
+
+    Every cache of the run (resampled audio, the evaluation's and the probes' features) is OUT/cache, emptied first
+    ($BRAIN_TUNING_CACHE points there during the run): the miniature is rebuilt each time, so an older cache never
+    applies, and the user's ~/.cache/brain-tuning gains nothing (each run's resampled audio is ~0.2 GB).
+    """
+    from data_utils import CACHE_ENV
+    cache_dir = (out / "cache").resolve()
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    before = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(cache_dir)
+    try:
+        return _run_steps(out, data, seed, quick, progress, size, diagnostics, settings, teacher)
+    finally:
+        if before is None:
+            os.environ.pop(CACHE_ENV, None)
+        else:
+            os.environ[CACHE_ENV] = before
+
+
+def _run_steps(out: Path, data: Path, seed: int, quick: bool, progress: bool, size: str, diagnostics: bool,
+               settings: dict | None, teacher: bool) -> dict:
     settings = settings or demo_settings(seed, quick, size, diagnostics, teacher)
     from run_utils import creation_record, write_json_atomic
     (out / "findings.json").unlink(missing_ok=True)  # written last: its presence means this run finished

@@ -10,9 +10,21 @@ import run_utils
 
 @pytest.mark.slow
 def test_quick_demo_tuning_raises_language_alignment(tmp_path, monkeypatch):
+    import os
     monkeypatch.chdir(tmp_path)  # models/, data/ and runs/ of this test stay in its temp folder
-    assert run_demo.main(["--quick", "--out", "runs/demo-quick", "--data", "data", "--no-progress"]) == 0
     out = tmp_path / "runs" / "demo-quick"
+    stale = out / "cache" / "audio16k" / "souls-0123456789abcdef.npy"  # left by a killed earlier demo
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"")
+    (out / run_demo.RUN_RECORD).write_text("{}")
+    user_cache = tmp_path / "home_cache"  # standing in for ~/.cache/brain-tuning
+    (user_cache / "audio16k").mkdir(parents=True)
+    monkeypatch.setenv("BRAIN_TUNING_CACHE", str(user_cache))
+    before = sorted(user_cache.rglob("*"))
+    assert run_demo.main(["--quick", "--out", "runs/demo-quick", "--data", "data", "--no-progress"]) == 0
+    # the demo's caches are its own (out/cache, emptied first); the user's cache and setting are untouched
+    assert not stale.exists() and any((out / "cache" / "audio16k").glob("*.npy"))
+    assert os.environ["BRAIN_TUNING_CACHE"] == str(user_cache) and sorted(user_cache.rglob("*")) == before
     result = json.loads((out / "findings.json").read_text())
     assert result["models"] == ["pretrained", "tuned"]
     assert result["probes_f1_macro_uniform_guess"] == {"semantic_category": 1 / 8}  # the miniature's 8 categories
