@@ -535,6 +535,13 @@ def apply_lora(encoder: SpeechEncoder, rank: int, alpha: float, dropout: float, 
     if skip_blocks >= len(encoder.transformer_layers()):
         raise ModelError(f"no transformer block is left for LoRA adapters above the {skip_blocks} frozen ones "
                          f"(this model has {len(encoder.transformer_layers())})")
+    # peft matches a target by name or dotted suffix; one that matches nothing would be dropped without a word
+    names = _adaptable_linear_names(encoder, skip_blocks)
+    unmatched = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if unmatched:
+        raise ModelError(f"LoRA targets {unmatched} match no linear layer of the {encoder.model_type} model's "
+                         f"transformer blocks{' above the frozen ones' if skip_blocks else ''}; expected names among "
+                         f"{sorted({n.rsplit('.', 1)[-1] for n in names})}")
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets)
     encoder.requires_grad_(False)
     if encoder.model_type == "whisper":
@@ -544,10 +551,14 @@ def apply_lora(encoder: SpeechEncoder, rank: int, alpha: float, dropout: float, 
         inject_adapter_in_model(config, encoder.model)
     for block in encoder.transformer_layers()[:skip_blocks]:
         merge_lora(block)  # lora_B starts at zero: the block's weights stay exactly the pretrained ones
-    n = sum(p.numel() for name, p in encoder.named_parameters() if "lora_" in name)
-    if n == 0:
-        raise ModelError(f"LoRA targets {targets} matched no module of this {encoder.model_type} model")
     return targets
+
+
+def _adaptable_linear_names(encoder: SpeechEncoder, skip_blocks: int) -> list[str]:
+    """Full module names (as peft sees them) of the nn.Linear layers in the transformer blocks above `skip_blocks`."""
+    linear = {id(m) for block in encoder.transformer_layers()[skip_blocks:] for m in block.modules()
+              if isinstance(m, nn.Linear)}
+    return [name for name, m in encoder.encoder.named_modules() if id(m) in linear]
 
 
 def merge_lora(module: nn.Module) -> None:

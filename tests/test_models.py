@@ -97,6 +97,19 @@ def test_wavlm_attention_lora_is_refused(tiny_models):
 
 
 @pytest.mark.parametrize("family", ["wav2vec2", "whisper"])
+def test_a_lora_target_matching_no_layer_is_refused_naming_it(tiny_models, family):
+    # peft would adapt q_proj alone and drop the misspelt v_prj without a word
+    enc, _ = _encoder(tiny_models[family])
+    with pytest.raises(ModelError, match=r"LoRA targets \['v_prj'\] match no linear layer.*'q_proj'.*'v_proj'"):
+        apply_lora(enc, 4, 4, 0.0, targets=["q_proj", "v_prj"])
+    front = "projection" if family == "wav2vec2" else "conv1"  # the frozen front end's layers are not offered
+    with pytest.raises(ModelError, match=rf"\['{front}'\]"):
+        apply_lora(enc, 4, 4, 0.0, targets=[front])
+    assert not any("lora_" in n for n, _ in enc.named_parameters())
+    assert apply_lora(enc, 4, 4, 0.0, targets=["self_attn.q_proj" if family == "whisper" else "attention.q_proj"])
+
+
+@pytest.mark.parametrize("family", ["wav2vec2", "whisper"])
 def test_saved_model_reloads_as_a_standard_checkpoint(tiny_models, family, tmp_path):
     from transformers import AutoModel
     enc, fe = _encoder(tiny_models[family])
