@@ -322,6 +322,11 @@ def main(argv=None) -> int:
         if not split.val:
             raise du.DataError(f"{subject} {'has' if len(subjects) == 1 else 'have in common'} none of the "
                                f"validation stories {args.val_stories or du.VAL_STORIES}")
+        for name, stories in (("training", split.train), ("validation", split.val)):
+            if args.target_control == "story-swap" and len(stories) < 2:  # found before any response is read
+                raise du.DataError(f"--target-control story-swap gives each story the responses of another story "
+                                   f"of its split, but the {name} split has {len(stories)}: {stories}; give it at "
+                                   f"least 2 stories or use --target-control block-shuffle")
         targets_from = None
         if args.targets_from:
             try:

@@ -258,6 +258,9 @@ def test_clear_errors(mini, tiny_models, tmp_path, capsys):
     sf.write(cut / "ds003020" / "stimuli" / "life.wav", np.zeros(16000 * 5, np.float32), 16000)
     assert run(cut, model, tmp_path / "e") == trainer.EXIT_DATA  # not trained on 5 s of audio and silence
     assert "stimuli/life.wav: audio lasts 5.00 s" in capsys.readouterr().err and not (tmp_path / "e").exists()
+    # story-swap pairs stories within a split: one validation story has no partner (was a traceback, exit 1)
+    assert run(mini, model, tmp_path / "f", "--target-control", "story-swap", "--val-stories", "life") == 3
+    assert "but the validation split has 1: ['life']" in capsys.readouterr().err and not (tmp_path / "f").exists()
 
 
 def test_ddp_two_cpu_processes(mini, tiny_models, tmp_path):
