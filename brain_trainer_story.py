@@ -430,6 +430,8 @@ def main(argv=None) -> int:
             return EXIT_DATA
         if is_main:
             print(f"resumed from {last} after epoch {state['epoch']}")
+    elif args.resume and is_main:
+        print(f"note: nothing to resume in {out_dir} (no last/ checkpoint); starting at epoch 0", file=sys.stderr)
     now = {"command": command_line(), "versions": package_versions()}
     run_config = {"args": config, "command": now["command"], "started": timestamp(), "versions": now["versions"]}
     if last is not None:  # the record stays the first start's; each resumption is added to it

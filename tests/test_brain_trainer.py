@@ -169,7 +169,9 @@ def test_overwrite_never_deletes_a_folder_that_is_not_a_run(mini, tiny_models, t
 def test_resume_after_a_kill_matches_an_uninterrupted_run(mini, tiny_models, tmp_path, capsys):
     model = tiny_models["wav2vec2"]
     args = ("--num-epochs", "3", "--micro-batch-size", "8", "--init-head", "ridge")
-    assert run(mini, model, tmp_path / "full", *args) == 0
+    # --resume with nothing to resume starts afresh and says so (a job script can always pass it)
+    assert run(mini, model, tmp_path / "full", *args, "--resume") == 0
+    assert f"note: nothing to resume in {tmp_path / 'full'}" in capsys.readouterr().err
     with pytest.raises(SystemExit) as killed:  # 60 windows, 4 steps per epoch: dies after 2 steps of epoch 2
         run(mini, model, tmp_path / "cut", *args, "--stop-after-steps", "6")
     assert killed.value.code == 75
