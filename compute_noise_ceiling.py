@@ -34,9 +34,9 @@ def subject_noise_ceiling(data: Ds003020, subject: str, story: str = TEST_STORY,
     """
     n_vox, n_rows = data.n_voxels(subject, story), data.n_response_rows(subject, story, check=False)
     if n_rows - first_row < 2:
-        raise DataError(f"{data.response_path(subject, story)}: --first-row {first_row} leaves {n_rows - first_row} "
-                        f"of its {n_rows} rows; a noise ceiling needs at least 2 (expected a first row below "
-                        f"{n_rows - 1})")
+        raise DataError(f"{data.response_path(subject, story)}: --first-row {first_row} leaves "
+                        f"{max(n_rows - first_row, 0)} of its {n_rows} rows; a noise ceiling needs at least 2 (expected "
+                        f"a first row below {n_rows - 1})")
     out = np.empty(n_vox, dtype=np.float64)
     for v0 in range(0, n_vox, block):
         idx = np.arange(v0, min(v0 + block, n_vox))

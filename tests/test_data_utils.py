@@ -320,6 +320,8 @@ def test_noise_ceiling_on_the_rows_the_evaluation_scores(mini_root, tmp_path, ca
     assert (f"wheretheressmoke.hf5: --first-row {n_rows - 1} leaves 1 of its {n_rows} rows; a noise ceiling needs at "
             f"least 2 (expected a first row below {n_rows - 1})") in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+    assert main([*too_far[:-4], "--first-row", "10000", *too_far[-2:]]) == data_utils.EXIT_DATA
+    assert f"--first-row 10000 leaves 0 of its {n_rows} rows" in capsys.readouterr().err  # not a negative count
 
 
 def test_summary_cli_reports_aligned_and_names_a_corrupted_file(mini_root, tmp_path, capsys):
