@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 import zipfile
 from pathlib import Path
 from typing import Callable
@@ -100,14 +101,20 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def unique_temp_path(path: Path) -> Path:
+    """A hidden temporary name beside `path` that no other writer uses: jobs on other hosts or in other containers
+    sharing the file system (a feature cache in $HOME) can have this process's id (in a container often 1)."""
+    return path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
+
+
 def _write_atomic(path: str | os.PathLike, write, binary: bool = False) -> None:
     """Call `write(file)` on a temp file beside `path`, then rename it over `path`: a kill at any point leaves
     either the old file or the complete new one, never a truncated one; an exception leaves no temp file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = unique_temp_path(path)
     try:
-        with open(tmp, "wb") if binary else open(tmp, "w", newline="") as f:
+        with open(tmp, "xb") if binary else open(tmp, "x", newline="") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())  # the rename must not reach the disk before the data

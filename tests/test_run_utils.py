@@ -57,6 +57,31 @@ def test_failed_writes_leave_the_old_file_and_no_temp_file(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
 
 
+def test_concurrent_writers_with_one_process_id_each_leave_a_whole_file(tmp_path, monkeypatch):
+    # jobs on two hosts (or in two containers) writing the same cache entry on a shared file system can have the
+    # same pid; two threads of this process stand in for them. A temp name made from the pid was shared by both:
+    # one writer truncated the other's file or found its temp file gone at the rename.
+    import threading
+    monkeypatch.setattr(os, "getpid", lambda: 1)  # as in every container
+    path, arrays = tmp_path / "story.npy", [np.full(4_000_000, k, np.float32) for k in (1, 2)]
+    for _ in range(3):
+        start, errors = threading.Barrier(2), []
+
+        def write(a):
+            start.wait()
+            try:
+                run_utils.save_npy_atomic(path, a)
+            except Exception as err:
+                errors.append(err)
+        threads = [threading.Thread(target=write, args=(a,)) for a in arrays]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        assert not errors
+        got = np.load(path)
+        assert any(np.array_equal(got, a) for a in arrays)  # one writer's whole file, not a mixture
+        assert [p.name for p in tmp_path.iterdir()] == ["story.npy"]
+
+
 def test_array_files_round_trip_and_a_failed_write_keeps_the_old_file(tmp_path):
     run_utils.save_npz_atomic(tmp_path / "layer_3.npz", r=np.arange(4.0), alphas=np.ones(4))
     with np.load(tmp_path / "layer_3.npz") as z:  # the name is kept as given (np.savez alone would add .npz)
