@@ -8,6 +8,7 @@ import math
 import os
 import platform
 import random
+import shlex
 import shutil
 import subprocess
 import sys
@@ -303,7 +304,9 @@ def resolve_precision(choice: str, device) -> str:
 
 
 def command_line() -> str:
-    return " ".join([Path(sys.executable).name] + sys.argv)
+    """The command as a shell line that reruns it: `cd <working directory> && python <arguments>`, shell-quoted, so
+    that its relative paths resolve as they did and an argument holding a space stays one argument."""
+    return f"cd {shlex.quote(os.getcwd())} && {shlex.join([Path(sys.executable).name] + sys.argv)}"
 
 
 def timestamp() -> str:

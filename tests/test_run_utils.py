@@ -5,8 +5,10 @@ import importlib
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +57,20 @@ def test_failed_writes_leave_the_old_file_and_no_temp_file(tmp_path):
         run_utils._write_atomic(path, dies_half_way)
     assert json.loads(path.read_text()) == {"a": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+
+
+def test_the_recorded_command_reruns_from_its_folder_with_its_arguments(tmp_path, monkeypatch):
+    # relative paths in a run's command mean nothing without the folder it ran in; "a b" was recorded as two words
+    folder = tmp_path / "my runs"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    monkeypatch.setattr(sys, "argv", ["brain_evaluate.py", "--data-dir", "data/ds003020", "--out", "a b"])
+    line = run_utils.command_line()
+    assert shlex.split(line) == ["cd", str(folder), "&&", Path(sys.executable).name, "brain_evaluate.py",
+                                 "--data-dir", "data/ds003020", "--out", "a b"]
+    echoed = subprocess.run(["bash", "-c", line.replace(Path(sys.executable).name, "printf '%s|'", 1)],
+                            capture_output=True, text=True, check=True).stdout
+    assert echoed == "brain_evaluate.py|--data-dir|data/ds003020|--out|a b|"
 
 
 def test_concurrent_writers_with_one_process_id_each_leave_a_whole_file(tmp_path, monkeypatch):
