@@ -237,6 +237,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.resume and not args.seeds:
         parser.error("--resume needs --seeds (a single seed is one run)")
+    if args.seeds and len(set(args.seeds)) < len(args.seeds):  # it would run again and count once in SEEDS.md
+        parser.error(f"--seeds names a seed more than once: {args.seeds}")
     from demo_report import headline, write_seed_summary
     from run_utils import EXIT_USAGE
     out = Path(args.out)

@@ -230,6 +230,9 @@ def test_seeds_resume_reads_back_only_seeds_finished_with_the_same_settings_and_
     assert demo() == [0, 1]  # without --resume every seed runs
     with pytest.raises(SystemExit):
         run_demo.main(["--resume"])  # a single seed is one run
+    with pytest.raises(SystemExit):
+        run_demo.main(["--seeds", "0", "1", "0", "--out", str(tmp_path / "dup")])  # seed 0 would run twice
+    assert not (tmp_path / "dup").exists()
 
 
 def test_out_must_be_new_empty_or_an_earlier_demo_output_and_a_refused_one_is_left_untouched(tmp_path, monkeypatch,
