@@ -281,11 +281,15 @@ def resolve_device(choice: str, local_rank: int | None = None):
 
 def model_run_usage_problem(args, required: tuple[str, ...]) -> str | None:
     """The usage error of a run over `--model-name` (not `--compare`), else None: a flag of `required`
-    (argparse dests) missing, or `--out` not giving one folder per `--model-name`."""
+    (argparse dests) missing, or `--out` not giving one folder of its own per `--model-name`."""
     if missing := [f"--{dest.replace('_', '-')}" for dest in required if not getattr(args, dest)]:
         return f"missing {', '.join(missing)} (required unless --compare DIR...)"
     if len(args.out) != len(args.model_name):
         return f"expected one --out folder per --model-name ({len(args.model_name)}), found {len(args.out)}"
+    folders = [Path(o).resolve() for o in args.out]
+    if len(set(folders)) < len(folders):  # a later model's results would replace an earlier one's
+        again = sorted({str(o) for o, f in zip(args.out, folders) if folders.count(f) > 1})
+        return f"--out names one folder for several models ({', '.join(again)}); expected a folder per --model-name"
     return None
 
 

@@ -185,6 +185,9 @@ def test_model_run_usage_problem():
         "missing --data-dir, --subject (required unless --compare DIR...)"
     assert model_run_usage_problem(Namespace(**{**run, "out": ["a"]}), ("data_dir",)) == \
         "expected one --out folder per --model-name (2), found 1"
+    # the same folder twice (also spelt differently): the second model's results replaced the first's
+    assert model_run_usage_problem(Namespace(**{**run, "out": ["res/a", "res/../res/a"]}), ("data_dir",)) == \
+        "--out names one folder for several models (res/../res/a, res/a); expected a folder per --model-name"
 
 
 def test_set_seed_repeats_python_numpy_and_torch_draws():
