@@ -544,11 +544,9 @@ def apply_lora(encoder: SpeechEncoder, rank: int, alpha: float, dropout: float, 
                          f"{sorted({n.rsplit('.', 1)[-1] for n in names})}")
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets)
     encoder.requires_grad_(False)
-    if encoder.model_type == "whisper":
-        inject_adapter_in_model(config, encoder.model.get_encoder())
-    else:
+    if encoder.model_type != "whisper":  # Whisper's encoder holds no front-end linear layer to exclude
         config.exclude_modules = ["feature_extractor", "feature_projection"]
-        inject_adapter_in_model(config, encoder.model)
+    inject_adapter_in_model(config, encoder.encoder)
     for block in encoder.transformer_layers()[:skip_blocks]:
         merge_lora(block)  # lora_B starts at zero: the block's weights stay exactly the pretrained ones
     return targets

@@ -259,10 +259,11 @@ def check_phone_tier(tiers: list[TimedLabels], source: str = "<text>") -> None:
     if not tiers:
         return
     labels = _counted_labels(tiers[PHONE_TIER])
-    n_phones = sum(strip_stress(p) in ARPABET_PHONES for p in labels)
+    is_phone = [strip_stress(p) in ARPABET_PHONES for p in labels]
+    n_phones = sum(is_phone)
     if not labels or 2 * n_phones >= len(labels):
         return
-    other = list(dict.fromkeys(p for p in labels if strip_stress(p) not in ARPABET_PHONES))[:5]
+    other = list(dict.fromkeys(p for p, phone in zip(labels, is_phone) if not phone))[:5]
     hint = ""
     if len(tiers) > WORD_TIER:
         words = _counted_labels(tiers[WORD_TIER])
