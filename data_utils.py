@@ -102,6 +102,9 @@ class Ds003020:
         self.tr = float(tr)
         self.derivative = self.root / "derivative"
         self.stimuli = self.root / "stimuli"
+        if self.root.exists() and not self.root.is_dir():
+            raise DataError(f"{self.root}: expected the ds003020 folder (holding 'derivative/' and 'stimuli/'), "
+                            f"found a file")
         for d in (self.derivative, self.stimuli):
             if not d.is_dir():
                 # the root one level up or down (an OpenNeuro download is a folder named ds003020)
@@ -197,7 +200,10 @@ class Ds003020:
             return self._box_grids[story]
         if story not in self.respdict:
             raise DataError(f"{self.derivative / 'respdict.json'}: no entry for story '{story}'")
-        return simulated_tr_grid(self.respdict[story], self.tr)
+        try:
+            return simulated_tr_grid(self.respdict[story], self.tr)
+        except AlignmentError as err:  # name the file and the story, not just the number
+            raise AlignmentError(f"{self.derivative / 'respdict.json'}: story '{story}': {err}") from err
 
     # ------------------------------------------------------------------ responses
     @staticmethod

@@ -201,6 +201,9 @@ def test_bad_metadata_roi_and_noise_ceiling_files_name_file_expected_and_found(m
     with pytest.raises(DataError, match=r"respdict.json: expected an integer number of TRs per story, found 37.5 "
                                         r"for 'souls' \(1 such entries\)"):
         Ds003020(root).tr_grid("souls")
+    respdict.write_text(json.dumps({**good, "souls": 5}))
+    with pytest.raises(AlignmentError, match=r"respdict.json: story 'souls': respdict value 5 leaves 0 TRs"):
+        Ds003020(root).tr_grid("souls")
     respdict.write_text("[1, 2]")
     with pytest.raises(DataError, match="respdict.json: expected a JSON object of story -> integer, found list"):
         Ds003020(root).respdict
@@ -447,6 +450,8 @@ def test_a_root_one_level_off_is_named_with_the_real_root(mini_root, tmp_path):
             Ds003020(wrong)
     with pytest.raises(DataError, match=r"derivative: expected a ds003020 folder here .*found nothing$"):
         Ds003020(tmp_path)  # nothing near: no guess
+    with pytest.raises(DataError, match=r"respdict.json: expected the ds003020 folder .*found a file$"):
+        Ds003020(mini_root / "derivative" / "respdict.json")
 
 
 def test_read_columns_reads_a_run_of_voxels_as_a_slab_and_any_selection_right(tmp_path):
