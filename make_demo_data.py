@@ -32,7 +32,7 @@ from low_level import mel_band_energy
 from run_utils import (EXIT_USAGE, check_replaceable, creation_record, nonnegative_int, positive_float,
                        replace_dir, write_json_atomic)
 from textgrid_utils import format_textgrid
-from timing import DEFAULT_TR, simulated_tr_grid, trim_slice
+from timing import DEFAULT_TR, AlignmentError, check_audio_duration, simulated_tr_grid, trim_slice
 
 CATEGORIES = {
     "animal": "bear mouse deer snail horse rabbit tiger monkey eagle turtle dolphin spider",
@@ -142,9 +142,29 @@ def story_text(rng: np.random.Generator, n_sentences: int) -> list[tuple[str, li
     return sentences
 
 
-def synthesize_story(synth, rng, respdict_value: int, tr: float) -> dict:
+def story_audio_seconds(respdict_value: int) -> float:
+    """Length of a story's audio in seconds: `2·respdict − 20`, ds003020's (its nominal TR is 2 s)."""
+    return 2.0 * respdict_value - 20.0
+
+
+def tr_problem(size: str, tr: float) -> str | None:
+    """Why a miniature of `size` cannot have TR grids of `tr` seconds (None when it can): its stories' audio
+    keeps ds003020's length, which must cover each grid's last response TR and not outlast the grid 1.5 times."""
+    preset = SIZES[size]
+    lengths = {**dict(zip(TRAIN_STORIES, preset.train_resp)), **dict(zip(VAL_STORIES, preset.val_resp)),
+               TEST_STORY: preset.test_resp}
+    for story, resp in lengths.items():
+        try:
+            check_audio_duration(simulated_tr_grid(resp, tr), story_audio_seconds(resp), story)
+        except AlignmentError as err:
+            return (f"--tr {tr:g} does not fit the {size} miniature, whose audio lasts 2·respdict − 20 s as "
+                    f"ds003020's does (TR {DEFAULT_TR:g} s by default): {err}")
+    return None
+
+
+def synthesize_story(synth, rng, respdict_value: int) -> dict:
     """Speak sentences until the story fills `2·respdict − 20` s; returns 22.05 kHz audio and alignments."""
-    target_s = 2.0 * respdict_value - 20.0
+    target_s = story_audio_seconds(respdict_value)
     rate = synth.sample_rate
     audio, words, phones, t = [], [], [], 0.5
     audio.append(np.zeros(int(0.5 * rate), np.float32))
@@ -306,7 +326,7 @@ def build(out: Path, seed: int = 0, size: str = "demo", tr: float = DEFAULT_TR, 
 
     respdict, tg_texts, feats = {}, {}, {}
     for story, resp in tqdm(plan.items(), desc="synthesising stories", disable=quiet):
-        s = synthesize_story(synth, extra_rng if story in extra else rng, resp, tr)
+        s = synthesize_story(synth, extra_rng if story in extra else rng, resp)
         respdict[story] = resp
         write_wav(root / "stimuli" / f"{story}.wav", s["audio"], s["rate"], stereo=story != MONO_STORY, title=story)
         style = {SHORT_FORMAT_STORY: "short", CHRONOLOGICAL_FORMAT_STORY: "chronological"}.get(story, "long")
@@ -384,7 +404,7 @@ def check_miniature(tmp: Path, preset: SizePreset) -> None:
     for story, n in respdict.items():
         info = sf.info(str(root / "stimuli" / f"{story}.wav"))
         assert info.samplerate == 44100, (story, info.samplerate)
-        assert abs(info.duration - (2 * n - 20)) < 0.05, (story, info.duration, 2 * n - 20)
+        assert abs(info.duration - story_audio_seconds(n)) < 0.05, (story, info.duration, story_audio_seconds(n))
     assert sf.info(str(root / "stimuli" / f"{TEST_STORY}.wav")).channels == 2
     assert sf.info(str(root / "stimuli" / f"{MONO_STORY}.wav")).channels == 1
     with open(root / "stimuli" / f"{TEST_STORY}.wav", "rb") as f:
@@ -425,6 +445,9 @@ def main(argv=None) -> int:
     parser.add_argument("--size", choices=sorted(SIZES), default="demo")
     parser.add_argument("--tr", type=positive_float, default=DEFAULT_TR)
     args = parser.parse_args(argv)
+    problem = tr_problem(args.size, args.tr)
+    if problem:
+        parser.error(problem)
     try:
         root = build(Path(args.out), seed=args.seed, size=args.size, tr=args.tr)
     except FileExistsError as err:

@@ -408,6 +408,22 @@ def test_generators_refuse_to_replace_a_folder_that_is_not_their_output(tmp_path
         assert (folder / "thesis.tex").read_text() == "precious" and (folder / "ds003020" / "derivative").is_dir()
 
 
+def test_a_tr_the_miniatures_audio_cannot_fit_is_a_usage_error_before_anything_is_written(tmp_path, capsys):
+    # The audio keeps ds003020's 2·respdict − 20 s: at TR 2.5 s the grid's last response TR of a respdict-40
+    # story ends at (40 − 10)·2.5 − 10 = 65 s, after its 60 s of audio; at 1.3 s the grid ends at 35.5 s.
+    import make_demo_data
+    for tr, found in (("2.5", "audio lasts 60.00 s but the TR grid of 'alternateithicatom' (respdict, 35 TRs) has "
+                              "responses until 65.00 s"),
+                      ("1.3", "ends 35.50 s after audio onset: more than 1.5x longer")):
+        with pytest.raises(SystemExit) as exit_:
+            make_demo_data.main(["--out", str(tmp_path / "mini"), "--size", "tiny", "--tr", tr])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert f"--tr {tr} does not fit the tiny miniature" in err and found in err
+        assert list(tmp_path.iterdir()) == []
+    assert make_demo_data.tr_problem("tiny", 2.0) is None and make_demo_data.tr_problem("demo", 1.5) is None
+
+
 def test_further_training_stories_leave_the_other_stories_unchanged(mini, tmp_path, monkeypatch):
     # A preset with more training stories draws them after the test story, from a stream of their own: the
     # first stories, the validation and the test story keep their audio and words (only the responses'
