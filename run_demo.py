@@ -219,9 +219,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/demo")
     parser.add_argument("--data", default="data", help="where the miniature datasets are built")
-    parser.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the data, the tuning and the probes")
-    parser.add_argument("--seeds", type=nonnegative_int, nargs="+",
-                        help="run the whole demo once per seed (OUT/seed_<s>)")
+    one_or_several = parser.add_mutually_exclusive_group()  # --seed beside --seeds would be ignored
+    one_or_several.add_argument("--seed", type=nonnegative_int, default=0,
+                                help="seed of the data, the tuning and the probes")
+    one_or_several.add_argument("--seeds", type=nonnegative_int, nargs="+",
+                                help="run the whole demo once per seed (OUT/seed_<s>)")
     parser.add_argument("--quick", action="store_true", help="no control run, semantic probe only (CI)")
     parser.add_argument("--size", choices=("demo", "large"), default="demo",
                         help="miniature flavour: demo (12 training stories, ~43 min of audio) or large (all 24, "

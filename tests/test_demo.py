@@ -232,6 +232,9 @@ def test_seeds_resume_reads_back_only_seeds_finished_with_the_same_settings_and_
         run_demo.main(["--resume"])  # a single seed is one run
     with pytest.raises(SystemExit):
         run_demo.main(["--seeds", "0", "1", "0", "--out", str(tmp_path / "dup")])  # seed 0 would run twice
+    with pytest.raises(SystemExit) as exit_:
+        run_demo.main(["--seed", "1", "--seeds", "0", "1", "--out", str(tmp_path / "dup")])  # --seed was ignored
+    assert exit_.value.code == 2
     assert not (tmp_path / "dup").exists()
 
 
