@@ -202,7 +202,7 @@ def check_replaceable(folder: str | os.PathLike, markers: tuple[str, ...], what:
     if not folder.exists():
         return
     if not folder.is_dir():
-        raise FileExistsError(f"{folder}: is a file, expected a {what} folder; refusing to replace it")
+        raise FileExistsError(f"{folder}: is a file, not a {what}; refusing to replace it")
     found = sorted(p.name for p in folder.iterdir())
     ours = any((folder / m).exists() for m in markers) or (is_output is not None and is_output(folder))
     if found and not ours:

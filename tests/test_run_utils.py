@@ -152,7 +152,7 @@ def test_check_replaceable_refuses_folders_that_are_not_an_earlier_output(tmp_pa
     with pytest.raises(FileExistsError, match=r"home: not a run \(expected one of \['config.json'\] inside, found "
                                               r"\['a', 'b', 'c', 'd', 'data'\]\.\.\.\); refusing to replace it"):
         check_replaceable(home, ("config.json",), "run")
-    with pytest.raises(FileExistsError, match="thesis.tex: is a file, expected a run folder"):
+    with pytest.raises(FileExistsError, match="thesis.tex: is a file, not a run; refusing"):
         check_replaceable(home / "thesis.tex", ("config.json",), "run")
     check_replaceable(home, (), "run", is_output=lambda d: (d / "thesis.tex").is_file())  # the predicate decides
     with pytest.raises(FileExistsError, match="home: not a run"):
