@@ -147,8 +147,13 @@ def main(argv=None) -> int:
     if tuple(args.low_level_groups) != al.LOW_LEVEL_GROUPS and not args.low_level:
         print("error: --low-level-groups chooses the features of --low-level; add --low-level", file=sys.stderr)
         return EXIT_USAGE
-    for name in args.model_name:  # a tuned model has heard its training stories: scored on one, it is not held out
-        if which := tuned_on_story(tuning_record(name), args.test_story):
+    try:
+        tunings = [tuning_record(name) for name in args.model_name]
+    except du.DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_DATA
+    for name, tuning in zip(args.model_name, tunings):  # a tuned model has heard its training stories: scored on
+        if which := tuned_on_story(tuning, args.test_story):  # one of them, it is not held out
             print(f"error: {name} was brain-tuned with '{args.test_story}' among its {which} stories, so its alignment "
                   f"on it would not be held out; evaluate on a story it was not tuned on (--test-story)",
                   file=sys.stderr)
@@ -236,8 +241,7 @@ def main(argv=None) -> int:
             ph = data.phones(story)
             low[story] = al.low_level_features(data.audio(story), ph.labels, ph.midpoints, data.tr_grid(story),
                                                test=story == test_story, groups=args.low_level_groups)
-    for k, name in enumerate(args.model_name):
-        tuning = tuning_record(name)
+    for k, (name, tuning) in enumerate(zip(args.model_name, tunings)):
         if tuning and tuning.get("subject") and subject_data["subject"] not in tuned_subjects(tuning):
             print(f"note: {name} was brain-tuned on {tuning['subject']}, evaluated on {subject_data['subject']} "
                   f"(cross-subject transfer)", file=sys.stderr)
@@ -256,16 +260,28 @@ def main(argv=None) -> int:
 def tuning_record(model_name: str) -> dict | None:
     """What brain_trainer_story.py wrote beside a tuned model (its best/brain_tuning.json): the subject or
     subjects it was tuned on, its base model, epoch and validation loss, and the stories it was tuned and
-    early-stopped on where recorded; None for any other model."""
+    early-stopped on where recorded; None for any other model. Raises DataError naming a record that does not
+    read or is not shaped as the trainer writes it: the held-out check could not be made."""
     path = Path(model_name) / "brain_tuning.json"
     if not path.is_file():
         return None
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        return {"unreadable": f"{path}: {err}"}
+        raise du.DataError(f"{path}: unreadable ({err}), so the stories this model was tuned on cannot be checked "
+                           f"against --test-story; restore it (or remove it to evaluate the model as untuned)") from err
+    stories = record.get("stories", {}) if isinstance(record, dict) else None
+    subject = record.get("subject") if isinstance(record, dict) else None
+
+    def names(v) -> bool:
+        return isinstance(v, list) and all(isinstance(x, str) for x in v)
+    if not (isinstance(stories, dict) and all(names(v) for v in stories.values())
+            and (subject is None or isinstance(subject, str) or names(subject))):
+        raise du.DataError(f"{path}: expected the record brain_trainer_story.py writes (a JSON object; 'subject' a "
+                           f"name or a list of names; 'stories' {{'train': [names], 'val': [names]}}), found "
+                           f"{json.dumps(record)[:200]}; restore it (or remove it to evaluate the model as untuned)")
     return ({k: record.get(k) for k in ("subject", "base_model", "epoch", "val_loss")}
-            | ({"stories": record["stories"]} if "stories" in record else {}))  # recorded since 2026-12-04
+            | ({"stories": stories} if "stories" in record else {}))  # recorded since 2026-12-04
 
 
 def tuned_on_story(record: dict | None, story: str) -> str | None:

@@ -71,6 +71,15 @@ def test_best_dir_reproduces_the_best_validation_loss(mini, tiny_models, tmp_pat
                                     str(out / "best"), "--out", str(tmp_path / "e"), "--test-story", story]) == 2
         assert (f"{out / 'best'} was brain-tuned with '{story}' among its {which} stories, so its alignment on it "
                 f"would not be held out") in capsys.readouterr().err
+    # a record damaged later (a partial copy, an edit) cannot be checked: named, exit 3, nothing evaluated
+    record = out / "best" / "brain_tuning.json"
+    for damaged, says in (("{", "unreadable (Expecting property name"),
+                          ('{"stories": {"train": "souls"}}', "expected the record brain_trainer_story.py writes"),
+                          ('["souls"]', "expected the record brain_trainer_story.py writes")):
+        record.write_text(damaged)
+        assert brain_evaluate.main(["--data-dir", str(mini / "ds003020"), "--subject", "UTS01", "--model-name",
+                                    str(out / "best"), "--out", str(tmp_path / "e")]) == 3
+        assert f"{record}: {says}" in capsys.readouterr().err
     assert not (tmp_path / "e").exists()
 
 
