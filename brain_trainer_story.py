@@ -52,8 +52,13 @@ def teacher_record(targets_file: str, timing: dict) -> dict:
         record = read_result_json(path.parent, path.name + ".json", "make_teacher_targets.py", ("resolved", "command"))
     except FileNotFoundError:
         return {}  # targets made some other way: the path is all there is to record
-    except ValueError as err:
-        return {"teacher_record_unreadable": str(err)}
+    except ValueError as err:  # damaged: what the targets were made on cannot be checked
+        raise du.DataError(f"{err}; so the TR grids {targets_file} was made on cannot be checked against this "
+                           f"run's: restore it, or remove it to use the targets unchecked") from err
+    if not isinstance(record["resolved"], dict):
+        raise du.DataError(f"{path}.json: expected 'resolved' to be the JSON object make_teacher_targets.py writes, "
+                           f"found {json.dumps(record['resolved'])[:100]}; restore it, or remove it to use the "
+                           f"targets unchecked")
     tr = timing["tr"]
     made_with = record["resolved"].get("tr")
     if made_with is not None and abs(made_with - tr) > 1e-9:

@@ -101,6 +101,16 @@ def test_word_teacher_equals_the_miniatures_semantic_truth_and_the_trainer_tunes
                          "--targets-from", str(out)]) == trainer.EXIT_DATA
     assert ("categories.npz: made on TR grids of --tr 2.0045 s (its categories.npz.json), but this run uses --tr 2.0 s"
             in capsys.readouterr().err)
+    # a record damaged later cannot be checked: named, exit 3 (it was recorded as unreadable and the run went on)
+    sidecar = out.with_name("categories.npz.json")
+    for damaged, says in (("{", f"{sidecar}: not valid JSON"),
+                          (json.dumps({**record, "resolved": 5}), f"{sidecar}: expected 'resolved' to be the JSON object")):
+        sidecar.write_text(damaged)
+        assert trainer.main(["--data-dir", str(mini / "ds003020"), "--subject", "UTS01", "--model-name",
+                             tiny_models["wav2vec2"], "--out-dir", str(tmp_path / "bad"), "--no-progress",
+                             "--targets-from", str(out)]) == trainer.EXIT_DATA
+        assert says in capsys.readouterr().err
+        assert not (tmp_path / "bad" / "best").exists()
 
 
 def test_speech_teacher_reads_the_evaluations_feature_cache(mini, tiny_models, tmp_path):
