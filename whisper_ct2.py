@@ -167,7 +167,13 @@ def convert(out_dir: str | Path, ct2_dir: str | Path | None = None) -> Path:
     d_model = v["encoder/conv1/weight"].shape[0]
     heads = int(np.asarray(v.get("encoder/num_heads", np.array(d_model // 64))).ravel()[0])
     vocab = v["decoder/embeddings/weight"].shape[0]
-    ct2_cfg = json.loads((ct2_dir / "config.json").read_text())
+    try:
+        ct2_cfg = json.loads((ct2_dir / "config.json").read_text())
+    except ValueError as err:  # the decoder's message alone names no file
+        raise ValueError(f"{ct2_dir / 'config.json'}: not valid JSON ({err})") from err
+    if not isinstance(ct2_cfg, dict):
+        raise ValueError(f"{ct2_dir / 'config.json'}: expected a JSON object (CTranslate2's model config), found "
+                         f"{type(ct2_cfg).__name__}")
     cfg = WhisperConfig(vocab_size=vocab, d_model=d_model, encoder_layers=n_enc, decoder_layers=n_dec,
                         encoder_attention_heads=heads, decoder_attention_heads=heads, encoder_ffn_dim=4 * d_model,
                         decoder_ffn_dim=4 * d_model, num_mel_bins=v["encoder/conv1/weight"].shape[1],

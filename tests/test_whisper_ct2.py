@@ -68,6 +68,12 @@ def test_cli_names_a_truncated_or_foreign_model_bin_and_writes_nothing(tmp_path,
         err = capsys.readouterr().err
         assert str(ct2 / "model.bin") in err and says in err, err
         assert not out.exists() and not list((tmp_path / name).glob(".whisper*"))  # nothing half-written
+    real_ct2 = _ct2_copy(tmp_path / "json", real)
+    for damaged, says in (("{", "not valid JSON"), ("[]", "expected a JSON object")):
+        (real_ct2 / "config.json").write_text(damaged)
+        assert whisper_ct2.main(["--out", str(tmp_path / "w"), "--ct2-dir", str(real_ct2)]) == whisper_ct2.EXIT_DATA
+        assert f"{real_ct2 / 'config.json'}: {says}" in capsys.readouterr().err
+        assert not (tmp_path / "w").exists()
     (tmp_path / "cut" / "ct2" / "tokenizer.json").unlink()
     for ct2, found in ((tmp_path / "cut" / "ct2", "(found ['config.json', 'model.bin'])"),
                        (tmp_path / "nowhere", "(found no such folder)")):
