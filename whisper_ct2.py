@@ -157,7 +157,8 @@ def convert(out_dir: str | Path, ct2_dir: str | Path | None = None) -> Path:
     ct2_dir = Path(ct2_dir)
     lacking = [n for n in CT2_FILES if not (ct2_dir / n).is_file()]
     if lacking:  # name the folder and what it holds, not only the first file open() misses
-        found = sorted(f.name for f in ct2_dir.iterdir()) if ct2_dir.is_dir() else "no such folder"
+        found = (sorted(f.name for f in ct2_dir.iterdir()) if ct2_dir.is_dir()
+                 else "a file, not a folder" if ct2_dir.exists() else "no such folder")
         raise ValueError(f"{ct2_dir}: expected a CTranslate2 Whisper folder holding {list(CT2_FILES)}, lacking "
                          f"{lacking} (found {found})")
     v = read_ct2(ct2_dir / "model.bin")

@@ -76,7 +76,8 @@ def test_cli_names_a_truncated_or_foreign_model_bin_and_writes_nothing(tmp_path,
         assert not (tmp_path / "w").exists()
     (tmp_path / "cut" / "ct2" / "tokenizer.json").unlink()
     for ct2, found in ((tmp_path / "cut" / "ct2", "(found ['config.json', 'model.bin'])"),
-                       (tmp_path / "nowhere", "(found no such folder)")):
+                       (tmp_path / "nowhere", "(found no such folder)"),
+                       (tmp_path / "cut" / "ct2" / "model.bin", "(found a file, not a folder)")):
         assert whisper_ct2.main(["--out", str(tmp_path / "w"), "--ct2-dir", str(ct2)]) == whisper_ct2.EXIT_DATA
         err = capsys.readouterr().err
         assert f"{ct2}: expected a CTranslate2 Whisper folder holding ['model.bin', 'config.json', 'tokenizer.json']" \
