@@ -36,7 +36,8 @@ from timing import TEST_EXTRA_TRIM
 from run_utils import (EXIT_DATA, EXIT_USAGE, NPY_READ_ERRORS, HelpFormatter, array_digest, command_line, file_sha256,
                        fraction, ignored_flags_problem, model_run_usage_problem, nonnegative_int, out_among_inputs,
                        output_dirs_problem, package_versions, positive_int, resolve_device, resolve_precision,
-                       save_npz_atomic, set_seed, timestamp, to_json, write_json_atomic, write_text_atomic)
+                       save_npz_atomic, set_seed, timestamp, to_json, writable_dir_problem, write_json_atomic,
+                       write_text_atomic)
 
 PAPER_LAYERS = (2, 5, 7, 8, 10, 11, 12)
 
@@ -178,6 +179,10 @@ def main(argv=None) -> int:
         except ValueError as err:
             print(f"error: --data-efficiency: {err}", file=sys.stderr)
             return EXIT_USAGE
+    cache_root = Path(args.cache_dir) if args.cache_dir else data.cache_dir / "features"
+    if problem := data.audio_cache_problem() or writable_dir_problem(cache_root, "the feature cache (--cache-dir)"):
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         encoders, layers = [], []
         for name in args.model_name:
@@ -191,7 +196,6 @@ def main(argv=None) -> int:
     precision = resolve_precision(args.precision, device)
     settings = [cache_settings(args.stride, args.context, args.pooling, args.tr, precision, enc.model_type,
                                args.whisper_mode) for enc in encoders]
-    cache_root = Path(args.cache_dir) if args.cache_dir else data.cache_dir / "features"
     caches = [FeatureCache(cache_root, name, st) for name, st in zip(args.model_name, settings)]
     plan = sharing_plan(encoders)
     batch_size = args.batch_size or (16 if device.type == "cuda" else 1)

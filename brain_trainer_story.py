@@ -31,7 +31,8 @@ import training
 from run_utils import (EXIT_DATA, EXIT_DIVERGED, EXIT_USAGE, NPY_READ_ERRORS, HelpFormatter, check_replaceable,
                        command_line, file_sha256, fraction, nonnegative_float, nonnegative_int, package_versions,
                        positive_float, positive_int, read_result_json, recover_dir, replace_dir, resolve_device,
-                       resolve_precision, save_npy_atomic, set_seed, timestamp, write_csv_atomic, write_json_atomic)
+                       resolve_precision, save_npy_atomic, set_seed, timestamp, writable_dir_problem, write_csv_atomic,
+                       write_json_atomic)
 
 # Settings that define a run: a resumed run must agree on all of them.
 RUN_DEFINING = ("data_dir", "subject", "model_name", "nc_threshold", "roi", "hemisphere", "loss", "target_control",
@@ -267,6 +268,9 @@ def main(argv=None) -> int:
     if args.batch_size % world:
         print(f"error: --batch-size {args.batch_size} is not divisible by {world} processes", file=sys.stderr)
         return EXIT_USAGE
+    if (problem := writable_dir_problem(out_dir, "--out-dir")) is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     micro = args.micro_batch_size or args.batch_size // world
     if (args.batch_size // world) % micro:
         print(f"error: per-process batch {args.batch_size // world} is not a multiple of --micro-batch-size {micro}",
@@ -316,6 +320,11 @@ def main(argv=None) -> int:
     # ---------------------------------------------------------------- data
     try:
         data = du.open_ds003020(args.data_dir, args.tr, args.trfiles)
+        fe_cache = args.front_end_cache_dir if args.cache_front_end else None  # the default one is in --out-dir
+        if problem := data.audio_cache_problem() or (fe_cache and writable_dir_problem(fe_cache,
+                                                                                       "--front-end-cache-dir")):
+            print(f"error: {problem}", file=sys.stderr)
+            return EXIT_USAGE
         timing = data.timing_record()
         has = {s: set(data.stories(s)) for s in subjects}
         # several subjects: the stories every one of them has (a row of targets is one TR of one story for all)

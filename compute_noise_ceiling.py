@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from data_utils import DEFAULT_NC_DIR, TEST_STORY, DataError, Ds003020, subject_id
-from run_utils import EXIT_DATA, creation_record, nonnegative_int, save_npy_atomic, write_json_atomic
+from run_utils import (EXIT_DATA, EXIT_USAGE, creatable_problem, creation_record, nonnegative_int, save_npy_atomic,
+                       write_json_atomic)
 from eval_utils import noise_ceiling
 
 
@@ -55,6 +56,9 @@ def main(argv=None) -> int:
                              "default 0, every row")
     args = parser.parse_args(argv)
     subject = subject_id(args.subject)
+    if (problem := creatable_problem(Path(args.out) / f"{subject}.npy", "the noise-ceiling file")) is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         data = Ds003020(args.data_dir)
         nc = subject_noise_ceiling(data, subject, args.story, first_row=args.first_row)

@@ -24,7 +24,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from run_utils import EXIT_DATA, NPY_READ_ERRORS, file_sha256, positive_float, save_npy_atomic
+from run_utils import EXIT_DATA, NPY_READ_ERRORS, file_sha256, positive_float, save_npy_atomic, writable_dir_problem
 from textgrid_utils import (TextGridError, TimedLabels, check_phone_tier, phones_from_tiers, read_textgrid,
                             words_from_tiers)
 from timing import (DEFAULT_TR, AlignmentError, TRGrid, check_alignment, check_audio_duration,
@@ -117,6 +117,12 @@ class Ds003020:
         self._respdict: dict[str, int] | None = None
         self._box_grids: dict[str, TRGrid] | None = None
         self._trfiles: Path | None = None
+
+    def audio_cache_problem(self) -> str | None:
+        """Why the resampled-audio cache (`cache_dir`/audio16k) cannot be written, else None: scripts that read
+        audio check it before any work."""
+        return writable_dir_problem(self.cache_dir / "audio16k", f"the resampled-audio cache (${CACHE_ENV}, else "
+                                    f"~/.cache/brain-tuning, then audio16k)")
 
     # ------------------------------------------------------------------ metadata
     @property

@@ -29,8 +29,9 @@ import models
 import teacher_targets as tt
 from features import FeatureCache, add_window_arguments, cache_settings, check_window_fits
 from inference import inference_threads
-from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, command_line, nonnegative_int, package_versions,
-                       positive_int, resolve_device, resolve_precision, save_npz_atomic, timestamp, write_json_atomic)
+from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, command_line, creatable_problem, nonnegative_int,
+                       package_versions, positive_int, resolve_device, resolve_precision, save_npz_atomic, timestamp,
+                       writable_dir_problem, write_json_atomic)
 
 BRAIN_TUNING_STORIES = du.TRAIN_STORIES + du.VAL_STORIES + (du.TEST_STORY,)
 
@@ -134,6 +135,9 @@ def text_model_teacher(args, data: du.Ds003020, stories: list[str]) -> tuple[dic
 
 def speech_model_teacher(args, data: du.Ds003020, stories: list[str]) -> tuple[dict, dict, dict]:
     """(targets, per-story record, teacher record) of --model-name, through the evaluation's feature cache."""
+    cache_root = Path(args.cache_dir) if args.cache_dir else data.cache_dir / "features"
+    if problem := data.audio_cache_problem() or writable_dir_problem(cache_root, "the feature cache (--cache-dir)"):
+        raise ValueError(problem)  # a usage error, before the model is loaded
     device = resolve_device(args.device)
     threads = inference_threads(args.inference_threads, device)
     backbone, extractor, model_type = models.load_backbone(args.model_name)
@@ -142,8 +146,7 @@ def speech_model_teacher(args, data: du.Ds003020, stories: list[str]) -> tuple[d
     check_window_fits(encoder, args.stride, args.context)
     precision = resolve_precision(args.precision, device)
     settings = cache_settings(args.stride, args.context, args.pooling, args.tr, precision, model_type, args.whisper_mode)
-    cache = FeatureCache(Path(args.cache_dir) if args.cache_dir else data.cache_dir / "features", args.model_name,
-                         settings)
+    cache = FeatureCache(cache_root, args.model_name, settings)
     batch_size = args.batch_size or (16 if device.type == "cuda" else 1)
     targets = {story: tt.speech_layer_targets(data, story, encoder, args.layer, cache, args.stride, args.context,
                                               settings["pooling"], batch_size, device, precision,
@@ -164,6 +167,9 @@ def main(argv=None) -> int:
     if out.exists() and not out.with_name(out.name + ".json").is_file():  # an .npz this script did not write
         print(f"error: {out} exists and has no {out.name}.json beside it, so it is not an earlier output of "
               f"make_teacher_targets.py; refusing to overwrite it: choose another --out or remove it", file=sys.stderr)
+        return EXIT_USAGE
+    if (problem := creatable_problem(out, "--out")) is not None:
+        print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     make = (word_embedding_teacher if args.word_embedding else text_model_teacher if args.text_model
             else speech_model_teacher)

@@ -10,7 +10,7 @@ import models
 from inference import inference_threads
 from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, ignored_flags_problem, model_run_usage_problem,
                        nonnegative_int, out_among_inputs, output_dirs_problem, positive_int, read_result_json,
-                       resolve_device, set_seed)
+                       resolve_device, set_seed, writable_dir_problem)
 
 
 def common_parser(description: str, tasks: list[str], data_help: str) -> argparse.ArgumentParser:
@@ -113,6 +113,9 @@ def run(args, task_runner) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     cache_dir = Path(args.cache_dir) if args.cache_dir else du.default_cache_dir() / "probes"
+    if problem := writable_dir_problem(cache_dir, "the feature cache (--cache-dir)"):
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         probed = load_models(args)
     except models.ModelError as err:

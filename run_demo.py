@@ -242,9 +242,10 @@ def main(argv=None) -> int:
     if args.seeds and len(set(args.seeds)) < len(args.seeds):  # it would run again and count once in SEEDS.md
         parser.error(f"--seeds names a seed more than once: {args.seeds}")
     from demo_report import headline, write_seed_summary
-    from run_utils import EXIT_USAGE
+    from run_utils import EXIT_USAGE, writable_dir_problem
     out = Path(args.out)
-    if (problem := demo_out_problem([out] + [out / f"seed_{s}" for s in args.seeds or []])) is not None:
+    if ((problem := demo_out_problem([out] + [out / f"seed_{s}" for s in args.seeds or []])) is not None
+            or (problem := writable_dir_problem(args.data, "--data (where the miniatures are built)")) is not None):
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     t0 = time.perf_counter()

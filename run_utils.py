@@ -108,6 +108,30 @@ def unique_temp_path(path: Path) -> Path:
     return path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
 
 
+def creatable_problem(path: str | os.PathLike, what: str) -> str | None:
+    """Why `path` (a file or folder to write, there or not) could not be written, else None, without creating
+    anything: its nearest existing ancestor must be a folder this job may write. Checked before the work, so that
+    the results of an hour are not lost to a mistyped --out when they are saved."""
+    path = Path(path).absolute()
+    ancestor = next(p for p in path.parents if p.exists())
+    if not ancestor.is_dir():
+        return f"{path}: {what} cannot be created: {ancestor} is a file"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"{path}: {what} cannot be created: no write permission in {ancestor}"
+    return None
+
+
+def writable_dir_problem(folder: str | os.PathLike, what: str) -> str | None:
+    """Why the folder `folder` (a cache, an output folder) could not be written, else None, creating nothing:
+    it must be a folder this job may write, or one `creatable_problem` finds no obstacle to."""
+    folder = Path(folder)
+    if folder.is_dir():
+        return None if os.access(folder, os.W_OK | os.X_OK) else f"{folder}: {what}: no write permission"
+    if folder.exists():
+        return f"{folder}: {what} must be a folder, found a file"
+    return creatable_problem(folder, what)
+
+
 def _write_atomic(path: str | os.PathLike, write, binary: bool = False) -> None:
     """Call `write(file)` on a temp file beside `path`, then rename it over `path`: a kill at any point leaves
     either the old file or the complete new one, never a truncated one; an exception leaves no temp file."""
@@ -196,10 +220,13 @@ def check_replaceable(folder: str | os.PathLike, markers: tuple[str, ...], what:
     Guards the scripts that delete their output folder before rewriting it against a mistyped path (`--out ~`),
     and (action="write into") those that write their files into it against another program's folder, whose
     config.json they would overwrite (a model's, a trainer run's).
-    Raises FileExistsError naming the folder, what was expected inside and some of what was found.
+    Raises FileExistsError naming the folder, what was expected inside and some of what was found, or, for a
+    folder not there yet, why it could not be created (`creatable_problem`).
     """
     folder = Path(folder)
     if not folder.exists():
+        if (problem := creatable_problem(folder, what)) is not None:
+            raise FileExistsError(problem)
         return
     if not folder.is_dir():
         raise FileExistsError(f"{folder}: is a file, not a {what}; refusing to replace it")

@@ -274,6 +274,88 @@ def test_scripts_refuse_a_missing_gpu_before_writing(mini, tiny_models, tmp_path
     assert not any((tmp_path / d).exists() for d in ("t", "e", "p"))
 
 
+def test_writable_dir_problem_names_a_file_in_the_way_and_creates_nothing(tmp_path, monkeypatch):
+    new = tmp_path / "a" / "cache"
+    assert run_utils.writable_dir_problem(new, "the cache") is None and not (tmp_path / "a").exists()
+    assert run_utils.writable_dir_problem(tmp_path, "the cache") is None
+    (tmp_path / "f").write_text("x")
+    assert run_utils.writable_dir_problem(tmp_path / "f", "--cache-dir") == f"{tmp_path / 'f'}: --cache-dir must be a " \
+        f"folder, found a file"
+    assert run_utils.writable_dir_problem(tmp_path / "f" / "sub", "the cache") == (
+        f"{tmp_path / 'f' / 'sub'}: the cache cannot be created: {tmp_path / 'f'} is a file")
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as a user without write permission there
+    assert run_utils.writable_dir_problem(tmp_path, "the cache") == f"{tmp_path}: the cache: no write permission"
+
+
+def test_scripts_refuse_a_cache_they_cannot_write_before_any_work(mini, downstream, tiny_models, tmp_path, capsys,
+                                                                  monkeypatch):
+    # A cache path naming a file ($BRAIN_TUNING_CACHE or a flag) was a traceback when the first result was saved.
+    import brain_evaluate
+    import brain_trainer_story
+    import eval_phonemes
+    import make_teacher_targets
+    (tmp_path / "file").write_text("x")
+    common = ["--data-dir", str(mini / "ds003020"), "--model-name", tiny_models["hubert"], "--no-progress"]
+    evaluate = [*common, "--subject", "UTS01", "--nc-dir", str(mini / "subject_NCs"), "--out", str(tmp_path / "e")]
+    assert brain_evaluate.main([*evaluate, "--cache-dir", str(tmp_path / "file")]) == 2
+    assert f"{tmp_path / 'file'}: the feature cache (--cache-dir) must be a folder, found a file" in capsys.readouterr().err
+    assert brain_trainer_story.main([*common, "--subject", "UTS01", "--nc-dir", str(mini / "subject_NCs"),
+                                     "--out-dir", str(tmp_path / "t"), "--cache-front-end",
+                                     "--front-end-cache-dir", str(tmp_path / "file")]) == 2
+    assert f"{tmp_path / 'file'}: --front-end-cache-dir must be a folder, found a file" in capsys.readouterr().err
+    assert eval_phonemes.main(["--data-dir", str(downstream / "timit"), "--model-name", tiny_models["hubert"],
+                               "--out", str(tmp_path / "p"), "--cache-dir", str(tmp_path / "file")]) == 2
+    assert "the feature cache (--cache-dir) must be a folder, found a file" in capsys.readouterr().err
+    monkeypatch.setenv("BRAIN_TUNING_CACHE", str(tmp_path / "file"))  # the resampled audio's cache
+    assert brain_evaluate.main(evaluate) == 2
+    assert brain_trainer_story.main([*common, "--subject", "UTS01", "--nc-dir", str(mini / "subject_NCs"),
+                                     "--out-dir", str(tmp_path / "t")]) == 2
+    assert make_teacher_targets.main([*common, "--layer", "1", "--out", str(tmp_path / "m.npz")]) == 2
+    assert capsys.readouterr().err.count(f"{tmp_path / 'file' / 'audio16k'}: the resampled-audio cache") == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing written
+
+
+def test_creatable_problem_names_a_file_in_the_way_or_a_folder_without_permission(tmp_path, monkeypatch):
+    (tmp_path / "f").write_text("x")
+    assert run_utils.creatable_problem(tmp_path / "a" / "b", "--out") is None
+    assert not (tmp_path / "a").exists()  # nothing created
+    assert run_utils.creatable_problem(tmp_path / "f" / "a" / "b", "--out") == (
+        f"{tmp_path / 'f' / 'a' / 'b'}: --out cannot be created: {tmp_path / 'f'} is a file")
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as a user without write permission there
+    assert run_utils.creatable_problem(tmp_path / "a", "--out") == (
+        f"{tmp_path / 'a'}: --out cannot be created: no write permission in {tmp_path}")
+
+
+def test_scripts_refuse_an_output_that_cannot_be_created_before_any_work(mini, downstream, tiny_models, tmp_path,
+                                                                          capsys):
+    # An --out under a file (a mistyped path) was a traceback when the results were saved, the work lost.
+    import brain_evaluate
+    import brain_trainer_story
+    import compute_noise_ceiling
+    import eval_phonemes
+    import make_demo_data
+    import make_teacher_targets
+    import run_demo
+    import whisper_ct2
+    (tmp_path / "file").write_text("x")
+    under = tmp_path / "file" / "out"
+    data = ["--data-dir", str(mini / "ds003020")]
+    model = ["--model-name", tiny_models["hubert"], "--no-progress"]
+    for main, argv in ((brain_evaluate.main, [*data, *model, "--subject", "UTS01", "--out", str(under)]),
+                       (brain_trainer_story.main, [*data, *model, "--subject", "UTS01", "--out-dir", str(under)]),
+                       (eval_phonemes.main, ["--data-dir", str(downstream / "timit"), *model, "--out", str(under)]),
+                       (make_teacher_targets.main, [*data, "--word-embedding", "english1000", "--out",
+                                                    str(under / "t.npz")]),
+                       (compute_noise_ceiling.main, [*data, "--subject", "UTS01", "--out", str(under)]),
+                       (run_demo.main, ["--out", str(under), "--quick"]),
+                       (run_demo.main, ["--out", str(tmp_path / "demo"), "--data", str(under), "--quick"]),
+                       (make_demo_data.main, ["--out", str(under), "--size", "tiny"]),
+                       (whisper_ct2.main, ["--out", str(under)])):
+        assert main(argv) == 2, argv
+        assert f"cannot be created: {tmp_path / 'file'} is a file" in capsys.readouterr().err, argv
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing written
+
+
 def test_array_digest_names_content_type_and_shape():
     from run_utils import array_digest
     a = np.arange(12, dtype=np.float32).reshape(3, 4)
