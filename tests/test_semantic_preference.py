@@ -54,6 +54,10 @@ def test_pairs_files(tmp_path):
     bad.write_text("word1\tword2\trelation\nbig\tlarge\tantonym\n")
     with pytest.raises(DataError, match="row 2"):
         read_pairs(bad)
+    # as a spreadsheet saves it: a byte-order mark, Windows line ends, a space after a cell
+    excel = tmp_path / "excel.tsv"
+    excel.write_bytes("word1\tword2\trelation\r\nbig \tlarge\tsynonym \r\n".encode("utf-8-sig"))
+    assert read_pairs(excel) == [("big", "large", "synonym")]
     with pytest.raises(DataError, match="no \\['synonym'\\] pair"):
         semantic_preference({"a": np.ones((1, 2)), "b": np.ones((1, 2))}, [("a", "b", "near_homophone"),
                                                                           ("a", "zzz", "synonym")])
