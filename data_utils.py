@@ -509,18 +509,20 @@ def resample_to_16k(wav: np.ndarray, rate: int) -> np.ndarray:
 
 
 def read_tsv(path: str | os.PathLike, header: list[str]) -> list[tuple[int, list[str]]]:
-    """Rows after the header of a tab-separated list (blank and '#' lines skipped), numbered from 2 like the header's 1.
+    """Rows after the header of a tab-separated list (blank and '#' lines skipped), with their line numbers in the file.
 
     Read as a spreadsheet saves it too: UTF-8 with or without a byte-order mark, any line ending, spaces around a
     cell dropped (an "animal " label would otherwise be a class of its own). Raises DataError naming the file, the
     expected header and the found first row.
     """
     path = Path(path)
-    rows = [[cell.strip() for cell in l.split("\t")] for l in path.read_text(encoding="utf-8-sig").splitlines()
+    rows = [(i, [cell.strip() for cell in l.split("\t")])
+            for i, l in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1)
             if l.strip() and not l.startswith("#")]
-    if not rows or rows[0] != header:
-        raise DataError(f"{path}: expected header {'<TAB>'.join(header)!r}, found {rows[:1]}")
-    return list(enumerate(rows[1:], 2))
+    if not rows or rows[0][1] != header:
+        found = rows[0][1] if rows else "an empty file"
+        raise DataError(f"{path}: expected header {'<TAB>'.join(header)!r}, found {found}")
+    return rows[1:]
 
 
 # ----------------------------------------------------------------------------------------------- splits

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_utils import SAMPLE_RATE, DataError, audio_info, load_wav_16k, visible_files
+from data_utils import SAMPLE_RATE, DataError, audio_info, load_wav_16k, read_tsv, visible_files
 
 SPLITS = ("train", "val", "test")
 
@@ -240,19 +240,25 @@ def read_slurp(root: str | Path, label: str = "intent", audio_dir: str | Path | 
 
 
 def read_words(root: str | Path) -> list[Utterance]:
-    """The miniature's word dataset: `words.tsv` (file, word, category, split, speaker) + wav files."""
+    """The miniature's word dataset: `words.tsv` (file, word, category, split, speaker) + wav files.
+
+    The semantic-category probe holds out words, not recordings: a word listed in two splits (its recordings
+    heard in training and scored in test) or under two categories is a DataError naming the file and lines.
+    """
     path = Path(root) / "words.tsv"
     if not path.is_file():
         raise DataError(f"{root}: no words.tsv (the miniature word-dataset layout)")
-    lines = [l.split("\t") for l in path.read_text().splitlines() if l.strip()]
-    header = ["file", "word", "category", "split", "speaker"]
-    if not lines or lines[0] != header:
-        raise DataError(f"{path}: expected header {header}, found {lines[0] if lines else 'an empty file'}")
-    utts = []
-    for i, row in enumerate(lines[1:], 2):
-        if len(row) != 5 or row[3] not in SPLITS:
-            raise DataError(f"{path}, line {i}: expected 5 tab-separated fields with split in {SPLITS}, found {row}")
+    utts, first_seen = [], {}  # word -> (line, category, split) of its first row
+    for i, row in read_tsv(path, ["file", "word", "category", "split", "speaker"]):
+        if len(row) != 5 or row[3] not in SPLITS or not all(row):
+            raise DataError(f"{path}, line {i}: expected 5 non-empty tab-separated fields with split in {SPLITS}, "
+                            f"found {row}")
         f, word, category, split, speaker = row
+        line, category0, split0 = first_seen.setdefault(word, (i, category, split))
+        for what, this, first in (("category", category, category0), ("split", split, split0)):
+            if this != first:
+                raise DataError(f"{path}, line {i}: word {word!r} in {what} {this!r}, but in {first!r} on line {line}"
+                                f" (one {what} per word: the probe holds out words)")
         utts.append(Utterance(path.parent / f, split, category, speaker, words=[(0.0, 0.0, word)]))
     return utts
 

@@ -404,9 +404,9 @@ def read_word_labels(path: str | Path) -> dict[str, str]:
     labels = {}
     for i, row in read_tsv(path, ["word", "label"]):
         if len(row) != 2 or not row[0] or not row[1]:
-            raise DataError(f"{path}, row {i}: expected word<TAB>label, found {row}")
+            raise DataError(f"{path}, line {i}: expected word<TAB>label, found {row}")
         if labels.setdefault(row[0].lower(), row[1]) != row[1]:
-            raise DataError(f"{path}, row {i}: word {row[0]!r} labelled twice ({labels[row[0].lower()]!r}, {row[1]!r})")
+            raise DataError(f"{path}, line {i}: word {row[0]!r} labelled twice ({labels[row[0].lower()]!r}, {row[1]!r})")
     return labels
 
 

@@ -25,7 +25,7 @@ def read_pairs(path: str | Path) -> list[tuple[str, str, str]]:
     pairs = []
     for i, row in read_tsv(path, ["word1", "word2", "relation"]):
         if len(row) != 3 or row[2] not in RELATIONS:
-            raise DataError(f"{path}, row {i}: expected word1, word2, relation in {RELATIONS}; found {row}")
+            raise DataError(f"{path}, line {i}: expected word1, word2, relation in {RELATIONS}; found {row}")
         pairs.append((row[0].lower(), row[1].lower(), row[2]))
     return pairs
 

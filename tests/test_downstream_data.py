@@ -233,9 +233,22 @@ def test_slurp_and_words_readers_name_the_bad_line(tmp_path):
     (words / "words.tsv").write_text("")
     with pytest.raises(DataError, match="words.tsv: expected header .*, found an empty file"):
         dd.read_words(words)
-    (words / "words.tsv").write_text("file\tword\tcategory\tsplit\tspeaker\na.wav\tbear\tanimal\tdev\tv1\n")
-    with pytest.raises(DataError, match=r"words.tsv, line 2: expected 5 tab-separated fields with split in"):
-        dd.read_words(words)
+    header = "file\tword\tcategory\tsplit\tspeaker\n"
+    cases = [("a.wav\tbear\tanimal\tdev\tv1\n", r"line 2: expected 5 non-empty tab-separated fields with split in"),
+             ("a.wav\tbear\t\ttrain\tv1\n", r"line 2: expected 5 non-empty .* found \['a.wav', 'bear', '', "),
+             # the probe holds out words: one heard in training and scored in test would not be unseen
+             ("a.wav\tbear\tanimal\ttrain\tv1\nb.wav\tbear\tanimal\ttest\tv2\n",
+              r"line 3: word 'bear' in split 'test', but in 'train' on line 2"),
+             ("a.wav\tbear\tanimal\ttrain\tv1\n# a comment\nb.wav\tbear\tplant\ttrain\tv2\n",
+              r"line 4: word 'bear' in category 'plant', but in 'animal' on line 2")]
+    for rows, message in cases:
+        (words / "words.tsv").write_text(header + rows)
+        with pytest.raises(DataError, match=message):
+            dd.read_words(words)
+    # as a spreadsheet saves it: a byte-order mark, CRLF, a space after a cell
+    (words / "words.tsv").write_bytes(("\ufeff" + header + "a.wav\tbear\tanimal \ttrain\tv1\n"
+                                       "b.wav\tbear\tanimal\ttrain\tv2\n").replace("\n", "\r\n").encode())
+    assert [(u.label, u.split, u.words[0][2]) for u in dd.read_words(words)] == [("animal", "train", "bear")] * 2
 
 
 def test_miniature_words_split_by_word(downstream):

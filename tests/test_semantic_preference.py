@@ -52,7 +52,11 @@ def test_pairs_files(tmp_path):
     assert {r for _, _, r in pairs} == {"synonym", "near_homophone"} and len(pairs) >= 40
     bad = tmp_path / "p.tsv"
     bad.write_text("word1\tword2\trelation\nbig\tlarge\tantonym\n")
-    with pytest.raises(DataError, match="row 2"):
+    with pytest.raises(DataError, match="p.tsv, line 2: "):
+        read_pairs(bad)
+    # the line number is the file's, comments and blank lines counted (an editor's line 5, not the 2nd pair)
+    bad.write_text("# pairs\nword1\tword2\trelation\nbig\tlarge\tsynonym\n\nbig\tsmall\tantonym\n")
+    with pytest.raises(DataError, match="p.tsv, line 5: .* found \\['big', 'small', 'antonym'\\]"):
         read_pairs(bad)
     # as a spreadsheet saves it: a byte-order mark, Windows line ends, a space after a cell
     excel = tmp_path / "excel.tsv"
