@@ -361,11 +361,17 @@ def run_semantic_preference(models: list[ProbedModel], words_by_source: dict, au
                             context_s: float = 3.0, max_per_word: int = 10, device="cpu", seed: int = 0,
                             progress: bool = True, config: dict | None = None, threads: int = 1) -> list[dict]:
     """Word segments → per-layer word vectors → semantic preference; writes each model's result folder."""
-    from semantic_preference import (mean_by_word, occurrence_features_together, read_pairs, semantic_preference,
-                                     word_occurrences)
+    from semantic_preference import (RELATIONS, mean_by_word, occurrence_features_together, read_pairs,
+                                     semantic_preference, word_occurrences)
     pairs = read_pairs(pairs_file)
     vocab = {w for a, b, _ in pairs for w in (a, b)}
     occ = word_occurrences(words_by_source, vocab, max_per_word)
+    # named before the extraction: e.g. the default English pairs on a corpus of other words
+    if unusable := [r for r in RELATIONS if not any(rel == r and a in occ and b in occ for a, b, rel in pairs)]:
+        absent = sorted(vocab - set(occ))
+        raise DataError(f"{pairs_file}: no {' or '.join(unusable)} pair has both words in the corpus's word alignments "
+                        f"({len(words_by_source)} recording{'s' * (len(words_by_source) != 1)}); {len(absent)} of its {len(vocab)} words never occur, e.g. "
+                        f"{absent[:5]} (--pairs: a list of words the corpus holds)")
     audio = {src: audio_loader(src) for src in sorted({s for o in occ.values() for s, _, _ in o})}
     words, feats = occurrence_features_together([m.encoder for m in models], audio, occ, [m.layers for m in models],
                                                 context_s, device, progress, threads)

@@ -131,10 +131,12 @@ def test_semantic_preference_on_miniature_stories(mini, downstream, tiny_models,
 
 def test_a_model_with_non_finite_hidden_states_is_refused_by_the_probes(mini, downstream, nan_model, tmp_path, capsys):
     # an utterance task (the features checked before the split is cached) and a word-segment one
-    for script, data, task, where in ((eval_phonemes, downstream / "timit", "sentence_type", "the train split"),
-                                      (eval_downstream, mini / "ds003020", "semantic_preference", "the word segments")):
+    pairs = ["--pairs", str(downstream / "words" / "semantic_pairs.tsv")]
+    for script, data, task, where, extra in (
+            (eval_phonemes, downstream / "timit", "sentence_type", "the train split", []),
+            (eval_downstream, mini / "ds003020", "semantic_preference", "the word segments", pairs)):
         out = tmp_path / task
-        assert script.main(_args(nan_model, data, out, tmp_path / "c", "--task", task)) == 2
+        assert script.main(_args(nan_model, data, out, tmp_path / "c", "--task", task, *extra)) == 2
         assert (f"{nan_model}: the hidden states of layer(s) [2] hold NaN or inf on {where}"
                 in capsys.readouterr().err)
         assert not (out / "results.json").exists()
@@ -158,6 +160,14 @@ def test_story_words_from_a_truncated_story_or_a_broken_textgrid_exit_3_naming_t
     assert eval_downstream.main(_args(tiny_models["wav2vec2"], root, tmp_path / "sp", tmp_path / "c", *pairs)) == 3
     assert f"{root / wav}: audio lasts" in capsys.readouterr().err
     assert not (tmp_path / "sp").exists() and not (tmp_path / "c").exists()  # named before any extraction
+    # pairs whose words the stories never say (the default English list on the miniature): named, not extracted
+    english = ["--task", "semantic_preference", "--stories", "souls"]
+    assert eval_downstream.main(_args(tiny_models["wav2vec2"], mini / "ds003020", tmp_path / "sp", tmp_path / "c",
+                                      *english)) == 3
+    err = capsys.readouterr().err
+    assert "semantic_pairs_en.tsv: no synonym or near_homophone pair has both words in the corpus's word alignments " \
+           "(1 recording); 113 of its 115 words never occur, e.g. ['angry', " in err, err
+    assert not (tmp_path / "sp").exists() and not (tmp_path / "c").exists()
 
 
 def test_weight_decay_fit_flag_reaches_every_probe_and_is_recorded(mini, downstream, tiny_models, tmp_path,
