@@ -97,8 +97,9 @@ def render_single(summary: dict) -> str:
 def compare(dirs: list[Path], out: Path) -> dict:
     """Side-by-side table (upper-middle mean cc_norm per ROI, % change vs the first) and layer plots."""
     from plotting import plot_layer_curves
-    summaries = [read_result_json(d, "summary.json", "brain_evaluate.py", ("per_layer", "upper_middle_mean"))
-                 for d in dirs]
+    summaries = [read_result_json(d, "summary.json", "brain_evaluate.py", ("per_layer", "upper_middle_mean"),
+                                  number_maps=("upper_middle_mean", "upper_middle_low_level_impact"),
+                                  objects=("per_layer",)) for d in dirs]
     _check_one_subject_and_test(dirs, summaries)
     names = [Path(d).name for d in dirs]
     rois = [r for r in summaries[0]["upper_middle_mean"] if all(r in s["upper_middle_mean"] for s in summaries)]
@@ -298,8 +299,9 @@ def compare_subjects(groups: list[list[Path]], out: Path, labels: list[str] | No
     if sizes != [len(groups[0])] or sizes[0] < 2:
         raise ValueError("--subject-results: every subject needs the same number (>= 2) of result folders, one per "
                          f"model in the same order; found {[len(g) for g in groups]}")
-    summaries = [[read_result_json(d, "summary.json", "brain_evaluate.py", ("subject", "model_type", "upper_middle_mean"))
-                  for d in g] for g in groups]
+    summaries = [[read_result_json(d, "summary.json", "brain_evaluate.py", ("subject", "model_type", "upper_middle_mean"),
+                                   number_maps=("upper_middle_mean", "upper_middle_low_level_impact")) for d in g]
+                 for g in groups]
     subjects = []
     for g, ss in zip(groups, summaries):
         for d, s in zip(g, ss):

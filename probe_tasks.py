@@ -368,10 +368,10 @@ def run_semantic_preference(models: list[ProbedModel], words_by_source: dict, au
     occ = word_occurrences(words_by_source, vocab, max_per_word)
     # named before the extraction: e.g. the default English pairs on a corpus of other words
     if unusable := [r for r in RELATIONS if not any(rel == r and a in occ and b in occ for a, b, rel in pairs)]:
-        absent = sorted(vocab - set(occ))
+        absent, n = sorted(vocab - set(occ)), len(words_by_source)
         raise DataError(f"{pairs_file}: no {' or '.join(unusable)} pair has both words in the corpus's word alignments "
-                        f"({len(words_by_source)} recording{'s' * (len(words_by_source) != 1)}); {len(absent)} of its {len(vocab)} words never occur, e.g. "
-                        f"{absent[:5]} (--pairs: a list of words the corpus holds)")
+                        f"({n} recording{'s' * (n != 1)}); {len(absent)} of its {len(vocab)} words never occur, "
+                        f"e.g. {absent[:5]} (--pairs: a list of words the corpus holds)")
     audio = {src: audio_loader(src) for src in sorted({s for o in occ.values() for s, _, _ in o})}
     words, feats = occurrence_features_together([m.encoder for m in models], audio, occ, [m.layers for m in models],
                                                 context_s, device, progress, threads)
@@ -482,8 +482,8 @@ def run_story_word_probe(models: list[ProbedModel], words_by_source: dict, audio
 def compare_probe_results(dirs: list[Path], out: Path) -> dict:
     """Side-by-side upper-middle scores of several result folders of the same task (first = reference)."""
     from plotting import plot_layer_curves
-    results = [read_result_json(d, "results.json", "probe", ("task", "layers", "upper_middle_mean", "per_layer"))
-               for d in dirs]
+    results = [read_result_json(d, "results.json", "probe", ("task", "layers", "upper_middle_mean", "per_layer"),
+                                number_maps=("upper_middle_mean",), objects=("per_layer",)) for d in dirs]
     if len({r["task"] for r in results}) != 1:
         found = ", ".join(f"{r['task']} in {d}" for d, r in zip(dirs, results))
         raise ValueError(f"--compare needs result folders of one task; found {found}")

@@ -183,11 +183,13 @@ def write_csv_atomic(path: str | os.PathLike, rows: list[dict]) -> None:
     _write_atomic(path, write)
 
 
-def read_result_json(folder: str | os.PathLike, name: str, what: str, keys: tuple[str, ...]) -> dict:
+def read_result_json(folder: str | os.PathLike, name: str, what: str, keys: tuple[str, ...],
+                     number_maps: tuple[str, ...] = (), objects: tuple[str, ...] = ()) -> dict:
     """The JSON file `name` of result folder `folder`, checked to hold `keys` (for --compare).
 
-    Raises FileNotFoundError (file missing) or ValueError (not JSON, keys missing), naming the file and `what`
-    should have written it.
+    `number_maps`: keys whose value must be an object of numbers (NaN allowed: what a run writes for an empty ROI);
+    `objects`: keys whose value must be an object. Raises FileNotFoundError (file missing) or ValueError (not
+    JSON, keys missing, a value of another kind), naming the file and `what` should have written it.
     """
     path = Path(folder) / name
     if not path.is_file():
@@ -199,6 +201,14 @@ def read_result_json(folder: str | os.PathLike, name: str, what: str, keys: tupl
     missing = [k for k in keys if not isinstance(obj, dict) or k not in obj]
     if missing:
         raise ValueError(f"{path}: expected the keys {list(keys)} of a {what} result, missing {missing}")
+    for key in (*number_maps, *objects):  # a hand-edited or foreign file: named here, not a traceback later
+        value = obj.get(key)
+        if key in obj and not isinstance(value, dict):
+            raise ValueError(f"{path}: '{key}' should be an object, as {what} writes it; found {type(value).__name__}")
+        bad = {k: v for k, v in (value or {}).items() if key in number_maps
+               and (isinstance(v, bool) or not isinstance(v, (int, float)))}
+        if bad:
+            raise ValueError(f"{path}: '{key}' should map names to numbers, as {what} writes it; found {bad}")
     return obj
 
 

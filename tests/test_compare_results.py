@@ -128,3 +128,24 @@ def test_compare_refuses_folders_of_another_subject_test_story_floor_or_ceiling(
                                     "--subject-results", str(tmp_path / "a"), str(tmp_path / "b"),
                                     "--out", str(tmp_path / "g")]) == 2
         assert f"b2: {message[3:]}" in capsys.readouterr().err and not (tmp_path / "g").exists()
+
+
+@pytest.mark.parametrize("damage, message", [
+    ({"upper_middle_mean": {"all": 0.1, "language": None}}, "'upper_middle_mean' should map names to numbers"),
+    ({"upper_middle_mean": [0.1, 0.2]}, "'upper_middle_mean' should be an object, as brain_evaluate.py writes it"),
+    ({"upper_middle_low_level_impact": {"language": "12%"}}, "'upper_middle_low_level_impact' should map names to"),
+])
+def test_a_hand_edited_summary_is_named_by_both_comparisons(tmp_path, capsys, damage, message):
+    # a null (a JSON tool's NaN) or a list where the evaluation writes numbers was a traceback in the table
+    base = {"subject": "UTS01", "test_story": "wheretheressmoke", "nc_floor": 0.1, "model_type": "whisper",
+            "per_layer": {}, "upper_middle_layers": [], "upper_middle_mean": {"all": 0.1, "language": 0.2}}
+    for name, summary in (("a", base), ("b", {**base, **damage}), ("a2", {**base, "subject": "UTS02"})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps(summary))
+    bad = tmp_path / "b" / "summary.json"
+    assert brain_evaluate.main(["--compare", str(tmp_path / "a"), str(bad.parent), "--out", str(tmp_path / "c")]) == 2
+    assert f"{bad}: {message}" in capsys.readouterr().err and not (tmp_path / "c").exists()
+    assert brain_evaluate.main(["--subject-results", str(tmp_path / "a2"), str(tmp_path / "a2"),
+                                "--subject-results", str(tmp_path / "a"), str(bad.parent),
+                                "--out", str(tmp_path / "g")]) == 2
+    assert f"{bad}: {message}" in capsys.readouterr().err and not (tmp_path / "g").exists()

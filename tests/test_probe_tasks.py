@@ -105,7 +105,13 @@ def test_other_tasks_on_pretrained_and_tuned_models(mini, downstream, tiny_model
     res = json.loads((other_data / "results.json").read_text())
     res["utterances"]["test"] -= 1
     (other_data / "results.json").write_text(json.dumps(res))
+    edited = tmp_path / "emotion" / "edited"  # a null where the probe writes a score (a JSON tool's NaN)
+    shutil.copytree(tmp_path / "emotion" / "tuned", edited)
+    (edited / "results.json").write_text(json.dumps({**res, "upper_middle_mean": {**res["upper_middle_mean"],
+                                                                                   "accuracy": None}}))
     for dirs, reason in (([tmp_path / "emotion" / "pre", tmp_path], f"{tmp_path / 'results.json'}: not a probe result"),
+                         ([tmp_path / "emotion" / "pre", edited], f"{edited / 'results.json'}: 'upper_middle_mean' "
+                                                                  f"should map names to numbers, as probe writes it"),
                          ([tmp_path / "emotion" / "pre", other_data],
                           f"{other_data}: utterances {res['utterances']}, expected "),
                          ([tmp_path / "emotion" / "pre", tmp_path / "intent" / "pre"],

@@ -41,6 +41,22 @@ def test_read_result_json_names_the_file_and_what_is_wrong(tmp_path):
         with pytest.raises(ValueError,
                            match=r"bad/summary.json: expected the keys .* missing \[.*'upper_middle_mean'\]"):
             read_result_json(tmp_path / "bad", "summary.json", "brain_evaluate.py", keys)
+    # values of another kind (a hand edit, another tool's file) are named, not a traceback in --compare's table
+    kinds = {"number_maps": ("upper_middle_mean",), "objects": ("per_layer",)}
+    for bad, message in (({"per_layer": [], "upper_middle_mean": {}}, r"'per_layer' should be an object, .* found list"),
+                         ({"per_layer": {}, "upper_middle_mean": 0.2}, r"'upper_middle_mean' should be an object"),
+                         ({"per_layer": {}, "upper_middle_mean": {"all": None, "language": 0.1}},
+                          r"'upper_middle_mean' should map names to numbers, as brain_evaluate.py writes it; "
+                          r"found \{'all': None\}"),
+                         ({"per_layer": {}, "upper_middle_mean": {"all": "0.2"}}, r".* found \{'all': '0.2'\}"),
+                         ({"per_layer": {}, "upper_middle_mean": {"all": True}}, r".* found \{'all': True\}")):
+        write_json_atomic(tmp_path / "bad" / "summary.json", bad)
+        with pytest.raises(ValueError, match=r"bad/summary.json: " + message):
+            read_result_json(tmp_path / "bad", "summary.json", "brain_evaluate.py", keys, **kinds)
+    # NaN (an ROI without voxels above the floor) is a number, as the evaluation writes it
+    write_json_atomic(tmp_path / "nan" / "summary.json", {"per_layer": {}, "upper_middle_mean": {"all": float("nan")}})
+    assert np.isnan(read_result_json(tmp_path / "nan", "summary.json", "brain_evaluate.py", keys, **kinds)
+                    ["upper_middle_mean"]["all"])
 
 
 def test_failed_writes_leave_the_old_file_and_no_temp_file(tmp_path):
