@@ -73,8 +73,8 @@ def is_probe_output(folder: Path) -> bool:
     """Whether `folder` holds a probe result, finished or not (its config.json names a task: one killed between
     writing it and results.json)."""
     try:
-        return "task" in read_result_json(folder, "config.json", "probe", ("args",))["args"]
-    except (OSError, ValueError, TypeError):
+        return "task" in read_result_json(folder, "config.json", "probe", ("args",), objects=("args",))["args"]
+    except (OSError, ValueError):
         return False
 
 

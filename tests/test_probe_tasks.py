@@ -273,6 +273,12 @@ def test_out_holding_another_programs_files_is_refused_untouched(downstream, tin
     assert eval_downstream.main(_args(str(model), data, model, tmp_path / "c", *task)) == 2
     assert f"{model}: not a probe result" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in model.iterdir()} == before  # its config.json kept
+    other = tmp_path / "other"  # another program's config.json whose "args" is a command line that says "task"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"args": "train.py --task asr"}))
+    assert eval_downstream.main(_args(str(model), data, other, tmp_path / "c", *task)) == 2
+    assert f"{other}: not a probe result" in capsys.readouterr().err
+    assert [p.name for p in other.iterdir()] == ["config.json"]
     killed = tmp_path / "killed"  # a probe run killed between its config.json and its results.json
     killed.mkdir()
     (killed / "config.json").write_text(json.dumps({"args": {"task": "commands"}}))
