@@ -188,7 +188,8 @@ def flag_problem(args) -> str | None:
 def is_trainer_run(folder: Path) -> bool:
     """Whether `folder/config.json` is this script's run record (an HF model folder also has a config.json)."""
     try:
-        read_result_json(folder, "config.json", "brain-tuning run", ("args", "command", "started", "versions"))
+        read_result_json(folder, "config.json", "brain-tuning run", ("args", "command", "started", "versions"),
+                         objects=("args", "versions"))
     except (OSError, ValueError):
         return False
     return True
@@ -290,7 +291,7 @@ def main(argv=None) -> int:
     old_run = {}  # the saved run's config.json, kept in part when this run resumes it
     if old_cfg_path.is_file() and not args.overwrite:
         try:
-            old_run = read_result_json(out_dir, "config.json", "brain-tuning run", ("args",))
+            old_run = read_result_json(out_dir, "config.json", "brain-tuning run", ("args",), objects=("args",))
         except ValueError as err:  # damaged: which run it holds cannot be told, so nothing in it is touched
             print(f"error: {err}: no readable run record, so {out_dir} is left as it is (restore the file if it was "
                   f"a run, or choose another --out-dir)", file=sys.stderr)

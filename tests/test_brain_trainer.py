@@ -173,6 +173,21 @@ def test_overwrite_never_deletes_a_folder_that_is_not_a_run(mini, tiny_models, t
     (tmp_path / "r" / "stale.txt").write_text("from the earlier run")
     assert run(mini, tiny_models["hubert"], tmp_path / "r", "--num-epochs", "1", "--overwrite") == 0  # a run: replaced
     assert not (tmp_path / "r" / "stale.txt").exists() and (tmp_path / "r" / "best" / "config.json").is_file()
+    # a run whose record is damaged (cut short, or "args" edited into a string): which run it is cannot be told,
+    # so neither --resume nor --overwrite touches it
+    record = tmp_path / "r" / "config.json"
+    saved = json.loads(record.read_text())
+    for damaged, message in ((record.read_text()[:200], "not valid JSON"),
+                             (json.dumps({**saved, "args": "--num-epochs 1"}), "'args' should be an object")):
+        record.write_text(damaged)
+        before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "r").rglob("*"))
+        assert run(mini, tiny_models["hubert"], tmp_path / "r", "--num-epochs", "1", "--resume") == trainer.EXIT_DATA
+        err = capsys.readouterr().err
+        assert f"{record}: {message}" in err and "no readable run record" in err, err
+        assert run(mini, tiny_models["hubert"], tmp_path / "r", "--num-epochs", "1", "--overwrite") == trainer.EXIT_USAGE
+        assert "not a brain-tuning run" in capsys.readouterr().err
+        assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "r").rglob("*")) == before
+        assert record.read_text() == damaged
 
 
 def test_resume_after_a_kill_matches_an_uninterrupted_run(mini, tiny_models, tmp_path, capsys):
