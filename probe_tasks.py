@@ -412,7 +412,8 @@ def read_word_labels(path: str | Path) -> dict[str, str]:
         if len(row) != 2 or not row[0] or not row[1]:
             raise DataError(f"{path}, line {i}: expected word<TAB>label, found {row}")
         if labels.setdefault(row[0].lower(), row[1]) != row[1]:
-            raise DataError(f"{path}, line {i}: word {row[0]!r} labelled twice ({labels[row[0].lower()]!r}, {row[1]!r})")
+            raise DataError(f"{path}, line {i}: word {row[0]!r} labelled twice "
+                            f"({labels[row[0].lower()]!r}, {row[1]!r})")
     return labels
 
 

@@ -201,13 +201,12 @@ def read_result_json(folder: str | os.PathLike, name: str, what: str, keys: tupl
     missing = [k for k in keys if not isinstance(obj, dict) or k not in obj]
     if missing:
         raise ValueError(f"{path}: expected the keys {list(keys)} of a {what} result, missing {missing}")
-    for key in (*number_maps, *objects):  # a hand-edited or foreign file: named here, not a traceback later
-        value = obj.get(key)
-        if key in obj and not isinstance(value, dict):
+    for key in (k for k in (*number_maps, *objects) if k in obj):  # a hand-edited or foreign file: named here
+        value = obj[key]
+        if not isinstance(value, dict):
             raise ValueError(f"{path}: '{key}' should be an object, as {what} writes it; found {type(value).__name__}")
-        bad = {k: v for k, v in (value or {}).items() if key in number_maps
-               and (isinstance(v, bool) or not isinstance(v, (int, float)))}
-        if bad:
+        if key in number_maps and (bad := {k: v for k, v in value.items()
+                                           if isinstance(v, bool) or not isinstance(v, (int, float))}):
             raise ValueError(f"{path}: '{key}' should map names to numbers, as {what} writes it; found {bad}")
     return obj
 
