@@ -115,6 +115,9 @@ def model_path_hint(name_or_path: str) -> str | None:
         if (path / "best").is_dir() and not (path / "model.safetensors").is_file():
             return (f"a brain-tuning run folder, not a model; pass its model, {path / 'best'} (the best epoch's; "
                     f"{path / 'last'} holds the training state)")
+        if (path / "state.json").is_file() and (path / "optim.pt").is_file() and not (path / "config.json").is_file():
+            return (f"a brain-tuning run's training state (last/, for --resume: weights without their config), not a "
+                    f"model; pass the run's model, {path.parent / 'best'}")
         return None
     if path.is_absolute() or name_or_path.startswith((".", "~")) or name_or_path.count("/") > 1:
         return f"no such folder {path} (a local model folder holds config.json and the weights)"

@@ -149,6 +149,12 @@ def test_what_is_not_a_model_is_named_with_what_to_pass(tiny_models, tmp_path, m
     (run / "config.json").write_text('{"args": {}, "command": "brain_trainer_story.py"}')
     with pytest.raises(ModelError, match=f"a brain-tuning run folder, not a model; pass its model, {run / 'best'}"):
         load_backbone(str(run))
+    (run / "last").mkdir()  # its resume checkpoint: weights, optimizer and state, no config
+    for name in ("model.safetensors", "optim.pt", "state.json"):
+        (run / "last" / name).write_bytes(b"")
+    with pytest.raises(ModelError, match=f"a brain-tuning run's training state .*, not a model; pass the run's model, "
+                                         f"{run / 'best'}"):
+        load_backbone(str(run / "last"))
     with pytest.raises(ModelError, match=f"no such folder {tmp_path / 'nowhere'}"):
         load_backbone(str(tmp_path / "nowhere"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
