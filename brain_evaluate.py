@@ -53,7 +53,7 @@ def parse_args(argv=None):
     p.add_argument("--labels", nargs="+", help="model names for --subject-results (default: the first subject's "
                                                "folder names)")
     p.add_argument("--data-dir", help="ds003020 root (holds derivative/ and stimuli/)")
-    p.add_argument("--subject", help="UTS03 or 3")
+    p.add_argument("--subject", type=du.subject_arg, help="UTS03 or 3")
     p.add_argument("--model-name", nargs="+", help="hub id, local model dir, or a trainer's best/; several: "
                                                     "evaluated together, their shared bottom computed once")
     p.add_argument("--layers", type=int, nargs="+", help="hidden-state indices (default: the paper's 2 5 7 8 10 11 12 "

@@ -80,7 +80,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 formatter_class=HelpFormatter)
     g = p.add_argument_group("data")
     g.add_argument("--data-dir", required=True, help="ds003020 root (holds derivative/ and stimuli/)")
-    g.add_argument("--subject", required=True, nargs="+",
+    g.add_argument("--subject", required=True, nargs="+", type=du.subject_arg,
                    help="UTS03 or 3; several: one model tuned on all of them (the voxel head's columns are each "
                         "subject's voxels side by side)")
     g.add_argument("--split", default="paper", choices=["paper", "all"], help="story split preset")
@@ -166,10 +166,7 @@ def flag_problem(args) -> str | None:
         return "--init-head ridge needs a full-rank head (no --head-rank)"
     if args.targets_from and (args.roi or args.hemisphere or args.nc_file):
         return "--targets-from replaces the fMRI targets, so --roi/--hemisphere/--nc-file (which choose voxels) do not apply"
-    try:
-        subjects = subject_list(args)
-    except du.DataError as err:
-        return f"--subject: {err}"
+    subjects = subject_list(args)
     if len(set(subjects)) < len(subjects):
         return f"--subject names a subject twice: {subjects}"
     if args.targets_from and len(subjects) > 1:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_utils import DEFAULT_NC_DIR, TEST_STORY, DataError, Ds003020, subject_id
+from data_utils import DEFAULT_NC_DIR, TEST_STORY, DataError, Ds003020, subject_arg
 from run_utils import (EXIT_DATA, EXIT_USAGE, creatable_problem, creation_record, nonnegative_int, save_npy_atomic,
                        write_json_atomic)
 from eval_utils import noise_ceiling
@@ -48,14 +48,14 @@ def subject_noise_ceiling(data: Ds003020, subject: str, story: str = TEST_STORY,
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True)
-    parser.add_argument("--subject", required=True)
+    parser.add_argument("--subject", required=True, type=subject_arg, help="UTS03 or 3")
     parser.add_argument("--story", default=TEST_STORY, help="the repeated story (default wheretheressmoke)")
     parser.add_argument("--out", default=str(DEFAULT_NC_DIR), help="folder for <SUBJ>.npy (default subject_NCs/)")
     parser.add_argument("--first-row", type=nonnegative_int, default=0,
                         help="leave out the repeats' rows before this one (40: the rows the evaluation scores); "
                              "default 0, every row")
     args = parser.parse_args(argv)
-    subject = subject_id(args.subject)
+    subject = args.subject
     if (problem := creatable_problem(Path(args.out) / f"{subject}.npy", "the noise-ceiling file")) is not None:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE

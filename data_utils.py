@@ -86,6 +86,14 @@ def subject_id(subject: str | int) -> str:
     return f"UTS{int(m.group(1)):02d}"
 
 
+def subject_arg(text: str) -> str:
+    """argparse type of --subject: `subject_id` of `text`, a usage error (exit 2) when it is not a subject id."""
+    try:
+        return subject_id(text)
+    except DataError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 # ----------------------------------------------------------------------------------------------- the layout
 class Ds003020:
     """Paths and readers of one ds003020 tree.
@@ -732,7 +740,8 @@ def _story_stimulus_summary(data: Ds003020, story: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Validate and summarise a ds003020 download.")
     parser.add_argument("--data-dir", required=True, help="dataset root holding derivative/ and stimuli/")
-    parser.add_argument("--subject", action="append", help="subject (UTS03 or 3); repeatable; default all")
+    parser.add_argument("--subject", action="append", type=subject_arg,
+                        help="subject (UTS03 or 3); repeatable; default all")
     add_timing_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args(argv)

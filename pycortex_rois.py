@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_utils import DataError, subject_id
+from data_utils import DataError, subject_arg
 from run_utils import EXIT_DATA, EXIT_MISSING_DEP, creation_record, write_json_atomic
 
 
@@ -51,12 +51,12 @@ def rois_from_store(store: Path, subject: str, roi_names: list[str] | None = Non
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", required=True)
-    p.add_argument("--subject", required=True)
+    p.add_argument("--subject", required=True, type=subject_arg, help="UTS03 or 3")
     p.add_argument("--out", required=True, help="ROI JSON to write")
     p.add_argument("--rois", nargs="+", help="ROI names of the store (default: all)")
     p.add_argument("--xfm", help="transform name (default <SUBJ>_auto)")
     args = p.parse_args(argv)
-    subject = subject_id(args.subject)
+    subject = args.subject
     try:
         rois = rois_from_store(Path(args.data_dir) / "derivative" / "pycortex-db", subject, args.rois, args.xfm)
     except ImportError as err:

@@ -430,3 +430,18 @@ def test_scripts_refuse_numbers_out_of_range_as_usage_errors_naming_the_flag(scr
         module.main(argv)
     err = capsys.readouterr().err
     assert stopped.value.code == run_utils.EXIT_USAGE and f"argument {argv[0]}: expected " in err, err
+
+
+@pytest.mark.parametrize("script", ["brain_trainer_story", "brain_evaluate", "compute_noise_ceiling", "pycortex_rois",
+                                    "data_utils"])
+def test_a_subject_that_is_not_a_subject_id_is_a_usage_error_in_every_script(script, capsys, tmp_path, monkeypatch):
+    # compute_noise_ceiling.py and pycortex_rois.py stopped on a DataError traceback (exit 1), brain_evaluate.py
+    # and data_utils.py with exit 3 as if the data were at fault
+    monkeypatch.chdir(tmp_path)
+    argv = ["--data-dir", str(tmp_path), "--subject", "S1", "--out", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as stopped:
+        importlib.import_module(script).main(argv if script != "data_utils" else argv[:4])
+    err = capsys.readouterr().err
+    assert stopped.value.code == run_utils.EXIT_USAGE, err
+    assert "argument --subject: subject must look like 'UTS03' or '3', found 'S1'" in err, err
+    assert list(tmp_path.iterdir()) == []
