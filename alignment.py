@@ -154,9 +154,20 @@ def roi_summary(result: dict, rois: dict[str, np.ndarray]) -> dict:
 
 
 def upper_middle_layers(layers: list[int], n_layers: int) -> list[int]:
-    """Requested layers in the upper-middle of the network: n/2 < layer <= floor(0.85·n) (12 layers: 7–10)."""
+    """Requested layers in the upper-middle of the network: n/2 < layer <= floor(0.85·n) (12 layers: 7–10); where
+    none is, the highest requested layer (`upper_middle_note` says so)."""
     chosen = [l for l in layers if n_layers / 2 < l <= int(np.floor(0.85 * n_layers))]
     return chosen or [max(layers)]
+
+
+def upper_middle_note(layers: list[int], n_layers: int, name: str) -> str | None:
+    """A line for the log where none of the requested `layers` is in `name`'s upper middle, so that its summaries'
+    "upper-middle" mean reads another layer; None otherwise."""
+    band = upper_middle_layers(list(range(n_layers + 1)), n_layers)  # what every layer requested would give
+    if set(upper_middle_layers(layers, n_layers)) <= set(band):
+        return None
+    return (f"note: --layers {layers} holds none of {name}'s upper-middle layers ({band} of {n_layers}); its "
+            f"upper-middle summary reads layer {max(layers)} instead")
 
 
 def low_level_impact(full, residual):

@@ -190,6 +190,8 @@ def main(argv=None) -> int:
             encoders.append(models.SpeechEncoder(backbone, extractor, model_type, args.whisper_mode))
             check_window_fits(encoders[-1], args.stride, args.context)
             layers.append(resolve_layers(args.layers, encoders[-1].num_layers))
+            if note := al.upper_middle_note(layers[-1], encoders[-1].num_layers, name):
+                print(note, file=sys.stderr)
     except models.ModelError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import data_utils as du
 import models
+from alignment import upper_middle_note
 from inference import inference_threads
 from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, ignored_flags_problem, model_run_usage_problem,
                        nonnegative_int, out_among_inputs, output_dirs_problem, positive_int, read_result_json,
@@ -65,6 +66,8 @@ def load_models(args) -> list:
         bad = [l for l in layers if not 0 <= l <= n]
         if bad:
             raise models.ModelError(f"--layers {bad} out of range: {name} has hidden states 0..{n}")
+        if note := upper_middle_note(layers, n, name):
+            print(note, file=sys.stderr)
         probed.append(ProbedModel(encoder, name, layers, Path(out)))
     return probed
 

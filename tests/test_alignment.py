@@ -43,6 +43,15 @@ def test_planted_semantic_features_win_in_the_language_roi(mini, mini_root):
 def test_upper_middle_layers_and_impact():
     assert al.upper_middle_layers([2, 5, 7, 8, 10, 11, 12], 12) == [7, 8, 10]
     assert al.upper_middle_layers([1, 2], 2) == [2]
+    # where none of the requested layers is upper-middle the summary reads another layer, and the log says so
+    assert al.upper_middle_layers([1, 2, 3], 12) == [3]
+    assert al.upper_middle_note([1, 2, 3], 12, "m") == ("note: --layers [1, 2, 3] holds none of m's upper-middle "
+                                                        "layers ([7, 8, 9, 10] of 12); its upper-middle summary reads "
+                                                        "layer 3 instead")
+    assert "reads layer 12 instead" in al.upper_middle_note([1, 12], 12, "m")
+    assert al.upper_middle_note([1, 10], 12, "m") is None and al.upper_middle_note(list(range(13)), 12, "m") is None
+    assert al.upper_middle_note([1, 2], 2, "m") is None  # too shallow for the band: its top layer, as by default
+    assert "([2] of 2)" in al.upper_middle_note([1], 2, "m") and al.upper_middle_note([3], 4, "m") is None
     assert al.low_level_impact(0.5, 0.4) == pytest.approx(20.0)
     assert np.isnan(al.low_level_impact(0.0, 0.1))
     w = al.wilcoxon_compare([0.5, 0.6, 0.55, 0.7, 0.65, 0.62], [0.4, 0.5, 0.5, 0.6, 0.55, 0.5])
@@ -369,6 +378,10 @@ def test_data_efficiency_curves_and_stories_to_match(mini, tiny_models, tmp_path
     assert brain_evaluate.main(["--compare", str(tmp_path / "w"), str(tmp_path / "h3"), "--out", str(tmp_path / "c3")]) == 0
     assert "not every folder was evaluated with --data-efficiency" in (tmp_path / "c3" / "comparison.md").read_text()
     capsys.readouterr()
+    assert _eval(mini, tiny_models["hubert"], tmp_path / "h4", "--layers", "1") == 0
+    assert (f"note: --layers [1] holds none of {tiny_models['hubert']}'s upper-middle layers ([2] of 2); its "
+            f"upper-middle summary reads layer 1 instead") in capsys.readouterr().err
+    assert json.loads((tmp_path / "h4" / "summary.json").read_text())["upper_middle_layers"] == [1]
     # counts the training set cannot give: a usage error before any extraction
     assert _eval(mini, tiny_models["hubert"], tmp_path / "bad", "--data-efficiency", str(n_train + 1)) == 2
     assert "error: --data-efficiency" in capsys.readouterr().err and not (tmp_path / "bad").exists()

@@ -283,6 +283,7 @@ def test_out_holding_another_programs_files_is_refused_untouched(downstream, tin
     killed.mkdir()
     (killed / "config.json").write_text(json.dumps({"args": {"task": "commands"}}))
     assert eval_downstream.main(_args(str(model), data, killed, tmp_path / "c", *task)) == 0
+    assert f"note: --layers [1] holds none of {model}'s upper-middle layers ([2] of 2)" in capsys.readouterr().err
     assert json.loads((killed / "results.json").read_text())["task"] == "commands"
     assert eval_downstream.main(["--compare", str(killed), str(killed), "--out", str(killed)]) == 2
     assert f"--out {killed} is one of the compared result folders" in capsys.readouterr().err
