@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -28,9 +29,10 @@ import torch
 import data_utils as du
 import models
 import training
-from run_utils import (EXIT_DATA, EXIT_DIVERGED, EXIT_USAGE, NPY_READ_ERRORS, HelpFormatter, check_replaceable,
-                       command_line, file_sha256, fraction, nonnegative_float, nonnegative_int, package_versions,
-                       positive_float, positive_int, read_result_json, recover_dir, replace_dir, resolve_device,
+from run_utils import (EXIT_DATA, EXIT_DIVERGED, EXIT_USAGE, NPY_READ_ERRORS, RUN_LOCK, HelpFormatter,
+                       check_replaceable, command_line, file_sha256, fraction, nonnegative_float, nonnegative_int,
+                       output_claim, package_versions, positive_float, positive_int, read_result_json, recover_dir,
+                       replace_dir, resolve_device,
                        resolve_precision, save_npy_atomic, set_seed, timestamp, writable_dir_problem, write_csv_atomic,
                        write_json_atomic)
 
@@ -254,6 +256,20 @@ def subject_columns(subjects: list[str], chosen: list[tuple[np.ndarray, dict]]) 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    out_dir = Path(args.out_dir)
+    if (problem := writable_dir_problem(out_dir, "--out-dir")) is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    # one run at a time per --out-dir (a job resubmitted while the first still runs): rank 0 writes, so it holds it
+    with output_claim(out_dir, "brain-tuning run", enabled=int(os.environ.get("RANK", "0")) == 0) as busy:
+        if busy:
+            print(f"error: {busy}", file=sys.stderr)
+            return EXIT_USAGE
+        return train(args)
+
+
+def train(args) -> int:
+    """The run of main(), once --out-dir is this process's: config, data, model, loop; returns the exit code."""
     rank, world, local_rank = training.distributed_setup()
     is_main = rank == 0
     out_dir = Path(args.out_dir)
@@ -265,9 +281,6 @@ def main(argv=None) -> int:
     precision = resolve_precision(args.precision, device)
     if args.batch_size % world:
         print(f"error: --batch-size {args.batch_size} is not divisible by {world} processes", file=sys.stderr)
-        return EXIT_USAGE
-    if (problem := writable_dir_problem(out_dir, "--out-dir")) is not None:
-        print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     micro = args.micro_batch_size or args.batch_size // world
     if (args.batch_size // world) % micro:
@@ -311,8 +324,10 @@ def main(argv=None) -> int:
             return EXIT_USAGE
         if world > 1:  # every rank has checked before rank 0 deletes
             torch.distributed.barrier()
-        if is_main:
-            shutil.rmtree(out_dir)
+        if is_main:  # everything but the claim this run holds on it
+            for path in out_dir.iterdir():
+                if path.name != RUN_LOCK:
+                    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
     set_seed(args.seed)
 
     # ---------------------------------------------------------------- data

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import fcntl
 import json
 import math
 import os
@@ -239,7 +241,7 @@ def check_replaceable(folder: str | os.PathLike, markers: tuple[str, ...], what:
         return
     if not folder.is_dir():
         raise FileExistsError(f"{folder}: is a file, not a {what}; refusing to replace it")
-    found = sorted(p.name for p in folder.iterdir())
+    found = sorted(p.name for p in folder.iterdir() if p.name != RUN_LOCK)
     ours = any((folder / m).exists() for m in markers) or (is_output is not None and is_output(folder))
     if found and not ours:
         expected = f"expected one of {list(markers)} inside, found" if markers else "found"
@@ -273,6 +275,48 @@ def recover_dir(final: Path) -> Path | None:
     if final.is_dir():
         return final
     return old if old.is_dir() else None
+
+
+RUN_LOCK = ".run.lock"  # in a run's output folder: who is writing into it (kept; ignored as content)
+
+
+@contextlib.contextmanager
+def output_claim(folder: str | os.PathLike, what: str, enabled: bool = True):
+    """Hold `folder` (created if missing) for one writer while the block runs: yields None when held, else a
+    message naming the folder and the process holding it (a second job started on the same output, e.g. a run
+    resubmitted while the first still runs, would otherwise mix both runs' checkpoints).
+
+    An flock on `folder/.run.lock`, released when the process ends however it ends (a killed run leaves no stale
+    claim). On a filesystem without flock (some NFS mounts) nothing is held and None is yielded. A folder this
+    call created and the run left empty is removed again, so a run refused later leaves no trace.
+    """
+    folder = Path(folder)
+    if not enabled:  # e.g. torchrun ranks > 0, which write nothing
+        yield None
+        return
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / RUN_LOCK
+    with open(lock, "a+") as f:  # never unlinked while in use: a process waiting on the old inode would win it
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "a process that has not said who it is yet"
+            yield f"{folder}: another {what} is writing into it ({holder}); wait for it to end or choose another folder"
+            return
+        except OSError:  # no locks on this filesystem: unguarded, as before
+            yield None
+            return
+        f.truncate(0)
+        f.write(f"pid {os.getpid()} on {platform.node()}, since {timestamp()}\n")
+        f.flush()
+        try:
+            yield None
+        finally:
+            if created and [p.name for p in folder.iterdir()] == [RUN_LOCK]:
+                lock.unlink()
+                folder.rmdir()
 
 
 def _json_default(obj):

@@ -173,6 +173,18 @@ def test_overwrite_never_deletes_a_folder_that_is_not_a_run(mini, tiny_models, t
     (tmp_path / "r" / "stale.txt").write_text("from the earlier run")
     assert run(mini, tiny_models["hubert"], tmp_path / "r", "--num-epochs", "1", "--overwrite") == 0  # a run: replaced
     assert not (tmp_path / "r" / "stale.txt").exists() and (tmp_path / "r" / "best" / "config.json").is_file()
+    # a second run into a folder another run is writing into (a job resubmitted while the first still runs)
+    import run_utils
+    files = lambda: {p.relative_to(tmp_path): p.stat().st_mtime_ns  # noqa: E731
+                     for p in (tmp_path / "r").rglob("*") if p.name != run_utils.RUN_LOCK}
+    before = files()
+    with run_utils.output_claim(tmp_path / "r", "brain-tuning run"):
+        for flag in ("--resume", "--overwrite"):
+            assert run(mini, tiny_models["hubert"], tmp_path / "r", "--num-epochs", "1", flag) == trainer.EXIT_USAGE
+            assert (f"{tmp_path / 'r'}: another brain-tuning run is writing into it (pid {os.getpid()} on "
+                    in capsys.readouterr().err)
+        assert run(mini, tiny_models["hubert"], tmp_path / "fresh", "--num-epochs", "1") == 0  # other folders: free
+    assert files() == before
     # a run whose record is damaged (cut short, or "args" edited into a string): which run it is cannot be told,
     # so neither --resume nor --overwrite touches it
     record = tmp_path / "r" / "config.json"

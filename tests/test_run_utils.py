@@ -445,3 +445,37 @@ def test_a_subject_that_is_not_a_subject_id_is_a_usage_error_in_every_script(scr
     assert stopped.value.code == run_utils.EXIT_USAGE, err
     assert "argument --subject: subject must look like 'UTS03' or '3', found 'S1'" in err, err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_output_claim_holds_a_folder_for_one_writer_and_ends_with_the_process(tmp_path):
+    out = tmp_path / "run"
+    with run_utils.output_claim(out, "brain-tuning run") as busy:
+        assert busy is None and (out / run_utils.RUN_LOCK).read_text().startswith(f"pid {os.getpid()} on ")
+        with run_utils.output_claim(out, "brain-tuning run") as second:  # another open file: another writer
+            assert second.startswith(f"{out}: another brain-tuning run is writing into it (pid {os.getpid()} on ")
+        (out / "config.json").write_text("{}")
+    assert (out / run_utils.RUN_LOCK).is_file()  # kept beside the run's files, and not counted as one of them
+    check_replaceable(out, ("config.json",), "run")
+    (out / "config.json").unlink()
+    check_replaceable(out, (), "run")  # a folder holding only the claim file counts as empty
+    with run_utils.output_claim(out, "brain-tuning run") as again:  # released when the block ended
+        assert again is None
+    with run_utils.output_claim(tmp_path / "new", "run") as busy:  # a run refused after the claim leaves no trace
+        assert busy is None and (tmp_path / "new").is_dir()
+    assert not (tmp_path / "new").exists()
+    with run_utils.output_claim(tmp_path / "off", "run", enabled=False) as busy:  # torchrun ranks > 0
+        assert busy is None and not (tmp_path / "off").exists()
+    # another process's claim; gone when that process is killed (no stale claim after a kill -9)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time, run_utils\n"
+                               f"with run_utils.output_claim({str(out)!r}, 'run'):\n"
+                               "    print('held', flush=True); time.sleep(60)"],
+                              cwd=Path(run_utils.__file__).parent, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with run_utils.output_claim(out, "run") as busy:
+            assert f"(pid {holder.pid} on " in busy
+    finally:
+        holder.kill()
+        holder.wait()
+    with run_utils.output_claim(out, "run") as busy:
+        assert busy is None
