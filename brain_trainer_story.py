@@ -32,9 +32,8 @@ import training
 from run_utils import (EXIT_DATA, EXIT_DIVERGED, EXIT_USAGE, NPY_READ_ERRORS, RUN_LOCK, HelpFormatter,
                        check_replaceable, command_line, file_sha256, fraction, nonnegative_float, nonnegative_int,
                        output_claim, package_versions, positive_float, positive_int, read_result_json, recover_dir,
-                       replace_dir, resolve_device,
-                       resolve_precision, save_npy_atomic, set_seed, timestamp, writable_dir_problem, write_csv_atomic,
-                       write_json_atomic)
+                       replace_dir, resolve_device, resolve_precision, save_npy_atomic, set_seed, timestamp,
+                       writable_dir_problem, write_csv_atomic, write_json_atomic)
 
 # Settings that define a run: a resumed run must agree on all of them.
 RUN_DEFINING = ("data_dir", "subject", "model_name", "nc_threshold", "roi", "hemisphere", "loss", "target_control",
@@ -326,8 +325,12 @@ def train(args) -> int:
             torch.distributed.barrier()
         if is_main:  # everything but the claim this run holds on it
             for path in out_dir.iterdir():
-                if path.name != RUN_LOCK:
-                    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+                if path.name == RUN_LOCK:
+                    continue
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
     set_seed(args.seed)
 
     # ---------------------------------------------------------------- data
