@@ -73,7 +73,7 @@ if [ -z "${BENCH_ONLY:-}" ]; then
         --whisper-mode truncate --batch-size 8 --num-epochs 1 --lora-rank 4
     step train_control "$PY" brain_trainer_story.py "${COMMON[@]}" --model-name "$M/wav2vec2" --out-dir "$R/ctl" \
         --batch-size 16 --num-epochs 1 --target-control block-shuffle
-    step torchrun_1proc "$PY" -m torch.distributed.run --nproc_per_node=1 --master_port=29541 brain_trainer_story.py \
+    step torchrun_1proc "$PY" -m torch.distributed.run --standalone --nproc_per_node=1 brain_trainer_story.py \
         "${COMMON[@]}" --model-name "$M/wav2vec2" --out-dir "$R/ddp" --batch-size 16 --micro-batch-size 4 --num-epochs 1
     EVAL=(--data-dir "$MINI/ds003020" --subject UTS01 --nc-dir "$MINI/subject_NCs" --roi-file "$MINI/rois/UTS01.json"
           --stride 0.5 --context 3 --no-progress)

@@ -303,7 +303,7 @@ def test_clear_errors(mini, tiny_models, tmp_path, capsys):
 
 def test_ddp_two_cpu_processes(mini, tiny_models, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(REPO / "brain_trainer_story.py"), "--data-dir", str(mini / "ds003020"), "--subject", "UTS01",
            "--model-name", tiny_models["wav2vec2"], "--nc-dir", str(mini / "subject_NCs"), "--out-dir", str(out),
            "--batch-size", "16", "--micro-batch-size", "2", "--num-epochs", "1", "--init-head", "ridge",
@@ -326,7 +326,7 @@ def test_ddp_processes_stop_together_when_the_gradient_diverges(mini, tiny_model
     # a learning rate of 1e30 overflows the weights at the first step: the all-reduced gradient of the second is NaN
     # on both processes, so both stop there (neither waits at a collective for the other)
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29535",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(REPO / "brain_trainer_story.py"), "--data-dir", str(mini / "ds003020"), "--subject", "UTS01",
            "--model-name", tiny_models["wav2vec2"], "--nc-dir", str(mini / "subject_NCs"), "--out-dir", str(out),
            "--batch-size", "16", "--micro-batch-size", "2", "--num-epochs", "2", "--lr", "1e30", "--head-lr", "1e30",

@@ -208,7 +208,7 @@ def test_torchrun_ranks_fill_one_shared_cache(mini, tiny_models, tmp_path, monke
     from pathlib import Path
     repo = Path(__file__).resolve().parents[1]
     shared = tmp_path / "cache"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(repo / "brain_trainer_story.py"), "--data-dir", str(mini / "ds003020"), "--subject", "UTS01",
            "--model-name", tiny_models["wav2vec2"], "--nc-dir", str(mini / "subject_NCs"), "--out-dir",
            str(tmp_path / "ddp"), "--batch-size", "16", "--num-epochs", "1", "--no-progress", "--cache-front-end",
