@@ -35,9 +35,9 @@ from inference import inference_threads, sharing_plan
 from timing import TEST_EXTRA_TRIM
 from run_utils import (EXIT_DATA, EXIT_USAGE, NPY_READ_ERRORS, HelpFormatter, array_digest, command_line, file_sha256,
                        fraction, ignored_flags_problem, model_run_usage_problem, nonnegative_int, out_among_inputs,
-                       output_dirs_problem, package_versions, positive_int, resolve_device, resolve_precision,
-                       save_npz_atomic, set_seed, timestamp, to_json, writable_dir_problem, write_json_atomic,
-                       write_text_atomic)
+                       output_claims, output_dirs_problem, package_versions, positive_int, resolve_device,
+                       resolve_precision, save_npz_atomic, set_seed, timestamp, to_json, writable_dir_problem,
+                       write_json_atomic, write_text_atomic)
 
 PAPER_LAYERS = (2, 5, 7, 8, 10, 11, 12)
 
@@ -144,6 +144,17 @@ def main(argv=None) -> int:
                                        is_output=lambda folder: any(folder.glob("layer_*.npz")))) is not None:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    # one evaluation at a time per --out (a second would mix its layers with this one's summary)
+    with output_claims(args.out, "brain_evaluate.py run") as busy:
+        if busy:
+            print(f"error: {busy}", file=sys.stderr)
+            return EXIT_USAGE
+        return evaluate(args)
+
+
+def evaluate(args) -> int:
+    """The run of main() over --model-name, once every --out is this process's: features, encoding models, outputs;
+    returns the exit code."""
     args.low_level_groups = [g for g in al.LOW_LEVEL_GROUPS if g in args.low_level_groups]  # column order, once each
     if tuple(args.low_level_groups) != al.LOW_LEVEL_GROUPS and not args.low_level:
         print("error: --low-level-groups chooses the features of --low-level; add --low-level", file=sys.stderr)

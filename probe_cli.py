@@ -10,8 +10,8 @@ import models
 from alignment import upper_middle_note
 from inference import inference_threads
 from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, ignored_flags_problem, model_run_usage_problem,
-                       nonnegative_int, out_among_inputs, output_dirs_problem, positive_int, read_result_json,
-                       resolve_device, set_seed, writable_dir_problem)
+                       nonnegative_int, out_among_inputs, output_claims, output_dirs_problem, positive_int,
+                       read_result_json, resolve_device, set_seed, writable_dir_problem)
 
 
 def common_parser(description: str, tasks: list[str], data_help: str) -> argparse.ArgumentParser:
@@ -83,7 +83,7 @@ def is_probe_output(folder: Path) -> bool:
 
 def run(args, task_runner) -> int:
     """Validate flags, load the models, call `task_runner(args, probed_models, device, cache_dir)`; map errors to exit codes."""
-    from probe_tasks import TaskUsageError, compare_probe_results
+    from probe_tasks import compare_probe_results
     if args.compare:
         if len(args.out) != 1:
             print(f"error: --compare writes one --out folder, found {len(args.out)}", file=sys.stderr)
@@ -107,6 +107,17 @@ def run(args, task_runner) -> int:
     if (problem := output_dirs_problem(args.out, ("results.json",), "probe result", is_probe_output)) is not None:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    # one probe run at a time per --out (a second would mix its results with this one's config)
+    with output_claims(args.out, "probe run") as busy:
+        if busy:
+            print(f"error: {busy}", file=sys.stderr)
+            return EXIT_USAGE
+        return run_models(args, task_runner)
+
+
+def run_models(args, task_runner) -> int:
+    """The run of `run` over --model-name, once every --out is this process's; returns the exit code."""
+    from probe_tasks import TaskUsageError
     set_seed(args.seed)
     try:
         device = resolve_device(args.device)

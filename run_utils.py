@@ -253,13 +253,14 @@ def output_dirs_problem(outs: list, markers: tuple[str, ...], what: str,
                         is_output: Callable[[Path], bool] | None = None) -> str | None:
     """Why a script that writes its files (config.json among them) into each of `outs` must not (one holds
     another program's files: a model's or a trainer run's folder would lose its config.json), else None.
-    Each must be missing, empty or an earlier `what` (`check_replaceable`)."""
+    Each must be missing, empty or an earlier `what` (`check_replaceable`), and writable by this job (found now,
+    not when the results are written hours later)."""
     try:
         for out in outs:
             check_replaceable(out, markers, what, is_output=is_output, action="write into")
     except FileExistsError as err:
         return str(err)
-    return None
+    return next((p for out in outs if (p := writable_dir_problem(out, f"a {what} folder")) is not None), None)
 
 
 def out_among_inputs(out: str | os.PathLike, inputs: list) -> str | None:
@@ -317,6 +318,18 @@ def output_claim(folder: str | os.PathLike, what: str, enabled: bool = True):
             if created and [p.name for p in folder.iterdir()] == [RUN_LOCK]:
                 lock.unlink()
                 folder.rmdir()
+
+
+@contextlib.contextmanager
+def output_claims(folders: list, what: str):
+    """`output_claim` over several folders (one per model): yields None while all are held, else the first refusal's
+    message, with the folders claimed before it released (and removed again where this call created them)."""
+    with contextlib.ExitStack() as stack:
+        for folder in folders:
+            if busy := stack.enter_context(output_claim(folder, what)):
+                yield busy
+                return
+        yield None
 
 
 def _json_default(obj):

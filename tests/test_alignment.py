@@ -9,6 +9,7 @@ import torch
 
 import alignment as al
 from eval_utils import cc_norm, columnwise_correlation
+import run_utils
 from run_utils import array_digest
 import brain_evaluate
 from data_utils import ENCODING_TRAIN_STORIES, TEST_STORY, Ds003020, load_roi_file
@@ -496,6 +497,14 @@ def test_out_holding_another_programs_files_is_refused_untouched(mini, tiny_mode
     assert _eval(mini, str(model), killed) == 0 and (killed / "summary.json").is_file()
     assert brain_evaluate.main(["--compare", str(killed), str(killed), "--out", str(killed)]) == 2
     assert f"--out {killed} is one of the compared result folders" in capsys.readouterr().err
+    # an evaluation still writing into --out (a job resubmitted while the first runs): refused, its folder untouched
+    with run_utils.output_claim(killed, "brain_evaluate.py run"):
+        before = {p.name: p.read_bytes() for p in killed.iterdir()}
+        assert brain_evaluate.main(["--data-dir", str(mini / "ds003020"), "--subject", "UTS02", "--model-name",
+                                    str(model), str(model), "--out", str(tmp_path / "new"), str(killed),
+                                    "--nc-dir", str(mini / "subject_NCs"), "--no-progress"]) == 2
+        assert f"{killed}: another brain_evaluate.py run is writing into it (pid " in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in killed.iterdir()} == before and not (tmp_path / "new").exists()
 
 
 def test_an_roi_named_all_would_hide_the_every_voxel_summary_and_is_refused(mini, tmp_path):

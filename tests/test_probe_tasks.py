@@ -8,6 +8,7 @@ import pytest
 import brain_trainer_story
 import eval_downstream
 import eval_phonemes
+import run_utils
 from downstream_data import TIMIT_39
 
 
@@ -287,6 +288,12 @@ def test_out_holding_another_programs_files_is_refused_untouched(downstream, tin
     assert json.loads((killed / "results.json").read_text())["task"] == "commands"
     assert eval_downstream.main(["--compare", str(killed), str(killed), "--out", str(killed)]) == 2
     assert f"--out {killed} is one of the compared result folders" in capsys.readouterr().err
+    # a probe run still writing into --out (a job resubmitted while the first runs): refused, its folder untouched
+    with run_utils.output_claim(killed, "probe run"):
+        before = {p.name: p.read_bytes() for p in killed.iterdir()}
+        assert eval_downstream.main(_args(str(model), data, killed, tmp_path / "c", *task)) == 2
+        assert f"{killed}: another probe run is writing into it (pid " in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in killed.iterdir()} == before
 
 
 def test_an_utterance_longer_than_whisper_takes_is_named_before_extraction(downstream, tiny_models, tmp_path, capsys):

@@ -479,3 +479,34 @@ def test_output_claim_holds_a_folder_for_one_writer_and_ends_with_the_process(tm
         holder.wait()
     with run_utils.output_claim(out, "run") as busy:
         assert busy is None
+
+
+def test_output_claims_hold_every_folder_or_none(tmp_path):
+    held = tmp_path / "held"
+    with run_utils.output_claim(held, "run"):
+        with run_utils.output_claims([tmp_path / "a", held, tmp_path / "b"], "run") as busy:
+            assert busy.startswith(f"{held}: another run is writing into it")
+            assert not (tmp_path / "b").exists()  # not claimed after the refusal
+        assert not (tmp_path / "a").exists()  # claimed before it, released and removed (this call created it)
+        with run_utils.output_claims([tmp_path / "a", tmp_path / "b"], "run") as busy:
+            assert busy is None
+            with run_utils.output_claim(tmp_path / "b", "run") as second:  # both are held while the block runs
+                assert second is not None
+            (tmp_path / "a" / "summary.json").write_text("{}")
+    assert (tmp_path / "a" / "summary.json").is_file() and not (tmp_path / "b").exists()
+
+
+def test_output_dirs_problem_names_another_programs_folder_and_one_this_job_cannot_write(tmp_path, monkeypatch):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "summary.json").write_text("{}")
+    assert run_utils.output_dirs_problem([tmp_path / "new", tmp_path / "done"], ("summary.json",), "result") is None
+    problem = run_utils.output_dirs_problem([tmp_path / "done", tmp_path / "model"], ("summary.json",), "result")
+    assert problem.startswith(f"{tmp_path / 'model'}: not a result (expected one of ['summary.json'] inside, found "
+                              "['config.json'])")
+    # a results folder this job may not write (root passes os.access, so the check is made to say no)
+    real_access = os.access
+    monkeypatch.setattr(run_utils.os, "access", lambda p, mode: Path(p) != tmp_path / "done" and real_access(p, mode))
+    assert run_utils.output_dirs_problem([tmp_path / "new", tmp_path / "done"], ("summary.json",), "result") == \
+        f"{tmp_path / 'done'}: a result folder: no write permission"
