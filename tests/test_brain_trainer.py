@@ -24,6 +24,12 @@ def run(mini, model, out, *extra):
     return trainer.main(argv)
 
 
+def run_files(out) -> dict:
+    """The files at the top of a run folder and their bytes, but the claim file each run rewrites with its pid and
+    start time (a refused run's folder is compared before and after)."""
+    return {p.name: p.read_bytes() for p in Path(out).iterdir() if p.is_file() and p.name != trainer.RUN_LOCK}
+
+
 def metrics(out):
     with open(Path(out) / "metrics.csv") as f:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
@@ -218,29 +224,29 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(mini, tiny_models, tmp
     damaged = shutil.copytree(tmp_path / "cut", tmp_path / "damaged")  # e.g. a partial copy to another machine
     optim = damaged / "last" / "optim.pt"
     optim.write_bytes(optim.read_bytes()[:100])
-    before = {p.name: p.read_bytes() for p in damaged.iterdir() if p.is_file()}
+    before = run_files(damaged)
     assert run(mini, model, damaged, *args, "--resume") == trainer.EXIT_DATA
     assert f"{optim}: checkpoint unreadable (RuntimeError: " in capsys.readouterr().err
-    assert {p.name: p.read_bytes() for p in damaged.iterdir() if p.is_file()} == before  # nothing rewritten
+    assert run_files(damaged) == before  # nothing rewritten
     record = damaged / "config.json"
     record.write_text(record.read_text()[:50])  # the run's record itself damaged: exit 3, the folder untouched
-    before = {p.name: p.read_bytes() for p in damaged.iterdir() if p.is_file()}
+    before = run_files(damaged)
     for flags in (("--resume",), ()):
         assert run(mini, model, damaged, *args, *flags) == trainer.EXIT_DATA
         assert f"{record}: not valid JSON" in capsys.readouterr().err
-    assert {p.name: p.read_bytes() for p in damaged.iterdir() if p.is_file()} == before
+    assert run_files(damaged) == before
     # other noise ceilings selecting as many voxels, but other ones: the head's columns would change voxels
     other = shutil.copytree(tmp_path / "cut", tmp_path / "other_nc")
     nc = np.load(mini / "subject_NCs" / "UTS01.npy")
     (tmp_path / "ncs").mkdir()
     np.save(tmp_path / "ncs" / "UTS01.npy", nc[::-1].copy())  # voxels above NC 0.4 move, their count stays
     assert (nc[::-1] > 0.4).sum() == (nc > 0.4).sum() and not np.array_equal(nc[::-1] > 0.4, nc > 0.4)
-    before = {p.name: p.read_bytes() for p in other.iterdir() if p.is_file()}
+    before = run_files(other)
     assert run(mini, model, other, *args, "--nc-dir", str(tmp_path / "ncs"), "--resume") == trainer.EXIT_DATA
     err = capsys.readouterr().err
     assert f"{other / 'target_voxels.npy'}: the run was tuned on {(nc > 0.4).sum()} voxels" in err
     assert "(other ones)" in err
-    assert {p.name: p.read_bytes() for p in other.iterdir() if p.is_file()} == before
+    assert run_files(other) == before
     assert run(mini, model, other, *args, "--lora-alpha", "8", "--resume") == trainer.EXIT_USAGE  # another model
     assert "'lora_alpha': (4.0, 8.0)" in capsys.readouterr().err
     assert run(mini, model, tmp_path / "cut", *args, "--resume") == 0
