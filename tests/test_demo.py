@@ -212,7 +212,8 @@ def test_seeds_resume_reads_back_only_seeds_finished_with_the_same_settings_and_
 
     def demo(*flags):
         ran.clear()
-        assert run_demo.main(["--out", str(tmp_path / "runs"), "--seeds", "0", "1", "--no-progress", *flags]) == 0
+        assert run_demo.main(["--out", str(tmp_path / "runs"), "--data", str(tmp_path / "data"), "--seeds", "0", "1",
+                              "--no-progress", *flags]) == 0
         return list(ran)
 
     assert demo() == [0, 1]
@@ -241,7 +242,7 @@ def test_seeds_resume_reads_back_only_seeds_finished_with_the_same_settings_and_
 def test_out_must_be_new_empty_or_an_earlier_demo_output_and_a_refused_one_is_left_untouched(tmp_path, monkeypatch,
                                                                                               capsys):
     import json
-    ran = []
+    ran, data = [], tmp_path / "data"
 
     def fake_pipeline(out, data, seed, quick, progress, size="demo", diagnostics=False, settings=None, teacher=False):
         ran.append(seed)
@@ -253,7 +254,7 @@ def test_out_must_be_new_empty_or_an_earlier_demo_output_and_a_refused_one_is_le
     (real / "train" / "tuned" / "config.json").write_text('{"lr": 1e-4}')
     before = sorted((p.relative_to(real), p.read_bytes() if p.is_file() else None) for p in real.rglob("*"))
     for flags in ([], ["--seeds", "0", "1"]):
-        assert run_demo.main(["--out", str(real), "--no-progress", *flags]) == run_utils.EXIT_USAGE
+        assert run_demo.main(["--out", str(real), "--data", str(data), "--no-progress", *flags]) == run_utils.EXIT_USAGE
         err = capsys.readouterr().err  # names the folder, what a demo folder holds and what was found
         assert f"error: {real}: not a run_demo.py output" in err and "'findings.json'" in err and "['train']" in err
     assert sorted((p.relative_to(real), p.read_bytes() if p.is_file() else None) for p in real.rglob("*")) == before
@@ -277,7 +278,17 @@ def test_out_must_be_new_empty_or_an_earlier_demo_output_and_a_refused_one_is_le
     for ok in (tmp_path / "new", empty, killed, finished, seeds / "seed_0", seeds):
         assert run_demo.demo_out_problem([ok]) is None, ok
         with pytest.raises(SystemExit, match="pipeline reached"):
-            run_demo.main(["--out", str(ok), "--no-progress"])
+            run_demo.main(["--out", str(ok), "--data", str(data), "--no-progress"])
+    assert ran == [0] * 6
+    # a demo still running on the same --out or --data (a second `make demo` in this checkout): refused untouched
+    for held in (finished, data):
+        with run_utils.output_claim(held, "run_demo.py run"):
+            before = sorted((p.relative_to(tmp_path), p.read_bytes() if p.is_file() else None)
+                            for p in tmp_path.rglob("*"))
+            assert run_demo.main(["--out", str(finished), "--data", str(data), "--no-progress"]) == 2
+            assert f"error: {held}: another run_demo.py run is writing into it (pid " in capsys.readouterr().err
+            assert sorted((p.relative_to(tmp_path), p.read_bytes() if p.is_file() else None)
+                          for p in tmp_path.rglob("*")) == before
     assert ran == [0] * 6
 
 
