@@ -323,9 +323,13 @@ def output_claim(folder: str | os.PathLike, what: str, enabled: bool = True):
 @contextlib.contextmanager
 def output_claims(folders: list, what: str):
     """`output_claim` over several folders (one per model): yields None while all are held, else the first refusal's
-    message, with the folders claimed before it released (and removed again where this call created them)."""
+    message, with the folders claimed before it released (and removed again where this call created them). A folder
+    named twice is claimed once (a second flock from this process would refuse it)."""
+    unique = {}
+    for folder in folders:
+        unique.setdefault(Path(folder).resolve(), folder)
     with contextlib.ExitStack() as stack:
-        for folder in folders:
+        for folder in unique.values():
             if busy := stack.enter_context(output_claim(folder, what)):
                 yield busy
                 return

@@ -494,6 +494,8 @@ def test_output_claims_hold_every_folder_or_none(tmp_path):
                 assert second is not None
             (tmp_path / "a" / "summary.json").write_text("{}")
     assert (tmp_path / "a" / "summary.json").is_file() and not (tmp_path / "b").exists()
+    with run_utils.output_claims([tmp_path / "a", tmp_path / "." / "a"], "run") as busy:  # one folder, named twice
+        assert busy is None
 
 
 def test_output_dirs_problem_names_another_programs_folder_and_one_this_job_cannot_write(tmp_path, monkeypatch):
