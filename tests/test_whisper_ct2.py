@@ -119,6 +119,46 @@ def test_a_killed_conversion_leaves_no_folder_and_an_unfinished_one_is_redone(wh
     assert (out / "model.safetensors").read_bytes() == (whisper_dir / "model.safetensors").read_bytes()
 
 
+def test_a_conversion_waits_for_another_into_the_same_folder_and_keeps_its_result(whisper_dir, tmp_path, monkeypatch):
+    """Two jobs converting into one folder at once: the second waits for the first's lock, then finds the model
+    there and leaves it alone, rather than deleting the first's temp folder or swapping its result out."""
+    import fcntl
+    import os
+    import threading
+
+    import whisper_ct2
+    out = tmp_path / "models" / "whisper-tiny.en"
+    out.parent.mkdir()
+    past_check, real_read = threading.Event(), whisper_ct2.read_ct2
+
+    def read_then_signal(path):
+        arrays = real_read(path)
+        past_check.set()  # this job has found no model at `out` and goes on to write one
+        return arrays
+    monkeypatch.setattr(whisper_ct2, "read_ct2", read_then_signal)
+    lock = os.open(out.parent, os.O_RDONLY)  # the other job, mid-conversion
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    returned = []  # stays empty if the job raises
+    job = threading.Thread(target=lambda: returned.append(whisper_ct2.convert(out)))
+    try:
+        job.start()
+        assert past_check.wait(120)
+        staged = out.with_name(".other.tmp")  # the other job's result, renamed into place as convert does
+        staged.mkdir()
+        for f in whisper_dir.iterdir():
+            os.link(f, staged / f.name)
+        os.rename(staged, out)
+        job.join(1.0)
+        assert job.is_alive()  # still waiting for the lock
+    finally:
+        os.close(lock)
+        job.join(120)
+    assert returned == [out] and whisper_ct2.is_converted(out)
+    for f in whisper_dir.iterdir():  # the other job's files, not replaced
+        assert (out / f.name).stat().st_ino == f.stat().st_ino
+    assert sorted(p.name for p in out.parent.iterdir()) == ["whisper-tiny.en"]  # no temp folder, no lock file
+
+
 def test_cli_never_replaces_a_folder_holding_anything_but_a_whisper_conversion(tmp_path, capsys):
     import whisper_ct2
     from run_utils import EXIT_USAGE
