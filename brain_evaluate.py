@@ -127,14 +127,20 @@ def main(argv=None) -> int:
         if (problem := out_among_inputs(args.out[0], inputs)) is not None:
             print(f"error: {flag}: {problem}", file=sys.stderr)
             return EXIT_USAGE
-        try:
-            if args.compare:
-                compare([Path(d) for d in args.compare], Path(args.out[0]))
-            else:
-                compare_subjects([[Path(d) for d in g] for g in args.subject_results], Path(args.out[0]), args.labels)
-        except (FileNotFoundError, ValueError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return EXIT_USAGE
+        # one writer at a time: two comparisons into one --out would leave one's table beside the other's plots
+        with output_claims(args.out, "brain_evaluate.py run") as busy:
+            if busy:
+                print(f"error: {busy}", file=sys.stderr)
+                return EXIT_USAGE
+            try:
+                if args.compare:
+                    compare([Path(d) for d in args.compare], Path(args.out[0]))
+                else:
+                    compare_subjects([[Path(d) for d in g] for g in args.subject_results], Path(args.out[0]),
+                                     args.labels)
+            except (FileNotFoundError, ValueError) as err:
+                print(f"error: {err}", file=sys.stderr)
+                return EXIT_USAGE
         return 0
     if (problem := model_run_usage_problem(args, ("data_dir", "subject", "model_name"))) is not None:
         print(f"error: {problem}", file=sys.stderr)

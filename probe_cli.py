@@ -95,11 +95,15 @@ def run(args, task_runner) -> int:
         if (problem := out_among_inputs(args.out[0], args.compare)) is not None:
             print(f"error: --compare: {problem}", file=sys.stderr)
             return EXIT_USAGE
-        try:
-            compare_probe_results([Path(d) for d in args.compare], Path(args.out[0]))
-        except (FileNotFoundError, ValueError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return EXIT_USAGE
+        with output_claims(args.out, "probe run") as busy:  # two comparisons into one --out would mix their files
+            if busy:
+                print(f"error: {busy}", file=sys.stderr)
+                return EXIT_USAGE
+            try:
+                compare_probe_results([Path(d) for d in args.compare], Path(args.out[0]))
+            except (FileNotFoundError, ValueError) as err:
+                print(f"error: {err}", file=sys.stderr)
+                return EXIT_USAGE
         return 0
     if (problem := model_run_usage_problem(args, ("data_dir", "model_name"))) is not None:
         print(f"error: {problem}", file=sys.stderr)

@@ -149,3 +149,16 @@ def test_a_hand_edited_summary_is_named_by_both_comparisons(tmp_path, capsys, da
                                 "--subject-results", str(tmp_path / "a"), str(bad.parent),
                                 "--out", str(tmp_path / "g")]) == 2
     assert f"{bad}: {message}" in capsys.readouterr().err and not (tmp_path / "g").exists()
+
+
+def test_a_comparison_into_a_folder_another_run_is_writing_is_refused_untouched(tmp_path, capsys):
+    import run_utils
+    argv = _groups(tmp_path, [0.2, 0.3], [0.25, 0.33]) + ["--out", str(tmp_path / "group")]
+    with run_utils.output_claim(tmp_path / "group", "brain_evaluate.py run"):
+        for flags in (argv, ["--compare", str(tmp_path / "UTS01" / "pretrained"), str(tmp_path / "UTS01" / "tuned"),
+                             "--out", str(tmp_path / "group")]):
+            assert brain_evaluate.main(flags) == 2
+            assert f"{tmp_path / 'group'}: another brain_evaluate.py run is writing into it (pid" in \
+                capsys.readouterr().err
+            assert [p.name for p in (tmp_path / "group").iterdir()] == [run_utils.RUN_LOCK]
+    assert brain_evaluate.main(argv) == 0 and (tmp_path / "group" / "group.json").is_file()  # once it has ended

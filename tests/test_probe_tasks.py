@@ -294,6 +294,10 @@ def test_out_holding_another_programs_files_is_refused_untouched(downstream, tin
         assert eval_downstream.main(_args(str(model), data, killed, tmp_path / "c", *task)) == 2
         assert f"{killed}: another probe run is writing into it (pid " in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in killed.iterdir()} == before
+    with run_utils.output_claim(tmp_path / "cmp", "probe run"):  # so is a comparison into such a folder
+        assert eval_downstream.main(["--compare", str(killed), str(killed), "--out", str(tmp_path / "cmp")]) == 2
+        assert f"{tmp_path / 'cmp'}: another probe run is writing into it (pid " in capsys.readouterr().err
+        assert [p.name for p in (tmp_path / "cmp").iterdir()] == [run_utils.RUN_LOCK]
 
 
 def test_an_utterance_longer_than_whisper_takes_is_named_before_extraction(downstream, tiny_models, tmp_path, capsys):
