@@ -35,8 +35,8 @@ from inference import inference_threads, sharing_plan
 from timing import TEST_EXTRA_TRIM
 from run_utils import (EXIT_DATA, EXIT_USAGE, NPY_READ_ERRORS, HelpFormatter, array_digest, command_line, file_sha256,
                        fraction, ignored_flags_problem, model_run_usage_problem, nonnegative_int, out_among_inputs,
-                       output_claims, output_dirs_problem, package_versions, positive_int, resolve_device,
-                       resolve_precision, save_npz_atomic, set_seed, timestamp, to_json, writable_dir_problem,
+                       output_dirs_problem, package_versions, positive_int, resolve_device, resolve_precision,
+                       run_claimed, save_npz_atomic, set_seed, timestamp, to_json, writable_dir_problem,
                        write_json_atomic, write_text_atomic)
 
 PAPER_LAYERS = (2, 5, 7, 8, 10, 11, 12)
@@ -122,26 +122,12 @@ def main(argv=None) -> int:
         if (problem := ignored_flags_problem(args, flag, ("data_dir", "subject", "model_name"))) is not None:
             print(f"error: {problem}", file=sys.stderr)
             return EXIT_USAGE
-        from compare_results import compare, compare_subjects
         inputs = args.compare or [d for group in args.subject_results for d in group]
         if (problem := out_among_inputs(args.out[0], inputs)) is not None:
             print(f"error: {flag}: {problem}", file=sys.stderr)
             return EXIT_USAGE
         # one writer at a time: two comparisons into one --out would leave one's table beside the other's plots
-        with output_claims(args.out, "brain_evaluate.py run") as busy:
-            if busy:
-                print(f"error: {busy}", file=sys.stderr)
-                return EXIT_USAGE
-            try:
-                if args.compare:
-                    compare([Path(d) for d in args.compare], Path(args.out[0]))
-                else:
-                    compare_subjects([[Path(d) for d in g] for g in args.subject_results], Path(args.out[0]),
-                                     args.labels)
-            except (FileNotFoundError, ValueError) as err:
-                print(f"error: {err}", file=sys.stderr)
-                return EXIT_USAGE
-        return 0
+        return run_claimed(args.out, "brain_evaluate.py run", lambda: write_comparison(args))
     if (problem := model_run_usage_problem(args, ("data_dir", "subject", "model_name"))) is not None:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
@@ -151,11 +137,21 @@ def main(argv=None) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     # one evaluation at a time per --out (a second would mix its layers with this one's summary)
-    with output_claims(args.out, "brain_evaluate.py run") as busy:
-        if busy:
-            print(f"error: {busy}", file=sys.stderr)
-            return EXIT_USAGE
-        return evaluate(args)
+    return run_claimed(args.out, "brain_evaluate.py run", lambda: evaluate(args))
+
+
+def write_comparison(args) -> int:
+    """--compare or --subject-results into the one --out, once it is this process's; returns the exit code."""
+    from compare_results import compare, compare_subjects
+    try:
+        if args.compare:
+            compare([Path(d) for d in args.compare], Path(args.out[0]))
+        else:
+            compare_subjects([[Path(d) for d in g] for g in args.subject_results], Path(args.out[0]), args.labels)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
 
 
 def evaluate(args) -> int:

@@ -31,9 +31,9 @@ import models
 import training
 from run_utils import (EXIT_DATA, EXIT_DIVERGED, EXIT_USAGE, NPY_READ_ERRORS, RUN_LOCK, HelpFormatter,
                        check_replaceable, command_line, file_sha256, fraction, nonnegative_float, nonnegative_int,
-                       output_claim, package_versions, positive_float, positive_int, read_result_json, recover_dir,
-                       replace_dir, resolve_device, resolve_precision, save_npy_atomic, set_seed, timestamp,
-                       writable_dir_problem, write_csv_atomic, write_json_atomic)
+                       package_versions, positive_float, positive_int, read_result_json, recover_dir,
+                       replace_dir, resolve_device, resolve_precision, run_claimed, save_npy_atomic, set_seed,
+                       timestamp, writable_dir_problem, write_csv_atomic, write_json_atomic)
 
 # Settings that define a run: a resumed run must agree on all of them.
 RUN_DEFINING = ("data_dir", "subject", "model_name", "nc_threshold", "roi", "hemisphere", "loss", "target_control",
@@ -260,11 +260,8 @@ def main(argv=None) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     # one run at a time per --out-dir (a job resubmitted while the first still runs): rank 0 writes, so it holds it
-    with output_claim(out_dir, "brain-tuning run", enabled=int(os.environ.get("RANK", "0")) == 0) as busy:
-        if busy:
-            print(f"error: {busy}", file=sys.stderr)
-            return EXIT_USAGE
-        return train(args)
+    return run_claimed([out_dir], "brain-tuning run", lambda: train(args),
+                       enabled=int(os.environ.get("RANK", "0")) == 0)
 
 
 def train(args) -> int:

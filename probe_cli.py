@@ -10,8 +10,8 @@ import models
 from alignment import upper_middle_note
 from inference import inference_threads
 from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, ignored_flags_problem, model_run_usage_problem,
-                       nonnegative_int, out_among_inputs, output_claims, output_dirs_problem, positive_int,
-                       read_result_json, resolve_device, set_seed, writable_dir_problem)
+                       nonnegative_int, out_among_inputs, output_dirs_problem, positive_int,
+                       read_result_json, resolve_device, run_claimed, set_seed, writable_dir_problem)
 
 
 def common_parser(description: str, tasks: list[str], data_help: str) -> argparse.ArgumentParser:
@@ -83,7 +83,6 @@ def is_probe_output(folder: Path) -> bool:
 
 def run(args, task_runner) -> int:
     """Validate flags, load the models, call `task_runner(args, probed_models, device, cache_dir)`; map errors to exit codes."""
-    from probe_tasks import compare_probe_results
     if args.compare:
         if len(args.out) != 1:
             print(f"error: --compare writes one --out folder, found {len(args.out)}", file=sys.stderr)
@@ -95,16 +94,8 @@ def run(args, task_runner) -> int:
         if (problem := out_among_inputs(args.out[0], args.compare)) is not None:
             print(f"error: --compare: {problem}", file=sys.stderr)
             return EXIT_USAGE
-        with output_claims(args.out, "probe run") as busy:  # two comparisons into one --out would mix their files
-            if busy:
-                print(f"error: {busy}", file=sys.stderr)
-                return EXIT_USAGE
-            try:
-                compare_probe_results([Path(d) for d in args.compare], Path(args.out[0]))
-            except (FileNotFoundError, ValueError) as err:
-                print(f"error: {err}", file=sys.stderr)
-                return EXIT_USAGE
-        return 0
+        # one writer at a time: two comparisons into one --out would mix their files
+        return run_claimed(args.out, "probe run", lambda: write_comparison(args))
     if (problem := model_run_usage_problem(args, ("data_dir", "model_name"))) is not None:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
@@ -112,11 +103,18 @@ def run(args, task_runner) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     # one probe run at a time per --out (a second would mix its results with this one's config)
-    with output_claims(args.out, "probe run") as busy:
-        if busy:
-            print(f"error: {busy}", file=sys.stderr)
-            return EXIT_USAGE
-        return run_models(args, task_runner)
+    return run_claimed(args.out, "probe run", lambda: run_models(args, task_runner))
+
+
+def write_comparison(args) -> int:
+    """--compare into the one --out, once it is this process's; returns the exit code."""
+    from probe_tasks import compare_probe_results
+    try:
+        compare_probe_results([Path(d) for d in args.compare], Path(args.out[0]))
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
 
 
 def run_models(args, task_runner) -> int:

@@ -336,6 +336,19 @@ def output_claims(folders: list, what: str):
         yield None
 
 
+def run_claimed(folders: list, what: str, job: Callable[[], int], enabled: bool = True) -> int:
+    """`job()`'s exit code, run while `output_claims(folders, what)` holds every folder; EXIT_USAGE with the refusal
+    on stderr (the folder and the process writing into it) when another holds one. `enabled=False` runs `job()`
+    unclaimed (torchrun ranks > 0, which write nothing)."""
+    if not enabled:
+        return job()
+    with output_claims(folders, what) as busy:
+        if busy:
+            print(f"error: {busy}", file=sys.stderr)
+            return EXIT_USAGE
+        return job()
+
+
 def _json_default(obj):
     if isinstance(obj, (np.integer,)):
         return int(obj)
