@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from alignment import LOW_LEVEL_GROUPS, mean_sem, relative_change, stories_to_match, wilcoxon_compare
-from run_utils import NPY_READ_ERRORS, read_result_json, write_json_atomic, write_text_atomic
+from run_utils import NPY_READ_ERRORS, read_result_json, save_npz_atomic, write_json_atomic, write_text_atomic
 
 
 def _fmt(x: float) -> str:
@@ -157,8 +157,26 @@ def compare(dirs: list[Path], out: Path) -> dict:
             m = efficiency["stories_to_match"][name]
             lines.append(f"| {name} | " + " | ".join(
                 "never | –" if not np.isfinite(m[r]) else f"{m[r]:.1f} | {n_all / m[r]:.1f}" for r in rois) + " |")
+    cc = voxel_cc_norm(dirs, summaries)
+    if cc is not None:
+        voxel_rois = {"all": np.arange(cc.shape[1]), **_named_roi_voxels(dirs)}
+        above = voxels_above_first(cc, voxel_rois)
+        table["voxels_above_first_pct"] = {names[k]: v for k, v in above.items()}
+        lines += ["", f"Voxels where a model's cc_norm (upper-middle layers) is above {names[0]}'s, among those above "
+                      f"the floor in both (% of n; per-voxel values in voxel_cc_norm.npz, plotted in voxel_scatter.png):",
+                  "", "| model | " + " | ".join(f"{r} % (n)" for r in voxel_rois) + " |", "|---|" + "---|" * len(voxel_rois)]
+        for k, v in above.items():
+            lines.append(f"| {names[k]} | " + " | ".join(f"{_fmt_pct(v[r]['pct'])} ({v[r]['n_voxels']})"
+                                                           for r in voxel_rois) + " |")
     text = "\n".join(lines) + "\n"
     out.mkdir(parents=True, exist_ok=True)
+    if cc is not None:
+        from plotting import plot_voxel_scatter
+        save_npz_atomic(out / "voxel_cc_norm.npz", cc_norm=cc.astype(np.float32), models=np.array(names))
+        if len(names) > 1:
+            plot_voxel_scatter(cc[0], {n: cc[k] for k, n in enumerate(names) if k},
+                               {r: i for r, i in voxel_rois.items() if r != "all"}, out / "voxel_scatter.png",
+                               f"{names[0]} cc_norm (upper-middle layers)")
     write_text_atomic(out / "comparison.md", text)
     write_json_atomic(out / "comparison.json", table)
     layers = [int(l) for l in summaries[0]["per_layer"]]
@@ -276,6 +294,65 @@ def bootstrap_changes(dirs: list[Path], names: list[str], summaries: list[dict],
                         _interval(diff) if len(diff) else [float("nan")] * 2
                     out.setdefault("low_level_impact_share_of_samples_above", {}).setdefault(pair, {})[roi] = \
                         float(np.mean(diff > 0)) if len(diff) else float("nan")
+    return out
+
+
+def voxel_cc_norm(dirs: list[Path], summaries: list[dict]) -> np.ndarray | None:
+    """(n_models, V) per-voxel cc_norm, the mean over each result's upper-middle layers (NaN where the voxel's
+    cc_max is under the floor); None when a result names no upper-middle layer. Raises FileNotFoundError or
+    ValueError naming a layer file that is missing, damaged or of another voxel count."""
+    out = []
+    for d, s in zip(dirs, summaries):
+        layers = s.get("upper_middle_layers") or []
+        if not layers:
+            return None
+        per_layer = []
+        for l in layers:
+            path = Path(d) / f"layer_{l}.npz"
+            z = read_result_arrays(path, ("cc_norm",))
+            if "cc_norm" not in z or z["cc_norm"].ndim != 1:
+                raise ValueError(f"{path}: expected a (voxels,) 'cc_norm' array as brain_evaluate.py writes it; "
+                                 f"found {sorted(z) or 'none'}")
+            if out and len(z["cc_norm"]) != out[0].shape[0]:
+                raise ValueError(f"{path}: {len(z['cc_norm'])} voxels, expected {out[0].shape[0]} like {dirs[0]}")
+            per_layer.append(z["cc_norm"].astype(np.float64))
+        stacked = np.array(per_layer)
+        with np.errstate(invalid="ignore"):  # a voxel under the floor is NaN in every layer: NaN, not a warning
+            mean = np.where(np.isfinite(stacked).any(0), np.nansum(stacked, 0) / np.isfinite(stacked).sum(0), np.nan)
+        out.append(mean)
+    return np.array(out)
+
+
+def _named_roi_voxels(dirs: list[Path]) -> dict[str, np.ndarray]:
+    """{roi: voxel indices} of the named ROIs the results kept test data for (test_responses_roi.npz), where every
+    folder kept the same ones; {} otherwise (evaluated without --roi-file, or with other ROI files)."""
+    files = [Path(d) / "test_responses_roi.npz" for d in dirs]
+    if not all(f.is_file() for f in files):
+        return {}
+    kept = []
+    for f in files:
+        z = read_result_arrays(f)
+        if "roi_voxels" not in z:
+            return {}
+        kept.append({k[4:]: z["roi_voxels"][z[k]] for k in z if k.startswith("roi/")})
+    same = all(k.keys() == kept[0].keys() and all(np.array_equal(k[r], kept[0][r]) for r in k) for k in kept)
+    return kept[0] if same else {}
+
+
+def _fmt_pct(x: float) -> str:
+    return "nan" if not np.isfinite(x) else f"{x:.0f}"
+
+
+def voxels_above_first(cc: np.ndarray, rois: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Per later model (row k > 0 of `cc`, (n_models, V)) and ROI: the percentage of the ROI's voxels, among those
+    with a cc_norm for both (above the floor), where the model's is above the first model's, and their count."""
+    out = {}
+    for k in range(1, len(cc)):
+        for roi, idx in rois.items():
+            a, b = cc[0, idx], cc[k, idx]
+            both = np.isfinite(a) & np.isfinite(b)
+            out.setdefault(k, {})[roi] = {"pct": float(100.0 * np.mean(b[both] > a[both])) if both.any() else float("nan"),
+                                          "n_voxels": int(both.sum())}
     return out
 
 

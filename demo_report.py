@@ -243,6 +243,8 @@ def write_report(out: Path, result: dict, seed: int, quick: bool, train_flags: l
         "demo size alone moved the language gain by 6-18 points (seeds 0-2, five orders each; docs/demo_record.md). "
         "The verdicts use the point estimates.", "",
         "## Alignment by layer and ROI", "", "![alignment](eval/comparison/alignment_by_layer.png)", "",
+        "Voxel by voxel, upper-middle layers (each model against the pretrained one; coloured: the ROIs):", "",
+        "![voxels](eval/comparison/voxel_scatter.png)", "",
         (out / "eval" / "comparison" / "comparison.md").read_text(), "",
     ]
     for m in result["models"]:

@@ -99,3 +99,34 @@ def plot_bars(values: dict[str, dict[str, float]], path, ylabel: str, title: str
     if title:
         ax.set_title(title)
     _save(fig, path)
+
+
+def plot_voxel_scatter(reference, models: dict, rois: dict, path, xlabel: str) -> None:
+    """Each voxel's value under a model (y) against the reference model's (x): one row per model, one panel per ROI
+    (name -> voxel indices; ROIs may overlap, e.g. hemispheres and functional areas), its voxels coloured over all
+    voxels in grey, the diagonal drawn, one scale everywhere; NaN voxels left out. No ROI: one panel of all voxels.
+    reference : (V,); models : {name: (V,)}."""
+    import numpy as np
+    reference = np.asarray(reference, float)
+    models = {name: np.asarray(y, float) for name, y in models.items()}
+    panels = list(rois) or [None]
+    fig, axes = plt.subplots(len(models), len(panels), figsize=(3.2 * len(panels), 3.2 * len(models)), squeeze=False,
+                             layout="constrained")
+    finite = np.concatenate([v[np.isfinite(v)] for v in (reference, *models.values())])
+    lo, hi = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
+    for row, (name, y) in zip(axes, models.items()):
+        ok = np.isfinite(reference) & np.isfinite(y)
+        for k, (ax, roi) in enumerate(zip(row, panels)):
+            ax.scatter(reference[ok], y[ok], s=3, color="lightgrey", lw=0, rasterized=True, label="all voxels")
+            if roi is not None:
+                idx = np.asarray(rois[roi])
+                idx = idx[ok[idx]]
+                ax.scatter(reference[idx], y[idx], s=4, lw=0, color=f"C{k}", rasterized=True, label=roi)
+                ax.set_title(roi)
+            ax.plot([lo, hi], [lo, hi], color="black", lw=0.8)
+            ax.set_xlim(lo, hi)
+            ax.set_ylim(lo, hi)
+            ax.set_aspect("equal")
+            ax.set_xlabel(xlabel)
+        row[0].set_ylabel(f"{name} cc_norm")
+    _save(fig, path)

@@ -162,3 +162,49 @@ def test_a_comparison_into_a_folder_another_run_is_writing_is_refused_untouched(
                 capsys.readouterr().err
             assert [p.name for p in (tmp_path / "group").iterdir()] == [run_utils.RUN_LOCK]
     assert brain_evaluate.main(argv) == 0 and (tmp_path / "group" / "group.json").is_file()  # once it has ended
+
+
+def _voxel_result(folder, cc_by_layer, roi_voxels, rois, responses, predictions):
+    """A --compare-able result of 6 voxels: per-voxel cc_norm per upper-middle layer, and the ROI test data."""
+    import numpy as np
+    folder.mkdir(parents=True)
+    summary = {"subject": "UTS01", "test_story": "wheretheressmoke", "nc_floor": 0.1, "model_type": "whisper",
+               "per_layer": {}, "upper_middle_layers": sorted(cc_by_layer),
+               "upper_middle_mean": {"all": 0.2, "language": 0.2, "auditory": 0.3}}
+    (folder / "summary.json").write_text(json.dumps(summary))
+    for layer, cc in cc_by_layer.items():
+        np.savez(folder / f"layer_{layer}.npz", cc_norm=np.array(cc, float), test_predictions_roi=predictions)
+    np.savez(folder / "test_responses_roi.npz", roi_voxels=roi_voxels, cc_max=np.full(len(roi_voxels), 0.5),
+             responses=responses, **{f"roi/{r}": np.searchsorted(roi_voxels, v) for r, v in rois.items()})
+    return str(folder)
+
+
+def test_voxelwise_comparison_by_hand(tmp_path, capsys):
+    import numpy as np
+    nan = float("nan")
+    rois = {"language": np.array([1, 3, 5]), "auditory": np.array([0, 2])}
+    roi_voxels = np.arange(6)
+    rng = np.random.default_rng(0)
+    responses, predictions = rng.standard_normal((30, 6)), rng.standard_normal((30, 6))
+    # upper-middle means: pretrained [0.2, 0.2, nan, 0.4, 0.3, nan], tuned [0.3, 0.1, 0.5, 0.5, 0.4, nan]
+    pre = _voxel_result(tmp_path / "pre", {3: [0.1, 0.2, nan, 0.4, 0.5, nan], 4: [0.3, 0.2, nan, nan, 0.1, nan]},
+                        roi_voxels, rois, responses, predictions)
+    tuned = _voxel_result(tmp_path / "tuned", {3: [0.3, 0.1, 0.5, 0.4, 0.5, nan], 4: [0.3, 0.1, 0.5, 0.6, 0.3, nan]},
+                          roi_voxels, rois, responses, predictions)
+    assert brain_evaluate.main(["--compare", pre, tuned, "--out", str(tmp_path / "c")]) == 0
+    with np.load(tmp_path / "c" / "voxel_cc_norm.npz") as z:
+        assert list(z["models"]) == ["pre", "tuned"]
+        np.testing.assert_allclose(z["cc_norm"], [[0.2, 0.2, nan, 0.4, 0.3, nan], [0.3, 0.1, 0.5, 0.5, 0.4, nan]],
+                                   rtol=1e-6)
+    above = json.loads((tmp_path / "c" / "comparison.json").read_text())["voxels_above_first_pct"]["tuned"]
+    # voxels with both values: 0, 1, 3, 4; tuned above at 0, 3, 4. Language (1, 3, 5): 1 and 3; auditory (0, 2): 0
+    assert above == {"all": {"pct": 75.0, "n_voxels": 4}, "language": {"pct": 50.0, "n_voxels": 2},
+                     "auditory": {"pct": 100.0, "n_voxels": 1}}
+    assert "| tuned | 75 (4) | 50 (2) | 100 (1) |" in (tmp_path / "c" / "comparison.md").read_text()
+    assert (tmp_path / "c" / "voxel_scatter.png").stat().st_size > 0
+    # another voxel count in a layer file (another subject's or a damaged copy): named, nothing written
+    np.savez(tmp_path / "tuned" / "layer_4.npz", cc_norm=np.zeros(7), test_predictions_roi=predictions)
+    capsys.readouterr()
+    assert brain_evaluate.main(["--compare", pre, tuned, "--out", str(tmp_path / "d")]) == 2
+    assert f"{tmp_path / 'tuned' / 'layer_4.npz'}: 7 voxels, expected 6 like" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()

@@ -38,8 +38,12 @@ def test_quick_demo_tuning_raises_language_alignment(tmp_path, monkeypatch):
     commit = run_utils.toolkit_version()["commit"]  # the code that made it, in the header
     assert f" · toolkit {commit[:10] if commit else 'unknown'}" in report.splitlines()[2]
     assert "- device: cpu, precision fp32 (" in report  # where the steps ran: a GPU's bf16 numbers differ
-    for png in ("eval/comparison/alignment_by_layer.png", "train/tuned/loss_curve.png", "probes_summary.png"):
-        assert (out / png).is_file(), png
+    import re
+    linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)  # every plot the report shows is there
+    assert {"eval/comparison/alignment_by_layer.png", "eval/comparison/voxel_scatter.png", "train/tuned/loss_curve.png",
+            "probes_summary.png"} <= set(linked)
+    for png in linked:
+        assert (out / png).read_bytes()[:4] == b"\x89PNG", png
     cfg = json.loads((out / "train" / "tuned" / "config.json").read_text())
     flags = run_demo.DEMO_TRAIN_FLAGS
     frozen = int(flags[flags.index("--freeze-layers") + 1])

@@ -53,3 +53,25 @@ def test_save_writes_the_png_atomically(tmp_path):
     plotting.plot_bars({"g": {"a": 1.0}}, path, "y")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in path.parent.iterdir()] == ["plot.png"]  # no temporary file left behind
+
+
+def test_voxel_scatter_draws_one_panel_per_model_and_roi_with_its_voxels_over_all_finite_ones(captured):
+    nan = np.nan
+    reference = np.array([0.1, 0.2, nan, 0.4, 0.5, 0.6])
+    models = {"tuned": np.array([0.2, nan, 0.3, 0.5, 0.4, 0.7]), "control": np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])}
+    rois = {"language": np.array([0, 1, 3]), "left": np.array([0, 1, 2, 3])}  # overlapping, as hemispheres do
+    plotting.plot_voxel_scatter(reference, models, rois, "unused.png", "pre cc_norm")
+    axes = np.array(captured[0].axes).reshape(2, 2)  # rows: models; columns: ROIs
+    assert [a.get_title() for a in axes[0]] == ["language", "left"]
+    assert [a.get_ylabel() for a in axes[:, 0]] == ["tuned cc_norm", "control cc_norm"]
+    (every, language), (_, left) = ([c.get_offsets() for c in ax.collections] for ax in axes[0])
+    np.testing.assert_allclose(every, [[0.1, 0.2], [0.4, 0.5], [0.5, 0.4], [0.6, 0.7]])  # NaN in either: left out
+    np.testing.assert_allclose(language, [[0.1, 0.2], [0.4, 0.5]])  # voxel 1 is NaN for tuned
+    np.testing.assert_allclose(left, [[0.1, 0.2], [0.4, 0.5]])  # voxel 2 is NaN for the reference
+    assert len(axes[1, 0].collections[1].get_offsets()) == 3  # the control has voxel 1
+    for ax in axes.ravel():  # one scale for x and y in every panel, from the smallest to the largest finite value
+        assert ax.get_xlim() == ax.get_ylim() == (0.1, 0.7)
+        np.testing.assert_allclose(ax.lines[0].get_xydata(), [[0.1, 0.1], [0.7, 0.7]])  # the diagonal
+    plotting.plot_voxel_scatter(reference, {"tuned": models["tuned"]}, {}, "unused.png", "pre cc_norm")
+    (ax,) = captured[1].axes  # no ROI file: one panel of every voxel
+    assert len(ax.collections) == 1 and len(ax.collections[0].get_offsets()) == 4
