@@ -50,8 +50,8 @@ def parse_args(argv=None):
     p.add_argument("--subject-results", action="append", nargs="+", metavar="DIR",
                    help="one subject's result folders, the models in the same order for every subject (first = "
                         "reference); give it once per subject: mean ± SEM across subjects and Wilcoxon tests")
-    p.add_argument("--labels", nargs="+", help="model names for --subject-results (default: the first subject's "
-                                               "folder names)")
+    p.add_argument("--labels", nargs="+", help="model names, one per folder of --compare or of each --subject-results "
+                                               "(default: the folder names, of the first subject's)")
     p.add_argument("--data-dir", help="ds003020 root (holds derivative/ and stimuli/)")
     p.add_argument("--subject", type=du.subject_arg, help="UTS03 or 3")
     p.add_argument("--model-name", nargs="+", help="hub id, local model dir, or a trainer's best/; several: "
@@ -108,8 +108,8 @@ def resolve_layers(requested, n_layers: int) -> list[int]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.labels and not args.subject_results:
-        print("error: --labels names the models of --subject-results", file=sys.stderr)
+    if args.labels and not (args.compare or args.subject_results):
+        print("error: --labels names the models of --compare or --subject-results", file=sys.stderr)
         return EXIT_USAGE
     if args.compare or args.subject_results:
         flag = "--compare" if args.compare else "--subject-results"
@@ -145,7 +145,7 @@ def write_comparison(args) -> int:
     from compare_results import compare, compare_subjects
     try:
         if args.compare:
-            compare([Path(d) for d in args.compare], Path(args.out[0]))
+            compare([Path(d) for d in args.compare], Path(args.out[0]), args.labels)
         else:
             compare_subjects([[Path(d) for d in g] for g in args.subject_results], Path(args.out[0]), args.labels)
     except (FileNotFoundError, ValueError) as err:

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from alignment import LOW_LEVEL_GROUPS, mean_sem, relative_change, stories_to_match, wilcoxon_compare
-from run_utils import NPY_READ_ERRORS, read_result_json, save_npz_atomic, write_json_atomic, write_text_atomic
+from run_utils import (NPY_READ_ERRORS, read_result_json, result_labels, save_npz_atomic, write_json_atomic,
+                       write_text_atomic)
 
 
 def _fmt(x: float) -> str:
@@ -94,14 +95,15 @@ def render_single(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def compare(dirs: list[Path], out: Path) -> dict:
-    """Side-by-side table (upper-middle mean cc_norm per ROI, % change vs the first) and layer plots."""
+def compare(dirs: list[Path], out: Path, labels: list[str] | None = None) -> dict:
+    """Side-by-side table (upper-middle mean cc_norm per ROI, % change vs the first) and layer plots; the models
+    named by `labels` or else by their folders (`run_utils.result_labels`)."""
     from plotting import plot_layer_curves
     summaries = [read_result_json(d, "summary.json", "brain_evaluate.py", ("per_layer", "upper_middle_mean"),
                                   number_maps=("upper_middle_mean", "upper_middle_low_level_impact"),
                                   objects=("per_layer",)) for d in dirs]
     _check_one_subject_and_test(dirs, summaries)
-    names = [Path(d).name for d in dirs]
+    names = result_labels(dirs, labels)
     rois = [r for r in summaries[0]["upper_middle_mean"] if all(r in s["upper_middle_mean"] for s in summaries)]
     ref = summaries[0]["upper_middle_mean"]
     table = {"models": names, "rois": rois, "upper_middle_cc_norm": {}, "change_vs_first_pct": {}}
@@ -394,9 +396,7 @@ def compare_subjects(groups: list[list[Path]], out: Path, labels: list[str] | No
             if ss[k]["model_type"] != summaries[0][k]["model_type"]:
                 raise ValueError(f"{g[k]}: a {ss[k]['model_type']} model at position {k + 1}, expected "
                                  f"{summaries[0][k]['model_type']} like {groups[0][k]}")
-    names = list(labels) if labels else [Path(d).name for d in groups[0]]
-    if len(names) != len(groups[0]) or len(set(names)) != len(names):
-        raise ValueError(f"--labels: {len(groups[0])} distinct model names needed; found {names}")
+    names = result_labels(groups[0], labels)
     rois = [r for r in summaries[0][0]["upper_middle_mean"] if all(r in s["upper_middle_mean"] for ss in summaries for s in ss)]
     values = {name: {roi: [ss[k]["upper_middle_mean"][roi] for ss in summaries] for roi in rois}
               for k, name in enumerate(names)}

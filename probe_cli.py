@@ -22,6 +22,7 @@ def common_parser(description: str, tasks: list[str], data_help: str) -> argpars
                    "(e.g. pretrained, tuned, control) are probed on the same data, one --out folder each")
     p.add_argument("--out", nargs="+", required=True, help="result folder, one per --model-name (or of --compare)")
     p.add_argument("--compare", nargs="+", metavar="DIR", help="only compare earlier result folders (first = reference)")
+    p.add_argument("--labels", nargs="+", help="model names for --compare, one per folder (default: the folder names)")
     p.add_argument("--layers", type=int, nargs="+", help="hidden-state indices (default: all transformer layers)")
     p.add_argument("--whisper-mode", default="pad30", choices=models.WHISPER_MODES,
                    help="pad30 = pad to 30 s, pool valid frames; truncate = positions cut to the audio")
@@ -83,6 +84,9 @@ def is_probe_output(folder: Path) -> bool:
 
 def run(args, task_runner) -> int:
     """Validate flags, load the models, call `task_runner(args, probed_models, device, cache_dir)`; map errors to exit codes."""
+    if args.labels and not args.compare:
+        print("error: --labels names the models of --compare", file=sys.stderr)
+        return EXIT_USAGE
     if args.compare:
         if len(args.out) != 1:
             print(f"error: --compare writes one --out folder, found {len(args.out)}", file=sys.stderr)
@@ -110,7 +114,7 @@ def write_comparison(args) -> int:
     """--compare into the one --out, once it is this process's; returns the exit code."""
     from probe_tasks import compare_probe_results
     try:
-        compare_probe_results([Path(d) for d in args.compare], Path(args.out[0]))
+        compare_probe_results([Path(d) for d in args.compare], Path(args.out[0]), args.labels)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE

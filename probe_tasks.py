@@ -22,7 +22,7 @@ from data_utils import DataError, file_fingerprint, read_tsv
 from features import FeatureCache, check_finite_features
 from inference import map_inference, prepare_for_inference
 from models import SpeechEncoder
-from run_utils import (command_line, package_versions, read_result_json, timestamp, write_json_atomic,
+from run_utils import (command_line, package_versions, read_result_json, result_labels, timestamp, write_json_atomic,
                        write_text_atomic)
 
 METRICS = ("f1_macro", "f1_micro", "accuracy")
@@ -480,8 +480,9 @@ def run_story_word_probe(models: list[ProbedModel], words_by_source: dict, audio
     return results
 
 
-def compare_probe_results(dirs: list[Path], out: Path) -> dict:
-    """Side-by-side upper-middle scores of several result folders of the same task (first = reference)."""
+def compare_probe_results(dirs: list[Path], out: Path, labels: list[str] | None = None) -> dict:
+    """Side-by-side upper-middle scores of several result folders of the same task (first = reference); the models
+    named by `labels` or else by their folders (`run_utils.result_labels`)."""
     from plotting import plot_layer_curves
     results = [read_result_json(d, "results.json", "probe", ("task", "layers", "upper_middle_mean", "per_layer"),
                                 number_maps=("upper_middle_mean",), objects=("per_layer",)) for d in dirs]
@@ -493,7 +494,7 @@ def compare_probe_results(dirs: list[Path], out: Path) -> dict:
             if key in r and key in results[0] and r[key] != results[0][key]:
                 raise ValueError(f"{d}: {key} {r[key]}, expected {results[0][key]} like {dirs[0]}: --compare needs "
                                  f"results on the same data")
-    names = [Path(d).name for d in dirs]
+    names = result_labels(dirs, labels)
     metric_names = list(results[0]["upper_middle_mean"])
     ref = results[0]["upper_middle_mean"]
     lines = [f"### {results[0]['task']}: upper-middle-layer means (Δ% vs {names[0]})", "",

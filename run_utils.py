@@ -270,6 +270,29 @@ def out_among_inputs(out: str | os.PathLike, inputs: list) -> str | None:
     return f"--out {out} is one of the compared result folders; choose another" if same else None
 
 
+def result_labels(dirs: list, labels: list[str] | None = None) -> list[str]:
+    """The names of the models of compared result folders, as tables, JSON keys and plot legends show them:
+    `labels` (--labels, one per folder) or else the folders' own names; distinct either way.
+
+    Raises ValueError for a wrong count or a repeated label, or naming the folders that share a name (two seeds'
+    `tuned`, say), whose rows and curves would otherwise overwrite each other.
+    """
+    dirs = [Path(d) for d in dirs]
+    if labels is not None:
+        if len(labels) != len(dirs):
+            raise ValueError(f"--labels: {len(dirs)} model names needed, one per result folder; found {len(labels)}: "
+                             f"{list(labels)}")
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"--labels: {len(dirs)} distinct model names needed; found {list(labels)}")
+        return list(labels)
+    names = [d.name for d in dirs]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise ValueError(f"{dirs[names.index(name)]} and {dirs[i]} are both named '{name}', the name their model "
+                             f"would have in the tables and plots: name the models with --labels")
+    return names
+
+
 def recover_dir(final: Path) -> Path | None:
     """`final`, or its `.old` copy when a kill fell between the two renames of `replace_dir`."""
     old = final.with_name(final.name + ".old")

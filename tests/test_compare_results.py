@@ -99,8 +99,8 @@ def test_flag_combinations(tmp_path, capsys):
     assert "not both" in capsys.readouterr().err
     assert brain_evaluate.main(["--subject-results", "x", "y", "--out", "a", "b"]) == 2
     assert "--subject-results writes one folder" in capsys.readouterr().err
-    assert brain_evaluate.main(["--compare", "x", "y", "--labels", "p", "t", "--out", str(tmp_path)]) == 2
-    assert "--labels names the models of --subject-results" in capsys.readouterr().err
+    assert brain_evaluate.main(["--out", str(tmp_path / "o"), "--labels", "p", "t"]) == 2
+    assert "--labels names the models of --compare or --subject-results" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -208,3 +208,29 @@ def test_voxelwise_comparison_by_hand(tmp_path, capsys):
     assert brain_evaluate.main(["--compare", pre, tuned, "--out", str(tmp_path / "d")]) == 2
     assert f"{tmp_path / 'tuned' / 'layer_4.npz'}: 7 voxels, expected 6 like" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+def test_compared_folders_of_one_name_need_labels(tmp_path, capsys):
+    # two seeds' tuned models: each folder is named "tuned", and their rows, keys and curves overwrote each other
+    import numpy as np
+    rng = np.random.default_rng(0)
+    responses, predictions = rng.standard_normal((30, 6)), rng.standard_normal((30, 6))
+    rois = {"language": np.array([1, 3, 5])}
+    seeds = [_voxel_result(tmp_path / f"seed{k}" / "tuned", {3: list(rng.random(6))}, np.arange(6), rois,
+                           responses, predictions) for k in (0, 1)]
+    assert brain_evaluate.main(["--compare", *seeds, "--out", str(tmp_path / "c")]) == 2
+    assert f"{seeds[0]} and {seeds[1]} are both named 'tuned'" in capsys.readouterr().err
+    assert brain_evaluate.main(["--compare", *seeds, "--labels", "seed 0", "--out", str(tmp_path / "c")]) == 2
+    assert "--labels: 2 model names needed, one per result folder; found 1: ['seed 0']" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+    assert brain_evaluate.main(["--compare", *seeds, "--labels", "seed 0", "seed 1", "--out", str(tmp_path / "c")]) == 0
+    table = json.loads((tmp_path / "c" / "comparison.json").read_text())
+    assert table["models"] == ["seed 0", "seed 1"] and set(table["upper_middle_cc_norm"]) == {"seed 0", "seed 1"}
+    assert list(table["bootstrap"]["difference_ci95"]) == ["seed 1 - seed 0"]
+    with np.load(tmp_path / "c" / "voxel_cc_norm.npz") as z:
+        assert list(z["models"]) == ["seed 0", "seed 1"]
+    # across subjects: the first subject's folder names, the same rule
+    group = ["--subject-results", *seeds, "--subject-results", _result(tmp_path / "s2" / "a", "UTS02", 0.2),
+             _result(tmp_path / "s2" / "b", "UTS02", 0.3)]
+    assert brain_evaluate.main(group + ["--out", str(tmp_path / "g")]) == 2
+    assert "are both named 'tuned'" in capsys.readouterr().err and not (tmp_path / "g").exists()

@@ -576,3 +576,22 @@ def test_uncovered_frames_are_dropped_in_the_features_own_buffer():
     np.testing.assert_array_equal(got, want)
     assert np.shares_memory(got, x)  # no second copy of a split
     assert keep_frames_in_place(x, np.ones(50, bool)) is x
+
+
+def test_compared_probe_folders_of_one_name_need_labels(tmp_path, capsys):
+    result = {"task": "emotion", "model": "m", "layers": [1, 2], "upper_middle_layers": [2],
+              "per_layer": {"1": {"f1_macro": 0.2}, "2": {"f1_macro": 0.3}}}
+    seeds = []
+    for k, f1 in enumerate((0.3, 0.4)):  # two seeds' tuned models, each folder named "tuned"
+        folder = tmp_path / f"seed{k}" / "tuned"
+        folder.mkdir(parents=True)
+        (folder / "results.json").write_text(json.dumps({**result, "upper_middle_mean": {"f1_macro": f1}}))
+        seeds.append(str(folder))
+    assert eval_downstream.main(["--compare", *seeds, "--out", str(tmp_path / "c")]) == 2
+    assert f"{seeds[0]} and {seeds[1]} are both named 'tuned'" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+    assert eval_downstream.main(["--compare", *seeds, "--labels", "s0", "s1", "--out", str(tmp_path / "c")]) == 0
+    table = json.loads((tmp_path / "c" / "comparison.json").read_text())
+    assert table["models"] == ["s0", "s1"] and table["change_vs_first_pct"]["s1"]["f1_macro"] == pytest.approx(100 / 3)
+    assert eval_phonemes.main(["--labels", "a", "--out", str(tmp_path / "x"), "--model-name", "m"]) == 2
+    assert "--labels names the models of --compare" in capsys.readouterr().err
