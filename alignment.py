@@ -170,6 +170,18 @@ def upper_middle_note(layers: list[int], n_layers: int, name: str) -> str | None
             f"upper-middle summary reads layer {max(layers)} instead")
 
 
+def upper_middle_mismatch_note(layer_sets: dict[str, list[int] | None]) -> str | None:
+    """A line for a comparison whose models' upper-middle means average different layers (`layer_sets`: model name
+    -> its result's upper-middle layers, None where an older result lacks them); None when they agree."""
+    known = {name: list(v) for name, v in layer_sets.items() if v is not None}
+    if len({tuple(v) for v in known.values()}) <= 1:
+        return None
+    listed = "; ".join(f"{name} {v}" for name, v in known.items())
+    return (f"Note: these upper-middle means average different layers ({listed}), each result's own, from the layers "
+            f"it was evaluated at and its model's depth: for models of one depth, evaluate all at the same --layers "
+            f"to compare like with like.")
+
+
 def low_level_impact(full, residual):
     """100·(align_full − align_residual)/align_full (percent of alignment explained by low-level features).
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from alignment import LOW_LEVEL_GROUPS, mean_sem, relative_change, stories_to_match, wilcoxon_compare
+from alignment import (LOW_LEVEL_GROUPS, mean_sem, relative_change, stories_to_match, upper_middle_mismatch_note,
+                       wilcoxon_compare)
 from run_utils import (NPY_READ_ERRORS, read_result_json, result_labels, save_npz_atomic, write_json_atomic,
                        write_text_atomic)
 
@@ -115,6 +116,9 @@ def compare(dirs: list[Path], out: Path, labels: list[str] | None = None) -> dic
         table["change_vs_first_pct"][name] = {r: relative_change(vals[r], ref[r]) for r in rois}
         cells = [f"{_fmt(vals[r])} | {relative_change(vals[r], ref[r]):+.1f}" for r in rois]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    table["upper_middle_layers"] = {n: s.get("upper_middle_layers") for n, s in zip(names, summaries)}
+    if (note := upper_middle_mismatch_note(table["upper_middle_layers"])) is not None:
+        lines += ["", note]
     if all("upper_middle_low_level_impact" in s for s in summaries):
         _check_same_low_level_groups(dirs, summaries)
         label = _low_level_label(summaries[0])
@@ -181,7 +185,7 @@ def compare(dirs: list[Path], out: Path, labels: list[str] | None = None) -> dic
                                f"{names[0]} cc_norm (upper-middle layers)")
     write_text_atomic(out / "comparison.md", text)
     write_json_atomic(out / "comparison.json", table)
-    layers = [int(l) for l in summaries[0]["per_layer"]]
+    layers = sorted({int(l) for s in summaries for l in s["per_layer"]})  # a layer some model lacks: a gap in its curve
     curves = {r: {n: [s["per_layer"].get(str(l), {}).get("rois", {}).get(r, {}).get("cc_norm", np.nan) for l in layers]
                   for n, s in zip(names, summaries)} for r in rois}
     plot_layer_curves(curves, layers, out / "alignment_by_layer.png", "mean cc_norm",
@@ -271,12 +275,12 @@ def bootstrap_changes(dirs: list[Path], names: list[str], summaries: list[dict],
             continue
         cols = t0[f"roi/{roi}"]
 
-        def per_layer_samples(predictions):  # (n_layers, n_boot, n_models), the same samples for every layer
-            return np.array([bootstrap_roi_cc_norm([[p[l][:, cols]] for p in predictions], t0["responses"][:, cols],
-                                                   t0["cc_max"][cols], weights, summaries[0]["nc_floor"])
-                             for l in range(len(predictions[0]))])
+        def per_layer_samples(predictions):  # per model (its own upper-middle layers, n_boot): the same samples
+            return [np.array([bootstrap_roi_cc_norm([[p_l[:, cols]]], t0["responses"][:, cols], t0["cc_max"][cols],
+                                                    weights, summaries[0]["nc_floor"])[:, 0] for p_l in p])
+                    for p in predictions]
         full = per_layer_samples(preds)
-        samples = full.mean(axis=0)  # the mean over layers, as bootstrap_roi_cc_norm takes it
+        samples = np.stack([f.mean(axis=0) for f in full], axis=1)  # (n_boot, n_models): the mean over its layers
         out["rois"].append(roi)
         change = 100.0 * (samples - samples[:, :1]) / np.abs(samples[:, :1])
         for k, name in enumerate(names):
@@ -287,7 +291,8 @@ def bootstrap_changes(dirs: list[Path], names: list[str], summaries: list[dict],
                 out["difference_ci95"].setdefault(pair, {})[roi] = _interval(diff)
                 out["share_of_samples_above"].setdefault(pair, {})[roi] = float(np.mean(diff > 0))
         if with_impact:  # the low-level impact's differences in percentage points, on the same samples
-            impact = bootstrap_low_level_impact(full, per_layer_samples(residual))
+            impact = np.stack([bootstrap_low_level_impact(f[:, :, None], r[:, :, None])[:, 0]
+                               for f, r in zip(full, per_layer_samples(residual))], axis=1)
             for k, name in enumerate(names):
                 for j in range(k):
                     pair, diff = f"{name} - {names[j]}", impact[:, k] - impact[:, j]

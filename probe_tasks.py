@@ -17,7 +17,7 @@ import numpy as np
 
 import downstream_data as dd
 import probes
-from alignment import relative_change, upper_middle_layers
+from alignment import relative_change, upper_middle_layers, upper_middle_mismatch_note
 from data_utils import DataError, file_fingerprint, read_tsv
 from features import FeatureCache, check_finite_features
 from inference import map_inference, prepare_for_inference
@@ -506,11 +506,14 @@ def compare_probe_results(dirs: list[Path], out: Path, labels: list[str] | None 
         table["change_vs_first_pct"][name] = {m: relative_change(um[m], ref[m]) for m in metric_names}
         lines.append(f"| {name} | " + " | ".join(f"{um[m]:.3f} | {relative_change(um[m], ref[m]):+.1f}"
                                                  for m in metric_names) + " |")
+    table["upper_middle_layers"] = {n: r.get("upper_middle_layers") for n, r in zip(names, results)}
+    if (note := upper_middle_mismatch_note(table["upper_middle_layers"])) is not None:
+        lines += ["", note]
     text = "\n".join(lines) + "\n"
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "comparison.md", text)
     write_json_atomic(out / "comparison.json", table)
-    layers = results[0]["layers"]
+    layers = sorted({int(l) for r in results for l in r["layers"]})  # a layer some model lacks: a gap in its curve
     key = metric_names[0]
     value = (lambda r, l: r["per_layer"][str(l)]["test"][key]) if "test" in next(iter(results[0]["per_layer"].values())) \
         else (lambda r, l: r["per_layer"][str(l)][key])

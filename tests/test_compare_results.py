@@ -234,3 +234,35 @@ def test_compared_folders_of_one_name_need_labels(tmp_path, capsys):
              _result(tmp_path / "s2" / "b", "UTS02", 0.3)]
     assert brain_evaluate.main(group + ["--out", str(tmp_path / "g")]) == 2
     assert "are both named 'tuned'" in capsys.readouterr().err and not (tmp_path / "g").exists()
+
+
+def test_models_averaging_different_upper_middle_layers_are_noted_and_plotted_on_every_layer(tmp_path, monkeypatch):
+    # a tuned model evaluated at --layers 4 only, beside a pretrained one evaluated at 3 and 4
+    import numpy as np
+    import plotting
+    drawn = []
+    monkeypatch.setattr(plotting, "plot_layer_curves", lambda curves, layers, *a, **k: drawn.append((curves, layers)))
+    rng = np.random.default_rng(0)
+    responses, predictions = rng.standard_normal((30, 6)), rng.standard_normal((30, 6))
+    rois = {"language": np.array([1, 3, 5])}
+    pre = _voxel_result(tmp_path / "pre", {3: list(rng.random(6)), 4: list(rng.random(6))}, np.arange(6), rois,
+                        responses, predictions)
+    tuned = _voxel_result(tmp_path / "tuned", {4: list(rng.random(6))}, np.arange(6), rois, responses, predictions)
+    for folder, per_layer in ((pre, {"3": 0.1, "4": 0.2}), (tuned, {"4": 0.3, "5": 0.4})):
+        s = json.loads((tmp_path / folder / "summary.json").read_text())
+        s["per_layer"] = {l: {"rois": {"language": {"cc_norm": v}}} for l, v in per_layer.items()}
+        (tmp_path / folder / "summary.json").write_text(json.dumps(s))
+    assert brain_evaluate.main(["--compare", pre, tuned, "--out", str(tmp_path / "c")]) == 0
+    table = json.loads((tmp_path / "c" / "comparison.json").read_text())
+    assert table["upper_middle_layers"] == {"pre": [3, 4], "tuned": [4]}
+    # the intervals average each model's own layers (a traceback before): every layer here predicts the same
+    assert table["bootstrap"]["difference_ci95"]["tuned - pre"]["language"] == pytest.approx([0.0, 0.0], abs=1e-12)
+    assert "Note: these upper-middle means average different layers (pre [3, 4]; tuned [4])" in \
+        (tmp_path / "c" / "comparison.md").read_text()
+    curves, layers = drawn[0]  # every layer any model has, a gap where one lacks it
+    assert layers == [3, 4, 5]
+    np.testing.assert_array_equal(curves["language"]["pre"], [0.1, 0.2, np.nan])
+    np.testing.assert_array_equal(curves["language"]["tuned"], [np.nan, 0.3, 0.4])
+    assert brain_evaluate.main(["--compare", pre, pre, "--labels", "a", "b",
+                                "--out", str(tmp_path / "same")]) == 0  # the same layers: no note
+    assert "Note: these upper-middle" not in (tmp_path / "same" / "comparison.md").read_text()

@@ -1,6 +1,7 @@
 """eval_phonemes.py / eval_downstream.py end to end on the miniature layouts with tiny models."""
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -593,5 +594,14 @@ def test_compared_probe_folders_of_one_name_need_labels(tmp_path, capsys):
     assert eval_downstream.main(["--compare", *seeds, "--labels", "s0", "s1", "--out", str(tmp_path / "c")]) == 0
     table = json.loads((tmp_path / "c" / "comparison.json").read_text())
     assert table["models"] == ["s0", "s1"] and table["change_vs_first_pct"]["s1"]["f1_macro"] == pytest.approx(100 / 3)
+    assert table["upper_middle_layers"] == {"s0": [2], "s1": [2]}
+    assert "Note: these upper-middle" not in (tmp_path / "c" / "comparison.md").read_text()
+    # one evaluated at layer 1 only (its upper middle falls back to it): noted beside the table
+    r1 = json.loads((Path(seeds[1]) / "results.json").read_text())
+    (Path(seeds[1]) / "results.json").write_text(json.dumps({**r1, "layers": [1], "upper_middle_layers": [1],
+                                                             "per_layer": {"1": {"f1_macro": 0.4}}}))
+    assert eval_downstream.main(["--compare", *seeds, "--labels", "s0", "s1", "--out", str(tmp_path / "c1")]) == 0
+    assert "Note: these upper-middle means average different layers (s0 [2]; s1 [1])" in \
+        (tmp_path / "c1" / "comparison.md").read_text()
     assert eval_phonemes.main(["--labels", "a", "--out", str(tmp_path / "x"), "--model-name", "m"]) == 2
     assert "--labels names the models of --compare" in capsys.readouterr().err
