@@ -439,7 +439,7 @@ def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers:
     ridge_kwargs = {**resolved["ridge"], "score": args.ridge_score, "seed": args.seed}
     summary = {"subject": subject_data["subject"], "model": model_name, "model_type": model_type, "layers": layers,
                "n_layers": n_layers, "upper_middle_layers": al.upper_middle_layers(layers, n_layers),
-               "per_layer": {}, "nc_floor": args.nc_floor, "test_story": test_story,
+               "per_layer": {}, "nc_floor": args.nc_floor, "test_story": test_story, "train_stories": train,
                "noise_ceiling_digest": subject_data["nc_digest"]}  # --compare: one ceiling
     named = [r for r in rois if r != "all"]  # test predictions of their voxels are kept for --compare's bootstrap
     roi_voxels = np.unique(np.concatenate([rois[r] for r in named])).astype(np.int64) if named else None

@@ -32,8 +32,9 @@ def _check_same_low_level_groups(dirs, summaries) -> None:
 
 def _check_one_subject_and_test(dirs, summaries) -> None:
     """The models compared (--compare, or one subject's --subject-results) must be measured on the same voxels and
-    test story with the same cc_norm floor and noise ceiling; refuse folders that differ (a subject's Δ% against
-    another subject's, or cc_norm under another ceiling, is not a model effect)."""
+    test story with the same cc_norm floor, noise ceiling and encoding-model training stories; refuse folders that
+    differ (a subject's Δ% against another subject's, cc_norm under another ceiling or from more training data, is not
+    a model effect)."""
     for key, what in (("subject", "subject"), ("test_story", "test story"), ("nc_floor", "--nc-floor"),
                       ("noise_ceiling_digest", "noise ceiling (cc_max digest)")):
         for d, s in zip(dirs[1:], summaries[1:]):
@@ -43,6 +44,16 @@ def _check_one_subject_and_test(dirs, summaries) -> None:
                 raise ValueError(f"{d}: {what} {this!r}, expected {first!r} like {dirs[0]}: the models compared must "
                                  f"be evaluated on one subject's test story with one --nc-floor and one "
                                  f"noise-ceiling file{hint}")
+    # alignment rises with the encoding model's training data (README: data efficiency): other stories confound
+    first = summaries[0].get("train_stories")
+    for d, s in zip(dirs[1:], summaries[1:]):
+        this = s.get("train_stories")
+        if isinstance(first, list) and isinstance(this, list) and sorted(this) != sorted(first):
+            lacks, adds = sorted(set(first) - set(this)), sorted(set(this) - set(first))
+            raise ValueError(f"{d}: encoding models fitted on {len(this)} training stories, {len(first)} for {dirs[0]} "
+                             f"(without {lacks or 'none'} of them, with {adds or 'no'} others): the models compared "
+                             f"must be evaluated on the same training stories (--train-stories), since alignment "
+                             f"rises with them")
 
 
 def _low_level_label(summary: dict) -> str:

@@ -171,6 +171,9 @@ def test_brain_evaluate_end_to_end_cache_and_compare(mini, tiny_models, tmp_path
     assert _eval(mini, tiny_models["wav2vec2"], tmp_path / "a", "--low-level") == 0
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert summary["layers"] == [1, 2] and set(summary["upper_middle_mean"]) >= {"all", "auditory", "language"}
+    # the encoding model's training stories, for --compare's check: every non-test story the subject has
+    assert summary["train_stories"] == json.loads((tmp_path / "a" / "config.json").read_text())["resolved"]["train_stories"]
+    assert "wheretheressmoke" not in summary["train_stories"] and len(summary["train_stories"]) >= 2
     assert "low_level_impact" in summary["per_layer"]["2"]
     z = np.load(tmp_path / "a" / "layer_2.npz")
     v = Ds003020(mini / "ds003020").n_voxels("UTS02")

@@ -266,3 +266,30 @@ def test_models_averaging_different_upper_middle_layers_are_noted_and_plotted_on
     assert brain_evaluate.main(["--compare", pre, pre, "--labels", "a", "b",
                                 "--out", str(tmp_path / "same")]) == 0  # the same layers: no note
     assert "Note: these upper-middle" not in (tmp_path / "same" / "comparison.md").read_text()
+
+
+def test_compare_refuses_results_fitted_on_other_training_stories(tmp_path, capsys):
+    # 8 stories' encoding models against 14 stories' (--train-stories): alignment rises with them, not a model effect
+    base = {"subject": "UTS01", "test_story": "wheretheressmoke", "nc_floor": 0.1, "model_type": "whisper",
+            "per_layer": {}, "upper_middle_layers": [], "upper_middle_mean": {"all": 0.1, "language": 0.2},
+            "train_stories": ["souls", "avatar", "legacy"]}
+    for name, stories in (("a", None), ("b", ["legacy", "souls", "naked"]), ("c", ["legacy", "avatar", "souls"]),
+                          ("old", "absent")):
+        (tmp_path / name).mkdir()
+        summary = dict(base) if stories is None else {**base, "train_stories": stories}
+        if stories == "absent":  # a result written before summaries named their stories: not checked
+            del summary["train_stories"]
+        (tmp_path / name / "summary.json").write_text(json.dumps(summary))
+    assert brain_evaluate.main(["--compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "x")]) == 2
+    assert (f"{tmp_path / 'b'}: encoding models fitted on 3 training stories, 3 for {tmp_path / 'a'} (without ['avatar'] "
+            f"of them, with ['naked'] others)") in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    (tmp_path / "s2").mkdir()
+    (tmp_path / "s2" / "summary.json").write_text(json.dumps({**base, "subject": "UTS02"}))
+    assert brain_evaluate.main(["--subject-results", str(tmp_path / "s2"), str(tmp_path / "s2"), "--labels", "p", "t",
+                                "--subject-results", str(tmp_path / "a"), str(tmp_path / "b"),
+                                "--out", str(tmp_path / "g")]) == 2  # within a subject, the same rule
+    assert "with ['naked'] others" in capsys.readouterr().err and not (tmp_path / "g").exists()
+    for other in ("c", "old"):  # the same stories in another order, or a result that does not say: compared
+        assert brain_evaluate.main(["--compare", str(tmp_path / "a"), str(tmp_path / other),
+                                    "--out", str(tmp_path / f"ok_{other}")]) == 0
