@@ -284,15 +284,22 @@ def test_out_must_be_new_empty_or_an_earlier_demo_output_and_a_refused_one_is_le
         with pytest.raises(SystemExit, match="pipeline reached"):
             run_demo.main(["--out", str(ok), "--data", str(data), "--no-progress"])
     assert ran == [0] * 6
-    # a demo still running on the same --out or --data (a second `make demo` in this checkout): refused untouched
+    # a demo still running on the same --out or --data (a second `make demo` in this checkout): refused untouched.
+    # A lock file's text names its last holder, rewritten by each claim (the refused run held --out for a moment
+    # before finding --data held): only its presence counts. Every claim here gets a new time, as it would a
+    # second later (the lock text of --out then differed, and this test failed now and then).
+    ticks = iter(range(10 ** 6))
+    monkeypatch.setattr(run_utils, "timestamp", lambda: f"tick {next(ticks)}")
+
+    def snapshot():
+        return sorted((p.relative_to(tmp_path), p.read_bytes() if p.is_file() and p.name != run_utils.RUN_LOCK else None)
+                      for p in tmp_path.rglob("*"))
     for held in (finished, data):
         with run_utils.output_claim(held, "run_demo.py run"):
-            before = sorted((p.relative_to(tmp_path), p.read_bytes() if p.is_file() else None)
-                            for p in tmp_path.rglob("*"))
+            before = snapshot()
             assert run_demo.main(["--out", str(finished), "--data", str(data), "--no-progress"]) == 2
             assert f"error: {held}: another run_demo.py run is writing into it (pid " in capsys.readouterr().err
-            assert sorted((p.relative_to(tmp_path), p.read_bytes() if p.is_file() else None)
-                          for p in tmp_path.rglob("*")) == before
+            assert snapshot() == before
     assert ran == [0] * 6
 
 
