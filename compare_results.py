@@ -138,6 +138,10 @@ def compare(dirs: list[Path], out: Path, labels: list[str] | None = None) -> dic
             lines.append(f"| {name} | " + " | ".join(_fmt(s["upper_middle_low_level_impact"][r]) for r in rois) + " |")
         table["low_level_impact_pct"] = {n: s["upper_middle_low_level_impact"] for n, s in zip(names, summaries)}
         table["low_level_groups"] = list(low_level_groups(summaries[0]))
+    elif with_low := [n for n, s in zip(names, summaries) if "upper_middle_low_level_impact" in s]:
+        without = [n for n in names if n not in with_low]
+        lines += ["", f"No low-level impact table: evaluated with --low-level {', '.join(with_low)}; without it "
+                      f"{', '.join(without)}."]
     boot = bootstrap_changes(dirs, names, summaries, rois)
     if boot.get("rois"):
         table["bootstrap"] = boot

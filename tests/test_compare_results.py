@@ -251,14 +251,18 @@ def test_models_averaging_different_upper_middle_layers_are_noted_and_plotted_on
     for folder, per_layer in ((pre, {"3": 0.1, "4": 0.2}), (tuned, {"4": 0.3, "5": 0.4})):
         s = json.loads((tmp_path / folder / "summary.json").read_text())
         s["per_layer"] = {l: {"rois": {"language": {"cc_norm": v}}} for l, v in per_layer.items()}
+        if folder == pre:  # evaluated with --low-level, the tuned model without: said, not tabled half empty
+            s["upper_middle_low_level_impact"] = {"all": 10.0, "language": 20.0, "auditory": 30.0}
         (tmp_path / folder / "summary.json").write_text(json.dumps(s))
     assert brain_evaluate.main(["--compare", pre, tuned, "--out", str(tmp_path / "c")]) == 0
     table = json.loads((tmp_path / "c" / "comparison.json").read_text())
     assert table["upper_middle_layers"] == {"pre": [3, 4], "tuned": [4]}
     # the intervals average each model's own layers (a traceback before): every layer here predicts the same
     assert table["bootstrap"]["difference_ci95"]["tuned - pre"]["language"] == pytest.approx([0.0, 0.0], abs=1e-12)
-    assert "Note: these upper-middle means average different layers (pre [3, 4]; tuned [4])" in \
-        (tmp_path / "c" / "comparison.md").read_text()
+    md = (tmp_path / "c" / "comparison.md").read_text()
+    assert "Note: these upper-middle means average different layers (pre [3, 4]; tuned [4])" in md
+    assert "No low-level impact table: evaluated with --low-level pre; without it tuned." in md
+    assert "low_level_impact_pct" not in table
     curves, layers = drawn[0]  # every layer any model has, a gap where one lacks it
     assert layers == [3, 4, 5]
     np.testing.assert_array_equal(curves["language"]["pre"], [0.1, 0.2, np.nan])
