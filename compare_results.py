@@ -323,7 +323,7 @@ def voxel_cc_norm(dirs: list[Path], summaries: list[dict]) -> np.ndarray | None:
     """(n_models, V) per-voxel cc_norm, the mean over each result's upper-middle layers (NaN where the voxel's
     cc_max is under the floor); None when a result names no upper-middle layer. Raises FileNotFoundError or
     ValueError naming a layer file that is missing, damaged or of another voxel count."""
-    out = []
+    out, first = [], None  # first: the first layer file read, whose voxel count every other must have
     for d, s in zip(dirs, summaries):
         layers = s.get("upper_middle_layers") or []
         if not layers:
@@ -335,8 +335,9 @@ def voxel_cc_norm(dirs: list[Path], summaries: list[dict]) -> np.ndarray | None:
             if "cc_norm" not in z or z["cc_norm"].ndim != 1:
                 raise ValueError(f"{path}: expected a (voxels,) 'cc_norm' array as brain_evaluate.py writes it; "
                                  f"found {sorted(z) or 'none'}")
-            if out and len(z["cc_norm"]) != out[0].shape[0]:
-                raise ValueError(f"{path}: {len(z['cc_norm'])} voxels, expected {out[0].shape[0]} like {dirs[0]}")
+            first = first or (path, len(z["cc_norm"]))
+            if len(z["cc_norm"]) != first[1]:
+                raise ValueError(f"{path}: {len(z['cc_norm'])} voxels, expected {first[1]} like {first[0]}")
             per_layer.append(z["cc_norm"].astype(np.float64))
         stacked = np.array(per_layer)
         with np.errstate(invalid="ignore"):  # a voxel under the floor is NaN in every layer: NaN, not a warning

@@ -206,8 +206,13 @@ def test_voxelwise_comparison_by_hand(tmp_path, capsys):
     np.savez(tmp_path / "tuned" / "layer_4.npz", cc_norm=np.zeros(7), test_predictions_roi=predictions)
     capsys.readouterr()
     assert brain_evaluate.main(["--compare", pre, tuned, "--out", str(tmp_path / "d")]) == 2
-    assert f"{tmp_path / 'tuned' / 'layer_4.npz'}: 7 voxels, expected 6 like" in capsys.readouterr().err
+    assert f"{tmp_path / 'tuned' / 'layer_4.npz'}: 7 voxels, expected 6 like {tmp_path / 'pre' / 'layer_3.npz'}" in \
+        capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+    np.savez(tmp_path / "pre" / "layer_4.npz", cc_norm=np.zeros(7), test_predictions_roi=predictions)  # within one
+    assert brain_evaluate.main(["--compare", pre, tuned, "--out", str(tmp_path / "d")]) == 2
+    assert f"{tmp_path / 'pre' / 'layer_4.npz'}: 7 voxels, expected 6 like {tmp_path / 'pre' / 'layer_3.npz'}" in \
+        capsys.readouterr().err
 
 
 def test_compared_folders_of_one_name_need_labels(tmp_path, capsys):
