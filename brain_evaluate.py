@@ -499,7 +499,8 @@ def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers:
         summary["upper_middle_low_level_impact"] = {
             roi: float(np.nanmean([summary["per_layer"][l]["low_level_impact"][roi] for l in um])) for roi in rois}
     write_json_atomic(out / "config.json", {"args": {**vars(args), "model_name": model_name, "out": str(out)},
-                                            "resolved": {"train_stories": train, **resolved,
+                                            "resolved": {"model_revision": models.hub_revision(model_name),
+                                                         "train_stories": train, **resolved,
                                                          "noise_ceiling": subject_data["nc_source"],
                                                          "timing": subject_data["timing"],
                                                          "ridge": {**ridge_kwargs, "penalty": "alpha^2 (Huth)",

@@ -433,7 +433,7 @@ def train(args) -> int:
             find_unused_parameters=encoder.layerdrop > 0)
 
     config.update({
-        "resolved": {"device": str(device), "precision": precision, "world_size": world, "micro_batch_size": micro,
+        "resolved": {"model_revision": models.hub_revision(args.model_name), "device": str(device), "precision": precision, "world_size": world, "micro_batch_size": micro,
                      "timing": timing,
                      "grad_accum_steps": accum, "steps_per_epoch": steps_per_epoch, "model_type": model_type,
                      "layerdrop": encoder.layerdrop,
@@ -462,6 +462,10 @@ def train(args) -> int:
     now = {"command": command_line(), "versions": package_versions()}
     run_config = {"args": config, "command": now["command"], "started": timestamp(), "versions": now["versions"]}
     if last is not None:  # the record stays the first start's; each resumption is added to it
+        # the weights resume from last/, so the base model is the one the first start loaded, whatever the hub's now
+        first = old_run["args"].get("resolved", {})
+        if "model_revision" in first:
+            config["resolved"]["model_revision"] = first["model_revision"]
         run_config.update({k: old_run[k] for k in ("command", "started", "versions", "head_init") if k in old_run})
         run_config["resumed"] = old_run.get("resumed", []) + [{"at": timestamp(), "after_epoch": state["epoch"], **now}]
     if is_main:
@@ -560,6 +564,7 @@ def train(args) -> int:
                 models.save_tuned(model, extractor, tmp)
                 write_json_atomic(tmp / "brain_tuning.json", {"epoch": epoch, **val, "subject": config["subject"],
                                                               "base_model": args.model_name,
+                                                              "base_model_revision": config["resolved"]["model_revision"],
                                                               "stories": {"train": split.train, "val": split.val}})
                 replace_dir(tmp, out_dir / "best")
             tmp = out_dir / "last.tmp"

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from inference import hidden_states_together, pooled_over_batches, prepare_for_inference
-from models import ModelError, SpeechEncoder
+from models import ModelError, SpeechEncoder, hub_revision
 from run_utils import NPY_READ_ERRORS, nonnegative_float, positive_float, save_npz_atomic, write_json_atomic
 
 MIN_WINDOW_SAMPLES = 400
@@ -174,10 +174,12 @@ def cache_settings(stride_s: float, context_s: float, pooling: str, tr: float, p
 
 
 def model_fingerprint(name_or_path: str) -> str:
-    """Identity of a model for the cache: hub id, or path + size + mtime of its weight and config files."""
+    """Identity of a model for the cache: hub id @ the cached snapshot's commit (`models.hub_revision`: a newer
+    revision fetched later is another model), or path + size + mtime of its weight and config files."""
     p = Path(name_or_path)
     if not p.is_dir():
-        return name_or_path
+        revision = hub_revision(name_or_path)
+        return name_or_path if revision is None else f"{name_or_path}@{revision}"
     parts = [str(p.resolve())]
     for f in sorted(p.glob("*.safetensors")) + sorted(p.glob("*.bin")) + sorted(p.glob("config.json")):
         st = f.stat()

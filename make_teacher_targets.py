@@ -127,7 +127,8 @@ def text_model_teacher(args, data: du.Ds003020, stories: list[str]) -> tuple[dic
         targets[story], per_story[story] = tt.text_model_targets(data, story, tokenizer, lm, args.layer,
                                                                  args.context_words, args.batch_size or 32, device,
                                                                  not args.no_progress)
-    return targets, per_story, {"kind": "text_model", "model": args.text_model, "model_type": lm.config.model_type,
+    return targets, per_story, {"kind": "text_model", "model": args.text_model,
+                                "model_revision": models.hub_revision(args.text_model), "model_type": lm.config.model_type,
                                 "layer": args.layer, "dims": lm.config.hidden_size, "context_words": args.context_words,
                                 "token": "the word's last token", "non_lexical_labels": "zeros", "case": "lower",
                                 "device": str(device)}
@@ -153,7 +154,8 @@ def speech_model_teacher(args, data: du.Ds003020, stories: list[str]) -> tuple[d
                                               not args.no_progress, threads)
                for story in tqdm(stories, desc="stories", disable=args.no_progress)}
     return targets, {s: {} for s in stories}, {
-        "kind": "speech_model", "model": args.model_name, "model_type": model_type, "layer": args.layer,
+        "kind": "speech_model", "model": args.model_name, "model_revision": models.hub_revision(args.model_name),
+        "model_type": model_type, "layer": args.layer,
         "dims": encoder.hidden_size, **settings, "batch_size": batch_size, "device": str(device),
         "inference_threads": threads, "feature_cache": str(cache.folder), "feature_cache_hits": cache.hits}
 

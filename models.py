@@ -107,6 +107,23 @@ def check_loaded_weights(model: nn.Module, model_type: str, missing, unexpected,
           f"checkpoint and were initialised at random ({listed})", file=sys.stderr)
 
 
+def hub_revision(name_or_path: str) -> str | None:
+    """The commit of the hub snapshot that `from_pretrained(name_or_path)` reads offline: the one the local hub
+    cache's `main` ref names (the last one fetched). None for a local folder, or a hub id with no cached config.
+
+    A hub id names a repository whose `main` moves; its commit names the exact weights (snapshot files never
+    change), so it is what a run records and what a feature cache is keyed on.
+    """
+    if Path(name_or_path).expanduser().is_dir():
+        return None
+    from huggingface_hub import try_to_load_from_cache
+    try:
+        found = try_to_load_from_cache(name_or_path, "config.json")
+    except ValueError:  # not a valid repository id (HFValidationError): nothing on the hub to name
+        return None
+    return Path(found).parent.name if isinstance(found, str) else None
+
+
 def model_path_hint(name_or_path: str) -> str | None:
     """What to pass instead, where `name_or_path` is clearly not a model: a trainer's run folder, a local path that
     does not exist, or a hub id while hub downloads are off. None when there is nothing more to say."""

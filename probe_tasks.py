@@ -21,7 +21,7 @@ from alignment import relative_change, upper_middle_layers, upper_middle_mismatc
 from data_utils import DataError, file_fingerprint, read_tsv
 from features import FeatureCache, check_finite_features
 from inference import map_inference, prepare_for_inference
-from models import SpeechEncoder
+from models import SpeechEncoder, hub_revision
 from run_utils import (command_line, package_versions, read_result_json, result_labels, timestamp, write_json_atomic,
                        write_text_atomic)
 
@@ -54,9 +54,10 @@ class ProbedModel:
 
 
 def model_config(config: dict | None, model: ProbedModel, models: list[ProbedModel]) -> dict:
-    """A result folder's arguments: the run's, with this folder's model and out, and the models probed with it."""
-    return {**(config or {}), "model_name": model.name, "out": str(model.out),
-            "evaluated_with": [m.name for m in models if m is not model]}
+    """A result folder's arguments: the run's, with this folder's model (and its hub commit, `hub_revision`) and out,
+    and the models probed with it."""
+    return {**(config or {}), "model_name": model.name, "model_revision": hub_revision(model.name),
+            "out": str(model.out), "evaluated_with": [m.name for m in models if m is not model]}
 
 
 TASKS = {

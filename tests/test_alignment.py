@@ -467,6 +467,39 @@ def test_cached_features_of_other_audio_under_the_same_story_name_are_not_read(m
         assert not np.array_equal(a["r"], b["r"])  # souls's audio matters: reading its old features would show
 
 
+def _hub_snapshot(hub_cache, repo: str, model_dir, commit: str) -> None:
+    """`model_dir`'s files as snapshot `commit` of hub repository `repo`, laid out as huggingface_hub's cache lays
+    it out, with `main` naming it: what `from_pretrained(repo)` reads offline."""
+    repo_dir = hub_cache / f"models--{repo.replace('/', '--')}"
+    shutil.copytree(model_dir, repo_dir / "snapshots" / commit)
+    (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
+    (repo_dir / "refs" / "main").write_text(commit)
+
+
+def test_a_hub_id_is_read_from_the_hub_cache_and_its_features_are_cached_per_commit(mini, tiny_models, tmp_path,
+                                                                                    monkeypatch):
+    from huggingface_hub import constants
+
+    from model_zoo import build_random_model
+    hub, repo = tmp_path / "hub", "toolkit-test/tiny-wav2vec2"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))  # read by transformers and huggingface_hub per call
+    _hub_snapshot(hub, repo, tiny_models["wav2vec2"], "a" * 40)
+    assert _eval(mini, repo, tmp_path / "first") == 0
+    first = json.loads((tmp_path / "first" / "config.json").read_text())["resolved"]
+    assert first["model_revision"] == "a" * 40 and first["feature_cache_hits"] == 0
+    assert _eval(mini, repo, tmp_path / "again") == 0  # the same commit: every story from the cache
+    assert json.loads((tmp_path / "again" / "config.json").read_text())["resolved"]["feature_cache_hits"] > 0
+    # the hub's main moves on to new weights: a model of its own, never the old commit's cached features
+    _hub_snapshot(hub, repo, build_random_model("wav2vec2", tmp_path / "retrained", seed=1), "b" * 40)
+    assert _eval(mini, repo, tmp_path / "moved") == 0
+    moved = json.loads((tmp_path / "moved" / "config.json").read_text())["resolved"]
+    assert moved["model_revision"] == "b" * 40 and moved["feature_cache_hits"] == 0
+    assert _eval(mini, str(tmp_path / "retrained"), tmp_path / "local") == 0  # the same weights from a folder
+    with np.load(tmp_path / "moved" / "layer_2.npz") as a, np.load(tmp_path / "local" / "layer_2.npz") as b:
+        np.testing.assert_array_equal(a["r"], b["r"])
+    assert json.loads((tmp_path / "local" / "config.json").read_text())["resolved"]["model_revision"] is None
+
+
 def test_audio_with_nan_samples_stops_the_evaluation_with_exit_3_naming_it(mini, tiny_models, tmp_path, capsys):
     from conftest import link_tree
     other = link_tree(mini, tmp_path / "other", without=("ds003020/stimuli/souls.wav",))

@@ -263,6 +263,28 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(mini, tiny_models, tmp
     assert run(mini, model, tmp_path / "cut", *args, "--lr", "1e-3", "--resume") == trainer.EXIT_USAGE  # another run
 
 
+def test_a_hub_id_records_its_commit_and_a_resumed_run_keeps_the_first_starts(mini, tiny_models, tmp_path,
+                                                                              monkeypatch):
+    from huggingface_hub import constants
+
+    from test_alignment import _hub_snapshot
+    hub, repo = tmp_path / "hub", "toolkit-test/tiny-wav2vec2"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
+    _hub_snapshot(hub, repo, tiny_models["wav2vec2"], "a" * 40)
+    with pytest.raises(SystemExit):  # 4 steps per epoch: killed in epoch 2, after epoch 1's best/ was saved
+        run(mini, repo, tmp_path / "run", "--stop-after-steps", "6")
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["args"]["resolved"]["model_revision"] == "a" * 40
+    assert json.loads((tmp_path / "run" / "best" / "brain_tuning.json").read_text())["base_model_revision"] == "a" * 40
+    _hub_snapshot(hub, repo, tiny_models["wav2vec2"], "b" * 40)  # the hub's main moves on before the resumption
+    assert run(mini, repo, tmp_path / "run", "--resume") == 0
+    # the weights came from last/, started from commit a: the record says so, not what main names now
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["args"]["resolved"]["model_revision"] == "a" * 40 and len(cfg["resumed"]) == 1
+    assert json.loads((tmp_path / "run" / "best" / "brain_tuning.json").read_text())["base_model_revision"] == "a" * 40
+    assert run(mini, tiny_models["wav2vec2"], tmp_path / "local", "--num-epochs", "1") == 0
+    assert json.loads((tmp_path / "local" / "config.json").read_text())["args"]["resolved"]["model_revision"] is None
+
+
 def test_a_diverging_run_stops_with_its_checkpoints_finite(mini, tiny_models, tmp_path, capsys, monkeypatch):
     import training
     loss_of = training.brain_loss

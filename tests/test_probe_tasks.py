@@ -605,3 +605,18 @@ def test_compared_probe_folders_of_one_name_need_labels(tmp_path, capsys):
         (tmp_path / "c1" / "comparison.md").read_text()
     assert eval_phonemes.main(["--labels", "a", "--out", str(tmp_path / "x"), "--model-name", "m"]) == 2
     assert "--labels names the models of --compare" in capsys.readouterr().err
+
+
+def test_a_hub_id_probe_records_its_commit_and_caches_per_commit(downstream, tiny_models, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from test_alignment import _hub_snapshot
+    hub, repo = tmp_path / "hub", "toolkit-test/tiny-whisper"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
+    args = ("--task", "sentence_type", "--whisper-mode", "truncate", "--layers", "2")
+    for commit in ("a" * 40, "b" * 40):  # the hub's main moves on (same weights): another cache entry
+        _hub_snapshot(hub, repo, tiny_models["whisper"], commit)
+        assert eval_phonemes.main(_args(repo, downstream / "timit", tmp_path / commit[0], tmp_path / "c", *args)) == 0
+        cfg = json.loads((tmp_path / commit[0] / "config.json").read_text())
+        assert cfg["args"]["model_revision"] == commit
+    assert cfg["feature_cache"] != json.loads((tmp_path / "a" / "config.json").read_text())["feature_cache"]

@@ -127,6 +127,7 @@ def test_speech_teacher_reads_the_evaluations_feature_cache(mini, tiny_models, t
     teacher = json.loads((tmp_path / "teacher.npz.json").read_text())["resolved"]["teacher"]
     # same cache folder, every story found there: the teacher's features are the evaluation's
     assert teacher["feature_cache"] == evaluated["feature_cache"] and teacher["feature_cache_hits"] == len(stories)
+    assert teacher["model_revision"] is None  # a local folder (a hub id: its cached commit, models.hub_revision)
     data = du.Ds003020(mini / "ds003020")
     with np.load(out) as z:
         assert sorted(z.files) == stories
@@ -229,6 +230,7 @@ def test_text_teacher_end_to_end(mini, text_model, tmp_path, capsys):
     data = du.Ds003020(mini / "ds003020")
     record = json.loads((tmp_path / "lm.npz.json").read_text())["resolved"]
     assert record["teacher"]["kind"] == "text_model" and record["teacher"]["context_words"] == 5
+    assert record["teacher"]["model_revision"] is None
     with np.load(out) as z:
         for story in stories:
             assert z[story].shape == (data.respdict[story] - 20, 32)
