@@ -433,8 +433,8 @@ def train(args) -> int:
             find_unused_parameters=encoder.layerdrop > 0)
 
     config.update({
-        "resolved": {"model_revision": models.hub_revision(args.model_name), "device": str(device), "precision": precision, "world_size": world, "micro_batch_size": micro,
-                     "timing": timing,
+        "resolved": {"model_revision": models.hub_revision(args.model_name), "device": str(device),
+                     "precision": precision, "world_size": world, "micro_batch_size": micro, "timing": timing,
                      "grad_accum_steps": accum, "steps_per_epoch": steps_per_epoch, "model_type": model_type,
                      "layerdrop": encoder.layerdrop,
                      "n_targets": n_targets, "voxels": vox_info, "front_end_cache": cache_info, "lora_targets": lora_targets,

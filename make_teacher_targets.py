@@ -128,7 +128,8 @@ def text_model_teacher(args, data: du.Ds003020, stories: list[str]) -> tuple[dic
                                                                  args.context_words, args.batch_size or 32, device,
                                                                  not args.no_progress)
     return targets, per_story, {"kind": "text_model", "model": args.text_model,
-                                "model_revision": models.hub_revision(args.text_model), "model_type": lm.config.model_type,
+                                "model_revision": models.hub_revision(args.text_model),
+                                "model_type": lm.config.model_type,
                                 "layer": args.layer, "dims": lm.config.hidden_size, "context_words": args.context_words,
                                 "token": "the word's last token", "non_lexical_labels": "zeros", "case": "lower",
                                 "device": str(device)}
