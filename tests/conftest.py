@@ -1,5 +1,6 @@
 """Shared fixtures: one tiny miniature dataset per test session (built in ~4 s)."""
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -67,3 +68,12 @@ def link_tree(src: Path, dst: Path, without: tuple[str, ...] = ()) -> Path:
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)
             os.symlink(path, dst / rel)
     return dst
+
+
+def hub_snapshot(hub_cache, repo: str, model_dir, commit: str) -> None:
+    """`model_dir`'s files as snapshot `commit` of hub repository `repo`, laid out as huggingface_hub's cache lays
+    it out, with `main` naming it: what `from_pretrained(repo)` reads offline."""
+    repo_dir = hub_cache / f"models--{repo.replace('/', '--')}"
+    shutil.copytree(model_dir, repo_dir / "snapshots" / commit)
+    (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
+    (repo_dir / "refs" / "main").write_text(commit)

@@ -467,30 +467,22 @@ def test_cached_features_of_other_audio_under_the_same_story_name_are_not_read(m
         assert not np.array_equal(a["r"], b["r"])  # souls's audio matters: reading its old features would show
 
 
-def _hub_snapshot(hub_cache, repo: str, model_dir, commit: str) -> None:
-    """`model_dir`'s files as snapshot `commit` of hub repository `repo`, laid out as huggingface_hub's cache lays
-    it out, with `main` naming it: what `from_pretrained(repo)` reads offline."""
-    repo_dir = hub_cache / f"models--{repo.replace('/', '--')}"
-    shutil.copytree(model_dir, repo_dir / "snapshots" / commit)
-    (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
-    (repo_dir / "refs" / "main").write_text(commit)
-
-
 def test_a_hub_id_is_read_from_the_hub_cache_and_its_features_are_cached_per_commit(mini, tiny_models, tmp_path,
                                                                                     monkeypatch):
     from huggingface_hub import constants
 
+    from conftest import hub_snapshot
     from model_zoo import build_random_model
     hub, repo = tmp_path / "hub", "toolkit-test/tiny-wav2vec2"
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))  # read by transformers and huggingface_hub per call
-    _hub_snapshot(hub, repo, tiny_models["wav2vec2"], "a" * 40)
+    hub_snapshot(hub, repo, tiny_models["wav2vec2"], "a" * 40)
     assert _eval(mini, repo, tmp_path / "first") == 0
     first = json.loads((tmp_path / "first" / "config.json").read_text())["resolved"]
     assert first["model_revision"] == "a" * 40 and first["feature_cache_hits"] == 0
     assert _eval(mini, repo, tmp_path / "again") == 0  # the same commit: every story from the cache
     assert json.loads((tmp_path / "again" / "config.json").read_text())["resolved"]["feature_cache_hits"] > 0
     # the hub's main moves on to new weights: a model of its own, never the old commit's cached features
-    _hub_snapshot(hub, repo, build_random_model("wav2vec2", tmp_path / "retrained", seed=1), "b" * 40)
+    hub_snapshot(hub, repo, build_random_model("wav2vec2", tmp_path / "retrained", seed=1), "b" * 40)
     assert _eval(mini, repo, tmp_path / "moved") == 0
     moved = json.loads((tmp_path / "moved" / "config.json").read_text())["resolved"]
     assert moved["model_revision"] == "b" * 40 and moved["feature_cache_hits"] == 0

@@ -267,15 +267,15 @@ def test_a_hub_id_records_its_commit_and_a_resumed_run_keeps_the_first_starts(mi
                                                                               monkeypatch):
     from huggingface_hub import constants
 
-    from test_alignment import _hub_snapshot
+    from conftest import hub_snapshot
     hub, repo = tmp_path / "hub", "toolkit-test/tiny-wav2vec2"
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
-    _hub_snapshot(hub, repo, tiny_models["wav2vec2"], "a" * 40)
+    hub_snapshot(hub, repo, tiny_models["wav2vec2"], "a" * 40)
     with pytest.raises(SystemExit):  # 4 steps per epoch: killed in epoch 2, after epoch 1's best/ was saved
         run(mini, repo, tmp_path / "run", "--stop-after-steps", "6")
     assert json.loads((tmp_path / "run" / "config.json").read_text())["args"]["resolved"]["model_revision"] == "a" * 40
     assert json.loads((tmp_path / "run" / "best" / "brain_tuning.json").read_text())["base_model_revision"] == "a" * 40
-    _hub_snapshot(hub, repo, tiny_models["wav2vec2"], "b" * 40)  # the hub's main moves on before the resumption
+    hub_snapshot(hub, repo, tiny_models["wav2vec2"], "b" * 40)  # the hub's main moves on before the resumption
     assert run(mini, repo, tmp_path / "run", "--resume") == 0
     # the weights came from last/, started from commit a: the record says so, not what main names now
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())

@@ -254,12 +254,12 @@ def test_hub_revision_is_the_commit_main_names_in_the_hub_cache(tiny_models, tmp
     from huggingface_hub import constants
 
     from features import model_fingerprint
-    from test_alignment import _hub_snapshot
+    from conftest import hub_snapshot
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     repo = "toolkit-test/tiny-hubert"
     assert models.hub_revision(repo) is None and model_fingerprint(repo) == repo  # not fetched: nothing to name
-    _hub_snapshot(tmp_path / "hub", repo, tiny_models["hubert"], "c" * 40)
-    _hub_snapshot(tmp_path / "hub", repo, tiny_models["hubert"], "d" * 40)  # fetched again later: main moved on
+    hub_snapshot(tmp_path / "hub", repo, tiny_models["hubert"], "c" * 40)
+    hub_snapshot(tmp_path / "hub", repo, tiny_models["hubert"], "d" * 40)  # fetched again later: main moved on
     assert models.hub_revision(repo) == "d" * 40 and model_fingerprint(repo) == f"{repo}@{'d' * 40}"
     assert models.hub_revision(tiny_models["hubert"]) is None  # a local folder: its files name it
     assert models.hub_revision("not..a//repo id") is None  # invalid as a repository id: no error, nothing to name

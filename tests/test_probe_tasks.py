@@ -610,12 +610,12 @@ def test_compared_probe_folders_of_one_name_need_labels(tmp_path, capsys):
 def test_a_hub_id_probe_records_its_commit_and_caches_per_commit(downstream, tiny_models, tmp_path, monkeypatch):
     from huggingface_hub import constants
 
-    from test_alignment import _hub_snapshot
+    from conftest import hub_snapshot
     hub, repo = tmp_path / "hub", "toolkit-test/tiny-whisper"
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
     args = ("--task", "sentence_type", "--whisper-mode", "truncate", "--layers", "2")
     for commit in ("a" * 40, "b" * 40):  # the hub's main moves on (same weights): another cache entry
-        _hub_snapshot(hub, repo, tiny_models["whisper"], commit)
+        hub_snapshot(hub, repo, tiny_models["whisper"], commit)
         assert eval_phonemes.main(_args(repo, downstream / "timit", tmp_path / commit[0], tmp_path / "c", *args)) == 0
         cfg = json.loads((tmp_path / commit[0] / "config.json").read_text())
         assert cfg["args"]["model_revision"] == commit
