@@ -463,8 +463,8 @@ def train(args) -> int:
     run_config = {"args": config, "command": now["command"], "started": timestamp(), "versions": now["versions"]}
     if last is not None:  # the record stays the first start's; each resumption is added to it
         # the weights resume from last/, so the base model is the one the first start loaded, whatever the hub's now
-        first = old_run["args"].get("resolved", {})
-        if "model_revision" in first:
+        first = old_run["args"].get("resolved")
+        if isinstance(first, dict) and "model_revision" in first:
             config["resolved"]["model_revision"] = first["model_revision"]
         run_config.update({k: old_run[k] for k in ("command", "started", "versions", "head_init") if k in old_run})
         run_config["resumed"] = old_run.get("resumed", []) + [{"at": timestamp(), "after_epoch": state["epoch"], **now}]

@@ -235,14 +235,16 @@ def compare_efficiency(names: list[str], summaries: list[dict], rois: list[str])
                                                    for n in names}}
 
 
-def read_result_arrays(path: Path, wanted: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
-    """The arrays of a result folder's .npz (only those of `wanted` it holds, where given).
+def read_result_arrays(path: Path, wanted=None) -> dict[str, np.ndarray]:
+    """The arrays of a result folder's .npz (only those it holds of `wanted`, a tuple of keys or a test of a key,
+    where given: the others are never read).
 
     Raises FileNotFoundError (missing) or ValueError (damaged: truncated, not an .npz), naming the file.
     """
     try:
         with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files if wanted is None or k in wanted}
+            keep = wanted if callable(wanted) else (lambda k: wanted is None or k in wanted)
+            return {k: z[k] for k in z.files if keep(k)}
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: missing from its result folder") from None
     except NPY_READ_ERRORS as err:
@@ -353,8 +355,8 @@ def _named_roi_voxels(dirs: list[Path]) -> dict[str, np.ndarray]:
     if not all(f.is_file() for f in files):
         return {}
     kept = []
-    for f in files:
-        z = read_result_arrays(f)
+    for f in files:  # the ROI index arrays only: the test responses are the bootstrap's to read
+        z = read_result_arrays(f, lambda k: k == "roi_voxels" or k.startswith("roi/"))
         if "roi_voxels" not in z:
             return {}
         kept.append({k[4:]: z["roi_voxels"][z[k]] for k in z if k.startswith("roi/")})
