@@ -56,6 +56,8 @@ def parse_args(argv=None):
     p.add_argument("--subject", type=du.subject_arg, help="UTS03 or 3")
     p.add_argument("--model-name", nargs="+", help="hub id, local model dir, or a trainer's best/; several: "
                                                     "evaluated together, their shared bottom computed once")
+    p.add_argument("--revision", default="main", help="hub branch, tag or commit of the --model-name hub ids (local "
+                                                       "folders have one version)")
     p.add_argument("--layers", type=int, nargs="+", help="hidden-state indices (default: the paper's 2 5 7 8 10 11 12 "
                                                           "that the model has, else all)")
     p.add_argument("--train-stories", nargs="+", help="encoding-model training stories (default: the paper's 26)")
@@ -119,7 +121,8 @@ def main(argv=None) -> int:
         if len(args.out) != 1:
             print(f"error: {flag} writes one folder; found --out {' '.join(args.out)}", file=sys.stderr)
             return EXIT_USAGE
-        if (problem := ignored_flags_problem(args, flag, ("data_dir", "subject", "model_name"))) is not None:
+        given = ("data_dir", "subject", "model_name") + (("revision",) if args.revision != "main" else ())
+        if (problem := ignored_flags_problem(args, flag, given)) is not None:
             print(f"error: {problem}", file=sys.stderr)
             return EXIT_USAGE
         inputs = args.compare or [d for group in args.subject_results for d in group]
@@ -199,7 +202,7 @@ def evaluate(args) -> int:
     try:
         encoders, layers = [], []
         for name in args.model_name:
-            backbone, extractor, model_type = models.load_backbone(name)
+            backbone, extractor, model_type = models.load_backbone(name, revision=args.revision)
             encoders.append(models.SpeechEncoder(backbone, extractor, model_type, args.whisper_mode))
             check_window_fits(encoders[-1], args.stride, args.context)
             layers.append(resolve_layers(args.layers, encoders[-1].num_layers))
@@ -211,7 +214,7 @@ def evaluate(args) -> int:
     precision = resolve_precision(args.precision, device)
     settings = [cache_settings(args.stride, args.context, args.pooling, args.tr, precision, enc.model_type,
                                args.whisper_mode) for enc in encoders]
-    caches = [FeatureCache(cache_root, name, st) for name, st in zip(args.model_name, settings)]
+    caches = [FeatureCache(cache_root, name, st, args.revision) for name, st in zip(args.model_name, settings)]
     plan = sharing_plan(encoders)
     batch_size = args.batch_size or (16 if device.type == "cuda" else 1)
 
@@ -499,7 +502,7 @@ def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers:
         summary["upper_middle_low_level_impact"] = {
             roi: float(np.nanmean([summary["per_layer"][l]["low_level_impact"][roi] for l in um])) for roi in rois}
     write_json_atomic(out / "config.json", {"args": {**vars(args), "model_name": model_name, "out": str(out)},
-                                            "resolved": {"model_revision": models.hub_revision(model_name),
+                                            "resolved": {"model_revision": models.hub_revision(model_name, args.revision),
                                                          "train_stories": train, **resolved,
                                                          "noise_ceiling": subject_data["nc_source"],
                                                          "timing": subject_data["timing"],

@@ -32,11 +32,11 @@ import training
 from run_utils import (EXIT_DATA, EXIT_DIVERGED, EXIT_USAGE, NPY_READ_ERRORS, RUN_LOCK, HelpFormatter,
                        check_replaceable, command_line, file_sha256, fraction, nonnegative_float, nonnegative_int,
                        package_versions, positive_float, positive_int, read_result_json, recover_dir,
-                       replace_dir, resolve_device, resolve_precision, run_claimed, save_npy_atomic, set_seed,
-                       timestamp, writable_dir_problem, write_csv_atomic, write_json_atomic)
+                       replace_dir, resolve_device, resolve_precision, revision_problem, run_claimed,
+                       save_npy_atomic, set_seed, timestamp, writable_dir_problem, write_csv_atomic, write_json_atomic)
 
 # Settings that define a run: a resumed run must agree on all of them.
-RUN_DEFINING = ("data_dir", "subject", "model_name", "nc_threshold", "roi", "hemisphere", "loss", "target_control",
+RUN_DEFINING = ("data_dir", "subject", "model_name", "revision", "nc_threshold", "roi", "hemisphere", "loss", "target_control",
                 "targets_from", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "head_rank", "batch_size",
                 "lr", "head_lr", "seed", "tr", "trfiles", "whisper_mode", "train_stories", "val_stories", "split",
                 "num_epochs", "warmup_fraction", "freeze_layers", "init_head")
@@ -99,6 +99,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--targets-from", help=".npz story -> (hf5 rows, F) TR-aligned targets (teacher-tuned control)")
     g = p.add_argument_group("model")
     g.add_argument("--model-name", required=True, help="hub id or local dir (wav2vec2, hubert, wavlm, data2vec, whisper)")
+    g.add_argument("--revision", default="main", help="hub branch, tag or commit of a --model-name hub id")
     g.add_argument("--whisper-mode", default="pad30", choices=models.WHISPER_MODES,
                    help="pad30 = paper (pad to 30 s, pool valid frames); truncate = positions cut to the window")
     g.add_argument("--head-rank", type=positive_int, help="low-rank readout (BrainWavLM: 100); default full rank")
@@ -180,7 +181,7 @@ def flag_problem(args) -> str | None:
         return "--lora-targets chooses the modules of --lora-rank adapters; add --lora-rank"
     if args.front_end_cache_dir and not args.cache_front_end:
         return "--front-end-cache-dir is where --cache-front-end keeps its cache; add --cache-front-end"
-    return None
+    return revision_problem([args.model_name], args.revision)
 
 
 def is_trainer_run(folder: Path) -> bool:
@@ -303,6 +304,7 @@ def train(args) -> int:
                   f"a run, or choose another --out-dir)", file=sys.stderr)
             return EXIT_DATA
         old = old_run["args"]
+        old = {"revision": "main", **old}  # a run recorded before --revision existed loaded main
         diff = {k: (old.get(k), config.get(k)) for k in RUN_DEFINING if old.get(k) != config.get(k)}
         if not args.resume:
             print(f"error: {out_dir} already holds a run; pass --resume to continue it or --overwrite to replace it",
@@ -394,7 +396,7 @@ def train(args) -> int:
 
     # ---------------------------------------------------------------- model
     try:
-        backbone, extractor, model_type = models.load_backbone(args.model_name)
+        backbone, extractor, model_type = models.load_backbone(args.model_name, revision=args.revision)
         encoder = models.SpeechEncoder(backbone, extractor, model_type, args.whisper_mode)
         encoder.freeze_feature_encoder()
         lora_targets = None
@@ -433,7 +435,7 @@ def train(args) -> int:
             find_unused_parameters=encoder.layerdrop > 0)
 
     config.update({
-        "resolved": {"model_revision": models.hub_revision(args.model_name), "device": str(device),
+        "resolved": {"model_revision": models.hub_revision(args.model_name, args.revision), "device": str(device),
                      "precision": precision, "world_size": world, "micro_batch_size": micro, "timing": timing,
                      "grad_accum_steps": accum, "steps_per_epoch": steps_per_epoch, "model_type": model_type,
                      "layerdrop": encoder.layerdrop,

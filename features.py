@@ -173,13 +173,14 @@ def cache_settings(stride_s: float, context_s: float, pooling: str, tr: float, p
             "precision": precision, "whisper_mode": whisper_mode if model_type == "whisper" else None}
 
 
-def model_fingerprint(name_or_path: str) -> str:
-    """Identity of a model for the cache: hub id @ the cached snapshot's commit (`models.hub_revision`: a newer
-    revision fetched later is another model), or path + size + mtime of its weight and config files."""
+def model_fingerprint(name_or_path: str, revision: str = "main") -> str:
+    """Identity of a model for the cache: hub id @ the commit of the cached snapshot `revision` names
+    (`models.hub_revision`: a newer commit fetched later is another model), or path + size + mtime of its weight and
+    config files."""
     p = Path(name_or_path)
     if not p.is_dir():
-        revision = hub_revision(name_or_path)
-        return name_or_path if revision is None else f"{name_or_path}@{revision}"
+        commit = hub_revision(name_or_path, revision)
+        return name_or_path if commit is None else f"{name_or_path}@{commit}"
     parts = [str(p.resolve())]
     for f in sorted(p.glob("*.safetensors")) + sorted(p.glob("*.bin")) + sorted(p.glob("config.json")):
         st = f.stat()
@@ -196,8 +197,8 @@ class FeatureCache:
     when saved. The probes' split entries carry none: their settings name the dataset and its files.
     """
 
-    def __init__(self, folder: str | os.PathLike, model_name: str, settings: dict):
-        key = json.dumps({"model": model_fingerprint(model_name), **settings}, sort_keys=True)
+    def __init__(self, folder: str | os.PathLike, model_name: str, settings: dict, revision: str = "main"):
+        key = json.dumps({"model": model_fingerprint(model_name, revision), **settings}, sort_keys=True)
         self.folder = Path(folder) / hashlib.sha1(key.encode()).hexdigest()[:16]
         self.settings = settings
         self.hits = 0

@@ -30,8 +30,8 @@ import teacher_targets as tt
 from features import FeatureCache, add_window_arguments, cache_settings, check_window_fits
 from inference import inference_threads
 from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, command_line, creatable_problem, nonnegative_int,
-                       package_versions, positive_int, resolve_device, resolve_precision, save_npz_atomic, timestamp,
-                       writable_dir_problem, write_json_atomic)
+                       package_versions, positive_int, resolve_device, resolve_precision, revision_problem,
+                       save_npz_atomic, timestamp, writable_dir_problem, write_json_atomic)
 
 BRAIN_TUNING_STORIES = du.TRAIN_STORIES + du.VAL_STORIES + (du.TEST_STORY,)
 
@@ -45,6 +45,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     teacher.add_argument("--text-model", help="text teacher: hub id or local dir of a language model and its tokenizer")
     teacher.add_argument("--word-embedding", help="word teacher: a Huth-lab .hf5 ('data' (dims, words), 'vocab'); "
                                                   "'english1000' = the dataset's derivative/english1000sm.hf5")
+    p.add_argument("--revision", default="main", help="hub branch, tag or commit of a --model-name or --text-model hub "
+                                                       "id (a local folder has one version)")
     p.add_argument("--layer", type=nonnegative_int,
                    help="speech or text teacher: hidden-state index (0 = transformer input)")
     p.add_argument("--context-words", type=nonnegative_int, default=20,
@@ -81,7 +83,9 @@ def usage_problem(args) -> str | None:
         return f"{', '.join(speech_only)} appl{'ies' if len(speech_only) == 1 else 'y'} to a speech teacher (--model-name)"
     if args.word_embedding and args.batch_size is not None:
         return "--batch-size applies to a model teacher; --word-embedding runs none"
-    return None
+    if args.word_embedding and args.revision != "main":
+        return "--revision chooses a model teacher's hub revision; --word-embedding reads a file"
+    return revision_problem([args.model_name or args.text_model], args.revision) if model_flag else None
 
 
 def choose_stories(data: du.Ds003020, requested: list[str] | None) -> tuple[list[str], list[str]]:
@@ -120,7 +124,7 @@ def word_embedding_teacher(args, data: du.Ds003020, stories: list[str]) -> tuple
 def text_model_teacher(args, data: du.Ds003020, stories: list[str]) -> tuple[dict, dict, dict]:
     """(targets, per-story record, teacher record) of --text-model."""
     device = resolve_device(args.device)
-    tokenizer, lm = tt.load_text_model(args.text_model, device)
+    tokenizer, lm = tt.load_text_model(args.text_model, device, args.revision)
     check_layer(args.layer, lm.config.num_hidden_layers, args.text_model)
     targets, per_story = {}, {}
     for story in tqdm(stories, desc="stories", disable=args.no_progress):
@@ -128,7 +132,7 @@ def text_model_teacher(args, data: du.Ds003020, stories: list[str]) -> tuple[dic
                                                                  args.context_words, args.batch_size or 32, device,
                                                                  not args.no_progress)
     return targets, per_story, {"kind": "text_model", "model": args.text_model,
-                                "model_revision": models.hub_revision(args.text_model),
+                                "model_revision": models.hub_revision(args.text_model, args.revision),
                                 "model_type": lm.config.model_type,
                                 "layer": args.layer, "dims": lm.config.hidden_size, "context_words": args.context_words,
                                 "token": "the word's last token", "non_lexical_labels": "zeros", "case": "lower",
@@ -142,20 +146,21 @@ def speech_model_teacher(args, data: du.Ds003020, stories: list[str]) -> tuple[d
         raise ValueError(problem)  # a usage error, before the model is loaded
     device = resolve_device(args.device)
     threads = inference_threads(args.inference_threads, device)
-    backbone, extractor, model_type = models.load_backbone(args.model_name)
+    backbone, extractor, model_type = models.load_backbone(args.model_name, revision=args.revision)
     encoder = models.SpeechEncoder(backbone, extractor, model_type, args.whisper_mode)
     check_layer(args.layer, encoder.num_layers, args.model_name)
     check_window_fits(encoder, args.stride, args.context)
     precision = resolve_precision(args.precision, device)
     settings = cache_settings(args.stride, args.context, args.pooling, args.tr, precision, model_type, args.whisper_mode)
-    cache = FeatureCache(cache_root, args.model_name, settings)
+    cache = FeatureCache(cache_root, args.model_name, settings, args.revision)
     batch_size = args.batch_size or (16 if device.type == "cuda" else 1)
     targets = {story: tt.speech_layer_targets(data, story, encoder, args.layer, cache, args.stride, args.context,
                                               settings["pooling"], batch_size, device, precision,
                                               not args.no_progress, threads)
                for story in tqdm(stories, desc="stories", disable=args.no_progress)}
     return targets, {s: {} for s in stories}, {
-        "kind": "speech_model", "model": args.model_name, "model_revision": models.hub_revision(args.model_name),
+        "kind": "speech_model", "model": args.model_name,
+        "model_revision": models.hub_revision(args.model_name, args.revision),
         "model_type": model_type, "layer": args.layer,
         "dims": encoder.hidden_size, **settings, "batch_size": batch_size, "device": str(device),
         "inference_threads": threads, "feature_cache": str(cache.folder), "feature_cache_hits": cache.hits}

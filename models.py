@@ -51,18 +51,20 @@ def _without_transformers_bars():
             hf_logging.enable_progress_bar()
 
 
-def load_backbone(name_or_path: str, dtype: torch.dtype = torch.float32):
+def load_backbone(name_or_path: str, dtype: torch.dtype = torch.float32, revision: str = "main"):
     """Load a pretrained speech model and its feature extractor from a hub id or a local directory.
 
+    `revision`: the hub branch, tag or full commit hash to load (a local directory has one version and ignores it).
     Returns (model, feature_extractor, model_type). Whisper returns the full WhisperModel (the encoder is
     used, the decoder is kept only so that a saved tuned model stays a standard checkpoint).
     """
     from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
     try:
-        config = AutoConfig.from_pretrained(name_or_path)
+        config = AutoConfig.from_pretrained(name_or_path, revision=revision)
     except (OSError, ValueError) as err:
-        raise ModelError(f"cannot load a model config from {name_or_path!r}: {model_path_hint(name_or_path) or err}"
-                         ) from err
+        raise ModelError(f"cannot load a model config from {name_or_path!r}"
+                         f"{'' if revision == 'main' else f' at revision {revision!r}'}: "
+                         f"{model_path_hint(name_or_path, revision) or err}") from err
     model_type = config.model_type
     if model_type not in SUPPORTED_TYPES:
         raise ModelError(f"{name_or_path}: model type {model_type!r} is not a supported speech encoder "
@@ -70,8 +72,9 @@ def load_backbone(name_or_path: str, dtype: torch.dtype = torch.float32):
     from safetensors import SafetensorError
     try:
         with _without_transformers_bars():
-            model, loading = AutoModel.from_pretrained(name_or_path, dtype=dtype, output_loading_info=True)
-        extractor = AutoFeatureExtractor.from_pretrained(name_or_path)
+            model, loading = AutoModel.from_pretrained(name_or_path, dtype=dtype, output_loading_info=True,
+                                                       revision=revision)
+        extractor = AutoFeatureExtractor.from_pretrained(name_or_path, revision=revision)
     except (OSError, ValueError, SafetensorError) as err:  # weights or preprocessor config missing or unreadable
         raise ModelError(f"cannot load the {model_type} model in {name_or_path!r}: {type(err).__name__}: {err}") from err
     except RuntimeError as err:  # transformers raises it, after logging the shapes, when the weights misfit the config
@@ -107,9 +110,10 @@ def check_loaded_weights(model: nn.Module, model_type: str, missing, unexpected,
           f"checkpoint and were initialised at random ({listed})", file=sys.stderr)
 
 
-def hub_revision(name_or_path: str) -> str | None:
-    """The commit of the hub snapshot that `from_pretrained(name_or_path)` reads offline: the one the local hub
-    cache's `main` ref names (the last one fetched). None for a local folder, or a hub id with no cached config.
+def hub_revision(name_or_path: str, revision: str = "main") -> str | None:
+    """The commit of the hub snapshot that `from_pretrained(name_or_path, revision=revision)` reads offline: the one
+    the local hub cache's ref `revision` names (for `main`, the last one fetched), or `revision` itself if it is a
+    cached commit. None for a local folder, or a hub id with no cached config at that revision.
 
     A hub id names a repository whose `main` moves; its commit names the exact weights (snapshot files never
     change), so it is what a run records and what a feature cache is keyed on.
@@ -118,13 +122,13 @@ def hub_revision(name_or_path: str) -> str | None:
         return None
     from huggingface_hub import try_to_load_from_cache
     try:
-        found = try_to_load_from_cache(name_or_path, "config.json")
+        found = try_to_load_from_cache(name_or_path, "config.json", revision=revision)
     except ValueError:  # not a valid repository id (HFValidationError): nothing on the hub to name
         return None
     return Path(found).parent.name if isinstance(found, str) else None
 
 
-def model_path_hint(name_or_path: str) -> str | None:
+def model_path_hint(name_or_path: str, revision: str = "main") -> str | None:
     """What to pass instead, where `name_or_path` is clearly not a model: a trainer's run folder, a local path that
     does not exist, or a hub id while hub downloads are off. None when there is nothing more to say."""
     path = Path(name_or_path).expanduser()
@@ -140,7 +144,8 @@ def model_path_hint(name_or_path: str) -> str | None:
         return f"no such folder {path} (a local model folder holds config.json and the weights)"
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         return (f"not a local folder, and hub downloads are off (HF_HUB_OFFLINE={os.environ['HF_HUB_OFFLINE']}) with "
-                f"no cached copy of {name_or_path}: pass a local model folder, or fetch it where the hub is reachable")
+                f"no cached copy of {name_or_path}{'' if revision == 'main' else f' at revision {revision!r}'}: pass a "
+                f"local model folder, or fetch it where the hub is reachable")
     return None
 
 

@@ -20,6 +20,8 @@ def common_parser(description: str, tasks: list[str], data_help: str) -> argpars
     p.add_argument("--data-dir", help=data_help)
     p.add_argument("--model-name", nargs="+", help="hub id, local model dir, or a trainer's best/; several models "
                    "(e.g. pretrained, tuned, control) are probed on the same data, one --out folder each")
+    p.add_argument("--revision", default="main", help="hub branch, tag or commit of the --model-name hub ids (local "
+                                                       "folders have one version)")
     p.add_argument("--out", nargs="+", required=True, help="result folder, one per --model-name (or of --compare)")
     p.add_argument("--compare", nargs="+", metavar="DIR", help="only compare earlier result folders (first = reference)")
     p.add_argument("--labels", nargs="+", help="model names for --compare, one per folder (default: the folder names)")
@@ -60,7 +62,7 @@ def load_models(args) -> list:
     from probe_tasks import ProbedModel
     probed = []
     for name, out in zip(args.model_name, args.out):
-        backbone, extractor, model_type = models.load_backbone(name)
+        backbone, extractor, model_type = models.load_backbone(name, revision=args.revision)
         encoder = models.SpeechEncoder(backbone, extractor, model_type, args.whisper_mode)
         n = encoder.num_layers
         layers = sorted(set(args.layers)) if args.layers else list(range(1, n + 1))
@@ -69,7 +71,7 @@ def load_models(args) -> list:
             raise models.ModelError(f"--layers {bad} out of range: {name} has hidden states 0..{n}")
         if note := upper_middle_note(layers, n, name):
             print(note, file=sys.stderr)
-        probed.append(ProbedModel(encoder, name, layers, Path(out)))
+        probed.append(ProbedModel(encoder, name, layers, Path(out), args.revision))
     return probed
 
 
@@ -91,7 +93,7 @@ def run(args, task_runner) -> int:
         if len(args.out) != 1:
             print(f"error: --compare writes one --out folder, found {len(args.out)}", file=sys.stderr)
             return EXIT_USAGE
-        ignored = ("data_dir", "model_name", "weight_decay_fit")
+        ignored = ("data_dir", "model_name", "weight_decay_fit") + (("revision",) if args.revision != "main" else ())
         if (problem := ignored_flags_problem(args, "--compare", ignored)) is not None:
             print(f"error: {problem}", file=sys.stderr)
             return EXIT_USAGE

@@ -46,17 +46,19 @@ class TaskSpec:
 
 @dataclass(frozen=True)
 class ProbedModel:
-    """One model of a probing run: its encoder, name (hub id or path), hidden-state indices and result folder."""
+    """One model of a probing run: its encoder, name (hub id or path), hidden-state indices, result folder and the hub
+    revision it was loaded at (a local folder ignores it)."""
     encoder: SpeechEncoder
     name: str
     layers: list[int]
     out: Path
+    revision: str = "main"
 
 
 def model_config(config: dict | None, model: ProbedModel, models: list[ProbedModel]) -> dict:
     """A result folder's arguments: the run's, with this folder's model (and its hub commit, `hub_revision`) and out,
     and the models probed with it."""
-    return {**(config or {}), "model_name": model.name, "model_revision": hub_revision(model.name),
+    return {**(config or {}), "model_name": model.name, "model_revision": hub_revision(model.name, model.revision),
             "out": str(model.out), "evaluated_with": [m.name for m in models if m is not model]}
 
 
@@ -331,7 +333,7 @@ def run_probe_task(task: str, data_root: str, models: list[ProbedModel], cache_d
                     "frame_step": frame_step if spec.level == "frame" else None,
                     "bf16": spec.level != "frame" and probes.uses_bf16(precision, device),  # frame features: fp32
                     "whisper_mode": getattr(m.encoder, "whisper_mode", None) if m.encoder.model_type == "whisper" else None}
-        caches.append(FeatureCache(cache_dir, m.name, settings))
+        caches.append(FeatureCache(cache_dir, m.name, settings, m.revision))
     fresh = extract_missing_features(spec, utts, lengths, models, caches, frame_step, batch_size, device, precision,
                                      progress, threads)
     groups = None if spec.group_by is None else {

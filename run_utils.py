@@ -414,7 +414,8 @@ def resolve_device(choice: str, local_rank: int | None = None):
 
 def model_run_usage_problem(args, required: tuple[str, ...]) -> str | None:
     """The usage error of a run over `--model-name` (not `--compare`), else None: a flag of `required`
-    (argparse dests) missing, or `--out` not giving one folder of its own per `--model-name`."""
+    (argparse dests) missing, `--out` not giving one folder of its own per `--model-name`, or a `--revision` for
+    local folders only (`revision_problem`)."""
     if missing := [f"--{dest.replace('_', '-')}" for dest in required if not getattr(args, dest)]:
         return f"missing {', '.join(missing)} (required unless --compare DIR...)"
     if len(args.out) != len(args.model_name):
@@ -423,7 +424,17 @@ def model_run_usage_problem(args, required: tuple[str, ...]) -> str | None:
     if len(set(folders)) < len(folders):  # a later model's results would replace an earlier one's
         again = sorted({str(o) for o, f in zip(args.out, folders) if folders.count(f) > 1})
         return f"--out names one folder for several models ({', '.join(again)}); expected a folder per --model-name"
-    return None
+    return revision_problem(args.model_name, args.revision)
+
+
+def revision_problem(names: list[str], revision: str) -> str | None:
+    """The usage error of a `--revision` other than main when no model in `names` is a hub id (a local folder has
+    one version, and would silently be loaded as it is), else None."""
+    if revision == "main" or not names or not all(Path(n).expanduser().is_dir() for n in names):
+        return None
+    what = ("is a local folder: it has one version and would be loaded as it is" if len(names) == 1 else
+            "are local folders: they have one version each and would be loaded as they are")
+    return f"--revision {revision} names a hub revision, but {', '.join(names)} {what}"
 
 
 def ignored_flags_problem(args, flag: str, dests: tuple[str, ...]) -> str | None:

@@ -93,15 +93,16 @@ def is_lexical(label: str) -> bool:
     return bool(label) and not (label.startswith("{") and label.endswith("}"))
 
 
-def load_text_model(name_or_path: str, device="cpu"):
-    """(tokenizer, model in eval mode) of a hub id or local dir through the Auto classes (weights as shipped;
-    remote code never runs). Raises ModelError naming the model."""
+def load_text_model(name_or_path: str, device="cpu", revision: str = "main"):
+    """(tokenizer, model in eval mode) of a hub id (at hub branch, tag or commit `revision`) or local dir through the
+    Auto classes (weights as shipped; remote code never runs). Raises ModelError naming the model."""
     from transformers import AutoModel, AutoTokenizer
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        model = AutoModel.from_pretrained(name_or_path)
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
+        model = AutoModel.from_pretrained(name_or_path, revision=revision)
     except (OSError, ValueError) as err:
-        raise ModelError(f"cannot load a text model and its tokenizer from {name_or_path!r}: {err}") from err
+        at = "" if revision == "main" else f" at revision {revision!r}"
+        raise ModelError(f"cannot load a text model and its tokenizer from {name_or_path!r}{at}: {err}") from err
     return tokenizer, model.to(device).eval()
 
 

@@ -70,10 +70,11 @@ def link_tree(src: Path, dst: Path, without: tuple[str, ...] = ()) -> Path:
     return dst
 
 
-def hub_snapshot(hub_cache, repo: str, model_dir, commit: str) -> None:
+def hub_snapshot(hub_cache, repo: str, model_dir, commit: str, refs: tuple[str, ...] = ("main",)) -> None:
     """`model_dir`'s files as snapshot `commit` of hub repository `repo`, laid out as huggingface_hub's cache lays
-    it out, with `main` naming it: what `from_pretrained(repo)` reads offline."""
+    it out, with the branches or tags `refs` naming it: what `from_pretrained(repo, revision=ref)` reads offline."""
     repo_dir = hub_cache / f"models--{repo.replace('/', '--')}"
     shutil.copytree(model_dir, repo_dir / "snapshots" / commit)
     (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
-    (repo_dir / "refs" / "main").write_text(commit)
+    for ref in refs:
+        (repo_dir / "refs" / ref).write_text(commit)

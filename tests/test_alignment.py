@@ -271,6 +271,9 @@ def test_brain_evaluate_end_to_end_cache_and_compare(mini, tiny_models, tmp_path
     assert brain_evaluate.main(["--compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "bad"),
                                 "--model-name", "some/model", "--subject", "UTS02"]) == 2
     assert "--compare only reads earlier result folders; --subject, --model-name would be ignored" in capsys.readouterr().err
+    assert brain_evaluate.main(["--compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "bad"),
+                                "--revision", "v1"]) == 2
+    assert "--compare only reads earlier result folders; --revision would be ignored" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
     # bf16 features are a different cache entry (never served for fp32), and close to the fp32 ones
     assert _eval(mini, tiny_models["wav2vec2"], tmp_path / "bf16", "--precision", "bf16") == 0
@@ -490,6 +493,13 @@ def test_a_hub_id_is_read_from_the_hub_cache_and_its_features_are_cached_per_com
     with np.load(tmp_path / "moved" / "layer_2.npz") as a, np.load(tmp_path / "local" / "layer_2.npz") as b:
         np.testing.assert_array_equal(a["r"], b["r"])
     assert json.loads((tmp_path / "local" / "config.json").read_text())["resolved"]["model_revision"] is None
+    # --revision pins the first commit although main has moved on: its weights, its cached features, its results
+    assert _eval(mini, repo, tmp_path / "pinned", "--revision", "a" * 40) == 0
+    pinned = json.loads((tmp_path / "pinned" / "config.json").read_text())
+    assert pinned["resolved"]["model_revision"] == "a" * 40 and pinned["args"]["revision"] == "a" * 40
+    assert pinned["resolved"]["feature_cache_hits"] > 0
+    with np.load(tmp_path / "first" / "layer_2.npz") as a, np.load(tmp_path / "pinned" / "layer_2.npz") as b:
+        np.testing.assert_array_equal(a["r"], b["r"])
 
 
 def test_audio_with_nan_samples_stops_the_evaluation_with_exit_3_naming_it(mini, tiny_models, tmp_path, capsys):

@@ -285,6 +285,34 @@ def test_a_hub_id_records_its_commit_and_a_resumed_run_keeps_the_first_starts(mi
     assert json.loads((tmp_path / "local" / "config.json").read_text())["args"]["resolved"]["model_revision"] is None
 
 
+def test_revision_pins_the_base_commit_and_a_resumption_must_name_the_same(mini, tiny_models, tmp_path, monkeypatch,
+                                                                         capsys):
+    from huggingface_hub import constants
+
+    from conftest import hub_snapshot
+    from model_zoo import build_random_model
+    hub, repo = tmp_path / "hub", "toolkit-test/tiny-wav2vec2"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
+    hub_snapshot(hub, repo, tiny_models["wav2vec2"], "a" * 40, refs=("main", "v1"))
+    hub_snapshot(hub, repo, build_random_model("wav2vec2", tmp_path / "retrained", seed=1), "b" * 40)
+    assert run(mini, repo, tmp_path / "pinned", "--num-epochs", "1", "--revision", "v1") == 0
+    assert run(mini, tiny_models["wav2vec2"], tmp_path / "local", "--num-epochs", "1") == 0
+    cfg = json.loads((tmp_path / "pinned" / "config.json").read_text())["args"]
+    assert cfg["revision"] == "v1" and cfg["resolved"]["model_revision"] == "a" * 40
+    assert json.loads((tmp_path / "pinned" / "best" / "brain_tuning.json").read_text())["base_model_revision"] == "a" * 40
+    # tuned from v1's weights (the local copy of commit a), not from main's: the same losses, epoch by epoch
+    losses = [[(row["train_loss"], row["val_loss"]) for row in metrics(tmp_path / d)] for d in ("pinned", "local")]
+    np.testing.assert_array_equal(*losses)  # epoch 0's train loss is NaN in both (no training yet)
+    before = run_files(tmp_path / "pinned")
+    assert run(mini, repo, tmp_path / "pinned", "--num-epochs", "1", "--resume") == trainer.EXIT_USAGE
+    assert "'revision': ('v1', 'main')" in capsys.readouterr().err and run_files(tmp_path / "pinned") == before
+    # a run recorded before --revision existed loaded main: it resumes without the flag
+    old = json.loads((tmp_path / "local" / "config.json").read_text())
+    del old["args"]["revision"]
+    (tmp_path / "local" / "config.json").write_text(json.dumps(old))
+    assert run(mini, tiny_models["wav2vec2"], tmp_path / "local", "--num-epochs", "1", "--resume") == 0
+
+
 def test_a_diverging_run_stops_with_its_checkpoints_finite(mini, tiny_models, tmp_path, capsys, monkeypatch):
     import training
     loss_of = training.brain_loss

@@ -263,3 +263,28 @@ def test_hub_revision_is_the_commit_main_names_in_the_hub_cache(tiny_models, tmp
     assert models.hub_revision(repo) == "d" * 40 and model_fingerprint(repo) == f"{repo}@{'d' * 40}"
     assert models.hub_revision(tiny_models["hubert"]) is None  # a local folder: its files name it
     assert models.hub_revision("not..a//repo id") is None  # invalid as a repository id: no error, nothing to name
+
+
+def test_a_revision_loads_and_names_the_snapshot_its_branch_tag_or_commit_names(tiny_models, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from conftest import hub_snapshot
+    from features import model_fingerprint
+    from model_zoo import build_random_model
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    repo, hub = "toolkit-test/tiny-hubert", tmp_path / "hub"
+    hub_snapshot(hub, repo, tiny_models["hubert"], "c" * 40, refs=("main", "v1"))
+    hub_snapshot(hub, repo, build_random_model("hubert", tmp_path / "retrained", seed=1), "d" * 40)
+    assert models.hub_revision(repo) == "d" * 40
+    assert models.hub_revision(repo, "v1") == models.hub_revision(repo, "c" * 40) == "c" * 40
+    assert models.hub_revision(repo, "e" * 40) is None and models.hub_revision(repo, "v2") is None  # never fetched
+    assert model_fingerprint(repo, "v1") == f"{repo}@{'c' * 40}" != model_fingerprint(repo)
+
+    def weights(model):
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+    local = weights(load_backbone(tiny_models["hubert"])[0])
+    assert torch.equal(weights(load_backbone(repo, revision="v1")[0]), local)
+    assert torch.equal(weights(load_backbone(repo, revision="c" * 40)[0]), local)
+    assert not torch.equal(weights(load_backbone(repo)[0]), local)  # main: the retrained weights
+    with pytest.raises(ModelError, match=rf"from '{repo}' at revision 'v2': .*no cached copy of {repo} at revision 'v2'"):
+        load_backbone(repo, revision="v2")

@@ -203,8 +203,8 @@ def test_weight_decay_fit_flag_reaches_every_probe_and_is_recorded(mini, downstr
                                       "--task", "semantic_preference", *common)) == 2
     assert "--weight-decay-fit applies to tasks that fit probes, not semantic_preference" in capsys.readouterr().err
     assert eval_phonemes.main(["--compare", str(tmp_path / "p"), str(tmp_path / "p2"), "--out", str(tmp_path / "x"),
-                               "--weight-decay-fit", "side-by-side"]) == 2
-    assert "--weight-decay-fit would be ignored" in capsys.readouterr().err
+                               "--weight-decay-fit", "side-by-side", "--revision", "v1"]) == 2
+    assert "--weight-decay-fit, --revision would be ignored" in capsys.readouterr().err
     assert not (tmp_path / "sp" / "results.json").exists() and not (tmp_path / "x").exists()
 
 
@@ -620,3 +620,9 @@ def test_a_hub_id_probe_records_its_commit_and_caches_per_commit(downstream, tin
         cfg = json.loads((tmp_path / commit[0] / "config.json").read_text())
         assert cfg["args"]["model_revision"] == commit
     assert cfg["feature_cache"] != json.loads((tmp_path / "a" / "config.json").read_text())["feature_cache"]
+    # --revision pins the first commit after main moved on: its record and its cached features
+    pinned = _args(repo, downstream / "timit", tmp_path / "pinned", tmp_path / "c", "--revision", "a" * 40, *args)
+    assert eval_phonemes.main(pinned) == 0
+    cfg = json.loads((tmp_path / "pinned" / "config.json").read_text())
+    assert cfg["args"]["model_revision"] == "a" * 40 and cfg["args"]["revision"] == "a" * 40
+    assert cfg["feature_cache"] == json.loads((tmp_path / "a" / "config.json").read_text())["feature_cache"]

@@ -192,9 +192,9 @@ def test_resolve_precision():
     assert resolve_precision("bf16", "cpu") == "bf16"
 
 
-def test_model_run_usage_problem():
+def test_model_run_usage_problem(tmp_path):
     from argparse import Namespace
-    run = dict(data_dir="d", subject="UTS01", model_name=["m1", "m2"], out=["a", "b"])
+    run = dict(data_dir="d", subject="UTS01", model_name=["m1", "m2"], out=["a", "b"], revision="main")
     assert model_run_usage_problem(Namespace(**run), ("data_dir", "subject", "model_name")) is None
     assert model_run_usage_problem(Namespace(**{**run, "data_dir": None, "subject": None}),
                                    ("data_dir", "subject", "model_name")) == \
@@ -204,6 +204,14 @@ def test_model_run_usage_problem():
     # the same folder twice (also spelt differently): the second model's results replaced the first's
     assert model_run_usage_problem(Namespace(**{**run, "out": ["res/a", "res/../res/a"]}), ("data_dir",)) == \
         "--out names one folder for several models (res/../res/a, res/a); expected a folder per --model-name"
+    # a revision for local folders only would be ignored; among hub ids it applies to them
+    (tmp_path / "m1").mkdir()
+    local = {**run, "model_name": [str(tmp_path / "m1")], "out": ["a"], "revision": "v1"}
+    assert model_run_usage_problem(Namespace(**local), ("data_dir",)) == \
+        f"--revision v1 names a hub revision, but {tmp_path / 'm1'} is a local folder: it has one version and would " \
+        "be loaded as it is"
+    assert model_run_usage_problem(Namespace(**{**local, "model_name": [str(tmp_path / "m1"), "org/m2"],
+                                                "out": ["a", "b"]}), ("data_dir",)) is None
 
 
 def test_set_seed_repeats_python_numpy_and_torch_draws():
@@ -271,6 +279,28 @@ def test_a_device_the_machine_lacks_is_a_usage_error(monkeypatch):
     with pytest.raises(ValueError, match=r"--device cuda: this machine has 0 usable CUDA GPU\(s\) \(or torch was built"):
         resolve_device("cuda")
     assert resolve_device("auto") == torch.device("cpu")
+
+
+def test_scripts_refuse_a_revision_for_local_folders_before_writing(mini, downstream, tiny_models, tmp_path, capsys):
+    import brain_evaluate
+    import brain_trainer_story
+    import eval_phonemes
+    import make_teacher_targets
+    model, data = tiny_models["hubert"], str(mini / "ds003020")
+    common = ["--data-dir", data, "--subject", "UTS01", "--model-name", model, "--revision", "v1", "--no-progress"]
+    runs = {"trainer": lambda: brain_trainer_story.main([*common, "--out-dir", str(tmp_path / "t")]),
+            "evaluate": lambda: brain_evaluate.main([*common, "--out", str(tmp_path / "e")]),
+            "probes": lambda: eval_phonemes.main(["--data-dir", str(downstream / "timit"), "--model-name", model,
+                                                  "--revision", "v1", "--out", str(tmp_path / "p")]),
+            "teacher": lambda: make_teacher_targets.main(["--data-dir", data, "--model-name", model, "--layer", "1",
+                                                          "--revision", "v1", "--out", str(tmp_path / "x.npz")])}
+    for name, main in runs.items():
+        assert main() == run_utils.EXIT_USAGE, name
+        assert f"--revision v1 names a hub revision, but {model} is a local folder" in capsys.readouterr().err, name
+    assert make_teacher_targets.main(["--data-dir", data, "--word-embedding", "english1000", "--revision", "v1",
+                                      "--out", str(tmp_path / "x.npz")]) == run_utils.EXIT_USAGE
+    assert "--revision chooses a model teacher's hub revision" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_scripts_refuse_a_missing_gpu_before_writing(mini, tiny_models, tmp_path, capsys, monkeypatch):

@@ -245,6 +245,30 @@ def test_text_teacher_end_to_end(mini, text_model, tmp_path, capsys):
     assert "cannot load a text model and its tokenizer from" in capsys.readouterr().err
 
 
+def test_a_text_teacher_hub_id_at_a_revision_loads_and_records_that_commit(mini, text_model, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from conftest import hub_snapshot
+    from model_zoo import build_random_text_model
+    hub, repo = tmp_path / "hub", "toolkit-test/tiny-gpt2"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
+    folder = text_model[0].name_or_path
+    hub_snapshot(hub, repo, folder, "a" * 40, refs=("main", "v1"))
+    words = "the bear was next to pear i remember a and".split() + sorted(VOCABULARY)
+    hub_snapshot(hub, repo, build_random_text_model(words, tmp_path / "retrained", seed=1), "b" * 40)
+    common = ["--data-dir", str(mini / "ds003020"), "--layer", "1", "--stories", "souls", "--no-progress"]
+    assert mtt.main([*common, "--text-model", repo, "--revision", "v1", "--out", str(tmp_path / "v1.npz")]) == 0
+    assert mtt.main([*common, "--text-model", folder, "--out", str(tmp_path / "local.npz")]) == 0
+    assert mtt.main([*common, "--text-model", repo, "--out", str(tmp_path / "main.npz")]) == 0
+    teacher = json.loads((tmp_path / "v1.npz.json").read_text())["resolved"]["teacher"]
+    assert teacher["model_revision"] == "a" * 40
+    assert json.loads((tmp_path / "main.npz.json").read_text())["resolved"]["teacher"]["model_revision"] == "b" * 40
+    with np.load(tmp_path / "v1.npz") as pinned, np.load(tmp_path / "local.npz") as local, \
+            np.load(tmp_path / "main.npz") as latest:
+        np.testing.assert_array_equal(pinned["souls"], local["souls"])  # v1's weights: the folder's
+        assert not np.allclose(pinned["souls"], latest["souls"])
+
+
 def test_the_miniatures_english1000_covers_its_words_and_groups_them_by_category(mini, tmp_path):
     root = mini / "ds003020"
     index, emb = tt.read_word_embedding(root / "derivative" / "english1000sm.hf5")
