@@ -281,7 +281,8 @@ def evaluate(args) -> int:
 
 def tuning_record(model_name: str) -> dict | None:
     """What brain_trainer_story.py wrote beside a tuned model (its best/brain_tuning.json): the subject or
-    subjects it was tuned on, its base model, epoch and validation loss, and the stories it was tuned and
+    subjects it was tuned on, its base model (and the hub commit of it, None for a local folder or a record older
+    than 2026-12-05), epoch and validation loss, and the stories it was tuned and
     early-stopped on where recorded; None for any other model. Raises DataError naming a record that does not
     read or is not shaped as the trainer writes it: the held-out check could not be made."""
     path = Path(model_name) / "brain_tuning.json"
@@ -302,7 +303,7 @@ def tuning_record(model_name: str) -> dict | None:
         raise du.DataError(f"{path}: expected the record brain_trainer_story.py writes (a JSON object; 'subject' a "
                            f"name or a list of names; 'stories' {{'train': [names], 'val': [names]}}), found "
                            f"{json.dumps(record)[:200]}; restore it (or remove it to evaluate the model as untuned)")
-    return ({k: record.get(k) for k in ("subject", "base_model", "epoch", "val_loss")}
+    return ({k: record.get(k) for k in ("subject", "base_model", "base_model_revision", "epoch", "val_loss")}
             | ({"stories": stories} if "stories" in record else {}))  # recorded since 2026-12-04
 
 

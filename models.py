@@ -62,8 +62,7 @@ def load_backbone(name_or_path: str, dtype: torch.dtype = torch.float32, revisio
     try:
         config = AutoConfig.from_pretrained(name_or_path, revision=revision)
     except (OSError, ValueError) as err:
-        raise ModelError(f"cannot load a model config from {name_or_path!r}"
-                         f"{'' if revision == 'main' else f' at revision {revision!r}'}: "
+        raise ModelError(f"cannot load a model config from {name_or_path!r}{at_revision(revision)}: "
                          f"{model_path_hint(name_or_path, revision) or err}") from err
     model_type = config.model_type
     if model_type not in SUPPORTED_TYPES:
@@ -110,6 +109,12 @@ def check_loaded_weights(model: nn.Module, model_type: str, missing, unexpected,
           f"checkpoint and were initialised at random ({listed})", file=sys.stderr)
 
 
+def at_revision(revision: str) -> str:
+    """The words `at revision 'v1'` (with a leading space) for a message naming a hub id; "" for main, what a hub id
+    without a revision loads."""
+    return "" if revision == "main" else f" at revision {revision!r}"
+
+
 def hub_revision(name_or_path: str, revision: str = "main") -> str | None:
     """The commit of the hub snapshot that `from_pretrained(name_or_path, revision=revision)` reads offline: the one
     the local hub cache's ref `revision` names (for `main`, the last one fetched), or `revision` itself if it is a
@@ -144,8 +149,8 @@ def model_path_hint(name_or_path: str, revision: str = "main") -> str | None:
         return f"no such folder {path} (a local model folder holds config.json and the weights)"
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         return (f"not a local folder, and hub downloads are off (HF_HUB_OFFLINE={os.environ['HF_HUB_OFFLINE']}) with "
-                f"no cached copy of {name_or_path}{'' if revision == 'main' else f' at revision {revision!r}'}: pass a "
-                f"local model folder, or fetch it where the hub is reachable")
+                f"no cached copy of {name_or_path}{at_revision(revision)}: pass a local model folder, or fetch it where "
+                f"the hub is reachable")
     return None
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from alignment import story_tr_features
 from data_utils import DataError, Ds003020
 from features import FeatureCache, extract_story_features
-from models import ModelError, SpeechEncoder
+from models import ModelError, SpeechEncoder, at_revision
 
 
 def read_word_embedding(path: str | Path) -> tuple[dict[str, int], np.ndarray]:
@@ -101,8 +101,8 @@ def load_text_model(name_or_path: str, device="cpu", revision: str = "main"):
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
         model = AutoModel.from_pretrained(name_or_path, revision=revision)
     except (OSError, ValueError) as err:
-        at = "" if revision == "main" else f" at revision {revision!r}"
-        raise ModelError(f"cannot load a text model and its tokenizer from {name_or_path!r}{at}: {err}") from err
+        raise ModelError(f"cannot load a text model and its tokenizer from {name_or_path!r}{at_revision(revision)}: "
+                         f"{err}") from err
     return tokenizer, model.to(device).eval()
 
 

@@ -577,7 +577,8 @@ def test_brain_evaluate_several_models_together_equal_each_alone(mini, tiny_mode
     tuned = tmp_path / "tuned_model"
     enc_model.save_pretrained(tuned)
     extractor.save_pretrained(tuned)
-    record = {"epoch": 3, "val_loss": 0.9, "val_corr": 0.1, "subject": ["UTS01", "UTS04"], "base_model": "b"}
+    record = {"epoch": 3, "val_loss": 0.9, "val_corr": 0.1, "subject": ["UTS01", "UTS04"], "base_model": "b",
+              "base_model_revision": "c" * 40}
     (tuned / "brain_tuning.json").write_text(json.dumps(record))  # as the trainer writes it in best/
     base = tiny_models["whisper"]
     assert _eval(mini, base, tmp_path / "alone" / "pre", "--whisper-mode", "truncate") == 0
@@ -601,7 +602,8 @@ def test_brain_evaluate_several_models_together_equal_each_alone(mini, tiny_mode
     assert differs.any()
     resolved = json.loads((tmp_path / "together" / "tuned" / "config.json").read_text())["resolved"]
     assert resolved["shared_bottom"] == {"with": base, "blocks": 1} and resolved["evaluated_with"] == [base]
-    assert resolved["brain_tuning"] == {"subject": ["UTS01", "UTS04"], "base_model": "b", "epoch": 3, "val_loss": 0.9}
+    assert resolved["brain_tuning"] == {"subject": ["UTS01", "UTS04"], "base_model": "b", "base_model_revision": "c" * 40,
+                                        "epoch": 3, "val_loss": 0.9}
     pre = json.loads((tmp_path / "together" / "pre" / "config.json").read_text())["resolved"]
     assert pre["shared_bottom"] is None and pre["brain_tuning"] is None
     assert brain_evaluate.main(["--data-dir", str(mini / "ds003020"), "--subject", "UTS02", "--model-name", base,
