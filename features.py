@@ -180,7 +180,9 @@ def model_fingerprint(name_or_path: str, revision: str = "main") -> str:
     p = Path(name_or_path)
     if not p.is_dir():
         commit = hub_revision(name_or_path, revision)
-        return name_or_path if commit is None else f"{name_or_path}@{commit}"
+        if commit is None:  # no cached snapshot to name: at least never the same key as another revision's
+            return name_or_path if revision == "main" else f"{name_or_path}@{revision}"
+        return f"{name_or_path}@{commit}"
     parts = [str(p.resolve())]
     for f in sorted(p.glob("*.safetensors")) + sorted(p.glob("*.bin")) + sorted(p.glob("config.json")):
         st = f.stat()

@@ -279,6 +279,7 @@ def test_a_revision_loads_and_names_the_snapshot_its_branch_tag_or_commit_names(
     assert models.hub_revision(repo, "v1") == models.hub_revision(repo, "c" * 40) == "c" * 40
     assert models.hub_revision(repo, "e" * 40) is None and models.hub_revision(repo, "v2") is None  # never fetched
     assert model_fingerprint(repo, "v1") == f"{repo}@{'c' * 40}" != model_fingerprint(repo)
+    assert model_fingerprint("toolkit-test/unfetched", "v2") == "toolkit-test/unfetched@v2"  # nothing cached to name
 
     def weights(model):
         return torch.cat([p.detach().flatten() for p in model.parameters()])
