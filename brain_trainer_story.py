@@ -36,10 +36,10 @@ from run_utils import (EXIT_DATA, EXIT_DIVERGED, EXIT_USAGE, NPY_READ_ERRORS, RU
                        save_npy_atomic, set_seed, timestamp, writable_dir_problem, write_csv_atomic, write_json_atomic)
 
 # Settings that define a run: a resumed run must agree on all of them.
-RUN_DEFINING = ("data_dir", "subject", "model_name", "revision", "nc_threshold", "roi", "hemisphere", "loss", "target_control",
-                "targets_from", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "head_rank", "batch_size",
-                "lr", "head_lr", "seed", "tr", "trfiles", "whisper_mode", "train_stories", "val_stories", "split",
-                "num_epochs", "warmup_fraction", "freeze_layers", "init_head")
+RUN_DEFINING = ("data_dir", "subject", "model_name", "revision", "nc_threshold", "roi", "hemisphere", "loss",
+                "target_control", "targets_from", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets",
+                "head_rank", "batch_size", "lr", "head_lr", "seed", "tr", "trfiles", "whisper_mode", "train_stories",
+                "val_stories", "split", "num_epochs", "warmup_fraction", "freeze_layers", "init_head")
 
 
 def teacher_record(targets_file: str, timing: dict) -> dict:
