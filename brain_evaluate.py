@@ -121,8 +121,7 @@ def main(argv=None) -> int:
         if len(args.out) != 1:
             print(f"error: {flag} writes one folder; found --out {' '.join(args.out)}", file=sys.stderr)
             return EXIT_USAGE
-        given = ("data_dir", "subject", "model_name") + (("revision",) if args.revision != "main" else ())
-        if (problem := ignored_flags_problem(args, flag, given)) is not None:
+        if (problem := ignored_flags_problem(args, flag, ("data_dir", "subject", "model_name"))) is not None:
             print(f"error: {problem}", file=sys.stderr)
             return EXIT_USAGE
         inputs = args.compare or [d for group in args.subject_results for d in group]

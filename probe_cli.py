@@ -93,7 +93,7 @@ def run(args, task_runner) -> int:
         if len(args.out) != 1:
             print(f"error: --compare writes one --out folder, found {len(args.out)}", file=sys.stderr)
             return EXIT_USAGE
-        ignored = ("data_dir", "model_name", "weight_decay_fit") + (("revision",) if args.revision != "main" else ())
+        ignored = ("data_dir", "model_name", "weight_decay_fit")
         if (problem := ignored_flags_problem(args, "--compare", ignored)) is not None:
             print(f"error: {problem}", file=sys.stderr)
             return EXIT_USAGE

@@ -438,8 +438,12 @@ def revision_problem(names: list[str], revision: str) -> str | None:
 
 
 def ignored_flags_problem(args, flag: str, dests: tuple[str, ...]) -> str | None:
-    """The usage error of a results-only mode (`flag`, e.g. --compare) given flags of a model run, else None."""
-    if given := [f"--{d.replace('_', '-')}" for d in dests if getattr(args, d, None)]:
+    """The usage error of a results-only mode (`flag`, e.g. --compare) given flags of a model run (those of `dests`,
+    and a `--revision` other than main), else None."""
+    given = [f"--{d.replace('_', '-')}" for d in dests if getattr(args, d, None)]
+    if getattr(args, "revision", "main") != "main":  # its default is a value, so it is given only when it differs
+        given.append("--revision")
+    if given:
         return f"{flag} only reads earlier result folders; {', '.join(given)} would be ignored"
     return None
 
