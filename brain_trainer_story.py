@@ -116,7 +116,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "chosen on the validation windows)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--loss", default="mse", choices=training.LOSSES)
-    g.add_argument("--lr", type=nonnegative_float, default=5e-5, help="backbone learning rate (0: left as it is)")
+    g.add_argument("--lr", type=nonnegative_float, default=5e-5,
+                   help="backbone learning rate (with --lora-rank: the adapters'; 0: left as it is)")
     g.add_argument("--head-lr", type=nonnegative_float, default=1e-4, help="voxel-head learning rate")
     g.add_argument("--batch-size", type=positive_int, default=128,
                    help="samples per optimizer step (all GPUs together)")
