@@ -86,7 +86,7 @@ def parse_textgrid(text: str, source: str = "<text>") -> list[TimedLabels]:
         try:
             grid.read(tmp, encoding="utf-8")
         except Exception as err:
-            raise TextGridError(f"{source}: cannot parse TextGrid ({_parse_error_detail(err)})") from err
+            raise TextGridError(f"{source}: cannot parse TextGrid ({_parse_error_detail(err, text)})") from err
     finally:
         os.unlink(tmp)
     tiers = []
@@ -99,12 +99,22 @@ def parse_textgrid(text: str, source: str = "<text>") -> list[TimedLabels]:
     return tiers
 
 
-def _parse_error_detail(err: Exception) -> str:
-    """The textgrid package's error in words: its bounds checks raise ValueError(bound) with the bound alone."""
+def _parse_error_detail(err: Exception, text: str) -> str:
+    """The textgrid package's error in words, with where the file stops (a truncated download is the usual cause).
+
+    Its bounds checks raise ValueError(bound) with the bound alone; its other failures (a regex that found no
+    match, an unexpected line) say nothing of the line, so the interval count and the last line are given.
+    """
     if type(err) is ValueError and len(err.args) == 1 and isinstance(err.args[0], (int, float)):
         return (f"an interval or tier reaches past {err.args[0]:g} s, the xmin or xmax of the tier or grid holding it: "
                 f"the header's times do not cover its intervals")
-    return f"{type(err).__name__}: {err}"
+    lines = text.rstrip().split("\n")
+    where = f"the file has {len(lines)} lines and its last is {lines[-1].strip()[:60]!r}"
+    declared = sum(int(n) for n in re.findall(r"^\s*intervals: size = (\d+)\s*$", text, re.M))
+    held = len(re.findall(r"^\s*intervals \[\d+\]:?\s*$", text, re.M))
+    if held < declared:
+        where = f"its tiers declare {declared} intervals but it holds {held}, so it looks truncated; " + where
+    return f"{where}; the textgrid package says {type(err).__name__}: {err}"
 
 
 # A chronological file is a stream of tokens: quoted strings ("" escapes a quote; newlines allowed), bare

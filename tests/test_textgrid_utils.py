@@ -53,6 +53,22 @@ def test_errors_name_the_file(tmp_path):
         read_textgrid(short_header)
 
 
+def test_a_truncated_long_textgrid_says_so(tmp_path):
+    text = format_textgrid(TIERS, 2.0, style="long")
+    cut = tmp_path / "cut.TextGrid"   # an interrupted download inside the third of the phone tier's 7 intervals (5 + 2 "sp")
+    cut.write_text(text[:text.index("intervals [3]:") + len("intervals [3]:\n            xm")])
+    with pytest.raises(TextGridError, match=r"cut.TextGrid: cannot parse TextGrid \(its tiers declare 7 intervals but "
+                                            r"it holds 3, so it looks truncated; the file has \d+ lines and its last is "
+                                            r"'xm'; the textgrid package says"):
+        read_textgrid(cut)
+    garbled = tmp_path / "garbled.TextGrid"   # complete, one line broken: no truncation claimed, the line count given
+    garbled.write_text(text.replace("xmax = 0.6", "xmax 0.6", 1))
+    with pytest.raises(TextGridError, match=r"garbled.TextGrid: cannot parse TextGrid \(the file has \d+ lines and its "
+                                            r"last is '.*'; the textgrid package says") as caught:
+        read_textgrid(garbled)
+    assert "looks truncated" not in str(caught.value)
+
+
 def test_word_filter_and_stress():
     assert not is_word("{NS}") and is_word(" {NS} ") and not is_word("SP") and is_word("{CG}") and is_word("{IG}")
     assert strip_stress("ah0") == "AH" and strip_stress("ER12") == "ER"
