@@ -364,7 +364,7 @@ def train(args) -> int:
                     targets_from = {k: z[k] for k in z.files}
             except NPY_READ_ERRORS as err:  # also a .npz holding pickled (object) arrays
                 raise du.DataError(f"{args.targets_from}: not a readable .npz of story -> (TRs, F) targets "
-                                   f"({err})") from err
+                                   f"({du.npy_read_problem(args.targets_from, err)})") from err
             voxels, vox_info = None, {"targets_from": args.targets_from,
                                       "targets_sha256": file_sha256(args.targets_from),
                                       **teacher_record(args.targets_from, timing)}

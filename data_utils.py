@@ -72,6 +72,27 @@ def not_downloaded_hint(path: str | os.PathLike) -> str:
     return ""
 
 
+def npy_read_problem(path: str | os.PathLike, err: Exception) -> str:
+    """Why `np.load(path, allow_pickle=False)` raised `err`, in words that name what the file holds.
+
+    numpy calls any file that is neither .npy nor .npz "pickled data" and suggests loading it unsafely; a file
+    given to the toolkit is never unpickled (it could run code), so that advice is replaced by what was found.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return f"{type(err).__name__}: {err}"
+    if not head:
+        return "the file is empty"
+    if not head.startswith((b"\x93NUMPY", b"PK")):
+        return (f"not a .npy or .npz file: it starts with {head!r}, where a .npy starts with b'\\x93NUMPY' and a .npz "
+                f"with b'PK'{not_downloaded_hint(path)}")
+    if "allow_pickle" in str(err):
+        return "it holds pickled (object) arrays, which are never loaded since unpickling can run code; save numeric arrays"
+    return f"{type(err).__name__}: {err}"
+
+
 def visible_files(folder: Path, pattern: str) -> list[Path]:
     """`folder.glob(pattern)`, sorted, without hidden files: pathlib's glob matches names starting with ".", such
     as the "._<name>" AppleDouble files a copy through macOS leaves beside each file (metadata, not data)."""
@@ -605,7 +626,7 @@ def load_noise_ceiling(subject: str | int, n_voxels: int | None = None, nc_file:
     try:
         nc = np.load(path, allow_pickle=False)
     except NPY_READ_ERRORS as err:
-        raise DataError(f"{path}: not a readable .npy array of noise ceilings ({err})") from err
+        raise DataError(f"{path}: not a readable .npy array of noise ceilings ({npy_read_problem(path, err)})") from err
     if nc.ndim != 1:
         raise DataError(f"{path}: expected a 1-D vector of one value per voxel, found shape {nc.shape}")
     if n_voxels is not None and nc.shape[0] != n_voxels:
@@ -652,7 +673,8 @@ def load_roi_file(path: str | os.PathLike, n_voxels: int | None = None,
         else:
             raw = json.loads(path.read_text())
     except NPY_READ_ERRORS as err:  # JSONDecodeError is a ValueError; so are pickled .npz arrays
-        raise DataError(f"{path}: not a readable ROI file ({err})") from err
+        detail = npy_read_problem(path, err) if path.suffix == ".npz" else str(err)
+        raise DataError(f"{path}: not a readable ROI file ({detail})") from err
     if not isinstance(raw, dict):
         raise DataError(f"{path}: expected a JSON object {{roi name: [voxel indices]}}, found {type(raw).__name__}")
     recorded = raw.get("_subject")

@@ -247,7 +247,7 @@ def test_bad_metadata_roi_and_noise_ceiling_files_name_file_expected_and_found(m
     np.testing.assert_array_equal(load_roi_file(rois, 10)["AC"], [1, 2])  # no subject asked: no check
     npz = tmp_path / "rois.npz"
     np.savez(npz, AC=np.array([object()], dtype=object))
-    with pytest.raises(DataError, match="rois.npz: not a readable ROI file"):
+    with pytest.raises(DataError, match=r"rois.npz: not a readable ROI file \(it holds pickled \(object\) arrays"):
         load_roi_file(npz, 10)
     np.savez(npz, AC=np.arange(4))
     npz.write_bytes(npz.read_bytes()[:100])  # a copy cut short: numpy raises a BadZipFile, not an OSError
@@ -255,10 +255,19 @@ def test_bad_metadata_roi_and_noise_ceiling_files_name_file_expected_and_found(m
         load_roi_file(npz, 10)
 
     nc_file = tmp_path / "UTS01.npy"
-    for blob in (b"not an npy file", b"PK\x03\x04 an .npz renamed .npy, cut short"):
+    # what the file holds is named; numpy's "pickled data ... load it unsafely" advice for a foreign file is not passed on
+    for blob, says in ((b"not an npy file", r"not a .npy or .npz file: it starts with b'not an npy file', where a .npy "
+                                            r"starts with b'\\x93NUMPY'"),
+                       (b"PK\x03\x04 an .npz renamed .npy, cut short", "BadZipFile"),
+                       (b"/annex/objects/MD5E-s1234--0a1b.npy\n", r"not a .npy or .npz file: .*\(a git-annex pointer whose content is not downloaded: `datalad get` it\)"),
+                       (b"", r"the file is empty")):
         nc_file.write_bytes(blob)
-        with pytest.raises(DataError, match="UTS01.npy: not a readable .npy array of noise ceilings"):
+        with pytest.raises(DataError, match=r"UTS01.npy: not a readable .npy array of noise ceilings \(" + says) as caught:
             load_noise_ceiling("UTS01", nc_file=nc_file)
+        assert "allow_pickle" not in str(caught.value)
+    np.save(nc_file, np.array([0.5, None], dtype=object), allow_pickle=True)
+    with pytest.raises(DataError, match=r"UTS01.npy: .*it holds pickled \(object\) arrays, which are never loaded"):
+        load_noise_ceiling("UTS01", nc_file=nc_file)
     np.save(nc_file, np.zeros((3, 2)))
     with pytest.raises(DataError, match=r"UTS01.npy: expected a 1-D vector of one value per voxel, found shape \(3, 2\)"):
         load_noise_ceiling("UTS01", nc_file=nc_file)
