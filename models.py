@@ -144,6 +144,10 @@ def model_path_hint(name_or_path: str, revision: str = "main") -> str | None:
         if (path / "state.json").is_file() and (path / "optim.pt").is_file() and not (path / "config.json").is_file():
             return (f"a brain-tuning run's training state (last/, for --resume: weights without their config), not a "
                     f"model; pass the run's model, {path.parent / 'best'}")
+        if not (path / "config.json").is_file():  # else transformers asks for a `model_type` key in a file that is absent
+            names = sorted(p.name for p in path.iterdir())
+            found = (f"it holds {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}" if names else "it is empty")
+            return f"a folder without config.json ({found}); a local model folder holds config.json and the weights"
         return None
     if path.is_absolute() or name_or_path.startswith((".", "~")) or name_or_path.count("/") > 1:
         return f"no such folder {path} (a local model folder holds config.json and the weights)"

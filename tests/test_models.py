@@ -157,6 +157,13 @@ def test_what_is_not_a_model_is_named_with_what_to_pass(tiny_models, tmp_path, m
         load_backbone(str(run / "last"))
     with pytest.raises(ModelError, match=f"no such folder {tmp_path / 'nowhere'}"):
         load_backbone(str(tmp_path / "nowhere"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match=r"empty': a folder without config.json \(it is empty\); a local model folder"):
+        load_backbone(str(tmp_path / "empty"))
+    (tmp_path / "weights_only").mkdir()  # weights copied without their config
+    (tmp_path / "weights_only" / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ModelError, match=r"a folder without config.json \(it holds model.safetensors\)"):
+        load_backbone(str(tmp_path / "weights_only"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelError, match=r"hub downloads are off \(HF_HUB_OFFLINE=1\) with no cached copy of "
                                          r"someone/no-such-model: pass a local model folder"):
