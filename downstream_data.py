@@ -122,6 +122,11 @@ def read_timit(root: str | Path, val_fraction: float = 0.1, include_sa: bool = T
         audio: dict[str, list[Path]] = {}  # utterance id -> its audio files
         for path in _ci_glob(spk_dir, "*.WAV"):
             audio.setdefault(path.name.split(".")[0].upper(), []).append(path)
+        # a .PHN without its audio is an incomplete copy; skipping it would quietly shrink the probe's data
+        orphans = sorted({p.name for p in _ci_glob(spk_dir, "*.PHN") if p.name.split(".")[0].upper() not in audio})
+        if orphans:
+            raise DataError(f"{spk_dir / orphans[0]}: no matching .WAV audio beside it ({len(orphans)} such .PHN in "
+                            f"{spk_dir}; every TIMIT utterance has both: an incomplete download?)")
         for utt, files in sorted(audio.items()):
             # TIMIT's audio is NIST SPHERE <id>.WAV; some copies (Kaggle's) add a RIFF <id>.WAV.wav beside it:
             # the same samples, one utterance, read from the RIFF copy (any reader takes it)

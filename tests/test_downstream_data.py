@@ -71,6 +71,10 @@ def test_timit_reader_errors(tmp_path):
     (spk / "sx101.phn").write_text("\n")  # an empty copy: utterance-level labels would all be "absent"
     with pytest.raises(DataError, match=r"mabc0/sx101.phn: no phone segments \(an empty or truncated file\)"):
         dd.read_timit(tmp_path)
+    (spk / "sx101.phn").write_text("0 1600 h#\n")
+    (spk / "sx101.wav").unlink()  # a copy that lost its audio: an error, not a speaker quietly left out
+    with pytest.raises(DataError, match=r"mabc0/sx101.phn: no matching .WAV audio beside it \(1 such .PHN in "):
+        dd.read_timit(tmp_path)
 
 
 def test_an_alignment_running_past_its_audio_stops_the_probe_before_extraction(tmp_path):
