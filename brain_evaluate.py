@@ -29,6 +29,7 @@ import numpy as np
 import alignment as al
 import data_utils as du
 import models
+import voxel_selection as vs
 from features import (FeatureCache, add_window_arguments, cache_settings, check_finite_features, check_window_fits,
                       extract_story_features_together)
 from inference import inference_threads, sharing_plan
@@ -63,7 +64,7 @@ def parse_args(argv=None):
     p.add_argument("--train-stories", nargs="+", help="encoding-model training stories (default: the paper's 26)")
     p.add_argument("--test-story", default=du.TEST_STORY, help="held-out story the alignment is scored on")
     p.add_argument("--roi-file", help="JSON {roi: [voxel indices]}; 'all' is always reported")
-    p.add_argument("--nc-dir", default=str(du.DEFAULT_NC_DIR), help="noise ceilings (computed from repeats if absent)")
+    p.add_argument("--nc-dir", default=str(vs.DEFAULT_NC_DIR), help="noise ceilings (computed from repeats if absent)")
     p.add_argument("--nc-floor", type=fraction, default=0.1, help="cc_norm only where cc_max exceeds this")
     du.add_timing_arguments(p)
     add_window_arguments(p)
@@ -346,15 +347,15 @@ def load_subject_data(args) -> dict:
         if args.low_level:  # so is a TextGrid that does not parse (raises TextGridError, a ValueError)
             data.phones(story)
     n_vox = data.n_voxels(subject)
-    nc_file = du.nc_path(subject, args.nc_dir)
+    nc_file = vs.nc_path(subject, args.nc_dir)
     if nc_file.is_file():
-        cc_max, nc_source = du.load_noise_ceiling(subject, n_vox, nc_dir=args.nc_dir), str(nc_file)
+        cc_max, nc_source = vs.load_noise_ceiling(subject, n_vox, nc_dir=args.nc_dir), str(nc_file)
     else:
         from compute_noise_ceiling import subject_noise_ceiling
         cc_max, nc_source = subject_noise_ceiling(data, subject, args.test_story), "computed from repeats"
     rois = {"all": np.arange(n_vox)}
     if args.roi_file:
-        named = du.load_roi_file(args.roi_file, n_vox, subject=subject)
+        named = vs.load_roi_file(args.roi_file, n_vox, subject=subject)
         if "all" in named:  # it would replace the every-voxel summary under the same name
             raise du.DataError(f"{args.roi_file}: the ROI name 'all' is reserved for every voxel; rename that ROI")
         rois.update(named)

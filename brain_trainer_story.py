@@ -29,6 +29,7 @@ import torch
 import data_utils as du
 import models
 import training
+import voxel_selection as vs
 from run_utils import (EXIT_DATA, EXIT_DIVERGED, EXIT_USAGE, NPY_READ_ERRORS, RUN_LOCK, HelpFormatter,
                        check_replaceable, command_line, file_sha256, fraction, nonnegative_float, nonnegative_int,
                        package_versions, positive_float, positive_int, read_result_json, recover_dir,
@@ -88,8 +89,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--train-stories", nargs="+", help="explicit training stories (overrides the preset)")
     g.add_argument("--val-stories", nargs="+", help="explicit validation stories")
     du.add_timing_arguments(g)
-    g.add_argument("--nc-threshold", type=fraction, default=du.NC_THRESHOLD, help="tune on voxels with NC above this")
-    g.add_argument("--nc-dir", default=str(du.DEFAULT_NC_DIR), help="folder of <SUBJ>.npy noise ceilings")
+    g.add_argument("--nc-threshold", type=fraction, default=vs.NC_THRESHOLD, help="tune on voxels with NC above this")
+    g.add_argument("--nc-dir", default=str(vs.DEFAULT_NC_DIR), help="folder of <SUBJ>.npy noise ceilings")
     g.add_argument("--nc-file", nargs="+", help="explicit noise-ceiling .npy (overrides --nc-dir); one per --subject")
     g.add_argument("--roi-file", nargs="+",
                    help="JSON {roi: [voxel indices]} (needed for --roi / --hemisphere); one per --subject")
@@ -227,14 +228,14 @@ def select_voxels(args, data: du.Ds003020, subject: str, nc_file: str | None = N
     nc_file, roi_file : this subject's files (of --nc-file / --roi-file).
     """
     n_vox = data.n_voxels(subject)
-    nc = du.load_noise_ceiling(subject, n_vox, nc_file=nc_file, nc_dir=args.nc_dir)
-    mask = du.nc_voxel_mask(nc, args.nc_threshold, source=nc_file or str(du.nc_path(subject, args.nc_dir)))
+    nc = vs.load_noise_ceiling(subject, n_vox, nc_file=nc_file, nc_dir=args.nc_dir)
+    mask = vs.nc_voxel_mask(nc, args.nc_threshold, source=nc_file or str(vs.nc_path(subject, args.nc_dir)))
     info = {"n_voxels_total": n_vox, "n_above_nc": int(mask.sum())}
     wanted = [r for r in (args.roi, f"{args.hemisphere}_hemisphere" if args.hemisphere else None) if r]
     if wanted:
         if not roi_file:
             raise du.DataError("--roi/--hemisphere need --roi-file (JSON {roi: [voxel indices]})")
-        rois = du.load_roi_file(roi_file, n_vox, subject=subject)
+        rois = vs.load_roi_file(roi_file, n_vox, subject=subject)
         for name in wanted:
             if name not in rois:
                 raise du.DataError(f"{roi_file}: no ROI '{name}' (found {sorted(rois)})")

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from data_utils import DEFAULT_NC_DIR, TEST_STORY, DataError, Ds003020, subject_arg
+from data_utils import TEST_STORY, DataError, Ds003020, subject_arg
 from run_utils import (EXIT_DATA, EXIT_USAGE, creatable_problem, creation_record, nonnegative_int, save_npy_atomic,
                        write_json_atomic)
 from eval_utils import noise_ceiling
+from voxel_selection import DEFAULT_NC_DIR
 
 
 def subject_noise_ceiling(data: Ds003020, subject: str, story: str = TEST_STORY, block: int = 8192,

@@ -12,7 +12,8 @@ from eval_utils import cc_norm, columnwise_correlation
 import run_utils
 from run_utils import array_digest
 import brain_evaluate
-from data_utils import ENCODING_TRAIN_STORIES, TEST_STORY, Ds003020, load_roi_file
+from data_utils import ENCODING_TRAIN_STORIES, TEST_STORY, Ds003020
+from voxel_selection import load_roi_file
 from timing import trim_slice
 
 

@@ -8,8 +8,7 @@ import pytest
 import soundfile as sf
 
 import data_utils
-from data_utils import (DataError, Ds003020, load_noise_ceiling, load_roi_file, nc_voxel_mask, story_split,
-                        subject_id)
+from data_utils import DataError, Ds003020, story_split, subject_id
 from timing import AlignmentError
 
 
@@ -108,7 +107,7 @@ def test_audio_holding_nan_or_inf_is_an_error_naming_the_file_and_time(mini_root
         data.audio("souls")
 
 
-def test_bad_inputs_name_file_expected_and_found(mini_root, mini, tmp_path):
+def test_bad_inputs_name_file_expected_and_found(mini_root, tmp_path):
     root, data = _copy(mini_root, tmp_path)
     path = data.response_path("UTS01", "souls")
     with h5py.File(path, "r+") as f:
@@ -145,10 +144,6 @@ def test_bad_inputs_name_file_expected_and_found(mini_root, mini, tmp_path):
     (root / "stimuli" / "avatar.wav").write_bytes(b"RIFF1234WAVEjunk")
     with pytest.raises(DataError, match="avatar.wav: unreadable audio"):
         data.audio("avatar")
-    with pytest.raises(DataError, match=r"UTS01.npy: noise ceiling has 120 values but subject UTS01 has 99 voxels"):
-        load_noise_ceiling("UTS01", 99, nc_dir=mini / "subject_NCs")
-    with pytest.raises(DataError, match="no voxel has a noise ceiling above 0.99"):
-        nc_voxel_mask(np.full(5, 0.5), 0.99)
     with pytest.raises(DataError, match="UTS02/avatar.hf5: voxel mask has length 3 but the file has 96 voxels"):
         data.load_responses("UTS02", "avatar", voxels=np.ones(3, bool))
     # UTS01's avatar in UTS02's folder: the same TRs, 120 voxels where UTS02 has 96 (an index selection would fit)
@@ -193,7 +188,7 @@ def test_files_a_partial_download_left_as_placeholders_say_how_to_fetch_them(min
     assert not_downloaded_hint(data.audio_path("avatar")) == not_downloaded_hint(tmp_path / "nowhere") == ""
 
 
-def test_bad_metadata_roi_and_noise_ceiling_files_name_file_expected_and_found(mini_root, tmp_path):
+def test_bad_metadata_name_file_expected_and_found(mini_root, tmp_path):
     root, data = _copy(mini_root, tmp_path)
     respdict = root / "derivative" / "respdict.json"
     good = json.loads(respdict.read_text())
@@ -216,87 +211,6 @@ def test_bad_metadata_roi_and_noise_ceiling_files_name_file_expected_and_found(m
     with pytest.raises(DataError, match=r"UTS09: no response folder for subject UTS09 \(found subjects "
                                         r"\['UTS01', 'UTS02', 'UTS04'\]\)"):
         data.stories(9)
-
-    rois = tmp_path / "rois.json"
-    cases = [
-        ("{", "rois.json: not a readable ROI file"),
-        ("[[1, 2]]", r"rois.json: expected a JSON object \{roi name: \[voxel indices\]\}, found list"),
-        ('{"AC": [1, [2, 3]]}', "rois.json: ROI values must be flat lists"),
-        ('{"AC": [1.5, 2]}', r"rois.json: ROI 'AC' must be a list of integer voxel indices or a boolean mask, "
-                             r"found float64 array of shape \(2,\)"),
-        ('{"AC": [true, false]}', "rois.json: ROI 'AC' is a mask of length 2 but the subject has 10 voxels"),
-        ('{"AC": [3, 10]}', r"rois.json: ROI 'AC' has voxel index 10 but the subject has 10 voxels \(expected 0..9\)"),
-        ('{"AC": [-1, 3]}', "rois.json: ROI 'AC' has voxel index -1 but the subject has 10 voxels"),
-    ]
-    for text, message in cases:
-        rois.write_text(text)
-        with pytest.raises(DataError, match=message):
-            load_roi_file(rois, 10)
-    rois.write_text('{"_note": "metadata", "AC": [4, 1, 4], "empty": [], "mask": ' + json.dumps([True] * 2 + [False] * 8)
-                    + "}")
-    loaded = load_roi_file(rois, 10)  # sorted, unique; "_" keys are metadata; masks become indices
-    assert sorted(loaded) == ["AC", "empty", "mask"]
-    np.testing.assert_array_equal(loaded["AC"], [1, 4])
-    np.testing.assert_array_equal(loaded["mask"], [0, 1])
-    assert loaded["empty"].dtype == np.int64 and loaded["empty"].size == 0
-    # a file that names its subject is refused for another one (its indices fit this subject's range)
-    rois.write_text('{"_subject": "UTS02", "AC": [1, 2]}')
-    with pytest.raises(DataError, match="rois.json: ROIs of subject 'UTS02', expected 'UTS01'"):
-        load_roi_file(rois, 10, subject="UTS01")
-    np.testing.assert_array_equal(load_roi_file(rois, 10, subject="UTS02")["AC"], [1, 2])
-    np.testing.assert_array_equal(load_roi_file(rois, 10)["AC"], [1, 2])  # no subject asked: no check
-    npz = tmp_path / "rois.npz"
-    np.savez(npz, AC=np.array([object()], dtype=object))
-    with pytest.raises(DataError, match=r"rois.npz: not a readable ROI file \(it holds pickled \(object\) arrays"):
-        load_roi_file(npz, 10)
-    np.savez(npz, AC=np.arange(4))
-    npz.write_bytes(npz.read_bytes()[:100])  # a copy cut short: numpy raises a BadZipFile, not an OSError
-    with pytest.raises(DataError, match="rois.npz: not a readable ROI file"):
-        load_roi_file(npz, 10)
-
-    nc_file = tmp_path / "UTS01.npy"
-    # what the file holds is named; numpy's "pickled data ... load it unsafely" advice for a foreign file is not passed on
-    for blob, says in ((b"not an npy file", r"not a .npy or .npz file: it starts with b'not an npy file', where a .npy "
-                                            r"starts with b'\\x93NUMPY'"),
-                       (b"PK\x03\x04 an .npz renamed .npy, cut short", "BadZipFile"),
-                       (b"/annex/objects/MD5E-s1234--0a1b.npy\n", r"not a .npy or .npz file: .*\(a git-annex pointer whose content is not downloaded: `datalad get` it\)"),
-                       (b"", r"the file is empty")):
-        nc_file.write_bytes(blob)
-        with pytest.raises(DataError, match=r"UTS01.npy: not a readable .npy array of noise ceilings \(" + says) as caught:
-            load_noise_ceiling("UTS01", nc_file=nc_file)
-        assert "allow_pickle" not in str(caught.value)
-    np.save(nc_file, np.array([0.5, None], dtype=object), allow_pickle=True)
-    with pytest.raises(DataError, match=r"UTS01.npy: .*it holds pickled \(object\) arrays, which are never loaded"):
-        load_noise_ceiling("UTS01", nc_file=nc_file)
-    np.save(nc_file, np.zeros((3, 2)))
-    with pytest.raises(DataError, match=r"UTS01.npy: expected a 1-D vector of one value per voxel, found shape \(3, 2\)"):
-        load_noise_ceiling("UTS01", nc_file=nc_file)
-    # values that are not cc_max: a percentage, a file of NaN, a boolean mask saved in its place
-    for values, message in (([0.2, 45.0, 0.5], r"UTS01.npy: expected noise ceilings \(cc_max\) in \[0, 1\], found 1 "
-                                                r"of 3 values outside \(min 0.2, max 45\)"),
-                            ([-0.3, 0.5, 0.1], r"found 1 of 3 values outside \(min -0.3, max 0.5\)"),
-                            ([np.nan, np.nan, np.inf], r"UTS01.npy: no finite noise-ceiling value among its 3 voxels"),
-                            ([True, False, True], r"UTS01.npy: expected real noise-ceiling values \(cc_max\), found "
-                                                  r"dtype bool")):
-        np.save(nc_file, np.array(values))
-        with pytest.raises(DataError, match=message):
-            load_noise_ceiling("UTS01", 3, nc_file=nc_file)
-    np.save(nc_file, np.array([0.0, np.nan, 1.0]))  # NaN voxels are kept (they pass no floor); 0 and 1 are cc_max
-    np.testing.assert_array_equal(load_noise_ceiling("UTS01", 3, nc_file=nc_file), [0.0, np.nan, 1.0])
-    with pytest.raises(DataError, match=r"UTS03.npy: noise-ceiling file missing; create it with `python "
-                                        r"compute_noise_ceiling.py --data-dir DIR --subject UTS03`"):
-        load_noise_ceiling(3, nc_dir=tmp_path)
-
-
-def test_noise_ceiling_files_match_the_formula_and_mask(mini, mini_root):
-    from eval_utils import noise_ceiling
-    data = Ds003020(mini_root)
-    nc = load_noise_ceiling("UTS02", data.n_voxels("UTS02"), nc_dir=mini / "subject_NCs")
-    np.testing.assert_allclose(nc, noise_ceiling(data.load_repeats("UTS02")), atol=1e-6)
-    truth = np.load(mini / "ground_truth" / "UTS02.npz")
-    assert nc[truth["types"] == "noise"].mean() < 0.2 < nc[truth["snr"] > 0.3].mean()
-    mask = nc_voxel_mask(nc, 0.4)
-    assert mask.dtype == bool and 0.15 < mask.mean() < 0.8
 
 
 def test_compute_noise_ceiling_cli(mini, mini_root, tmp_path, capsys):

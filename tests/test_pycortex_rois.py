@@ -29,7 +29,7 @@ def test_missing_pycortex_is_a_clear_error(mini_root, tmp_path, capsys):
 
 def test_roi_file_records_how_it_was_made_and_loads_as_rois_only(tmp_path, monkeypatch, capsys):
     import json
-    from data_utils import load_roi_file
+    from voxel_selection import load_roi_file
     seen = {}
 
     def fake_store(store, subject, roi_names=None, xfm=None):  # pycortex itself is not installed here
