@@ -506,7 +506,7 @@ def train(args) -> int:
                   f"{head_info['pooled_features']})", flush=True)
             run_config["head_init"] = head_info
             write_json_atomic(out_dir / "config.json", run_config)
-    if not state["metrics"]:  # epoch 0: the initial head (untrained or ridge), the reference the run must beat
+    if not state["metrics"]:  # epoch 0: the initial head (untrained or ridge), the reference tuning is judged by
         if initial_val is None:
             initial_val = training.evaluate(model, val_loader, args.loss, device, precision, quiet)
         state["metrics"].append({"epoch": 0, "train_loss": float("nan"), **initial_val,
@@ -584,9 +584,19 @@ def train(args) -> int:
     if is_main:
         from plotting import plot_loss_curve
         plot_loss_curve(state["metrics"], out_dir / "loss_curve.png", title=f"{subject} · {Path(args.model_name).name}")
+        # best/ is the best tuned epoch (>= 1); say so when even that did not improve on where tuning started
+        initial = state["metrics"][0]["val_loss"]
+        beats = (None if state["best_val"] is None or not math.isfinite(initial)
+                 else bool(state["best_val"] < initial))
         run_config.update(finished=timestamp(), best_epoch=state["best_epoch"], best_val_loss=state["best_val"],
+                          initial_val_loss=initial, best_beats_initial=beats,
                           stopped_early=state["epoch"] < args.num_epochs)
         write_json_atomic(out_dir / "config.json", run_config)
+        if beats is False:
+            print(f"warning: no tuned epoch has a lower validation loss than epoch 0, the {args.init_head} initial head "
+                  f"({initial:.4f}): best/ holds epoch {state['best_epoch']} ({state['best_val']:.4f}), the best tuned "
+                  f"epoch, not an improvement on the start (metrics.csv; config.json 'best_beats_initial': false)",
+                  file=sys.stderr)
         if args.cache_front_end and not args.front_end_cache_dir:  # derived data: free the disk
             shutil.rmtree(out_dir / "front_end_cache", ignore_errors=True)
         print(f"best epoch {state['best_epoch']} (val loss {state['best_val']:.4f}); model in {out_dir / 'best'}")

@@ -43,6 +43,7 @@ def test_each_family_trains_and_lowers_validation_loss(mini, tiny_models, family
     assert [r["epoch"] for r in m] == [0, 1, 2]
     assert min(r["val_loss"] for r in m[1:]) < m[0]["val_loss"]
     cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert cfg["best_beats_initial"] is True and cfg["initial_val_loss"] == pytest.approx(m[0]["val_loss"])
     nc = np.load(mini / "subject_NCs" / "UTS01.npy")
     assert cfg["args"]["resolved"]["n_targets"] == int((nc > 0.4).sum())
     assert cfg["versions"]["torch"] and cfg["args"]["stories"]["val"] == ["stagefright", "life"]
@@ -406,6 +407,18 @@ def test_ridge_head_init_starts_below_the_random_head(mini, tiny_models, tmp_pat
     assert cfg["args"]["resolved"]["trainable_backbone_params"] < json.loads(
         (tmp_path / "rand" / "config.json").read_text())["args"]["resolved"]["trainable_backbone_params"]
     assert run(mini, tiny_models["hubert"], tmp_path / "lr", "--init-head", "ridge", "--head-rank", "8") == 2
+
+
+def test_a_best_epoch_no_better_than_the_start_is_flagged(mini, tiny_models, tmp_path, capsys):
+    # rates 0: epoch 1 is the untouched start, so its validation loss equals epoch 0's; best/ still holds it
+    assert run(mini, tiny_models["hubert"], tmp_path / "r", "--num-epochs", "1", "--lr", "0", "--head-lr", "0") == 0
+    m = metrics(tmp_path / "r")
+    assert m[1]["val_loss"] == pytest.approx(m[0]["val_loss"], rel=1e-6)
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert cfg["best_epoch"] == 1 and cfg["best_beats_initial"] is False
+    assert (f"warning: no tuned epoch has a lower validation loss than epoch 0, the random initial head "
+            f"({m[0]['val_loss']:.4f}): best/ holds epoch 1") in capsys.readouterr().err
+    assert json.loads((tmp_path / "r" / "best" / "brain_tuning.json").read_text())["epoch"] == 1
 
 
 def test_bf16_on_cpu_is_really_bf16(mini, tiny_models, tmp_path):
