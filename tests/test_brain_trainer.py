@@ -419,6 +419,11 @@ def test_a_best_epoch_no_better_than_the_start_is_flagged(mini, tiny_models, tmp
     assert (f"warning: no tuned epoch has a lower validation loss than epoch 0, the random initial head "
             f"({m[0]['val_loss']:.4f}): best/ holds epoch 1") in capsys.readouterr().err
     assert json.loads((tmp_path / "r" / "best" / "brain_tuning.json").read_text())["epoch"] == 1
+    # a decoupled-target control is not expected to improve: the warning says so
+    assert run(mini, tiny_models["hubert"], tmp_path / "c", "--num-epochs", "1", "--lr", "0", "--head-lr", "0",
+               "--target-control", "block-shuffle") == 0
+    err = capsys.readouterr().err
+    assert "warning: no tuned epoch" in err and "expected of a --target-control run" in err
 
 
 def test_bf16_on_cpu_is_really_bf16(mini, tiny_models, tmp_path):
