@@ -596,7 +596,7 @@ def train(args) -> int:
             print(f"warning: no tuned epoch has a lower validation loss than epoch 0, the {args.init_head} initial head "
                   f"({initial:.4f}): best/ holds epoch {state['best_epoch']} ({state['best_val']:.4f}), the best tuned "
                   f"epoch, not an improvement on the start (metrics.csv; config.json 'best_beats_initial': false)"
-                  + (f"; expected of a --target-control run, whose targets are decoupled from the audio"
+                  + ("; expected of a --target-control run, whose targets are decoupled from the audio"
                      if args.target_control else ""), file=sys.stderr)
         if args.cache_front_end and not args.front_end_cache_dir:  # derived data: free the disk
             shutil.rmtree(out_dir / "front_end_cache", ignore_errors=True)
