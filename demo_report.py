@@ -121,9 +121,33 @@ def findings(out: Path, models=MODELS) -> dict:
     ]
     return {"models": list(models), "alignment": cc, "change_pct": change, "low_level_impact_pct": impact, "probes_f1_macro": probes,
             "probes_f1_macro_uniform_guess": guess,
-            "diagnostics": diagnostic_scores(out, models),
+            "diagnostics": diagnostic_scores(out, models), "training": training_summary(out, models),
             "semantic_preference": pref, "upper_middle_layers": _load(out / "eval" / "tuned" / "summary.json")["upper_middle_layers"],
             "checks": checks}
+
+
+def training_summary(out: Path, models) -> dict:
+    """{model: {initial_val_loss, best_epoch, best_val_loss, best_beats_initial}} from each brain-tuning run's
+    config.json (OUT/train/<model>); models without a training run (the pretrained one) are left out."""
+    keys = ("initial_val_loss", "best_epoch", "best_val_loss", "best_beats_initial")
+    summary = {}
+    for m in models:
+        path = out / "train" / m / "config.json"
+        if path.is_file():
+            config = _load(path)
+            summary[m] = {k: config.get(k) for k in keys}
+    return summary
+
+
+def training_table(training: dict) -> str:
+    """REPORT.md table: each tuned model's validation loss at epoch 0 (the initial head) and at its best epoch."""
+    rows = ["| model | val loss, epoch 0 (initial head) | best tuned epoch | its val loss | better than the start |",
+            "|---|---|---|---|---|"]
+    for m, t in training.items():
+        beats = {True: "yes", False: "**no**", None: "unknown"}[t["best_beats_initial"]]
+        numbers = [f"{t[k]:.4f}" if isinstance(t[k], (int, float)) else "–" for k in ("initial_val_loss", "best_val_loss")]
+        rows.append(f"| {m} | {numbers[0]} | {t['best_epoch']} | {numbers[1]} | {beats} |")
+    return "\n".join(rows) + "\n"
 
 
 def headline(result: dict) -> str:
@@ -251,7 +275,13 @@ def write_report(out: Path, result: dict, seed: int, quick: bool, train_flags: l
         sections += [(out / "eval" / m / "table.md").read_text(), ""]
     sections += ["## Brain-tuning loss curves", "", " ".join(f"![{m}](train/{m}/loss_curve.png)"
                                                              for m in result["models"] if m != "pretrained"),
-                 "", "## Downstream probes", "",
+                 ""]
+    if result.get("training"):
+        sections += ["Validation loss (the validation stories' TRs) where tuning started and at the epoch kept in "
+                     "`best/`; a run whose best tuned epoch is no better than the start learned nothing the "
+                     "validation stories reward (expected of the random-target control, whose targets are decoupled "
+                     "from the audio).", "", training_table(result["training"])]
+    sections += ["## Downstream probes", "",
                  "![probes](probes_summary.png) ![preference](semantic_preference.png)", ""]
     for task in sorted(probes):
         sections += [(out / "probes" / task / "comparison.md").read_text(), ""]

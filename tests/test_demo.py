@@ -33,7 +33,10 @@ def test_quick_demo_tuning_raises_language_alignment(tmp_path, monkeypatch):
     assert "language" in result["low_level_impact_pct"]["tuned"]  # measured (direction varies by seed, recipe: README)
     # the gain's interval from resampling the test story's TRs, beside the verdict
     assert result["checks"][0]["interval"].startswith("95% interval ")
+    # tuning started from the ridge head and its best epoch improved on that start (the report's table says so)
+    assert result["training"]["tuned"]["best_beats_initial"] is True and "pretrained" not in result["training"]
     report = (out / "REPORT.md").read_text()
+    assert f"| tuned | {result['training']['tuned']['initial_val_loss']:.4f} | " in report
     assert "## Headline" in report and "![alignment](eval/comparison/alignment_by_layer.png)" in report
     commit = run_utils.toolkit_version()["commit"]  # the code that made it, in the header
     assert f" · toolkit {commit[:10] if commit else 'unknown'}" in report.splitlines()[2]
@@ -82,6 +85,24 @@ def test_report_diagnostic_sections_list_each_models_layers_and_the_baseline(tmp
     assert scores["carrier_word_category"] == {"f1_macro": {"pretrained": {"1": 0.07, "2": 0.06},
                                                             "tuned": {"1": 0.07, "2": 0.19}},
                                                "context_label_baseline": 0.03}
+
+
+def test_training_table_reads_each_tuning_run_and_flags_a_best_epoch_no_better_than_the_start(tmp_path):
+    from demo_report import training_summary, training_table
+    runs = {"tuned": {"initial_val_loss": 0.9922, "best_epoch": 1, "best_val_loss": 0.8965, "best_beats_initial": True},
+            "control": {"initial_val_loss": 0.9922, "best_epoch": 1, "best_val_loss": 0.9987,
+                        "best_beats_initial": False}}
+    for m, fields in runs.items():
+        (tmp_path / "train" / m).mkdir(parents=True)
+        (tmp_path / "train" / m / "config.json").write_text(json.dumps(dict(fields, args={"seed": 0})))
+    (tmp_path / "train" / "old").mkdir()  # a run from before these fields were recorded
+    (tmp_path / "train" / "old" / "config.json").write_text(json.dumps({"best_epoch": 2, "best_val_loss": 0.5}))
+    summary = training_summary(tmp_path, ["pretrained", "tuned", "control", "old"])
+    assert list(summary) == ["tuned", "control", "old"] and summary["tuned"] == runs["tuned"]  # no run: no row
+    table = training_table(summary)
+    assert "| tuned | 0.9922 | 1 | 0.8965 | yes |" in table
+    assert "| control | 0.9922 | 1 | 0.9987 | **no** |" in table
+    assert "| old | – | 2 | 0.5000 | unknown |" in table
 
 
 def test_seed_summary_tables_checks_and_the_diagnostics(tmp_path):
