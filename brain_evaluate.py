@@ -19,7 +19,6 @@ summarises the same models across subjects: mean ± SEM and a Wilcoxon signed-ra
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
 from pathlib import Path
@@ -34,7 +33,7 @@ from features import (FeatureCache, add_window_arguments, cache_settings, check_
                       extract_story_features_together)
 from inference import inference_threads, sharing_plan
 from timing import TEST_EXTRA_TRIM
-from run_utils import (EXIT_DATA, EXIT_USAGE, NPY_READ_ERRORS, HelpFormatter, array_digest, command_line, file_sha256,
+from run_utils import (EXIT_DATA, EXIT_USAGE, NPY_READ_ERRORS, HelpFormatter, array_digest, code_identity, command_line,
                        fraction, ignored_flags_problem, model_run_usage_problem, nonnegative_int, out_among_inputs,
                        output_dirs_problem, package_versions, positive_int, resolve_device, resolve_precision,
                        run_claimed, save_npz_atomic, set_seed, timestamp, to_json, writable_dir_problem,
@@ -376,15 +375,7 @@ def layer_fit_key(features: list[np.ndarray], inputs_digest: str, low: list[np.n
     """Identity of one layer's encoding-model fit: its (TRs, F) features per story, the subject's responses, noise
     ceiling and ROIs (`inputs_digest`), the low-level features, the fit settings, the fitting code and the numeric
     packages. Equal keys give equal results, so a rerun after a kill reads finished layers back."""
-    return array_digest(inputs_digest, settings, fit_code_identity(FIT_CODE), *features, *(low or []))
-
-
-@functools.lru_cache
-def fit_code_identity(files: tuple[str, ...]) -> list[str]:
-    """SHA-256 of the fitting code's files and the numeric packages' versions: read once per process, not per layer."""
-    from importlib import metadata
-    return ([file_sha256(Path(__file__).parent / f) for f in files] +
-            [metadata.version(p) for p in ("numpy", "scipy", "torch")])
+    return array_digest(inputs_digest, settings, code_identity(FIT_CODE), *features, *(low or []))
 
 
 def read_layer_entry(path: Path, key: str) -> dict | None:

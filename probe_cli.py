@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -76,12 +77,20 @@ def load_models(args) -> list:
 
 
 def is_probe_output(folder: Path) -> bool:
-    """Whether `folder` holds a probe result, finished or not (its config.json names a task: one killed between
-    writing it and results.json)."""
+    """Whether `folder` holds a probe result, finished or not (its config.json names a task, or it holds a layer
+    result of `probe_tasks.write_layer_probe`: a run killed before its config.json)."""
     try:
         return "task" in read_result_json(folder, "config.json", "probe", ("args",), objects=("args",))["args"]
     except (OSError, ValueError):
-        return False
+        pass
+    for path in Path(folder).glob("layer_*.json"):
+        try:
+            stored = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(stored, dict) and {"task", "fit_key", "result"} <= set(stored):
+            return True
+    return False
 
 
 def run(args, task_runner) -> int:

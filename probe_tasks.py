@@ -2,11 +2,12 @@
 
 `run_probe_task`, `run_semantic_preference` and `run_story_word_probe` are what `eval_phonemes.py` and `eval_downstream.py` call;
 `compare_probe_results` renders several result folders side by side. Result folder: results.json, table.md,
-<task>_by_layer.png, config.json.
+<task>_by_layer.png, config.json (and for `run_probe_task` each layer's layer_<l>.json, read back after a kill).
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 
 import downstream_data as dd
 import probes
@@ -22,10 +24,12 @@ from data_utils import DataError, file_fingerprint, read_tsv
 from features import FeatureCache, check_finite_features
 from inference import map_inference, prepare_for_inference
 from models import SpeechEncoder, hub_revision
-from run_utils import (command_line, package_versions, read_result_json, result_labels, timestamp, write_json_atomic,
-                       write_text_atomic)
+from run_utils import (array_digest, code_identity, command_line, package_versions, read_result_json, result_labels,
+                       timestamp, write_json_atomic, write_text_atomic)
 
 METRICS = ("f1_macro", "f1_micro", "accuracy")
+# the code a layer's probe runs after its features and labels: a change to it makes earlier layer results stale
+PROBE_FIT_CODE = ("probes.py",)
 
 
 class TaskUsageError(ValueError):
@@ -246,6 +250,37 @@ def chance_level(labels: dict, kind: str) -> dict:
     return {"accuracy": float((y_te == majority).mean())}
 
 
+def layer_probe_keys(task: str, features: dict[str, np.ndarray], labels: dict[str, np.ndarray],
+                     groups: dict[str, np.ndarray] | None, layers: list[int], settings: dict) -> dict[int, str]:
+    """Identity of each layer's probe fit: its features and the labels (and permutation groups) of every split, the
+    fit settings (`settings`: kind, classes, seed, permutations, device, `probes.fit_settings`), the probe code and
+    the numeric packages. Equal keys give equal results, so a rerun after a kill reads finished layers back.
+
+    features[split] : (n_layers, N_split, hidden), layer i of `layers` at index i.
+    """
+    shared = array_digest(task, settings, code_identity(PROBE_FIT_CODE),
+                          *[labels[s] for s in dd.SPLITS], *([groups[s] for s in dd.SPLITS] if groups else []))
+    return {l: array_digest(shared, l, *[features[s][i] for s in dd.SPLITS]) for i, l in enumerate(layers)}
+
+
+def layer_probe_path(out: Path, layer: int) -> Path:
+    return Path(out) / f"layer_{layer}.json"
+
+
+def read_layer_probe(path: Path, key: str) -> dict | None:
+    """The layer result stored in `path` by a fit with this key, else None (absent, unreadable or another fit)."""
+    try:
+        stored = json.loads(Path(path).read_text())
+    except (OSError, ValueError):  # absent, cut short or not JSON: fitted again
+        return None
+    return stored.get("result") if isinstance(stored, dict) and stored.get("fit_key") == key else None
+
+
+def write_layer_probe(path: Path, key: str, task: str, layer: int, result: dict) -> None:
+    """One layer's probe result with its fit key, written atomically as soon as it is fitted."""
+    write_json_atomic(path, {"task": task, "layer": layer, "fit_key": key, "result": result})
+
+
 def summarise_probes(task: str, model: str, per_layer: dict, layers: list[int], n_layers: int, extra: dict) -> dict:
     um = upper_middle_layers(layers, n_layers)
     return {"task": task, "model": model, "layers": layers, "n_layers": n_layers, "upper_middle_layers": um,
@@ -340,9 +375,21 @@ def run_probe_task(task: str, data_root: str, models: list[ProbedModel], cache_d
         split: np.array([spec.group_by(u) for u in utts if u.split == split]) for split in dd.SPLITS}
     for m, cache, extracted in zip(models, caches, fresh):
         x, y = load_task_features(spec, utts, m, cache, to_label, classes, extracted)
-        per_layer = probes.run_layer_probes(x, y, m.layers, spec.kind, len(classes), seed=seed, device=device,
-                                            progress=progress, n_permutations=n_permutations, groups=groups,
-                                            side_by_side=side_by_side)
+        fit = probes.fit_settings(device, side_by_side)
+        keys = layer_probe_keys(task, x, y, groups if n_permutations else None, m.layers, {
+            "kind": spec.kind, "classes": list(classes), "seed": seed, "permutations": n_permutations,
+            "device": torch.device(device).type, **fit})
+        m.out.mkdir(parents=True, exist_ok=True)
+        # results.json marks a finished result: gone while layers are refitted (write_run writes it last)
+        (m.out / "results.json").unlink(missing_ok=True)
+        done = {l: r for l in m.layers if (r := read_layer_probe(layer_probe_path(m.out, l), keys[l])) is not None}
+        per_layer = probes.run_layer_probes(
+            x, y, m.layers, spec.kind, len(classes), seed=seed, device=device, progress=progress,
+            n_permutations=n_permutations, groups=groups, side_by_side=side_by_side, done=done,
+            on_layer=lambda l, r: write_layer_probe(layer_probe_path(m.out, l), keys[l], task, l, r))
+        if done:
+            print(f"note: {m.out}: layer(s) {sorted(done)} read back from an earlier run with the same inputs, not "
+                  "refitted", file=sys.stderr)
         n_rows = {s: int(len(y[s])) for s in dd.SPLITS}
         chance = chance_level(y, spec.kind)
         del x, y  # released before the next model's features are read
@@ -354,7 +401,7 @@ def run_probe_task(task: str, data_root: str, models: list[ProbedModel], cache_d
             "feature_cache_hits": cache.hits})
         curves = {k: {Path(m.name).name: [per_layer[l]["test"][k] for l in m.layers]} for k in ("f1_macro", "accuracy")}
         write_run(m.out, result, {"args": model_config(config, m, models), "feature_cache": str(cache.folder),
-                                  "probe_fit": probes.fit_settings(device, side_by_side)},
+                                  "probe_fit": fit, "layers_reused": sorted(done)},
                   render_probe_table(result), f"{task}_by_layer.png", curves, "test score")
         results.append(result)
     return results

@@ -7,6 +7,7 @@ decay and number of epochs are chosen on the validation split only: the test spl
 from __future__ import annotations
 
 import inspect
+from typing import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -344,16 +345,22 @@ def _fit_weight_decays(xt: torch.Tensor, yt: torch.Tensor, xv: np.ndarray, y_val
 
 def run_layer_probes(features: dict[str, np.ndarray], labels: dict[str, np.ndarray], layers: list[int], kind: str,
                      n_classes: int, seed: int = 0, device="cpu", progress: bool = True, n_permutations: int = 0,
-                     groups: dict[str, np.ndarray] | None = None, **probe_kwargs) -> dict:
+                     groups: dict[str, np.ndarray] | None = None, done: dict | None = None,
+                     on_layer: Callable[[int, dict], None] | None = None, **probe_kwargs) -> dict:
     """Fit one probe per layer on train, select on val, score once on test.
 
     features[split] : (n_layers, N_split, hidden); labels[split] : (N_split,) or (N_split, C).
     n_permutations > 0 (multiclass): also the test F1 macro's chance distribution per layer (`permutation_null`,
     labels shuffled among `groups[split]`, default one group per row), summarised by `null_summary`.
+    done : {layer: result} of layers already fitted on these inputs (read back after a kill): taken, not refitted.
+    on_layer : called with (layer, result) after each layer fitted here (to save it before the next one).
     Returns {layer: {"test": metrics, "val": metrics, "weight_decay", "epochs"[, "permutation_null"]}}.
     """
     out = {}
     for li, layer in enumerate(tqdm(layers, desc="probes", leave=False, disable=not progress)):
+        if done and layer in done:  # each layer's fit is seeded on its own, so skipping one changes no other
+            out[layer] = done[layer]
+            continue
         probe = fit_linear_probe(features["train"][li], labels["train"], features["val"][li], labels["val"], kind,
                                  n_classes, seed=seed, device=device, **probe_kwargs)
         out[layer] = {"test": probe_metrics(labels["test"], probe.predict(features["test"][li]), kind),
@@ -363,6 +370,8 @@ def run_layer_probes(features: dict[str, np.ndarray], labels: dict[str, np.ndarr
             null = permutation_null({s: x[li] for s, x in features.items()}, labels, groups, n_classes,
                                     n_permutations, seed=seed, device=device, **probe_kwargs)
             out[layer]["permutation_null"] = null_summary(null, out[layer]["test"]["f1_macro"])
+        if on_layer is not None:
+            on_layer(layer, out[layer])
     return out
 
 

@@ -5,6 +5,7 @@ import argparse
 import contextlib
 import csv
 import fcntl
+import functools
 import json
 import math
 import os
@@ -484,6 +485,15 @@ def array_digest(*parts) -> str:
         else:
             digest.update(json.dumps(part, sort_keys=True, default=str).encode())
     return digest.hexdigest()
+
+
+@functools.lru_cache
+def code_identity(files: tuple[str, ...]) -> list[str]:
+    """SHA-256 of the toolkit's files `files` (names in this folder) and the numeric packages' versions: what a
+    result computed by that code depends on besides its inputs (read once per process, not per layer)."""
+    from importlib import metadata
+    return ([file_sha256(Path(__file__).parent / f) for f in files] +
+            [metadata.version(p) for p in ("numpy", "scipy", "torch")])
 
 
 def file_sha256(path: str | Path) -> str:

@@ -79,6 +79,48 @@ def test_results_json_is_written_last(tmp_path, monkeypatch):
     assert not (tmp_path / "r" / "results.json").exists() and (tmp_path / "r" / "config.json").is_file()
 
 
+def test_a_killed_probe_run_resumes_from_its_finished_layers(downstream, tiny_models, tmp_path, monkeypatch, capsys):
+    # a base model's frame-level TIMIT probe takes ~40-74 s per layer: a rerun after a kill refits only what did not
+    # finish, and reads back a layer only when its features, labels, settings and code are the same
+    import probes
+
+    def args(out, *extra):
+        return _args(tiny_models["whisper"], downstream / "timit", out, tmp_path / "c", "--task", "sentence_type",
+                     "--whisper-mode", "truncate", *extra)
+    assert eval_phonemes.main(args(tmp_path / "whole")) == 0
+    fit, calls = probes.fit_linear_probe, []
+
+    def counted(*a, **k):
+        calls.append(1)
+        if dies and len(calls) == 2:  # layer 2's probe
+            raise KeyboardInterrupt
+        return fit(*a, **k)
+    monkeypatch.setattr(probes, "fit_linear_probe", counted)
+    dies = True
+    with pytest.raises(KeyboardInterrupt):
+        eval_phonemes.main(args(tmp_path / "k"))
+    assert sorted(p.name for p in (tmp_path / "k").iterdir() if p.name != run_utils.RUN_LOCK) == ["layer_1.json"]
+    dies, calls[:] = False, []
+    capsys.readouterr()
+    assert eval_phonemes.main(args(tmp_path / "k")) == 0  # the killed run's folder is taken as a probe output
+    assert len(calls) == 1  # layer 2 only
+    assert "layer(s) [1] read back from an earlier run with the same inputs" in capsys.readouterr().err
+    assert json.loads((tmp_path / "k" / "config.json").read_text())["layers_reused"] == [1]
+    whole, resumed = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("whole", "k"))
+    assert resumed["per_layer"] == whole["per_layer"] and resumed["upper_middle_mean"] == whole["upper_middle_mean"]
+    # anything the fit reads changed: fitted again
+    calls[:] = []
+    assert eval_phonemes.main(args(tmp_path / "k", "--seed", "1")) == 0
+    assert len(calls) == 2 and json.loads((tmp_path / "k" / "config.json").read_text())["layers_reused"] == []
+    calls[:] = []
+    assert eval_phonemes.main(args(tmp_path / "k", "--seed", "1", "--permutations", "1")) == 0
+    assert len(calls) == 2 * 2  # each layer's probe and its one permutation
+    calls[:] = []
+    (tmp_path / "k" / "layer_2.json").write_text('{"task": "sentence_type", "fit_')  # cut short by a full disk
+    assert eval_phonemes.main(args(tmp_path / "k", "--seed", "1", "--permutations", "1")) == 0
+    assert len(calls) == 2 and json.loads((tmp_path / "k" / "config.json").read_text())["layers_reused"] == [1]
+
+
 def test_other_tasks_on_pretrained_and_tuned_models(mini, downstream, tiny_models, tmp_path, capsys):
     tuned = tmp_path / "tuned"
     assert brain_trainer_story.main(["--data-dir", str(mini / "ds003020"), "--subject", "UTS01", "--model-name",
