@@ -150,6 +150,14 @@ def training_table(training: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
+def _loss_cell(run: dict | None) -> str:
+    """"0.9922 → 0.8965" for one training run's start and best validation loss, ✗ when the best is no better."""
+    if not run or not all(isinstance(run.get(k), (int, float)) for k in ("initial_val_loss", "best_val_loss")):
+        return "–"
+    return (f"{run['initial_val_loss']:.4f} → {run['best_val_loss']:.4f}"
+            + (" ✗" if run.get("best_beats_initial") is False else ""))
+
+
 def headline(result: dict) -> str:
     """The terminal table: alignment per ROI, low-level impact, semantic probe and preference per model."""
     cc, ch, imp = result["alignment"], result["change_pct"], result["low_level_impact_pct"]
@@ -321,6 +329,12 @@ def write_seed_summary(out: Path, results: dict) -> str:
     lines += [f"| {m} | " + " | ".join(f"{r['alignment'][m]['language']:.3f} ({r['change_pct'][m]['language']:+.1f})"
                                        for r in results.values()) + " |" for m in models]
     lines += ["", "![language-ROI alignment per seed](seeds_language.png)"]
+    if all(r.get("training") for r in results.values()):  # seeds run before it was recorded have none
+        tuned = list(next(iter(results.values()))["training"])
+        lines += ["", "Validation loss, epoch 0 (initial head) → best tuned epoch (✗: no better than the start):", "",
+                  "| model | " + " | ".join(seeds) + " |", "|---|" + "---|" * len(results)]
+        lines += [f"| {m} | " + " | ".join(_loss_cell(r["training"].get(m)) for r in results.values()) + " |"
+                  for m in tuned]
     for i, name in enumerate(checks):  # the bootstrap intervals of the test TRs, where the check has one
         per_seed = [f"seed {s}: {r['checks'][i]['interval']}" for s, r in results.items()
                     if r["checks"][i].get("interval")]

@@ -125,6 +125,12 @@ def test_seed_summary_tables_checks_and_the_diagnostics(tmp_path):
     assert "category of story words in context, F1 macro on unseen words at layer 4" in text
     assert "| tuned | 0.140 | 0.160 |" in text and "| pretrained | 0.070 | 0.070 |" in text
     assert "| context-label baseline | 0.155 | 0.175 |" in text and "neutral sentences" not in text
+    assert "Validation loss, epoch 0" not in text  # seeds without the training record: no table
+    for s, best in ((0, 0.8965), (1, 0.9987)):
+        results[s]["training"] = {"tuned": {"initial_val_loss": 0.9922, "best_epoch": 1, "best_val_loss": best,
+                                            "best_beats_initial": best < 0.9922}}
+    text = write_seed_summary(tmp_path, results)
+    assert "| tuned | 0.9922 → 0.8965 | 0.9922 → 0.9987 ✗ |" in text
     assert json.loads((tmp_path / "seeds.json").read_text())["1"]["checks"][0]["holds"] is False
 
 
