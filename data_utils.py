@@ -181,6 +181,7 @@ class Ds003020:
         return sorted(p.name for p in base.iterdir() if p.is_dir() and re.fullmatch(r"UTS\d+", p.name))
 
     def response_path(self, subject: str | int, story: str) -> Path:
+        """derivative/preprocessed_data/<UTSxx>/<story>.hf5: the subject's (TRs, voxels) responses to the story."""
         return self.derivative / "preprocessed_data" / subject_id(subject) / f"{story}.hf5"
 
     def stories(self, subject: str | int) -> list[str]:
@@ -338,6 +339,7 @@ class Ds003020:
 
     # ------------------------------------------------------------------ stimuli
     def textgrid_path(self, story: str) -> Path:
+        """derivative/TextGrids/<story>.TextGrid: the story's word and phone tiers (seconds)."""
         return self.derivative / "TextGrids" / f"{story}.TextGrid"
 
     def words(self, story: str) -> TimedLabels:

@@ -70,6 +70,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def usage_problem(args) -> str | None:
+    """Why the flags do not make a run (the message for exit 2), else None."""
     if not args.out.endswith(".npz"):
         return f"--out must name a .npz file, found {args.out!r}"
     model_flag = "--model-name" if args.model_name else "--text-model" if args.text_model else None
@@ -102,6 +103,7 @@ def choose_stories(data: du.Ds003020, requested: list[str] | None) -> tuple[list
 
 
 def check_layer(layer: int, n_layers: int, model_name: str) -> None:
+    """Raise ModelError unless `layer` is a hidden-state index of the model (0..n_layers)."""
     if not 0 <= layer <= n_layers:
         raise models.ModelError(f"--layer {layer} out of range: {model_name} has hidden states 0..{n_layers}")
 

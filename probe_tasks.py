@@ -264,6 +264,7 @@ def layer_probe_keys(task: str, features: dict[str, np.ndarray], labels: dict[st
 
 
 def layer_probe_path(out: Path, layer: int) -> Path:
+    """OUT/layer_<l>.json: one layer's probe result and its fit key (`write_layer_probe`)."""
     return Path(out) / f"layer_{layer}.json"
 
 
@@ -282,6 +283,8 @@ def write_layer_probe(path: Path, key: str, task: str, layer: int, result: dict)
 
 
 def summarise_probes(task: str, model: str, per_layer: dict, layers: list[int], n_layers: int, extra: dict) -> dict:
+    """results.json's content: the per-layer results (keys as strings) and their mean over the upper-middle layers
+    for each of METRICS, with `extra` (description, classes, chance, ...) merged in."""
     um = upper_middle_layers(layers, n_layers)
     return {"task": task, "model": model, "layers": layers, "n_layers": n_layers, "upper_middle_layers": um,
             "per_layer": {str(l): v for l, v in per_layer.items()},
@@ -289,6 +292,8 @@ def summarise_probes(task: str, model: str, per_layer: dict, layers: list[int], 
 
 
 def render_probe_table(result: dict) -> str:
+    """table.md: test scores and the chosen weight decay and epoch per layer, the upper-middle mean, chance, and the
+    permutation nulls where the run has them."""
     lines = [f"### {result['task']} · {result['model']}", "", "test-split scores per layer (probe chosen on val)", "",
              "| layer | F1 macro | F1 micro | accuracy | weight decay | epochs |", "|---|---|---|---|---|---|"]
     for l, v in result["per_layer"].items():
@@ -312,6 +317,8 @@ def render_probe_table(result: dict) -> str:
 
 
 def write_run(out: Path, result: dict, config: dict, table: str, plot_name: str, curves: dict, ylabel: str) -> None:
+    """A probe result folder: table.md, config.json (with command, finish time, versions), the by-layer plot, and
+    results.json last (its presence marks a finished result)."""
     from plotting import plot_layer_curves
     out.mkdir(parents=True, exist_ok=True)
     # results.json marks a finished result (--compare reads it): gone until this one is complete, written last

@@ -463,6 +463,7 @@ def command_line() -> str:
 
 
 def timestamp() -> str:
+    """Local time with its UTC offset, ISO 8601 to the second (config.json's started/finished)."""
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 

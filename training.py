@@ -353,6 +353,7 @@ def check_replicas_in_sync(model: nn.Module, epoch: int) -> None:
 
 
 def epoch_timer() -> float:
+    """Seconds on a monotonic clock (differences give an epoch's duration)."""
     return time.perf_counter()
 
 
