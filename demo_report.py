@@ -145,16 +145,21 @@ def training_table(training: dict) -> str:
             "|---|---|---|---|---|"]
     for m, t in training.items():
         beats = {True: "yes", False: "**no**", None: "unknown"}[t["best_beats_initial"]]
-        numbers = [f"{t[k]:.4f}" if isinstance(t[k], (int, float)) else "–" for k in ("initial_val_loss", "best_val_loss")]
-        rows.append(f"| {m} | {numbers[0]} | {t['best_epoch']} | {numbers[1]} | {beats} |")
+        rows.append(f"| {m} | {_loss(t['initial_val_loss'])} | {t['best_epoch']} | {_loss(t['best_val_loss'])} | "
+                    f"{beats} |")
     return "\n".join(rows) + "\n"
+
+
+def _loss(value) -> str:
+    """A validation loss to 4 decimals, "–" where the run did not record it."""
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "–"
 
 
 def _loss_cell(run: dict | None) -> str:
     """"0.9922 → 0.8965" for one training run's start and best validation loss, ✗ when the best is no better."""
     if not run or not all(isinstance(run.get(k), (int, float)) for k in ("initial_val_loss", "best_val_loss")):
         return "–"
-    return (f"{run['initial_val_loss']:.4f} → {run['best_val_loss']:.4f}"
+    return (f"{_loss(run['initial_val_loss'])} → {_loss(run['best_val_loss'])}"
             + (" ✗" if run.get("best_beats_initial") is False else ""))
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -83,14 +82,8 @@ def is_probe_output(folder: Path) -> bool:
         return "task" in read_result_json(folder, "config.json", "probe", ("args",), objects=("args",))["args"]
     except (OSError, ValueError):
         pass
-    for path in Path(folder).glob("layer_*.json"):
-        try:
-            stored = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(stored, dict) and {"task", "fit_key", "result"} <= set(stored):
-            return True
-    return False
+    from probe_tasks import stored_layer_probe
+    return any(stored_layer_probe(path) is not None for path in Path(folder).glob("layer_*.json"))
 
 
 def run(args, task_runner) -> int:

@@ -268,13 +268,20 @@ def layer_probe_path(out: Path, layer: int) -> Path:
     return Path(out) / f"layer_{layer}.json"
 
 
-def read_layer_probe(path: Path, key: str) -> dict | None:
-    """The layer result stored in `path` by a fit with this key, else None (absent, unreadable or another fit)."""
+def stored_layer_probe(path: Path) -> dict | None:
+    """The content of a `write_layer_probe` file ({task, layer, fit_key, result}), else None (absent, cut short,
+    not JSON or another program's file)."""
     try:
         stored = json.loads(Path(path).read_text())
-    except (OSError, ValueError):  # absent, cut short or not JSON: fitted again
+    except (OSError, ValueError):
         return None
-    return stored.get("result") if isinstance(stored, dict) and stored.get("fit_key") == key else None
+    return stored if isinstance(stored, dict) and {"task", "fit_key", "result"} <= set(stored) else None
+
+
+def read_layer_probe(path: Path, key: str) -> dict | None:
+    """The layer result stored in `path` by a fit with this key, else None (then the layer is fitted again)."""
+    stored = stored_layer_probe(path)
+    return stored["result"] if stored is not None and stored["fit_key"] == key else None
 
 
 def write_layer_probe(path: Path, key: str, task: str, layer: int, result: dict) -> None:

@@ -7,8 +7,8 @@ decay and number of epochs are chosen on the validation split only: the test spl
 from __future__ import annotations
 
 import inspect
-from typing import Callable
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
