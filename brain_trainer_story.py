@@ -21,6 +21,7 @@ import math
 import os
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +34,8 @@ import voxel_selection as vs
 from run_utils import (EXIT_DATA, EXIT_DIVERGED, EXIT_USAGE, NPY_READ_ERRORS, RUN_LOCK, HelpFormatter,
                        check_replaceable, command_line, file_sha256, fraction, nonnegative_float, nonnegative_int,
                        package_versions, positive_float, positive_int, read_result_json, recover_dir,
-                       replace_dir, resolve_device, resolve_precision, revision_problem, run_claimed,
-                       save_npy_atomic, set_seed, timestamp, writable_dir_problem, write_csv_atomic, write_json_atomic)
+                       resolve_device, resolve_precision, revision_problem, run_claimed, save_npy_atomic, set_seed,
+                       timestamp, writable_dir_problem, write_json_atomic)
 
 # Settings that define a run: a resumed run must agree on all of them.
 RUN_DEFINING = ("data_dir", "subject", "model_name", "revision", "nc_threshold", "roi", "hemisphere", "loss",
@@ -256,6 +257,237 @@ def subject_columns(subjects: list[str], chosen: list[tuple[np.ndarray, dict]]) 
                          for s, (v, info), stop in zip(subjects, chosen, stops)}}
 
 
+class Stop(Exception):
+    """Ends a run before or between its epochs: `str(err)` goes to stderr after "error: ", `code` is the exit code."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
+def batch_layout(args, world: int) -> tuple[int, int]:
+    """(micro batch per process, gradient-accumulation steps) of --batch-size over `world` processes."""
+    if args.batch_size % world:
+        raise Stop(f"--batch-size {args.batch_size} is not divisible by {world} processes", EXIT_USAGE)
+    micro = args.micro_batch_size or args.batch_size // world
+    if (args.batch_size // world) % micro:
+        raise Stop(f"per-process batch {args.batch_size // world} is not a multiple of --micro-batch-size {micro}",
+                   EXIT_USAGE)
+    return micro, args.batch_size // world // micro
+
+
+def claim_out_dir(args, config: dict, out_dir: Path, world: int, is_main: bool) -> dict:
+    """Check --out-dir against --resume/--overwrite; empty it for --overwrite. Returns the saved run's config.json
+    when --resume continues it ({} otherwise). Refuses (Stop) another run's folder, a damaged record or a folder
+    that is not a trainer run."""
+    old_cfg_path = out_dir / "config.json"
+    old_run = {}
+    if old_cfg_path.is_file() and not args.overwrite:
+        try:
+            old_run = read_result_json(out_dir, "config.json", "brain-tuning run", ("args",), objects=("args",))
+        except ValueError as err:  # damaged: which run it holds cannot be told, so nothing in it is touched
+            raise Stop(f"{err}: no readable run record, so {out_dir} is left as it is (restore the file if it was "
+                       f"a run, or choose another --out-dir)", EXIT_DATA) from err
+        old = old_run["args"]
+        old = {"revision": "main", **old}  # a run recorded before --revision existed loaded main
+        diff = {k: (old.get(k), config.get(k)) for k in RUN_DEFINING if old.get(k) != config.get(k)}
+        if not args.resume:
+            raise Stop(f"{out_dir} already holds a run; pass --resume to continue it or --overwrite to replace it",
+                       EXIT_USAGE)
+        if diff:
+            raise Stop(f"{old_cfg_path} describes a different run (setting: (saved, now)): {diff}", EXIT_USAGE)
+    if args.overwrite and out_dir.exists():
+        try:  # only a trainer run (or an empty folder) is ever deleted, never a mistyped --out-dir
+            check_replaceable(out_dir, ("front_end_cache",), "brain-tuning run (a run's config.json)",
+                              is_output=is_trainer_run)
+        except FileExistsError as err:
+            raise Stop(f"--overwrite: {err}", EXIT_USAGE) from err
+        if world > 1:  # every rank has checked before rank 0 deletes
+            torch.distributed.barrier()
+        if is_main:  # everything but the claim this run holds on it
+            for path in out_dir.iterdir():
+                if path.name == RUN_LOCK:
+                    continue
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+    return old_run
+
+
+@dataclass
+class TrainingData:
+    """What `load_training_data` read: the split, the target voxels (None for --targets-from) and the stories."""
+    timing: dict                                # the TR grids' record (`Ds003020.timing_record`)
+    split: du.StorySplit
+    lacking: dict                               # several subjects: story -> the subjects without it
+    voxels: list[np.ndarray] | None             # per subject, the voxel indices of the head's columns
+    vox_info: dict                              # how they were chosen (or the --targets-from record)
+    train: list[training.StoryData]
+    val: list[training.StoryData]
+
+
+def load_training_data(args, subjects: list[str], quiet: bool) -> TrainingData:
+    """The stories' audio and targets of the training and validation splits, with --target-control applied.
+
+    Raises du.DataError (or ValueError, FileNotFoundError) naming the file and what was expected, and Stop for a
+    cache folder that cannot be written.
+    """
+    subject = "+".join(subjects)
+    data = du.open_ds003020(args.data_dir, args.tr, args.trfiles)
+    fe_cache = args.front_end_cache_dir if args.cache_front_end else None  # the default one is in --out-dir
+    if problem := data.audio_cache_problem() or (fe_cache and writable_dir_problem(fe_cache, "--front-end-cache-dir")):
+        raise Stop(problem, EXIT_USAGE)
+    timing = data.timing_record()
+    has = {s: set(data.stories(s)) for s in subjects}
+    # several subjects: the stories every one of them has (a row of targets is one TR of one story for all)
+    split = du.story_split(sorted(set.intersection(*has.values())), args.split, args.train_stories, args.val_stories)
+    # stories skipped because only some of the subjects have them: which subjects lack them
+    lacking = {story: [s for s in subjects if story not in has[s]] for lst in split.missing.values()
+               for story in lst if len(subjects) > 1 and any(story in h for h in has.values())}
+    if not split.val:
+        raise du.DataError(f"{subject} {'has' if len(subjects) == 1 else 'have in common'} none of the "
+                           f"validation stories {args.val_stories or du.VAL_STORIES}")
+    for name, stories in (("training", split.train), ("validation", split.val)):
+        if args.target_control == "story-swap" and len(stories) < 2:  # found before any response is read
+            raise du.DataError(f"--target-control story-swap gives each story the responses of another story "
+                               f"of its split, but the {name} split has {len(stories)}: {stories}; give it at "
+                               f"least 2 stories or use --target-control block-shuffle")
+    targets_from = None
+    if args.targets_from:
+        try:
+            with np.load(args.targets_from, allow_pickle=False) as z:
+                targets_from = {k: z[k] for k in z.files}
+        except NPY_READ_ERRORS as err:  # also a .npz holding pickled (object) arrays
+            raise du.DataError(f"{args.targets_from}: not a readable .npz of story -> (TRs, F) targets "
+                               f"({du.npy_read_problem(args.targets_from, err)})") from err
+        voxels, vox_info = None, {"targets_from": args.targets_from, "targets_sha256": file_sha256(args.targets_from),
+                                  **teacher_record(args.targets_from, timing)}
+    else:
+        chosen = [select_voxels(args, data, s, nc, roi) for s, nc, roi in
+                  zip(subjects, per_subject(args.nc_file, len(subjects)), per_subject(args.roi_file, len(subjects)))]
+        voxels = [v for v, _ in chosen]
+        vox_info = chosen[0][1] if len(subjects) == 1 else subject_columns(subjects, chosen)
+    train_stories, val_stories = (training.load_story_data(data, subjects, stories, voxels, targets_from, quiet=quiet,
+                                                           targets_source=args.targets_from)
+                                  for stories in (split.train, split.val))
+    if args.target_control:
+        train_stories = training.apply_target_control(train_stories, args.target_control, args.seed)
+        val_stories = training.apply_target_control(val_stories, args.target_control, args.seed + 1)
+    return TrainingData(timing, split, lacking, voxels, vox_info, train_stories, val_stories)
+
+
+def skipped_stories_note(subjects: list[str], split: du.StorySplit, lacking: dict) -> str:
+    """The stderr note for requested stories without responses (several subjects: which of them lack each)."""
+    subject = "+".join(subjects)
+    brief = {k: f"{len(v)}: {', '.join(v[:3])}{'...' if len(v) > 3 else ''}" for k, v in split.missing.items()}
+    if len(subjects) == 1:
+        return f"note: {subject} has no responses for requested stories {brief}; skipped"
+    who = "; ".join(f"{story}: {', '.join(ss)}" for story, ss in lacking.items())
+    return (f"note: not every one of {subject} has responses for requested stories {brief}; skipped"
+            + (f" (only some lack them: {who})" if lacking else ""))
+
+
+def build_model(args, n_targets: int) -> tuple[models.BrainTuningModel, object, str, list | None]:
+    """The backbone (feature encoder and --freeze-layers frozen, LoRA adapters if asked) and its voxel head.
+
+    Returns (model on the CPU, feature extractor, model type, the LoRA target modules or None). Raises Stop
+    (exit 2) for a model that cannot be loaded or adapted.
+    """
+    try:
+        backbone, extractor, model_type = models.load_backbone(args.model_name, revision=args.revision)
+        encoder = models.SpeechEncoder(backbone, extractor, model_type, args.whisper_mode)
+        encoder.freeze_feature_encoder()
+        lora_targets = None
+        if args.lora_rank:
+            lora_targets = models.apply_lora(encoder, args.lora_rank, args.lora_alpha, args.lora_dropout,
+                                             args.lora_targets, skip_blocks=args.freeze_layers)
+        encoder.freeze_bottom_layers(args.freeze_layers)
+    except models.ModelError as err:
+        raise Stop(str(err), EXIT_USAGE) from err
+    head = models.VoxelHead(encoder.hidden_size, n_targets, args.head_rank)
+    return models.BrainTuningModel(encoder, head), extractor, model_type, lora_targets
+
+
+def cached_front_end(cache_dir: Path, encoder, train_set, val_set, device, precision: str, micro: int, rank: int,
+                     world: int, quiet: bool) -> tuple:
+    """The two window sets as front-end-cached datasets (`front_end_cache.build_front_end_cache`), and the
+    cache's record for config.json. Raises Stop (exit 2) when the frozen front end cannot be cached."""
+    from front_end_cache import build_front_end_cache
+    try:
+        train_set, val_set = (build_front_end_cache(cache_dir, encoder, ds, device, precision, micro, rank=rank,
+                                                    world=world, quiet=quiet) for ds in (train_set, val_set))
+    except models.ModelError as err:
+        raise Stop(f"--cache-front-end: {err}", EXIT_USAGE) from err
+    return train_set, val_set, {"dir": str(cache_dir), "blocks_included": encoder.front_blocks,
+                                "gigabytes": round((train_set.meta["bytes"] + val_set.meta["bytes"]) / 1e9, 3)}
+
+
+def resume_record(run_config: dict, config: dict, old_run: dict, state: dict) -> None:
+    """Keep the first start's record in a resumed run's config (`run_config`, in place) and add this resumption."""
+    # the weights resume from last/, so the base model is the one the first start loaded, whatever the hub's now
+    first = old_run["args"].get("resolved")
+    if isinstance(first, dict) and "model_revision" in first:
+        config["resolved"]["model_revision"] = first["model_revision"]
+    now = {"command": run_config["command"], "versions": run_config["versions"]}
+    run_config.update({k: old_run[k] for k in ("command", "started", "versions", "head_init") if k in old_run})
+    run_config["resumed"] = old_run.get("resumed", []) + [{"at": timestamp(), "after_epoch": state["epoch"], **now}]
+
+
+def save_target_voxels(out_dir: Path, subjects: list[str], voxels: list[np.ndarray] | None) -> None:
+    """target_voxels.npy (several subjects: target_voxels_<SUBJ>.npy, the head's columns in --subject order)."""
+    if voxels is not None and len(subjects) == 1:
+        save_npy_atomic(out_dir / "target_voxels.npy", voxels[0])
+    elif voxels is not None:  # the head's columns vox_info["subjects"][s]["columns"] are these voxels of s
+        for s, v in zip(subjects, voxels):
+            save_npy_atomic(out_dir / f"target_voxels_{s}.npy", v)
+
+
+def ridge_initial_head(args, model, train_set, val_set, val_loader, micro: int, device, precision: str, quiet: bool,
+                       world: int) -> tuple[dict, dict | None]:
+    """--init-head ridge: fit the voxel head on the frozen start's pooled features (`training.init_head_ridge`), the
+    same head on every process. Returns (its record for config.json, the epoch-0 validation metrics, or None when
+    they must still be computed). Raises Stop (exit 2) when the ridge cannot be fitted."""
+    try:
+        pooled_file = None
+        if args.cache_front_end and world == 1:  # a control run reuses its tuned run's (same start, same windows)
+            from front_end_cache import pooled_features_path
+            pooled_file = pooled_features_path(train_set, val_set, model.encoder)
+        head_info = training.init_head_ridge(model, torch.utils.data.DataLoader(train_set, batch_size=micro),
+                                             val_loader, device, precision, quiet, feature_file=pooled_file,
+                                             loss_kind=args.loss)
+        initial_val = head_info.pop("initial_val")
+    except ValueError as err:
+        raise Stop(str(err), EXIT_USAGE) from err
+    if world > 1:  # identical start on every rank
+        for p in model.head.parameters():
+            torch.distributed.broadcast(p.data, src=0)
+        initial_val = None  # validate the broadcast head itself
+    return head_info, initial_val
+
+
+def finish_run(args, out_dir: Path, run_config: dict, state: dict, title: str) -> None:
+    """After the last epoch: loss_curve.png, the run's outcome in config.json, a warning when no tuned epoch beat
+    epoch 0, and the default front-end cache removed."""
+    from plotting import plot_loss_curve
+    plot_loss_curve(state["metrics"], out_dir / "loss_curve.png", title=title)
+    # best/ is the best tuned epoch (>= 1); say so when even that did not improve on where tuning started
+    initial = state["metrics"][0]["val_loss"]
+    beats = None if state["best_val"] is None or not math.isfinite(initial) else bool(state["best_val"] < initial)
+    run_config.update(finished=timestamp(), best_epoch=state["best_epoch"], best_val_loss=state["best_val"],
+                      initial_val_loss=initial, best_beats_initial=beats, stopped_early=state["epoch"] < args.num_epochs)
+    write_json_atomic(out_dir / "config.json", run_config)
+    if beats is False:
+        print(f"warning: no tuned epoch has a lower validation loss than epoch 0, the {args.init_head} initial head "
+              f"({initial:.4f}): best/ holds epoch {state['best_epoch']} ({state['best_val']:.4f}), the best tuned "
+              f"epoch, not an improvement on the start (metrics.csv; config.json 'best_beats_initial': false)"
+              + ("; expected of a --target-control run, whose targets are decoupled from the audio"
+                 if args.target_control else ""), file=sys.stderr)
+    if args.cache_front_end and not args.front_end_cache_dir:  # derived data: free the disk
+        shutil.rmtree(out_dir / "front_end_cache", ignore_errors=True)
+    print(f"best epoch {state['best_epoch']} (val loss {state['best_val']:.4f}); model in {out_dir / 'best'}")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     out_dir = Path(args.out_dir)
@@ -269,160 +501,55 @@ def main(argv=None) -> int:
 
 def train(args) -> int:
     """The run of main(), once --out-dir is this process's: config, data, model, loop; returns the exit code."""
+    try:
+        return _train(args)
+    except Stop as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.code
+
+
+def _train(args) -> int:
+    """The stages of a run, top to bottom; a refusal raises Stop (train() prints it and returns its code)."""
     rank, world, local_rank = training.distributed_setup()
     is_main = rank == 0
     out_dir = Path(args.out_dir)
     try:
         device = resolve_device(args.device, local_rank if world > 1 else None)
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+        raise Stop(str(err), EXIT_USAGE) from err
     precision = resolve_precision(args.precision, device)
-    if args.batch_size % world:
-        print(f"error: --batch-size {args.batch_size} is not divisible by {world} processes", file=sys.stderr)
-        return EXIT_USAGE
-    micro = args.micro_batch_size or args.batch_size // world
-    if (args.batch_size // world) % micro:
-        print(f"error: per-process batch {args.batch_size // world} is not a multiple of --micro-batch-size {micro}",
-              file=sys.stderr)
-        return EXIT_USAGE
-    accum = args.batch_size // world // micro
+    micro, accum = batch_layout(args, world)
     if (problem := flag_problem(args)) is not None:  # refused before anything is loaded or written
-        print(f"error: {problem}", file=sys.stderr)
-        return EXIT_USAGE
+        raise Stop(problem, EXIT_USAGE)
 
     # ---------------------------------------------------------------- config and out-dir
     subjects = subject_list(args)
     subject = "+".join(subjects)  # for messages and titles
     config = {k: v for k, v in vars(args).items() if k not in ("resume", "overwrite", "no_progress", "stop_after_steps")}
     config["subject"] = subjects[0] if len(subjects) == 1 else subjects
-    old_cfg_path = out_dir / "config.json"
-    old_run = {}  # the saved run's config.json, kept in part when this run resumes it
-    if old_cfg_path.is_file() and not args.overwrite:
-        try:
-            old_run = read_result_json(out_dir, "config.json", "brain-tuning run", ("args",), objects=("args",))
-        except ValueError as err:  # damaged: which run it holds cannot be told, so nothing in it is touched
-            print(f"error: {err}: no readable run record, so {out_dir} is left as it is (restore the file if it was "
-                  f"a run, or choose another --out-dir)", file=sys.stderr)
-            return EXIT_DATA
-        old = old_run["args"]
-        old = {"revision": "main", **old}  # a run recorded before --revision existed loaded main
-        diff = {k: (old.get(k), config.get(k)) for k in RUN_DEFINING if old.get(k) != config.get(k)}
-        if not args.resume:
-            print(f"error: {out_dir} already holds a run; pass --resume to continue it or --overwrite to replace it",
-                  file=sys.stderr)
-            return EXIT_USAGE
-        if diff:
-            print(f"error: {old_cfg_path} describes a different run (setting: (saved, now)): {diff}", file=sys.stderr)
-            return EXIT_USAGE
-    if args.overwrite and out_dir.exists():
-        try:  # only a trainer run (or an empty folder) is ever deleted, never a mistyped --out-dir
-            check_replaceable(out_dir, ("front_end_cache",), "brain-tuning run (a run's config.json)",
-                              is_output=is_trainer_run)
-        except FileExistsError as err:
-            print(f"error: --overwrite: {err}", file=sys.stderr)
-            return EXIT_USAGE
-        if world > 1:  # every rank has checked before rank 0 deletes
-            torch.distributed.barrier()
-        if is_main:  # everything but the claim this run holds on it
-            for path in out_dir.iterdir():
-                if path.name == RUN_LOCK:
-                    continue
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path)
-                else:
-                    path.unlink()
+    old_run = claim_out_dir(args, config, out_dir, world, is_main)
     set_seed(args.seed)
 
     # ---------------------------------------------------------------- data
     try:
-        data = du.open_ds003020(args.data_dir, args.tr, args.trfiles)
-        fe_cache = args.front_end_cache_dir if args.cache_front_end else None  # the default one is in --out-dir
-        if problem := data.audio_cache_problem() or (fe_cache and writable_dir_problem(fe_cache,
-                                                                                       "--front-end-cache-dir")):
-            print(f"error: {problem}", file=sys.stderr)
-            return EXIT_USAGE
-        timing = data.timing_record()
-        has = {s: set(data.stories(s)) for s in subjects}
-        # several subjects: the stories every one of them has (a row of targets is one TR of one story for all)
-        split = du.story_split(sorted(set.intersection(*has.values())), args.split, args.train_stories,
-                               args.val_stories)
-        # stories skipped because only some of the subjects have them: which subjects lack them
-        lacking = {story: [s for s in subjects if story not in has[s]] for lst in split.missing.values()
-                   for story in lst if len(subjects) > 1 and any(story in h for h in has.values())}
-        if not split.val:
-            raise du.DataError(f"{subject} {'has' if len(subjects) == 1 else 'have in common'} none of the "
-                               f"validation stories {args.val_stories or du.VAL_STORIES}")
-        for name, stories in (("training", split.train), ("validation", split.val)):
-            if args.target_control == "story-swap" and len(stories) < 2:  # found before any response is read
-                raise du.DataError(f"--target-control story-swap gives each story the responses of another story "
-                                   f"of its split, but the {name} split has {len(stories)}: {stories}; give it at "
-                                   f"least 2 stories or use --target-control block-shuffle")
-        targets_from = None
-        if args.targets_from:
-            try:
-                with np.load(args.targets_from, allow_pickle=False) as z:
-                    targets_from = {k: z[k] for k in z.files}
-            except NPY_READ_ERRORS as err:  # also a .npz holding pickled (object) arrays
-                raise du.DataError(f"{args.targets_from}: not a readable .npz of story -> (TRs, F) targets "
-                                   f"({du.npy_read_problem(args.targets_from, err)})") from err
-            voxels, vox_info = None, {"targets_from": args.targets_from,
-                                      "targets_sha256": file_sha256(args.targets_from),
-                                      **teacher_record(args.targets_from, timing)}
-        else:
-            chosen = [select_voxels(args, data, s, nc, roi) for s, nc, roi in
-                      zip(subjects, per_subject(args.nc_file, len(subjects)), per_subject(args.roi_file, len(subjects)))]
-            voxels = [v for v, _ in chosen]
-            vox_info = chosen[0][1] if len(subjects) == 1 else subject_columns(subjects, chosen)
-        quiet_load = args.no_progress or rank != 0
-        train_stories = training.load_story_data(data, subjects, split.train, voxels, targets_from, quiet=quiet_load,
-                                                 targets_source=args.targets_from)
-        val_stories = training.load_story_data(data, subjects, split.val, voxels, targets_from, quiet=quiet_load,
-                                               targets_source=args.targets_from)
+        data = load_training_data(args, subjects, quiet=args.no_progress or rank != 0)
     except (du.DataError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_DATA
-    if args.target_control:
-        train_stories = training.apply_target_control(train_stories, args.target_control, args.seed)
-        val_stories = training.apply_target_control(val_stories, args.target_control, args.seed + 1)
+        raise Stop(str(err), EXIT_DATA) from err
+    split = data.split
     if is_main and split.missing:
-        brief = {k: f"{len(v)}: {', '.join(v[:3])}{'...' if len(v) > 3 else ''}" for k, v in split.missing.items()}
-        if len(subjects) == 1:
-            print(f"note: {subject} has no responses for requested stories {brief}; skipped", file=sys.stderr)
-        else:
-            who = "; ".join(f"{story}: {', '.join(ss)}" for story, ss in lacking.items())
-            print(f"note: not every one of {subject} has responses for requested stories {brief}; skipped"
-                  + (f" (only some lack them: {who})" if lacking else ""), file=sys.stderr)
-    train_set, val_set = training.WindowDataset(train_stories), training.WindowDataset(val_stories)
-    n_targets = train_stories[0].targets.shape[1]
+        print(skipped_stories_note(subjects, split, data.lacking), file=sys.stderr)
+    train_set, val_set = training.WindowDataset(data.train), training.WindowDataset(data.val)
+    n_targets = data.train[0].targets.shape[1]
 
     # ---------------------------------------------------------------- model
-    try:
-        backbone, extractor, model_type = models.load_backbone(args.model_name, revision=args.revision)
-        encoder = models.SpeechEncoder(backbone, extractor, model_type, args.whisper_mode)
-        encoder.freeze_feature_encoder()
-        lora_targets = None
-        if args.lora_rank:
-            lora_targets = models.apply_lora(encoder, args.lora_rank, args.lora_alpha, args.lora_dropout,
-                                             args.lora_targets, skip_blocks=args.freeze_layers)
-        encoder.freeze_bottom_layers(args.freeze_layers)
-    except models.ModelError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    model = models.BrainTuningModel(encoder, models.VoxelHead(encoder.hidden_size, n_targets, args.head_rank)).to(device)
+    model, extractor, model_type, lora_targets = build_model(args, n_targets)
+    model = model.to(device)
+    encoder = model.encoder
     cache_info = None
     if args.cache_front_end:
-        from front_end_cache import build_front_end_cache
         cache_dir = Path(args.front_end_cache_dir or out_dir / "front_end_cache")
-        try:
-            train_set, val_set = (build_front_end_cache(cache_dir, encoder, ds, device, precision, micro, rank=rank,
-                                                        world=world, quiet=args.no_progress or not is_main)
-                                  for ds in (train_set, val_set))
-        except models.ModelError as err:
-            print(f"error: --cache-front-end: {err}", file=sys.stderr)
-            return EXIT_USAGE
-        cache_info = {"dir": str(cache_dir), "blocks_included": encoder.front_blocks,
-                      "gigabytes": round((train_set.meta["bytes"] + val_set.meta["bytes"]) / 1e9, 3)}
+        train_set, val_set, cache_info = cached_front_end(cache_dir, encoder, train_set, val_set, device, precision,
+                                                          micro, rank, world, quiet=args.no_progress or not is_main)
     backbone_params = [p for p in model.encoder.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam([{"params": backbone_params, "lr": args.lr},
                                   {"params": model.head.parameters(), "lr": args.head_lr}])
@@ -438,69 +565,44 @@ def train(args) -> int:
 
     config.update({
         "resolved": {"model_revision": models.hub_revision(args.model_name, args.revision), "device": str(device),
-                     "precision": precision, "world_size": world, "micro_batch_size": micro, "timing": timing,
+                     "precision": precision, "world_size": world, "micro_batch_size": micro, "timing": data.timing,
                      "grad_accum_steps": accum, "steps_per_epoch": steps_per_epoch, "model_type": model_type,
                      "layerdrop": encoder.layerdrop,
-                     "n_targets": n_targets, "voxels": vox_info, "front_end_cache": cache_info, "lora_targets": lora_targets,
-                     "trainable_backbone_params": sum(p.numel() for p in backbone_params),
+                     "n_targets": n_targets, "voxels": data.vox_info, "front_end_cache": cache_info,
+                     "lora_targets": lora_targets, "trainable_backbone_params": sum(p.numel() for p in backbone_params),
                      "train_windows": len(train_set), "val_windows": len(val_set),
                      "window_samples": train_set.length, "pooling": "mean of last hidden state over real-audio frames",
                      "target_control_applies_to": "train and validation stories" if args.target_control else None},
-        "stories": {**split.as_dict(), **({"lacking_subjects": lacking} if len(subjects) > 1 else {})}})
+        "stories": {**split.as_dict(), **({"lacking_subjects": data.lacking} if len(subjects) > 1 else {})}})
     # ---------------------------------------------------------------- resume
     state = {"epoch": 0, "step": 0, "best_val": None, "best_epoch": None, "bad_epochs": 0, "metrics": []}
     last = recover_dir(out_dir / "last") if args.resume else None
-    if last is not None and (problem := resumed_targets_problem(out_dir, old_run, subjects, voxels, vox_info)):
-        print(f"error: {problem}", file=sys.stderr)
-        return EXIT_DATA
+    if last is not None and (problem := resumed_targets_problem(out_dir, old_run, subjects, data.voxels,
+                                                                data.vox_info)):
+        raise Stop(problem, EXIT_DATA)
     if last is not None:
         try:
             state = training.load_training_state(last, model, optimizer, scheduler)
         except du.DataError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return EXIT_DATA
+            raise Stop(str(err), EXIT_DATA) from err
         if is_main:
             print(f"resumed from {last} after epoch {state['epoch']}")
     elif args.resume and is_main:
         print(f"note: nothing to resume in {out_dir} (no last/ checkpoint); starting at epoch 0", file=sys.stderr)
-    now = {"command": command_line(), "versions": package_versions()}
-    run_config = {"args": config, "command": now["command"], "started": timestamp(), "versions": now["versions"]}
+    run_config = {"args": config, "command": command_line(), "started": timestamp(), "versions": package_versions()}
     if last is not None:  # the record stays the first start's; each resumption is added to it
-        # the weights resume from last/, so the base model is the one the first start loaded, whatever the hub's now
-        first = old_run["args"].get("resolved")
-        if isinstance(first, dict) and "model_revision" in first:
-            config["resolved"]["model_revision"] = first["model_revision"]
-        run_config.update({k: old_run[k] for k in ("command", "started", "versions", "head_init") if k in old_run})
-        run_config["resumed"] = old_run.get("resumed", []) + [{"at": timestamp(), "after_epoch": state["epoch"], **now}]
+        resume_record(run_config, config, old_run, state)
     if is_main:
         write_json_atomic(out_dir / "config.json", run_config)
-        if voxels is not None and len(subjects) == 1:
-            save_npy_atomic(out_dir / "target_voxels.npy", voxels[0])
-        elif voxels is not None:  # the head's columns vox_info["subjects"][s]["columns"] are these voxels of s
-            for s, v in zip(subjects, voxels):
-                save_npy_atomic(out_dir / f"target_voxels_{s}.npy", v)
+        save_target_voxels(out_dir, subjects, data.voxels)
 
     # ---------------------------------------------------------------- loop
     val_loader = torch.utils.data.DataLoader(val_set, batch_size=micro, shuffle=False, num_workers=args.num_workers)
     quiet = args.no_progress or not is_main
     initial_val = None  # epoch-0 validation, known already when the ridge init computed the pooled features
     if not state["metrics"] and args.init_head == "ridge":
-        try:
-            pooled_file = None
-            if args.cache_front_end and world == 1:  # a control run reuses its tuned run's (same start, same windows)
-                from front_end_cache import pooled_features_path
-                pooled_file = pooled_features_path(train_set, val_set, model.encoder)
-            head_info = training.init_head_ridge(model, torch.utils.data.DataLoader(train_set, batch_size=micro),
-                                                 val_loader, device, precision, quiet, feature_file=pooled_file,
-                                                 loss_kind=args.loss)
-            initial_val = head_info.pop("initial_val")
-        except ValueError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return EXIT_USAGE
-        if world > 1:  # identical start on every rank
-            for p in model.head.parameters():
-                torch.distributed.broadcast(p.data, src=0)
-            initial_val = None  # validate the broadcast head itself
+        head_info, initial_val = ridge_initial_head(args, model, train_set, val_set, val_loader, micro, device,
+                                                    precision, quiet, world)
         if is_main:
             print(f"voxel head initialised by ridge (median alpha {head_info['median_alpha']:.3g}; pooled features "
                   f"{head_info['pooled_features']})", flush=True)
@@ -516,13 +618,7 @@ def train(args) -> int:
             break
         # dropout, SpecAugment masks (numpy) and order depend on (seed, epoch) only: a resumed run is exact
         set_seed(args.seed * 100003 + epoch)
-        if world > 1:
-            sampler = torch.utils.data.DistributedSampler(train_set, num_replicas=world, rank=rank, seed=args.seed)
-            sampler.set_epoch(epoch)
-        else:
-            sampler = torch.utils.data.RandomSampler(train_set, generator=torch.Generator().manual_seed(args.seed + epoch))
-        loader = torch.utils.data.DataLoader(train_set, batch_size=micro, sampler=sampler, num_workers=args.num_workers,
-                                             pin_memory=device.type == "cuda", drop_last=False)
+        loader = training.epoch_loader(train_set, epoch, args.seed, micro, args.num_workers, device, rank, world)
         t0 = training.epoch_timer()
         try:
             train_loss, steps = training.train_one_epoch(
@@ -562,45 +658,18 @@ def train(args) -> int:
             state["bad_epochs"] += 1
         state["epoch"] = epoch
         if is_main:
-            if improved:
-                tmp = out_dir / "best.tmp"
-                shutil.rmtree(tmp, ignore_errors=True)
-                models.save_tuned(model, extractor, tmp)
-                write_json_atomic(tmp / "brain_tuning.json", {"epoch": epoch, **val, "subject": config["subject"],
-                                                              "base_model": args.model_name,
-                                                              "base_model_revision": config["resolved"]["model_revision"],
-                                                              "stories": {"train": split.train, "val": split.val}})
-                replace_dir(tmp, out_dir / "best")
-            tmp = out_dir / "last.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            training.save_training_state(tmp, model, optimizer, scheduler, state)
-            replace_dir(tmp, out_dir / "last")
-            write_csv_atomic(out_dir / "metrics.csv", state["metrics"])
+            best_record = None if not improved else {
+                "epoch": epoch, **val, "subject": config["subject"], "base_model": args.model_name,
+                "base_model_revision": config["resolved"]["model_revision"],
+                "stories": {"train": split.train, "val": split.val}}
+            training.save_epoch(out_dir, model, extractor, optimizer, scheduler, state, best_record)
             print(f"epoch {epoch}: train {train_loss:.4f}  val {val['val_loss']:.4f}  val r {val['val_corr']:.4f}"
                   f"{'  *best*' if improved else ''}", flush=True)
         if world > 1:
             torch.distributed.barrier()
 
     if is_main:
-        from plotting import plot_loss_curve
-        plot_loss_curve(state["metrics"], out_dir / "loss_curve.png", title=f"{subject} · {Path(args.model_name).name}")
-        # best/ is the best tuned epoch (>= 1); say so when even that did not improve on where tuning started
-        initial = state["metrics"][0]["val_loss"]
-        beats = (None if state["best_val"] is None or not math.isfinite(initial)
-                 else bool(state["best_val"] < initial))
-        run_config.update(finished=timestamp(), best_epoch=state["best_epoch"], best_val_loss=state["best_val"],
-                          initial_val_loss=initial, best_beats_initial=beats,
-                          stopped_early=state["epoch"] < args.num_epochs)
-        write_json_atomic(out_dir / "config.json", run_config)
-        if beats is False:
-            print(f"warning: no tuned epoch has a lower validation loss than epoch 0, the {args.init_head} initial head "
-                  f"({initial:.4f}): best/ holds epoch {state['best_epoch']} ({state['best_val']:.4f}), the best tuned "
-                  f"epoch, not an improvement on the start (metrics.csv; config.json 'best_beats_initial': false)"
-                  + ("; expected of a --target-control run, whose targets are decoupled from the audio"
-                     if args.target_control else ""), file=sys.stderr)
-        if args.cache_front_end and not args.front_end_cache_dir:  # derived data: free the disk
-            shutil.rmtree(out_dir / "front_end_cache", ignore_errors=True)
-        print(f"best epoch {state['best_epoch']} (val loss {state['best_val']:.4f}); model in {out_dir / 'best'}")
+        finish_run(args, out_dir, run_config, state, title=f"{subject} · {Path(args.model_name).name}")
     if world > 1:
         torch.distributed.destroy_process_group()
     return 0

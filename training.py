@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,9 @@ from torch import nn
 from tqdm import tqdm
 
 from data_utils import DataError, Ds003020
-from run_utils import NPY_READ_ERRORS, save_npz_atomic, write_json_atomic
+from models import save_tuned
+from run_utils import (NPY_READ_ERRORS, replace_dir, save_npz_atomic, write_csv_atomic,
+                       write_json_atomic)
 from timing import TRGrid, cut_window, response_tr_indices, window_end_samples, window_samples
 
 LOSSES = ("mse", "spatial_corr", "temporal_corr")
@@ -278,6 +281,17 @@ def validation_metrics(preds: list[torch.Tensor], targets: list[torch.Tensor], l
     return {"val_loss": total / max(count, 1), "val_corr": float(np.mean(r))}
 
 
+def epoch_loader(train_set, epoch: int, seed: int, micro: int, num_workers: int, device, rank: int, world: int):
+    """The training windows of one epoch in an order set by (seed, epoch) alone, this process's share under DDP."""
+    if world > 1:
+        sampler = torch.utils.data.DistributedSampler(train_set, num_replicas=world, rank=rank, seed=seed)
+        sampler.set_epoch(epoch)
+    else:
+        sampler = torch.utils.data.RandomSampler(train_set, generator=torch.Generator().manual_seed(seed + epoch))
+    return torch.utils.data.DataLoader(train_set, batch_size=micro, sampler=sampler, num_workers=num_workers,
+                                       pin_memory=device.type == "cuda", drop_last=False)
+
+
 # ----------------------------------------------------------------------------------------------- checkpoints
 def save_training_state(path_dir: Path, model, optimizer, scheduler, state: dict) -> None:
     """Write everything needed to resume into `path_dir` (weights as safetensors, the rest as a .pt)."""
@@ -321,6 +335,22 @@ def load_training_state(path_dir: Path, model, optimizer, scheduler) -> dict:
     except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as err:
         raise DataError(f"{path}: checkpoint unreadable ({type(err).__name__}: {str(err).splitlines()[0]}); restore "
                         f"it, or start the run again with --overwrite") from err
+
+
+def save_epoch(out_dir: Path, model, extractor, optimizer, scheduler, state: dict, best_record: dict | None) -> None:
+    """After an epoch: best/ (when `best_record`, its brain_tuning.json, is given), last/ and metrics.csv, each
+    written beside and then swapped in, so that a kill leaves the previous epoch's whole."""
+    if best_record is not None:
+        tmp = out_dir / "best.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_tuned(model, extractor, tmp)
+        write_json_atomic(tmp / "brain_tuning.json", best_record)
+        replace_dir(tmp, out_dir / "best")
+    tmp = out_dir / "last.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_training_state(tmp, model, optimizer, scheduler, state)
+    replace_dir(tmp, out_dir / "last")
+    write_csv_atomic(out_dir / "metrics.csv", state["metrics"])
 
 
 def distributed_setup() -> tuple[int, int, int]:

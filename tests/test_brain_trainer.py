@@ -509,3 +509,14 @@ def test_several_subjects_use_the_stories_all_have_and_per_subject_roi_files(min
                       "--out-dir", str(tmp_path / "bad")])
     assert stopped.value.code == trainer.EXIT_USAGE
     assert "--subject: subject must look like 'UTS03' or '3', found 'S2'" in capsys.readouterr().err
+
+
+def test_batch_layout_splits_the_batch_over_processes_and_micro_batches():
+    from argparse import Namespace
+    assert trainer.batch_layout(Namespace(batch_size=16, micro_batch_size=None), 1) == (16, 1)
+    assert trainer.batch_layout(Namespace(batch_size=16, micro_batch_size=2), 2) == (2, 4)
+    with pytest.raises(trainer.Stop, match="--batch-size 6 is not divisible by 4 processes") as stop:
+        trainer.batch_layout(Namespace(batch_size=6, micro_batch_size=None), 4)
+    assert stop.value.code == trainer.EXIT_USAGE
+    with pytest.raises(trainer.Stop, match="per-process batch 8 is not a multiple of --micro-batch-size 3"):
+        trainer.batch_layout(Namespace(batch_size=16, micro_batch_size=3), 2)

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -210,3 +212,53 @@ def test_stored_pooled_features_are_used_only_when_readable_and_of_these_windows
     path.write_bytes(path.read_bytes()[:120])  # damaged: computed again, not a traceback
     assert training._load_pooled(path, [5, 2]) is None
     assert training._load_pooled(tmp_path / "absent.npz", [5, 2]) is None
+
+
+def test_save_epoch_swaps_in_whole_checkpoints_and_leaves_the_last_best_when_a_save_is_killed(tmp_path, monkeypatch):
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.Adam(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear_decay(10))
+
+    def fake_save_tuned(m, extractor, folder):  # the HF model folder itself is models.save_tuned's (tested there)
+        folder.mkdir(parents=True)
+        (folder / "weights.txt").write_text(repr(m.weight.tolist()))
+    monkeypatch.setattr(training, "save_tuned", fake_save_tuned)
+    row = {"epoch": 1, "train_loss": 0.5, "val_loss": 0.9}
+    state = {"epoch": 1, "step": 4, "metrics": [row]}
+    training.save_epoch(tmp_path, model, None, optimizer, scheduler, state, {"epoch": 1, "val_loss": 0.9})
+    first_best = (tmp_path / "best" / "weights.txt").read_text()
+    assert json.loads((tmp_path / "best" / "brain_tuning.json").read_text()) == {"epoch": 1, "val_loss": 0.9}
+    assert json.loads((tmp_path / "last" / "state.json").read_text())["epoch"] == 1
+
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    state = {"epoch": 2, "step": 8, "metrics": [row, {**row, "epoch": 2, "val_loss": 1.1}]}
+    training.save_epoch(tmp_path, model, None, optimizer, scheduler, state, None)  # not better: best/ stays
+    assert (tmp_path / "best" / "weights.txt").read_text() == first_best
+    assert json.loads((tmp_path / "last" / "state.json").read_text())["epoch"] == 2
+    assert (tmp_path / "metrics.csv").read_text().count("\n") == 3  # header and two epochs
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best", "last", "metrics.csv"]  # no *.tmp left
+
+    def killed(m, extractor, folder):
+        folder.mkdir(parents=True)
+        (folder / "weights.txt").write_text("half")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(training, "save_tuned", killed)
+    state = {"epoch": 3, "step": 12, "metrics": state["metrics"] + [{**row, "epoch": 3, "val_loss": 0.8}]}
+    with pytest.raises(KeyboardInterrupt):
+        training.save_epoch(tmp_path, model, None, optimizer, scheduler, state, {"epoch": 3, "val_loss": 0.8})
+    assert (tmp_path / "best" / "weights.txt").read_text() == first_best  # the half-written one is beside it
+    assert json.loads((tmp_path / "last" / "state.json").read_text())["epoch"] == 2
+
+
+def test_epoch_order_depends_on_seed_and_epoch_only():
+    windows = list(range(20))
+
+    def order(epoch, seed=0, micro=4):
+        return torch.cat(list(training.epoch_loader(windows, epoch, seed, micro, 0, torch.device("cpu"), 0, 1))).tolist()
+    assert sorted(order(1)) == windows and order(1) == order(1)
+    assert order(1) != order(2) and order(1) != order(1, seed=1)
+    assert order(3, micro=6) == order(3)  # the micro batch splits the same order
+    shares = [torch.cat(list(training.epoch_loader(windows, 1, 0, 4, 0, torch.device("cpu"), r, 2))).tolist()
+              for r in (0, 1)]
+    assert sorted(shares[0] + shares[1]) == windows  # two processes: each its half, together every window
