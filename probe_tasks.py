@@ -251,16 +251,19 @@ def chance_level(labels: dict, kind: str) -> dict:
 
 
 def layer_probe_keys(task: str, features: dict[str, np.ndarray], labels: dict[str, np.ndarray],
-                     groups: dict[str, np.ndarray] | None, layers: list[int], settings: dict) -> dict[int, str]:
-    """Identity of each layer's probe fit: its features and the labels (and permutation groups) of every split, the
-    fit settings (`settings`: kind, classes, seed, permutations, device, `probes.fit_settings`), the probe code and
-    the numeric packages. Equal keys give equal results, so a rerun after a kill reads finished layers back.
+                     groups: dict[str, np.ndarray] | None, layers: list[int], settings: dict,
+                     splits: tuple[str, ...] = dd.SPLITS) -> dict[int, str]:
+    """Identity of each layer's probe fit: its features and the labels (and permutation or fold groups) of every
+    split, the fit settings (`settings`: kind, classes, seed, permutations or folds, device, `probes.fit_settings`),
+    the probe code and the numeric packages. Equal keys give equal results, so a rerun after a kill reads finished
+    layers back.
 
-    features[split] : (n_layers, N_split, hidden), layer i of `layers` at index i.
+    features[split] : (n_layers, N_split, hidden), layer i of `layers` at index i; `splits` names them (one, "all",
+    for a cross-validated probe).
     """
     shared = array_digest(task, settings, code_identity(PROBE_FIT_CODE),
-                          *[labels[s] for s in dd.SPLITS], *([groups[s] for s in dd.SPLITS] if groups else []))
-    return {l: array_digest(shared, l, *[features[s][i] for s in dd.SPLITS]) for i, l in enumerate(layers)}
+                          *[labels[s] for s in splits], *([groups[s] for s in splits] if groups else []))
+    return {l: array_digest(shared, l, *[features[s][i] for s in splits]) for i, l in enumerate(layers)}
 
 
 def layer_probe_path(out: Path, layer: int) -> Path:
@@ -282,6 +285,18 @@ def read_layer_probe(path: Path, key: str) -> dict | None:
     """The layer result stored in `path` by a fit with this key, else None (then the layer is fitted again)."""
     stored = stored_layer_probe(path)
     return stored["result"] if stored is not None and stored["fit_key"] == key else None
+
+
+def start_layer_probes(out: Path, keys: dict[int, str]) -> dict[int, dict]:
+    """Open `out` for a model's per-layer probes: results.json (the mark of a finished result) removed until the run
+    writes it again, and the layers an earlier run fitted with these keys read back ({layer: result}, said on stderr)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").unlink(missing_ok=True)
+    done = {l: r for l, key in keys.items() if (r := read_layer_probe(layer_probe_path(out, l), key)) is not None}
+    if done:
+        print(f"note: {out}: layer(s) {sorted(done)} read back from an earlier run with the same inputs, not refitted",
+              file=sys.stderr)
+    return done
 
 
 def write_layer_probe(path: Path, key: str, task: str, layer: int, result: dict) -> None:
@@ -393,17 +408,11 @@ def run_probe_task(task: str, data_root: str, models: list[ProbedModel], cache_d
         keys = layer_probe_keys(task, x, y, groups if n_permutations else None, m.layers, {
             "kind": spec.kind, "classes": list(classes), "seed": seed, "permutations": n_permutations,
             "device": torch.device(device).type, **fit})
-        m.out.mkdir(parents=True, exist_ok=True)
-        # results.json marks a finished result: gone while layers are refitted (write_run writes it last)
-        (m.out / "results.json").unlink(missing_ok=True)
-        done = {l: r for l in m.layers if (r := read_layer_probe(layer_probe_path(m.out, l), keys[l])) is not None}
+        done = start_layer_probes(m.out, keys)
         per_layer = probes.run_layer_probes(
             x, y, m.layers, spec.kind, len(classes), seed=seed, device=device, progress=progress,
             n_permutations=n_permutations, groups=groups, side_by_side=side_by_side, done=done,
             on_layer=lambda l, r: write_layer_probe(layer_probe_path(m.out, l), keys[l], task, l, r))
-        if done:
-            print(f"note: {m.out}: layer(s) {sorted(done)} read back from an earlier run with the same inputs, not "
-                  "refitted", file=sys.stderr)
         n_rows = {s: int(len(y[s])) for s in dd.SPLITS}
         chance = chance_level(y, spec.kind)
         del x, y  # released before the next model's features are read
@@ -511,10 +520,17 @@ def run_story_word_probe(models: list[ProbedModel], words_by_source: dict, audio
                                              progress=False, side_by_side=side_by_side)[0]
     mean_context_words = float(counts.sum(axis=1).mean())
     majority = np.bincount(y).max() / len(y)
+    fit = probes.fit_settings(device, side_by_side)
     results = []
     for m, x in zip(models, feats):
-        per_layer = probes.cross_validated_probes(x, y, words, m.layers, len(classes), n_folds, seed, device=device,
-                                                  progress=progress, side_by_side=side_by_side)
+        keys = layer_probe_keys("story_word_category", {"all": x}, {"all": y}, {"all": words}, m.layers, {
+            "kind": "multiclass", "classes": list(classes), "seed": seed, "folds": n_folds,
+            "device": torch.device(device).type, **fit}, splits=("all",))
+        done = start_layer_probes(m.out, keys)
+        per_layer = probes.cross_validated_probes(
+            x, y, words, m.layers, len(classes), n_folds, seed, device=device, progress=progress,
+            side_by_side=side_by_side, done=done,
+            on_layer=lambda l, r: write_layer_probe(layer_probe_path(m.out, l), keys[l], "story_word_category", l, r))
         result = summarise_probes("story_word_category", m.name, per_layer, m.layers, m.encoder.num_layers, {
             "description": "label of story words in context, cross-validated by word", "kind": "multiclass",
             "classes": list(classes), "n_words": len(occ), "n_occurrences": int(len(words)), "n_folds": n_folds,
@@ -537,8 +553,8 @@ def run_story_word_probe(models: list[ProbedModel], words_by_source: dict, audio
                      f"the same probe on the counts of the labels of the words in the {context_s:g} s before each word "
                      f"(no audio, {mean_context_words:.1f} words on average): what tracking the context's labels scores")
         curves = {k: {Path(m.name).name: [per_layer[l]["test"][k] for l in m.layers]} for k in ("f1_macro", "accuracy")}
-        write_run(m.out, result, {"args": model_config(config, m, models),
-                                  "probe_fit": probes.fit_settings(device, side_by_side)},
+        write_run(m.out, result, {"args": model_config(config, m, models), "probe_fit": fit,
+                                  "layers_reused": sorted(done)},
                   "\n".join(lines) + "\n", "story_word_category_by_layer.png", curves, "test score (held-out words)")
         results.append(result)
     return results

@@ -442,11 +442,13 @@ def group_folds(labels: np.ndarray, groups: np.ndarray, n_folds: int, seed: int 
 
 def cross_validated_probes(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, layers: list[int],
                            n_classes: int, n_folds: int = 6, seed: int = 0, device="cpu", progress: bool = True,
+                           done: dict | None = None, on_layer: Callable[[int, dict], None] | None = None,
                            **probe_kwargs) -> dict:
     """Multiclass probes per layer scored on held-out *groups* (e.g. words never seen by the probe).
 
     For each fold k: test = fold k, validation = fold k+1 (chooses weight decay and epochs), train = the rest,
     so test rows never enter fitting or selection. features (n_layers, N, hidden); labels, groups (N,).
+    done, on_layer : as in `run_layer_probes` (layers read back after a kill; a callback after each layer fitted).
     Returns {layer: {"test": mean metrics over folds, "sem": their standard errors (ddof 1), "folds": per-fold
     f1_macro}}.
     """
@@ -458,6 +460,9 @@ def cross_validated_probes(features: np.ndarray, labels: np.ndarray, groups: np.
     fold = group_folds(labels, groups, n_folds, seed)
     out = {}
     for li, layer in enumerate(tqdm(layers, desc="probes", leave=False, disable=not progress)):
+        if done and layer in done:  # the folds depend on labels, groups and seed only; each fit is seeded alone
+            out[layer] = done[layer]
+            continue
         scores = []
         for k in range(n_folds):
             test, val = fold == k, fold == (k + 1) % n_folds
@@ -468,4 +473,6 @@ def cross_validated_probes(features: np.ndarray, labels: np.ndarray, groups: np.
         summary = {m: mean_sem([s[m] for s in scores]) for m in scores[0]}
         out[layer] = {"test": {m: v[0] for m, v in summary.items()}, "sem": {m: v[1] for m, v in summary.items()},
                       "folds": [s["f1_macro"] for s in scores]}
+        if on_layer is not None:
+            on_layer(layer, out[layer])
     return out

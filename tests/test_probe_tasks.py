@@ -278,6 +278,39 @@ def test_story_word_category_probe_on_miniature_stories(mini, tiny_models, tmp_p
     assert str(bad) in err and "'word<TAB>label'" in err and "category" in err  # file, expected, found
 
 
+def test_a_killed_story_word_probe_resumes_from_its_finished_layers(mini, tiny_models, tmp_path, monkeypatch, capsys):
+    import probes
+
+    def args(out, *extra):
+        return _args(tiny_models["whisper"], mini / "ds003020", out, tmp_path / "c", "--task", "story_word_category",
+                     "--word-labels", str(mini / "ground_truth" / "word_categories.tsv"), "--whisper-mode", "truncate",
+                     "--max-per-word", "1", "--folds", "3", *extra)
+    assert eval_downstream.main(args(tmp_path / "whole")) == 0
+    fit, calls = probes.fit_linear_probe, []
+
+    def counted(*a, **k):
+        calls.append(1)
+        if dies and len(calls) == 3 + 3 + 1:  # the baseline's 3 folds, layer 1's 3, then layer 2's first
+            raise KeyboardInterrupt
+        return fit(*a, **k)
+    monkeypatch.setattr(probes, "fit_linear_probe", counted)
+    dies = True
+    with pytest.raises(KeyboardInterrupt):
+        eval_downstream.main(args(tmp_path / "k"))
+    assert sorted(p.name for p in (tmp_path / "k").iterdir() if p.name != run_utils.RUN_LOCK) == ["layer_1.json"]
+    dies, calls[:] = False, []
+    capsys.readouterr()
+    assert eval_downstream.main(args(tmp_path / "k")) == 0
+    assert len(calls) == 3 + 3  # the baseline (no model, cheap) and layer 2's folds
+    assert "layer(s) [1] read back from an earlier run with the same inputs" in capsys.readouterr().err
+    assert json.loads((tmp_path / "k" / "config.json").read_text())["layers_reused"] == [1]
+    whole, resumed = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("whole", "k"))
+    assert resumed["per_layer"] == whole["per_layer"] and resumed["upper_middle_mean"] == whole["upper_middle_mean"]
+    calls[:] = []  # other folds: every layer fitted again
+    assert eval_downstream.main(args(tmp_path / "k", "--folds", "4")) == 0  # the last --folds counts
+    assert len(calls) == 4 + 2 * 4 and json.loads((tmp_path / "k" / "config.json").read_text())["layers_reused"] == []
+
+
 def test_story_word_category_on_an_aligned_folder(downstream, tiny_models, tmp_path):
     carriers = downstream / "words_in_carriers"
     out = tmp_path / "carriers"
