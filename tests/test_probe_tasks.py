@@ -30,6 +30,26 @@ def _probe_utterance_task_and_story_words(mini, downstream, tiny_models, tmp_pat
                                       *common)) == 0
 
 
+def _killed_at_fit(monkeypatch, n: int, run, out: Path) -> list:
+    """Call `run()`, killed (KeyboardInterrupt) at probes.fit_linear_probe's n-th call, and check that it left layer
+    1's result alone in `out`. Returns a list, empty now, that counts the calls from then on (no more kills)."""
+    import probes
+    fit, calls, kill = probes.fit_linear_probe, [], [True]
+
+    def counted(*a, **k):
+        calls.append(1)
+        if kill[0] and len(calls) == n:
+            raise KeyboardInterrupt
+        return fit(*a, **k)
+    monkeypatch.setattr(probes, "fit_linear_probe", counted)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    assert sorted(p.name for p in out.iterdir() if p.name != run_utils.RUN_LOCK) == ["layer_1.json"]
+    kill[0] = False
+    calls.clear()
+    return calls
+
+
 @pytest.mark.parametrize("task", ["phonemes", "phonemes_frame", "sentence_type"])
 def test_timit_tasks_write_results_and_hit_the_cache(downstream, tiny_models, tmp_path, task):
     args = _args(tiny_models["whisper"], downstream / "timit", tmp_path / "r", tmp_path / "cache",
@@ -82,25 +102,11 @@ def test_results_json_is_written_last(tmp_path, monkeypatch):
 def test_a_killed_probe_run_resumes_from_its_finished_layers(downstream, tiny_models, tmp_path, monkeypatch, capsys):
     # a base model's frame-level TIMIT probe takes ~40-74 s per layer: a rerun after a kill refits only what did not
     # finish, and reads back a layer only when its features, labels, settings and code are the same
-    import probes
-
     def args(out, *extra):
         return _args(tiny_models["whisper"], downstream / "timit", out, tmp_path / "c", "--task", "sentence_type",
                      "--whisper-mode", "truncate", *extra)
     assert eval_phonemes.main(args(tmp_path / "whole")) == 0
-    fit, calls = probes.fit_linear_probe, []
-
-    def counted(*a, **k):
-        calls.append(1)
-        if dies and len(calls) == 2:  # layer 2's probe
-            raise KeyboardInterrupt
-        return fit(*a, **k)
-    monkeypatch.setattr(probes, "fit_linear_probe", counted)
-    dies = True
-    with pytest.raises(KeyboardInterrupt):
-        eval_phonemes.main(args(tmp_path / "k"))
-    assert sorted(p.name for p in (tmp_path / "k").iterdir() if p.name != run_utils.RUN_LOCK) == ["layer_1.json"]
-    dies, calls[:] = False, []
+    calls = _killed_at_fit(monkeypatch, 2, lambda: eval_phonemes.main(args(tmp_path / "k")), tmp_path / "k")  # layer 2
     capsys.readouterr()
     assert eval_phonemes.main(args(tmp_path / "k")) == 0  # the killed run's folder is taken as a probe output
     assert len(calls) == 1  # layer 2 only
@@ -279,26 +285,13 @@ def test_story_word_category_probe_on_miniature_stories(mini, tiny_models, tmp_p
 
 
 def test_a_killed_story_word_probe_resumes_from_its_finished_layers(mini, tiny_models, tmp_path, monkeypatch, capsys):
-    import probes
-
     def args(out, *extra):
         return _args(tiny_models["whisper"], mini / "ds003020", out, tmp_path / "c", "--task", "story_word_category",
                      "--word-labels", str(mini / "ground_truth" / "word_categories.tsv"), "--whisper-mode", "truncate",
                      "--max-per-word", "1", "--folds", "3", *extra)
     assert eval_downstream.main(args(tmp_path / "whole")) == 0
-    fit, calls = probes.fit_linear_probe, []
-
-    def counted(*a, **k):
-        calls.append(1)
-        if dies and len(calls) == 3 + 3 + 1:  # the baseline's 3 folds, layer 1's 3, then layer 2's first
-            raise KeyboardInterrupt
-        return fit(*a, **k)
-    monkeypatch.setattr(probes, "fit_linear_probe", counted)
-    dies = True
-    with pytest.raises(KeyboardInterrupt):
-        eval_downstream.main(args(tmp_path / "k"))
-    assert sorted(p.name for p in (tmp_path / "k").iterdir() if p.name != run_utils.RUN_LOCK) == ["layer_1.json"]
-    dies, calls[:] = False, []
+    # killed at the baseline's 3 folds, layer 1's 3, then layer 2's first
+    calls = _killed_at_fit(monkeypatch, 3 + 3 + 1, lambda: eval_downstream.main(args(tmp_path / "k")), tmp_path / "k")
     capsys.readouterr()
     assert eval_downstream.main(args(tmp_path / "k")) == 0
     assert len(calls) == 3 + 3  # the baseline (no model, cheap) and layer 2's folds
