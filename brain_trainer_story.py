@@ -475,7 +475,8 @@ def finish_run(args, out_dir: Path, run_config: dict, state: dict, title: str) -
     initial = state["metrics"][0]["val_loss"]
     beats = None if state["best_val"] is None or not math.isfinite(initial) else bool(state["best_val"] < initial)
     run_config.update(finished=timestamp(), best_epoch=state["best_epoch"], best_val_loss=state["best_val"],
-                      initial_val_loss=initial, best_beats_initial=beats, stopped_early=state["epoch"] < args.num_epochs)
+                      initial_val_loss=initial, best_beats_initial=beats,
+                      stopped_early=state["epoch"] < args.num_epochs)
     write_json_atomic(out_dir / "config.json", run_config)
     if beats is False:
         print(f"warning: no tuned epoch has a lower validation loss than epoch 0, the {args.init_head} initial head "

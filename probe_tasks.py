@@ -289,7 +289,8 @@ def read_layer_probe(path: Path, key: str) -> dict | None:
 
 def start_layer_probes(out: Path, keys: dict[int, str]) -> dict[int, dict]:
     """Open `out` for a model's per-layer probes: results.json (the mark of a finished result) removed until the run
-    writes it again, and the layers an earlier run fitted with these keys read back ({layer: result}, said on stderr)."""
+    writes it again, and the layers an earlier run fitted with these keys read back ({layer: result}; said on
+    stderr)."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").unlink(missing_ok=True)
     done = {l: r for l, key in keys.items() if (r := read_layer_probe(layer_probe_path(out, l), key)) is not None}

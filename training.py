@@ -20,8 +20,7 @@ from tqdm import tqdm
 
 from data_utils import DataError, Ds003020
 from models import save_tuned
-from run_utils import (NPY_READ_ERRORS, replace_dir, save_npz_atomic, write_csv_atomic,
-                       write_json_atomic)
+from run_utils import NPY_READ_ERRORS, replace_dir, save_npz_atomic, write_csv_atomic, write_json_atomic
 from timing import TRGrid, cut_window, response_tr_indices, window_end_samples, window_samples
 
 LOSSES = ("mse", "spatial_corr", "temporal_corr")

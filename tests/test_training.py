@@ -255,7 +255,8 @@ def test_epoch_order_depends_on_seed_and_epoch_only():
     windows = list(range(20))
 
     def order(epoch, seed=0, micro=4):
-        return torch.cat(list(training.epoch_loader(windows, epoch, seed, micro, 0, torch.device("cpu"), 0, 1))).tolist()
+        batches = training.epoch_loader(windows, epoch, seed, micro, 0, torch.device("cpu"), 0, 1)
+        return torch.cat(list(batches)).tolist()
     assert sorted(order(1)) == windows and order(1) == order(1)
     assert order(1) != order(2) and order(1) != order(1, seed=1)
     assert order(3, micro=6) == order(3)  # the micro batch splits the same order
