@@ -276,7 +276,7 @@ def batch_layout(args, world: int) -> tuple[int, int]:
     return micro, args.batch_size // world // micro
 
 
-def claim_out_dir(args, config: dict, out_dir: Path, world: int, is_main: bool) -> dict:
+def prepare_out_dir(args, config: dict, out_dir: Path, world: int, is_main: bool) -> dict:
     """Check --out-dir against --resume/--overwrite; empty it for --overwrite. Returns the saved run's config.json
     when --resume continues it ({} otherwise). Refuses (Stop) another run's folder, a damaged record or a folder
     that is not a trainer run."""
@@ -528,7 +528,7 @@ def _train(args) -> int:
     subject = "+".join(subjects)  # for messages and titles
     config = {k: v for k, v in vars(args).items() if k not in ("resume", "overwrite", "no_progress", "stop_after_steps")}
     config["subject"] = subjects[0] if len(subjects) == 1 else subjects
-    old_run = claim_out_dir(args, config, out_dir, world, is_main)
+    old_run = prepare_out_dir(args, config, out_dir, world, is_main)
     set_seed(args.seed)
 
     # ---------------------------------------------------------------- data
