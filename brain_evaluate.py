@@ -33,11 +33,11 @@ from features import (FeatureCache, add_window_arguments, cache_settings, check_
                       extract_story_features_together)
 from inference import inference_threads, sharing_plan
 from timing import TEST_EXTRA_TRIM
-from run_utils import (EXIT_DATA, EXIT_USAGE, NPY_READ_ERRORS, HelpFormatter, array_digest, code_identity, command_line,
-                       fraction, ignored_flags_problem, model_run_usage_problem, nonnegative_int, out_among_inputs,
-                       output_dirs_problem, package_versions, positive_int, resolve_device, resolve_precision,
-                       run_claimed, save_npz_atomic, set_seed, timestamp, to_json, writable_dir_problem,
-                       write_json_atomic, write_text_atomic)
+from run_utils import (EXIT_DATA, EXIT_USAGE, NPY_READ_ERRORS, HelpFormatter, Stop, array_digest, code_identity,
+                       command_line, exit_code, fraction, ignored_flags_problem, model_run_usage_problem,
+                       nonnegative_int, out_among_inputs, output_dirs_problem, package_versions, positive_int,
+                       resolve_device, resolve_precision, run_claimed, save_npz_atomic, set_seed, timestamp, to_json,
+                       writable_dir_problem, write_json_atomic, write_text_atomic)
 
 PAPER_LAYERS = (2, 5, 7, 8, 10, 11, 12)
 
@@ -157,59 +157,35 @@ def write_comparison(args) -> int:
 
 
 def evaluate(args) -> int:
-    """The run of main() over --model-name, once every --out is this process's: features, encoding models, outputs;
-    returns the exit code."""
-    args.low_level_groups = [g for g in al.LOW_LEVEL_GROUPS if g in args.low_level_groups]  # column order, once each
-    if tuple(args.low_level_groups) != al.LOW_LEVEL_GROUPS and not args.low_level:
-        print("error: --low-level-groups chooses the features of --low-level; add --low-level", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        tunings = [tuning_record(name) for name in args.model_name]
-    except du.DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_DATA
-    for name, tuning in zip(args.model_name, tunings):  # a tuned model has heard its training stories: scored on
-        if which := tuned_on_story(tuning, args.test_story):  # one of them, it is not held out
-            print(f"error: {name} was brain-tuned with '{args.test_story}' among its {which} stories, so its alignment "
-                  f"on it would not be held out; evaluate on a story it was not tuned on (--test-story)",
-                  file=sys.stderr)
-            return EXIT_USAGE
+    """The run of main() over --model-name, once every --out is this process's; returns the exit code."""
+    return exit_code(lambda: _evaluate(args))
+
+
+def _evaluate(args) -> int:
+    """The stages of an evaluation, top to bottom: request, data, models, features, encoding models; a refusal
+    raises Stop (evaluate() prints it and returns its code)."""
+    tunings = check_request(args)
     set_seed(args.seed)
     try:
         device = resolve_device(args.device)
         threads = inference_threads(args.inference_threads, device)
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+        raise Stop(str(err), EXIT_USAGE) from err
     try:
         subject_data = load_subject_data(args)
     except (du.DataError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_DATA
+        raise Stop(str(err), EXIT_DATA) from err
     data, train, test_story = subject_data["data"], subject_data["train"], args.test_story
     if args.data_efficiency:
         try:
             subject_data["efficiency_draws"] = al.story_subsets(train, sorted(set(args.data_efficiency)),
                                                                 args.data_efficiency_repeats, args.seed)
         except ValueError as err:
-            print(f"error: --data-efficiency: {err}", file=sys.stderr)
-            return EXIT_USAGE
+            raise Stop(f"--data-efficiency: {err}", EXIT_USAGE) from err
     cache_root = Path(args.cache_dir) if args.cache_dir else data.cache_dir / "features"
     if problem := data.audio_cache_problem() or writable_dir_problem(cache_root, "the feature cache (--cache-dir)"):
-        print(f"error: {problem}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        encoders, layers = [], []
-        for name in args.model_name:
-            backbone, extractor, model_type = models.load_backbone(name, revision=args.revision)
-            encoders.append(models.SpeechEncoder(backbone, extractor, model_type, args.whisper_mode))
-            check_window_fits(encoders[-1], args.stride, args.context)
-            layers.append(resolve_layers(args.layers, encoders[-1].num_layers))
-            if note := al.upper_middle_note(layers[-1], encoders[-1].num_layers, name):
-                print(note, file=sys.stderr)
-    except models.ModelError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+        raise Stop(problem, EXIT_USAGE)
+    encoders, layers = load_encoders(args)
     precision = resolve_precision(args.precision, device)
     settings = [cache_settings(args.stride, args.context, args.pooling, args.tr, precision, enc.model_type,
                                args.whisper_mode) for enc in encoders]
@@ -231,8 +207,7 @@ def evaluate(args) -> int:
         try:  # the samples are read now (NaN or inf in them: exit 3); the stories before stay cached
             wav = data.audio(story) if groups else None
         except du.DataError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return EXIT_DATA
+            raise Stop(str(err), EXIT_DATA) from err
         for group in groups.values():
             st = settings[group[0]]
             times, feats = extract_story_features_together(
@@ -242,8 +217,7 @@ def evaluate(args) -> int:
                 try:  # before the cache: a NaN layer is never read back as features
                     check_finite_features(f, layers[k], args.model_name[k], f"story '{story}'")
                 except models.ModelError as err:
-                    print(f"error: {err}", file=sys.stderr)
-                    return EXIT_USAGE
+                    raise Stop(str(err), EXIT_USAGE) from err
                 caches[k].save(story, layers[k], times, f, source=source)
                 found[k] = (times, f)
         grid = data.tr_grid(story)
@@ -252,16 +226,10 @@ def evaluate(args) -> int:
                 per_layer[k][l][story] = al.story_tr_features(times, feats[li], grid, test=story == test_story)
     n_layers = [enc.num_layers for enc in encoders]
     model_types = [enc.model_type for enc in encoders]
-    del encoders, backbone
+    del encoders  # the ridge fits below need the features only
 
     # ---------------------------------------------------------------- encoding models
-    low = None
-    if args.low_level:
-        low = {}
-        for story in stories:
-            ph = data.phones(story)
-            low[story] = al.low_level_features(data.audio(story), ph.labels, ph.midpoints, data.tr_grid(story),
-                                               test=story == test_story, groups=args.low_level_groups)
+    low = low_level_inputs(data, stories, test_story, args.low_level_groups) if args.low_level else None
     for k, (name, tuning) in enumerate(zip(args.model_name, tunings)):
         if tuning and tuning.get("subject") and subject_data["subject"] not in tuned_subjects(tuning):
             print(f"note: {name} was brain-tuned on {tuning['subject']}, evaluated on {subject_data['subject']} "
@@ -276,6 +244,53 @@ def evaluate(args) -> int:
         write_alignment(Path(args.out[k]), args, name, model_types[k], n_layers[k], per_layer[k], subject_data,
                         low, resolved)
     return 0
+
+
+def check_request(args) -> list[dict | None]:
+    """The `tuning_record` of each --model-name, once the request is one that can be answered: --low-level-groups
+    only with --low-level (put in column order), and no tuned model scored on a story it was tuned or
+    early-stopped on. Raises Stop (exit 2; exit 3 for a tuning record that does not read)."""
+    args.low_level_groups = [g for g in al.LOW_LEVEL_GROUPS if g in args.low_level_groups]  # column order, once each
+    if tuple(args.low_level_groups) != al.LOW_LEVEL_GROUPS and not args.low_level:
+        raise Stop("--low-level-groups chooses the features of --low-level; add --low-level", EXIT_USAGE)
+    try:
+        tunings = [tuning_record(name) for name in args.model_name]
+    except du.DataError as err:
+        raise Stop(str(err), EXIT_DATA) from err
+    for name, tuning in zip(args.model_name, tunings):  # a tuned model has heard its training stories: scored on
+        if which := tuned_on_story(tuning, args.test_story):  # one of them, it is not held out
+            raise Stop(f"{name} was brain-tuned with '{args.test_story}' among its {which} stories, so its alignment "
+                       f"on it would not be held out; evaluate on a story it was not tuned on (--test-story)",
+                       EXIT_USAGE)
+    return tunings
+
+
+def load_encoders(args) -> tuple[list[models.SpeechEncoder], list[list[int]]]:
+    """Each --model-name as a SpeechEncoder, with the hidden-state layers evaluated for it (--layers, else the
+    paper's). Raises Stop (exit 2) for a model that does not load, a window it cannot take or a layer it lacks."""
+    encoders, layers = [], []
+    try:
+        for name in args.model_name:
+            backbone, extractor, model_type = models.load_backbone(name, revision=args.revision)
+            encoders.append(models.SpeechEncoder(backbone, extractor, model_type, args.whisper_mode))
+            check_window_fits(encoders[-1], args.stride, args.context)
+            layers.append(resolve_layers(args.layers, encoders[-1].num_layers))
+            if note := al.upper_middle_note(layers[-1], encoders[-1].num_layers, name):
+                print(note, file=sys.stderr)
+    except models.ModelError as err:
+        raise Stop(str(err), EXIT_USAGE) from err
+    return encoders, layers
+
+
+def low_level_inputs(data, stories: list[str], test_story: str, groups: list[str]) -> dict[str, np.ndarray]:
+    """story -> (TRs, F) low-level speech features (`groups` of al.LOW_LEVEL_GROUPS) on the story's TR grid, the
+    test story trimmed as its responses are."""
+    low = {}
+    for story in stories:
+        ph = data.phones(story)
+        low[story] = al.low_level_features(data.audio(story), ph.labels, ph.midpoints, data.tr_grid(story),
+                                           test=story == test_story, groups=groups)
+    return low
 
 
 def tuning_record(model_name: str) -> dict | None:
@@ -420,6 +435,38 @@ def ridge_backend(choice: str, device) -> dict:
     return {"backend": choice, "device": str(device) if choice == "torch" else None}
 
 
+def fit_layer(features: dict[str, np.ndarray], low: dict[str, np.ndarray] | None, subject_data: dict, args,
+              ridge_kwargs: dict, keep_voxels: np.ndarray | None) -> tuple[dict, dict[str, np.ndarray]]:
+    """One layer's encoding model on the held-out story, and with `low` the model of the layer's features with the
+    low-level features regressed out (§4).
+
+    features, low : story -> (TRs, F); keep_voxels : voxels whose (test TRs,) predictions are kept, or None.
+    Returns (summary entry: ROI means, alpha edge fraction, low-level impact; arrays of layer_<l>.npz).
+    """
+    train, test_story = subject_data["train"], args.test_story
+    cc_max, rois = subject_data["cc_max"], subject_data["rois"]
+    y_train, y_test = subject_data["y_train"], subject_data["y_test"]
+    x_train, x_test = al.stack_design(features, train, test_story)
+    res = al.fit_and_score(x_train, y_train, x_test, y_test, cc_max, args.nc_floor, ridge_kwargs=ridge_kwargs)
+    entry = {"rois": al.roi_summary(res, rois), "alpha_edge_fraction": res["edge_fraction"]}
+    arrays = {"r": res["r"], "cc_max": cc_max, "cc_norm": res["cc_norm"], "alphas": res["alphas"]}
+    if low is not None:
+        r_train, r_test = al.residualize(np.vstack([features[s] for s in train]), features[test_story],
+                                         np.vstack([low[s] for s in train]), low[test_story], ridge_kwargs)
+        xr_train, xr_test = al.stack_design({"train": r_train, "test": r_test}, ["train"], "test")
+        res_low = al.fit_and_score(xr_train, y_train, xr_test, y_test, cc_max, args.nc_floor, ridge_kwargs=ridge_kwargs)
+        entry["rois_residual"] = al.roi_summary(res_low, rois)
+        entry["low_level_impact"] = {roi: al.low_level_impact(entry["rois"][roi]["cc_norm"],
+                                                              entry["rois_residual"][roi]["cc_norm"]) for roi in rois}
+        arrays["cc_norm_residual"] = res_low["cc_norm"]
+    if keep_voxels is not None:
+        arrays.update(roi_voxels=keep_voxels,
+                      test_predictions_roi=res["predictions"][:, keep_voxels].astype(np.float32))
+        if low is not None:  # for --compare's intervals of the low-level impact
+            arrays["test_predictions_roi_residual"] = res_low["predictions"][:, keep_voxels].astype(np.float32)
+    return entry, arrays
+
+
 def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers: int,
                     per_layer: dict[int, dict[str, np.ndarray]], subject_data: dict, low: dict | None,
                     resolved: dict) -> None:
@@ -428,8 +475,7 @@ def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers:
     per_layer : layer -> story -> (TRs, F) features; low : story -> (TRs, F) low-level features or None.
     """
     train, test_story = subject_data["train"], args.test_story
-    cc_max, rois = subject_data["cc_max"], subject_data["rois"]
-    y_train, y_test = subject_data["y_train"], subject_data["y_test"]
+    cc_max, rois, y_test = subject_data["cc_max"], subject_data["rois"], subject_data["y_test"]
     layers = sorted(per_layer)
     ridge_kwargs = {**resolved["ridge"], "score": args.ridge_score, "seed": args.seed}
     summary = {"subject": subject_data["subject"], "model": model_name, "model_type": model_type, "layers": layers,
@@ -454,25 +500,8 @@ def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers:
             summary["per_layer"][str(l)] = done  # finished before a kill, same inputs: read back, not refitted
             resolved["layers_reused"].append(l)
             continue
-        x_train, x_test = al.stack_design(per_layer[l], train, test_story)
-        res = al.fit_and_score(x_train, y_train, x_test, y_test, cc_max, args.nc_floor, ridge_kwargs=ridge_kwargs)
-        entry = {"rois": al.roi_summary(res, rois), "alpha_edge_fraction": res["edge_fraction"]}
-        arrays = {"r": res["r"], "cc_max": cc_max, "cc_norm": res["cc_norm"], "alphas": res["alphas"]}
-        if low is not None:
-            tr_m = np.vstack([per_layer[l][s] for s in train])
-            lo_tr = np.vstack([low[s] for s in train])
-            r_train, r_test = al.residualize(tr_m, per_layer[l][test_story], lo_tr, low[test_story],
-                                             {**resolved["ridge"], "seed": args.seed})
-            xr_train, xr_test = al.stack_design({"train": r_train, "test": r_test}, ["train"], "test")
-            res_low = al.fit_and_score(xr_train, y_train, xr_test, y_test, cc_max, args.nc_floor, ridge_kwargs=ridge_kwargs)
-            entry["rois_residual"] = al.roi_summary(res_low, rois)
-            entry["low_level_impact"] = {roi: al.low_level_impact(entry["rois"][roi]["cc_norm"],
-                                                                  entry["rois_residual"][roi]["cc_norm"]) for roi in rois}
-            arrays["cc_norm_residual"] = res_low["cc_norm"]
-        if roi_voxels is not None and l in summary["upper_middle_layers"]:
-            arrays.update(roi_voxels=roi_voxels, test_predictions_roi=res["predictions"][:, roi_voxels].astype(np.float32))
-            if low is not None:  # for --compare's intervals of the low-level impact
-                arrays["test_predictions_roi_residual"] = res_low["predictions"][:, roi_voxels].astype(np.float32)
+        keep = roi_voxels if l in summary["upper_middle_layers"] else None
+        entry, arrays = fit_layer(per_layer[l], low, subject_data, args, ridge_kwargs, keep)
         save_npz_atomic(out / f"layer_{l}.npz", **arrays, fit_key=np.array(key),
                         summary_entry=np.array(to_json(entry)))
         summary["per_layer"][str(l)] = entry

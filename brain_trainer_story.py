@@ -31,9 +31,9 @@ import data_utils as du
 import models
 import training
 import voxel_selection as vs
-from run_utils import (EXIT_DATA, EXIT_DIVERGED, EXIT_USAGE, NPY_READ_ERRORS, RUN_LOCK, HelpFormatter,
-                       check_replaceable, command_line, file_sha256, fraction, nonnegative_float, nonnegative_int,
-                       package_versions, positive_float, positive_int, read_result_json, recover_dir,
+from run_utils import (EXIT_DATA, EXIT_DIVERGED, EXIT_USAGE, NPY_READ_ERRORS, RUN_LOCK, HelpFormatter, Stop,
+                       check_replaceable, command_line, exit_code, file_sha256, fraction, nonnegative_float,
+                       nonnegative_int, package_versions, positive_float, positive_int, read_result_json, recover_dir,
                        resolve_device, resolve_precision, revision_problem, run_claimed, save_npy_atomic, set_seed,
                        timestamp, writable_dir_problem, write_json_atomic)
 
@@ -255,14 +255,6 @@ def subject_columns(subjects: list[str], chosen: list[tuple[np.ndarray, dict]]) 
     stops = np.cumsum([len(v) for v, _ in chosen])
     return {"subjects": {s: {**info, "columns": [int(stop - len(v)), int(stop)]}
                          for s, (v, info), stop in zip(subjects, chosen, stops)}}
-
-
-class Stop(Exception):
-    """Ends a run before or between its epochs: `str(err)` goes to stderr after "error: ", `code` is the exit code."""
-
-    def __init__(self, message: str, code: int):
-        super().__init__(message)
-        self.code = code
 
 
 def batch_layout(args, world: int) -> tuple[int, int]:
@@ -502,11 +494,7 @@ def main(argv=None) -> int:
 
 def train(args) -> int:
     """The run of main(), once --out-dir is this process's: config, data, model, loop; returns the exit code."""
-    try:
-        return _train(args)
-    except Stop as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.code
+    return exit_code(lambda: _train(args))
 
 
 def _train(args) -> int:

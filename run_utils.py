@@ -360,6 +360,24 @@ def output_claims(folders: list, what: str):
         yield None
 
 
+class Stop(Exception):
+    """A script's run refused or ended early: `str(err)` goes to stderr after "error: ", `code` is the exit code."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
+def exit_code(job: Callable[[], int]) -> int:
+    """`job()`'s exit code; a `Stop` it raises is printed to stderr ("error: <message>") and its code returned, so
+    a script's stages raise their refusals and one place turns them into the exit code."""
+    try:
+        return job()
+    except Stop as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.code
+
+
 def run_claimed(folders: list, what: str, job: Callable[[], int], enabled: bool = True) -> int:
     """`job()`'s exit code, run while `output_claims(folders, what)` holds every folder; EXIT_USAGE with the refusal
     on stderr (the folder and the process writing into it) when another holds one. `enabled=False` runs `job()`

@@ -175,6 +175,21 @@ def test_check_replaceable_refuses_folders_that_are_not_an_earlier_output(tmp_pa
         check_replaceable(home, (), "run", is_output=lambda d: False)
 
 
+def test_exit_code_prints_a_stop_and_returns_its_code_and_lets_other_errors_through(capsys):
+    assert run_utils.exit_code(lambda: 0) == 0
+    assert capsys.readouterr().err == ""
+
+    def refused():
+        raise run_utils.Stop("data/x.hf5: expected 3 rows, found 2", run_utils.EXIT_DATA)
+    assert run_utils.exit_code(refused) == run_utils.EXIT_DATA == 3
+    assert capsys.readouterr().err == "error: data/x.hf5: expected 3 rows, found 2\n"
+
+    def broken():  # a bug is a traceback, not a refusal dressed as one
+        raise KeyError("x")
+    with pytest.raises(KeyError):
+        run_utils.exit_code(broken)
+
+
 def test_resolve_device(monkeypatch):
     assert resolve_device("cpu") == torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
