@@ -145,20 +145,7 @@ def compare(dirs: list[Path], out: Path, labels: list[str] | None = None) -> dic
     boot = bootstrap_changes(dirs, names, summaries, rois)
     if boot.get("rois"):
         table["bootstrap"] = boot
-        lines += ["", f"95% intervals, moving-block bootstrap of the test story's TRs ({boot['block_trs']}-TR blocks, "
-                  f"{boot['n_boot']} samples, the same for every model):", "",
-                  "| model | " + " | ".join(f"{r} Δ% vs {names[0]}" for r in boot["rois"]) + " |",
-                  "|---|" + "---|" * len(boot["rois"])]
-        for name in names[1:]:
-            ci = boot["change_vs_first_pct_ci95"][name]
-            lines.append(f"| {name} | " + " | ".join(f"{ci[r][0]:+.1f} to {ci[r][1]:+.1f}" for r in boot["rois"]) + " |")
-        if "low_level_impact_difference_ci95" in boot:
-            lines += ["", "| model | " + " | ".join(f"{r} low-level impact, points vs {names[0]}" for r in boot["rois"])
-                      + " |", "|---|" + "---|" * len(boot["rois"])]
-            for name in names[1:]:
-                ci = boot["low_level_impact_difference_ci95"][f"{name} - {names[0]}"]
-                lines.append(f"| {name} | " + " | ".join(f"{ci[r][0]:+.1f} to {ci[r][1]:+.1f}" for r in boot["rois"])
-                             + " |")
+        lines += _render_bootstrap(boot, names)
     elif boot:
         table["bootstrap"] = boot
         lines += ["", f"No bootstrap intervals: {boot['skipped']}."]
@@ -168,27 +155,13 @@ def compare(dirs: list[Path], out: Path, labels: list[str] | None = None) -> dic
     if "note" in efficiency:
         lines += ["", efficiency["note"]]
     elif efficiency:
-        n_all = efficiency["n_train_stories"]
-        lines += ["", f"Training stories each model needs for the alignment {names[0]} reaches with all {n_all} "
-                      f"(interpolated in log(stories) between the mean curves; 'never': not within them; "
-                      f"× fewer = {n_all} / stories):", "",
-                  "| model | " + " | ".join(f"{r} stories | × fewer" for r in rois) + " |",
-                  "|---|" + "---|---|" * len(rois)]
-        for name in names:
-            m = efficiency["stories_to_match"][name]
-            lines.append(f"| {name} | " + " | ".join(
-                "never | –" if not np.isfinite(m[r]) else f"{m[r]:.1f} | {n_all / m[r]:.1f}" for r in rois) + " |")
+        lines += _render_stories_to_match(efficiency, names, rois)
     cc = voxel_cc_norm(dirs, summaries)
     if cc is not None:
         voxel_rois = {"all": np.arange(cc.shape[1]), **_named_roi_voxels(dirs)}
         above = voxels_above_first(cc, voxel_rois)
         table["voxels_above_first_pct"] = {names[k]: v for k, v in above.items()}
-        lines += ["", f"Voxels where a model's cc_norm (upper-middle layers) is above {names[0]}'s, among those above "
-                      f"the floor in both (% of n; per-voxel values in voxel_cc_norm.npz, plotted in voxel_scatter.png):",
-                  "", "| model | " + " | ".join(f"{r} % (n)" for r in voxel_rois) + " |", "|---|" + "---|" * len(voxel_rois)]
-        for k, v in above.items():
-            lines.append(f"| {names[k]} | " + " | ".join(f"{_fmt_pct(v[r]['pct'])} ({v[r]['n_voxels']})"
-                                                           for r in voxel_rois) + " |")
+        lines += _render_voxels_above(table["voxels_above_first_pct"], names[0], list(voxel_rois))
     text = "\n".join(lines) + "\n"
     out.mkdir(parents=True, exist_ok=True)
     if cc is not None:
@@ -211,6 +184,50 @@ def compare(dirs: list[Path], out: Path, labels: list[str] | None = None) -> dic
                           xlabel="encoding-model training stories", log_x=True)
     print(text)
     return table
+
+
+def _render_bootstrap(boot: dict, names: list[str]) -> list[str]:
+    """Lines of the bootstrap tables of `bootstrap_changes`: 95% intervals of each model's Δ% vs the first (and of
+    its low-level impact difference, in points)."""
+    rois = boot["rois"]
+    lines = ["", f"95% intervals, moving-block bootstrap of the test story's TRs ({boot['block_trs']}-TR blocks, "
+             f"{boot['n_boot']} samples, the same for every model):", "",
+             "| model | " + " | ".join(f"{r} Δ% vs {names[0]}" for r in rois) + " |", "|---|" + "---|" * len(rois)]
+    for name in names[1:]:
+        ci = boot["change_vs_first_pct_ci95"][name]
+        lines.append(f"| {name} | " + " | ".join(f"{ci[r][0]:+.1f} to {ci[r][1]:+.1f}" for r in rois) + " |")
+    if "low_level_impact_difference_ci95" in boot:
+        lines += ["", "| model | " + " | ".join(f"{r} low-level impact, points vs {names[0]}" for r in rois) + " |",
+                  "|---|" + "---|" * len(rois)]
+        for name in names[1:]:
+            ci = boot["low_level_impact_difference_ci95"][f"{name} - {names[0]}"]
+            lines.append(f"| {name} | " + " | ".join(f"{ci[r][0]:+.1f} to {ci[r][1]:+.1f}" for r in rois) + " |")
+    return lines
+
+
+def _render_stories_to_match(efficiency: dict, names: list[str], rois: list[str]) -> list[str]:
+    """Lines of the table of `compare_efficiency`: the training stories each model needs to match the first
+    model's full-data alignment."""
+    n_all = efficiency["n_train_stories"]
+    lines = ["", f"Training stories each model needs for the alignment {names[0]} reaches with all {n_all} "
+                 f"(interpolated in log(stories) between the mean curves; 'never': not within them; "
+                 f"× fewer = {n_all} / stories):", "",
+             "| model | " + " | ".join(f"{r} stories | × fewer" for r in rois) + " |", "|---|" + "---|---|" * len(rois)]
+    for name in names:
+        m = efficiency["stories_to_match"][name]
+        lines.append(f"| {name} | " + " | ".join(
+            "never | –" if not np.isfinite(m[r]) else f"{m[r]:.1f} | {n_all / m[r]:.1f}" for r in rois) + " |")
+    return lines
+
+
+def _render_voxels_above(above: dict[str, dict], first: str, rois: list[str]) -> list[str]:
+    """Lines of the table of `voxels_above_first` (model name -> ROI -> {"pct", "n_voxels"})."""
+    lines = ["", f"Voxels where a model's cc_norm (upper-middle layers) is above {first}'s, among those above "
+                 f"the floor in both (% of n; per-voxel values in voxel_cc_norm.npz, plotted in voxel_scatter.png):",
+             "", "| model | " + " | ".join(f"{r} % (n)" for r in rois) + " |", "|---|" + "---|" * len(rois)]
+    for name, v in above.items():
+        lines.append(f"| {name} | " + " | ".join(f"{_fmt_pct(v[r]['pct'])} ({v[r]['n_voxels']})" for r in rois) + " |")
+    return lines
 
 
 def compare_efficiency(names: list[str], summaries: list[dict], rois: list[str]) -> dict:
