@@ -293,6 +293,55 @@ def write_box_pickles(folder: Path, textgrid_texts: dict, respdict: dict, tr: fl
                 sys.modules.pop(part, None)
 
 
+def story_plan(preset: SizePreset) -> tuple[dict[str, int], set[str]]:
+    """Story -> TRs of simulated responses, in the order the stories are synthesised, and the further training
+    stories among them.
+
+    The first CORE_TRAIN_STORIES, the validation and the test story draw from the seed's stream in this order;
+    further training stories come after them from a stream of their own (their text then depends on the seed
+    alone), so a preset with more training stories keeps the others' text, and their noise.
+    """
+    n_core = min(CORE_TRAIN_STORIES, len(preset.train_resp))
+    plan = dict(zip(TRAIN_STORIES[:n_core], preset.train_resp[:n_core]))
+    plan.update(zip(VAL_STORIES, preset.val_resp))
+    plan[TEST_STORY] = preset.test_resp
+    extra = dict(zip(TRAIN_STORIES[n_core:len(preset.train_resp)], preset.train_resp[n_core:]))
+    plan.update(extra)
+    return plan, set(extra)
+
+
+def write_subject_responses(folder: Path, subject: str, responses: dict[str, np.ndarray]) -> None:
+    """One subject's `<story>.hf5` files as ds003020 holds them: "data" (TRs, voxels), the z-scored mean of the
+    repeats on the TR grid's rows [10:-5]; the test story also "individual_repeats" (repeats, TRs, voxels).
+
+    responses : story -> (repeats, TRs of the grid, voxels) simulated responses; SUBJECT_MISSING's story is skipped.
+    """
+    folder.mkdir()
+    for story, resp in responses.items():
+        if SUBJECT_MISSING.get(subject) == story:
+            continue
+        rows = resp[:, trim_slice(resp.shape[1])]          # TR grid rows [10:-5]
+        reps = zscore(rows, axis=1)
+        with h5py.File(folder / f"{story}.hf5", "w") as f:
+            data = zscore(reps.mean(axis=0))
+            if story == TRAIN_STORIES[0] and subject == "UTS01":
+                data[:, 0] = np.nan  # real files hold NaN voxels; loaders must turn them into 0
+            f.create_dataset("data", data=data.astype(np.float64))
+            if story == TEST_STORY:
+                f.create_dataset("individual_repeats", data=reps.astype(np.float32))
+
+
+def subject_rois(types: np.ndarray, subject: str) -> dict:
+    """The ROI file of a simulated subject (voxels index lists): auditory and language voxels by their simulated
+    type (mixed voxels in both), and the two hemispheres (the voxel order follows the mask: left half first)."""
+    n_vox, half = len(types), len(types) // 2
+    return {"auditory": np.flatnonzero(np.isin(types, ["auditory", "mixed"])).tolist(),
+            "language": np.flatnonzero(np.isin(types, ["language", "mixed"])).tolist(),
+            "left_hemisphere": list(range(half)), "right_hemisphere": list(range(half, n_vox)),
+            "_note": "miniature ROIs: auditory = voxels driven by band energies, language = by word categories",
+            "_subject": subject}
+
+
 def build(out: Path, seed: int = 0, size: str = "demo", tr: float = DEFAULT_TR, quiet: bool = False) -> Path:
     """Build the miniature under `out` (replacing an older one atomically). Returns `out/ds003020`."""
     from compute_noise_ceiling import subject_noise_ceiling
@@ -312,15 +361,7 @@ def build(out: Path, seed: int = 0, size: str = "demo", tr: float = DEFAULT_TR, 
     root = tmp / "ds003020"
     for d in ("stimuli", "derivative/TextGrids", "derivative/preprocessed_data"):
         (root / d).mkdir(parents=True)
-    # the first CORE_TRAIN_STORIES, the validation and the test story draw from `rng` in this order; further
-    # training stories come after them from a stream of their own (their text then depends on the seed alone),
-    # so a preset with more training stories keeps the others' text, and their noise drawn in this order below
-    n_core = min(CORE_TRAIN_STORIES, len(preset.train_resp))
-    plan = dict(zip(TRAIN_STORIES[:n_core], preset.train_resp[:n_core]))
-    plan.update(zip(VAL_STORIES, preset.val_resp))
-    plan[TEST_STORY] = preset.test_resp
-    extra = dict(zip(TRAIN_STORIES[n_core:len(preset.train_resp)], preset.train_resp[n_core:]))
-    plan.update(extra)
+    plan, extra = story_plan(preset)
     extra_rng = np.random.default_rng([seed, EXTRA_STORY_STREAM])
     synth = EspeakSynthesizer(words_per_minute=170)
 
@@ -351,28 +392,9 @@ def build(out: Path, seed: int = 0, size: str = "demo", tr: float = DEFAULT_TR, 
     for subj, n_vox in preset.voxels.items():
         sub_rng = np.random.default_rng([seed, int(subj[3:])])
         sim = simulate_subject(sub_rng, n_vox, feats, preset.n_repeats, TEST_STORY)
-        folder = root / "derivative" / "preprocessed_data" / subj
-        folder.mkdir()
-        for story, resp in sim["responses"].items():
-            if SUBJECT_MISSING.get(subj) == story:
-                continue
-            rows = resp[:, trim_slice(resp.shape[1])]          # TR grid rows [10:-5]
-            reps = zscore(rows, axis=1)
-            with h5py.File(folder / f"{story}.hf5", "w") as f:
-                data = zscore(reps.mean(axis=0))
-                if story == TRAIN_STORIES[0] and subj == "UTS01":
-                    data[:, 0] = np.nan  # real files hold NaN voxels; loaders must turn them into 0
-                f.create_dataset("data", data=data.astype(np.float64))
-                if story == TEST_STORY:
-                    f.create_dataset("individual_repeats", data=reps.astype(np.float32))
+        write_subject_responses(root / "derivative" / "preprocessed_data" / subj, subj, sim["responses"])
         types = np.array(VOXEL_TYPES)[sim["types"]]
-        half = n_vox // 2  # voxel order follows the mask: first half left hemisphere
-        rois = {"auditory": np.flatnonzero(np.isin(types, ["auditory", "mixed"])).tolist(),
-                "language": np.flatnonzero(np.isin(types, ["language", "mixed"])).tolist(),
-                "left_hemisphere": list(range(half)), "right_hemisphere": list(range(half, n_vox)),
-                "_note": "miniature ROIs: auditory = voxels driven by band energies, language = by word categories",
-                "_subject": subj}
-        (tmp / "rois" / f"{subj}.json").write_text(json.dumps(rois))
+        (tmp / "rois" / f"{subj}.json").write_text(json.dumps(subject_rois(types, subj)))
         np.savez(truth_dir / f"{subj}.npz", types=types, snr=sim["snr"], w_sem=sim["w_sem"], w_ac=sim["w_ac"])
 
     box = tmp / "box"

@@ -314,6 +314,28 @@ def test_size_presets_fit_the_story_list_and_an_oversized_one_is_refused(tmp_pat
     assert not (tmp_path / "x").exists()
 
 
+def test_story_plan_draws_the_demo_stories_first_so_a_larger_preset_keeps_them():
+    from make_demo_data import CORE_TRAIN_STORIES, SIZES, TEST_STORY, TRAIN_STORIES, VAL_STORIES, story_plan
+    demo, demo_extra = story_plan(SIZES["demo"])
+    large, large_extra = story_plan(SIZES["large"])
+    core = TRAIN_STORIES[:CORE_TRAIN_STORIES]
+    assert list(demo)[:len(core) + len(VAL_STORIES) + 1] == [*core, *VAL_STORIES, TEST_STORY]
+    assert demo_extra == set(TRAIN_STORIES[CORE_TRAIN_STORIES:12]) and large_extra == set(TRAIN_STORIES[6:])
+    assert list(large.items())[:len(demo)] == list(demo.items())  # same stories, lengths and order of draws
+    tiny, tiny_extra = story_plan(SIZES["tiny"])  # fewer train stories than the core: none from the extra stream
+    assert list(tiny) == [*TRAIN_STORIES[:3], *VAL_STORIES, TEST_STORY] and tiny_extra == set()
+    assert list(tiny.values()) == [*SIZES["tiny"].train_resp, *SIZES["tiny"].val_resp, SIZES["tiny"].test_resp]
+
+
+def test_subject_rois_put_mixed_voxels_in_both_and_split_the_hemispheres():
+    from make_demo_data import subject_rois
+    types = np.array(["auditory", "language", "mixed", "noise", "language"])
+    rois = subject_rois(types, "UTS09")
+    assert rois["auditory"] == [0, 2] and rois["language"] == [1, 2, 4]
+    assert rois["left_hemisphere"] == [0, 1] and rois["right_hemisphere"] == [2, 3, 4]
+    assert rois["_subject"] == "UTS09"
+
+
 def test_generators_refuse_to_replace_a_folder_that_is_not_their_output(tmp_path, capsys):
     import make_demo_data
     import make_downstream_data
