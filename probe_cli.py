@@ -9,8 +9,8 @@ import data_utils as du
 import models
 from alignment import upper_middle_note
 from inference import inference_threads
-from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, ignored_flags_problem, model_run_usage_problem,
-                       nonnegative_int, out_among_inputs, output_dirs_problem, positive_int,
+from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, Stop, exit_code, ignored_flags_problem,
+                       model_run_usage_problem, nonnegative_int, out_among_inputs, output_dirs_problem, positive_int,
                        read_result_json, resolve_device, run_claimed, set_seed, writable_dir_problem)
 
 
@@ -127,6 +127,12 @@ def write_comparison(args) -> int:
 
 def run_models(args, task_runner) -> int:
     """The run of `run` over --model-name, once every --out is this process's; returns the exit code."""
+    return exit_code(lambda: _run_models(args, task_runner))
+
+
+def _run_models(args, task_runner) -> int:
+    """Device, feature cache, models, then the task; a refusal raises Stop (run_models() prints it and returns its
+    code)."""
     from probe_tasks import TaskUsageError
     set_seed(args.seed)
     try:
@@ -134,23 +140,18 @@ def run_models(args, task_runner) -> int:
         args.device = str(device)  # recorded resolved: where features were extracted and probes fitted
         args.inference_threads = inference_threads(args.inference_threads, device)  # recorded resolved
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+        raise Stop(str(err), EXIT_USAGE) from err
     cache_dir = Path(args.cache_dir) if args.cache_dir else du.default_cache_dir() / "probes"
     if problem := writable_dir_problem(cache_dir, "the feature cache (--cache-dir)"):
-        print(f"error: {problem}", file=sys.stderr)
-        return EXIT_USAGE
+        raise Stop(problem, EXIT_USAGE)
     try:
         probed = load_models(args)
     except models.ModelError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+        raise Stop(str(err), EXIT_USAGE) from err
     try:
         task_runner(args, probed, device, cache_dir)
     except du.DATA_ERRORS as err:  # a file missing or unreadable, an alignment past its audio
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_DATA
+        raise Stop(str(err), EXIT_DATA) from err
     except (TaskUsageError, models.ModelError) as err:  # the second: a model whose hidden states are not finite
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+        raise Stop(str(err), EXIT_USAGE) from err
     return 0
