@@ -14,6 +14,32 @@ PAPER_SCALE = ("For scale (SPEC-methods.md §8): the paper reports about +30% la
                "brain-tuning wav2vec2 and HuBERT, and no significant late-language gain for its Whisper encoder. "
                "The demo tunes Whisper tiny.en, the one real pretrained model available offline, so the +20% aim "
                "asks more of it than the paper found for Whisper; the aim is kept as set.")
+# how to read the headline checks (paragraphs of REPORT.md, each followed by a blank line)
+READING_NOTES = (
+    "How to read the semantic checks: in the miniature a word's category is not audible, and the simulated "
+    "language voxels follow the categories of the words heard 2–8 s earlier. The semantic-category probe is "
+    "trained and tested on *different* words (split by word), spoken alone in a carrier phrase, so it asks "
+    "whether category is linearly readable from a single word's sound; with the miniature's 16 test words "
+    "its F1 macro spans about 0 to 0.27 by chance alone (permutation null of every model in the three seeds, "
+    "`eval_downstream.py --permutations`, docs/demo_record.md), so differences of a few hundredths say "
+    "nothing either way. Semantic preference compares raw "
+    "cosines of word segments of the held-out story (the 'random' column shows how anisotropic the space "
+    "is). A gain in language-ROI alignment need not carry over to these word-level measures.", "",
+    "How to read the low-level check: the low-level features include hashed phone diphones and triphones "
+    "(SPEC-methods.md §4). In the miniature's small vocabulary (96 content words) the n-grams carry much of a "
+    "word's identity, and a word names its category, which the language voxels follow. In a post-hoc check at "
+    "this recipe (seeds 0-2, `brain_evaluate.py --low-level-groups mel articulatory`; docs/demo_record.md) the "
+    "language ROI's low-level impact without the n-grams was -3 to +8% for the pretrained and tuned models "
+    "(19-35% with them): they carry most of that share. Its direction after tuning was the same without them "
+    "(down in seed 0, up in seeds 1 and 2), so the n-grams do not explain a rise.", "",
+    "How to read the intervals: the held-out story is resampled in blocks of 10 TRs (1000 samples, the same "
+    "for every model) and the language-ROI means and low-level impacts recomputed from the kept test "
+    "predictions; they show how much "
+    "the numbers depend on which stretches of the one test story were scored, not how they vary between seeds "
+    "or subjects (README: Demo results), nor with the tuning's sample order (the trainer's --seed), which at "
+    "demo size alone moved the language gain by 6-18 points (seeds 0-2, five orders each; docs/demo_record.md). "
+    "The verdicts use the point estimates.", "",
+)
 # post-hoc diagnostics (run_demo.py writes OUT/diagnostics/<name>/<model>): title, description
 DIAGNOSTICS = {
     "story_word_category": ("Category of story words in context", "The words of all stories in their story context "
@@ -256,29 +282,7 @@ def write_report(out: Path, result: dict, seed: int, quick: bool, train_flags: l
         f"{result['upper_middle_layers']} (n/2 < layer ≤ 0.85·n of 4), Δ% vs pretrained.", "",
         f"## Headline ({held} of {len(result['checks'])} findings hold{caveat})", "", headline(result),
         PAPER_SCALE, "",
-        "How to read the semantic checks: in the miniature a word's category is not audible, and the simulated "
-        "language voxels follow the categories of the words heard 2–8 s earlier. The semantic-category probe is "
-        "trained and tested on *different* words (split by word), spoken alone in a carrier phrase, so it asks "
-        "whether category is linearly readable from a single word's sound; with the miniature's 16 test words "
-        "its F1 macro spans about 0 to 0.27 by chance alone (permutation null of every model in the three seeds, "
-        "`eval_downstream.py --permutations`, docs/demo_record.md), so differences of a few hundredths say "
-        "nothing either way. Semantic preference compares raw "
-        "cosines of word segments of the held-out story (the 'random' column shows how anisotropic the space "
-        "is). A gain in language-ROI alignment need not carry over to these word-level measures.", "",
-        "How to read the low-level check: the low-level features include hashed phone diphones and triphones "
-        "(SPEC-methods.md §4). In the miniature's small vocabulary (96 content words) the n-grams carry much of a "
-        "word's identity, and a word names its category, which the language voxels follow. In a post-hoc check at "
-        "this recipe (seeds 0-2, `brain_evaluate.py --low-level-groups mel articulatory`; docs/demo_record.md) the "
-        "language ROI's low-level impact without the n-grams was -3 to +8% for the pretrained and tuned models "
-        "(19-35% with them): they carry most of that share. Its direction after tuning was the same without them "
-        "(down in seed 0, up in seeds 1 and 2), so the n-grams do not explain a rise.", "",
-        "How to read the intervals: the held-out story is resampled in blocks of 10 TRs (1000 samples, the same "
-        "for every model) and the language-ROI means and low-level impacts recomputed from the kept test "
-        "predictions; they show how much "
-        "the numbers depend on which stretches of the one test story were scored, not how they vary between seeds "
-        "or subjects (README: Demo results), nor with the tuning's sample order (the trainer's --seed), which at "
-        "demo size alone moved the language gain by 6-18 points (seeds 0-2, five orders each; docs/demo_record.md). "
-        "The verdicts use the point estimates.", "",
+        *READING_NOTES,
         "## Alignment by layer and ROI", "", "![alignment](eval/comparison/alignment_by_layer.png)", "",
         "Voxel by voxel, upper-middle layers (each model against the pretrained one; coloured: the ROIs):", "",
         "![voxels](eval/comparison/voxel_scatter.png)", "",
