@@ -1,4 +1,4 @@
-"""Run bookkeeping shared by the scripts: seeds, package versions, atomic writes, run configs."""
+"""Run bookkeeping shared by the scripts: seeds, package versions, atomic writes, run configs, exit codes."""
 from __future__ import annotations
 
 import argparse
