@@ -332,7 +332,7 @@ def write_subject_responses(folder: Path, subject: str, responses: dict[str, np.
 
 
 def subject_rois(types: np.ndarray, subject: str) -> dict:
-    """The ROI file of a simulated subject (voxels index lists): auditory and language voxels by their simulated
+    """The ROI file of a simulated subject (lists of voxel indices): auditory and language voxels by their simulated
     type (mixed voxels in both), and the two hemispheres (the voxel order follows the mask: left half first)."""
     n_vox, half = len(types), len(types) // 2
     return {"auditory": np.flatnonzero(np.isin(types, ["auditory", "mixed"])).tolist(),
