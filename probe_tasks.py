@@ -287,17 +287,21 @@ def read_layer_probe(path: Path, key: str) -> dict | None:
     return stored["result"] if stored is not None and stored["fit_key"] == key else None
 
 
-def start_layer_probes(out: Path, keys: dict[int, str]) -> dict[int, dict]:
+def start_layer_probes(out: Path, task: str,
+                       keys: dict[int, str]) -> tuple[dict[int, dict], Callable[[int, dict], None]]:
     """Open `out` for a model's per-layer probes: results.json (the mark of a finished result) removed until the run
-    writes it again, and the layers an earlier run fitted with these keys read back ({layer: result}; said on
-    stderr)."""
+    writes it again. Returns the layers an earlier run fitted with these keys, read back ({layer: result}; said on
+    stderr), and the probes' `on_layer` callback that writes each layer fitted now with its key."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").unlink(missing_ok=True)
     done = {l: r for l, key in keys.items() if (r := read_layer_probe(layer_probe_path(out, l), key)) is not None}
     if done:
         print(f"note: {out}: layer(s) {sorted(done)} read back from an earlier run with the same inputs, not refitted",
               file=sys.stderr)
-    return done
+
+    def save_layer(layer: int, result: dict) -> None:
+        write_layer_probe(layer_probe_path(out, layer), keys[layer], task, layer, result)
+    return done, save_layer
 
 
 def write_layer_probe(path: Path, key: str, task: str, layer: int, result: dict) -> None:
@@ -409,11 +413,10 @@ def run_probe_task(task: str, data_root: str, models: list[ProbedModel], cache_d
         keys = layer_probe_keys(task, x, y, groups if n_permutations else None, m.layers, {
             "kind": spec.kind, "classes": list(classes), "seed": seed, "permutations": n_permutations,
             "device": torch.device(device).type, **fit})
-        done = start_layer_probes(m.out, keys)
+        done, save_layer = start_layer_probes(m.out, task, keys)
         per_layer = probes.run_layer_probes(
             x, y, m.layers, spec.kind, len(classes), seed=seed, device=device, progress=progress,
-            n_permutations=n_permutations, groups=groups, side_by_side=side_by_side, done=done,
-            on_layer=lambda l, r: write_layer_probe(layer_probe_path(m.out, l), keys[l], task, l, r))
+            n_permutations=n_permutations, groups=groups, side_by_side=side_by_side, done=done, on_layer=save_layer)
         n_rows = {s: int(len(y[s])) for s in dd.SPLITS}
         chance = chance_level(y, spec.kind)
         del x, y  # released before the next model's features are read
@@ -527,11 +530,10 @@ def run_story_word_probe(models: list[ProbedModel], words_by_source: dict, audio
         keys = layer_probe_keys("story_word_category", {"all": x}, {"all": y}, {"all": words}, m.layers, {
             "kind": "multiclass", "classes": list(classes), "seed": seed, "folds": n_folds,
             "device": torch.device(device).type, **fit}, splits=("all",))
-        done = start_layer_probes(m.out, keys)
+        done, save_layer = start_layer_probes(m.out, "story_word_category", keys)
         per_layer = probes.cross_validated_probes(
             x, y, words, m.layers, len(classes), n_folds, seed, device=device, progress=progress,
-            side_by_side=side_by_side, done=done,
-            on_layer=lambda l, r: write_layer_probe(layer_probe_path(m.out, l), keys[l], "story_word_category", l, r))
+            side_by_side=side_by_side, done=done, on_layer=save_layer)
         result = summarise_probes("story_word_category", m.name, per_layer, m.layers, m.encoder.num_layers, {
             "description": "label of story words in context, cross-validated by word", "kind": "multiclass",
             "classes": list(classes), "n_words": len(occ), "n_occurrences": int(len(words)), "n_folds": n_folds,
