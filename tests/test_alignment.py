@@ -626,3 +626,13 @@ def test_ridge_runs_on_the_evaluation_gpu_by_default():
     assert brain_evaluate.ridge_backend("auto", gpu) == {"backend": "torch", "device": "cuda:1"}  # its own GPU
     assert brain_evaluate.ridge_backend("numpy", gpu) == {"backend": "numpy", "device": None}
     assert brain_evaluate.ridge_backend("torch", cpu) == {"backend": "torch", "device": "cpu"}
+
+
+def test_story_features_are_sampled_at_tr_midpoints():
+    from timing import simulated_tr_grid
+    grid = simulated_tr_grid(60, tr=2.0)  # TR k: onset 2k − 10 s, midpoint 2k − 9 s
+    times = np.arange(1, 1001) * 0.1       # feature rows every 100 ms, as the default --stride gives
+    impulse = (np.abs(times - 31.5) < 1e-9).astype(float)[:, None]  # 0.75 TR into TR 20: nearest midpoint is TR 20's
+    out = al.story_tr_features(times, impulse, grid, test=False)
+    assert out.shape == (grid.n_tr - 15, 1)
+    assert np.argmax(out[:, 0]) == 20 - 10  # row j of the trimmed grid is TR j + 10 (TR 21 if read at onsets)

@@ -35,6 +35,15 @@ def test_window_bounds_hand_case():
             features.window_bounds(16000 * 3, stride_s=stride, context_s=context)
 
 
+def test_pool_frames_hand_case():
+    states = torch.arange(10, dtype=torch.float32).reshape(2, 5, 1)  # window 0: frames 0..4; window 1: 5..9
+    valid = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])      # window 1 is padded after its 3rd frame
+    pooled = {k: features.pool_frames(states, valid, k, 2)[:, 0].tolist() for k in ("last", "last_tr", "mean")}
+    assert pooled == {"last": [4.0, 7.0], "last_tr": [3.5, 6.5], "mean": [2.0, 6.0]}
+    # a TR longer than the window: all of its valid frames
+    assert features.pool_frames(states, valid, "last_tr", 10)[:, 0].tolist() == [2.0, 6.0]
+
+
 def test_check_finite_features_names_the_model_layers_and_where():
     x = np.zeros((3, 4, 2), np.float32)
     features.check_finite_features(x, [1, 2, 3], "m", "story 'souls'")

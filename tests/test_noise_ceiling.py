@@ -31,8 +31,8 @@ def test_pure_noise_and_constant_voxels_give_zero_not_nan():
 
 
 def test_cc_norm_is_nan_below_the_floor_never_inf():
-    out = cc_norm(np.array([0.3, 0.2, 0.1, 0.4]), np.array([0.6, 0.0, 0.05, np.nan]), floor=0.1)
+    out = cc_norm(np.array([0.3, 0.2, 0.1, 0.4, 0.05]), np.array([0.6, 0.0, 0.05, np.nan, 0.1]), floor=0.1)
     assert out[0] == pytest.approx(0.5)
-    assert np.isnan(out[1:]).all()
+    assert np.isnan(out[1:]).all()  # cc_max must exceed the floor: at the floor itself it is NaN too
     with pytest.raises(ValueError, match="at least 2 repeats"):
         noise_ceiling(np.zeros((1, 5, 2)))

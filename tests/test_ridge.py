@@ -65,3 +65,29 @@ def test_holdout_chunks_are_contiguous_quarter():
 def test_shape_errors_are_named():
     with pytest.raises(ValueError, match="x_train has 5 rows but y_train has 4"):
         bootstrap_ridge(np.zeros((5, 2)), np.zeros((4, 1)), np.zeros((1, 2)))
+
+
+def test_alpha_scores_are_held_out_r2_of_a_fit_without_the_held_out_rows():
+    from sklearn.linear_model import Ridge
+    from sklearn.metrics import r2_score
+    rng = np.random.default_rng(3)
+    n, p = 120, 8
+    x = rng.normal(size=(n, p))
+    y = x @ rng.normal(size=(p, 3)) + rng.normal(size=(n, 3))
+    alphas = np.array([1.0, 10.0, 100.0])
+    res = bootstrap_ridge(x, y, x[:5], alphas=alphas, n_boots=1, seed=7)
+    held = chunked_holdout(n, np.random.default_rng(7))  # the bootstrap's draw: same seed, first draw
+    keep = np.setdiff1d(np.arange(n), held)
+    for k, a in enumerate(alphas):
+        pred = Ridge(alpha=a ** 2, fit_intercept=False).fit(x[keep], y[keep]).predict(x[held])
+        expected = r2_score(y[held], pred, multioutput="raw_values")
+        np.testing.assert_allclose(res.scores[k], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_pure_noise_never_gets_the_weakest_penalty():
+    # more features than kept rows: a fit that saw the held-out rows would score R² near 1 at the weakest penalty
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(80, 200)), rng.normal(size=(80, 5))
+    alphas = np.logspace(0, 3, 4)
+    res = bootstrap_ridge(x, y, x[:5], alphas=alphas)
+    assert (res.scores[0] < 0).all() and (res.alphas > alphas[0]).all()

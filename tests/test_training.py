@@ -45,6 +45,21 @@ def test_losses_against_numpy():
         brain_loss(pt, tt, "l1")
 
 
+@pytest.mark.parametrize("sizes", [(3, 1), (1, 3), (4,)])
+def test_validation_metrics_weigh_batches_by_their_rows(sizes):
+    # MSE and the spatial correlation are per-row means, so how the rows fall into batches must not matter
+    rng = np.random.default_rng(5)
+    p, t = rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
+    cuts = np.cumsum(sizes)[:-1]
+    preds = [torch.tensor(b) for b in np.split(p, cuts)]
+    targets = [torch.tensor(b) for b in np.split(t, cuts)]
+    mse = training.validation_metrics(preds, targets, "mse")
+    assert mse["val_loss"] == pytest.approx(((p - t) ** 2).mean(), rel=1e-6)
+    assert mse["val_corr"] == pytest.approx(np.mean([np.corrcoef(p[:, v], t[:, v])[0, 1] for v in range(3)]), rel=1e-6)
+    spatial = training.validation_metrics(preds, targets, "spatial_corr")["val_loss"]
+    assert spatial == pytest.approx(-np.mean([np.corrcoef(p[i], t[i])[0, 1] for i in range(4)]), rel=1e-5)
+
+
 def test_schedule_warms_up_then_decays_to_zero():
     f = warmup_linear_decay(100, 0.1)
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
