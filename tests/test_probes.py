@@ -49,6 +49,20 @@ def test_frame_labels_presence_and_segment_mean():
     states = np.arange(8, dtype=float).reshape(1, 4, 2)
     assert probes.segment_mean(times, states, 0.02, 0.06).tolist() == [[3.0, 4.0]]   # frames 1, 2
     assert probes.segment_mean(times, states, 0.071, 0.072).tolist() == [[6.0, 7.0]]  # nearest frame
+    # a frame centre on a boundary belongs to the segment that starts there, [start, end)
+    assert probes.frame_labels(times, [(0.0, 0.03, "a"), (0.03, 0.07, "b")], classes).tolist() == [0, 1, 1, -1]
+    assert probes.segment_mean(times, states, 0.03, 0.07).tolist() == [[3.0, 4.0]]   # frames 1, 2; not 3
+    # no centre inside: the frame nearest the segment's middle (0.041 -> 0.05), not its start
+    assert probes.segment_mean(times, states, 0.036, 0.046).tolist() == [[4.0, 5.0]]
+
+
+def test_probe_decision_standardises_with_the_training_statistics():
+    probe = probes.LinearProbe(mean=np.array([1.0, 2.0]), std=np.array([2.0, 4.0]), weight=np.eye(2),
+                               bias=np.array([0.5, 0.0]), kind="multiclass", weight_decay=0.0, epochs=1,
+                               val_f1_macro=0.0)
+    x = np.array([[3.0, 10.0], [5.0, 2.0]])
+    np.testing.assert_allclose(probe.decision(x), [[1.5, 2.0], [2.5, 0.0]])  # (x - mean) / std @ W + b
+    assert probe.predict(x).tolist() == [1, 0]
 
 
 def test_probe_learns_planted_label_and_shuffled_labels_score_chance():

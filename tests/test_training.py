@@ -175,6 +175,14 @@ def test_ridge_head_weights_match_closed_form_and_pick_the_better_alpha():
     # low-noise data: the tiny penalty predicts validation better than a huge one
     _, _, chosen = training.ridge_head_weights(x, y, xv, yv, alphas=[1e-3, 1e3])
     assert (chosen == 1e-3).all()
+    # on noisy targets far from zero, each target's alpha is the one whose readout, intercept included, has the
+    # smallest validation MSE
+    grid = np.logspace(-3, 5, 9)
+    y, yv = x @ w_true + 50.0 + rng.normal(0, 3, (200, 3)), xv @ w_true + 50.0 + rng.normal(0, 3, (50, 3))
+    _, _, chosen = training.ridge_head_weights(x, y, xv, yv, alphas=grid)
+    mse = [(((xv @ w_a + b_a) - yv) ** 2).mean(0) for w_a, b_a, _ in
+           (training.ridge_head_weights(x, y, xv, yv, alphas=[a]) for a in grid)]
+    np.testing.assert_array_equal(chosen, grid[np.argmin(mse, axis=0)])
 
 
 def test_each_torchrun_process_uses_its_own_gpu_before_nccl_starts(monkeypatch):

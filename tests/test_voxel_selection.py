@@ -95,3 +95,8 @@ def test_noise_ceiling_files_match_the_formula_and_mask(mini, mini_root):
     assert nc[truth["types"] == "noise"].mean() < 0.2 < nc[truth["snr"] > 0.3].mean()
     mask = nc_voxel_mask(nc, 0.4)
     assert mask.dtype == bool and 0.15 < mask.mean() < 0.8
+
+
+def test_nc_voxel_mask_keeps_voxels_strictly_above_the_threshold_and_never_nan():
+    mask = nc_voxel_mask(np.array([0.4, 0.41, np.nan, 0.1, 0.9]), 0.4)
+    assert mask.tolist() == [False, True, False, False, True]
