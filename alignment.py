@@ -89,13 +89,21 @@ def bootstrap_low_level_impact(full: np.ndarray, residual: np.ndarray) -> np.nda
         return np.nanmean(low_level_impact(full, residual), axis=0)
 
 
+# The residual model's grid: down to a near-unpenalised fit (penalty 1e-6), which the held-out rows often favour
+RESIDUAL_ALPHAS = np.logspace(-3, 4, 29)
+RESIDUAL_SCORE = "r2"  # not "corr": a correlation is blind to how far a fit is shrunk, and so to what it leaves behind
+
+
 def residualize(model_train: np.ndarray, model_test: np.ndarray, low_train: np.ndarray, low_test: np.ndarray,
                 ridge_kwargs: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Regress low-level features out of model features (alpha per model feature by CV, fit on train TRs).
+    """Regress low-level features out of model features (fit on the training TRs).
 
-    Returns the z-scored residuals (train, test).
+    Each model feature's alpha is the one of `RESIDUAL_ALPHAS` with the best held-out R² on the bootstraps of
+    `ridge.bootstrap_ridge` (as the paper's code minimises 1 − R²); `ridge_kwargs` set the rest (backend, seed).
+    model_* : (TRs, F) z-scored model features; low_* : (TRs, L) z-scored low-level features.
+    Returns the z-scored residuals (train (TRs, F), test (TRs, F)).
     """
-    kwargs = dict(ridge_kwargs or {}, score="corr")
+    kwargs = {**(ridge_kwargs or {}), "alphas": RESIDUAL_ALPHAS, "score": RESIDUAL_SCORE}
     res = bootstrap_ridge(low_train, model_train, low_test, **kwargs)
     fit_train = ridge_predict(low_train, model_train, low_train, res.alphas)
     return zscore(model_train - fit_train), zscore(model_test - res.predictions)

@@ -428,6 +428,11 @@ def data_efficiency(per_layer: dict[int, dict[str, np.ndarray]], layers: list[in
             "sd": {r: [float(np.std([v[r] for v in at[n]])) for n in counts] for r in rois}}
 
 
+def grid_name(alphas: np.ndarray) -> str:
+    """A log-spaced alpha grid as its numpy call, e.g. "logspace(1, 4, 15)", for config.json."""
+    return f"logspace({np.log10(alphas[0]):g}, {np.log10(alphas[-1]):g}, {len(alphas)})"
+
+
 def ridge_backend(choice: str, device) -> dict:
     """The --backend flag resolved: {"backend", "device"} for ridge.bootstrap_ridge (auto: torch on a GPU)."""
     if choice == "auto":
@@ -528,7 +533,10 @@ def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers:
                                                          "noise_ceiling": subject_data["nc_source"],
                                                          "timing": subject_data["timing"],
                                                          "ridge": {**ridge_kwargs, "penalty": "alpha^2 (Huth)",
-                                                                   "alphas": "logspace(1, 4, 15)"}},
+                                                                   "alphas": grid_name(al.DEFAULT_ALPHAS)},
+                                                         **({"residual_ridge": {"score": al.RESIDUAL_SCORE,
+                                                                                "alphas": grid_name(al.RESIDUAL_ALPHAS)}}
+                                                            if low is not None else {})},
                                             "command": command_line(), "finished": timestamp(),
                                             "versions": package_versions()})
     from compare_results import render_single

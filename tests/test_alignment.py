@@ -183,7 +183,10 @@ def test_brain_evaluate_end_to_end_cache_and_compare(mini, tiny_models, tmp_path
     # the ceiling it was normalised by, for --compare's check: the noise-ceiling file's values
     nc = np.load(mini / "subject_NCs" / "UTS02.npy").astype(np.float64)
     assert summary["noise_ceiling_digest"] == array_digest(nc)
-    assert json.loads((tmp_path / "a" / "config.json").read_text())["resolved"]["feature_cache_hits"] == 0
+    resolved = json.loads((tmp_path / "a" / "config.json").read_text())["resolved"]
+    assert resolved["feature_cache_hits"] == 0
+    assert resolved["ridge"]["alphas"] == "logspace(1, 4, 15)"  # the encoding models' grid, the residual model's:
+    assert resolved["residual_ridge"] == {"score": "r2", "alphas": "logspace(-3, 4, 29)"}
     for f in ("table.md", "alignment_by_layer.png"):
         assert (tmp_path / "a" / f).is_file()
     assert summary["low_level_groups"] == ["mel", "articulatory", "diphones", "triphones"]

@@ -50,3 +50,20 @@ def test_mel_band_energy_frames_and_a_tone_in_its_band():
     # shorter than one window: zero-padded to one frame
     times, e = mel_band_energy(low[:100], rate)
     assert e.shape == (1, 8) and times[0] == 0.0125
+
+
+def test_residualize_removes_the_low_level_part_of_train_and_test_features():
+    from alignment import residualize
+    rng = np.random.default_rng(0)
+    n_train, n_test = 600, 200
+    low = rng.normal(size=(n_train + n_test, 4))
+    own = rng.normal(size=(n_train + n_test, 3))      # what the model features carry beyond the low-level ones
+    model = low @ rng.normal(0, 2, (4, 3)) + own
+    res_train, res_test = residualize(model[:n_train], model[n_train:], low[:n_train], low[n_train:])
+    assert res_train.shape == (n_train, 3) and res_test.shape == (n_test, 3)
+    for res, rows in ((res_train, slice(0, n_train)), (res_test, slice(n_train, None))):
+        with_low = np.corrcoef(res.T, low[rows].T)[:3, 3:]
+        with_own = np.diag(np.corrcoef(res.T, own[rows].T)[:3, 3:])
+        assert np.abs(with_low).max() < 0.15 and with_own.min() > 0.95
+        np.testing.assert_allclose(res.mean(0), 0, atol=1e-6)  # z-scored
+        np.testing.assert_allclose(res.std(0), 1, atol=1e-5)
