@@ -525,6 +525,7 @@ def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers:
                                                      ridge_kwargs)
     if low is not None:
         summary["low_level_groups"] = list(args.low_level_groups)
+        summary["low_level_residual_model"] = f"{al.RESIDUAL_SCORE} over {grid_name(al.RESIDUAL_ALPHAS)}"
         summary["upper_middle_low_level_impact"] = {
             roi: float(np.nanmean([summary["per_layer"][l]["low_level_impact"][roi] for l in um])) for roi in rois}
     write_json_atomic(out / "config.json", {"args": {**vars(args), "model_name": model_name, "out": str(out)},

@@ -21,13 +21,28 @@ def low_level_groups(summary: dict) -> tuple:
     return tuple(summary.get("low_level_groups", LOW_LEVEL_GROUPS))
 
 
-def _check_same_low_level_groups(dirs, summaries) -> None:
-    """Low-level impacts computed from different feature groups are different measures: refuse to table them."""
+# how results written before the record existed chose the residual model's alphas (changed in 0ae366b)
+EARLIER_RESIDUAL_MODEL = "corr over logspace(1, 4, 15)"
+
+
+def low_level_residual_model(summary: dict) -> str:
+    """How a result's low-level residual model chose its alphas, e.g. "r2 over logspace(-3, 4, 29)"."""
+    return summary.get("low_level_residual_model", EARLIER_RESIDUAL_MODEL)
+
+
+def _check_same_low_level_measure(dirs, summaries) -> None:
+    """Low-level impacts computed from different feature groups, or with residual models fitted differently, are
+    different measures: refuse to table them."""
     groups = [low_level_groups(s) for s in summaries]
     if len(set(groups)) > 1:
         found = "; ".join(f"{d}: {', '.join(g)}" for d, g in zip(dirs, groups))
         raise ValueError(f"low-level impacts from different --low-level-groups cannot be compared ({found}); "
                          f"expected the same groups in every folder")
+    residual = [low_level_residual_model(s) for s in summaries]
+    if len(set(residual)) > 1:
+        found = "; ".join(f"{d}: {r}" for d, r in zip(dirs, residual))
+        raise ValueError(f"low-level impacts from residual models that chose their alphas differently cannot be "
+                         f"compared ({found}); evaluate the older folders again with --low-level")
 
 
 def _check_one_subject_and_test(dirs, summaries) -> None:
@@ -131,7 +146,7 @@ def compare(dirs: list[Path], out: Path, labels: list[str] | None = None) -> dic
     if (note := upper_middle_mismatch_note(table["upper_middle_layers"])) is not None:
         lines += ["", note]
     if all("upper_middle_low_level_impact" in s for s in summaries):
-        _check_same_low_level_groups(dirs, summaries)
+        _check_same_low_level_measure(dirs, summaries)
         label = _low_level_label(summaries[0])
         lines += ["", "| model | " + " | ".join(f"{r} {label}" for r in rois) + " |", "|---|" + "---|" * len(rois)]
         for name, s in zip(names, summaries):
@@ -451,7 +466,7 @@ def compare_subjects(groups: list[list[Path]], out: Path, labels: list[str] | No
         table["wilcoxon_vs_first"][name] = {r: _wilcoxon(values[name][r], values[names[0]][r],
                                                          ("n", "min_p_value", "statistic", "p_value")) for r in rois}
     if all("upper_middle_low_level_impact" in s for ss in summaries for s in ss):
-        _check_same_low_level_groups([d for g in groups for d in g], [s for ss in summaries for s in ss])
+        _check_same_low_level_measure([d for g in groups for d in g], [s for ss in summaries for s in ss])
         impact = {name: {r: [ss[k]["upper_middle_low_level_impact"].get(r, float("nan")) for ss in summaries]
                          for r in rois} for k, name in enumerate(names)}
         table["low_level_impact_pct"] = {n: {r: _across(impact[n][r], subjects) for r in rois} for n in names}

@@ -204,6 +204,17 @@ def test_brain_evaluate_end_to_end_cache_and_compare(mini, tiny_models, tmp_path
                                 str(tmp_path / "mixed")]) == 2
     err = capsys.readouterr().err
     assert "different --low-level-groups" in err and "m: mel, articulatory" in err and not (tmp_path / "mixed").exists()
+    # nor beside impacts whose residual model chose its alphas otherwise (a result written before 0ae366b)
+    assert summary["low_level_residual_model"] == "r2 over logspace(-3, 4, 29)"
+    shutil.copytree(tmp_path / "a", tmp_path / "old")
+    old = json.loads((tmp_path / "old" / "summary.json").read_text())
+    del old["low_level_residual_model"]
+    (tmp_path / "old" / "summary.json").write_text(json.dumps(old))
+    assert brain_evaluate.main(["--compare", str(tmp_path / "a"), str(tmp_path / "old"), "--out",
+                                str(tmp_path / "mixed")]) == 2
+    err = capsys.readouterr().err
+    assert "residual models that chose their alphas differently" in err and "old: corr over logspace(1, 4, 15)" in err
+    assert not (tmp_path / "mixed").exists()
     assert _eval(mini, tiny_models["wav2vec2"], tmp_path / "n", "--low-level-groups", "mel") == 2
     assert "add --low-level" in capsys.readouterr().err
     assert _eval(mini, tiny_models["wav2vec2"], tmp_path / "b") == 0  # same model: every story from the cache
