@@ -351,3 +351,54 @@ def test_pipeline_writes_its_settings_and_versions_first(tmp_path, monkeypatch):
     record = json.loads((tmp_path / "out" / run_demo.RUN_RECORD).read_text())
     assert {k: record[k] for k in settings} == json.loads(json.dumps(settings))
     assert record["versions"]["torch"] and record["command"] and record["created"]
+
+
+def _run_folder(out: Path, language: dict, auditory: dict, impact: dict, probe: dict, preference: dict) -> Path:
+    """The result files `demo_report.findings` reads, for models pretrained/tuned/control, from per-model numbers:
+    language/auditory cc_norm, language-ROI low-level impact, semantic-probe F1 macro, semantic preference."""
+    def write(path, obj):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(obj))
+
+    cc = {m: {"language": language[m], "auditory": auditory[m]} for m in language}
+    change = {m: {r: round(100 * (cc[m][r] / cc["pretrained"][r] - 1), 9) for r in cc[m]} for m in cc}
+    write(out / "eval" / "comparison" / "comparison.json",
+          {"upper_middle_cc_norm": cc, "change_vs_first_pct": change,
+           "low_level_impact_pct": {m: {"language": v, "auditory": 50.0} for m, v in impact.items()}})
+    write(out / "eval" / "tuned" / "summary.json", {"upper_middle_layers": [3]})
+    task = out / "probes" / "semantic_category"
+    write(task / "comparison.json", {"upper_middle_mean": {m: {"f1_macro": v} for m, v in probe.items()}})
+    write(task / "pretrained" / "results.json", {"kind": "multiclass", "classes": list("abcdefgh")})
+    write(task / "tuned" / "results.json", {"kind": "multiclass", "classes": list("abcdefgh"),
+                                            "chance": {"accuracy": 0.125}})
+    for m, v in preference.items():
+        write(out / "probes" / "semantic_preference" / m / "results.json", {"upper_middle_mean": {"preference": v}})
+    return out
+
+
+def test_findings_verdicts_against_hand_set_numbers(tmp_path):
+    from demo_report import findings
+
+    def verdicts(out):
+        return [(c["holds"], round(c["measured"], 6)) for c in findings(out)["checks"]]
+
+    models = ("pretrained", "tuned", "control")
+    # every finding holds: +30% language gain (auditory +5%), above the control, impact and probe and preference up
+    holds = _run_folder(tmp_path / "holds", dict(zip(models, (0.10, 0.13, 0.11))), dict(zip(models, (0.40, 0.42, 0.41))),
+                        dict(zip(models, (40.0, 30.0, 45.0))), dict(zip(models, (0.20, 0.30, 0.25))),
+                        dict(zip(models, (-0.05, 0.02, -0.06))))
+    assert verdicts(holds) == [(True, 30.0), (True, 0.02), (True, 5.0), (True, -10.0), (True, 0.1), (True, 0.07)]
+    # each one fails: +15% (below the aim), under the control, auditory gains more, impact, probe, preference down
+    fails = _run_folder(tmp_path / "fails", dict(zip(models, (0.10, 0.115, 0.12))), dict(zip(models, (0.40, 0.48, 0.41))),
+                        dict(zip(models, (40.0, 41.0, 45.0))), dict(zip(models, (0.20, 0.10, 0.25))),
+                        dict(zip(models, (-0.05, -0.08, -0.06))))
+    assert verdicts(fails) == [(False, 15.0), (False, -0.005), (False, 20.0), (False, 1.0), (False, -0.1),
+                               (False, -0.03)]
+    # the aim itself counts as reached; without a control there is no control check
+    edge = _run_folder(tmp_path / "edge", dict(zip(models, (0.10, 0.12, 0.11))), dict(zip(models, (0.40, 0.42, 0.41))),
+                       dict(zip(models, (40.0, 30.0, 45.0))), dict(zip(models, (0.20, 0.30, 0.25))),
+                       dict(zip(models, (-0.05, 0.02, -0.06))))
+    checks = findings(edge, models=("pretrained", "tuned"))["checks"]
+    assert checks[0]["holds"] and checks[0]["measured"] == pytest.approx(20.0)
+    assert [c["finding"] for c in checks][:2] == ["language-ROI alignment gain of the tuned model",
+                                                  "auditory ROI does not gain in the same way"]
