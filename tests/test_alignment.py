@@ -55,6 +55,8 @@ def test_upper_middle_layers_and_impact():
     assert al.upper_middle_note([1, 2], 2, "m") is None  # too shallow for the band: its top layer, as by default
     assert "([2] of 2)" in al.upper_middle_note([1], 2, "m") and al.upper_middle_note([3], 4, "m") is None
     assert al.low_level_impact(0.5, 0.4) == pytest.approx(20.0)
+    assert al.relative_change(0.1, -0.2) == pytest.approx(150.0)  # up from a negative reference is a gain
+    assert al.relative_change(0.3, 0.2) == pytest.approx(50.0) and np.isnan(al.relative_change(0.3, 0.0))
     assert np.isnan(al.low_level_impact(0.0, 0.1))
     w = al.wilcoxon_compare([0.5, 0.6, 0.55, 0.7, 0.65, 0.62], [0.4, 0.5, 0.5, 0.6, 0.55, 0.5])
     assert w["p_value"] < 0.05 and w["n"] == 6

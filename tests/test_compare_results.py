@@ -302,3 +302,29 @@ def test_compare_refuses_results_fitted_on_other_training_stories(tmp_path, caps
     for other in ("c", "old"):  # the same stories in another order, or a result that does not say: compared
         assert brain_evaluate.main(["--compare", str(tmp_path / "a"), str(tmp_path / other),
                                     "--out", str(tmp_path / f"ok_{other}")]) == 0
+
+
+def test_bootstrap_intervals_of_a_clearly_better_model(tmp_path):
+    import numpy as np
+    rng = np.random.default_rng(1)
+    responses = rng.standard_normal((200, 6))
+
+    def predictions(r):  # correlation about r with the responses in every voxel
+        return r * responses + np.sqrt(1 - r * r) * rng.standard_normal(responses.shape)
+
+    rois = {"language": np.arange(6)}
+    pre, tuned = (_voxel_result(tmp_path / name, {3: [r / 0.5] * 6}, np.arange(6), rois, responses, predictions(r))
+                  for name, r in (("pre", 0.2), ("tuned", 0.8)))
+    for folder, residual in ((pre, "pre"), (tuned, "weak")):  # low-level residuals: pre loses nothing, tuned 3/4
+        with np.load(f"{folder}/layer_3.npz") as z:
+            kept = dict(z)
+        kept["test_predictions_roi_residual"] = kept["test_predictions_roi"] if residual == "pre" else predictions(0.2)
+        np.savez(f"{folder}/layer_3.npz", **kept)
+    assert brain_evaluate.main(["--compare", pre, tuned, "--out", str(tmp_path / "c")]) == 0
+    boot = json.loads((tmp_path / "c" / "comparison.json").read_text())["bootstrap"]
+    low, high = boot["change_vs_first_pct_ci95"]["tuned"]["language"]
+    assert 150 < low < 300 < high < 600  # (0.8 - 0.2) / 0.2 = +300%, relative to the first model
+    assert boot["share_of_samples_above"]["tuned - pre"]["language"] == 1.0
+    low, high = boot["low_level_impact_difference_ci95"]["tuned - pre"]["language"]
+    assert 50 < low < 75 < high < 100  # tuned's impact ~75 points above pre's 0
+    assert boot["low_level_impact_share_of_samples_above"]["tuned - pre"]["language"] == 1.0
