@@ -29,9 +29,10 @@ READING_NOTES = (
     "(SPEC-methods.md §4). In the miniature's small vocabulary (96 content words) the n-grams carry much of a "
     "word's identity, and a word names its category, which the language voxels follow. In a post-hoc check at "
     "this recipe (seeds 0-2, `brain_evaluate.py --low-level-groups mel articulatory`; docs/demo_record.md) the "
-    "language ROI's low-level impact without the n-grams was -3 to +8% for the pretrained and tuned models "
-    "(19-35% with them): they carry most of that share. Its direction after tuning was the same without them "
-    "(down in seed 0, up in seeds 1 and 2), so the n-grams do not explain a rise.", "",
+    "language ROI's low-level impact without the n-grams was -3 to +6% for the pretrained and tuned models in "
+    "seeds 1 and 2 (20-27% with them), 24 and 14% in seed 0 (37 and 36% with them): they carry most of that "
+    "share in two of the three seeds. Its direction after tuning was the same without them (down in seed 0, up "
+    "in seeds 1 and 2), so the n-grams do not explain a rise.", "",
     "How to read the intervals: the held-out story is resampled in blocks of 10 TRs (1000 samples, the same "
     "for every model) and the language-ROI means and low-level impacts recomputed from the kept test "
     "predictions; they show how much "
