@@ -1,4 +1,5 @@
-"""Low-level speech features: hand-computed cases for the phone features and the mel-band energies."""
+"""Low-level speech features: hand-computed cases for the phone features and the mel-band energies, and the
+residual model that regresses them out of model features."""
 import zlib
 
 import numpy as np
