@@ -523,9 +523,10 @@ def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers:
     if "efficiency_draws" in subject_data:
         summary["data_efficiency"] = data_efficiency(per_layer, summary["upper_middle_layers"], subject_data, args,
                                                      ridge_kwargs)
+    residual_ridge = {"score": al.RESIDUAL_SCORE, "alphas": grid_name(al.RESIDUAL_ALPHAS)}  # --low-level residuals
     if low is not None:
         summary["low_level_groups"] = list(args.low_level_groups)
-        summary["low_level_residual_model"] = f"{al.RESIDUAL_SCORE} over {grid_name(al.RESIDUAL_ALPHAS)}"
+        summary["low_level_residual_model"] = "{score} over {alphas}".format(**residual_ridge)
         summary["upper_middle_low_level_impact"] = {
             roi: float(np.nanmean([summary["per_layer"][l]["low_level_impact"][roi] for l in um])) for roi in rois}
     write_json_atomic(out / "config.json", {"args": {**vars(args), "model_name": model_name, "out": str(out)},
@@ -535,9 +536,8 @@ def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers:
                                                          "timing": subject_data["timing"],
                                                          "ridge": {**ridge_kwargs, "penalty": "alpha^2 (Huth)",
                                                                    "alphas": grid_name(al.DEFAULT_ALPHAS)},
-                                                         **({"residual_ridge": {"score": al.RESIDUAL_SCORE,
-                                                                                "alphas": grid_name(al.RESIDUAL_ALPHAS)}}
-                                                            if low is not None else {})},
+                                                         **({"residual_ridge": residual_ridge} if low is not None
+                                                            else {})},
                                             "command": command_line(), "finished": timestamp(),
                                             "versions": package_versions()})
     from compare_results import render_single
