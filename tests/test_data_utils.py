@@ -47,6 +47,10 @@ def test_subjects_differ_and_missing_story_is_reported(mini_root):
         story_split(data.stories("UTS01"), train=["souls"], val=["souls"])
     with pytest.raises(DataError, match=r"stories in more than one split: \['wheretheressmoke'\]"):
         story_split(data.stories("UTS01"), train=["souls", "wheretheressmoke"])  # the default test story
+    every = story_split(["avatar", "life", "souls", "stagefright", "wheretheressmoke", "zebra"], preset="all")
+    assert (every.train, every.val, every.test) == (["avatar", "souls", "zebra"], ["stagefright", "life"],
+                                                    ["wheretheressmoke"])  # all but the validation and test stories
+    assert story_split(["a", "b", "c"], preset="all", val=["b"], test=["c"]).train == ["a"]
     for lists in ({"train": ["souls", "avatar", "souls"]}, {"val": ["life", "life"]}):  # TRs that would count twice
         name, stories = next(iter(lists.items()))
         with pytest.raises(DataError, match=rf"stories listed more than once in the {name} split: \['{stories[-1]}'\]"):
@@ -63,6 +67,35 @@ def test_audio_44k_stereo_and_mono_to_16k(mini_root):
         assert len(wav) == pytest.approx((2 * data.respdict[story] - 20) * 16000, abs=2)
     # the second read comes from the cache and is identical
     np.testing.assert_array_equal(data.audio("souls"), wav)
+
+
+def test_stereo_is_mixed_to_the_mean_of_its_channels_and_a_bad_sample_is_timed_per_frame(tmp_path):
+    t = np.arange(16000) / 16000
+    left, right = np.sin(2 * np.pi * 220 * t), 0.5 * np.cos(2 * np.pi * 330 * t)
+    path = tmp_path / "stereo.wav"
+    sf.write(str(path), np.stack([left, right], axis=1), 16000, subtype="FLOAT")
+    np.testing.assert_allclose(data_utils.load_wav_16k(path), (left + right) / 2, atol=1e-6)
+    both = np.stack([left, right], axis=1)
+    both[1600, 1] = np.nan  # the right channel at 0.1 s (row 1600, element 3201 of the interleaved samples)
+    sf.write(str(path), both, 16000, subtype="FLOAT")
+    with pytest.raises(DataError, match=r"stereo.wav: 1 audio sample\(s\) are NaN or inf, the first at 0.100 s"):
+        data_utils.load_wav_16k(path)
+
+
+def test_a_file_replaced_by_one_of_the_same_size_is_not_read_from_the_cache(tmp_path):
+    # the cache key is the file's identity (path, size, modification time), so an edited file is read again
+    import os
+    path, cache = tmp_path / "story.wav", tmp_path / "cache"
+    first, second = np.full(8000, 0.25, np.float32), np.full(8000, -0.5, np.float32)
+    sf.write(str(path), first, 16000, subtype="FLOAT")
+    os.utime(path, ns=(10**18, 10**18))
+    fingerprint = data_utils.file_fingerprint(path)
+    np.testing.assert_array_equal(data_utils.load_wav_16k(path, cache), first)
+    sf.write(str(path), second, 16000, subtype="FLOAT")  # same length, same size in bytes
+    os.utime(path, ns=(10**18 + 10**9, 10**18 + 10**9))
+    assert data_utils.file_fingerprint(path) != fingerprint
+    np.testing.assert_array_equal(data_utils.load_wav_16k(path, cache), second)
+    assert len(list((cache / "audio16k").glob("story-*.npy"))) == 2
 
 
 def test_ready_wav_npy_is_preferred(mini_root, tmp_path):
@@ -196,6 +229,10 @@ def test_bad_metadata_name_file_expected_and_found(mini_root, tmp_path):
     with pytest.raises(DataError, match=r"respdict.json: expected an integer number of TRs per story, found 37.5 "
                                         r"for 'souls' \(1 such entries\)"):
         Ds003020(root).tr_grid("souls")
+    respdict.write_text(json.dumps({**good, "souls": True}))  # JSON true is an int to Python, not a TR count
+    with pytest.raises(DataError, match=r"respdict.json: expected an integer number of TRs per story, found True "
+                                        r"for 'souls' \(1 such entries\)"):
+        Ds003020(root).tr_grid("souls")
     respdict.write_text(json.dumps({**good, "souls": 5}))
     with pytest.raises(AlignmentError, match=r"respdict.json: story 'souls': respdict value 5 leaves 0 TRs"):
         Ds003020(root).tr_grid("souls")
@@ -267,6 +304,28 @@ def test_summary_cli_reports_aligned_and_names_a_corrupted_file(mini_root, tmp_p
     _, problems = data_utils.summarize(data_utils.Ds003020(root))
     assert any(p.endswith("UTS02/souls.hf5: 'data' must be 2-D (TRs, voxels), found shape (5,)") for p in problems)
     assert data_utils.main(["--data-dir", str(tmp_path / "nowhere")]) == data_utils.EXIT_DATA
+
+
+
+def test_summary_names_a_story_whose_rows_or_voxels_do_not_fit(mini_root, tmp_path):
+    root, data = _copy(mini_root, tmp_path)
+    rows = data.respdict["souls"] - 20
+    with h5py.File(data.response_path("UTS01", "souls"), "r+") as f:  # one row short of the TR grid
+        short = f["data"][:-1]
+        del f["data"]
+        f["data"] = short
+    with h5py.File(data.response_path("UTS01", "avatar"), "r+") as f:  # another subject's voxel count
+        wide = np.zeros((f["data"].shape[0], 7))
+        del f["data"]
+        f["data"] = wide
+    summary, problems = data_utils.summarize(Ds003020(root), ["UTS01"])
+    stories = summary["subjects"]["UTS01"]["stories"]
+    assert not stories["souls"]["aligned"] and not stories["avatar"]["aligned"]
+    assert stories["alternateithicatom"]["aligned"]
+    assert any(re.search(rf"UTS01/souls.hf5: response has {rows - 1} rows.*{rows} rows were expected", p)
+               for p in problems)
+    assert any(re.search(r"UTS01/avatar.hf5: has 7 voxels but other stories of UTS01 have 120", p) for p in problems)
+    assert len(problems) == 2
 
 
 def test_generator_is_bit_identical_for_a_seed_and_differs_across_seeds(mini, tmp_path):
@@ -439,6 +498,9 @@ def test_read_columns_reads_a_run_of_voxels_as_a_slab_and_any_selection_right(tm
             cols = slice(None) if voxels is None else voxels
             np.testing.assert_array_equal(got, np.nan_to_num(values[1][:, cols].astype(np.float32)))
             assert ds.asked == [columns_read] * 3  # 70 rows in blocks of 32; a run of voxels: only its columns
+        for voxels, found in ((np.array([3, 50]), "3..50"), (np.array([-1, 4]), "-1..4")):  # V = 50: 0..49
+            with pytest.raises(DataError, match=rf"r.hf5: voxel index out of range \[0, 50\) \(found {found}\)"):
+                read_columns(f["individual_repeats"], voxels, tmp_path / "r.hf5", lead=(1,))
 
 
 def test_audio_that_does_not_cover_its_tr_grid_is_an_error_naming_the_file(mini_root, tmp_path):

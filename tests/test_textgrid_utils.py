@@ -73,6 +73,11 @@ def test_word_filter_and_stress():
     assert not is_word("{NS}") and is_word(" {NS} ") and not is_word("SP") and is_word("{CG}") and is_word("{IG}")
     assert strip_stress("ah0") == "AH" and strip_stress("ER12") == "ER"
     assert decode_textgrid_bytes(b"\xef\xbb\xbfa\r\nb") == "a\nb"
+    # phones: empty and blank labels are not phones either (a gap the aligner left unlabelled)
+    tier = parse_textgrid(format_textgrid({"phone": [(0.1, 0.2, "S"), (0.2, 0.3, " "), (0.3, 0.4, "OW1")]}, 0.5,
+                                          gap_label=""))
+    assert phones_from_tiers(tier).labels == ["S", "OW"]
+    np.testing.assert_array_equal(phones_from_tiers(tier).starts, [0.1, 0.3])
 
 
 def test_phone_tier_check_counts_arpabet_labels():
@@ -106,6 +111,8 @@ def test_word_tier_by_name_for_aligner_output():
     assert words_from_tiers(tiers, by_name=True).labels == ["the", "dog", "{SL}", ""]
     assert words_from_tiers(tiers).labels == ["DH", "AH0", "D", "AO1", "G"]  # by index: tier 1, here the phones
     unnamed = parse_textgrid(format_textgrid(TIERS, 2.0))  # ds003020 names ("phone", "word"): tier 1 either way
+    singular = parse_textgrid(format_textgrid({" Word ": TIERS["word"], "phones": TIERS["phone"]}, 2.0))
+    assert words_from_tiers(singular, by_name=True).labels == ["the", "dog", "{SL}", ""]  # "word", any case or spaces
     assert words_from_tiers(unnamed, by_name=True).labels == words_from_tiers(unnamed).labels
 
 
@@ -176,6 +183,23 @@ def test_praat_chronological_output_with_a_point_tier_and_comments(tmp_path):
     assert tiers[1].labels == ["sp", 'the "dog" line\ntwo']            # the zero-duration "zero" dropped
     assert words_from_tiers(tiers).labels == ['the "dog" line\ntwo']
     assert phones_from_tiers(tiers).labels == ["DH", "AH"]
+
+
+def test_chronological_entries_out_of_time_order_give_each_tier_in_time_order():
+    # a hand-edited file (or another writer) need not list each tier's entries in time order
+    text = "\n".join(['"Praat chronological TextGrid text file"', "0 1   ! Time domain.", "1   ! Number of tiers.",
+                      '"IntervalTier" "phone" 0 1', "1 0.5 1", '"OW1"', "1 0 0.5", '"S"']) + "\n"
+    tier = parse_textgrid(text)[0]
+    assert tier.labels == ["S", "OW1"]
+    np.testing.assert_array_equal(tier.starts, [0.0, 0.5])
+    np.testing.assert_array_equal(tier.ends, [0.5, 1.0])
+
+
+def test_format_textgrid_labels_every_gap_however_short():
+    # a gap of 0.5 ms between phones must become a labelled interval: the tier has to cover the grid without holes
+    tiers = parse_textgrid(format_textgrid({"phone": [(0.1, 0.2, "S"), (0.2005, 0.3, "OW1")]}, 0.4))
+    assert tiers[0].labels == ["sp", "S", "sp", "OW1", "sp"]
+    np.testing.assert_array_equal(tiers[0].starts, [0.0, 0.1, 0.2, 0.2005, 0.3])
 
 
 def test_the_ds003020_chronological_layout():
