@@ -328,3 +328,25 @@ def test_bootstrap_intervals_of_a_clearly_better_model(tmp_path):
     low, high = boot["low_level_impact_difference_ci95"]["tuned - pre"]["language"]
     assert 50 < low < 75 < high < 100  # tuned's impact ~75 points above pre's 0
     assert boot["low_level_impact_share_of_samples_above"]["tuned - pre"]["language"] == 1.0
+
+
+def test_voxels_above_first_counts_only_strictly_higher_voxels_with_both_values():
+    import numpy as np
+
+    from compare_results import voxels_above_first
+    nan = float("nan")
+    cc = np.array([[0.2, 0.3, 0.4, nan, 0.1], [0.2, 0.5, 0.1, 0.9, 0.3]])  # voxel 0 tied, voxel 3 lacks the first
+    above = voxels_above_first(cc, {"all": np.arange(5), "tied": np.array([0])})
+    assert above == {1: {"all": {"pct": 50.0, "n_voxels": 4}, "tied": {"pct": 0.0, "n_voxels": 1}}}
+
+
+def test_interval_is_the_central_95_percent_and_the_efficiency_curve_ends_at_the_full_data():
+    import numpy as np
+
+    from compare_results import _interval, efficiency_curve
+    assert _interval(np.arange(1001.0)) == [25.0, 975.0]
+    assert _interval(np.array([np.nan, 1.0, 1.0])) == [1.0, 1.0]
+    eff = {"counts": [1, 2, 4], "mean": {"language": [0.1, 0.2, 0.3]}, "n_train_stories": 8}
+    assert efficiency_curve(eff, {"language": 0.5}) == ([1, 2, 4, 8], {"language": [0.1, 0.2, 0.3, 0.5]})
+    whole = {**eff, "counts": [2, 4, 8]}  # the draws include every story already: no point added
+    assert efficiency_curve(whole, {"language": 0.5}) == ([2, 4, 8], {"language": [0.1, 0.2, 0.3]})

@@ -279,3 +279,75 @@ def test_aligned_reader_errors(tmp_path):
     (tmp_path / "a.wav").write_bytes(b"")
     with pytest.raises(DataError, match=r"a.wav: no matching alignment a.TextGrid"):
         dd.read_aligned_words(tmp_path)
+
+
+def test_held_out_speakers_are_those_with_the_smallest_crc32_whatever_the_order():
+    import zlib
+    speakers = ["FAKS0", "FDAC1", "FELC0", "MDAB0", "MJSW0", "MREB0", "MTAS1", "FJEM0", "MWBT0", "FCJF0"]
+    by_crc = sorted(speakers, key=lambda s: zlib.crc32(s.encode()))
+    assert dd.held_out_speakers(speakers, 0.3) == set(by_crc[:3])
+    assert dd.held_out_speakers(speakers[::-1] + speakers[:2], 0.3) == set(by_crc[:3])  # order, repeats: same
+    assert set(by_crc[:3]) != set(sorted(speakers)[:3])  # not the alphabetical first (all female: F... ids)
+    assert len(dd.held_out_speakers(speakers, 0.01)) == 1  # at least one
+
+
+def test_timit_sa_sentences_can_be_left_out_and_a_reversed_segment_is_an_error(tmp_path):
+    spk = _hand_timit(tmp_path)
+    for folder in (spk, tmp_path / "TEST" / "DR1" / "FXYZ1"):  # an SA sentence beside each SX one
+        for suffix in ("phn", "wrd", "wav"):
+            (folder / f"sa1.{suffix}").write_bytes((folder / f"sx101.{suffix}").read_bytes())
+    assert sorted(u.label for u in dd.read_timit(tmp_path)) == ["SA", "SA", "SX", "SX"]
+    assert sorted(u.label for u in dd.read_timit(tmp_path, include_sa=False)) == ["SX", "SX"]
+    (spk / "sx101.phn").write_text("0 1600 h#\n2400 1600 ix\n")
+    with pytest.raises(DataError, match=r"sx101.phn, line 2: end sample 1600 before start sample 2400"):
+        dd.read_timit(tmp_path)
+
+
+def test_speech_commands_speaker_is_the_file_name_before_nohash(downstream):
+    utts = dd.read_speech_commands(downstream / "speech_commands")
+    assert all(u.speaker == u.path.name.split("_nohash_")[0] and "_nohash_" in u.path.name for u in utts)
+    by_speaker = {}
+    for u in utts:
+        by_speaker.setdefault(u.speaker, []).append(u)
+    assert max(map(len, by_speaker.values())) > 1  # a speaker's recordings share one id (held out together)
+
+
+def test_crema_d_needs_an_actor_for_each_split(tmp_path):
+    folder = tmp_path / "AudioWAV"
+    folder.mkdir()
+    for actor in ("1001", "1002"):
+        (folder / f"{actor}_IEO_ANG_HI.wav").write_bytes(b"")
+    with pytest.raises(DataError, match=r"AudioWAV: 2 actors, too few for an actor-level train/val/test split"):
+        dd.read_crema_d(tmp_path)
+    (folder / "1003_IEO_SAD_LO.wav").write_bytes(b"")
+    assert [(u.speaker, u.split) for u in dd.read_crema_d(tmp_path)] == [("1001", "train"), ("1002", "val"),
+                                                                          ("1003", "test")]
+
+
+def test_slurp_devel_file_is_the_validation_split(tmp_path):
+    folder = tmp_path / "dataset" / "slurp"
+    folder.mkdir(parents=True)
+    (tmp_path / "slurp_real").mkdir()
+    for name in ("train", "devel", "test"):
+        (folder / f"{name}.jsonl").write_text(json.dumps({"slurp_id": 1, "intent": "alarm_set",
+                                                          "recordings": [{"file": f"{name}.flac"}]}) + "\n")
+    assert {u.path.name: u.split for u in dd.read_slurp(tmp_path)} == {"train.flac": "train", "devel.flac": "val",
+                                                                       "test.flac": "test"}
+
+
+def test_check_splits_names_an_empty_split(tmp_path):
+    utts = [dd.Utterance(tmp_path / f"{i}.wav", split, "a", "s") for i, split in enumerate(("train", "test", "train"))]
+    with pytest.raises(DataError, match=r"timit: split\(s\) \['val'\] hold no utterance \(counts \{'train': 2, "
+                                        r"'val': 0, 'test': 1\}\)"):
+        dd.check_splits(utts, "timit")
+    assert dd.check_splits(utts + [dd.Utterance(tmp_path / "v.wav", "val", "a", "s")], "timit") == {
+        "train": 2, "val": 1, "test": 1}
+
+
+def test_utterance_samples_counts_16_khz_samples_of_audio_at_any_rate(tmp_path):
+    import numpy as np
+    import soundfile as sf
+    for rate, n in ((16000, 12345), (8000, 4000), (44100, 44100)):
+        path = tmp_path / f"{rate}.wav"
+        sf.write(path, np.zeros(n, np.float32), rate)
+        assert dd.utterance_samples(dd.Utterance(path, "train", "a", "s")) == pytest.approx(n * 16000 / rate, abs=1)

@@ -119,6 +119,34 @@ def test_cache_is_reused_only_for_the_same_weights_and_audio(mini_root, tiny_mod
     assert not np.allclose(changed[0][0]["front"], first[0][0]["front"])
 
 
+def test_the_key_changes_with_the_window_positions_and_the_waveform_normalisation(mini_root, tiny_models):
+    import copy
+
+    from front_end_cache import front_end_key
+    enc, ds = _encoder(tiny_models["wav2vec2"]), _windows(mini_root)
+    key = front_end_key(enc, ds, 0, "fp32")
+    assert front_end_key(enc, ds, 0, "fp32") == key
+    shifted = copy.copy(ds)
+    shifted.ends = [e + 160 for e in ds.ends]  # the same audio, every window 10 ms later
+    assert front_end_key(enc, shifted, 0, "fp32")["audio_blake2b"] != key["audio_blake2b"]
+    enc.do_normalize = not enc.do_normalize  # the front end sees other numbers
+    assert front_end_key(enc, ds, 0, "fp32") != key
+    assert front_end_key(enc, ds, 0, "bf16") != front_end_key(enc, ds, 0, "fp32")
+
+
+def test_whisper_pad30_cache_marks_only_the_frames_of_real_audio_valid(mini_root, tiny_models, tmp_path):
+    enc, ds = _encoder(tiny_models["whisper"], mode="pad30"), _windows(mini_root)
+    enc.train()
+    cached = build_front_end_cache(tmp_path, enc, ds, torch.device("cpu"), "fp32", quiet=True)
+    assert enc.training  # the build ran the front end in eval mode and gave the model back as it was
+    front, valid = cached[0][0]["front"], cached[0][0]["valid"]
+    want = enc.valid_frames(ds.length, (1, front.shape[0]), "cpu")[0]  # what a forward from the waveform masks
+    assert torch.equal(valid, want) and 0 < int(valid.sum()) == enc.frame_count(ds.length) < front.shape[0]
+    enc.eval()
+    build_front_end_cache(tmp_path / "other", enc, ds, torch.device("cpu"), "fp32", quiet=True)
+    assert not enc.training
+
+
 def test_an_interrupted_cache_is_rebuilt(mini_root, tiny_models, tmp_path):
     enc = _encoder(tiny_models["wav2vec2"])
     ds = _windows(mini_root)
@@ -136,6 +164,17 @@ def test_an_interrupted_cache_is_rebuilt(mini_root, tiny_models, tmp_path):
         f.truncate(array.stat().st_size // 2)
     again = build_front_end_cache(tmp_path, enc, ds, torch.device("cpu"), "fp32", quiet=True)
     torch.testing.assert_close(again[3][0]["front"], want)
+    # metadata not marked complete, or an array of another shape: rebuilt, not read
+    meta = json.loads((again.path / META).read_text())
+    del again
+    np.save(array, np.zeros(np.load(array, mmap_mode="r").shape, np.float32))
+    (array.parent / META).write_text(json.dumps({**meta, "complete": False}))
+    incomplete = build_front_end_cache(tmp_path, enc, ds, torch.device("cpu"), "fp32", quiet=True)
+    torch.testing.assert_close(incomplete[3][0]["front"], want)
+    del incomplete
+    np.save(array, np.zeros((len(ds), 1, 1), np.float32))  # a whole .npy, written by something else
+    reshaped = build_front_end_cache(tmp_path, enc, ds, torch.device("cpu"), "fp32", quiet=True)
+    torch.testing.assert_close(reshaped[3][0]["front"], want)
 
 
 def _metrics(out):

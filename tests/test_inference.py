@@ -106,6 +106,31 @@ def test_models_run_together_equal_each_alone_batch_after_batch(tiny_models, fam
     assert not torch.allclose(together[0][0][2], together[1][0][1])  # the tuned top layer differs
 
 
+def test_a_whisper_model_sharing_bottom_blocks_starts_from_them_when_its_root_asks_for_other_layers(tiny_models):
+    # the pretrained model asks only for the embeddings; the tuned one (bottom blocks shared) for its top layer:
+    # the shared blocks' output must still be computed for the tuned model to start from
+    import models
+    from inference import hidden_states_together, prepare_for_inference
+
+    def encoder():
+        model, fe, mt = models.load_backbone(tiny_models["whisper"])
+        return models.SpeechEncoder(model, fe, mt, "truncate")
+
+    pre, tuned, alone = encoder(), encoder(), encoder()
+    with torch.no_grad():
+        for p in tuned.transformer_layers()[-1].parameters():
+            p.add_(0.05)
+    alone.load_state_dict(tuned.state_dict())
+    plan = prepare_for_inference([pre, tuned], "cpu")
+    prepare_for_inference([alone], "cpu")
+    top = tuned.num_layers
+    assert plan[1] == (0, top - 1)
+    batch = torch.from_numpy(np.random.default_rng(1).normal(size=(2, 16000)).astype(np.float32))
+    (pre_states, _), (tuned_states, _) = hidden_states_together([pre, tuned], batch, [[0], [top]], plan)
+    torch.testing.assert_close(tuned_states[0], alone(batch, layers=[top])[0][0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(pre_states[0], pre(batch, layers=[0])[0][0], rtol=1e-5, atol=1e-5)
+
+
 def test_grouped_convs_leave_bf16_autocast_in_inference_only(tiny_models, monkeypatch):
     import models
     from inference import FP32_CONV_DEVICES, grouped_convs_in_fp32, prepare_for_inference

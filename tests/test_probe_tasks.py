@@ -694,3 +694,14 @@ def test_a_hub_id_probe_records_its_commit_and_caches_per_commit(downstream, tin
     cfg = json.loads((tmp_path / "pinned" / "config.json").read_text())
     assert cfg["args"]["model_revision"] == "a" * 40 and cfg["args"]["revision"] == "a" * 40
     assert cfg["feature_cache"] == json.loads((tmp_path / "a" / "config.json").read_text())["feature_cache"]
+
+
+def test_chance_level_is_the_training_majority_scored_on_the_test_split():
+    from probe_tasks import chance_level
+    # train mostly class 2, test mostly class 0: chance predicts 2 (known before the test), right on 1 of 4
+    labels = {"train": np.array([2, 2, 2, 0, 1]), "test": np.array([0, 0, 0, 2])}
+    assert chance_level(labels, "multiclass") == {"accuracy": 0.25, "n_classes_train": 3}
+    # multilabel: per class, the training majority (on, off, off), scored per label of the test rows
+    multi = {"train": np.array([[1, 0, 0], [1, 1, 0], [0, 0, 1]], np.float32),
+             "test": np.array([[0, 1, 1], [0, 1, 1]], np.float32)}
+    assert chance_level(multi, "multilabel") == {"accuracy": 0.0}

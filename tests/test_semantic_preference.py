@@ -47,6 +47,13 @@ def test_meaning_space_prefers_synonyms_and_sound_space_homophones():
     assert same["synonym"] == pytest.approx([1.0]) and same["near_homophone"] == pytest.approx([-1.0])
 
 
+def test_random_pairs_are_of_two_different_words():
+    # orthogonal words: every pair of two different words has cosine 0; a word paired with itself would add 1s
+    embeddings = {w: np.eye(6)[i][None] for i, w in enumerate("abcdef")}
+    result = semantic_preference(embeddings, [("a", "b", "synonym"), ("c", "d", "near_homophone")], n_random=500)
+    assert result["random"] == [0.0]
+
+
 def test_pairs_files(tmp_path):
     pairs = read_pairs(ENGLISH_PAIRS)
     assert {r for _, _, r in pairs} == {"synonym", "near_homophone"} and len(pairs) >= 40
@@ -59,6 +66,9 @@ def test_pairs_files(tmp_path):
     with pytest.raises(DataError, match="p.tsv, line 5: .* found \\['big', 'small', 'antonym'\\]"):
         read_pairs(bad)
     # as a spreadsheet saves it: a byte-order mark, Windows line ends, a space after a cell
+    upper = tmp_path / "upper.tsv"  # words are matched lower-case, as the corpus words are
+    upper.write_text("word1\tword2\trelation\nBig\tLARGE\tsynonym\n")
+    assert read_pairs(upper) == [("big", "large", "synonym")]
     excel = tmp_path / "excel.tsv"
     excel.write_bytes("word1\tword2\trelation\r\nbig \tlarge\tsynonym \r\n".encode("utf-8-sig"))
     assert read_pairs(excel) == [("big", "large", "synonym")]
@@ -124,3 +134,17 @@ def test_a_word_segment_past_its_audio_is_an_error_before_extraction(mini_root, 
     occ["late"] = [(story, end_s - 0.5, end_s + 1.0)]  # the TextGrid of a longer recording
     with pytest.raises(DataError, match=rf"{story}: its time alignment \(word segments\) ends at {end_s + 1:.3f} s"):
         occurrence_features(encoder, {story: audio}, occ, [1], progress=False)
+
+
+def test_each_occurrence_is_heard_with_the_context_before_it(mini_root, tiny_models, monkeypatch):
+    import semantic_preference as sp
+    encoder, data, story = _encoder_and_first_story(mini_root, tiny_models)
+    heard, real = [], sp.frame_features_together
+
+    def recording(encoders, wav, *args, **kwargs):
+        heard.append(len(wav))
+        return real(encoders, wav, *args, **kwargs)
+    monkeypatch.setattr(sp, "frame_features_together", recording)
+    occ = {"early": [(story, 1.0, 1.5)], "late": [(story, 10.0, 10.25)]}
+    sp.occurrence_features(encoder, {story: data.audio(story)}, occ, [1], context_s=3.0, progress=False)
+    assert heard == [int(1.5 * 16000), int(3.25 * 16000)]  # from the audio's start; from 3 s before the word
