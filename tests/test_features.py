@@ -99,6 +99,9 @@ def test_shared_bottom_needs_the_same_config_and_preprocessing(tiny_models):
     assert models.shared_bottom(a, b) is None
     assert models.shared_bottom(a, _encoder(tiny_models["hubert"])) is None
     assert all(models.shared_bottom(_encoder(tiny_models[f]), _encoder(tiny_models[f])) is not None for f in FAMILIES)
+    raw = _encoder(tiny_models["wav2vec2"])
+    raw.do_normalize = not raw.do_normalize  # the same weights fed other numbers
+    assert models.shared_bottom(_encoder(tiny_models["wav2vec2"]), raw) is None
 
 
 def test_feature_cache_keeps_a_storys_other_layers_when_more_are_saved(tmp_path):

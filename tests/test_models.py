@@ -51,6 +51,31 @@ def test_whisper_pad30_matches_the_hf_encoder(tiny_models):
     assert t_states[0].shape[1] == 150 and bool(t_valid.all())
 
 
+def test_waveform_normalisation_is_the_feature_extractors(tiny_models):
+    enc, fe = _encoder(tiny_models["wav2vec2"])
+    assert enc.do_normalize and fe.do_normalize
+    wav = np.random.default_rng(0).normal(0.3, 2.0, size=400).astype(np.float32)  # short: ddof 0 vs 1 is 0.1%
+    want = fe(wav, sampling_rate=16000, return_tensors="pt").input_values
+    torch.testing.assert_close(enc._normalise(torch.from_numpy(wav)[None]), want, rtol=1e-5, atol=1e-5)
+
+
+def test_whisper_frame_count_counts_every_frame_touching_real_audio_up_to_30_s(tiny_models):
+    enc, _ = _encoder(tiny_models["whisper"])
+    # 160 samples per mel frame, 2 mel frames per encoder frame: 320 samples (20 ms) per frame
+    assert [enc.frame_count(n) for n in (320, 16000, 16001, 16320, 16321)] == [1, 50, 51, 51, 52]
+    assert enc.frame_count(30 * 16000) == enc.frame_count(40 * 16000) == 1500  # Whisper's 1500 positions
+
+
+def test_whisper_takes_30_s_and_refuses_a_sample_more(tiny_models):
+    enc, _ = _encoder(tiny_models["whisper"], "truncate")
+    enc.eval()
+    with torch.no_grad():
+        states, valid = enc(torch.zeros(1, 30 * 16000), layers=[1])
+        assert states[0].shape[1] == 1500 and bool(valid.all())
+        with pytest.raises(ModelError, match=r"Whisper takes at most 30 s of audio; found 30.0 s"):
+            enc(torch.zeros(1, 30 * 16000 + 1), layers=[1])
+
+
 def test_masked_mean_ignores_invalid_frames():
     states = torch.tensor([[[1.0], [3.0], [100.0]]])
     valid = torch.tensor([[True, True, False]])

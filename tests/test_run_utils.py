@@ -24,6 +24,7 @@ def test_json_converts_numpy_and_paths(tmp_path):
     path = tmp_path / "sub" / "results.json"  # parent folders are created
     write_json_atomic(path, {"n": np.int64(3), "r": np.float32(0.5), "cc": np.arange(3), "out": Path("a/b")})
     assert json.loads(path.read_text()) == {"n": 3, "r": 0.5, "cc": [0, 1, 2], "out": "a/b"}
+    assert type(json.loads(path.read_text())["n"]) is int  # a count stays an integer (3 == 3.0 in Python)
 
 
 def test_read_result_json_names_the_file_and_what_is_wrong(tmp_path):
@@ -541,6 +542,14 @@ def test_output_claims_hold_every_folder_or_none(tmp_path):
     assert (tmp_path / "a" / "summary.json").is_file() and not (tmp_path / "b").exists()
     with run_utils.output_claims([tmp_path / "a", tmp_path / "." / "a"], "run") as busy:  # one folder, named twice
         assert busy is None
+
+
+def test_output_claims_claim_a_folder_spelled_two_ways_once(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x").mkdir()
+    for spellings in (["a", tmp_path / "a"], [tmp_path / "x" / ".." / "a", "a"]):  # relative, absolute, with ..
+        with run_utils.output_claims(spellings, "run") as busy:
+            assert busy is None
 
 
 def test_output_dirs_problem_names_another_programs_folder_and_one_this_job_cannot_write(tmp_path, monkeypatch):
