@@ -113,10 +113,12 @@ def test_block_bootstrap_and_roi_cc_norm_samples():
     assert w.shape == (200, 23) and np.all(w.sum(axis=1) == 23)
     assert w.std(axis=0).min() > 0  # every row is sometimes left out or repeated
     assert np.all(al.block_bootstrap_weights(8, block_trs=8, n_boot=3) == 1)  # one block = the story itself
+    short = al.block_bootstrap_weights(4, block_trs=10, n_boot=5)  # a block longer than the story: the story
+    assert short.shape == (5, 4) and np.all(short == 1)
     rng = np.random.default_rng(0)
     y = rng.normal(size=(23, 6))
     good, bad = y + rng.normal(size=y.shape), rng.normal(size=y.shape)
-    cc_max = np.array([0.9, 0.8, 0.05, 0.7, 0.6, 0.5])  # voxel 2 below the floor: left out, as roi_summary does
+    cc_max = np.array([0.9, 0.8, 0.1, 0.7, 0.6, 0.5])  # voxel 2 at the floor: left out, as roi_summary does
     ones = np.ones((1, 23))
     point = al.bootstrap_roi_cc_norm([[good], [bad, good]], y, cc_max, ones)
     r = columnwise_correlation(good, y)
@@ -652,3 +654,11 @@ def test_story_features_are_sampled_at_tr_midpoints():
     out = al.story_tr_features(times, impulse, grid, test=False)
     assert out.shape == (grid.n_tr - 15, 1)
     assert np.argmax(out[:, 0]) == 20 - 10  # row j of the trimmed grid is TR j + 10 (TR 21 if read at onsets)
+
+
+def test_wilcoxon_compare_drops_each_pair_with_a_missing_value():
+    tuned, pre = np.array([0.3, 0.4, np.nan, 0.5, 0.6]), np.array([0.2, 0.1, 0.3, np.nan, 0.4])
+    out = al.wilcoxon_compare(tuned, pre)
+    assert out["n"] == 3 and out["min_p_value"] == 0.25
+    assert out["tuned_mean"] == pytest.approx(np.mean([0.3, 0.4, 0.6]))
+    assert out["pretrained_mean"] == pytest.approx(np.mean([0.2, 0.1, 0.4]))

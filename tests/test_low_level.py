@@ -68,3 +68,15 @@ def test_residualize_removes_the_low_level_part_of_train_and_test_features():
         assert np.abs(with_low).max() < 0.15 and with_own.min() > 0.95
         np.testing.assert_allclose(res.mean(0), 0, atol=1e-6)  # z-scored
         np.testing.assert_allclose(res.std(0), 1, atol=1e-5)
+
+
+def test_mel_bands_use_a_hann_window_and_stop_at_fmax():
+    t = np.arange(16000) / 16000
+    floor = np.log(1e-6)
+    # a 500 Hz tone off the 40 Hz bins: with a Hann window its leakage into the top band is ~ nothing (-13.8);
+    # a rectangular window would leave ~ -7.9 there
+    _, energy = mel_band_energy(np.sin(2 * np.pi * 500 * t).astype(np.float32), n_bands=8)
+    assert energy[:, 0].mean() > 0 and energy[:, -1].mean() < floor + 1
+    tone_6k = np.sin(2 * np.pi * 6000 * t).astype(np.float32)
+    assert mel_band_energy(tone_6k, n_bands=8)[1].max() > 0
+    assert mel_band_energy(tone_6k, n_bands=8, fmax=4000)[1].max() < floor + 1  # above fmax: in no band

@@ -286,3 +286,51 @@ def test_epoch_order_depends_on_seed_and_epoch_only():
     shares = [torch.cat(list(training.epoch_loader(windows, 1, 0, 4, 0, torch.device("cpu"), r, 2))).tolist()
               for r in (0, 1)]
     assert sorted(shares[0] + shares[1]) == windows  # two processes: each its half, together every window
+
+
+def test_story_swap_never_pairs_a_story_with_its_own_responses():
+    grid = simulated_tr_grid(40)
+    stories = [StoryData(f"s{k}", np.zeros(16000, np.float32), grid, np.full((20, 2), k, np.float32)) for k in range(4)]
+    for seed in range(20):
+        swapped = apply_target_control(stories, "story-swap", seed)
+        sources = [int(s.targets[0, 0]) for s in swapped]
+        assert sorted(sources) == [0, 1, 2, 3] and all(src != k for k, src in enumerate(sources))
+
+
+def test_distant_permutation_falls_back_to_a_half_rotation_when_none_is_far_enough():
+    rng = np.random.default_rng(0)
+    assert _distant_permutation(2, 2, rng).tolist() == [1, 0]  # no permutation of 2 moves a block 2 places
+    assert _distant_permutation(5, 5, rng).tolist() == [3, 4, 0, 1, 2]
+
+
+def test_targets_from_a_file_must_be_finite_and_equally_wide(mini_root):
+    import data_utils as du
+    data = du.Ds003020(mini_root)
+    stories = ["souls", "avatar"]
+    rows = {s: data.n_response_rows("UTS01", s) for s in stories}
+    good = {s: np.ones((rows[s], 3), np.float32) for s in stories}
+    loaded = training.load_story_data(data, ["UTS01"], stories, None, targets_from=good, quiet=True)
+    assert [d.targets.shape for d in loaded] == [(rows[s], 3) for s in stories]
+    wide = {**good, "avatar": np.ones((rows["avatar"], 4), np.float32)}
+    with pytest.raises(du.DataError, match=r"t.npz: every story needs the same number of target columns; most have "
+                                           r"\d, but \{'\w+': \d\}"):
+        training.load_story_data(data, ["UTS01"], stories, None, targets_from=wide, quiet=True, targets_source="t.npz")
+    bad = {**good, "avatar": good["avatar"].copy()}
+    bad["avatar"][[2, 5], 1] = [np.nan, np.inf]
+    with pytest.raises(du.DataError, match=r"t.npz: 'avatar' holds 2 NaN or inf values \(rows \[2, 5\]...\)"):
+        training.load_story_data(data, ["UTS01"], stories, None, targets_from=bad, quiet=True, targets_source="t.npz")
+
+
+def test_a_checkpoint_of_a_model_with_tied_weights_saves_and_loads(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 3))
+    model[1].weight = model[0].weight  # tied: safetensors refuses tensors sharing memory
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    training.save_training_state(tmp_path / "ckpt", model, optimizer, scheduler, {"epoch": 3})
+    fresh = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 3))
+    fresh[1].weight = fresh[0].weight  # the resumed run builds the same (tied) model
+    fresh_optimizer = torch.optim.SGD(fresh.parameters(), lr=0.1)
+    state = training.load_training_state(tmp_path / "ckpt", fresh, fresh_optimizer,
+                                         torch.optim.lr_scheduler.LambdaLR(fresh_optimizer, lambda step: 1.0))
+    assert state == {"epoch": 3}
+    assert torch.equal(fresh[0].weight, model[0].weight) and torch.equal(fresh[1].weight, model[0].weight)

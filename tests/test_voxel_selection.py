@@ -73,6 +73,9 @@ def test_noise_ceiling_files_name_file_expected_and_found(mini, tmp_path):
     for values, message in (([0.2, 45.0, 0.5], r"UTS01.npy: expected noise ceilings \(cc_max\) in \[0, 1\], found 1 "
                                                 r"of 3 values outside \(min 0.2, max 45\)"),
                             ([-0.3, 0.5, 0.1], r"found 1 of 3 values outside \(min -0.3, max 0.5\)"),
+                            ([0.2, 1.005, 0.5], r"found 1 of 3 values outside \(min 0.2, max 1.005\)"),
+                            ([0.2 + 0.1j, 0.5, 0.1], r"expected real noise-ceiling values \(cc_max\), found dtype "
+                                                     r"complex128"),
                             ([np.nan, np.nan, np.inf], r"UTS01.npy: no finite noise-ceiling value among its 3 voxels"),
                             ([True, False, True], r"UTS01.npy: expected real noise-ceiling values \(cc_max\), found "
                                                   r"dtype bool")):
