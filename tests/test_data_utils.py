@@ -306,7 +306,6 @@ def test_summary_cli_reports_aligned_and_names_a_corrupted_file(mini_root, tmp_p
     assert data_utils.main(["--data-dir", str(tmp_path / "nowhere")]) == data_utils.EXIT_DATA
 
 
-
 def test_summary_names_a_story_whose_rows_or_voxels_do_not_fit(mini_root, tmp_path):
     root, data = _copy(mini_root, tmp_path)
     rows = data.respdict["souls"] - 20
