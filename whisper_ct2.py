@@ -123,6 +123,18 @@ def ct2_to_hf_state(v: dict[str, np.ndarray], n_enc: int, n_dec: int) -> dict[st
     return sd
 
 
+class _Variables(dict):
+    """read_ct2's variables of `path`; one that is not there is a ValueError naming the file, not a bare KeyError."""
+
+    def __init__(self, path: Path, variables: dict[str, np.ndarray]):
+        super().__init__(variables)
+        self.path = path
+
+    def __missing__(self, name):
+        raise ValueError(f"{self.path}: lacks the variable {name!r} of a CTranslate2 Whisper export (found "
+                         f"{len(self)} variables)")
+
+
 CT2_FILES = ("model.bin", "config.json", "tokenizer.json")  # what a CTranslate2 Whisper export holds
 # What a finished conversion holds (the folder is renamed into place only when all are written).
 CONVERTED_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "tokenizer.json")
@@ -165,7 +177,7 @@ def convert(out_dir: str | Path, ct2_dir: str | Path | None = None) -> Path:
                  else "a file, not a folder" if ct2_dir.exists() else "no such folder")
         raise ValueError(f"{ct2_dir}: expected a CTranslate2 Whisper folder holding {list(CT2_FILES)}, lacking "
                          f"{lacking} (found {found})")
-    v = read_ct2(ct2_dir / "model.bin")
+    v = _Variables(ct2_dir / "model.bin", read_ct2(ct2_dir / "model.bin"))
     import re
     n_enc = len({k.split("/")[1] for k in v if re.match(r"encoder/layer_\d+/", k)})
     n_dec = len({k.split("/")[1] for k in v if re.match(r"decoder/layer_\d+/", k)})

