@@ -128,17 +128,18 @@ def text_model_teacher(args, data: du.Ds003020, stories: list[str]) -> tuple[dic
     device = resolve_device(args.device)
     tokenizer, lm = tt.load_text_model(args.text_model, device, args.revision)
     check_layer(args.layer, lm.config.num_hidden_layers, args.text_model)
+    batch_size = args.batch_size or 32
     targets, per_story = {}, {}
     for story in tqdm(stories, desc="stories", disable=args.no_progress):
         targets[story], per_story[story] = tt.text_model_targets(data, story, tokenizer, lm, args.layer,
-                                                                 args.context_words, args.batch_size or 32, device,
+                                                                 args.context_words, batch_size, device,
                                                                  not args.no_progress)
     return targets, per_story, {"kind": "text_model", "model": args.text_model,
                                 "model_revision": models.hub_revision(args.text_model, args.revision),
                                 "model_type": lm.config.model_type,
                                 "layer": args.layer, "dims": lm.config.hidden_size, "context_words": args.context_words,
                                 "token": "the word's last token", "non_lexical_labels": "zeros", "case": "lower",
-                                "device": str(device)}
+                                "batch_size": batch_size, "device": str(device)}
 
 
 def speech_model_teacher(args, data: du.Ds003020, stories: list[str]) -> tuple[dict, dict, dict]:

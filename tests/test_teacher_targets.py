@@ -82,6 +82,7 @@ def test_word_teacher_equals_the_miniatures_semantic_truth_and_the_trainer_tunes
     assert record["resolved"]["teacher"]["kind"] == "word_embedding"
     words = record["resolved"]["stories"][present[0]]
     assert 0 < words["in_vocabulary"] < words["words"]  # function words are outside the vocabulary
+    assert all(record["resolved"]["stories"][s]["rows"] == data.respdict[s] - 20 for s in present)
     assert record["versions"]["numpy"] == np.__version__
 
     # the trainer regresses onto them, reading no voxel of the responses (only their row counts)
@@ -128,6 +129,7 @@ def test_speech_teacher_reads_the_evaluations_feature_cache(mini, tiny_models, t
     # same cache folder, every story found there: the teacher's features are the evaluation's
     assert teacher["feature_cache"] == evaluated["feature_cache"] and teacher["feature_cache_hits"] == len(stories)
     assert teacher["model_revision"] is None  # a local folder (a hub id: its cached commit, models.hub_revision)
+    assert teacher["batch_size"] == 1 and teacher["device"] == "cpu"  # one window at a time on a CPU, as evaluated
     data = du.Ds003020(mini / "ds003020")
     with np.load(out) as z:
         assert sorted(z.files) == stories
@@ -165,6 +167,9 @@ def test_usage_and_data_errors(mini, tiny_models, tmp_path, capsys):
     assert mtt.main(["--data-dir", root, "--word-embedding", "english1000", "--batch-size", "8",
                      "--out", str(tmp_path / "t.npz")]) == 2
     assert "--batch-size applies to a model teacher" in capsys.readouterr().err
+    assert mtt.main(["--data-dir", root, "--word-embedding", "english1000", "--layer", "1",
+                     "--out", str(tmp_path / "t.npz")]) == 2
+    assert "--layer chooses a model teacher's layer; --word-embedding has none" in capsys.readouterr().err
     assert not (tmp_path / "t.npz").exists()
     np.savez(tmp_path / "mine.npz", x=np.arange(3))  # someone else's file under the name given as --out
     assert mtt.main(["--data-dir", root, "--word-embedding", "english1000", "--out", str(tmp_path / "mine.npz")]) == 2
@@ -230,7 +235,7 @@ def test_text_teacher_end_to_end(mini, text_model, tmp_path, capsys):
     data = du.Ds003020(mini / "ds003020")
     record = json.loads((tmp_path / "lm.npz.json").read_text())["resolved"]
     assert record["teacher"]["kind"] == "text_model" and record["teacher"]["context_words"] == 5
-    assert record["teacher"]["model_revision"] is None
+    assert record["teacher"]["model_revision"] is None and record["teacher"]["batch_size"] == 32
     with np.load(out) as z:
         for story in stories:
             assert z[story].shape == (data.respdict[story] - 20, 32)
@@ -291,3 +296,33 @@ def test_a_story_without_its_textgrid_is_a_data_error_naming_it(mini, tmp_path, 
     assert "TextGrid not found: " in (err := capsys.readouterr().err) and "souls.TextGrid" in err
     assert not (tmp_path / "t.npz").exists()
 
+
+
+def test_a_text_teacher_reads_words_in_batches_of_batch_size(mini, text_model, tmp_path, monkeypatch):
+    folder, seen = text_model[0].name_or_path, []
+    real = tt.text_model_word_vectors
+
+    def spy(labels, tokenizer, model, layer, context_words, batch_size, *rest):
+        seen.append(batch_size)
+        return real(labels, tokenizer, model, layer, context_words, batch_size, *rest)
+    monkeypatch.setattr(tt, "text_model_word_vectors", spy)
+    assert mtt.main(["--data-dir", str(mini / "ds003020"), "--text-model", folder, "--layer", "1", "--batch-size", "5",
+                     "--stories", "souls", "--out", str(tmp_path / "lm.npz"), "--no-progress"]) == 0
+    assert seen == [5]
+    assert json.loads((tmp_path / "lm.npz.json").read_text())["resolved"]["teacher"]["batch_size"] == 5
+
+
+def test_stories_without_audio_are_left_out_named_or_refused_and_requested_ones_kept_in_order(mini, tmp_path, capsys):
+    root = link_tree(mini / "ds003020", tmp_path / "ds003020", without=("stimuli/souls.wav",))
+    assert mtt.main(["--data-dir", str(root), "--word-embedding", "english1000", "--out", str(tmp_path / "d.npz"),
+                     "--no-progress"]) == 0
+    assert "souls" in capsys.readouterr().err.split("brain-tuning stories: ")[1]  # the note names it
+    with np.load(tmp_path / "d.npz") as z:
+        assert "souls" not in z.files and len(z.files) > 0
+    assert mtt.main(["--data-dir", str(root), "--word-embedding", "english1000", "--stories", "stagefright", "souls",
+                     "--out", str(tmp_path / "r.npz")]) == 3
+    assert "no respdict entry and audio for ['souls']" in capsys.readouterr().err
+    assert mtt.main(["--data-dir", str(root), "--word-embedding", "english1000", "--stories", "wheretheressmoke",
+                     "stagefright", "--out", str(tmp_path / "o.npz"), "--no-progress"]) == 0
+    with np.load(tmp_path / "o.npz") as z:
+        assert z.files == ["wheretheressmoke", "stagefright"]  # as asked, not sorted
