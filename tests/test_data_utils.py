@@ -266,6 +266,22 @@ def test_compute_noise_ceiling_cli(mini, mini_root, tmp_path, capsys):
     assert "souls.hf5" in capsys.readouterr().err and not (tmp_path / "x").exists()  # named, nothing written
 
 
+def test_noise_ceiling_in_voxel_blocks_equals_it_at_once_and_its_record_counts_strictly_above(mini_root, tmp_path,
+                                                                                              monkeypatch):
+    import compute_noise_ceiling
+    from eval_utils import noise_ceiling
+    data = Ds003020(mini_root)
+    whole = noise_ceiling(data.load_repeats("UTS01"))
+    for block in (1, 7, whole.size - 1):  # blocks of one voxel, uneven blocks, a last block of one voxel
+        np.testing.assert_allclose(compute_noise_ceiling.subject_noise_ceiling(data, "UTS01", block=block), whole,
+                                   rtol=1e-12)
+    made = np.array([0.4, 0.41, 0.2, 0.9])  # one voxel exactly at the trainer's threshold: not above it
+    monkeypatch.setattr(compute_noise_ceiling, "subject_noise_ceiling", lambda *a, **k: made)
+    assert compute_noise_ceiling.main(["--data-dir", str(mini_root), "--subject", "UTS01", "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "UTS01.json").read_text())
+    assert (record["above_0.4"], record["median"]) == (2, pytest.approx(0.405))
+
+
 def test_noise_ceiling_on_the_rows_the_evaluation_scores(mini_root, tmp_path, capsys):
     from compute_noise_ceiling import main
     from eval_utils import noise_ceiling

@@ -75,3 +75,39 @@ def test_voxel_scatter_draws_one_panel_per_model_and_roi_with_its_voxels_over_al
     plotting.plot_voxel_scatter(reference, {"tuned": models["tuned"]}, {}, "unused.png", "pre cc_norm")
     (ax,) = captured[1].axes  # no ROI file: one panel of every voxel
     assert len(ax.collections) == 1 and len(ax.collections[0].get_offsets()) == 4
+
+
+def test_loss_curve_draws_train_and_validation_loss_and_validation_r_per_epoch(captured):
+    metrics = [{"epoch": 0, "train_loss": np.nan, "val_loss": 1.0, "val_corr": 0.0},
+               {"epoch": 1, "train_loss": 0.9, "val_loss": 0.95, "val_corr": 0.1},
+               {"epoch": 2, "train_loss": 0.8, "val_loss": 0.97, "val_corr": 0.12}]
+    plotting.plot_loss_curve(metrics, "unused.png", title="UTS01")
+    loss_ax, r_ax = captured[0].axes
+    train, val = loss_ax.lines
+    np.testing.assert_array_equal(train.get_xdata(), [0, 1, 2])
+    np.testing.assert_array_equal(train.get_ydata(), [np.nan, 0.9, 0.8])  # epoch 0: an untrained head, no train loss
+    np.testing.assert_array_equal(val.get_ydata(), [1.0, 0.95, 0.97])
+    np.testing.assert_array_equal(r_ax.lines[0].get_ydata(), [0.0, 0.1, 0.12])
+    assert [t.get_text() for t in loss_ax.get_legend().get_texts()] == ["train loss", "val loss", "val r"]
+    assert loss_ax.get_title() == "UTS01" and r_ax.get_ylabel() == "mean val r"
+
+
+def test_bars_draw_error_bars_and_each_subject_across_the_models_in_order(captured):
+    values = {"language": {"pre": 0.2, "tuned": 0.3}}
+    plotting.plot_bars(values, "unused.png", "cc_norm", errors={"language": {"pre": 0.01, "tuned": 0.05}},
+                       points={"language": {"pre": [0.1, 0.3], "tuned": [0.4, 0.2]}})
+    ax = captured[0].axes[0]
+    lengths = sorted(round(float(np.ptp(seg[:, 1])), 3) for c in ax.collections for seg in c.get_segments())
+    assert lengths == [0.02, 0.1]  # error bars of ±0.01 and ±0.05
+    subjects = [line for line in ax.lines if line.get_marker() == "o"]
+    # one line per subject, from its value under the first model to its value under the second
+    np.testing.assert_allclose(np.stack([line.get_ydata() for line in subjects], axis=1), [[0.1, 0.3], [0.4, 0.2]])
+    np.testing.assert_allclose(subjects[0].get_xdata(), [0.0, 0.4])
+
+
+def test_layer_curves_on_a_log_axis_keep_ticks_at_the_counts(captured):
+    plotting.plot_layer_curves({"all": {"pre": [0.1, 0.2, 0.25]}}, [1, 4, 16], "unused.png", "mean cc_norm",
+                               xlabel="encoding-model training stories", log_x=True)
+    (ax,) = captured[0].axes
+    assert ax.get_xscale() == "log" and [t.get_text() for t in ax.get_xticklabels()] == ["1", "4", "16"]
+    assert ax.get_xlabel() == "encoding-model training stories"

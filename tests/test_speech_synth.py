@@ -48,3 +48,23 @@ def test_espeak_mnemonics_map_to_arpabet():
     assert espeak_phone_to_arpabet("_") is None and espeak_phone_to_arpabet("_:") is None  # pauses
     assert espeak_phone_to_arpabet("s") == "S" and espeak_phone_to_arpabet("tS") == "CH"   # consonants: no digit
     assert espeak_phone_to_arpabet("'a") == "AE1" and espeak_phone_to_arpabet("@") == "AH0"  # stress marks
+
+
+def test_stress_marks_and_unknown_mnemonics():
+    assert espeak_phone_to_arpabet(",a") == "AE1"  # secondary stress counts as stressed
+    assert espeak_phone_to_arpabet("%a") == "AE0" and espeak_phone_to_arpabet("=I") == "IH0"  # marks stripped
+    assert espeak_phone_to_arpabet("tX") == "T" and espeak_phone_to_arpabet("'aX") == "AE1"  # by its first character
+    assert espeak_phone_to_arpabet("Q") == "AH0"  # nothing known: a schwa
+
+
+def test_events_become_word_and_phone_intervals_by_hand():
+    from speech_synth import _EVENT_END, _EVENT_PHONEME, _EVENT_WORD, _events_to_alignment
+    W, P, END = _EVENT_WORD, _EVENT_PHONEME, _EVENT_END
+    events = [(W, 1, 2, 0, ""), (P, 0, 0, 0, "h"), (P, 0, 0, 100, "'aI"), (P, 0, 0, 200, "_"),  # "hi", a pause
+              (W, 4, 5, 300, ""), (P, 0, 0, 300, "D"), (P, 0, 0, 300, "'e@"),  # one time, two phones: one kept
+              (P, 0, 0, 400, "r"), (END, 0, 0, 450, ""),  # the sentence ends before the audio does
+              (P, 0, 0, 650, "s"), (END, 0, 0, 700, "")]  # after the audio's end: dropped
+    got = _events_to_alignment(events, b"hi there", duration=0.6)
+    # of phones at one time the last in (time, name) order is kept: "D" sorts after "'e@"
+    assert got["phones"] == [(0.0, 0.1, "HH"), (0.1, 0.2, "AY1"), (0.3, 0.4, "DH"), (0.4, 0.45, "R")]
+    assert got["words"] == [(0.0, 0.2, "hi"), (0.3, 0.45, "there")]
