@@ -189,6 +189,9 @@ def test_brain_evaluate_end_to_end_cache_and_compare(mini, tiny_models, tmp_path
     assert summary["noise_ceiling_digest"] == array_digest(nc)
     resolved = json.loads((tmp_path / "a" / "config.json").read_text())["resolved"]
     assert resolved["feature_cache_hits"] == 0
+    assert resolved["batch_size"] == 1 and resolved["device"] == "cpu"  # one window at a time on a CPU
+    with np.load(tmp_path / "a" / "layer_1.npz") as z1:  # below the upper-middle layer: no ROI predictions kept
+        assert "test_predictions_roi" not in z1.files and "cc_norm" in z1.files
     assert resolved["ridge"]["alphas"] == "logspace(1, 4, 15)"  # the encoding models' grid, the residual model's:
     assert resolved["residual_ridge"] == {"score": "r2", "alphas": "logspace(-3, 4, 29)"}
     for f in ("table.md", "alignment_by_layer.png"):
@@ -358,18 +361,19 @@ def test_data_efficiency_curves_and_stories_to_match(mini, tiny_models, tmp_path
     # encoding models refitted on n drawn training stories; the full count is the main fit itself, and --compare
     # says how many stories each model needs for the first model's full-data alignment
     n_train = len([s for s in ENCODING_TRAIN_STORIES if s in Ds003020(mini / "ds003020").stories("UTS02")])
-    flags = ("--data-efficiency", "1", "2", str(n_train), "--data-efficiency-repeats", "2", "--layers", "1", "2")
+    flags = ("--data-efficiency", "1", "2", str(n_train), "--data-efficiency-repeats", "3", "--layers", "1", "2")
     for model, out in ((tiny_models["wav2vec2"], "w"), (tiny_models["hubert"], "h")):
         assert _eval(mini, model, tmp_path / out, *flags) == 0
     summary = json.loads((tmp_path / "w" / "summary.json").read_text())
     eff = summary["data_efficiency"]
     assert eff["counts"] == [1, 2, n_train] and eff["n_train_stories"] == n_train and eff["layers"] == [2]
-    assert [d["n"] for d in eff["draws"]] == [1, 1, 2, 2, n_train]
+    assert [d["n"] for d in eff["draws"]] == [1, 1, 1, 2, 2, 2, n_train]
     full = eff["draws"][-1]["rois"]
     for roi, value in summary["upper_middle_mean"].items():  # all the stories: the main fit's value
         assert full[roi] == pytest.approx(value, abs=1e-9)
         one = [d["rois"][roi] for d in eff["draws"] if d["n"] == 1]
         assert eff["mean"][roi][0] == pytest.approx(np.mean(one)) and eff["sd"][roi][0] == pytest.approx(np.std(one))
+        assert np.mean(one) != pytest.approx(np.median(one))  # three draws: a mean, not a median
     assert "data efficiency: upper-middle mean cc_norm" in (tmp_path / "w" / "table.md").read_text()
     assert (tmp_path / "w" / "data_efficiency.png").is_file()
     hubert = json.loads((tmp_path / "h" / "summary.json").read_text())["data_efficiency"]
@@ -415,6 +419,22 @@ def test_data_efficiency_curves_and_stories_to_match(mini, tiny_models, tmp_path
         _eval(mini, tiny_models["hubert"], tmp_path / "bad", "--data-efficiency", "2", "--data-efficiency-repeats", "0")
     assert stopped.value.code == 2 and not (tmp_path / "bad").exists()
     assert "argument --data-efficiency-repeats: expected an integer > 0, found 0" in capsys.readouterr().err
+
+
+def test_default_layers_are_the_papers_or_all_and_requested_ones_sorted_once():
+    assert brain_evaluate.resolve_layers(None, 12) == [2, 5, 7, 8, 10, 11, 12]
+    assert brain_evaluate.resolve_layers(None, 24) == [2, 5, 7, 8, 10, 11, 12]  # the paper's indices, as it evaluates
+    assert brain_evaluate.resolve_layers(None, 4) == [1, 2, 3, 4]  # fewer than 12 layers: every transformer layer
+    assert brain_evaluate.resolve_layers([5, 0, 5, 2], 12) == [0, 2, 5]
+    with pytest.raises(brain_evaluate.models.ModelError, match=r"--layers \[13, -1\] out of range: the model has "
+                                                               r"hidden states 0..12"):
+        brain_evaluate.resolve_layers([13, 2, -1], 12)
+
+
+def test_tuned_subjects_of_a_one_and_a_several_subject_record():
+    assert brain_evaluate.tuned_subjects({"subject": "UTS01"}) == ["UTS01"]  # not ['U', 'T', 'S', '0', '1']
+    assert brain_evaluate.tuned_subjects({"subject": ["UTS01", "UTS04"]}) == ["UTS01", "UTS04"]
+    assert brain_evaluate.tuned_subjects({"subject": None}) == []
 
 
 def test_bad_inputs(mini, tiny_models, tmp_path, capsys):

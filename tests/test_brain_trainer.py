@@ -90,7 +90,7 @@ def test_best_dir_reproduces_the_best_validation_loss(mini, tiny_models, tmp_pat
     assert not (tmp_path / "e").exists()
 
 
-def test_roi_hemisphere_losses_and_controls(mini, tiny_models, tmp_path):
+def test_roi_hemisphere_losses_and_controls(mini, tiny_models, tmp_path, capsys):
     rois = json.loads((mini / "rois" / "UTS01.json").read_text())
     nc = np.load(mini / "subject_NCs" / "UTS01.npy")
     model = tiny_models["wav2vec2"]
@@ -99,14 +99,25 @@ def test_roi_hemisphere_losses_and_controls(mini, tiny_models, tmp_path):
     expected = sorted(set(np.flatnonzero(nc > 0.4)) & set(rois["auditory"]) & set(rois["left_hemisphere"]))
     np.testing.assert_array_equal(np.load(tmp_path / "roi" / "target_voxels.npy"), expected)
     assert np.isfinite(metrics(tmp_path / "roi")[-1]["val_loss"])
+    assert json.loads((tmp_path / "roi" / "config.json").read_text())["args"]["resolved"]["voxels"] == {
+        "n_voxels_total": len(nc), "n_above_nc": int((nc > 0.4).sum()), "rois": ["auditory", "left_hemisphere"]}
+    quiet = {"_subject": "UTS01", "quiet": np.flatnonzero(nc <= 0.4)[:5].tolist()}  # no voxel above the threshold
+    (tmp_path / "quiet.json").write_text(json.dumps(quiet))
+    assert run(mini, model, tmp_path / "none", "--roi-file", str(tmp_path / "quiet.json"), "--roi", "quiet") == 3
+    assert "UTS01: no voxel is both above NC 0.4 and in ['quiet']" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
+    assert run(mini, model, tmp_path / "plain", "--loss", "temporal_corr", "--num-epochs", "1") == 0
     for control in ("story-swap", "block-shuffle"):
         assert run(mini, model, tmp_path / control, "--target-control", control, "--loss", "temporal_corr",
                    "--num-epochs", "1") == 0
         cfg = json.loads((tmp_path / control / "config.json").read_text())
         assert cfg["args"]["target_control"] == control
-        # a correlation loss: a random tiny model on control targets scores near 0 on the real validation
-        # targets, of either sign (an MSE on z-scored targets would be about 1)
+        # a correlation loss: a random tiny model on control targets scores near 0, of either sign (an MSE on
+        # z-scored targets would be about 1)
         assert abs(metrics(tmp_path / control)[-1]["val_loss"]) < 0.5
+        # the validation targets are controlled too: the same initial head scores otherwise than on the real ones
+        assert metrics(tmp_path / control)[0]["val_loss"] != pytest.approx(metrics(tmp_path / "plain")[0]["val_loss"],
+                                                                           rel=1e-6)
 
 
 def test_teacher_targets_from_file(mini, tiny_models, tmp_path, capsys):
@@ -131,6 +142,9 @@ def test_teacher_targets_from_file(mini, tiny_models, tmp_path, capsys):
                "--roi-file", str(mini / "rois" / "UTS01.json"), "--roi", "language") == trainer.EXIT_USAGE
     assert "--targets-from replaces the fMRI targets, so --roi/--hemisphere/--nc-file" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+    assert run(mini, tiny_models["wav2vec2"], tmp_path / "r", "--targets-from", str(tmp_path / "teacher.npz"),
+               "--nc-file", str(mini / "subject_NCs" / "UTS01.npy")) == trainer.EXIT_USAGE
+    assert "--targets-from replaces the fMRI targets, so --roi/--hemisphere/--nc-file" in capsys.readouterr().err
     for flags, message in ((["--head-rank", "4", "--init-head", "ridge"], "--init-head ridge needs a full-rank head"),
                            (["--lora-targets", "fc1"], "--lora-targets chooses the modules of --lora-rank adapters"),
                            (["--front-end-cache-dir", str(tmp_path / "fec")], "add --cache-front-end")):
@@ -166,7 +180,8 @@ def test_teacher_targets_from_file(mini, tiny_models, tmp_path, capsys):
     assert not (tmp_path / "c").exists()
 
 
-def test_overwrite_never_deletes_a_folder_that_is_not_a_run(mini, tiny_models, tmp_path, capsys):
+def test_overwrite_never_deletes_a_folder_that_is_not_a_run(mini, tiny_models, tmp_path, capsys, monkeypatch):
+    import run_utils
     folder = tmp_path / "home"
     folder.mkdir()
     (folder / "thesis.tex").write_text("precious")
@@ -179,10 +194,18 @@ def test_overwrite_never_deletes_a_folder_that_is_not_a_run(mini, tiny_models, t
     assert (model_dir / "config.json").is_file() and "not a brain-tuning run" in capsys.readouterr().err
     assert run(mini, tiny_models["hubert"], tmp_path / "r", "--num-epochs", "1") == 0
     (tmp_path / "r" / "stale.txt").write_text("from the earlier run")
-    assert run(mini, tiny_models["hubert"], tmp_path / "r", "--num-epochs", "1", "--overwrite") == 0  # a run: replaced
+    real_load, second = trainer.load_training_data, []
+
+    def load_after_the_folder_is_emptied(*a, **k):  # a second job started now finds the folder still claimed
+        with run_utils.output_claim(tmp_path / "r", "brain-tuning run") as busy:
+            second.append(busy)
+        return real_load(*a, **k)
+    with monkeypatch.context() as m:
+        m.setattr(trainer, "load_training_data", load_after_the_folder_is_emptied)
+        assert run(mini, tiny_models["hubert"], tmp_path / "r", "--num-epochs", "1", "--overwrite") == 0  # replaced
+    assert "another brain-tuning run is writing into it" in second[0]  # --overwrite emptied all but the claim
     assert not (tmp_path / "r" / "stale.txt").exists() and (tmp_path / "r" / "best" / "config.json").is_file()
     # a second run into a folder another run is writing into (a job resubmitted while the first still runs)
-    import run_utils
     files = lambda: {p.relative_to(tmp_path): p.stat().st_mtime_ns  # noqa: E731
                      for p in (tmp_path / "r").rglob("*") if p.name != run_utils.RUN_LOCK}
     before = files()
@@ -258,6 +281,11 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(mini, tiny_models, tmp
     cfg = json.loads((tmp_path / "cut" / "config.json").read_text())
     assert cfg["started"] == first["started"] and cfg["head_init"] == first["head_init"]
     assert [r["after_epoch"] for r in cfg["resumed"]] == [1] and "finished" in cfg
+    rows = (tmp_path / "cut" / "metrics.csv").read_text()
+    assert run(mini, model, tmp_path / "cut", *args, "--resume") == 0  # resumed again when finished: nothing to run
+    cfg = json.loads((tmp_path / "cut" / "config.json").read_text())
+    assert [r["after_epoch"] for r in cfg["resumed"]] == [1, 3] and cfg["started"] == first["started"]
+    assert (tmp_path / "cut" / "metrics.csv").read_text() == rows
     for a, b in zip(full, cut):
         for key in ("train_loss", "val_loss", "val_corr", "lr"):
             if not np.isnan(a[key]):
@@ -520,3 +548,28 @@ def test_batch_layout_splits_the_batch_over_processes_and_micro_batches():
     assert stop.value.code == trainer.EXIT_USAGE
     with pytest.raises(trainer.Stop, match="per-process batch 8 is not a multiple of --micro-batch-size 3"):
         trainer.batch_layout(Namespace(batch_size=16, micro_batch_size=3), 2)
+
+
+def test_early_stopping_patience_and_a_non_finite_validation_loss_never_best(mini, tiny_models, tmp_path, monkeypatch):
+    import training
+    real_evaluate, real_epoch, seeds = training.evaluate, training.train_one_epoch, []
+    scripted = iter([1.0, float("nan"), 0.9, 0.95, 0.97, 0.5, 0.4])  # epoch 0, 1, 2, ...
+
+    def scripted_evaluate(*a, **k):
+        return {**real_evaluate(*a, **k), "val_loss": next(scripted)}
+
+    def seeded_epoch(*a, **k):
+        seeds.append(torch.initial_seed())
+        return real_epoch(*a, **k)
+    monkeypatch.setattr(training, "evaluate", scripted_evaluate)
+    monkeypatch.setattr(training, "train_one_epoch", seeded_epoch)
+    assert run(mini, tiny_models["wav2vec2"], tmp_path / "r", "--num-epochs", "6", "--patience", "2") == 0
+    # epoch 1 (NaN) is no improvement, epoch 2 the best, epochs 3 and 4 the two without improvement: stop
+    assert [m["epoch"] for m in metrics(tmp_path / "r")] == [0, 1, 2, 3, 4]
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert (cfg["best_epoch"], cfg["best_val_loss"], cfg["stopped_early"]) == (2, 0.9, True)
+    assert json.loads((tmp_path / "r" / "best" / "brain_tuning.json").read_text())["epoch"] == 2
+    assert len(set(seeds)) == 4  # dropout and masks seeded per epoch, not the same draws every epoch
+    resolved = cfg["args"]["resolved"]
+    assert resolved["steps_per_epoch"] == -(-resolved["train_windows"] // 16)  # the last, partial batch is a step
+    assert resolved["train_windows"] % 16, "a window count divisible by the batch cannot tell floor from ceil"
