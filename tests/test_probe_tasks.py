@@ -332,7 +332,9 @@ def test_clear_errors(downstream, tiny_models, tmp_path, capsys):
     assert eval_downstream.main(["--task", "semantic_preference", "--data-dir", str(downstream), "--model-name",
                                  tiny_models["hubert"], "--out", str(tmp_path / "e"), "--word-labels", "w.tsv"]) == 2
     assert "--word-labels applies to --task story_word_category, not semantic_preference" in capsys.readouterr().err
-    assert not (tmp_path / "e").exists()
+    assert eval_phonemes.main(base + ["--task", "sentence_type", "--frame-step", "2"]) == 2  # frames of no task
+    assert "--frame-step applies to --task phonemes_frame, not sentence_type" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists() and not (tmp_path / "r").exists()
 
 
 def test_out_holding_another_programs_files_is_refused_untouched(downstream, tiny_models, tmp_path, capsys):
