@@ -62,6 +62,9 @@ def test_timit_tasks_write_results_and_hit_the_cache(downstream, tiny_models, tm
     for name in ("table.md", "config.json", f"{task}_by_layer.png"):
         assert (tmp_path / "r" / name).is_file()
     assert res["feature_cache_hits"] == 0
+    recorded = json.loads((tmp_path / "r" / "config.json").read_text())["args"]
+    assert recorded["device"] == "cpu" and recorded["inference_threads"] >= 1  # resolved, not "auto" and None
+    assert recorded["frame_step"] == 4  # the default, also where no task reads it
     assert eval_phonemes.main(args) == 0
     again = json.loads((tmp_path / "r" / "results.json").read_text())
     assert again["feature_cache_hits"] == 3                       # train, val, test read back
@@ -334,7 +337,31 @@ def test_clear_errors(downstream, tiny_models, tmp_path, capsys):
     assert "--word-labels applies to --task story_word_category, not semantic_preference" in capsys.readouterr().err
     assert eval_phonemes.main(base + ["--task", "sentence_type", "--frame-step", "2"]) == 2  # frames of no task
     assert "--frame-step applies to --task phonemes_frame, not sentence_type" in capsys.readouterr().err
+    assert eval_downstream.main(["--task", "emotion", "--data-dir", str(downstream / "crema_d"), "--model-name",
+                                 tiny_models["hubert"], "--out", str(tmp_path / "e"), "--max-per-word", "3"]) == 2
+    assert "--max-per-word applies to --task semantic_preference or story_word_category, not emotion" in \
+        capsys.readouterr().err
+    assert eval_phonemes.main(["--compare", str(tmp_path / "x"), str(tmp_path / "y"), "--out", str(tmp_path / "e"),
+                               str(tmp_path / "f")]) == 2
+    assert "--compare writes one --out folder, found 2" in capsys.readouterr().err
     assert not (tmp_path / "e").exists() and not (tmp_path / "r").exists()
+
+
+def test_word_tasks_default_occurrences_per_word(monkeypatch):
+    seen = []
+    monkeypatch.setattr(eval_downstream, "run", lambda args, task: seen.append(args.max_per_word) or 0)
+    for task, extra in (("story_word_category", ["--word-labels", "w.tsv"]), ("semantic_preference", []),
+                        ("semantic_preference", ["--max-per-word", "3"])):
+        assert eval_downstream.main(["--task", task, "--data-dir", "d", "--model-name", "m", "--out", "o", *extra]) == 0
+    assert seen == [5, 10, 3]
+
+
+def test_layers_are_sorted_once_and_default_to_every_transformer_layer(tiny_models):
+    import probe_cli
+    parser = probe_cli.common_parser("probe", ["phonemes"], "TIMIT root")
+    common = ["--model-name", tiny_models["hubert"], "--out", "unused"]
+    assert probe_cli.load_models(parser.parse_args([*common, "--layers", "2", "0", "2"]))[0].layers == [0, 2]
+    assert probe_cli.load_models(parser.parse_args(common))[0].layers == [1, 2]  # hidden state 0 only when asked
 
 
 def test_out_holding_another_programs_files_is_refused_untouched(downstream, tiny_models, tmp_path, capsys):
