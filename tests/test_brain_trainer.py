@@ -103,7 +103,8 @@ def test_roi_hemisphere_losses_and_controls(mini, tiny_models, tmp_path, capsys)
         "n_voxels_total": len(nc), "n_above_nc": int((nc > 0.4).sum()), "rois": ["auditory", "left_hemisphere"]}
     quiet = {"_subject": "UTS01", "quiet": np.flatnonzero(nc <= 0.4)[:5].tolist()}  # no voxel above the threshold
     (tmp_path / "quiet.json").write_text(json.dumps(quiet))
-    assert run(mini, model, tmp_path / "none", "--roi-file", str(tmp_path / "quiet.json"), "--roi", "quiet") == 3
+    assert run(mini, model, tmp_path / "none", "--roi-file", str(tmp_path / "quiet.json"), "--roi",
+               "quiet") == trainer.EXIT_DATA
     assert "UTS01: no voxel is both above NC 0.4 and in ['quiet']" in capsys.readouterr().err
     assert not (tmp_path / "none").exists()
     assert run(mini, model, tmp_path / "plain", "--loss", "temporal_corr", "--num-epochs", "1") == 0
@@ -571,5 +572,5 @@ def test_early_stopping_patience_and_a_non_finite_validation_loss_never_best(min
     assert json.loads((tmp_path / "r" / "best" / "brain_tuning.json").read_text())["epoch"] == 2
     assert len(set(seeds)) == 4  # dropout and masks seeded per epoch, not the same draws every epoch
     resolved = cfg["args"]["resolved"]
-    assert resolved["steps_per_epoch"] == -(-resolved["train_windows"] // 16)  # the last, partial batch is a step
     assert resolved["train_windows"] % 16, "a window count divisible by the batch cannot tell floor from ceil"
+    assert resolved["steps_per_epoch"] == -(-resolved["train_windows"] // 16)  # the last, partial batch is a step
