@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from probe_cli import common_parser, run, side_by_side
+from probe_cli import common_parser, run, side_by_side, task_flags_problem
 from probe_tasks import TaskUsageError, run_probe_task, run_semantic_preference, run_story_word_probe
 from run_utils import EXIT_USAGE, nonnegative_float, number_type, positive_int, resolve_precision
 
@@ -79,13 +79,13 @@ def main(argv=None) -> int:
     g.add_argument("--folds", type=number_type(int, lambda v: v >= 2, "an integer >= 2"), default=6,
                    help="story_word_category: folds of held-out words")
     args = parser.parse_args(argv)
-    for flag, dest, tasks in (("--pairs", "pairs", ("semantic_preference",)),
-                              ("--word-labels", "word_labels", ("story_word_category",)),
-                              ("--stories", "stories", ("semantic_preference", "story_word_category")),
-                              ("--max-per-word", "max_per_word", ("semantic_preference", "story_word_category"))):
-        if getattr(args, dest) is not None and args.task not in tasks:  # it would be silently ignored
-            print(f"error: {flag} applies to --task {' or '.join(tasks)}, not {args.task}", file=sys.stderr)
-            return EXIT_USAGE
+    word_tasks = ("semantic_preference", "story_word_category")
+    if problem := task_flags_problem(args, (("--pairs", "pairs", ("semantic_preference",)),
+                                            ("--word-labels", "word_labels", ("story_word_category",)),
+                                            ("--stories", "stories", word_tasks),
+                                            ("--max-per-word", "max_per_word", word_tasks))):
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     if args.task == "story_word_category" and not (args.word_labels or args.compare):
         print("error: --task story_word_category needs --word-labels (TSV with header word<TAB>label)", file=sys.stderr)
         return EXIT_USAGE

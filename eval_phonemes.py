@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from probe_cli import common_parser, run, side_by_side
+from probe_cli import common_parser, run, side_by_side, task_flags_problem
 from probe_tasks import run_probe_task
 from run_utils import EXIT_USAGE, positive_int, resolve_precision
 
@@ -25,8 +25,8 @@ def main(argv=None) -> int:
     parser = common_parser(__doc__.splitlines()[0], TIMIT_TASKS, "TIMIT root (holds TRAIN/ and TEST/)")
     parser.add_argument("--frame-step", type=positive_int, help="phonemes_frame: keep every N-th frame (default 4)")
     args = parser.parse_args(argv)
-    if args.frame_step is not None and args.task != "phonemes_frame":  # it would be silently ignored
-        print(f"error: --frame-step applies to --task phonemes_frame, not {args.task}", file=sys.stderr)
+    if problem := task_flags_problem(args, (("--frame-step", "frame_step", ("phonemes_frame",)),)):
+        print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     if args.frame_step is None:
         args.frame_step = 4

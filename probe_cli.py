@@ -52,6 +52,15 @@ def common_parser(description: str, tasks: list[str], data_help: str) -> argpars
 WEIGHT_DECAY_FITS = {"auto": None, "side-by-side": True, "one-after-another": False}
 
 
+def task_flags_problem(args, task_flags) -> str | None:
+    """The first of `task_flags`, (flag, dest, tasks it applies to), given with another --task (it would be silently
+    ignored), as the message for exit 2; else None."""
+    for flag, dest, tasks in task_flags:
+        if getattr(args, dest) is not None and args.task not in tasks:
+            return f"{flag} applies to --task {' or '.join(tasks)}, not {args.task}"
+    return None
+
+
 def side_by_side(args) -> bool | None:
     """--weight-decay-fit as `probes.fit_linear_probe`'s side_by_side (None: decided by the device)."""
     return WEIGHT_DECAY_FITS[args.weight_decay_fit or "auto"]

@@ -28,8 +28,21 @@ from run_utils import (EXIT_DATA, EXIT_MISSING_DEP, EXIT_USAGE, check_replaceabl
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 
 
+class _Variables(dict):
+    """read_ct2's variables of `path`; one that is not there is a ValueError naming the file, not a bare KeyError."""
+
+    def __init__(self, path: Path, variables: dict[str, np.ndarray]):
+        super().__init__(variables)
+        self.path = path
+
+    def __missing__(self, name):
+        raise ValueError(f"{self.path}: lacks the variable {name!r} of a CTranslate2 Whisper export (found "
+                         f"{len(self)} variables)")
+
+
 def read_ct2(path: str | Path) -> dict[str, np.ndarray]:
-    """Variables of a CTranslate2 model.bin (format version 6): name -> array."""
+    """Variables of a CTranslate2 model.bin (format version 6): name -> array (one it lacks: a ValueError naming
+    the file)."""
     raw = Path(path).read_bytes()
     pos = 0
 
@@ -67,7 +80,7 @@ def read_ct2(path: str | Path) -> dict[str, np.ndarray]:
             pos += nbytes
     except (struct.error, ValueError) as err:  # truncated, or not a model.bin (decode errors are ValueErrors)
         raise ValueError(f"{path}: not a readable CTranslate2 model.bin ({err})") from None
-    return out
+    return _Variables(Path(path), out)
 
 
 def ct2_to_hf_state(v: dict[str, np.ndarray], n_enc: int, n_dec: int) -> dict[str, np.ndarray]:
@@ -123,18 +136,6 @@ def ct2_to_hf_state(v: dict[str, np.ndarray], n_enc: int, n_dec: int) -> dict[st
     return sd
 
 
-class _Variables(dict):
-    """read_ct2's variables of `path`; one that is not there is a ValueError naming the file, not a bare KeyError."""
-
-    def __init__(self, path: Path, variables: dict[str, np.ndarray]):
-        super().__init__(variables)
-        self.path = path
-
-    def __missing__(self, name):
-        raise ValueError(f"{self.path}: lacks the variable {name!r} of a CTranslate2 Whisper export (found "
-                         f"{len(self)} variables)")
-
-
 CT2_FILES = ("model.bin", "config.json", "tokenizer.json")  # what a CTranslate2 Whisper export holds
 # What a finished conversion holds (the folder is renamed into place only when all are written).
 CONVERTED_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "tokenizer.json")
@@ -177,7 +178,7 @@ def convert(out_dir: str | Path, ct2_dir: str | Path | None = None) -> Path:
                  else "a file, not a folder" if ct2_dir.exists() else "no such folder")
         raise ValueError(f"{ct2_dir}: expected a CTranslate2 Whisper folder holding {list(CT2_FILES)}, lacking "
                          f"{lacking} (found {found})")
-    v = _Variables(ct2_dir / "model.bin", read_ct2(ct2_dir / "model.bin"))
+    v = read_ct2(ct2_dir / "model.bin")
     import re
     n_enc = len({k.split("/")[1] for k in v if re.match(r"encoder/layer_\d+/", k)})
     n_dec = len({k.split("/")[1] for k in v if re.match(r"decoder/layer_\d+/", k)})
