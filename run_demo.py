@@ -142,6 +142,7 @@ def _run_steps(out: Path, data: Path, seed: int, quick: bool, progress: bool, si
     import make_demo_data
     import make_teacher_targets
     import make_downstream_data
+    from data_utils import TEST_STORY
     from demo_report import findings, write_report
 
     quiet = [] if progress else ["--no-progress"]
@@ -193,7 +194,7 @@ def _run_steps(out: Path, data: Path, seed: int, quick: bool, progress: bool, si
     _step(f"semantic preference ({', '.join(models)})", eval_downstream.main,
           ["--task", "semantic_preference", "--data-dir", str(ds / "ds003020"), *all_models,
            "--out", *[str(out / "probes" / "semantic_preference" / m) for m in models], "--whisper-mode", "truncate",
-           "--pairs", str(data / "downstream" / "words" / "semantic_pairs.tsv"), "--stories", "wheretheressmoke"]
+           "--pairs", str(data / "downstream" / "words" / "semantic_pairs.tsv"), "--stories", TEST_STORY]
           + quiet)
     if diagnostics and not quick:  # reported apart from the findings (see demo_report.diagnostic_section)
         carriers = data / "downstream" / "words_in_carriers"

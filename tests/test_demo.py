@@ -197,6 +197,76 @@ def test_pipeline_steps_diagnostics_only_on_request_and_quick_drops_the_control(
     assert "probe semantic_category (pretrained, tuned)" in quick and not any("phonemes" in s for s in quick)
 
 
+def test_every_seeded_step_gets_the_seed_the_data_its_size_and_the_model_is_converted_once(tmp_path, monkeypatch):
+    import demo_report
+    import whisper_ct2
+    from data_utils import TEST_STORY
+    argv = {}
+    monkeypatch.setattr(run_demo, "_step", lambda name, fn, *args: argv.update({name: args}))
+    monkeypatch.setattr(demo_report, "findings", lambda out, models: {"models": models})
+    monkeypatch.setattr(demo_report, "write_report", lambda *a, **k: None)
+    converted = []
+    monkeypatch.setattr(whisper_ct2, "is_converted", lambda folder: bool(converted))
+    front_cache = tmp_path / "out" / "train" / "front_end_cache"
+    front_cache.mkdir(parents=True)  # as the tuning runs leave it: ~0.4 GB of derived data
+    run_demo.run_pipeline(tmp_path / "out", tmp_path / "data", seed=7, quick=False, progress=False, size="large")
+    assert not front_cache.exists()
+    fmri, downstream = argv["build the miniature fMRI and downstream datasets (side by side)"]
+    assert fmri[1:] == (tmp_path / "data" / "miniature", dict(seed=7, size="large", quiet=True))
+    assert downstream[1:] == (tmp_path / "data" / "downstream", dict(seed=7, size="demo", quiet=True))
+    seeded = [name for name in argv if name.startswith(("brain-tune", "alignment", "probe "))]
+    assert len(seeded) == 2 + 1 + len(run_demo.PROBE_TASKS)
+    for name in seeded:
+        (args,) = argv[name]
+        assert args[args.index("--seed") + 1] == "7", name
+    (args,) = argv["semantic preference (pretrained, tuned, control)"]
+    assert args[args.index("--stories") + 1] == TEST_STORY  # the held-out story's words
+    assert "convert the bundled Whisper tiny.en to a HF model" in argv
+    argv.clear()
+    converted.append(True)
+    run_demo.run_pipeline(tmp_path / "out", tmp_path / "data", seed=7, quick=True, progress=False)
+    assert "convert the bundled Whisper tiny.en to a HF model" not in argv and argv  # converted once, kept
+
+
+def test_a_failing_step_stops_the_demo_and_a_failed_build_is_raised_in_it(tmp_path):
+    import os
+    import shutil
+    run_demo._step("fine", lambda: 0)
+    run_demo._step("a build (returns nothing)", lambda: None)
+    with pytest.raises(SystemExit, match=r"^demo step 'probe intent' failed with exit code 3$"):
+        run_demo._step("probe intent", lambda: 3)
+    # the two builds run in spawned processes: a failure there must reach the demo, not vanish with the process
+    with pytest.raises(FileNotFoundError):
+        run_demo._build_side_by_side((os.makedirs, tmp_path / "made", {}), (shutil.rmtree, tmp_path / "missing", {}))
+    assert (tmp_path / "made").is_dir()
+
+
+def test_a_run_caches_in_its_own_emptied_folder_and_gives_the_cache_setting_back(tmp_path, monkeypatch):
+    import os
+    from data_utils import CACHE_ENV
+    out, seen = tmp_path / "out", []
+
+    def steps(run_out, *args):  # stands in for the steps: what they would find
+        seen.append((os.environ[CACHE_ENV], (run_out / "cache" / "audio16k" / "old.npy").exists()))
+        if len(seen) == 3:
+            raise RuntimeError("a step failed")
+        return {}
+    monkeypatch.setattr(run_demo, "_run_steps", steps)
+    for before in (None, "/home/user/.cache/brain-tuning", "/home/user/.cache/brain-tuning"):
+        (out / "cache" / "audio16k").mkdir(parents=True, exist_ok=True)
+        (out / "cache" / "audio16k" / "old.npy").write_bytes(b"")  # left by a killed earlier demo
+        if before is None:
+            monkeypatch.delenv(CACHE_ENV, raising=False)
+        else:
+            monkeypatch.setenv(CACHE_ENV, before)
+        try:
+            run_demo.run_pipeline(out, tmp_path / "data", 0, quick=True, progress=False)
+        except RuntimeError:
+            assert len(seen) == 3  # the setting is given back after a failure too
+        assert seen[-1] == (str((out / "cache").resolve()), False)
+        assert os.environ.get(CACHE_ENV) == before
+
+
 def test_interval_notes_read_the_bootstrap_in_either_pair_order():
     from demo_report import difference_interval_note, gain_interval_note
     boot = {"change_vs_first_pct_ci95": {"tuned": {"language": [2.5, 21.0]}},
@@ -233,6 +303,7 @@ def test_seeds_resume_reads_back_only_seeds_finished_with_the_same_settings_and_
 
     def fake_pipeline(out, data, seed, quick, progress, size="demo", diagnostics=False, settings=None, teacher=False):
         ran.append(seed)
+        assert (out, data) == (tmp_path / "runs" / f"seed_{seed}", tmp_path / "data" / f"seed_{seed}")  # one each
         result = {"checks": [{"finding": "language gain", "expected": ">= +20%", "measured": 10.0 + seed,
                               "holds": False}], "models": ["pretrained"],
                   "alignment": {"pretrained": {"language": 0.1}}, "change_pct": {"pretrained": {"language": 0.0}},
@@ -259,6 +330,8 @@ def test_seeds_resume_reads_back_only_seeds_finished_with_the_same_settings_and_
     assert demo("--resume", "--quick") == [0, 1]  # other code
     code["modified"] = True
     assert demo("--resume", "--quick") == [0, 1] and demo("--resume", "--quick") == [0, 1]  # code not committed
+    code.update(commit=None, modified=None)  # not a git checkout: an earlier run's code cannot be told apart
+    assert demo("--resume", "--quick") == [0, 1] and demo("--resume", "--quick") == [0, 1]
     assert demo() == [0, 1]  # without --resume every seed runs
     with pytest.raises(SystemExit):
         run_demo.main(["--resume"])  # a single seed is one run
@@ -289,6 +362,11 @@ def test_out_must_be_new_empty_or_an_earlier_demo_output_and_a_refused_one_is_le
         err = capsys.readouterr().err  # names the folder, what a demo folder holds and what was found
         assert f"error: {real}: not a run_demo.py output" in err and "'findings.json'" in err and "['train']" in err
     assert sorted((p.relative_to(real), p.read_bytes() if p.is_file() else None) for p in real.rglob("*")) == before
+    (tmp_path / "data_file").write_text("x")  # --data must be a folder the miniatures can be built in
+    assert run_demo.main(["--out", str(tmp_path / "new"), "--data", str(tmp_path / "data_file"), "--no-progress"]) == \
+        run_utils.EXIT_USAGE
+    assert "data_file: --data (where the miniatures are built) must be a folder, found a file" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
     # a --seeds folder whose seed folder is someone else's
     seeds = tmp_path / "seeds"
     (seeds / "seed_1").mkdir(parents=True)
@@ -335,8 +413,9 @@ def test_pipeline_writes_its_settings_and_versions_first(tmp_path, monkeypatch):
     import demo_report
     seen = []
 
-    def step(name, fn, *args):  # the record is there before the first step runs
-        seen.append((tmp_path / "out" / run_demo.RUN_RECORD).is_file())
+    def step(name, fn, *args):  # the record is there before the first step runs, an earlier run's findings not
+        seen.append((tmp_path / "out" / run_demo.RUN_RECORD).is_file()
+                    and not (tmp_path / "out" / "findings.json").exists())
     monkeypatch.setattr(run_demo, "_step", step)
     monkeypatch.setattr(demo_report, "findings", lambda out, models: {"models": models})
     monkeypatch.setattr(demo_report, "write_report", lambda *a, **k: None)
@@ -346,6 +425,8 @@ def test_pipeline_writes_its_settings_and_versions_first(tmp_path, monkeypatch):
     monkeypatch.setattr(run_utils, "resolve_device", lambda choice: torch.device("cuda"))
     assert {k: run_demo.demo_settings(3, True, "demo", False)[k] for k in ("device", "precision")} == {
         "device": "cuda", "precision": "bf16"}
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "findings.json").write_text("{}")  # an earlier run's: its presence would mean "finished"
     run_demo.run_pipeline(tmp_path / "out", tmp_path / "data", seed=3, quick=True, progress=False, settings=settings)
     assert seen and all(seen)
     record = json.loads((tmp_path / "out" / run_demo.RUN_RECORD).read_text())
