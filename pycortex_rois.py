@@ -6,7 +6,8 @@ Column i of a response file is the i-th True voxel (C order) of the subject's `m
 `derivative/pycortex-db/<SUBJ>/transforms/<SUBJ>_auto/`; an ROI's voxels are the mask voxels that pycortex's
 `get_roi_masks` assigns to it (cortical sampler, both hemispheres). pycortex is optional (it builds C
 extensions from a 70 MB sdist); without it this script says so and exits 4, and any ROI file works instead.
-Untested here against the real store (not downloadable offline); the voxel mapping is tested on arrays.
+Untested here against pycortex itself and the real store (neither available offline); the voxel mapping is
+tested on arrays, the calls to pycortex through a stand-in module.
 """
 from __future__ import annotations
 

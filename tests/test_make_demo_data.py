@@ -20,7 +20,7 @@ def test_word_embedding_puts_a_category_near_its_words_and_function_words_near_n
     # prototype (variance 1) + the word's own part (variance 0.25): cosine 1 / 1.25 within a category, ~0 across
     assert cos[same].mean() == pytest.approx(0.8, abs=0.01)
     across = np.outer(content, content) & ~same & ~np.eye(len(vocab), dtype=bool)
-    assert abs(cos[across].mean()) < 0.01 and abs(cos[~content][:, content]).max() < 0.15
+    assert abs(cos[across].mean()) < 0.01 and abs(cos[~content][:, content]).mean() < 0.05
     norms = np.linalg.norm(vectors, axis=1)  # a function word is the own part alone: sqrt(5) times shorter
     assert norms[content].mean() / norms[~content].mean() == pytest.approx(np.sqrt(5), rel=0.02)
 
