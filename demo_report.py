@@ -258,6 +258,14 @@ def _versions_line(versions: dict) -> str:
     return f"toolkit {commit}{changed} · torch {versions.get('torch')}"
 
 
+def cpu_line(cpu: dict | None) -> str:
+    """"Intel(R) Xeon(R) Processor (GenuineIntel family 6 model 207, AVX512)" from run_utils.cpu_identity's dict."""
+    if not cpu:
+        return "unknown"
+    return (f"{cpu.get('name') or 'unnamed'} ({cpu.get('vendor') or 'unknown vendor'} family {cpu.get('family')} "
+            f"model {cpu.get('model')}, {cpu.get('capability') or 'unknown vector instructions'})")
+
+
 def write_report(out: Path, result: dict, seed: int, quick: bool, train_flags: list, eval_flags: list) -> None:
     """OUT/REPORT.md + OUT/findings.json + OUT/probes_summary.png."""
     from plotting import plot_bars
@@ -309,7 +317,9 @@ def write_report(out: Path, result: dict, seed: int, quick: bool, train_flags: l
     where = result.get("settings", {})
     sections += ["## How this was run", "", f"- device: {where.get('device', 'unknown')}, precision "
                  f"{where.get('precision', 'unknown')} (every step's `--device auto`: a CUDA GPU runs in bf16, and its "
-                 "numbers differ from a CPU run's fp32 ones)", f"- brain-tuning flags: `{' '.join(train_flags)}`",
+                 "numbers differ from a CPU run's fp32 ones)", f"- CPU: {cpu_line(where.get('cpu'))} (fp32 digits "
+                 "differ between CPU models, and after the tuning's hundreds of steps the verdicts can: README, Demo "
+                 "results)", f"- brain-tuning flags: `{' '.join(train_flags)}`",
                  f"- evaluation flags: `{' '.join(eval_flags)}`",
                  "- every step's config.json (arguments, versions) sits in its folder under this report.",
                  "- findings are reported as measured; a finding that does not hold is marked **no**, not tuned away."]
@@ -339,6 +349,8 @@ def write_seed_summary(out: Path, results: dict) -> str:
     lines += [f"| {m} | " + " | ".join(f"{r['alignment'][m]['language']:.3f} ({r['change_pct'][m]['language']:+.1f})"
                                        for r in results.values()) + " |" for m in models]
     lines += ["", "![language-ROI alignment per seed](seeds_language.png)"]
+    machines = dict.fromkeys(cpu_line(r.get("settings", {}).get("cpu")) for r in results.values())  # seed order
+    lines += ["", f"CPU: {' / '.join(machines)} (another CPU model gives other digits: README, Demo results)."]
     if all(r.get("training") for r in results.values()):  # seeds run before it was recorded have none
         tuned = list(next(iter(results.values()))["training"])
         lines += ["", "Validation loss, epoch 0 (initial head) → best tuned epoch (✗: no better than the start):", "",

@@ -69,13 +69,14 @@ def _build_side_by_side(*jobs) -> None:
 
 
 def demo_settings(seed: int, quick: bool, size: str, diagnostics: bool, teacher: bool = False) -> dict:
-    """What decides a seed's results: its options, the recipe's flags, the code (git commit, modified or not) and
-    the device and precision the steps pick."""
-    from run_utils import resolve_device, resolve_precision, toolkit_version
+    """What decides a seed's results: its options, the recipe's flags, the code (git commit, modified or not),
+    the device and precision the steps pick, and the CPU (another CPU model changes the digits, see
+    run_utils.cpu_identity), so that `--resume` never mixes seeds from two kinds of machine."""
+    from run_utils import cpu_identity, resolve_device, resolve_precision, toolkit_version
     device = resolve_device("auto")  # what every step's --device auto picks: a CUDA GPU (bf16) changes the numbers
     return {"seed": seed, "quick": quick, "size": size, "diagnostics": diagnostics, "teacher": teacher,
             "train_flags": DEMO_TRAIN_FLAGS, "eval_flags": DEMO_EVAL_FLAGS, "toolkit": toolkit_version(),
-            "device": device.type, "precision": resolve_precision("auto", device)}
+            "device": device.type, "precision": resolve_precision("auto", device), "cpu": cpu_identity()}
 
 
 def demo_out_problem(outs: list) -> str | None:

@@ -41,6 +41,8 @@ def test_quick_demo_tuning_raises_language_alignment(tmp_path, monkeypatch):
     commit = run_utils.toolkit_version()["commit"]  # the code that made it, in the header
     assert f" · toolkit {commit[:10] if commit else 'unknown'}" in report.splitlines()[2]
     assert "- device: cpu, precision fp32 (" in report  # where the steps ran: a GPU's bf16 numbers differ
+    from demo_report import cpu_line
+    assert f"- CPU: {cpu_line(run_utils.cpu_identity())} (" in report and result["settings"]["cpu"]["capability"]
     import re
     linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)  # every plot the report shows is there
     assert {"eval/comparison/alignment_by_layer.png", "eval/comparison/voxel_scatter.png", "train/tuned/loss_curve.png",
@@ -286,6 +288,21 @@ def test_interval_notes_read_the_bootstrap_in_either_pair_order():
     assert impact_interval_note(boot, "tuned", "pretrained", "auditory") == ""
 
 
+def test_cpu_line_names_the_model_and_its_vector_instructions(tmp_path):
+    from demo_report import cpu_line, write_seed_summary
+    intel = {"vendor": "GenuineIntel", "family": 6, "model": 207, "name": "Intel(R) Xeon(R) Processor",
+             "capability": "AVX512"}
+    assert cpu_line(intel) == "Intel(R) Xeon(R) Processor (GenuineIntel family 6 model 207, AVX512)"
+    assert cpu_line(None) == "unknown"  # a run recorded before the CPU was
+    amd = {"vendor": "AuthenticAMD", "family": 25, "model": 17, "name": None, "capability": None}
+    assert cpu_line(amd) == "unnamed (AuthenticAMD family 25 model 17, unknown vector instructions)"
+    result = {"checks": [{"finding": "language gain", "measured": 1.0, "holds": False}], "models": ["pretrained"],
+              "alignment": {"pretrained": {"language": 0.1}}, "change_pct": {"pretrained": {"language": 0.0}}}
+    text = write_seed_summary(tmp_path, {0: dict(result, settings={"cpu": intel}),
+                                         1: dict(result, settings={"cpu": amd})})
+    assert f"CPU: {cpu_line(intel)} / {cpu_line(amd)} (another CPU model" in text  # every machine a seed ran on
+
+
 def test_report_header_names_the_toolkit_commit_and_uncommitted_changes():
     from demo_report import _versions_line
     assert _versions_line({"toolkit": {"commit": "0123456789abcdef", "modified": False}, "torch": "2.5.1"}) == (
@@ -326,6 +343,12 @@ def test_seeds_resume_reads_back_only_seeds_finished_with_the_same_settings_and_
     (tmp_path / "runs" / "seed_0" / "findings.json").write_text('{"settings": ')  # damaged by something else
     assert demo("--resume") == [0]
     assert demo("--resume", "--quick") == [0, 1]  # other settings
+    assert demo("--resume", "--quick") == []
+    assert "CPU: " in (tmp_path / "runs" / "SEEDS.md").read_text()
+    cpu = run_utils.cpu_identity()
+    monkeypatch.setattr(run_utils, "cpu_identity", lambda: dict(cpu, family=25, model=17, vendor="AuthenticAMD"))
+    assert demo("--resume", "--quick") == [0, 1]  # another CPU model: other digits, so the seeds run again
+    assert demo("--resume", "--quick") == []
     code["commit"] = "b" * 40
     assert demo("--resume", "--quick") == [0, 1]  # other code
     code["modified"] = True

@@ -247,6 +247,35 @@ def test_package_versions_names_what_shapes_results():
     assert versions["numpy"] == np.__version__
     assert set(run_utils.PACKAGES) <= set(versions)
     assert set(versions["toolkit"]) == {"commit", "modified"}
+    assert versions["cpu"] == run_utils.cpu_identity() and versions["cpu"]["capability"] == (
+        torch.backends.cpu.get_cpu_capability())
+
+
+INTEL_CPUINFO = """processor\t: 0
+vendor_id\t: GenuineIntel
+cpu family\t: 6
+model\t\t: 207
+model name\t: Intel(R) Xeon(R) Processor
+flags\t\t: fpu avx512f
+
+processor\t: 1
+vendor_id\t: GenuineIntel
+cpu family\t: 6
+model\t\t: 143
+model name\t: Another Xeon
+"""
+
+
+def test_cpu_identity_reads_the_first_processor_of_cpuinfo():
+    assert run_utils.cpu_identity(INTEL_CPUINFO, "AVX512") == {
+        "vendor": "GenuineIntel", "family": 6, "model": 207, "name": "Intel(R) Xeon(R) Processor",
+        "capability": "AVX512"}
+    amd = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC: 7B13\n"
+    assert run_utils.cpu_identity(amd, "AVX2") == {"vendor": "AuthenticAMD", "family": 25, "model": 1,
+                                                  "name": "AMD EPYC: 7B13", "capability": "AVX2"}  # ':' in a name
+    # an ARM or unknown cpuinfo: what is missing is None, never a guess
+    empty = run_utils.cpu_identity("processor\t: 0\nBogoMIPS\t: 50.00\nmodel\t\t: unknown\n", "DEFAULT")
+    assert (empty["vendor"], empty["family"], empty["model"], empty["capability"]) == (None, None, None, "DEFAULT")
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
