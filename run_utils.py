@@ -101,9 +101,9 @@ def cpu_identity(cpuinfo: str | None = None, capability: str | None = None) -> d
         except ImportError:
             pass
     fields = {}
-    for line in cpuinfo.split("\n\n")[0].splitlines():  # one processor's block: the cores of a run are alike
+    for line in cpuinfo.splitlines():
         key, sep, value = line.partition(":")
-        if sep:
+        if sep:  # the first processor's value: the cores of a run are alike
             fields.setdefault(key.strip(), value.strip())
 
     def number(key):
