@@ -120,7 +120,7 @@ def main(argv=None) -> int:
                 with peak_rss(mem, "rss_mb"):
                     s, s_cached = time_steps_paired(
                         model, opt, {"wav": wav}, cached, target, args.steps, device, prec,
-                        lambda on: setattr(enc, "front_blocks", n_blocks if on else 0))
+                        lambda on, enc=enc: setattr(enc, "front_blocks", n_blocks if on else 0))
                 entry[prec] = {"seconds_per_step": s, "samples_per_s": batch / s, "gflops": flops / s / 1e9,
                                "peak_fraction": flops / s / 1e9 / rec[f"matmul_peak_gflops_{prec}"],
                                "seconds_per_step_cached_front_end": s_cached, "cache_saving": 1 - s_cached / s,
