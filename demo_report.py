@@ -190,6 +190,13 @@ def _loss_cell(run: dict | None) -> str:
             + (" ✗" if run.get("best_beats_initial") is False else ""))
 
 
+def holds_count(checks: list) -> str:
+    """"3 of 6 findings hold", with how many of those that hold carry a caveat (a note such as below chance)."""
+    held = sum(bool(c["holds"]) for c in checks)
+    caveats = sum(bool(c["holds"] and c.get("note")) for c in checks)
+    return f"{held} of {len(checks)} findings hold" + (f", {caveats} of them with a caveat (see note)" if caveats else "")
+
+
 def headline(result: dict) -> str:
     """The terminal table: alignment per ROI, low-level impact, semantic probe and preference per model."""
     cc, ch, imp = result["alignment"], result["change_pct"], result["low_level_impact_pct"]
@@ -275,9 +282,6 @@ def write_report(out: Path, result: dict, seed: int, quick: bool, train_flags: l
               reference_label="uniform guess")
     plot_bars({"semantic preference": result["semantic_preference"]}, out / "semantic_preference.png",
               "sim(syn) − sim(homophone)")
-    held = sum(c["holds"] for c in result["checks"])
-    caveats = sum(bool(c["holds"] and c.get("note")) for c in result["checks"])
-    caveat = f", {caveats} of them with a caveat (see note)" if caveats else ""
     sections = [
         "# Brain-tuning demo: Whisper tiny.en on the miniature Moth Radio Hour", "",
         f"{timestamp()} · seed {seed} · {'quick (no control run, semantic probe only)' if quick else 'full demo'} · "
@@ -289,7 +293,7 @@ def write_report(out: Path, result: dict, seed: int, quick: bool, train_flags: l
            if "teacher" in result["models"] else "") +
         f"Alignment: held-out story `wheretheressmoke`, mean cc_norm over the upper-middle layers "
         f"{result['upper_middle_layers']} (n/2 < layer ≤ 0.85·n of 4), Δ% vs pretrained.", "",
-        f"## Headline ({held} of {len(result['checks'])} findings hold{caveat})", "", headline(result),
+        f"## Headline ({holds_count(result['checks'])})", "", headline(result),
         PAPER_SCALE, "",
         *READING_NOTES,
         "## Alignment by layer and ROI", "", "![alignment](eval/comparison/alignment_by_layer.png)", "",

@@ -1,5 +1,6 @@
 """`make demo` in its quick form, end to end with the real Whisper tiny.en: the main effect's direction holds."""
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,9 @@ def test_quick_demo_tuning_raises_language_alignment(tmp_path, monkeypatch):
     assert result["training"]["tuned"]["best_beats_initial"] is True and "pretrained" not in result["training"]
     report = (out / "REPORT.md").read_text()
     assert f"| tuned | {result['training']['tuned']['initial_val_loss']:.4f} | " in report
-    assert "## Headline" in report and "![alignment](eval/comparison/alignment_by_layer.png)" in report
+    from demo_report import holds_count
+    assert f"## Headline ({holds_count(result['checks'])})" in report  # the count over every check of the run
+    assert "![alignment](eval/comparison/alignment_by_layer.png)" in report
     commit = run_utils.toolkit_version()["commit"]  # the code that made it, in the header
     assert f" · toolkit {commit[:10] if commit else 'unknown'}" in report.splitlines()[2]
     assert "- device: cpu, precision fp32 (" in report  # where the steps ran: a GPU's bf16 numbers differ
@@ -73,6 +76,9 @@ def test_report_diagnostic_sections_list_each_models_layers_and_the_baseline(tmp
     from demo_report import diagnostic_scores, diagnostic_section
     models = ["pretrained", "tuned"]
     assert diagnostic_section(tmp_path, models) == [] and diagnostic_scores(tmp_path, models) == {}  # --quick
+    _write_diagnostic(tmp_path, "story_word_category", {"pretrained": (0.07, 0.05)})  # one model's only (killed)
+    assert diagnostic_section(tmp_path, models) == [] and diagnostic_scores(tmp_path, models) == {}
+    shutil.rmtree(tmp_path / "diagnostics")
     _write_diagnostic(tmp_path, "story_word_category", {"pretrained": (0.07, 0.05), "tuned": (0.08, 0.15)})
     lines = diagnostic_section(tmp_path, models)
     assert "| 2 | 0.050 ± 0.010 | 0.150 ± 0.010 |" in lines and "| 1 | 0.070 ± 0.010 | 0.080 ± 0.010 |" in lines
@@ -107,6 +113,31 @@ def test_training_table_reads_each_tuning_run_and_flags_a_best_epoch_no_better_t
     assert "| old | – | 2 | 0.5000 | unknown |" in table
 
 
+def test_headline_rows_and_the_count_of_findings_that_hold():
+    from demo_report import _loss_cell, headline, holds_count
+    result = {"models": ["pretrained", "tuned"],
+              "alignment": {"pretrained": {"language": 0.1, "auditory": 0.4}, "tuned": {"language": 0.13, "auditory": 0.42}},
+              "change_pct": {"pretrained": {"language": 0.0, "auditory": 0.0}, "tuned": {"language": 30.0, "auditory": 5.0}},
+              "low_level_impact_pct": {"pretrained": {"language": 37.33, "auditory": 47.0},
+                                       "tuned": {"language": 35.79, "auditory": 45.0}},
+              "probes_f1_macro": {"semantic_category": {"pretrained": 0.036, "tuned": 0.0284}},
+              "semantic_preference": {"pretrained": -0.05904, "tuned": -0.09436},
+              "checks": [{"finding": "f", "expected": "e", "measured": -1.5, "holds": True, "note": "caveat",
+                          "interval": "95% interval -3.0 to +1.0"}]}
+    table = headline(result)
+    assert "| pretrained | 0.100 (+0.0) | 0.400 (+0.0) | 37.3 | 0.036 | -0.0590 |" in table  # the language ROI's impact
+    assert "| tuned | 0.130 (+30.0) | 0.420 (+5.0) | 35.8 | 0.028 | -0.0944 |" in table
+    assert "| f | e | -1.500 | yes | caveat; 95% interval -3.0 to +1.0 |" in table  # the caveat and the interval
+    checks = [{"holds": True, "note": "below chance"}, {"holds": False, "note": "below chance"}, {"holds": True},
+              {"holds": False, "note": ""}]
+    assert holds_count(checks) == "2 of 4 findings hold, 1 of them with a caveat (see note)"  # failed ones: no caveat
+    assert holds_count(checks[2:]) == "1 of 2 findings hold"
+    # a run that did not record whether its best epoch beat the start: no mark, not a failure
+    assert _loss_cell({"initial_val_loss": 0.9, "best_val_loss": 0.95}) == "0.9000 → 0.9500"
+    assert _loss_cell({"initial_val_loss": 0.9, "best_val_loss": 0.95, "best_beats_initial": False}).endswith(" ✗")
+    assert _loss_cell({"best_val_loss": 0.95}) == "–" and _loss_cell(None) == "–"
+
+
 def test_seed_summary_tables_checks_and_the_diagnostics(tmp_path):
     from demo_report import write_seed_summary
     check = {"finding": "language gain", "expected": ">= +20%", "measured": 23.0, "holds": True}
@@ -128,6 +159,9 @@ def test_seed_summary_tables_checks_and_the_diagnostics(tmp_path):
     assert "| tuned | 0.140 | 0.160 |" in text and "| pretrained | 0.070 | 0.070 |" in text
     assert "| context-label baseline | 0.155 | 0.175 |" in text and "neutral sentences" not in text
     assert "Validation loss, epoch 0" not in text  # seeds without the training record: no table
+    results[0]["training"] = {"tuned": {"initial_val_loss": 0.9922, "best_epoch": 1, "best_val_loss": 0.8965,
+                                        "best_beats_initial": True}}
+    assert "Validation loss, epoch 0" not in write_seed_summary(tmp_path, results)  # nor when one seed lacks it
     for s, best in ((0, 0.8965), (1, 0.9987)):
         results[s]["training"] = {"tuned": {"initial_val_loss": 0.9922, "best_epoch": 1, "best_val_loss": best,
                                             "best_beats_initial": best < 0.9922}}
@@ -298,9 +332,10 @@ def test_cpu_line_names_the_model_and_its_vector_instructions(tmp_path):
     assert cpu_line(amd) == "unnamed (AuthenticAMD family 25 model 17, unknown vector instructions)"
     result = {"checks": [{"finding": "language gain", "measured": 1.0, "holds": False}], "models": ["pretrained"],
               "alignment": {"pretrained": {"language": 0.1}}, "change_pct": {"pretrained": {"language": 0.0}}}
-    text = write_seed_summary(tmp_path, {0: dict(result, settings={"cpu": intel}),
-                                         1: dict(result, settings={"cpu": amd})})
-    assert f"CPU: {cpu_line(intel)} / {cpu_line(amd)} (another CPU model" in text  # every machine a seed ran on
+    text = write_seed_summary(tmp_path, {0: dict(result, settings={"cpu": intel}), 1: dict(result, settings={"cpu": amd}),
+                                         2: dict(result, settings={"cpu": intel})})
+    # every machine a seed ran on, once each, in seed order
+    assert f"CPU: {cpu_line(intel)} / {cpu_line(amd)} (another CPU model" in text
 
 
 def test_report_header_names_the_toolkit_commit_and_uncommitted_changes():
@@ -498,6 +533,20 @@ def test_findings_verdicts_against_hand_set_numbers(tmp_path):
                         dict(zip(models, (-0.05, -0.08, -0.06))))
     assert verdicts(fails) == [(False, 15.0), (False, -0.005), (False, 20.0), (False, 1.0), (False, -0.1),
                                (False, -0.03)]
+    # ties are not gains: tuned equal to the control, auditory gaining as much as language, impact, probe and
+    # preference unchanged; the probe's chance is its task's (4 classes here), not a fixed 1/8
+    ties = _run_folder(tmp_path / "ties", dict(zip(models, (0.10, 0.13, 0.13))), dict(zip(models, (0.40, 0.52, 0.41))),
+                       dict(zip(models, (40.0, 40.0, 45.0))), dict(zip(models, (0.20, 0.20, 0.22))),
+                       dict(zip(models, (-0.05, -0.05, -0.06))))
+    (ties / "probes" / "semantic_category" / "tuned" / "results.json").write_text(
+        json.dumps({"kind": "multiclass", "classes": list("abcd"), "chance": {"accuracy": 0.25}}))
+    assert verdicts(ties) == [(True, 30.0), (False, 0.0), (False, 30.0), (False, 0.0), (False, 0.0), (False, 0.0)]
+    assert findings(ties)["checks"][4]["note"].startswith("every model below chance (0.250)")  # 0.25 > every score
+    # the auditory gain is compared with the tuned model's language gain, not the control's
+    between = _run_folder(tmp_path / "between", dict(zip(models, (0.10, 0.13, 0.11))),
+                          dict(zip(models, (0.40, 0.48, 0.41))), dict(zip(models, (40.0, 30.0, 45.0))),
+                          dict(zip(models, (0.20, 0.30, 0.25))), dict(zip(models, (-0.05, 0.02, -0.06))))
+    assert verdicts(between)[2] == (True, 20.0)  # +20% auditory: under the tuned +30%, above the control's +10%
     # the aim itself counts as reached; without a control there is no control check
     edge = _run_folder(tmp_path / "edge", dict(zip(models, (0.10, 0.12, 0.11))), dict(zip(models, (0.40, 0.42, 0.41))),
                        dict(zip(models, (40.0, 30.0, 45.0))), dict(zip(models, (0.20, 0.30, 0.25))),
