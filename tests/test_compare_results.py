@@ -350,3 +350,85 @@ def test_interval_is_the_central_95_percent_and_the_efficiency_curve_ends_at_the
     assert efficiency_curve(eff, {"language": 0.5}) == ([1, 2, 4, 8], {"language": [0.1, 0.2, 0.3, 0.5]})
     whole = {**eff, "counts": [2, 4, 8]}  # the draws include every story already: no point added
     assert efficiency_curve(whole, {"language": 0.5}) == ([2, 4, 8], {"language": [0.1, 0.2, 0.3]})
+
+
+def _bootstrap_folder(folder, layers, responses, cc_max, rois, residual_layers=()):
+    """A result folder as brain_evaluate.py leaves it for the bootstrap: ROI test data and, per upper-middle layer,
+    its test predictions (and those from the low-level residuals for the layers in `residual_layers`)."""
+    import numpy as np
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps({"upper_middle_layers": sorted(layers), "nc_floor": 0.1}))
+    for l, p in layers.items():
+        extra = {"test_predictions_roi_residual": 0.5 * p} if l in residual_layers else {}
+        np.savez(folder / f"layer_{l}.npz", test_predictions_roi=p, **extra)
+    np.savez(folder / "test_responses_roi.npz", roi_voxels=np.arange(responses.shape[1]), cc_max=cc_max,
+             responses=responses, **{f"roi/{r}": v for r, v in rois.items()})
+    return folder
+
+
+def test_bootstrap_changes_against_resampled_rows_by_hand(tmp_path):
+    import numpy as np
+
+    from alignment import block_bootstrap_weights
+    from compare_results import _named_roi_voxels, bootstrap_changes
+    rng = np.random.default_rng(5)
+    t, rois = 40, {"language": np.array([1, 2, 3]), "auditory": np.array([0])}
+    responses = rng.standard_normal((t, 4))
+    cc_max = np.array([0.5, 0.6, 0.05, 0.8])  # voxel 2 under the floor (0.1): left out of the language mean
+
+    def noisy(r):
+        return r * responses + rng.standard_normal(responses.shape)
+    # pre: anti-correlated (a negative baseline, so the change divides by its magnitude), its two layers apart
+    models = {"pre": {3: noisy(-0.6), 4: noisy(-0.2)}, "tuned": {3: noisy(0.5), 4: noisy(0.9)}}
+    models["same"] = models["pre"]  # the first model again: every paired difference exactly 0
+    dirs = [_bootstrap_folder(tmp_path / m, layers, responses, cc_max, rois) for m, layers in models.items()]
+    summaries = [json.loads((d / "summary.json").read_text()) for d in dirs]
+    boot = bootstrap_changes(dirs, list(models), summaries, ["language", "auditory", "absent"], block_trs=5,
+                             n_boot=200, seed=3)
+    weights = block_bootstrap_weights(t, 5, 200, 3)
+    rows = [np.repeat(np.arange(t), w.astype(int)) for w in weights]  # each sample's TRs, written out
+
+    def samples(layers, voxels):  # mean over layers of the mean over voxels of r / cc_max, per sample
+        return np.array([np.mean([np.mean([np.corrcoef(p[r, v], responses[r, v])[0, 1] / cc_max[v] for v in voxels])
+                                  for p in layers.values()]) for r in rows])
+    ref = {m: samples(layers, [1, 3]) for m, layers in models.items()}
+    assert (ref["pre"] < 0).all()
+    change = 100 * (ref["tuned"] - ref["pre"]) / np.abs(ref["pre"])
+    assert boot["rois"] == ["language", "auditory"] and (boot["n_boot"], boot["seed"]) == (200, 3)
+    np.testing.assert_allclose(boot["change_vs_first_pct_ci95"]["tuned"]["language"],
+                               np.percentile(change, [2.5, 97.5]), rtol=1e-9)
+    assert boot["change_vs_first_pct_ci95"]["tuned"]["language"][0] > 100  # from below zero to above it
+    diff = ref["tuned"] - ref["pre"]
+    np.testing.assert_allclose(boot["difference_ci95"]["tuned - pre"]["language"], np.percentile(diff, [2.5, 97.5]),
+                               rtol=1e-9)
+    assert boot["share_of_samples_above"]["tuned - pre"]["language"] == 1.0
+    assert boot["difference_ci95"]["same - pre"]["language"] == [0.0, 0.0]
+    assert boot["share_of_samples_above"]["same - pre"]["language"] == 0.0  # a tie is not "above"
+    np.testing.assert_allclose(boot["difference_ci95"]["tuned - pre"]["auditory"],
+                               np.percentile(samples(models["tuned"], [0]) - samples(models["pre"], [0]), [2.5, 97.5]),
+                               rtol=1e-9)
+    assert "low_level_impact_difference_ci95" not in boot  # no folder kept residual predictions
+    # residual predictions in one of a model's two upper-middle layers only: no impact intervals either
+    part = [_bootstrap_folder(tmp_path / "part" / m, models[m], responses, cc_max, rois, residual_layers=(3,))
+            for m in ("pre", "tuned")]
+    assert "low_level_impact_difference_ci95" not in bootstrap_changes(part, ["pre", "tuned"], summaries[:2],
+                                                                       ["language"], n_boot=20)
+    full = [_bootstrap_folder(tmp_path / "full" / m, models[m], responses, cc_max, rois, residual_layers=(3, 4))
+            for m in ("pre", "tuned")]
+    assert "tuned - pre" in bootstrap_changes(full, ["pre", "tuned"], summaries[:2], ["language"],
+                                              n_boot=20)["low_level_impact_difference_ci95"]
+    # a model whose predictions are constant: its impact is undefined (0 alignment) in every sample, so the share
+    # of samples where it is above is unknown (NaN), not 0
+    flat = _bootstrap_folder(tmp_path / "flat", {3: np.ones((t, 4)), 4: np.ones((t, 4))}, responses, cc_max, rois,
+                             residual_layers=(3, 4))
+    undefined = bootstrap_changes([full[0], flat], ["pre", "flat"], summaries[:2], ["language"], n_boot=20)
+    assert np.isnan(undefined["low_level_impact_share_of_samples_above"]["flat - pre"]["language"])
+    assert np.isnan(undefined["low_level_impact_difference_ci95"]["flat - pre"]["language"]).all()
+    # other test data in one folder (responses, or the ROI's voxels): no intervals, and no shared ROI voxels
+    other = _bootstrap_folder(tmp_path / "other", models["tuned"], responses + 1.0, cc_max, rois)
+    assert "different voxels, responses" in bootstrap_changes([dirs[0], other], ["pre", "other"], summaries[:2],
+                                                              ["language"])["skipped"]
+    moved = _bootstrap_folder(tmp_path / "moved", models["tuned"], responses, cc_max,
+                              {"language": np.array([0, 1, 2]), "auditory": np.array([0])})
+    assert _named_roi_voxels([dirs[0], dirs[1]])["language"].tolist() == [1, 2, 3]
+    assert _named_roi_voxels([dirs[0], moved]) == {}
