@@ -54,6 +54,24 @@ def test_random_pairs_are_of_two_different_words():
     assert result["random"] == [0.0]
 
 
+def test_preference_per_layer_by_hand_and_random_pairs_by_seed():
+    # layer 0: synonyms parallel (cosine 1 at norms 1 and 2), homophones parallel; layer 1: synonyms orthogonal,
+    # homophones at 45 degrees (norms 1.4 and 1)
+    emb = {"a": np.array([[1.0, 0.0], [1.0, 0.0]]), "b": np.array([[2.0, 0.0], [0.0, 3.0]]),
+           "c": np.array([[0.0, 1.0], [1.0, 1.0]]), "d": np.array([[0.0, 5.0], [1.0, 0.0]])}
+    result = semantic_preference(emb, [("a", "b", "synonym"), ("c", "d", "near_homophone")], n_random=50)
+    np.testing.assert_allclose(result["synonym"], [1.0, 0.0], atol=1e-9)
+    np.testing.assert_allclose(result["near_homophone"], [1.0, np.sqrt(0.5)], atol=1e-9)
+    np.testing.assert_allclose(result["preference"], [0.0, -np.sqrt(0.5)], atol=1e-9)
+    rng = np.random.default_rng(0)
+    many = {f"w{i}": rng.standard_normal((1, 4)) for i in range(12)}
+    pairs = [("w0", "w1", "synonym"), ("w2", "w3", "near_homophone")]
+    assert semantic_preference(many, pairs, n_random=20, seed=1)["random"] == (
+        semantic_preference(many, pairs, n_random=20, seed=1)["random"])
+    assert semantic_preference(many, pairs, n_random=20, seed=1)["random"] != (
+        semantic_preference(many, pairs, n_random=20, seed=2)["random"])  # the seed draws the pairs
+
+
 def test_pairs_files(tmp_path):
     pairs = read_pairs(ENGLISH_PAIRS)
     assert {r for _, _, r in pairs} == {"synonym", "near_homophone"} and len(pairs) >= 40
@@ -94,6 +112,10 @@ def test_context_label_counts_by_hand():
     # rows: bear@0 (nothing before), bear@4.5 (window 2.5-4.5: pear ends at 2.4, outside), pear@2.0 (window 0-2:
     # bear ends at 0.4 > 0, rice), pear in s2 (nothing), rice@1.0 (bear)
     np.testing.assert_array_equal(counts, [[0, 0], [0, 0], [1, 1], [0, 0], [1, 0]])
+    # two words of one category in the window count twice
+    two = {"s3": [(0.0, 0.4, "pear"), (0.5, 0.9, "rice"), (1.0, 1.4, "bear")]}
+    np.testing.assert_array_equal(context_label_counts(two, {"bear": [("s3", 1.0, 1.4)]}, label_of, classes, 2.0),
+                                  [[0, 2]])
     # a word overlapping the window's start counts; the occurrence itself never does
     np.testing.assert_array_equal(context_label_counts(words, {"bear": [("s1", 4.5, 5.0)]}, label_of, classes, 2.2),
                                   [[0, 1]])
@@ -148,3 +170,11 @@ def test_each_occurrence_is_heard_with_the_context_before_it(mini_root, tiny_mod
     occ = {"early": [(story, 1.0, 1.5)], "late": [(story, 10.0, 10.25)]}
     sp.occurrence_features(encoder, {story: data.audio(story)}, occ, [1], context_s=3.0, progress=False)
     assert heard == [int(1.5 * 16000), int(3.25 * 16000)]  # from the audio's start; from 3 s before the word
+    segments, mean = [], sp.segment_mean
+
+    def recording_segment(times, states, start_s, end_s):
+        segments.append((round(start_s, 6), round(end_s, 6)))
+        return mean(times, states, start_s, end_s)
+    monkeypatch.setattr(sp, "segment_mean", recording_segment)
+    sp.occurrence_features(encoder, {story: data.audio(story)}, occ, [1], context_s=3.0, progress=False)
+    assert segments == [(1.0, 1.5), (3.0, 3.25)]  # the word's frames, in the clip's own time
