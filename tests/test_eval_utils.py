@@ -8,6 +8,8 @@ from eval_utils import (columnwise_correlation, lanczos_kernel, lanczosinterp2d,
 def test_zscore_ddof0_and_constant_columns():
     x = np.array([[1.0, 5.0], [3.0, 5.0]])
     np.testing.assert_allclose(zscore(x), [[-1.0, 0.0], [1.0, 0.0]])
+    # float32 stays float32 (a 95k-voxel response matrix in float64 is twice the memory); integers give float64
+    assert zscore(x.astype(np.float32)).dtype == np.float32 and zscore(np.array([[1], [3]])).dtype == np.float64
 
 
 def test_lanczos_kernel_values():

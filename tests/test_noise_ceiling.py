@@ -21,6 +21,13 @@ def test_simulated_repeats_of_known_power(n_rep, signal_var, noise_var):
     np.testing.assert_allclose(noise_ceiling(repeats), expected, atol=0.01)
 
 
+def test_each_repeat_is_z_scored_first_so_a_repeat_recorded_louder_changes_nothing():
+    rng = np.random.default_rng(2)
+    repeats = rng.normal(size=(300, 4)) + rng.normal(0, 1.0, (3, 300, 4))
+    scaled = repeats * np.array([1.0, 10.0, 0.1])[:, None, None] + np.array([0.0, 5.0, -3.0])[:, None, None]
+    np.testing.assert_allclose(noise_ceiling(scaled), noise_ceiling(repeats), rtol=1e-10)
+
+
 def test_pure_noise_and_constant_voxels_give_zero_not_nan():
     rng = np.random.default_rng(1)
     repeats = rng.normal(size=(5, 3000, 50))
