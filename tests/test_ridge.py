@@ -60,14 +60,21 @@ def test_holdout_chunks_are_contiguous_quarter():
     held = chunked_holdout(400, np.random.default_rng(0), chunk_len=20, fraction=0.25)
     assert len(held) == 100 and len(np.unique(held)) == 100
     assert all(len(set(range(s, s + 20)) - set(held)) == 0 for s in held[::20])
+    # 7 chunks (the last one 10 TRs): a quarter of 7 rounds to 2 chunks, not down to 1
+    held = chunked_holdout(130, np.random.default_rng(0), chunk_len=20, fraction=0.25)
+    starts = sorted(set(held // 20))
+    assert len(starts) == 2 and len(held) == sum(min(20, 130 - 20 * c) for c in starts)
 
 
 def test_shape_errors_are_named():
     with pytest.raises(ValueError, match="x_train has 5 rows but y_train has 4"):
         bootstrap_ridge(np.zeros((5, 2)), np.zeros((4, 1)), np.zeros((1, 2)))
+    with pytest.raises(ValueError, match="x_test has 3 features but x_train has 2"):
+        bootstrap_ridge(np.zeros((5, 2)), np.zeros((5, 1)), np.zeros((1, 3)))
 
 
-def test_alpha_scores_are_held_out_r2_of_a_fit_without_the_held_out_rows():
+@pytest.mark.parametrize("score", ["r2", "corr"])
+def test_alpha_scores_are_the_bootstrap_mean_of_held_out_scores_of_fits_without_the_held_out_rows(score):
     from sklearn.linear_model import Ridge
     from sklearn.metrics import r2_score
     rng = np.random.default_rng(3)
@@ -75,13 +82,19 @@ def test_alpha_scores_are_held_out_r2_of_a_fit_without_the_held_out_rows():
     x = rng.normal(size=(n, p))
     y = x @ rng.normal(size=(p, 3)) + rng.normal(size=(n, 3))
     alphas = np.array([1.0, 10.0, 100.0])
-    res = bootstrap_ridge(x, y, x[:5], alphas=alphas, n_boots=1, seed=7)
-    held = chunked_holdout(n, np.random.default_rng(7))  # the bootstrap's draw: same seed, first draw
-    keep = np.setdiff1d(np.arange(n), held)
-    for k, a in enumerate(alphas):
-        pred = Ridge(alpha=a ** 2, fit_intercept=False).fit(x[keep], y[keep]).predict(x[held])
-        expected = r2_score(y[held], pred, multioutput="raw_values")
-        np.testing.assert_allclose(res.scores[k], expected, rtol=1e-4, atol=1e-5)
+    res = bootstrap_ridge(x, y, x[:5], alphas=alphas, n_boots=2, seed=7, score=score)
+    draws = np.random.default_rng(7)  # the bootstraps' draws: same seed, in order
+    expected = np.zeros((len(alphas), 3))
+    for _ in range(2):
+        held = chunked_holdout(n, draws)
+        keep = np.setdiff1d(np.arange(n), held)
+        for k, a in enumerate(alphas):
+            pred = Ridge(alpha=a ** 2, fit_intercept=False).fit(x[keep], y[keep]).predict(x[held])
+            if score == "r2":
+                expected[k] += r2_score(y[held], pred, multioutput="raw_values") / 2
+            else:  # Pearson r of the held-out rows, each voxel on its own
+                expected[k] += [np.corrcoef(pred[:, j], y[held, j])[0, 1] / 2 for j in range(3)]
+    np.testing.assert_allclose(res.scores, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_pure_noise_never_gets_the_weakest_penalty():
