@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from timing import (AlignmentError, TRGrid, check_alignment, check_audio_duration, check_transcript_duration,
-                    cut_window, response_tr_indices, simulated_tr_grid, trim_slice, window_end_samples, window_samples)
+                    cut_window, expected_response_rows, response_tr_indices, simulated_tr_grid, trim_slice, window_end_samples, window_samples)
 
 
 def test_simulated_grid_follows_the_contract():
@@ -36,6 +36,16 @@ def test_window_end_is_the_end_of_tr_k_in_exact_samples():
     assert ends[0] == round(12.0495 * 16000)
     assert ends[1] == round(14.054 * 16000)
     assert window_samples(2.0045, 5, 16000) == round(10.0225 * 16000)
+    # exact sample counts, computed in integers: float products land a hair below them (0.7 * 3 * 16000)
+    k = np.arange(30)
+    np.testing.assert_array_equal(window_end_samples(grid, k, 16000), (k + 1) * 32072 - 160000)
+    assert window_samples(0.7, 3, 16000) == 33600
+
+
+def test_a_respdict_value_must_leave_at_least_one_response_row():
+    assert expected_response_rows(simulated_tr_grid(21).n_tr) == 1
+    with pytest.raises(AlignmentError, match="respdict value 20 leaves 15 TRs: need more than 15"):
+        simulated_tr_grid(20)
 
 
 def test_cut_window_pads_before_onset_and_after_end():
