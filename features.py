@@ -63,6 +63,11 @@ def check_finite_features(features: np.ndarray, layers: list[int], model_name: s
                          f"are damaged or diverged (or overflow at this --precision)")
 
 
+def frames_per_tr(encoder: SpeechEncoder, tr: float) -> int:
+    """Encoder frames in one TR of `tr` seconds (at least 1): what "last_tr" pooling averages."""
+    return max(1, int(round(tr * encoder.frame_rate())))
+
+
 def pool_frames(states: torch.Tensor, valid: torch.Tensor, pooling: str, n_last_frames: int) -> torch.Tensor:
     """(B, frames, H) -> (B, H): last valid frame, mean of the last `n_last_frames` valid frames, or mean."""
     n_valid = valid.sum(1)
@@ -128,7 +133,7 @@ def extract_story_features_together(encoders: list[SpeechEncoder], wav: np.ndarr
     starts, ends = window_bounds(len(wav), stride_s, context_s)
     lengths = ends - starts
     wav_t = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
-    n_last = [max(1, int(round(tr * enc.frame_count(16000 * 10) / 10.0))) for enc in encoders]
+    n_last = [frames_per_tr(enc, tr) for enc in encoders]
     order = np.lexsort((ends, lengths))  # equal lengths side by side: batches need no padding
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     batches = [g for b in batches for g in _split_by_length(b, lengths)]

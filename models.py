@@ -344,6 +344,10 @@ class SpeechEncoder(nn.Module):
         """The longest waveform the encoder takes, in 16 kHz samples: Whisper's 30 s (1500 positions), else None."""
         return self.n_mel_frames * self.hop if self.model_type == "whisper" else None
 
+    def frame_rate(self) -> float:
+        """Encoder frames per second of audio (about 50 for wav2vec2-style and Whisper encoders), over 10 s."""
+        return self.frame_count(16000 * 10) / 10.0
+
     def frame_count(self, n_samples: int) -> int:
         """Number of encoder frames covering `n_samples` of real audio."""
         if self.model_type == "whisper":

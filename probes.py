@@ -110,11 +110,6 @@ def utterance_features_together(encoders: list[SpeechEncoder], wavs, layers: lis
     return pooled_over_batches(encoders, layers, len(wavs), pooled, batches, threads, "utterances", progress)
 
 
-def frame_rate(encoder: SpeechEncoder) -> float:
-    """Encoder frames per second of audio (50 for wav2vec2-style and Whisper encoders)."""
-    return encoder.frame_count(16000 * 10) / 10.0
-
-
 def frame_features(encoder: SpeechEncoder, wav: np.ndarray, layers: list[int], device="cpu") -> tuple[np.ndarray, np.ndarray]:
     """Hidden states of every real-audio frame of one utterance.
 
@@ -153,7 +148,7 @@ def frame_features_batch(encoders: list[SpeechEncoder], wavs: list[np.ndarray], 
         valid = enc.valid_frames(lengths, valid.shape)
         for row in range(len(wavs)):
             n = int(valid[row].sum())
-            times = (np.arange(n) + 0.5) / frame_rate(enc)
+            times = (np.arange(n) + 0.5) / enc.frame_rate()
             out[row].append((times, np.stack([s[row, :n].float().cpu().numpy() for s in states])))
     return out
 

@@ -33,6 +33,40 @@ def test_window_bounds_hand_case():
         with pytest.raises(ValueError, match=rf"stride_s > 0, context_s >= 0 and sample_rate > 0 \(found {stride}, "
                                              rf"{context}, 16000\)"):
             features.window_bounds(16000 * 3, stride_s=stride, context_s=context)
+    # 0.3 s of audio is 3 strides of 0.1 s, though 4800 / 16000 / 0.1 is 2.9999999999999996 in floats
+    assert features.window_bounds(4800, stride_s=0.1, context_s=1.0)[1].tolist() == [1600, 3200, 4800]
+    # windows of exactly MIN_WINDOW_SAMPLES are kept, shorter ones dropped
+    n = features.MIN_WINDOW_SAMPLES
+    starts, ends = features.window_bounds(3 * n, stride_s=n / 16000, context_s=0.0)
+    assert (ends - starts).tolist() == [n, n, n]
+    assert len(features.window_bounds(3 * (n - 1), stride_s=(n - 1) / 16000, context_s=0.0)[1]) == 0
+
+
+def test_frames_per_tr_pooling_and_cache_settings(tiny_models):
+    w2v, whisper = _encoder(tiny_models["wav2vec2"]), _encoder(tiny_models["whisper"])
+    # wav2vec2's convolutions give 499 frames per 10 s: a 2 s TR is 99.8 frames, rounded to 100
+    assert w2v.frame_count(160000) == 499 and features.frames_per_tr(w2v, 2.0) == 100
+    assert whisper.frame_rate() == 50.0 and features.frames_per_tr(whisper, 2.0045) == 100
+    assert features.frames_per_tr(w2v, 0.001) == 1  # never an empty mean
+    assert features.resolve_pooling("auto", "whisper") == "last_tr"
+    assert features.resolve_pooling("auto", "hubert") == "last" and features.resolve_pooling("mean", "whisper") == "mean"
+    # the whisper mode changes a Whisper model's features only
+    assert features.cache_settings(0.1, 16, "auto", 2.0, "fp32", "wavlm", "truncate") == \
+        features.cache_settings(0.1, 16, "auto", 2.0, "fp32", "wavlm", "pad30")
+    assert features.cache_settings(0.1, 16, "auto", 2.0, "fp32", "whisper", "truncate") != \
+        features.cache_settings(0.1, 16, "auto", 2.0, "fp32", "whisper", "pad30")
+    with pytest.raises(ValueError, match=r"one layer list per encoder \(2\), found 1"):
+        features.extract_story_features_together([w2v, w2v], np.zeros(16000, np.float32), [[1]])
+
+
+def test_a_local_models_fingerprint_changes_with_its_weights_or_config(tiny_models, tmp_path):
+    import os
+    import shutil
+    model = shutil.copytree(tiny_models["wav2vec2"], tmp_path / "m")
+    before = features.model_fingerprint(str(model))
+    config = model / "config.json"
+    os.utime(config, ns=(config.stat().st_atime_ns, config.stat().st_mtime_ns + 10 ** 9))  # config edited
+    assert features.model_fingerprint(str(model)) != before
 
 
 def test_pool_frames_hand_case():
@@ -117,6 +151,8 @@ def test_feature_cache_keeps_a_storys_other_layers_when_more_are_saved(tmp_path)
     np.testing.assert_array_equal(cache.load("souls", [2, 7])[1], np.stack([feats[0] - 1, feats[0]]))
     cache.save("souls", [3], times[:2], feats[:1, :2])  # other windows: nothing to keep
     assert cache.load("souls", [2]) is None and cache.load("souls", [3])[1].shape == (1, 2, 3)
+    cache.save("souls", [4], times[:2], np.ones((1, 2, 5), np.float32))  # another hidden size: nothing to keep
+    assert cache.load("souls", [3]) is None and cache.load("souls", [4])[1].shape == (1, 2, 5)
 
 
 def test_a_storys_features_from_other_audio_are_a_miss_and_are_replaced(tmp_path):
@@ -155,7 +191,7 @@ def test_feature_cache_reads_a_split_once_without_a_second_copy(tmp_path):
     import tracemalloc
     cache = features.FeatureCache(tmp_path, "some/model", {})
     feats = np.random.default_rng(0).standard_normal((3, 20000, 50)).astype(np.float32)  # 12 MB
-    cache.save("train", [1, 2, 3], np.arange(20000.0), feats)
+    cache.save("train", [2, 3, 1], np.arange(20000.0), feats[[1, 2, 0]])  # stored in layer order all the same
     assert cache.has("train", [3, 1]) and not cache.has("train", [4]) and not cache.has("val", [1])
     assert cache.hits == 0
     tracemalloc.start()
