@@ -64,6 +64,8 @@ def test_schedule_warms_up_then_decays_to_zero():
     f = warmup_linear_decay(100, 0.1)
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert f(10) == pytest.approx(1.0) and f(55) == pytest.approx(0.5) and f(100) == 0.0
+    f = warmup_linear_decay(17, 0.1)  # 1.7 warm-up steps round to 2
+    assert f(0) == pytest.approx(0.5) and f(1) == 1.0 and f(2) == 1.0 and f(16) == pytest.approx(1 / 15)
 
 
 class _Recorder(torch.nn.Module):
@@ -286,21 +288,29 @@ def test_epoch_order_depends_on_seed_and_epoch_only():
     shares = [torch.cat(list(training.epoch_loader(windows, 1, 0, 4, 0, torch.device("cpu"), r, 2))).tolist()
               for r in (0, 1)]
     assert sorted(shares[0] + shares[1]) == windows  # two processes: each its half, together every window
+    again = torch.cat(list(training.epoch_loader(windows, 2, 0, 4, 0, torch.device("cpu"), 0, 2))).tolist()
+    assert again != shares[0]  # under DDP too, each epoch its own order
 
 
 def test_story_swap_never_pairs_a_story_with_its_own_responses():
     grid = simulated_tr_grid(40)
     stories = [StoryData(f"s{k}", np.zeros(16000, np.float32), grid, np.full((20, 2), k, np.float32)) for k in range(4)]
+    shifts = set()
     for seed in range(20):
         swapped = apply_target_control(stories, "story-swap", seed)
         sources = [int(s.targets[0, 0]) for s in swapped]
         assert sorted(sources) == [0, 1, 2, 3] and all(src != k for k, src in enumerate(sources))
+        shifts.add((sources[0] - 0) % 4)
+    assert shifts == {1, 2, 3}  # the seed draws which story's responses each one takes
 
 
 def test_distant_permutation_falls_back_to_a_half_rotation_when_none_is_far_enough():
     rng = np.random.default_rng(0)
     assert _distant_permutation(2, 2, rng).tolist() == [1, 0]  # no permutation of 2 moves a block 2 places
     assert _distant_permutation(5, 5, rng).tolist() == [3, 4, 0, 1, 2]
+    # a move of exactly min_distance is far enough: 5 blocks 2 apart have several such permutations
+    drawn = {tuple(_distant_permutation(5, 2, np.random.default_rng(seed))) for seed in range(10)}
+    assert len(drawn) > 1 and all(np.abs(np.array(p) - np.arange(5)).min() >= 2 for p in drawn)
 
 
 def test_targets_from_a_file_must_be_finite_and_equally_wide(mini_root):
