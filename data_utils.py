@@ -272,7 +272,7 @@ class Ds003020:
 
     def load_responses(self, subject: str | int, story: str, voxels: np.ndarray | None = None,
                        check: bool = True) -> np.ndarray:
-        """Responses of one story: "data" as float32 (n_rows, V) or (n_rows, len(voxels)), NaN -> 0.
+        """Responses of one story: "data" as float32 (n_rows, V) or (n_rows, len(voxels)), NaN and ±inf -> 0.
 
         Parameters
         ----------
@@ -309,7 +309,7 @@ class Ds003020:
 
     def load_repeats(self, subject: str | int, story: str = TEST_STORY,
                      voxels: np.ndarray | None = None) -> np.ndarray:
-        """Test-story repeats "individual_repeats" (R, n_rows, V or n_sel) float32, NaN -> 0, read per repeat."""
+        """Test-story repeats "individual_repeats" (R, n_rows, V or n_sel) float32, NaN and ±inf -> 0, read per repeat."""
         path = self.response_path(subject, story)
         with self._open_h5(path) as f:
             ds = self._repeats_dataset(f, path)
@@ -435,7 +435,7 @@ def open_ds003020(data_dir: str | os.PathLike, tr: float = DEFAULT_TR,
 
 
 def read_columns(ds: h5py.Dataset, voxels, path: Path, lead: tuple = (), block_rows: int = 64) -> np.ndarray:
-    """Read `ds[lead + (:, voxels)]` as float32 with NaN -> 0, in row blocks (memory ~ block + output).
+    """Read `ds[lead + (:, voxels)]` as float32 with NaN and ±inf -> 0, in row blocks (memory ~ block + output).
 
     `voxels` is None (all), a boolean mask over the last axis, or increasing integer indices.
     """

@@ -55,6 +55,29 @@ def test_subjects_differ_and_missing_story_is_reported(mini_root):
         name, stories = next(iter(lists.items()))
         with pytest.raises(DataError, match=rf"stories listed more than once in the {name} split: \['{stories[-1]}'\]"):
             story_split(data.stories("UTS01"), **lists)
+    lacking = story_split(["a", "b"], train=["a"], val=["b"])  # no test story: reported, not kept
+    assert lacking.test == [] and lacking.missing == {"test": ["wheretheressmoke"]}
+
+
+def test_subjects_are_the_uts_folders_only(tmp_path):
+    base = tmp_path / "derivative" / "preprocessed_data"
+    for name in ("UTS10", "UTS01", "figures", ".ipynb_checkpoints", "UTS02_old"):
+        (base / name).mkdir(parents=True)
+    (base / "UTS03").write_text("a file, not a folder")
+    (tmp_path / "stimuli").mkdir()
+    assert Ds003020(tmp_path).subjects() == ["UTS01", "UTS10"]
+
+
+def test_read_tsv_takes_a_spreadsheets_file_and_names_a_wrong_header(tmp_path):
+    from data_utils import read_tsv
+    path = tmp_path / "labels.tsv"
+    path.write_bytes("\ufeffpath\tlabel\r\n# a comment\r\n\r\nclip1.wav\t animal \r\nclip2.wav\tcity\r\n".encode())
+    assert read_tsv(path, ["path", "label"]) == [(4, ["clip1.wav", "animal"]), (5, ["clip2.wav", "city"])]
+    with pytest.raises(DataError, match=r"labels.tsv: expected header 'file<TAB>label', found \['path', 'label'\]"):
+        read_tsv(path, ["file", "label"])
+    path.write_text("# only a comment\n")
+    with pytest.raises(DataError, match="labels.tsv: expected header 'path<TAB>label', found an empty file"):
+        read_tsv(path, ["path", "label"])
 
 
 def test_audio_44k_stereo_and_mono_to_16k(mini_root):
@@ -494,6 +517,7 @@ def test_read_columns_reads_a_run_of_voxels_as_a_slab_and_any_selection_right(tm
     rng = np.random.default_rng(0)
     values = rng.normal(size=(3, 70, 50))
     values[1, 5, 12] = np.nan
+    values[1, 6, [13, 14]] = [np.inf, -np.inf]  # read as 0 like NaN: z-scoring would spread them over the column
     with h5py.File(tmp_path / "r.hf5", "w") as f:
         f["individual_repeats"] = values
 
@@ -511,7 +535,7 @@ def test_read_columns_reads_a_run_of_voxels_as_a_slab_and_any_selection_right(tm
             ds = Recording(f["individual_repeats"])
             got = read_columns(ds, voxels, tmp_path / "r.hf5", lead=(1,), block_rows=32)
             cols = slice(None) if voxels is None else voxels
-            np.testing.assert_array_equal(got, np.nan_to_num(values[1][:, cols].astype(np.float32)))
+            np.testing.assert_array_equal(got, np.nan_to_num(values[1][:, cols].astype(np.float32), posinf=0, neginf=0))
             assert ds.asked == [columns_read] * 3  # 70 rows in blocks of 32; a run of voxels: only its columns
         for voxels, found in ((np.array([3, 50]), "3..50"), (np.array([-1, 4]), "-1..4")):  # V = 50: 0..49
             with pytest.raises(DataError, match=rf"r.hf5: voxel index out of range \[0, 50\) \(found {found}\)"):
