@@ -676,6 +676,47 @@ def test_story_features_are_sampled_at_tr_midpoints():
     assert np.argmax(out[:, 0]) == 20 - 10  # row j of the trimmed grid is TR j + 10 (TR 21 if read at onsets)
 
 
+def test_wilcoxon_compare_runs_no_test_on_identical_pairs():
+    out = al.wilcoxon_compare([0.3, 0.4, 0.5], [0.3, 0.4, 0.5])  # every difference 0: no ranks to test
+    assert "p_value" not in out and out["n"] == 3 and out["tuned_mean"] == pytest.approx(0.4)
+
+
+def test_design_matrices_take_the_delays_asked_for_on_train_and_test():
+    rng = np.random.default_rng(0)
+    per_story = {s: rng.normal(size=(n, 2)) for s, n in (("a", 8), ("b", 6), ("t", 5))}
+    x_train, x_test = al.stack_design(per_story, ["a", "b"], "t", delays=[2, 5])
+    assert x_train.shape == (14, 4) and x_test.shape == (5, 4)
+    np.testing.assert_array_equal(x_test[2:, :2], per_story["t"][:3])   # delay 2: row i holds row i - 2
+    np.testing.assert_array_equal(x_test[:, 2:], 0)                      # delay 5 reaches before the story
+
+
+def test_roi_summary_averages_the_voxels_above_the_floor_and_counts_them():
+    result = {"r": np.array([0.2, 0.4, 0.1, 0.3]), "cc_norm": np.array([0.5, np.nan, 0.3, np.nan])}
+    out = al.roi_summary(result, {"roi": np.array([0, 1, 2]), "none": np.array([1, 3]), "empty": np.array([], int)})
+    assert out["roi"] == {"cc_norm": pytest.approx(0.4), "r": pytest.approx(0.7 / 3), "n_voxels": 3,
+                          "n_above_floor": 2}
+    assert np.isnan(out["none"]["cc_norm"]) and out["none"]["n_above_floor"] == 0
+    assert np.isnan(out["empty"]["r"]) and out["empty"]["n_voxels"] == 0
+
+
+def test_upper_middle_mismatch_note_only_where_the_layers_differ():
+    assert al.upper_middle_mismatch_note({"a": [7, 8], "b": [7, 8], "old": None}) is None
+    note = al.upper_middle_mismatch_note({"a": [7, 8], "b": [8], "old": None})
+    assert note.startswith("Note: these upper-middle means average different layers (a [7, 8]; b [8])")
+
+
+def test_mel_features_do_not_depend_on_the_recording_gain():
+    # a louder copy adds a constant to every log-mel band: z-scored per story, its features are the same
+    from timing import TRGrid
+    rng = np.random.default_rng(0)
+    grid = TRGrid(onsets=np.arange(40) * 2.0 - 10.0, tr=2.0)
+    t = np.arange(16000 * 60) / 16000
+    wav = (rng.normal(size=len(t)) * (1 + 0.8 * np.sin(2 * np.pi * t / 7))).astype(np.float32)  # loudness varies
+    quiet = al.low_level_features(wav, [], np.zeros(0), grid, test=False, groups=("mel",))
+    loud = al.low_level_features(4 * wav, [], np.zeros(0), grid, test=False, groups=("mel",))
+    np.testing.assert_allclose(loud, quiet, atol=1e-4)
+
+
 def test_wilcoxon_compare_drops_each_pair_with_a_missing_value():
     tuned, pre = np.array([0.3, 0.4, np.nan, 0.5, 0.6]), np.array([0.2, 0.1, 0.3, np.nan, 0.4])
     out = al.wilcoxon_compare(tuned, pre)

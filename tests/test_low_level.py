@@ -70,6 +70,18 @@ def test_residualize_removes_the_low_level_part_of_train_and_test_features():
         np.testing.assert_allclose(res.std(0), 1, atol=1e-5)
 
 
+def test_residualize_fits_the_training_rows_with_each_features_chosen_penalty():
+    # 120 low-level columns on 160 training rows: a near-unpenalised fit would explain most of a feature that has
+    # nothing to do with them; the held-out rows pick a strong penalty for it, and the training fit uses it too
+    from alignment import residualize
+    rng = np.random.default_rng(1)
+    low = rng.normal(size=(200, 120))
+    model = np.column_stack([rng.normal(size=200), low[:, :3] @ [1.0, -1.0, 0.5] + 0.1 * rng.normal(size=200)])
+    res_train, _ = residualize(model[:160], model[160:], low[:160], low[160:])
+    assert np.corrcoef(res_train[:, 0], model[:160, 0])[0, 1] > 0.95  # kept: nothing low-level to remove
+    assert abs(np.corrcoef(res_train[:, 1], model[:160, 1])[0, 1]) < 0.5  # mostly removed
+
+
 def test_mel_bands_use_a_hann_window_and_stop_at_fmax():
     t = np.arange(16000) / 16000
     floor = np.log(1e-6)
