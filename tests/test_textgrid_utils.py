@@ -25,6 +25,7 @@ def test_the_three_formats_give_the_same_tiers(style):
 
 @pytest.mark.parametrize("encode", [
     lambda t: t.replace("\n", "\r\n").encode("utf-8"),
+    lambda t: t.replace("\n", "\r").encode("utf-8"),          # classic Mac line endings
     lambda t: ("\ufeff" + t).encode("utf-8"),
     lambda t: t.replace("\n", "\r\n").encode("utf-16"),   # BOM included by Python
     lambda t: t.encode("utf-16-be").join([b"\xfe\xff", b""]),
@@ -173,10 +174,11 @@ two"
 """
 
 
-def test_praat_chronological_output_with_a_point_tier_and_comments(tmp_path):
+@pytest.mark.parametrize("newline", ["\r\n", "\r"])
+def test_praat_chronological_output_with_a_point_tier_and_comments(tmp_path, newline):
     path = tmp_path / "story.TextGrid"
-    path.write_bytes(PRAAT_CHRONOLOGICAL.replace("\n", "\r\n").encode("utf-16"))  # CRLF and UTF-16 too
-    tiers = read_textgrid(path)
+    path.write_bytes(PRAAT_CHRONOLOGICAL.replace("\n", newline).encode("utf-16"))  # CRLF or CR and UTF-16 too
+    tiers = read_textgrid(path)  # a "!" comment ends at a lone CR too, not at the file's end
     assert [t.name for t in tiers] == ["phone", "word"]  # the point tier skipped, as in the other formats
     assert tiers[0].labels == ["sp", "DH", "AH0"]
     np.testing.assert_array_equal(tiers[0].ends, [0.5, 0.7, 1.5])      # rounded to 5 decimals
@@ -224,6 +226,7 @@ def test_the_ds003020_chronological_layout():
     (lambda t: t.replace('"AH0"\n', '"AH0\n'), r"line \d+: a quoted string that is never closed"),
     (lambda t: t[:t.index('"AH0"')], "the file ends where an interval's text was expected"),
     (lambda t: t.replace("1 0.5 0.7000004", "4 0.5 0.7000004"), r"line 21: tier number 4, the file has 3 tiers"),
+    (lambda t: t.replace("1 0.5 0.7000004", "0 0.5 0.7000004"), r"line 21: tier number 0, the file has 3 tiers"),
     (lambda t: t.replace("1 0.5 0.7000004", "1 0.5 x"), r"line 21: expected an interval's end, found x"),
     (lambda t: t.replace("1 0.7000004 1.5", "1 0.7000004 1.6"), r"interval 0.7-1.6 s of tier 1 \('phone'\) lies "
                                                               r"outside the tier's 0-1.5 s"),
