@@ -16,6 +16,8 @@ def test_metrics_hand_cases():
     m = probes.probe_metrics(y, p, "multilabel")
     assert m["accuracy"] == pytest.approx(4 / 6)          # correct (utterance, class) decisions
     assert m["f1_micro"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))  # tp 2, fp 1, fn 1
+    none = np.zeros((2, 3), np.float32)  # nothing true, nothing predicted: F1 0 (sklearn's zero_division=0)
+    assert probes.probe_metrics(none, none, "multilabel") == {"f1_macro": 0.0, "f1_micro": 0.0, "accuracy": 1.0}
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -307,6 +309,22 @@ def test_cross_validated_probe_never_fits_or_selects_on_test_words(monkeypatch):
         test_rows = {r.tobytes() for r in x[0][fold == k]}
         assert not test_rows & {r.tobytes() for r in x_train}
         assert not test_rows & {r.tobytes() for r in x_val}
+        np.testing.assert_array_equal(x_val, x[0][fold == (k + 1) % 6])  # validation: the next fold, whole
+    with pytest.raises(ValueError, match="24 groups cannot fill 30 folds"):
+        probes.cross_validated_probes(x, y, g, [1], 4, n_folds=30, progress=False)
+
+
+@pytest.mark.parametrize("side_by_side", [False, True])
+def test_the_first_best_epoch_is_kept_and_the_last_epoch_is_always_scored(side_by_side):
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 40)
+    x = rng.normal(size=(80, 3)) + 6.0 * y[:, None]  # separated at once: validation F1 1 from the first check on
+    probe = probes.fit_linear_probe(x[::2], y[::2], x[1::2], y[1::2], "multiclass", 2, weight_decays=[0.0, 1e-3],
+                                    max_epochs=20, eval_every=5, side_by_side=side_by_side)
+    assert (probe.val_f1_macro, probe.epochs, probe.weight_decay) == (1.0, 5, 0.0)
+    # fewer epochs than eval_every: the last one is still scored
+    assert probes.fit_linear_probe(x[::2], y[::2], x[1::2], y[1::2], "multiclass", 2, max_epochs=3, eval_every=5,
+                                   side_by_side=side_by_side).epochs == 3
 
 
 def _split_word_data(category_strength: float, seed: int = 0):
