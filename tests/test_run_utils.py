@@ -535,6 +535,7 @@ def test_output_claim_holds_a_folder_for_one_writer_and_ends_with_the_process(tm
     check_replaceable(out, (), "run")  # a folder holding only the claim file counts as empty
     with run_utils.output_claim(out, "brain-tuning run") as again:  # released when the block ended
         assert again is None
+    assert out.is_dir()  # a folder it did not create is kept, however empty
     with run_utils.output_claim(tmp_path / "new", "run") as busy:  # a run refused after the claim leaves no trace
         assert busy is None and (tmp_path / "new").is_dir()
     assert not (tmp_path / "new").exists()
@@ -595,3 +596,11 @@ def test_output_dirs_problem_names_another_programs_folder_and_one_this_job_cann
     monkeypatch.setattr(run_utils.os, "access", lambda p, mode: Path(p) != tmp_path / "done" and real_access(p, mode))
     assert run_utils.output_dirs_problem([tmp_path / "new", tmp_path / "done"], ("summary.json",), "result") == \
         f"{tmp_path / 'done'}: a result folder: no write permission"
+
+
+def test_out_among_inputs_sees_one_folder_however_it_is_spelled(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tuned").mkdir()
+    assert run_utils.out_among_inputs("./tuned/", [tmp_path / "pretrained", tmp_path / "tuned"]) == \
+        "--out ./tuned/ is one of the compared result folders; choose another"
+    assert run_utils.out_among_inputs("tuned2", ["tuned", "pretrained"]) is None
