@@ -60,9 +60,10 @@ def test_front_end_refuses_trainable_or_dropout_blocks(tiny_models):
         whisper.front_end(torch.randn(1, 16000), n_blocks=1)
     whisper = _encoder(tiny_models["whisper"], freeze_layers=2)
     assert whisper.cacheable_blocks() == 1  # the last block's output needs the final norm: never cached
-    whisper.model.config.dropout = 0.1
-    assert whisper.cacheable_blocks() == 0
-    whisper.model.config.dropout = 0.0
+    for key in ("dropout", "attention_dropout", "activation_dropout"):  # any of Whisper's dropouts
+        setattr(whisper.model.config, key, 0.1)
+        assert whisper.cacheable_blocks() == 0, key
+        setattr(whisper.model.config, key, 0.0)
     models.apply_lora(whisper, rank=2, alpha=2, dropout=0.1)  # a frozen block with LoRA dropout is not fixed
     whisper.freeze_bottom_layers(1)
     assert whisper.cacheable_blocks() == 0

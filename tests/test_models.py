@@ -76,6 +76,16 @@ def test_whisper_takes_30_s_and_refuses_a_sample_more(tiny_models):
             enc(torch.zeros(1, 30 * 16000 + 1), layers=[1])
 
 
+@pytest.mark.parametrize("family", ["whisper", "wav2vec2"])
+def test_hidden_states_out_of_range_are_refused_naming_them(tiny_models, family):
+    model, fe, mt = load_backbone(tiny_models[family])
+    enc = SpeechEncoder(model, fe, mt)
+    for bad in ([-1], [1, enc.num_layers + 1]):  # -1 would silently be the last layer
+        with pytest.raises(ModelError, match=rf"layer\(s\) \[{bad[-1]}\] out of range: this model has hidden states "
+                                             rf"0..{enc.num_layers}"):
+            enc(torch.zeros(1, 16000), layers=bad)
+
+
 def test_masked_mean_ignores_invalid_frames():
     states = torch.tensor([[[1.0], [3.0], [100.0]]])
     valid = torch.tensor([[True, True, False]])
