@@ -45,6 +45,40 @@ def test_foreign_global_is_refused_without_running(tmp_path):
         restricted_load(path)
 
 
+def test_numpy_globals_other_than_the_array_reconstructors_are_refused(tmp_path):
+    path = tmp_path / "func.jbl"
+    path.write_bytes(pickle.dumps({"story": np.ones}, protocol=2))  # a numpy function: callable by a later REDUCE
+    with pytest.raises(UnsafePickleError, match=r"func.jbl.*refused global 'numpy\.ones'"):
+        restricted_load(path)
+
+
+def _as_box_class(obj, module: str, name: str) -> bytes:
+    """`obj` (an instance of a box_pickles stand-in) pickled as if its class were `module.name`."""
+    from box_pickles import BoxTextGrid, BoxTRFile
+    local = {BoxTextGrid: "BoxTextGrid", BoxTRFile: "BoxTRFile"}
+    raw = pickle.dumps(obj, protocol=2)  # protocol 2 names globals as text lines: "c<module>\n<name>\n"
+    old = f"cbox_pickles\n{local[type(next(iter(obj.values())))]}\n".encode()
+    assert old in raw
+    return raw.replace(old, f"c{module}\n{name}\n".encode())
+
+
+def test_a_trfile_without_expectedtr_takes_the_median_tr_and_a_grid_without_text_is_named(tmp_path):
+    from box_pickles import BoxTextGrid, BoxTRFile
+    trf = BoxTRFile()
+    trf.trtimes, trf.soundstarttime = [100.0, 102.0, 104.0, 106.0, 120.0], 110.0  # one long gap
+    path = tmp_path / "trfiles.jbl"
+    path.write_bytes(_as_box_class({"souls": trf}, "huth.stimulus_utils", "TRFile"))
+    grid = load_box_tr_grids(path)["souls"]
+    assert grid.tr == 2.0  # the median spacing, not the mean (5 s)
+    np.testing.assert_array_equal(grid.onsets, [-10.0, -8.0, -6.0, -4.0, 10.0])
+    tg = BoxTextGrid()
+    tg.read_file = ["File type = ooTextFile"]  # the lines, not the text
+    path = tmp_path / "grids.jbl"
+    path.write_bytes(_as_box_class({"souls": tg}, "ridge_utils.textgrid", "TextGrid"))
+    with pytest.raises(ValueError, match="grids.jbl: entry 'souls' has no text attribute 'read_file' \\(found list\\)"):
+        load_box_textgrids(path)
+
+
 def test_object_arrays_are_refused(tmp_path):
     import joblib
     path = tmp_path / "obj.jbl"
