@@ -222,8 +222,9 @@ def test_text_teacher_reads_each_word_with_the_words_before_it(text_model):
     np.testing.assert_allclose(later[:8], vecs[:8], atol=1e-6)  # a word never changes the words before it
     shouted = tt.text_model_word_vectors([w.upper() for w in labels], tokenizer, model, 2, 2, 3)
     np.testing.assert_array_equal(shouted, vecs)  # read in lower case, as the Huth-lab word sequences hold words
-    with pytest.raises(tt.ModelError, match="a context of 200 words is 130 tokens, more than the model's 128 positions"):
-        tt.text_model_word_vectors(["the"] * 130, tokenizer, model, 1, context_words=200)
+    with pytest.raises(tt.ModelError, match="a context of 200 words is 129 tokens, more than the model's 128 positions"):
+        tt.text_model_word_vectors(["the"] * 129, tokenizer, model, 1, context_words=200)
+    assert tt.text_model_word_vectors(["the"] * 128, tokenizer, model, 1, context_words=200).shape == (128, 32)  # fits
 
 
 def test_text_teacher_end_to_end(mini, text_model, tmp_path, capsys):
