@@ -734,3 +734,33 @@ def test_chance_level_is_the_training_majority_scored_on_the_test_split():
     multi = {"train": np.array([[1, 0, 0], [1, 1, 0], [0, 0, 1]], np.float32),
              "test": np.array([[0, 1, 1], [0, 1, 1]], np.float32)}
     assert chance_level(multi, "multilabel") == {"accuracy": 0.0}
+
+
+def test_utterances_of_exactly_the_minimum_length_are_kept_and_inputs_of_exactly_30_s_taken(tmp_path):
+    import types
+
+    import soundfile as sf
+
+    import downstream_data as dd
+    import probe_tasks
+    n_min = int(dd.MIN_UTTERANCE_S * dd.SAMPLE_RATE)  # 1600 samples
+    utts = []
+    for name, n in (("short", n_min - 1), ("exact", n_min), ("long", n_min + 1)):
+        sf.write(tmp_path / f"{name}.wav", np.zeros(n, np.float32), dd.SAMPLE_RATE)
+        utts.append(dd.Utterance(tmp_path / f"{name}.wav", "train", "a", "s1"))
+    kept, lengths, left_out = probe_tasks.drop_short_utterances(utts, progress=False)
+    assert [u.path.name for u in kept] == ["exact.wav", "long.wav"] and lengths == [n_min, n_min + 1]
+    assert left_out == [str(tmp_path / "short.wav")]
+    whisper = types.SimpleNamespace(name="whisper", encoder=types.SimpleNamespace(max_input_samples=480000))
+    probe_tasks.check_input_lengths([whisper], utts[:1], [480000])  # exactly 30 s: taken
+    with pytest.raises(probe_tasks.DataError, match=r"1 utterance\(s\) longer than the 30 s that whisper takes"):
+        probe_tasks.check_input_lengths([whisper], utts[:1], [480001])
+
+
+def test_each_layers_probe_key_names_its_layer():
+    import probe_tasks
+    same = np.zeros((2, 3, 4), np.float32)  # two layers with equal features (e.g. a frozen copy)
+    feats = {s: same for s in ("train", "val", "test")}
+    labels = {s: np.zeros(3, np.int64) for s in ("train", "val", "test")}
+    keys = probe_tasks.layer_probe_keys("task", feats, labels, None, [3, 4], {"kind": "multiclass"})
+    assert keys[3] != keys[4]  # a result read back is the layer's own, not another layer's with equal features
