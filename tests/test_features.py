@@ -59,7 +59,7 @@ def test_frames_per_tr_pooling_and_cache_settings(tiny_models):
         features.extract_story_features_together([w2v, w2v], np.zeros(16000, np.float32), [[1]])
 
 
-def test_a_local_models_fingerprint_changes_with_its_weights_or_config(tiny_models, tmp_path):
+def test_a_local_models_fingerprint_changes_when_its_config_is_edited(tiny_models, tmp_path):
     import os
     import shutil
     model = shutil.copytree(tiny_models["wav2vec2"], tmp_path / "m")
