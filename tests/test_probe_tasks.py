@@ -764,3 +764,26 @@ def test_each_layers_probe_key_names_its_layer():
     labels = {s: np.zeros(3, np.int64) for s in ("train", "val", "test")}
     keys = probe_tasks.layer_probe_keys("task", feats, labels, None, [3, 4], {"kind": "multiclass"})
     assert keys[3] != keys[4]  # a result read back is the layer's own, not another layer's with equal features
+
+
+def test_frames_no_segment_covers_are_left_out_of_features_and_labels():
+    # TIMIT's folded-away glottal stop and gaps between words leave frames without a label (-1): a probe must
+    # neither fit nor score them, and each kept frame keeps its own features
+    import downstream_data as dd
+    import probe_tasks
+    times = np.array([0.05, 0.15, 0.25, 0.35])
+    segments = [(0.0, 0.1, "a"), (0.2, 0.3, "b")]  # frames at 0.15 s and 0.35 s fall in no segment
+    utts = [dd.Utterance(Path(f"{s}{i}.wav"), s, None, "spk", segments) for s in dd.SPLITS for i in range(2)]
+
+    class Cache:
+        def load(self, split, layers, count_hit=True):
+            rows = np.stack([np.repeat([0.0, 1.0], 4), np.tile(times, 2)], axis=1)  # (utterance, time) per frame
+            x = np.arange(2 * 8 * 3, dtype=np.float32).reshape(2, 8, 3)  # (layers, frames, hidden)
+            return rows, x
+
+    spec = probe_tasks.TaskSpec(reader=None, kind="multiclass", level="frame", label="frame_phone", description="")
+    feats, labels = probe_tasks.load_task_features(spec, utts, probe_tasks.ProbedModel(None, "m", [1, 2], Path("unused")), Cache(), None, {"a": 0, "b": 1}, set())
+    full = np.arange(2 * 8 * 3, dtype=np.float32).reshape(2, 8, 3)
+    for split in dd.SPLITS:
+        np.testing.assert_array_equal(labels[split], [0, 1, 0, 1])
+        np.testing.assert_array_equal(feats[split], full[:, [0, 2, 4, 6]])
