@@ -227,6 +227,12 @@ def test_text_teacher_reads_each_word_with_the_words_before_it(text_model):
     assert tt.text_model_word_vectors(["the"] * 128, tokenizer, model, 1, context_words=200).shape == (128, 32)  # fits
 
 
+def test_only_whole_braced_annotations_and_empty_labels_are_not_read_as_words():
+    # {SL}, {CG}, {IG} annotate the recording; a label with a stray brace is still text the aligner heard
+    labels = ["the", " {SL} ", "{CG}", "", "  ", "don't", "{unclosed", "closed}"]
+    assert [tt.is_lexical(w) for w in labels] == [True, False, False, False, False, True, True, True]
+
+
 def test_text_teacher_end_to_end(mini, text_model, tmp_path, capsys):
     folder = text_model[0].name_or_path  # the fixture's model folder
     out = tmp_path / "lm.npz"
