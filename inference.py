@@ -25,7 +25,8 @@ def sharing_plan(encoders: list[SpeechEncoder]) -> list[tuple[int, int] | None]:
     for k, enc in enumerate(encoders):
         roots = [i for i in range(k) if plan[i] is None]
         shared = [(i, n) for i in roots if (n := shared_bottom(encoders[i], enc)) is not None]
-        plan.append(max(shared, key=lambda t: t[1]) if shared else None)
+        # a shared front end is an equivalence (same type, config, weights) and no two roots share one: at most one
+        plan.append(shared[0] if shared else None)
     return plan
 
 

@@ -37,6 +37,8 @@ def test_map_inference_keeps_order_runs_side_by_side_and_restores_torch_threads(
     assert most[0] == min(threads, 10)  # threads 3: three items really ran at once
     if threads > 1:
         assert set(seen_threads) == {1}  # each worker's ops on one core, not threads x cores
+    else:
+        assert set(seen_threads) == {before}  # one item at a time, its ops on every core torch uses
     assert torch.get_num_threads() == before
 
 
@@ -129,6 +131,52 @@ def test_a_whisper_model_sharing_bottom_blocks_starts_from_them_when_its_root_as
     (pre_states, _), (tuned_states, _) = hidden_states_together([pre, tuned], batch, [[0], [top]], plan)
     torch.testing.assert_close(tuned_states[0], alone(batch, layers=[top])[0][0], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(pre_states[0], pre(batch, layers=[0])[0][0], rtol=1e-5, atol=1e-5)
+
+
+def test_a_model_sharing_with_a_sharer_starts_from_the_model_that_computes_from_the_waveform(tiny_models):
+    # pretrained, tuned (block 0 changed, front end shared) and a copy of tuned: the copy shares more with the
+    # tuned model than with the pretrained one, but only a model computing from the waveform holds the bottom
+    # states to start from; each asking for the top layer only, all three equal each alone
+    import models
+    from inference import hidden_states_together, prepare_for_inference
+
+    def encoder():
+        model, fe, mt = models.load_backbone(tiny_models["whisper"])
+        return models.SpeechEncoder(model, fe, mt, "truncate")
+
+    pre, tuned, copy = encoder(), encoder(), encoder()
+    with torch.no_grad():
+        for p in tuned.transformer_layers()[0].parameters():
+            p.add_(0.05)
+    copy.load_state_dict(tuned.state_dict())
+    alone = [encoder() for _ in range(3)]
+    for a, m in zip(alone, (pre, tuned, copy)):
+        a.load_state_dict(m.state_dict())
+    plan = prepare_for_inference([pre, tuned, copy], "cpu")
+    prepare_for_inference(alone, "cpu")
+    assert models.shared_bottom(tuned, copy) > 0 and plan == [None, (0, 0), (0, 0)]
+    top = pre.num_layers
+    batch = torch.from_numpy(np.random.default_rng(2).normal(size=(2, 16000)).astype(np.float32))
+    together = hidden_states_together([pre, tuned, copy], batch, [[top]] * 3, plan)
+    for (states, _), a in zip(together, alone):
+        torch.testing.assert_close(states[0], a(batch, layers=[top])[0][0], rtol=1e-5, atol=1e-5)
+
+
+def test_grouped_convs_of_a_model_cast_to_bf16_run_as_they_are(tiny_models, monkeypatch):
+    # a float32 detour only for float32 weights: a model whose weights were cast to bf16 runs its own kernels
+    import models
+    from inference import FP32_CONV_DEVICES, grouped_convs_in_fp32
+    enc = models.SpeechEncoder(*models.load_backbone(tiny_models["wav2vec2"]))
+    conv = enc.model.encoder.pos_conv_embed.conv.to(torch.bfloat16)
+    x = torch.randn(2, conv.in_channels, 40, generator=torch.Generator().manual_seed(0))
+
+    def conv_out():
+        with torch.autocast("cpu", dtype=torch.bfloat16), torch.inference_mode():
+            return conv(x)
+    plain = conv_out()
+    monkeypatch.setattr("inference.FP32_CONV_DEVICES", FP32_CONV_DEVICES | {"cpu"})
+    assert grouped_convs_in_fp32(enc) == 1
+    assert torch.equal(conv_out(), plain)
 
 
 def test_grouped_convs_leave_bf16_autocast_in_inference_only(tiny_models, monkeypatch):
