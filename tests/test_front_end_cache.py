@@ -133,6 +133,10 @@ def test_the_key_changes_with_the_window_positions_and_the_waveform_normalisatio
     enc.do_normalize = not enc.do_normalize  # the front end sees other numbers
     assert front_end_key(enc, ds, 0, "fp32") != key
     assert front_end_key(enc, ds, 0, "bf16") != front_end_key(enc, ds, 0, "fp32")
+    whisper = _encoder(tiny_models["whisper"])
+    truncate = front_end_key(whisper, ds, 0, "fp32")
+    whisper.whisper_mode = "pad30"  # 1500 frames instead of the window's own: another array
+    assert front_end_key(whisper, ds, 0, "fp32") != truncate
 
 
 def test_whisper_pad30_cache_marks_only_the_frames_of_real_audio_valid(mini_root, tiny_models, tmp_path):
@@ -146,6 +150,23 @@ def test_whisper_pad30_cache_marks_only_the_frames_of_real_audio_valid(mini_root
     enc.eval()
     build_front_end_cache(tmp_path / "other", enc, ds, torch.device("cpu"), "fp32", quiet=True)
     assert not enc.training
+
+
+def test_a_cache_folder_holding_another_key_or_shape_is_not_read(mini_root, tiny_models, tmp_path, capsys):
+    from front_end_cache import CachedWindowDataset, _read_meta
+    enc, ds = _encoder(tiny_models["wav2vec2"]), _windows(mini_root)
+    cached = build_front_end_cache(tmp_path, enc, ds, torch.device("cpu"), "fp32")
+    assert "reusing" not in capsys.readouterr().out  # built, not reused
+    build_front_end_cache(tmp_path, enc, ds, torch.device("cpu"), "fp32")
+    assert f"front-end cache: reusing {cached.path}" in capsys.readouterr().out
+    meta = json.loads((cached.path / META).read_text())
+    assert _read_meta(cached.path, meta["key"]) == meta
+    # a folder copied under another key's name: its metadata names the windows it holds
+    assert _read_meta(cached.path, {**meta["key"], "audio_blake2b": "0" * 32}) is None
+    wrong = {**meta, "shape": [meta["shape"][0], meta["shape"][1] + 1]}
+    with pytest.raises(ValueError, match=rf"{ARRAY}: expected shape \({len(ds)}, {wrong['shape'][0]}, "
+                                         rf"{wrong['shape'][1]}\), found \({len(ds)}, {meta['shape'][0]}, "):
+        CachedWindowDataset(cached.path, wrong, ds)
 
 
 def test_an_interrupted_cache_is_rebuilt(mini_root, tiny_models, tmp_path):
