@@ -90,6 +90,11 @@ def test_an_alignment_running_past_its_audio_stops_the_probe_before_extraction(t
     with pytest.raises(DataError, match=r"mabc0/sx101.wav: its time alignment \(.PHN/.WRD\) ends at 0.500 s but "
                                          r"the audio lasts 0.438 s"):
         drop_short_utterances(dd.read_timit(tmp_path, val_fraction=0.0), progress=False)
+    sf.write(spk / "sx101.wav", np.zeros(8000, np.float32), 16000)
+    (spk / "sx101.wrd").write_text("2400 9600 ib\n")  # the words run past the audio, the phones do not
+    with pytest.raises(DataError, match=r"mabc0/sx101.wav: its time alignment \(.PHN/.WRD\) ends at 0.600 s"):
+        drop_short_utterances(dd.read_timit(tmp_path, val_fraction=0.0), progress=False)
+    (spk / "sx101.wrd").write_text("2400 6400 ib\n")
     sf.write(spk / "sx101.wav", np.zeros(7500, np.float32), 16000)  # 0.031 s short: within the slack
     assert len(drop_short_utterances(dd.read_timit(tmp_path, val_fraction=0.0), progress=False)[0]) == 2
     sf.write(spk / "sx101.wav", np.zeros(800, np.float32), 16000)  # 0.05 s: a cut-off recording, left out
@@ -133,6 +138,9 @@ def test_speech_commands_files_listed_but_absent_are_an_error(downstream, tmp_pa
     root = link_tree(downstream / "speech_commands", tmp_path / "sc", without=(listed,))
     with pytest.raises(DataError, match=rf"1 file\(s\) listed in .* are missing: {listed} \(an incomplete download\?\)"):
         dd.read_speech_commands(root)
+    word = listed.split("/")[0]  # a run on the other words does not need that word's files
+    others = tuple(w for w in dd.SPEECH_COMMANDS_35 if w != word)
+    assert {u.label for u in dd.read_speech_commands(root, words=others)} == set(others)
 
 
 def test_speech_commands_under_torchaudios_download_root_is_pointed_to(downstream, tmp_path):
@@ -204,6 +212,13 @@ def test_miniature_slurp_one_label_map(downstream):
     assert all(u.path.suffix == ".flac" and u.path.is_file() for u in utts)
     actions = dd.read_slurp(downstream / "slurp", label="action")
     assert {u.label for u in actions} <= {"set", "query", "music", "hue_lightoff"}
+
+
+def test_label_map_indices_follow_the_sorted_names_whatever_the_order_met():
+    names = [f"intent_{c}" for c in "zyxwvutsrqponmlkjihgfedcba"]
+    utts = [dd.Utterance(Path(f"{n}.wav"), "train", n, "s") for n in names]
+    utts.append(dd.Utterance(Path("timit.wav"), "train", None, "s"))  # a segment task's utterance: no label
+    assert dd.label_map(utts) == {n: i for i, n in enumerate(sorted(names))}
 
 
 def test_slurp_and_words_readers_name_the_bad_line(tmp_path):
@@ -301,6 +316,9 @@ def test_timit_sa_sentences_can_be_left_out_and_a_reversed_segment_is_an_error(t
     (spk / "sx101.phn").write_text("0 1600 h#\n2400 1600 ix\n")
     with pytest.raises(DataError, match=r"sx101.phn, line 2: end sample 1600 before start sample 2400"):
         dd.read_timit(tmp_path)
+    (spk / "sx101.phn").write_text("0 1600 h#\n1600 1600 ix\n")  # a zero-length segment labels no frame: kept
+    assert [(u.segments[1]) for u in dd.read_timit(tmp_path) if u.speaker == "MABC0" and u.label == "SX"] == [
+        (0.1, 0.1, "ih")]
 
 
 def test_speech_commands_speaker_is_the_file_name_before_nohash(downstream):
