@@ -374,7 +374,12 @@ def load_subject_data(args) -> dict:
             raise du.DataError(f"{args.roi_file}: the ROI name 'all' is reserved for every voxel; rename that ROI")
         rois.update(named)
     y_train = np.vstack([data.load_responses(subject, s) for s in train])
-    y_test = data.load_responses(subject, args.test_story)[TEST_EXTRA_TRIM:]  # data[40:] <-> TR grid [50:-5]
+    y_test = data.load_responses(subject, args.test_story)
+    if len(y_test) < TEST_EXTRA_TRIM + 2:  # a correlation over the scored rows needs two of them
+        raise du.DataError(f"{data.response_path(subject, args.test_story)}: {len(y_test)} rows, but the held-out story is "
+                           f"scored from row {TEST_EXTRA_TRIM} on (data[{TEST_EXTRA_TRIM}:]): expected at least "
+                           f"{TEST_EXTRA_TRIM + 2} rows; choose a longer --test-story")
+    y_test = y_test[TEST_EXTRA_TRIM:]  # data[40:] <-> TR grid [50:-5]
     # what every layer's fit reads besides its features: a layer result with the same inputs is read back
     inputs = array_digest(y_train, y_test, cc_max, train, args.test_story, *[x for r in sorted(rois) for x in (r, rois[r])])
     return {"subject": subject, "data": data, "timing": data.timing_record(), "train": train, "missing": missing, "cc_max": cc_max,

@@ -529,7 +529,7 @@ def array_digest(*parts) -> str:
         if isinstance(part, np.ndarray):
             a = np.ascontiguousarray(part)
             digest.update(f"{a.dtype.str}{a.shape}".encode())
-            digest.update(memoryview(a).cast("B"))
+            digest.update(memoryview(a.reshape(-1)).cast("B"))  # flat: a (0, V) array's view cannot be cast
         else:
             digest.update(json.dumps(part, sort_keys=True, default=str).encode())
     return digest.hexdigest()

@@ -455,6 +455,8 @@ def test_array_digest_names_content_type_and_shape():
     others = [a.reshape(4, 3), a.view(np.int32), a + 1e-6, a.T]  # same bytes other shape, dtype; other values
     assert len({array_digest(x) for x in [a, *others]}) == 5
     assert array_digest(a, "x") != array_digest("x", a) and array_digest(a, {"x": 1}) != array_digest(a, {"x": 2})
+    empty = [np.zeros((0, 4), np.float32), np.zeros((4, 0), np.float32), np.zeros(0, np.float32)]  # no rows left
+    assert len({array_digest(x) for x in empty}) == 3  # digested by their shapes, not refused
 
 
 def test_number_types_read_numbers_in_range_and_refuse_the_rest():
