@@ -108,17 +108,19 @@ def test_models_run_together_equal_each_alone_batch_after_batch(tiny_models, fam
     assert not torch.allclose(together[0][0][2], together[1][0][1])  # the tuned top layer differs
 
 
+def _whisper(tiny_models):
+    """A fresh tiny Whisper encoder (truncate mode) from its folder: every call its own weights to change."""
+    import models
+    model, fe, mt = models.load_backbone(tiny_models["whisper"])
+    return models.SpeechEncoder(model, fe, mt, "truncate")
+
+
 def test_a_whisper_model_sharing_bottom_blocks_starts_from_them_when_its_root_asks_for_other_layers(tiny_models):
     # the pretrained model asks only for the embeddings; the tuned one (bottom blocks shared) for its top layer:
     # the shared blocks' output must still be computed for the tuned model to start from
-    import models
     from inference import hidden_states_together, prepare_for_inference
 
-    def encoder():
-        model, fe, mt = models.load_backbone(tiny_models["whisper"])
-        return models.SpeechEncoder(model, fe, mt, "truncate")
-
-    pre, tuned, alone = encoder(), encoder(), encoder()
+    pre, tuned, alone = (_whisper(tiny_models) for _ in range(3))
     with torch.no_grad():
         for p in tuned.transformer_layers()[-1].parameters():
             p.add_(0.05)
@@ -140,16 +142,12 @@ def test_a_model_sharing_with_a_sharer_starts_from_the_model_that_computes_from_
     import models
     from inference import hidden_states_together, prepare_for_inference
 
-    def encoder():
-        model, fe, mt = models.load_backbone(tiny_models["whisper"])
-        return models.SpeechEncoder(model, fe, mt, "truncate")
-
-    pre, tuned, copy = encoder(), encoder(), encoder()
+    pre, tuned, copy = (_whisper(tiny_models) for _ in range(3))
     with torch.no_grad():
         for p in tuned.transformer_layers()[0].parameters():
             p.add_(0.05)
     copy.load_state_dict(tuned.state_dict())
-    alone = [encoder() for _ in range(3)]
+    alone = [_whisper(tiny_models) for _ in range(3)]
     for a, m in zip(alone, (pre, tuned, copy)):
         a.load_state_dict(m.state_dict())
     plan = prepare_for_inference([pre, tuned, copy], "cpu")
