@@ -170,6 +170,9 @@ def test_usage_and_data_errors(mini, tiny_models, tmp_path, capsys):
     assert mtt.main(["--data-dir", root, "--word-embedding", "english1000", "--layer", "1",
                      "--out", str(tmp_path / "t.npz")]) == 2
     assert "--layer chooses a model teacher's layer; --word-embedding has none" in capsys.readouterr().err
+    assert mtt.main(["--data-dir", root, "--word-embedding", "english1000", "--revision", "v1",
+                     "--out", str(tmp_path / "t.npz")]) == 2
+    assert "--revision chooses a model teacher's hub revision; --word-embedding reads a file" in capsys.readouterr().err
     assert not (tmp_path / "t.npz").exists()
     np.savez(tmp_path / "mine.npz", x=np.arange(3))  # someone else's file under the name given as --out
     assert mtt.main(["--data-dir", root, "--word-embedding", "english1000", "--out", str(tmp_path / "mine.npz")]) == 2
