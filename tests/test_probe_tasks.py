@@ -341,6 +341,10 @@ def test_clear_errors(downstream, tiny_models, tmp_path, capsys):
                                  tiny_models["hubert"], "--out", str(tmp_path / "e"), "--max-per-word", "3"]) == 2
     assert "--max-per-word applies to --task semantic_preference or story_word_category, not emotion" in \
         capsys.readouterr().err
+    assert eval_downstream.main(["--task", "intent", "--data-dir", str(downstream / "slurp"), "--model-name",
+                                 tiny_models["hubert"], "--out", str(tmp_path / "e"), "--stories", "souls"]) == 2
+    assert "--stories applies to --task semantic_preference or story_word_category, not intent" in \
+        capsys.readouterr().err
     assert eval_phonemes.main(["--compare", str(tmp_path / "x"), str(tmp_path / "y"), "--out", str(tmp_path / "e"),
                                str(tmp_path / "f")]) == 2
     assert "--compare writes one --out folder, found 2" in capsys.readouterr().err
