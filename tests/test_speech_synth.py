@@ -45,7 +45,7 @@ def test_espeak_mnemonics_map_to_arpabet():
     from speech_synth import ESPEAK_TO_ARPABET
     from textgrid_utils import ARPABET_PHONES
     assert set(ESPEAK_TO_ARPABET.values()) <= ARPABET_PHONES  # the miniature's phone tiers pass the TextGrid check
-    assert espeak_phone_to_arpabet("_") is None and espeak_phone_to_arpabet("_:") is None  # pauses
+    assert all(espeak_phone_to_arpabet(p) is None for p in ("_", "_:", "_!", "_^_", "||", "|", "", "'"))  # pauses
     assert espeak_phone_to_arpabet("s") == "S" and espeak_phone_to_arpabet("tS") == "CH"   # consonants: no digit
     assert espeak_phone_to_arpabet("'a") == "AE1" and espeak_phone_to_arpabet("@") == "AH0"  # stress marks
 
@@ -68,3 +68,9 @@ def test_events_become_word_and_phone_intervals_by_hand():
     # of phones at one time the last in (time, name) order is kept: "D" sorts after "'e@"
     assert got["phones"] == [(0.0, 0.1, "HH"), (0.1, 0.2, "AY1"), (0.3, 0.4, "DH"), (0.4, 0.45, "R")]
     assert got["words"] == [(0.0, 0.2, "hi"), (0.3, 0.45, "there")]
+    # a word with no phone event of its own lasts until the next word, not until an earlier word's last phone
+    events = [(W, 1, 1, 0, ""), (P, 0, 0, 0, "'a"), (P, 0, 0, 50, "_"), (W, 3, 1, 100, ""), (W, 5, 1, 200, ""),
+              (P, 0, 0, 200, "s"), (END, 0, 0, 300, "")]
+    got = _events_to_alignment(events, b"a b c", duration=0.3)
+    assert got["phones"] == [(0.0, 0.05, "AE1"), (0.2, 0.3, "S")]
+    assert got["words"] == [(0.0, 0.05, "a"), (0.1, 0.2, "b"), (0.2, 0.3, "c")]
