@@ -365,7 +365,7 @@ def test_a_killed_evaluation_resumes_from_its_finished_layers(mini, tiny_models,
 
 
 def test_the_test_story_leaves_the_default_training_stories_and_upper_middle_layers_are_averaged(
-        mini, tiny_models, tmp_path, monkeypatch, capsys):
+        mini, tiny_models, tmp_path, monkeypatch):
     # a default training list holding the test story: the encoding model never trains on it. Two upper-middle
     # layers (as a 12-layer model's 7, 8 and 10): their summary is the mean of both
     monkeypatch.setattr(brain_evaluate.du, "ENCODING_TRAIN_STORIES", [*ENCODING_TRAIN_STORIES, "wheretheressmoke"])
@@ -378,14 +378,6 @@ def test_the_test_story_leaves_the_default_training_stories_and_upper_middle_lay
     for roi, mean in summary["upper_middle_mean"].items():
         per_layer = [summary["per_layer"][l]["rois"][roi]["cc_norm"] for l in ("1", "2")]
         assert per_layer[0] != per_layer[1] and mean == pytest.approx(np.mean(per_layer))
-    # a test story too short to leave rows after data[40:]: named with its rows, nothing written (the tiny
-    # miniature's other stories have 20 rows)
-    story = ENCODING_TRAIN_STORIES[0]
-    capsys.readouterr()
-    assert _eval(mini, tiny_models["wav2vec2"], tmp_path / "b", "--test-story", story) == brain_evaluate.EXIT_DATA
-    assert (f"UTS02/{story}.hf5: 20 rows, but the held-out story is scored from row 40 on (data[40:]): expected at "
-            f"least 42 rows; choose a longer --test-story") in capsys.readouterr().err
-    assert not (tmp_path / "b").exists()
 
 
 def test_data_efficiency_curves_and_stories_to_match(mini, tiny_models, tmp_path, capsys):
@@ -504,19 +496,28 @@ def test_subject_data_computes_the_noise_ceiling_from_repeats_when_no_file_exist
         load(brain_evaluate.parse_args(common + ["--nc-dir", str(mini / "subject_NCs")]))
 
 
-def test_a_test_story_needs_two_rows_after_data_40(mini, monkeypatch):
+def test_a_test_story_needs_two_rows_after_data_40(mini, tiny_models, tmp_path, monkeypatch, capsys):
     common = ["--data-dir", str(mini / "ds003020"), "--subject", "UTS02", "--model-name", "unused", "--out", "o",
               "--nc-dir", str(mini / "subject_NCs")]
     read = brain_evaluate.du.Ds003020.load_responses
-    for rows in (41, 42):  # rows of the held-out story's file, cut as if the scan had stopped early
+
+    def held_out_cut_to(rows):  # the held-out story's file cut as if the scan had stopped early
         monkeypatch.setattr(brain_evaluate.du.Ds003020, "load_responses",
                             lambda self, subject, story, *a, **k: read(self, subject, story, *a, **k)[:rows]
                             if story == "wheretheressmoke" else read(self, subject, story, *a, **k))
-        if rows == 41:
-            with pytest.raises(brain_evaluate.du.DataError, match="wheretheressmoke.hf5: 41 rows, .* expected at least 42"):
-                brain_evaluate.load_subject_data(brain_evaluate.parse_args(common))
-        else:
-            assert brain_evaluate.load_subject_data(brain_evaluate.parse_args(common))["y_test"].shape[0] == 2
+    held_out_cut_to(41)
+    with pytest.raises(brain_evaluate.du.DataError, match="wheretheressmoke.hf5: 41 rows, .* expected at least 42"):
+        brain_evaluate.load_subject_data(brain_evaluate.parse_args(common))
+    held_out_cut_to(42)
+    assert brain_evaluate.load_subject_data(brain_evaluate.parse_args(common))["y_test"].shape[0] == 2
+    monkeypatch.undo()
+    # from the command line: exit 3 naming the file and its rows, nothing written (the tiny miniature's other
+    # stories have 20 rows)
+    story = ENCODING_TRAIN_STORIES[0]
+    assert _eval(mini, tiny_models["wav2vec2"], tmp_path / "b", "--test-story", story) == brain_evaluate.EXIT_DATA
+    assert (f"UTS02/{story}.hf5: 20 rows, but the held-out story is scored from row 40 on (data[40:]): expected at "
+            f"least 42 rows; choose a longer --test-story") in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
 
 
 def test_missing_stimuli_are_named_before_any_extraction(mini, tmp_path):

@@ -779,15 +779,16 @@ def test_frames_no_segment_covers_are_left_out_of_features_and_labels():
     segments = [(0.0, 0.1, "a"), (0.2, 0.3, "b")]  # frames at 0.15 s and 0.35 s fall in no segment
     utts = [dd.Utterance(Path(f"{s}{i}.wav"), s, None, "spk", segments) for s in dd.SPLITS for i in range(2)]
 
+    rows = np.stack([np.repeat([0.0, 1.0], 4), np.tile(times, 2)], axis=1)  # (utterance, time) per frame
+    full = np.arange(2 * 8 * 3, dtype=np.float32).reshape(2, 8, 3)  # (layers, frames, hidden)
+
     class Cache:
         def load(self, split, layers, count_hit=True):
-            rows = np.stack([np.repeat([0.0, 1.0], 4), np.tile(times, 2)], axis=1)  # (utterance, time) per frame
-            x = np.arange(2 * 8 * 3, dtype=np.float32).reshape(2, 8, 3)  # (layers, frames, hidden)
-            return rows, x
+            return rows, full.copy()  # a fresh array per split: the frames are dropped in its own buffer
 
     spec = probe_tasks.TaskSpec(reader=None, kind="multiclass", level="frame", label="frame_phone", description="")
-    feats, labels = probe_tasks.load_task_features(spec, utts, probe_tasks.ProbedModel(None, "m", [1, 2], Path("unused")), Cache(), None, {"a": 0, "b": 1}, set())
-    full = np.arange(2 * 8 * 3, dtype=np.float32).reshape(2, 8, 3)
+    model = probe_tasks.ProbedModel(None, "m", [1, 2], Path("unused"))
+    feats, labels = probe_tasks.load_task_features(spec, utts, model, Cache(), None, {"a": 0, "b": 1}, set())
     for split in dd.SPLITS:
         np.testing.assert_array_equal(labels[split], [0, 1, 0, 1])
         np.testing.assert_array_equal(feats[split], full[:, [0, 2, 4, 6]])
