@@ -196,7 +196,8 @@ def semantic_features(words: list[tuple], tr_times: np.ndarray) -> np.ndarray:
 
 
 def acoustic_features(wav16k: np.ndarray, tr_times: np.ndarray) -> np.ndarray:
-    """(n_tr, 8) mel-band log energies (10 ms frames) Lanczos-downsampled to TRs."""
+    """(n_tr, 8) mel-band log energies (10 ms frames) relative to the story's mean (its overall
+    loudness is no feature), Lanczos-downsampled to TRs."""
     times, energy = mel_band_energy(wav16k, 16000, n_bands=8)
     return lanczosinterp2d(energy - energy.mean(axis=0), times, tr_times)
 

@@ -90,3 +90,22 @@ def test_response_files_hold_z_scored_stories_and_the_test_story_the_mean_of_its
                 assert np.allclose(repeats.mean(axis=1), 0, atol=1e-5) and np.allclose(repeats.std(axis=1), 1, atol=1e-5)
                 assert np.allclose(data, zscore(repeats.mean(axis=0)), atol=1e-5)
 
+
+
+def test_acoustic_features_are_band_energies_relative_to_the_story_so_loudness_does_not_count():
+    rng = np.random.default_rng(3)
+    t = np.arange(16000 * 20) / 16000
+    wav = (0.1 * rng.standard_normal(len(t)) * (1.5 + np.sin(2 * np.pi * 0.2 * t))).astype(np.float32)
+    tr_times = np.arange(1.0, 19.0, 2.0)
+    quiet, loud = mdd.acoustic_features(wav, tr_times), mdd.acoustic_features(4 * wav, tr_times)
+    assert quiet.shape == (len(tr_times), 8) and quiet.std() > 0.1  # the 5 s loudness cycle is there
+    # 16x the power is a constant log(16) in every band: gone with the story's mean (float32 energies)
+    np.testing.assert_allclose(loud, quiet, atol=1e-4 * np.abs(quiet).max())
+
+
+def test_stories_end_in_silence_the_last_word_at_least_0_2_s_before_the_audio_ends(mini_root):
+    from data_utils import Ds003020
+    data = Ds003020(mini_root)
+    for story, resp in data.respdict.items():
+        words = data.words(story)
+        assert 0.5 <= words.starts[0] and words.ends[-1] <= mdd.story_audio_seconds(resp) - 0.2, story

@@ -1,4 +1,5 @@
 """The miniature downstream datasets hold the real layouts' invariants (TIMIT, Speech Commands, CREMA-D, the word sets)."""
+import json
 import re
 from pathlib import Path
 
@@ -37,6 +38,8 @@ def test_timit_phn_tiles_each_recording_from_h_sharp_to_h_sharp(downstream):
     spans the audio."""
     phn_files = sorted((downstream / "timit").rglob("*.PHN"))
     assert len(phn_files) == 7 * 7  # tiny preset: 5 + 2 speakers, SA1-2, 3 SX, 2 SI each
+    speakers = {top: len(list((downstream / "timit" / top).glob("DR*/*"))) for top in ("TRAIN", "TEST")}
+    assert speakers == {"TRAIN": 5, "TEST": 2}
     for phn in phn_files:
         n_samples = sf.info(str(phn.with_suffix(".WAV"))).frames
         rows = [line.split() for line in phn.read_text().splitlines()]
@@ -54,6 +57,34 @@ def test_speech_commands_clips_are_one_second_of_16_bit_16_khz_mono(downstream):
     for clip in clips:
         info = sf.info(str(clip))
         assert (info.samplerate, info.frames, info.channels, info.subtype) == (16000, 16000, 1, "PCM_16"), clip
+
+
+def test_a_speech_command_is_placed_whole_in_its_one_second_clip_and_a_longer_one_cut_to_a_second(tmp_path):
+    from speech_synth import Utterance
+    lengths = {w: 4000 + 100 * i for i, w in enumerate(dd.SPEECH_COMMANDS_35)}
+    lengths["learn"] = 20000  # longer than a clip
+
+    class Synth:  # the word's "speech": a ramp of its length at 16 kHz
+        def synthesize(self, word):
+            return Utterance(audio=np.linspace(0.1, 0.5, lengths[word], dtype=np.float32), words=[], phones=[],
+                             sample_rate=16000)
+    mdd.write_speech_commands(tmp_path, lambda pitch, wpm: Synth(), np.random.default_rng(0), 3)
+    for word, n in lengths.items():
+        for clip in (tmp_path / word).glob("*.wav"):
+            audio = sf.read(str(clip), dtype="float32")[0]
+            spoken = np.flatnonzero(audio)
+            assert len(audio) == 16000 and len(spoken) == min(n, 16000), clip
+            assert np.all(np.diff(spoken) == 1), clip  # one piece: the word, silence around it
+
+
+def test_slurp_train_split_has_two_sentences_per_intent_devel_and_test_one(downstream):
+    counts = {}
+    for split in ("train", "devel", "test"):
+        for line in (downstream / "slurp" / "dataset" / "slurp" / f"{split}.jsonl").read_text().splitlines():
+            intent = json.loads(line)["intent"]
+            counts.setdefault(intent, []).append(split)
+    assert len(counts) == len(mdd.SLURP_INTENTS)
+    assert all(sorted(splits) == ["devel", "test", "train", "train"] for splits in counts.values())
 
 
 def test_crema_d_emotions_are_acted_in_loudness_as_well_as_pitch_and_rate(downstream):
