@@ -27,6 +27,7 @@ def test_layer_curves_share_one_scale_label_it_once_and_shade_the_highlighted_la
         spans = [p.get_x() for p in ax.patches]  # one shaded band per highlighted layer, centred on it
         np.testing.assert_allclose(sorted(spans), [1.6, 2.6])
         np.testing.assert_array_equal(ax.lines[1].get_ydata(), curves[ax.get_title()]["tuned"])
+        assert [0, 0] in [list(line.get_ydata()) for line in ax.lines[2:]]  # a line at zero alignment
     assert [t.get_text() for t in axes[0].get_legend().get_texts()] == ["pre", "tuned", "upper-middle"]
 
 
@@ -46,6 +47,8 @@ def test_bars_mark_each_referenced_group_across_its_bars_only(captured):
     assert "uniform guess" in [t.get_text() for t in ax.get_legend().get_texts()]
     heights = sorted(round(b.get_height(), 3) for b in ax.patches)
     assert heights == [0.05, 0.1, 0.8, 0.85, 0.9, 0.95]
+    np.testing.assert_allclose(ax.get_xticks(), [0.2, 1.2, 2.2])  # each group's name under the middle of its bars
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["commands", "phonemes", "semantic"]
 
 
 def test_save_writes_the_png_atomically(tmp_path):
@@ -110,4 +113,5 @@ def test_layer_curves_on_a_log_axis_keep_ticks_at_the_counts(captured):
                                xlabel="encoding-model training stories", log_x=True)
     (ax,) = captured[0].axes
     assert ax.get_xscale() == "log" and [t.get_text() for t in ax.get_xticklabels()] == ["1", "4", "16"]
+    assert len(ax.xaxis.get_minorticklocs()) == 0  # no unlabelled log ticks between the counts
     assert ax.get_xlabel() == "encoding-model training stories"
