@@ -5,22 +5,21 @@ import pytest
 
 from box_pickles import UnsafePickleError, load_box_textgrids, load_box_tr_grids, restricted_load
 from data_utils import Ds003020
+from make_demo_data import story_audio_seconds
 from textgrid_utils import parse_textgrid, words_from_tiers
 
 
 def test_miniature_pickles_load_with_the_real_module_paths(mini, mini_root):
     raw = (mini / "box" / "trfiles_huge.jbl").read_bytes()
     assert b"huth.stimulus_utils" in raw and b"TRFile" in raw
-    from make_demo_data import story_audio_seconds
+    assert b"ridge_utils.textgrid" in (mini / "box" / "grids_huge.jbl").read_bytes()
+    data = Ds003020(mini_root)
     trfiles = {story: files[0] for story, files in restricted_load(mini / "box" / "trfiles_huge.jbl").items()}
-    respdict = Ds003020(mini_root).respdict
     # as in the real files: scanner clocks, a different one per story, sound start and stop on that clock
     assert min(f.trtimes[0] for f in trfiles.values()) >= 100.0
     assert len({f.trtimes[0] for f in trfiles.values()}) == len(trfiles)
     for story, f in trfiles.items():
-        assert f.soundstoptime - f.soundstarttime == pytest.approx(story_audio_seconds(respdict[story])), story
-    assert b"ridge_utils.textgrid" in (mini / "box" / "grids_huge.jbl").read_bytes()
-    data = Ds003020(mini_root)
+        assert f.soundstoptime - f.soundstarttime == pytest.approx(story_audio_seconds(data.respdict[story])), story
     grids = load_box_tr_grids(mini / "box" / "trfiles_huge.jbl")
     for story, grid in grids.items():
         # absolute scanner clocks differ per story; relative to sound start they equal the simulated grid
