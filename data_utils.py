@@ -540,13 +540,21 @@ def resample_to_16k(wav: np.ndarray, rate: int) -> np.ndarray:
 def read_tsv(path: str | os.PathLike, header: list[str]) -> list[tuple[int, list[str]]]:
     """Rows after the header of a tab-separated list (blank and '#' lines skipped), with their line numbers in the file.
 
-    Read as a spreadsheet saves it too: UTF-8 with or without a byte-order mark, any line ending, spaces around a
-    cell dropped (an "animal " label would otherwise be a class of its own). Raises DataError naming the file, the
-    expected header and the found first row.
+    Read as a spreadsheet saves it too: UTF-8 with or without a byte-order mark, UTF-16 with one (Excel's "Unicode
+    Text"), any line ending, spaces around a cell dropped (an "animal " label would otherwise be a class of its own).
+    Raises DataError naming the file, and for a wrong header the expected header and the found first row.
     """
     path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file missing (expected a tab-separated list with header {'<TAB>'.join(header)!r})")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-16") if raw.startswith((b"\xff\xfe", b"\xfe\xff")) else raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: expected UTF-8 (or UTF-16 with a byte-order mark) text, found byte "
+                        f"{raw[err.start]:#04x} at offset {err.start}: save it as UTF-8") from None
     rows = [(i, [cell.strip() for cell in l.split("\t")])
-            for i, l in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1)
+            for i, l in enumerate(text.splitlines(), 1)
             if l.strip() and not l.startswith("#")]
     if not rows or rows[0][1] != header:
         found = rows[0][1] if rows else "an empty file"

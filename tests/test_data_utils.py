@@ -78,6 +78,17 @@ def test_read_tsv_takes_a_spreadsheets_file_and_names_a_wrong_header(tmp_path):
     path.write_text("# only a comment\n")
     with pytest.raises(DataError, match="labels.tsv: expected header 'path<TAB>label', found an empty file"):
         read_tsv(path, ["path", "label"])
+    for encoding in ("utf-16", "utf-16-be"):  # Excel's "Unicode Text": UTF-16 with a byte-order mark, CRLF
+        raw = "path\tlabel\r\nclip1.wav\tanimal\r\n".encode("utf-16-le" if encoding == "utf-16" else encoding)
+        path.write_bytes((b"\xff\xfe" if encoding == "utf-16" else b"\xfe\xff") + raw)
+        assert read_tsv(path, ["path", "label"]) == [(2, ["clip1.wav", "animal"])]
+    path.write_bytes("path\tlabel\nclip1.wav\tcaf\u00e9\n".encode("latin-1"))  # neither: named, with the byte
+    with pytest.raises(DataError, match=r"labels.tsv: expected UTF-8 \(or UTF-16 with a byte-order mark\) text, "
+                                        r"found byte 0xe9 at offset 24: save it as UTF-8"):
+        read_tsv(path, ["path", "label"])
+    with pytest.raises(DataError, match=r"nothere.tsv: file missing \(expected a tab-separated list with header "
+                                        r"'path<TAB>label'\)"):
+        read_tsv(tmp_path / "nothere.tsv", ["path", "label"])
 
 
 def test_audio_44k_stereo_and_mono_to_16k(mini_root):
@@ -627,3 +638,10 @@ def test_repeats_must_be_two_or_more_with_the_rows_and_voxels_of_data(mini_root,
         assert nc_main(["--data-dir", str(root), "--subject", "UTS01", "--out", str(tmp_path / "nc")]) == data_utils.EXIT_DATA
         assert "'individual_repeats'" in capsys.readouterr().err and not (tmp_path / "nc").exists()
         assert any("'individual_repeats'" in p for p in data_utils.summarize(data)[1])
+    with h5py.File(path, "r+") as f:  # no repeats at all, in a file too short for a ceiling: the repeats are named
+        one_row = f["data"][:1]
+        del f["individual_repeats"], f["data"]
+        f["data"] = one_row
+    assert nc_main(["--data-dir", str(root), "--subject", "UTS01", "--out", str(tmp_path / "nc")]) == data_utils.EXIT_DATA
+    err = capsys.readouterr().err
+    assert "wheretheressmoke.hf5: expected key 'individual_repeats'" in err and "--first-row" not in err, err
