@@ -171,6 +171,8 @@ def flag_problem(args) -> str | None:
         return "--init-head ridge needs a full-rank head (no --head-rank)"
     if args.targets_from and (args.roi or args.hemisphere or args.nc_file):
         return "--targets-from replaces the fMRI targets, so --roi/--hemisphere/--nc-file (which choose voxels) do not apply"
+    if (args.roi or args.hemisphere) and not args.roi_file:
+        return "--roi/--hemisphere need --roi-file (JSON {roi: [voxel indices]}, one per --subject)"
     subjects = subject_list(args)
     if len(set(subjects)) < len(subjects):
         return f"--subject names a subject twice: {subjects}"
@@ -234,8 +236,6 @@ def select_voxels(args, data: du.Ds003020, subject: str, nc_file: str | None = N
     info = {"n_voxels_total": n_vox, "n_above_nc": int(mask.sum())}
     wanted = [r for r in (args.roi, f"{args.hemisphere}_hemisphere" if args.hemisphere else None) if r]
     if wanted:
-        if not roi_file:
-            raise du.DataError("--roi/--hemisphere need --roi-file (JSON {roi: [voxel indices]})")
         rois = vs.load_roi_file(roi_file, n_vox, subject=subject)
         for name in wanted:
             if name not in rois:

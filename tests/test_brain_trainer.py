@@ -148,7 +148,9 @@ def test_teacher_targets_from_file(mini, tiny_models, tmp_path, capsys):
     assert "--targets-from replaces the fMRI targets, so --roi/--hemisphere/--nc-file" in capsys.readouterr().err
     for flags, message in ((["--head-rank", "4", "--init-head", "ridge"], "--init-head ridge needs a full-rank head"),
                            (["--lora-targets", "fc1"], "--lora-targets chooses the modules of --lora-rank adapters"),
-                           (["--front-end-cache-dir", str(tmp_path / "fec")], "add --cache-front-end")):
+                           (["--front-end-cache-dir", str(tmp_path / "fec")], "add --cache-front-end"),
+                           (["--roi", "language"], "--roi/--hemisphere need --roi-file"),
+                           (["--hemisphere", "left"], "--roi/--hemisphere need --roi-file")):
         assert run(mini, tiny_models["wav2vec2"], tmp_path / "h", *flags) == 2
         assert message in capsys.readouterr().err
         assert not (tmp_path / "h").exists()  # refused before any output
