@@ -160,7 +160,7 @@ class Ds003020:
             if not path.is_file():
                 raise DataError(f"{path}: missing (expected a JSON object story -> number of TRs)")
             try:
-                raw = json.loads(path.read_text())
+                raw = json.loads(read_text_file(path))
             except json.JSONDecodeError as err:
                 raise DataError(f"{path}: not valid JSON ({err})") from err
             if not isinstance(raw, dict):
@@ -537,6 +537,21 @@ def resample_to_16k(wav: np.ndarray, rate: int) -> np.ndarray:
     return soxr.resample(np.asarray(wav, dtype=np.float32), rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
 
 
+def read_text_file(path: str | os.PathLike) -> str:
+    """A text file's content: UTF-8 with or without a byte-order mark, or UTF-16 with one (Excel's "Unicode Text").
+
+    Raises DataError naming the file, the offending byte and its offset for anything else (a binary file, a
+    damaged download, another encoding), where Python would raise a UnicodeDecodeError that names no file.
+    """
+    raw = Path(path).read_bytes()
+    try:
+        return raw.decode("utf-16") if raw.startswith((b"\xff\xfe", b"\xfe\xff")) else raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: expected UTF-8 (or UTF-16 with a byte-order mark) text, found byte "
+                        f"{raw[err.start]:#04x} at offset {err.start}: a damaged or binary file? Save it as UTF-8"
+                        ) from None
+
+
 def read_tsv(path: str | os.PathLike, header: list[str]) -> list[tuple[int, list[str]]]:
     """Rows after the header of a tab-separated list (blank and '#' lines skipped), with their line numbers in the file.
 
@@ -547,14 +562,8 @@ def read_tsv(path: str | os.PathLike, header: list[str]) -> list[tuple[int, list
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file missing (expected a tab-separated list with header {'<TAB>'.join(header)!r})")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-16") if raw.startswith((b"\xff\xfe", b"\xfe\xff")) else raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: expected UTF-8 (or UTF-16 with a byte-order mark) text, found byte "
-                        f"{raw[err.start]:#04x} at offset {err.start}: save it as UTF-8") from None
     rows = [(i, [cell.strip() for cell in l.split("\t")])
-            for i, l in enumerate(text.splitlines(), 1)
+            for i, l in enumerate(read_text_file(path).splitlines(), 1)
             if l.strip() and not l.startswith("#")]
     if not rows or rows[0][1] != header:
         found = rows[0][1] if rows else "an empty file"

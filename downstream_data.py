@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_utils import SAMPLE_RATE, DataError, audio_info, load_wav_16k, read_tsv, visible_files
+from data_utils import SAMPLE_RATE, DataError, audio_info, load_wav_16k, read_text_file, read_tsv, visible_files
 
 SPLITS = ("train", "val", "test")
 
@@ -165,7 +165,7 @@ def read_speech_commands(root: str | Path, words: tuple = SPEECH_COMMANDS_35) ->
             inner = [d for d in sorted((root / "SpeechCommands").glob("speech_commands_v0.0*")) if (d / name).is_file()]
             hint = f"; {inner[-1]} holds it (torchaudio's download layout): pass that folder" if inner else ""
             raise DataError(f"{root}: missing {name} (Speech Commands v0.02 layout){hint}")
-        lists.update({line.strip(): split for line in path.read_text().splitlines() if line.strip()})
+        lists.update({line.strip(): split for line in read_text_file(path).splitlines() if line.strip()})
     utts = []
     found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_"))
     missing = [w for w in words if w not in found]
@@ -227,7 +227,7 @@ def read_slurp(root: str | Path, label: str = "intent", audio_dir: str | Path | 
         path = root / "dataset" / "slurp" / f"{name}.jsonl"
         if not path.is_file():
             raise DataError(f"{root}: missing dataset/slurp/{name}.jsonl (SLURP layout)")
-        for i, line in enumerate(path.read_text().splitlines(), 1):
+        for i, line in enumerate(read_text_file(path).splitlines(), 1):
             if not line.strip():
                 continue
             try:

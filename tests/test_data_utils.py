@@ -84,7 +84,7 @@ def test_read_tsv_takes_a_spreadsheets_file_and_names_a_wrong_header(tmp_path):
         assert read_tsv(path, ["path", "label"]) == [(2, ["clip1.wav", "animal"])]
     path.write_bytes("path\tlabel\nclip1.wav\tcaf\u00e9\n".encode("latin-1"))  # neither: named, with the byte
     with pytest.raises(DataError, match=r"labels.tsv: expected UTF-8 \(or UTF-16 with a byte-order mark\) text, "
-                                        r"found byte 0xe9 at offset 24: save it as UTF-8"):
+                                        r"found byte 0xe9 at offset 24: a damaged or binary file\? Save it as UTF-8"):
         read_tsv(path, ["path", "label"])
     with pytest.raises(DataError, match=r"nothere.tsv: file missing \(expected a tab-separated list with header "
                                         r"'path<TAB>label'\)"):
@@ -262,6 +262,10 @@ def test_bad_metadata_name_file_expected_and_found(mini_root, tmp_path):
     respdict.write_text(json.dumps({**good, "souls": 37.5}))
     with pytest.raises(DataError, match=r"respdict.json: expected an integer number of TRs per story, found 37.5 "
                                         r"for 'souls' \(1 such entries\)"):
+        Ds003020(root).tr_grid("souls")
+    respdict.write_bytes(b"\xff\x00{}")  # damaged: named with the byte, not a bare UnicodeDecodeError
+    with pytest.raises(DataError, match=r"respdict.json: expected UTF-8 \(or UTF-16 with a byte-order mark\) text, "
+                                        r"found byte 0xff at offset 0"):
         Ds003020(root).tr_grid("souls")
     respdict.write_text(json.dumps({**good, "souls": True}))  # JSON true is an int to Python, not a TR count
     with pytest.raises(DataError, match=r"respdict.json: expected an integer number of TRs per story, found True "

@@ -1,6 +1,7 @@
 """Readers of the downstream datasets on their miniature layouts, and on hand-made files."""
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -138,6 +139,11 @@ def test_speech_commands_files_listed_but_absent_are_an_error(downstream, tmp_pa
     root = link_tree(downstream / "speech_commands", tmp_path / "sc", without=(listed,))
     with pytest.raises(DataError, match=rf"1 file\(s\) listed in .* are missing: {listed} \(an incomplete download\?\)"):
         dd.read_speech_commands(root)
+    (root / "validation_list.txt").unlink()  # a link into the shared miniature: replaced, not written through
+    (root / "validation_list.txt").write_bytes(b"bed/x_nohash_0.wav\n\xfe\n")
+    with pytest.raises(DataError, match=r"validation_list.txt: expected UTF-8 .* found byte 0xfe at offset 19"):
+        dd.read_speech_commands(root)
+    shutil.copy(downstream / "speech_commands" / "validation_list.txt", root / "validation_list.txt")
     word = listed.split("/")[0]  # a run on the other words does not need that word's files
     others = tuple(w for w in dd.SPEECH_COMMANDS_35 if w != word)
     assert {u.label for u in dd.read_speech_commands(root, words=others)} == set(others)
@@ -247,6 +253,9 @@ def test_slurp_and_words_readers_name_the_bad_line(tmp_path):
         (folder / "devel.jsonl").write_text(text)
         with pytest.raises(DataError, match=message):
             dd.read_slurp(tmp_path / "slurp")
+    (folder / "devel.jsonl").write_bytes(json.dumps(good).encode() + b"\n\xff\n")  # damaged: the file and the byte
+    with pytest.raises(DataError, match=r"devel.jsonl: expected UTF-8 .* found byte 0xff at offset \d+"):
+        dd.read_slurp(tmp_path / "slurp")
     words = tmp_path / "words"
     words.mkdir()
     (words / "words.tsv").write_text("")
