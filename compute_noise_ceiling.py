@@ -4,8 +4,9 @@
 
 Writes `<out>/<SUBJ>.npy`, float64 (V,), the file the trainer reads to select voxels with NC > 0.4, and beside
 it `<out>/<SUBJ>.json`: how it was made (data folder, story, repeats, rows, voxels, count above 0.4, command,
-package and toolkit versions). Exit codes: 0 done, 2 bad flags, 3 data error (the message names the file). The
-repeats are read one voxel block at a time, so UTS03's 2.2 GB `individual_repeats` fits in little memory.
+package and toolkit versions). Exit codes: 0 done, 2 bad flags, 3 data error (the message names the file), 6 a
+write failed. The repeats are read one voxel block at a time, so UTS03's 2.2 GB `individual_repeats` fits in little
+memory.
 
 Rows: every row of `individual_repeats` by default (SPEC-methods.md §6 names no trimming). The evaluation scores
 the test story's `data[40:]` only; `--first-row 40` estimates the ceiling on those same rows instead (the
@@ -21,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from data_utils import TEST_STORY, DataError, Ds003020, subject_arg
-from run_utils import (EXIT_DATA, EXIT_USAGE, creatable_problem, creation_record, nonnegative_int, save_npy_atomic,
-                       write_json_atomic)
+from run_utils import (EXIT_DATA, EXIT_USAGE, EXIT_WRITE, WriteError, creatable_problem, creation_record,
+                       nonnegative_int, save_npy_atomic, write_json_atomic)
 from eval_utils import noise_ceiling
 from voxel_selection import DEFAULT_NC_DIR
 
@@ -70,12 +71,16 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_DATA
     path = Path(args.out) / f"{subject}.npy"
-    save_npy_atomic(path, nc)
-    write_json_atomic(path.with_suffix(".json"), creation_record({
-        "subject": subject, "story": args.story, "data_dir": str(Path(args.data_dir).resolve()),
-        "n_repeats": int(n_repeats), "rows": [args.first_row, int(n_rows)], "n_voxels": int(nc.size),
-        "above_0.4": int((nc > 0.4).sum()),
-        "median": float(np.median(nc)), "formula": "eval_utils.noise_ceiling (Schoppe et al. 2016 cc_max)"}))
+    try:
+        save_npy_atomic(path, nc)
+        write_json_atomic(path.with_suffix(".json"), creation_record({
+            "subject": subject, "story": args.story, "data_dir": str(Path(args.data_dir).resolve()),
+            "n_repeats": int(n_repeats), "rows": [args.first_row, int(n_rows)], "n_voxels": int(nc.size),
+            "above_0.4": int((nc > 0.4).sum()),
+            "median": float(np.median(nc)), "formula": "eval_utils.noise_ceiling (Schoppe et al. 2016 cc_max)"}))
+    except WriteError as err:  # a full disk or quota
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_WRITE
     print(f"{path}: {nc.size} voxels, {(nc > 0.4).sum()} above 0.4, median {np.median(nc):.3f} "
           f"(rows {args.first_row}:{n_rows} of {n_repeats} repeats)")
     return 0

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from run_utils import NPY_READ_ERRORS, write_json_atomic
+from run_utils import NPY_READ_ERRORS, reserve_space, write_json_atomic, writing
 
 META = "front_end.json"
 ARRAY = "front_end.npy"
@@ -200,8 +200,10 @@ def _fill(path, key, encoder, dataset, device, precision, batch_size, n_blocks, 
     partial = path / (ARRAY + ".partial")
     if rank == 0:
         shutil.rmtree(path, ignore_errors=True)
-        path.mkdir(parents=True)
-        np.lib.format.open_memmap(partial, mode="w+", dtype=np_dtype, shape=(len(dataset), *shape)).flush()
+        with writing(partial, partial=partial):
+            path.mkdir(parents=True)
+            np.lib.format.open_memmap(partial, mode="w+", dtype=np_dtype, shape=(len(dataset), *shape)).flush()
+            reserve_space(partial)  # a full disk fails here, not as a SIGBUS when a page is written hours later
     if dist:
         torch.distributed.barrier()
     array = np.load(partial, mmap_mode="r+")

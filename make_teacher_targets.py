@@ -14,11 +14,12 @@
 The .npz maps each story to (respdict − 20, F) float32: the teacher's vectors Lanczos-downsampled to the story's
 TR grid, rows `[10:-5]` (one per hf5 response row, for every subject), z-scored per story like the responses.
 Beside it, `<out>.json` records the settings, per-story counts and package versions. Default stories: the
-brain-tuning split's 27 that the dataset has (`--stories` to choose). Exit codes: 2 usage, 3 data.
+brain-tuning split's 27 that the dataset has (`--stories` to choose). Exit codes: 2 usage, 3 data, 6 a write failed.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -29,9 +30,10 @@ import models
 import teacher_targets as tt
 from features import FeatureCache, add_window_arguments, cache_settings, check_window_fits
 from inference import inference_threads
-from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, command_line, creatable_problem, nonnegative_int,
-                       package_versions, positive_int, resolve_device, resolve_precision, revision_problem,
-                       save_npz_atomic, timestamp, writable_dir_problem, write_json_atomic)
+from run_utils import (EXIT_DATA, EXIT_USAGE, EXIT_WRITE, HelpFormatter, WriteError, command_line, creatable_problem,
+                       nonnegative_int, package_versions, positive_int, resolve_device, resolve_precision,
+                       revision_problem, save_npz_atomic, timestamp, unique_temp_path, writable_dir_problem,
+                       write_json_atomic)
 
 BRAIN_TUNING_STORIES = du.TRAIN_STORIES + du.VAL_STORIES + (du.TEST_STORY,)
 
@@ -169,6 +171,22 @@ def speech_model_teacher(args, data: du.Ds003020, stories: list[str]) -> tuple[d
         "inference_threads": threads, "feature_cache": str(cache.folder), "feature_cache_hits": cache.hits}
 
 
+def write_targets(out: Path, targets: dict, record: dict) -> None:
+    """The targets `out` (.npz, story -> (rows, F)) and their record `<out>.json`, which the trainer reads beside
+    them: both written under temporary names first, then renamed, so that a full disk (WriteError) leaves an
+    earlier pair as it was, never a new .npz beside the record of other targets."""
+    record_path = out.with_name(out.name + ".json")
+    new_out, new_record = unique_temp_path(out), unique_temp_path(record_path)
+    try:
+        save_npz_atomic(new_out, **targets)
+        write_json_atomic(new_record, record)
+        os.replace(new_out, out)
+        os.replace(new_record, record_path)
+    finally:
+        new_out.unlink(missing_ok=True)
+        new_record.unlink(missing_ok=True)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if (problem := usage_problem(args)) is not None:
@@ -191,21 +209,22 @@ def main(argv=None) -> int:
             print(f"note: the dataset lacks {len(skipped)} of the brain-tuning stories: {', '.join(skipped)}",
                   file=sys.stderr)
         targets, per_story, teacher = make(args, data, stories)
+        for story, t in targets.items():
+            per_story[story]["rows"] = int(t.shape[0])
+        write_targets(out, targets, {
+            "args": vars(args), "resolved": {"teacher": teacher, "stories": per_story, "skipped_stories": skipped,
+                                             "tr": args.tr, "timing": data.timing_record(),
+                                             "rows": "TR grid [10:-5] (= hf5 rows), z-scored per story"},
+            "command": command_line(), "finished": timestamp(), "versions": package_versions()})
     except du.DATA_ERRORS as err:  # a file missing, unreadable, wrong shape
         print(f"error: {err}", file=sys.stderr)
         return EXIT_DATA
     except (models.ModelError, ValueError) as err:  # a model that cannot be loaded or used as asked
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    for story, t in targets.items():
-        per_story[story]["rows"] = int(t.shape[0])
-    save_npz_atomic(out, **targets)
-    write_json_atomic(out.with_name(out.name + ".json"),
-                      {"args": vars(args), "resolved": {"teacher": teacher, "stories": per_story,
-                                                        "skipped_stories": skipped, "tr": args.tr,
-                                                        "timing": data.timing_record(),
-                                                        "rows": "TR grid [10:-5] (= hf5 rows), z-scored per story"},
-                       "command": command_line(), "finished": timestamp(), "versions": package_versions()})
+    except WriteError as err:  # a full disk or quota: the feature cache or the targets
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_WRITE
     n_feat = next(iter(targets.values())).shape[1]
     print(f"wrote {out}: {len(targets)} stories x {n_feat} features")
     return 0

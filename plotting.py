@@ -8,7 +8,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from run_utils import unique_temp_path  # noqa: E402
+from run_utils import unique_temp_path, writing  # noqa: E402
 
 
 def _save(fig, path) -> None:
@@ -16,8 +16,9 @@ def _save(fig, path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = unique_temp_path(path)  # keeps the .png suffix, from which matplotlib takes the format
     try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        tmp.replace(path)
+        with writing(path):
+            fig.savefig(tmp, dpi=120, bbox_inches="tight")
+            tmp.replace(path)
     finally:
         plt.close(fig)
         tmp.unlink(missing_ok=True)

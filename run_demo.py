@@ -243,7 +243,7 @@ def main(argv=None) -> int:
         parser.error("--resume needs --seeds (a single seed is one run)")
     if args.seeds and len(set(args.seeds)) < len(args.seeds):  # it would run again and count once in SEEDS.md
         parser.error(f"--seeds names a seed more than once: {args.seeds}")
-    from run_utils import EXIT_USAGE, run_claimed, writable_dir_problem
+    from run_utils import EXIT_USAGE, exit_code, run_claimed, writable_dir_problem
     out = Path(args.out)
     if ((problem := demo_out_problem([out] + [out / f"seed_{s}" for s in args.seeds or []])) is not None
             or (problem := writable_dir_problem(args.data, "--data (where the miniatures are built)")) is not None):
@@ -251,7 +251,7 @@ def main(argv=None) -> int:
         return EXIT_USAGE
     # one demo at a time per --out and --data (a second `make demo` in this checkout would rebuild the miniature
     # under the first one's feet and mix their runs)
-    return run_claimed([out, Path(args.data)], "run_demo.py run", lambda: run_demos(args, out))
+    return run_claimed([out, Path(args.data)], "run_demo.py run", lambda: exit_code(lambda: run_demos(args, out)))
 
 
 def run_demos(args, out: Path) -> int:

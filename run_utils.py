@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import errno
 import fcntl
 import functools
 import json
@@ -28,6 +29,7 @@ EXIT_USAGE = 2          # flags that do not fit together, a model that cannot be
 EXIT_DATA = 3           # a data file missing, unreadable or of the wrong shape (the message names it)
 EXIT_MISSING_DEP = 4    # an optional package the command needs is not installed
 EXIT_DIVERGED = 5       # training stopped: a gradient became NaN or inf (the checkpoints keep the last finite epoch)
+EXIT_WRITE = 6          # an output could not be written mid-run (a full disk or quota); what was written before is whole
 
 PACKAGES = ("torch", "transformers", "peft", "numpy", "scipy", "h5py", "scikit-learn", "librosa", "soundfile",
             "soxr", "textgrid", "matplotlib", "safetensors",
@@ -164,20 +166,95 @@ def writable_dir_problem(folder: str | os.PathLike, what: str) -> str | None:
     return creatable_problem(folder, what)
 
 
+class WriteError(Exception):
+    """An output could not be written (a full disk or quota, a storage fault); names the file and the free space."""
+
+
+@functools.cache
+def _write_failures() -> tuple[type, ...]:
+    """What a failed write raises: an OSError (numpy's without an errno), torch's zip writer a RuntimeError
+    ("unexpected pos ..."), safetensors its own error; none of the last three names the file."""
+    from safetensors import SafetensorError
+    return OSError, RuntimeError, SafetensorError
+
+
+def _free_space(path: Path) -> str:
+    """The free space of the file system holding `path` (or its nearest existing ancestor), for an error message."""
+    folder = next((p for p in (path, *path.parents) if p.is_dir()), Path("/"))
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return "free space unknown"
+    full = " (full)" if free < 2 ** 20 else ""
+    return f"{_size_text(free)} free on its file system{full}"
+
+
+def _size_text(n_bytes: int) -> str:
+    return f"{n_bytes / 1e9:.2f} GB" if n_bytes >= 1e9 else f"{n_bytes / 1e6:.1f} MB"
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike, partial: str | os.PathLike | None = None):
+    """Re-raise a failure of the writes in the block as a `WriteError` naming `path` and the free space there;
+    `partial` (a file or folder the failed write leaves behind) is removed first, so a full disk gets no fuller.
+    Every output goes through here: a script turns the error into exit code `EXIT_WRITE` (`exit_code`)."""
+    path = Path(path)
+    try:
+        yield
+    except WriteError:
+        raise
+    except Exception as err:
+        if not isinstance(err, _write_failures()):
+            raise
+        if partial is not None and Path(partial).is_dir():
+            shutil.rmtree(partial, ignore_errors=True)
+        elif partial is not None:
+            Path(partial).unlink(missing_ok=True)
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else "no detail"
+        raise WriteError(
+            f"{path}: could not be written ({type(err).__name__}: {detail}); {_free_space(path)}. What was "
+            f"written before stays whole (outputs are written beside their place and renamed into it): free "
+            f"space (or quota) or write elsewhere, then run the same command again (brain_trainer_story.py: with "
+            f"--resume, from its last saved epoch)") from err
+
+
+def reserve_space(path: str | os.PathLike) -> None:
+    """Allocate every block of the file `path` (a memory map just created, sparse), so that a full disk or quota
+    fails here as an OSError instead of killing the process later with SIGBUS ("Bus error", no message) when a
+    page of the map is written. Where the file system lacks fallocate, glibc writes a byte per block instead (quick:
+    blocks of network file systems are large); where that too is refused, the free space is checked."""
+    path = Path(path)
+    size = path.stat().st_size
+    if hasattr(os, "posix_fallocate"):
+        fd = os.open(path, os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, size)
+            return
+        except OSError as err:
+            if err.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise OSError(err.errno, f"{err.strerror} ({_size_text(size)} needed)") from err
+        finally:
+            os.close(fd)
+    if (free := shutil.disk_usage(path.parent).free) < size:
+        raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({_size_text(size)} needed, {_size_text(free)} free)")
+
+
 def _write_atomic(path: str | os.PathLike, write, binary: bool = False) -> None:
     """Call `write(file)` on a temp file beside `path`, then rename it over `path`: a kill at any point leaves
-    either the old file or the complete new one, never a truncated one; an exception leaves no temp file."""
+    either the old file or the complete new one, never a truncated one; an exception leaves no temp file (a
+    failed write raises `WriteError` naming `path`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = unique_temp_path(path)
-    try:
-        with open(tmp, "xb") if binary else open(tmp, "x", newline="") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())  # the rename must not reach the disk before the data
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(tmp, "xb") if binary else open(tmp, "x", newline="") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())  # the rename must not reach the disk before the data
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def write_json_atomic(path: str | os.PathLike, obj) -> None:
@@ -399,12 +476,16 @@ class Stop(Exception):
 
 def exit_code(job: Callable[[], int]) -> int:
     """`job()`'s exit code; a `Stop` it raises is printed to stderr ("error: <message>") and its code returned, so
-    a script's stages raise their refusals and one place turns them into the exit code."""
+    a script's stages raise their refusals and one place turns them into the exit code (a `WriteError`:
+    `EXIT_WRITE`)."""
     try:
         return job()
     except Stop as err:
         print(f"error: {err}", file=sys.stderr)
         return err.code
+    except WriteError as err:  # a full disk or quota mid-run
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_WRITE
 
 
 def run_claimed(folders: list, what: str, job: Callable[[], int], enabled: bool = True) -> int:

@@ -20,7 +20,8 @@ from tqdm import tqdm
 
 from data_utils import DataError, Ds003020
 from models import save_tuned
-from run_utils import NPY_READ_ERRORS, replace_dir, save_npz_atomic, write_csv_atomic, write_json_atomic
+from run_utils import (NPY_READ_ERRORS, replace_dir, save_npz_atomic, write_csv_atomic, write_json_atomic,
+                       writing)
 from timing import TRGrid, cut_window, response_tr_indices, window_end_samples, window_samples
 
 LOSSES = ("mse", "spatial_corr", "temporal_corr")
@@ -342,12 +343,14 @@ def save_epoch(out_dir: Path, model, extractor, optimizer, scheduler, state: dic
     if best_record is not None:
         tmp = out_dir / "best.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        save_tuned(model, extractor, tmp)
-        write_json_atomic(tmp / "brain_tuning.json", best_record)
+        with writing(tmp, partial=tmp):  # a full disk: WriteError, the partial folder removed, best/ as it was
+            save_tuned(model, extractor, tmp)
+            write_json_atomic(tmp / "brain_tuning.json", best_record)
         replace_dir(tmp, out_dir / "best")
     tmp = out_dir / "last.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    save_training_state(tmp, model, optimizer, scheduler, state)
+    with writing(tmp, partial=tmp):
+        save_training_state(tmp, model, optimizer, scheduler, state)
     replace_dir(tmp, out_dir / "last")
     write_csv_atomic(out_dir / "metrics.csv", state["metrics"])
 

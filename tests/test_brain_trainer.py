@@ -369,6 +369,30 @@ def test_a_diverging_run_stops_with_its_checkpoints_finite(mini, tiny_models, tm
         assert all(torch.isfinite(t).all() for t in load_file(weights).values())
 
 
+def test_a_full_disk_stops_the_run_with_exit_6_and_resume_continues_from_the_last_saved_epoch(
+        mini, tiny_models, tmp_path, capsys, monkeypatch):
+    import training
+    torch_save, saves = torch.save, []
+
+    def full_at_the_second_epoch(obj, path):  # optim.pt of last/; torch's zip writer names no file on a full disk
+        saves.append(path)
+        if len(saves) == 2:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+        torch_save(obj, path)
+    monkeypatch.setattr(training.torch, "save", full_at_the_second_epoch)
+    out = tmp_path / "r"
+    args = ("--micro-batch-size", "8", "--num-epochs", "2")
+    assert run(mini, tiny_models["wav2vec2"], out, *args) == 6
+    err = capsys.readouterr().err
+    assert f"error: {out / 'last.tmp'}: could not be written (RuntimeError: [enforce fail" in err
+    assert "run the same command again (brain_trainer_story.py: with --resume" in err
+    assert [r["epoch"] for r in metrics(out)] == [0, 1]  # epoch 1 saved whole, no partial checkpoint beside it
+    assert json.loads((out / "last" / "state.json").read_text())["epoch"] == 1 and not (out / "last.tmp").exists()
+    monkeypatch.undo()
+    assert run(mini, tiny_models["wav2vec2"], out, *args, "--resume") == 0
+    assert [r["epoch"] for r in metrics(out)] == [0, 1, 2]
+
+
 def test_clear_errors(mini, tiny_models, tmp_path, capsys):
     model = tiny_models["wav2vec2"]
     assert run(mini, model, tmp_path / "a", "--nc-threshold", "0.999") == trainer.EXIT_DATA

@@ -12,6 +12,7 @@ import models
 import training
 from conftest import FAMILIES
 from front_end_cache import ARRAY, META, build_front_end_cache
+from run_utils import WriteError
 
 
 def _encoder(path, mode="truncate", freeze_layers=0):
@@ -167,6 +168,28 @@ def test_a_cache_folder_holding_another_key_or_shape_is_not_read(mini_root, tiny
     with pytest.raises(ValueError, match=rf"{ARRAY}: expected shape \({len(ds)}, {wrong['shape'][0]}, "
                                          rf"{wrong['shape'][1]}\), found \({len(ds)}, {meta['shape'][0]}, "):
         CachedWindowDataset(cached.path, wrong, ds)
+
+
+def test_a_cache_the_disk_cannot_hold_is_refused_before_any_window_is_computed(mini_root, tiny_models, tmp_path,
+                                                                                 monkeypatch):
+    import os
+    enc = _encoder(tiny_models["wav2vec2"])
+    ds = _windows(mini_root)
+    calls = []
+    front_end = enc.front_end
+    monkeypatch.setattr(enc, "front_end", lambda wav, *a: calls.append(len(wav)) or front_end(wav, *a))
+
+    def quota_reached(fd, offset, length):  # writing the memory map's pages would have died of SIGBUS instead
+        raise OSError(122, "Disk quota exceeded")
+    monkeypatch.setattr(os, "posix_fallocate", quota_reached)
+    with pytest.raises(WriteError, match=r"front_end\.npy\.partial: could not be written \(OSError: \[Errno 122\] "
+                                         r"Disk quota exceeded \(\d+\.\d MB needed\)\)"):
+        build_front_end_cache(tmp_path, enc, ds, torch.device("cpu"), "fp32", quiet=True)
+    assert calls == [1]  # the one window that finds the output's shape
+    assert not list(tmp_path.glob("*/front_end.npy*"))  # the sparse partial file removed
+    monkeypatch.undo()
+    cached = build_front_end_cache(tmp_path, enc, ds, torch.device("cpu"), "fp32", quiet=True)  # space again
+    assert json.loads((cached.path / META).read_text())["complete"]
 
 
 def test_an_interrupted_cache_is_rebuilt(mini_root, tiny_models, tmp_path):

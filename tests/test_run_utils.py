@@ -76,6 +76,72 @@ def test_failed_writes_leave_the_old_file_and_no_temp_file(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
 
 
+def test_a_write_failing_for_lack_of_space_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "nc.npy"
+    run_utils.save_npy_atomic(path, np.full(3, 0.5))
+
+    def disk_full(f, array, allow_pickle):  # what numpy raises on a full disk: an OSError without errno or file
+        f.write(b"\x93NUMPY")
+        raise OSError("2000000 requested and 786400 written")
+    monkeypatch.setattr(run_utils.np, "save", disk_full)
+    with pytest.raises(run_utils.WriteError) as err:
+        run_utils.save_npy_atomic(path, np.zeros(3))
+    message = str(err.value)
+    assert message.startswith(f"{path}: could not be written (OSError: 2000000 requested and 786400 written); ")
+    assert re.search(r"\d+\.\d+ [GM]B free on its file system", message)
+    monkeypatch.undo()
+    assert np.load(path).tolist() == [0.5, 0.5, 0.5]
+    assert [p.name for p in tmp_path.iterdir()] == ["nc.npy"]  # the partial temp file removed
+
+    def saves_results():  # a script's job whose output write fails: exit code 6 and the message, no traceback
+        with run_utils.writing(tmp_path / "best.tmp"):
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")  # torch.save
+    assert run_utils.exit_code(saves_results) == run_utils.EXIT_WRITE == 6
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'best.tmp'}: could not be written (RuntimeError: ")
+
+
+def test_writing_removes_the_partial_output_and_lets_other_errors_through(tmp_path):
+    from safetensors import SafetensorError
+    partial = tmp_path / "best.tmp"
+    partial.mkdir()
+    (partial / "model.safetensors").write_bytes(b"half")
+    with pytest.raises(run_utils.WriteError, match="No space left on device"):
+        with run_utils.writing(partial, partial=partial):
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+    assert not partial.exists()
+    partial.write_bytes(b"half")  # a file is removed as well as a folder
+    with pytest.raises(run_utils.WriteError):
+        with run_utils.writing(partial, partial=partial):
+            raise OSError(28, "No space left on device")
+    assert not partial.exists()
+    with pytest.raises(KeyError):  # a bug in the code that writes is not a full disk
+        with run_utils.writing(partial):
+            raise KeyError("epoch")
+
+
+def test_reserve_space_allocates_a_sparse_file_or_says_how_much_it_needs(tmp_path, monkeypatch):
+    path = tmp_path / "front_end.npy.partial"
+    with open(path, "wb") as f:
+        f.truncate(8 << 20)  # sparse, as a fresh memory map is: writing its pages could meet a full disk (SIGBUS)
+    blocks_before = os.stat(path).st_blocks
+    run_utils.reserve_space(path)
+    assert os.stat(path).st_blocks * 512 >= 8 << 20 > blocks_before * 512
+
+    def full(fd, offset, length):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(run_utils.os, "posix_fallocate", full)
+    with pytest.raises(OSError, match=r"No space left on device \(8\.4 MB needed\)"):
+        run_utils.reserve_space(path)
+
+    def unsupported(fd, offset, length):  # a file system without fallocate: the free space is checked instead
+        raise OSError(95, "Operation not supported")
+    monkeypatch.setattr(run_utils.os, "posix_fallocate", unsupported)
+    run_utils.reserve_space(path)  # this disk has 8 MB free
+    monkeypatch.setattr(run_utils.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(100 << 20, 99 << 20, 1 << 20))
+    with pytest.raises(OSError, match=r"8\.4 MB needed, 1\.0 MB free"):
+        run_utils.reserve_space(path)
+
+
 def test_the_recorded_command_reruns_from_its_folder_with_its_arguments(tmp_path, monkeypatch):
     # relative paths in a run's command mean nothing without the folder it ran in; "a b" was recorded as two words
     folder = tmp_path / "my runs"

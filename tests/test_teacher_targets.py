@@ -1,5 +1,6 @@
 """Teacher targets (teacher_targets.py, make_teacher_targets.py) and the trainer regressing onto them."""
 import json
+import re
 
 import h5py
 import numpy as np
@@ -178,6 +179,31 @@ def test_usage_and_data_errors(mini, tiny_models, tmp_path, capsys):
     assert mtt.main(["--data-dir", root, "--word-embedding", "english1000", "--out", str(tmp_path / "mine.npz")]) == 2
     assert "mine.npz exists and has no mine.npz.json beside it" in capsys.readouterr().err
     np.testing.assert_array_equal(np.load(tmp_path / "mine.npz")["x"], np.arange(3))
+
+
+def test_a_full_disk_keeps_the_earlier_targets_beside_their_own_record(mini, tmp_path, capsys, monkeypatch):
+    import run_utils
+    argv = ["--data-dir", str(mini / "ds003020"), "--word-embedding", "english1000", "--no-progress",
+            "--out", str(tmp_path / "t.npz")]
+    assert mtt.main(argv + ["--stories", "life"]) == 0
+    earlier = (tmp_path / "t.npz").read_bytes(), (tmp_path / "t.npz.json").read_bytes()
+
+    def full(f, **arrays):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(run_utils.np, "savez", full)  # the .npz cannot be written: the earlier pair stays
+    assert mtt.main(argv) == 6
+    assert re.search(r"error: .*/\.t\.\w+\.tmp\.npz: could not be written \(OSError: \[Errno 28\]", capsys.readouterr().err)
+    assert ((tmp_path / "t.npz").read_bytes(), (tmp_path / "t.npz.json").read_bytes()) == earlier
+    monkeypatch.undo()
+
+    def record_fails(path, obj):  # the new .npz is written, its record is not: it must not replace the earlier one
+        with run_utils.writing(path):
+            raise OSError(28, "No space left on device")
+    monkeypatch.setattr(mtt, "write_json_atomic", record_fails)
+    assert mtt.main(argv) == 6
+    assert re.search(r"/\.t\.npz\.\w+\.tmp\.json: could not be written \(OSError: \[Errno 28\]", capsys.readouterr().err)
+    assert ((tmp_path / "t.npz").read_bytes(), (tmp_path / "t.npz.json").read_bytes()) == earlier
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.npz", "t.npz.json"]  # no temporary file left
 
 
 def test_english1000_missing_from_the_dataset_says_where_the_file_is_kept(mini, tmp_path, capsys):

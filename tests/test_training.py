@@ -1,10 +1,13 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from safetensors import SafetensorError
 
 import training
+from run_utils import WriteError
 
 from training import StoryData, WindowDataset, _distant_permutation, apply_target_control, brain_loss, warmup_linear_decay
 from timing import simulated_tr_grid
@@ -273,6 +276,26 @@ def test_save_epoch_swaps_in_whole_checkpoints_and_leaves_the_last_best_when_a_s
     with pytest.raises(KeyboardInterrupt):
         training.save_epoch(tmp_path, model, None, optimizer, scheduler, state, {"epoch": 3, "val_loss": 0.8})
     assert (tmp_path / "best" / "weights.txt").read_text() == first_best  # the half-written one is beside it
+    assert json.loads((tmp_path / "last" / "state.json").read_text())["epoch"] == 2
+
+    def disk_full(m, extractor, folder):  # safetensors' error on a full disk names no file
+        folder.mkdir(parents=True)
+        (folder / "weights.txt").write_text("half")
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+    monkeypatch.setattr(training, "save_tuned", disk_full)
+    with pytest.raises(WriteError, match=f"^{tmp_path / 'best.tmp'}: could not be written .*os error 28"):
+        training.save_epoch(tmp_path, model, None, optimizer, scheduler, state, {"epoch": 3, "val_loss": 0.8})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best", "last", "metrics.csv"]  # the partial one removed
+    assert (tmp_path / "best" / "weights.txt").read_text() == first_best
+    monkeypatch.setattr(training, "save_tuned", fake_save_tuned)
+
+    def torch_save_on_a_full_disk(obj, path):  # what torch's zip writer raises there, naming no file either
+        Path(path).write_bytes(b"PK")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+    monkeypatch.setattr(training.torch, "save", torch_save_on_a_full_disk)
+    with pytest.raises(WriteError, match=f"^{tmp_path / 'last.tmp'}: could not be written \\(RuntimeError"):
+        training.save_epoch(tmp_path, model, None, optimizer, scheduler, state, None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best", "last", "metrics.csv"]
     assert json.loads((tmp_path / "last" / "state.json").read_text())["epoch"] == 2
 
 
