@@ -158,7 +158,9 @@ def write_comparison(args) -> int:
 
 def evaluate(args) -> int:
     """The run of main() over --model-name, once every --out is this process's; returns the exit code."""
-    return exit_code(lambda: _evaluate(args))
+    return exit_code(lambda: _evaluate(args), out_of_memory=(
+        f"lower --batch-size (windows per forward pass, now {args.batch_size or 16}): the same features up to "
+        f"float rounding"))
 
 
 def _evaluate(args) -> int:

@@ -494,7 +494,10 @@ def main(argv=None) -> int:
 
 def train(args) -> int:
     """The run of main(), once --out-dir is this process's: config, data, model, loop; returns the exit code."""
-    return exit_code(lambda: _train(args))
+    micro = args.micro_batch_size or "the whole per-process --batch-size"
+    return exit_code(lambda: _train(args), out_of_memory=(
+        f"lower --micro-batch-size (now {micro}): each optimizer step still averages --batch-size {args.batch_size} "
+        f"windows (gradient accumulation): the same training up to float rounding"))
 
 
 def _train(args) -> int:

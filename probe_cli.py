@@ -136,7 +136,9 @@ def write_comparison(args) -> int:
 
 def run_models(args, task_runner) -> int:
     """The run of `run` over --model-name, once every --out is this process's; returns the exit code."""
-    return exit_code(lambda: _run_models(args, task_runner))
+    return exit_code(lambda: _run_models(args, task_runner), out_of_memory=(
+        f"lower --batch-size (utterances per forward pass, now {args.batch_size}): the same features up to "
+        f"float rounding"))
 
 
 def _run_models(args, task_runner) -> int:

@@ -474,10 +474,11 @@ class Stop(Exception):
         self.code = code
 
 
-def exit_code(job: Callable[[], int]) -> int:
+def exit_code(job: Callable[[], int], out_of_memory: str | None = None) -> int:
     """`job()`'s exit code; a `Stop` it raises is printed to stderr ("error: <message>") and its code returned, so
     a script's stages raise their refusals and one place turns them into the exit code (a `WriteError`:
-    `EXIT_WRITE`)."""
+    `EXIT_WRITE`). `out_of_memory`: what to lower when torch runs out of device memory (a flag: the batch is
+    the user's to choose, not the toolkit's to guess); that error then exits with EXIT_USAGE, naming it."""
     try:
         return job()
     except Stop as err:
@@ -486,6 +487,13 @@ def exit_code(job: Callable[[], int]) -> int:
     except WriteError as err:  # a full disk or quota mid-run
         print(f"error: {err}", file=sys.stderr)
         return EXIT_WRITE
+    except Exception as err:
+        torch = sys.modules.get("torch")
+        if out_of_memory is None or torch is None or not isinstance(err, torch.OutOfMemoryError):
+            raise
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else "no detail"
+        print(f"error: the device ran out of memory ({detail}): {out_of_memory}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 def run_claimed(folders: list, what: str, job: Callable[[], int], enabled: bool = True) -> int:

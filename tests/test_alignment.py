@@ -305,6 +305,15 @@ def test_brain_evaluate_end_to_end_cache_and_compare(mini, tiny_models, tmp_path
     assert not np.array_equal(r_bf16, z["r"]) and np.corrcoef(r_bf16, z["r"])[0, 1] > 0.9
 
 
+def test_running_out_of_device_memory_names_the_batch_to_lower(mini, tiny_models, tmp_path, monkeypatch, capsys):
+    def out_of_memory(*args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.50 GiB")
+    monkeypatch.setattr(brain_evaluate, "extract_story_features_together", out_of_memory)
+    assert _eval(mini, tiny_models["hubert"], tmp_path / "e", "--batch-size", "4") == 2
+    assert ("error: the device ran out of memory (CUDA out of memory. Tried to allocate 1.50 GiB): lower --batch-size "
+            "(windows per forward pass, now 4): the same features up to float rounding") in capsys.readouterr().err
+
+
 def test_a_killed_evaluation_resumes_from_its_finished_layers(mini, tiny_models, tmp_path, monkeypatch, capsys):
     # at 95k voxels a layer's ridge takes ~17 min on a CPU: a rerun after a kill refits only what did not finish,
     # and reads back a layer only when its features, responses, settings and code are the same

@@ -393,6 +393,19 @@ def test_a_full_disk_stops_the_run_with_exit_6_and_resume_continues_from_the_las
     assert [r["epoch"] for r in metrics(out)] == [0, 1, 2]
 
 
+def test_running_out_of_device_memory_names_the_micro_batch_to_lower(mini, tiny_models, tmp_path, capsys,
+                                                                      monkeypatch):
+    import training
+
+    def out_of_memory(pred, target, kind="mse"):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    monkeypatch.setattr(training, "brain_loss", out_of_memory)
+    assert run(mini, tiny_models["wav2vec2"], tmp_path / "r", "--micro-batch-size", "8") == trainer.EXIT_USAGE
+    assert ("error: the device ran out of memory (CUDA out of memory. Tried to allocate 2.00 GiB): lower "
+            "--micro-batch-size (now 8): each optimizer step still averages --batch-size 16 windows") in \
+        capsys.readouterr().err
+
+
 def test_clear_errors(mini, tiny_models, tmp_path, capsys):
     model = tiny_models["wav2vec2"]
     assert run(mini, model, tmp_path / "a", "--nc-threshold", "0.999") == trainer.EXIT_DATA

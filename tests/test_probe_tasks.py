@@ -18,6 +18,21 @@ def _args(model, data, out, cache, *extra):
             "--no-progress", *extra]
 
 
+def test_running_out_of_device_memory_names_the_batch_to_lower(downstream, tiny_models, tmp_path, monkeypatch,
+                                                                capsys):
+    import probe_tasks
+    import torch
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 512.00 MiB")
+    monkeypatch.setattr(probe_tasks, "extract_missing_features", out_of_memory)
+    assert eval_phonemes.main(_args(tiny_models["whisper"], downstream / "timit", tmp_path / "p", tmp_path / "c",
+                                    "--task", "sentence_type", "--batch-size", "8")) == 2
+    assert ("error: the device ran out of memory (CUDA out of memory. Tried to allocate 512.00 MiB): lower "
+            "--batch-size (utterances per forward pass, now 8): the same features up to float rounding") in \
+        capsys.readouterr().err
+
+
 def _probe_utterance_task_and_story_words(mini, downstream, tiny_models, tmp_path, *extra):
     """sentence_type with a 2-probe null into tmp_path/p, story_word_category over 3 folds into tmp_path/w:
     3 + 2 * 3 probes (the task's and its null's; each fold's model and context-label baseline)."""

@@ -257,6 +257,22 @@ def test_exit_code_prints_a_stop_and_returns_its_code_and_lets_other_errors_thro
         run_utils.exit_code(broken)
 
 
+def test_exit_code_names_the_flag_to_lower_when_the_device_runs_out_of_memory(capsys):
+    def too_big():
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB. GPU 0 has a total capacity "
+                                     "of 79.10 GiB\nOf the allocated memory ...")
+    assert run_utils.exit_code(too_big, out_of_memory="lower --batch-size (now 16)") == run_utils.EXIT_USAGE
+    assert capsys.readouterr().err == ("error: the device ran out of memory (CUDA out of memory. Tried to allocate "
+                                       "3.00 GiB. GPU 0 has a total capacity of 79.10 GiB): lower --batch-size (now 16)\n")
+    with pytest.raises(torch.OutOfMemoryError):  # a script that names no flag: torch's own traceback
+        run_utils.exit_code(too_big)
+
+    def other_runtime_error():
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+    with pytest.raises(RuntimeError, match="shapes"):
+        run_utils.exit_code(other_runtime_error, out_of_memory="lower --batch-size")
+
+
 def test_resolve_device(monkeypatch):
     assert resolve_device("cpu") == torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
