@@ -170,12 +170,16 @@ class WriteError(Exception):
     """An output could not be written (a full disk or quota, a storage fault); names the file and the free space."""
 
 
-@functools.cache
-def _write_failures() -> tuple[type, ...]:
-    """What a failed write raises: an OSError (numpy's without an errno), torch's zip writer a RuntimeError
-    ("unexpected pos ..."), safetensors its own error; none of the last three names the file."""
-    from safetensors import SafetensorError
-    return OSError, RuntimeError, SafetensorError
+# How torch's zip writer (a RuntimeError: "... inline_container.cc ... unexpected pos 576 vs 534") and safetensors
+# ("Error while serializing: I/O error: ...") report a failed write; neither names the file, nor do numpy's OSErrors.
+_WRITE_FAILURE_TEXT = ("I/O error", "inline_container", "PytorchStreamWriter", "file write failed",
+                       "No space left on device", "Disk quota exceeded")
+
+
+def _is_write_failure(err: Exception) -> bool:
+    """Whether `err`, raised while writing, is the storage failing (any OSError, or a library's error that says so)
+    rather than a bug in what was being written (a tensor sharing memory, an object JSON cannot hold)."""
+    return isinstance(err, OSError) or any(text in str(err) for text in _WRITE_FAILURE_TEXT)
 
 
 def _free_space(path: Path) -> str:
@@ -204,7 +208,7 @@ def writing(path: str | os.PathLike, partial: str | os.PathLike | None = None):
     except WriteError:
         raise
     except Exception as err:
-        if not isinstance(err, _write_failures()):
+        if not _is_write_failure(err):
             raise
         if partial is not None and Path(partial).is_dir():
             shutil.rmtree(partial, ignore_errors=True)

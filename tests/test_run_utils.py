@@ -117,6 +117,10 @@ def test_writing_removes_the_partial_output_and_lets_other_errors_through(tmp_pa
     with pytest.raises(KeyError):  # a bug in the code that writes is not a full disk
         with run_utils.writing(partial):
             raise KeyError("epoch")
+    with pytest.raises(RuntimeError, match="share memory"):  # nor is safetensors refusing what it was given
+        with run_utils.writing(partial):
+            raise RuntimeError("Some tensors share memory, this will lead to duplicate memory on disk and potential "
+                               "differences when loading them again")
 
 
 def test_reserve_space_allocates_a_sparse_file_or_says_how_much_it_needs(tmp_path, monkeypatch):
