@@ -29,7 +29,7 @@ EXIT_USAGE = 2          # flags that do not fit together, a model that cannot be
 EXIT_DATA = 3           # a data file missing, unreadable or of the wrong shape (the message names it)
 EXIT_MISSING_DEP = 4    # an optional package the command needs is not installed
 EXIT_DIVERGED = 5       # training stopped: a gradient became NaN or inf (the checkpoints keep the last finite epoch)
-EXIT_WRITE = 6          # an output could not be written mid-run (a full disk or quota); what was written before is whole
+EXIT_WRITE = 6          # an output could not be written mid-run (a full disk or quota, a storage fault); earlier ones whole
 
 PACKAGES = ("torch", "transformers", "peft", "numpy", "scipy", "h5py", "scikit-learn", "librosa", "soundfile",
             "soxr", "textgrid", "matplotlib", "safetensors",
