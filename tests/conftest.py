@@ -78,3 +78,30 @@ def hub_snapshot(hub_cache, repo: str, model_dir, commit: str, refs: tuple[str, 
     (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
     for ref in refs:
         (repo_dir / "refs" / ref).write_text(commit)
+
+
+def probe_args(model, data, out, cache, *extra) -> list[str]:
+    """The arguments of eval_phonemes.py / eval_downstream.py for one model, its --out and feature cache."""
+    return ["--data-dir", str(data), "--model-name", model, "--out", str(out), "--cache-dir", str(cache),
+            "--no-progress", *extra]
+
+
+def killed_at_fit(monkeypatch, n: int, run, out: Path) -> list:
+    """Call `run()`, killed (KeyboardInterrupt) at probes.fit_linear_probe's n-th call, and check that it left layer
+    1's result alone in `out`. Returns a list, empty now, that counts the calls from then on (no more kills)."""
+    import probes
+    import run_utils
+    fit, calls, kill = probes.fit_linear_probe, [], [True]
+
+    def counted(*a, **k):
+        calls.append(1)
+        if kill[0] and len(calls) == n:
+            raise KeyboardInterrupt
+        return fit(*a, **k)
+    monkeypatch.setattr(probes, "fit_linear_probe", counted)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    assert sorted(p.name for p in out.iterdir() if p.name != run_utils.RUN_LOCK) == ["layer_1.json"]
+    kill[0] = False
+    calls.clear()
+    return calls

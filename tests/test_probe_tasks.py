@@ -10,12 +10,8 @@ import brain_trainer_story
 import eval_downstream
 import eval_phonemes
 import run_utils
+from conftest import killed_at_fit, probe_args
 from downstream_data import TIMIT_39
-
-
-def _args(model, data, out, cache, *extra):
-    return ["--data-dir", str(data), "--model-name", model, "--out", str(out), "--cache-dir", str(cache),
-            "--no-progress", *extra]
 
 
 def test_running_out_of_device_memory_names_the_batch_to_lower(downstream, tiny_models, tmp_path, monkeypatch,
@@ -26,7 +22,7 @@ def test_running_out_of_device_memory_names_the_batch_to_lower(downstream, tiny_
     def out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 512.00 MiB")
     monkeypatch.setattr(probe_tasks, "extract_missing_features", out_of_memory)
-    assert eval_phonemes.main(_args(tiny_models["whisper"], downstream / "timit", tmp_path / "p", tmp_path / "c",
+    assert eval_phonemes.main(probe_args(tiny_models["whisper"], downstream / "timit", tmp_path / "p", tmp_path / "c",
                                     "--task", "sentence_type", "--batch-size", "8")) == 2
     assert ("error: the device ran out of memory (CUDA out of memory. Tried to allocate 512.00 MiB): lower "
             "--batch-size (utterances per forward pass, now 8): the same features up to float rounding") in \
@@ -37,37 +33,17 @@ def _probe_utterance_task_and_story_words(mini, downstream, tiny_models, tmp_pat
     """sentence_type with a 2-probe null into tmp_path/p, story_word_category over 3 folds into tmp_path/w:
     3 + 2 * 3 probes (the task's and its null's; each fold's model and context-label baseline)."""
     common = ["--whisper-mode", "truncate", "--layers", "2", *extra]
-    assert eval_phonemes.main(_args(tiny_models["whisper"], downstream / "timit", tmp_path / "p", tmp_path / "c",
+    assert eval_phonemes.main(probe_args(tiny_models["whisper"], downstream / "timit", tmp_path / "p", tmp_path / "c",
                                     "--task", "sentence_type", "--permutations", "2", *common)) == 0
-    assert eval_downstream.main(_args(tiny_models["whisper"], mini / "ds003020", tmp_path / "w", tmp_path / "c",
+    assert eval_downstream.main(probe_args(tiny_models["whisper"], mini / "ds003020", tmp_path / "w", tmp_path / "c",
                                       "--task", "story_word_category", "--max-per-word", "1", "--folds", "3",
                                       "--word-labels", str(mini / "ground_truth" / "word_categories.tsv"),
                                       *common)) == 0
 
 
-def _killed_at_fit(monkeypatch, n: int, run, out: Path) -> list:
-    """Call `run()`, killed (KeyboardInterrupt) at probes.fit_linear_probe's n-th call, and check that it left layer
-    1's result alone in `out`. Returns a list, empty now, that counts the calls from then on (no more kills)."""
-    import probes
-    fit, calls, kill = probes.fit_linear_probe, [], [True]
-
-    def counted(*a, **k):
-        calls.append(1)
-        if kill[0] and len(calls) == n:
-            raise KeyboardInterrupt
-        return fit(*a, **k)
-    monkeypatch.setattr(probes, "fit_linear_probe", counted)
-    with pytest.raises(KeyboardInterrupt):
-        run()
-    assert sorted(p.name for p in out.iterdir() if p.name != run_utils.RUN_LOCK) == ["layer_1.json"]
-    kill[0] = False
-    calls.clear()
-    return calls
-
-
 @pytest.mark.parametrize("task", ["phonemes", "phonemes_frame", "sentence_type"])
 def test_timit_tasks_write_results_and_hit_the_cache(downstream, tiny_models, tmp_path, task):
-    args = _args(tiny_models["whisper"], downstream / "timit", tmp_path / "r", tmp_path / "cache",
+    args = probe_args(tiny_models["whisper"], downstream / "timit", tmp_path / "r", tmp_path / "cache",
                  "--task", task, "--whisper-mode", "truncate")
     assert eval_phonemes.main(args) == 0
     res = json.loads((tmp_path / "r" / "results.json").read_text())
@@ -89,7 +65,7 @@ def test_timit_tasks_write_results_and_hit_the_cache(downstream, tiny_models, tm
 @pytest.mark.filterwarnings("ignore:CUDA is not available")
 def test_features_cached_in_bf16_are_not_read_by_an_fp32_run(downstream, tiny_models, tmp_path, monkeypatch):
     import probes
-    args = _args(tiny_models["wav2vec2"], downstream / "timit", tmp_path / "r", tmp_path / "cache",
+    args = probe_args(tiny_models["wav2vec2"], downstream / "timit", tmp_path / "r", tmp_path / "cache",
                  "--task", "sentence_type")
     assert eval_phonemes.main(args) == 0
     monkeypatch.setattr(probes, "uses_bf16", lambda precision, device: True)  # as a bf16 run on a GPU would
@@ -121,10 +97,10 @@ def test_a_killed_probe_run_resumes_from_its_finished_layers(downstream, tiny_mo
     # a base model's frame-level TIMIT probe takes ~40-74 s per layer: a rerun after a kill refits only what did not
     # finish, and reads back a layer only when its features, labels, settings and code are the same
     def args(out, *extra):
-        return _args(tiny_models["whisper"], downstream / "timit", out, tmp_path / "c", "--task", "sentence_type",
+        return probe_args(tiny_models["whisper"], downstream / "timit", out, tmp_path / "c", "--task", "sentence_type",
                      "--whisper-mode", "truncate", *extra)
     assert eval_phonemes.main(args(tmp_path / "whole")) == 0
-    calls = _killed_at_fit(monkeypatch, 2, lambda: eval_phonemes.main(args(tmp_path / "k")), tmp_path / "k")  # layer 2
+    calls = killed_at_fit(monkeypatch, 2, lambda: eval_phonemes.main(args(tmp_path / "k")), tmp_path / "k")  # layer 2
     capsys.readouterr()
     assert eval_phonemes.main(args(tmp_path / "k")) == 0  # the killed run's folder is taken as a probe output
     assert len(calls) == 1  # layer 2 only
@@ -155,7 +131,7 @@ def test_other_tasks_on_pretrained_and_tuned_models(mini, downstream, tiny_model
                              ("semantic_category", "words"), ("phonemes", "timit"), ("sentence_type", "timit")):
             out = tmp_path / task / name
             script = eval_phonemes if folder == "timit" else eval_downstream
-            assert script.main(_args(model, downstream / folder, out, tmp_path / "c", "--task", task,
+            assert script.main(probe_args(model, downstream / folder, out, tmp_path / "c", "--task", task,
                                      "--layers", "2")) == 0
             res = json.loads((out / "results.json").read_text())
             assert res["n_rows"]["test"] > 0 and 0 <= res["per_layer"]["2"]["test"]["accuracy"] <= 1
@@ -190,19 +166,6 @@ def test_other_tasks_on_pretrained_and_tuned_models(mini, downstream, tiny_model
     assert not (tmp_path / "bad").exists()
 
 
-def test_semantic_preference_on_miniature_stories(mini, downstream, tiny_models, tmp_path, capsys):
-    out = tmp_path / "sp"
-    assert eval_downstream.main(_args(tiny_models["hubert"], mini / "ds003020", out, tmp_path / "c",
-                                      "--task", "semantic_preference", "--pairs",
-                                      str(downstream / "words" / "semantic_pairs.tsv"), "--max-per-word", "2")) == 0
-    res = json.loads((out / "results.json").read_text())
-    assert (f"semantic_preference · {tiny_models['hubert']}: upper-middle layers {res['upper_middle_layers']}: "
-            f"preference {res['upper_middle_mean']['preference']:+.3f}") in capsys.readouterr().out
-    assert res["n_pairs"]["near_homophone"] >= 5 and res["n_pairs"]["synonym"] >= 10
-    v = res["per_layer"]["1"]
-    assert v["preference"] == pytest.approx(v["synonym"] - v["near_homophone"])
-
-
 def test_a_model_with_non_finite_hidden_states_is_refused_by_the_probes(mini, downstream, nan_model, tmp_path, capsys):
     # an utterance task (the features checked before the split is cached) and a word-segment one
     pairs = ["--pairs", str(downstream / "words" / "semantic_pairs.tsv")]
@@ -210,38 +173,11 @@ def test_a_model_with_non_finite_hidden_states_is_refused_by_the_probes(mini, do
             (eval_phonemes, downstream / "timit", "sentence_type", "the train split", []),
             (eval_downstream, mini / "ds003020", "semantic_preference", "the word segments", pairs)):
         out = tmp_path / task
-        assert script.main(_args(nan_model, data, out, tmp_path / "c", "--task", task, *extra)) == 2
+        assert script.main(probe_args(nan_model, data, out, tmp_path / "c", "--task", task, *extra)) == 2
         assert (f"{nan_model}: the hidden states of layer(s) [2] hold NaN or inf on {where}"
                 in capsys.readouterr().err)
         assert not (out / "results.json").exists()
     assert not list((tmp_path / "c").rglob("*.npz"))
-
-
-def test_story_words_from_a_truncated_story_or_a_broken_textgrid_exit_3_naming_the_file(mini, downstream, tiny_models,
-                                                                                         tmp_path, capsys):
-    import soundfile as sf
-    from conftest import link_tree
-    wav, grid = "stimuli/souls.wav", "derivative/TextGrids/avatar.TextGrid"
-    root = link_tree(mini / "ds003020", tmp_path / "ds003020", without=(wav, grid))
-    audio, rate = sf.read(mini / "ds003020" / wav)
-    sf.write(root / wav, audio[:len(audio) // 3], rate)
-    (root / grid).write_text((mini / "ds003020" / grid).read_text()[:1500])
-    pairs = ["--task", "semantic_preference", "--pairs", str(downstream / "words" / "semantic_pairs.tsv")]
-    assert eval_downstream.main(_args(tiny_models["wav2vec2"], root, tmp_path / "sp", tmp_path / "c", *pairs)) == 3
-    assert f"{root / grid}: cannot parse TextGrid" in capsys.readouterr().err  # avatar comes first
-    (root / grid).unlink()
-    (root / grid).symlink_to(mini / "ds003020" / grid)
-    assert eval_downstream.main(_args(tiny_models["wav2vec2"], root, tmp_path / "sp", tmp_path / "c", *pairs)) == 3
-    assert f"{root / wav}: audio lasts" in capsys.readouterr().err
-    assert not (tmp_path / "sp").exists() and not (tmp_path / "c").exists()  # named before any extraction
-    # pairs whose words the stories never say (the default English list on the miniature): named, not extracted
-    english = ["--task", "semantic_preference", "--stories", "souls"]
-    assert eval_downstream.main(_args(tiny_models["wav2vec2"], mini / "ds003020", tmp_path / "sp", tmp_path / "c",
-                                      *english)) == 3
-    err = capsys.readouterr().err
-    assert "semantic_pairs_en.tsv: no synonym or near_homophone pair has both words in the corpus's word alignments " \
-           "(1 recording); 113 of its 115 words never occur, e.g. ['angry', " in err, err
-    assert not (tmp_path / "sp").exists() and not (tmp_path / "c").exists()
 
 
 def test_weight_decay_fit_flag_reaches_every_probe_and_is_recorded(mini, downstream, tiny_models, tmp_path,
@@ -259,13 +195,13 @@ def test_weight_decay_fit_flag_reaches_every_probe_and_is_recorded(mini, downstr
         assert cfg["probe_fit"]["weight_decays_fitted"] == "side by side"
         assert cfg["args"]["weight_decay_fit"] == "side-by-side"
     groups.clear()  # one-after-another, as on a CPU by default
-    assert eval_phonemes.main(_args(tiny_models["whisper"], downstream / "timit", tmp_path / "p2", tmp_path / "c",
+    assert eval_phonemes.main(probe_args(tiny_models["whisper"], downstream / "timit", tmp_path / "p2", tmp_path / "c",
                                     "--task", "sentence_type", *common[:-1], "one-after-another")) == 0
     assert groups == [1] * 5
     assert json.loads((tmp_path / "p2" / "config.json").read_text())["probe_fit"]["weight_decays_fitted"] == \
         "one after another"
     # where no probe is fitted, the flag is refused rather than ignored
-    assert eval_downstream.main(_args(tiny_models["whisper"], mini / "ds003020", tmp_path / "sp", tmp_path / "c",
+    assert eval_downstream.main(probe_args(tiny_models["whisper"], mini / "ds003020", tmp_path / "sp", tmp_path / "c",
                                       "--task", "semantic_preference", *common)) == 2
     assert "--weight-decay-fit applies to tasks that fit probes, not semantic_preference" in capsys.readouterr().err
     assert eval_phonemes.main(["--compare", str(tmp_path / "p"), str(tmp_path / "p2"), "--out", str(tmp_path / "x"),
@@ -274,71 +210,10 @@ def test_weight_decay_fit_flag_reaches_every_probe_and_is_recorded(mini, downstr
     assert not (tmp_path / "sp" / "results.json").exists() and not (tmp_path / "x").exists()
 
 
-def test_story_word_category_probe_on_miniature_stories(mini, tiny_models, tmp_path, capsys):
-    labels = mini / "ground_truth" / "word_categories.tsv"
-    out = tmp_path / "swc"
-    args = _args(tiny_models["whisper"], mini / "ds003020", out, tmp_path / "c", "--task", "story_word_category",
-                 "--word-labels", str(labels), "--whisper-mode", "truncate", "--max-per-word", "2", "--folds", "4")
-    assert eval_downstream.main(args) == 0
-    res = json.loads((out / "results.json").read_text())
-    assert res["n_folds"] == 4 and res["max_per_word"] == 2 and len(res["classes"]) == 8
-    assert res["n_words"] >= 40 and res["n_words"] <= res["n_occurrences"] <= 2 * res["n_words"]
-    for layer in ("1", "2"):
-        v = res["per_layer"][layer]
-        assert len(v["folds"]) == 4 and v["test"]["f1_macro"] == pytest.approx(sum(v["folds"]) / 4)
-    assert res["chance"]["f1_macro_uniform_guess"] == pytest.approx(1 / 8)
-    assert (out / "story_word_category_by_layer.png").is_file() and "held-out words" in (out / "table.md").read_text()
-    # the model-free baseline on the labels of the preceding words, same folds: stories hold several words per 3 s
-    base = res["context_label_baseline"]
-    assert base["mean_context_words"] > 0.5 and 0 <= base["test"]["f1_macro"] <= 1
-    assert "| context-label baseline |" in (out / "table.md").read_text()
-    # usage and data errors
-    assert eval_downstream.main([a for a in args if a not in ("--word-labels", str(labels))]) == 2
-    bad = tmp_path / "bad.tsv"
-    bad.write_text("word\tcategory\nbear\tanimal\n")
-    assert eval_downstream.main(args[:args.index("--word-labels") + 1] + [str(bad)] +
-                                args[args.index("--word-labels") + 2:]) == 3
-    err = capsys.readouterr().err
-    assert str(bad) in err and "'word<TAB>label'" in err and "category" in err  # file, expected, found
-
-
-def test_a_killed_story_word_probe_resumes_from_its_finished_layers(mini, tiny_models, tmp_path, monkeypatch, capsys):
-    def args(out, *extra):
-        return _args(tiny_models["whisper"], mini / "ds003020", out, tmp_path / "c", "--task", "story_word_category",
-                     "--word-labels", str(mini / "ground_truth" / "word_categories.tsv"), "--whisper-mode", "truncate",
-                     "--max-per-word", "1", "--folds", "3", *extra)
-    assert eval_downstream.main(args(tmp_path / "whole")) == 0
-    # killed at the baseline's 3 folds, layer 1's 3, then layer 2's first
-    calls = _killed_at_fit(monkeypatch, 3 + 3 + 1, lambda: eval_downstream.main(args(tmp_path / "k")), tmp_path / "k")
-    capsys.readouterr()
-    assert eval_downstream.main(args(tmp_path / "k")) == 0
-    assert len(calls) == 3 + 3  # the baseline (no model, cheap) and layer 2's folds
-    assert "layer(s) [1] read back from an earlier run with the same inputs" in capsys.readouterr().err
-    assert json.loads((tmp_path / "k" / "config.json").read_text())["layers_reused"] == [1]
-    whole, resumed = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("whole", "k"))
-    assert resumed["per_layer"] == whole["per_layer"] and resumed["upper_middle_mean"] == whole["upper_middle_mean"]
-    calls[:] = []  # other folds: every layer fitted again
-    assert eval_downstream.main(args(tmp_path / "k", "--folds", "4")) == 0  # the last --folds counts
-    assert len(calls) == 4 + 2 * 4 and json.loads((tmp_path / "k" / "config.json").read_text())["layers_reused"] == []
-
-
-def test_story_word_category_on_an_aligned_folder(downstream, tiny_models, tmp_path):
-    carriers = downstream / "words_in_carriers"
-    out = tmp_path / "carriers"
-    assert eval_downstream.main(_args(tiny_models["whisper"], carriers, out, tmp_path / "c", "--task",
-                                      "story_word_category", "--corpus", "aligned", "--word-labels",
-                                      str(carriers / "word_categories.tsv"), "--whisper-mode", "truncate")) == 0
-    res = json.loads((out / "results.json").read_text())
-    assert res["n_words"] == 96 and res["n_occurrences"] == 2 * 96  # every word once in each of the two sentences
-    # neutral sentences: no labelled word precedes the target, so the baseline has nothing to go on
-    assert res["context_label_baseline"]["mean_context_words"] == 0
-    assert res["context_label_baseline"]["test"]["accuracy"] == pytest.approx(1 / 8)
-
-
 def test_clear_errors(downstream, tiny_models, tmp_path, capsys):
-    base = _args(tiny_models["whisper"], downstream / "timit", tmp_path / "r", tmp_path / "c")
+    base = probe_args(tiny_models["whisper"], downstream / "timit", tmp_path / "r", tmp_path / "c")
     assert eval_phonemes.main(base + ["--layers", "9"]) == 2          # layer out of range
-    assert eval_phonemes.main(_args(tiny_models["whisper"], tmp_path / "nowhere", tmp_path / "r",
+    assert eval_phonemes.main(probe_args(tiny_models["whisper"], tmp_path / "nowhere", tmp_path / "r",
                                     tmp_path / "c")) == 3             # dataset missing
     assert eval_downstream.main(["--compare", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
     assert eval_downstream.main(["--compare", str(tmp_path / "nothing"), "--out", str(tmp_path / "x"),
@@ -366,15 +241,6 @@ def test_clear_errors(downstream, tiny_models, tmp_path, capsys):
     assert not (tmp_path / "e").exists() and not (tmp_path / "r").exists()
 
 
-def test_word_tasks_default_occurrences_per_word(monkeypatch):
-    seen = []
-    monkeypatch.setattr(eval_downstream, "run", lambda args, task: seen.append(args.max_per_word) or 0)
-    for task, extra in (("story_word_category", ["--word-labels", "w.tsv"]), ("semantic_preference", []),
-                        ("semantic_preference", ["--max-per-word", "3"])):
-        assert eval_downstream.main(["--task", task, "--data-dir", "d", "--model-name", "m", "--out", "o", *extra]) == 0
-    assert seen == [5, 10, 3]
-
-
 def test_layers_are_sorted_once_and_default_to_every_transformer_layer(tiny_models):
     import probe_cli
     parser = probe_cli.common_parser("probe", ["phonemes"], "TIMIT root")
@@ -388,19 +254,19 @@ def test_out_holding_another_programs_files_is_refused_untouched(downstream, tin
     model = shutil.copytree(tiny_models["wav2vec2"], tmp_path / "model")  # e.g. --out mistyped as the model
     before = {p.name: p.read_bytes() for p in model.iterdir()}
     data, task = downstream / "speech_commands", ("--task", "commands", "--layers", "1")
-    assert eval_downstream.main(_args(str(model), data, model, tmp_path / "c", *task)) == 2
+    assert eval_downstream.main(probe_args(str(model), data, model, tmp_path / "c", *task)) == 2
     assert f"{model}: not a probe result" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in model.iterdir()} == before  # its config.json kept
     other = tmp_path / "other"  # another program's config.json whose "args" is a command line that says "task"
     other.mkdir()
     (other / "config.json").write_text(json.dumps({"args": "train.py --task asr"}))
-    assert eval_downstream.main(_args(str(model), data, other, tmp_path / "c", *task)) == 2
+    assert eval_downstream.main(probe_args(str(model), data, other, tmp_path / "c", *task)) == 2
     assert f"{other}: not a probe result" in capsys.readouterr().err
     assert [p.name for p in other.iterdir()] == ["config.json"]
     killed = tmp_path / "killed"  # a probe run killed between its config.json and its results.json
     killed.mkdir()
     (killed / "config.json").write_text(json.dumps({"args": {"task": "commands"}}))
-    assert eval_downstream.main(_args(str(model), data, killed, tmp_path / "c", *task)) == 0
+    assert eval_downstream.main(probe_args(str(model), data, killed, tmp_path / "c", *task)) == 0
     assert f"note: --layers [1] holds none of {model}'s upper-middle layers ([2] of 2)" in capsys.readouterr().err
     assert json.loads((killed / "results.json").read_text())["task"] == "commands"
     assert eval_downstream.main(["--compare", str(killed), str(killed), "--out", str(killed)]) == 2
@@ -408,7 +274,7 @@ def test_out_holding_another_programs_files_is_refused_untouched(downstream, tin
     # a probe run still writing into --out (a job resubmitted while the first runs): refused, its folder untouched
     with run_utils.output_claim(killed, "probe run"):
         before = {p.name: p.read_bytes() for p in killed.iterdir()}
-        assert eval_downstream.main(_args(str(model), data, killed, tmp_path / "c", *task)) == 2
+        assert eval_downstream.main(probe_args(str(model), data, killed, tmp_path / "c", *task)) == 2
         assert f"{killed}: another probe run is writing into it (pid " in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in killed.iterdir()} == before
     with run_utils.output_claim(tmp_path / "cmp", "probe run"):  # so is a comparison into such a folder
@@ -475,7 +341,7 @@ def test_several_models_in_one_run_equal_each_alone(mini, downstream, tiny_model
 
 
 def test_semantic_category_permutation_null_in_results_and_table(downstream, tiny_models, tmp_path, capsys):
-    args = _args(tiny_models["whisper"], downstream / "words", tmp_path / "r", tmp_path / "c", "--task",
+    args = probe_args(tiny_models["whisper"], downstream / "words", tmp_path / "r", tmp_path / "c", "--task",
                  "semantic_category", "--whisper-mode", "truncate", "--layers", "2", "--permutations", "5")
     assert eval_downstream.main(args) == 0
     res = json.loads((tmp_path / "r" / "results.json").read_text())
@@ -485,7 +351,7 @@ def test_semantic_category_permutation_null_in_results_and_table(downstream, tin
     table = (tmp_path / "r" / "table.md").read_text()
     assert "5 probes refitted on labels shuffled among the words of each split" in table
     # the score itself is the run's without the null
-    assert eval_downstream.main(_args(tiny_models["whisper"], downstream / "words", tmp_path / "plain", tmp_path / "c",
+    assert eval_downstream.main(probe_args(tiny_models["whisper"], downstream / "words", tmp_path / "plain", tmp_path / "c",
                                       "--task", "semantic_category", "--whisper-mode", "truncate", "--layers", "2")) == 0
     plain = json.loads((tmp_path / "plain" / "results.json").read_text())
     assert plain["per_layer"]["2"]["test"] == res["per_layer"]["2"]["test"] and plain["permutation_unit"] is None
@@ -495,11 +361,11 @@ def test_semantic_category_permutation_null_in_results_and_table(downstream, tin
     for script, data, task, reason in (
             (eval_phonemes, "timit", "phonemes", "multiclass utterance-level task; phonemes is multilabel"),
             (eval_downstream, "words", "semantic_preference", "not semantic_preference")):
-        assert script.main(_args(tiny_models["whisper"], downstream / data, tmp_path / "x", tmp_path / "c",
+        assert script.main(probe_args(tiny_models["whisper"], downstream / data, tmp_path / "x", tmp_path / "c",
                                  "--task", task, "--permutations", "3")) == 2
         assert reason in capsys.readouterr().err
     with pytest.raises(SystemExit) as stopped:
-        eval_downstream.main(_args(tiny_models["whisper"], downstream / "words", tmp_path / "x", tmp_path / "c",
+        eval_downstream.main(probe_args(tiny_models["whisper"], downstream / "words", tmp_path / "x", tmp_path / "c",
                                    "--task", "semantic_category", "--permutations", "-1"))
     assert stopped.value.code == 2
     assert "argument --permutations: expected an integer >= 0, found -1" in capsys.readouterr().err
@@ -523,7 +389,7 @@ def test_broken_and_empty_utterances_are_found_before_extraction(downstream, tin
     real = probes.utterance_features_together
     monkeypatch.setattr(probes, "utterance_features_together",
                         lambda *a, **k: pytest.fail("extraction began before every file was checked"))
-    args = _args(tiny_models["wav2vec2"], root, tmp_path / "r", tmp_path / "c", "--task", "emotion", "--layers", "1")
+    args = probe_args(tiny_models["wav2vec2"], root, tmp_path / "r", tmp_path / "c", "--task", "emotion", "--layers", "1")
     assert eval_downstream.main(args) == 3
     assert f"{pointer}: unreadable audio" in (err := capsys.readouterr().err) and "git lfs pull" in err
     assert not (tmp_path / "r").exists()
@@ -732,12 +598,12 @@ def test_a_hub_id_probe_records_its_commit_and_caches_per_commit(downstream, tin
     args = ("--task", "sentence_type", "--whisper-mode", "truncate", "--layers", "2")
     for commit in ("a" * 40, "b" * 40):  # the hub's main moves on (same weights): another cache entry
         hub_snapshot(hub, repo, tiny_models["whisper"], commit)
-        assert eval_phonemes.main(_args(repo, downstream / "timit", tmp_path / commit[0], tmp_path / "c", *args)) == 0
+        assert eval_phonemes.main(probe_args(repo, downstream / "timit", tmp_path / commit[0], tmp_path / "c", *args)) == 0
         cfg = json.loads((tmp_path / commit[0] / "config.json").read_text())
         assert cfg["args"]["model_revision"] == commit
     assert cfg["feature_cache"] != json.loads((tmp_path / "a" / "config.json").read_text())["feature_cache"]
     # --revision pins the first commit after main moved on: its record and its cached features
-    pinned = _args(repo, downstream / "timit", tmp_path / "pinned", tmp_path / "c", "--revision", "a" * 40, *args)
+    pinned = probe_args(repo, downstream / "timit", tmp_path / "pinned", tmp_path / "c", "--revision", "a" * 40, *args)
     assert eval_phonemes.main(pinned) == 0
     cfg = json.loads((tmp_path / "pinned" / "config.json").read_text())
     assert cfg["args"]["model_revision"] == "a" * 40 and cfg["args"]["revision"] == "a" * 40
