@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
+import inspect
 import json
 import math
 import os
@@ -59,6 +61,9 @@ def load_backbone(name_or_path: str, dtype: torch.dtype = torch.float32, revisio
     used, the decoder is kept only so that a saved tuned model stays a standard checkpoint).
     """
     from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
+    if Path(name_or_path).expanduser().is_dir() and (hint := model_path_hint(name_or_path, revision)):
+        # before transformers: 4.x guesses a model type from the folder's name ("empty" -> mpt) without config.json
+        raise ModelError(f"cannot load a model config from {name_or_path!r}: {hint}")
     try:
         config = AutoConfig.from_pretrained(name_or_path, revision=revision)
     except (OSError, ValueError) as err:
@@ -322,8 +327,7 @@ class SpeechEncoder(nn.Module):
         if self.model_type == "whisper":
             x = self._whisper_front(wav)
             for layer in self.encoder.layers[:n_blocks]:
-                out = layer(x, None)
-                x = out[0] if isinstance(out, tuple) else out
+                x = _whisper_block(layer, x)
             return x
         return self.model.feature_extractor(self._normalise(wav))
 
@@ -459,10 +463,23 @@ class SpeechEncoder(nn.Module):
             x = nn.functional.dropout(x, p=enc.dropout, training=self.training)
         states = [None] * start + [x]
         for i in range(start, up_to):
-            out = enc.layers[i](x, None)
-            x = out[0] if isinstance(out, tuple) else out
+            x = _whisper_block(enc.layers[i], x)
             states.append(enc.layer_norm(x) if i == len(enc.layers) - 1 else x)
         return states
+
+
+def _whisper_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """One Whisper encoder block on hidden states `x` (B, frames, d_model), no attention mask (every frame is seen,
+    as in HF's encoder)."""
+    out = block(x, None, **_whisper_block_extras(type(block)))
+    return out[0] if isinstance(out, tuple) else out
+
+
+@functools.cache
+def _whisper_block_extras(block_type: type) -> dict:
+    # transformers 4.x's Whisper encoder block also takes a (required) head mask; 5.x dropped it
+    takes_head_mask = "layer_head_mask" in inspect.signature(block_type.forward).parameters
+    return {"layer_head_mask": None} if takes_head_mask else {}
 
 
 # config entries that name or describe a checkpoint without changing what its encoder computes

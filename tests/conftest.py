@@ -80,6 +80,16 @@ def hub_snapshot(hub_cache, repo: str, model_dir, commit: str, refs: tuple[str, 
         (repo_dir / "refs" / ref).write_text(commit)
 
 
+def point_hub_cache(monkeypatch, hub_cache) -> None:
+    """Make huggingface_hub and transformers read (offline) the hub cache folder `hub_cache` for this test;
+    transformers 4.x copied the cache path into its own TRANSFORMERS_CACHE when imported."""
+    from huggingface_hub import constants
+    from transformers.utils import hub
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub_cache))  # read per call by 5.x and huggingface_hub
+    if hasattr(hub, "TRANSFORMERS_CACHE"):
+        monkeypatch.setattr(hub, "TRANSFORMERS_CACHE", str(hub_cache))
+
+
 def probe_args(model, data, out, cache, *extra) -> list[str]:
     """The arguments of eval_phonemes.py / eval_downstream.py for one model, its --out and feature cache."""
     return ["--data-dir", str(data), "--model-name", model, "--out", str(out), "--cache-dir", str(cache),

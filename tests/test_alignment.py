@@ -567,12 +567,10 @@ def test_cached_features_of_other_audio_under_the_same_story_name_are_not_read(m
 
 def test_a_hub_id_is_read_from_the_hub_cache_and_its_features_are_cached_per_commit(mini, tiny_models, tmp_path,
                                                                                     monkeypatch):
-    from huggingface_hub import constants
-
-    from conftest import hub_snapshot
+    from conftest import hub_snapshot, point_hub_cache
     from model_zoo import build_random_model
     hub, repo = tmp_path / "hub", "toolkit-test/tiny-wav2vec2"
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))  # read by transformers and huggingface_hub per call
+    point_hub_cache(monkeypatch, hub)
     hub_snapshot(hub, repo, tiny_models["wav2vec2"], "a" * 40)
     assert _eval(mini, repo, tmp_path / "first") == 0
     first = json.loads((tmp_path / "first" / "config.json").read_text())["resolved"]

@@ -298,11 +298,9 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(mini, tiny_models, tmp
 
 def test_a_hub_id_records_its_commit_and_a_resumed_run_keeps_the_first_starts(mini, tiny_models, tmp_path,
                                                                               monkeypatch):
-    from huggingface_hub import constants
-
-    from conftest import hub_snapshot
+    from conftest import hub_snapshot, point_hub_cache
     hub, repo = tmp_path / "hub", "toolkit-test/tiny-wav2vec2"
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
+    point_hub_cache(monkeypatch, hub)
     hub_snapshot(hub, repo, tiny_models["wav2vec2"], "a" * 40)
     with pytest.raises(SystemExit):  # 4 steps per epoch: killed in epoch 2, after epoch 1's best/ was saved
         run(mini, repo, tmp_path / "run", "--stop-after-steps", "6")
@@ -320,12 +318,10 @@ def test_a_hub_id_records_its_commit_and_a_resumed_run_keeps_the_first_starts(mi
 
 def test_revision_pins_the_base_commit_and_a_resumption_must_name_the_same(mini, tiny_models, tmp_path, monkeypatch,
                                                                          capsys):
-    from huggingface_hub import constants
-
-    from conftest import hub_snapshot
+    from conftest import hub_snapshot, point_hub_cache
     from model_zoo import build_random_model
     hub, repo = tmp_path / "hub", "toolkit-test/tiny-wav2vec2"
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
+    point_hub_cache(monkeypatch, hub)
     hub_snapshot(hub, repo, tiny_models["wav2vec2"], "a" * 40, refs=("main", "v1"))
     hub_snapshot(hub, repo, build_random_model("wav2vec2", tmp_path / "retrained", seed=1), "b" * 40)
     assert run(mini, repo, tmp_path / "pinned", "--num-epochs", "1", "--revision", "v1") == 0

@@ -218,7 +218,7 @@ def test_missing_or_damaged_weights_are_a_model_error_naming_the_folder(tiny_mod
     (tmp_path / "no_preprocessor" / "preprocessor_config.json").unlink()
     with pytest.raises(ModelError, match=rf"cannot load the hubert model in '{tmp_path / 'cut'}': SafetensorError"):
         load_backbone(str(tmp_path / "cut"))
-    with pytest.raises(ModelError, match=rf"model in '{tmp_path / 'no_weights'}': OSError: .*no file named model"):
+    with pytest.raises(ModelError, match=rf"model in '{tmp_path / 'no_weights'}': OSError: .*no file named .*model"):
         load_backbone(str(tmp_path / "no_weights"))
     with pytest.raises(ModelError, match=rf"model in '{tmp_path / 'no_preprocessor'}': OSError: .*preprocessor_config"):
         load_backbone(str(tmp_path / "no_preprocessor"))
@@ -293,11 +293,9 @@ def test_loading_and_saving_print_no_transformers_bars(tiny_models, tmp_path, ca
 
 
 def test_hub_revision_is_the_commit_main_names_in_the_hub_cache(tiny_models, tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
     from features import model_fingerprint
-    from conftest import hub_snapshot
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    from conftest import hub_snapshot, point_hub_cache
+    point_hub_cache(monkeypatch, tmp_path / "hub")
     repo = "toolkit-test/tiny-hubert"
     assert models.hub_revision(repo) is None and model_fingerprint(repo) == repo  # not fetched: nothing to name
     hub_snapshot(tmp_path / "hub", repo, tiny_models["hubert"], "c" * 40)
@@ -308,12 +306,10 @@ def test_hub_revision_is_the_commit_main_names_in_the_hub_cache(tiny_models, tmp
 
 
 def test_a_revision_loads_and_names_the_snapshot_its_branch_tag_or_commit_names(tiny_models, tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
-    from conftest import hub_snapshot
+    from conftest import hub_snapshot, point_hub_cache
     from features import model_fingerprint
     from model_zoo import build_random_model
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    point_hub_cache(monkeypatch, tmp_path / "hub")
     repo, hub = "toolkit-test/tiny-hubert", tmp_path / "hub"
     hub_snapshot(hub, repo, tiny_models["hubert"], "c" * 40, refs=("main", "v1"))
     hub_snapshot(hub, repo, build_random_model("hubert", tmp_path / "retrained", seed=1), "d" * 40)

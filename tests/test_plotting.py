@@ -24,7 +24,8 @@ def test_layer_curves_share_one_scale_label_it_once_and_shade_the_highlighted_la
     assert axes[0].get_ylabel() == "mean cc_norm" and axes[1].get_ylabel() == ""
     assert axes[0].get_ylim() == axes[1].get_ylim()  # shared y: 0.1 .. 0.5 visible in both panels
     for ax in axes:
-        spans = [p.get_x() for p in ax.patches]  # one shaded band per highlighted layer, centred on it
+        # one shaded band per highlighted layer, centred on it (its left edge: a Rectangle's or, matplotlib < 3.9, a Polygon's)
+        spans = [p.get_patch_transform().transform(p.get_path().vertices)[:, 0].min() for p in ax.patches]
         np.testing.assert_allclose(sorted(spans), [1.6, 2.6])
         np.testing.assert_array_equal(ax.lines[1].get_ydata(), curves[ax.get_title()]["tuned"])
         assert [0, 0] in [list(line.get_ydata()) for line in ax.lines[2:]]  # a line at zero alignment

