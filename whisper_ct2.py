@@ -162,7 +162,7 @@ def convert(out_dir: str | Path, ct2_dir: str | Path | None = None) -> Path:
     wheel (and no `ct2_dir`), ValueError or RuntimeError for a model.bin that does not convert.
     """
     import torch
-    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
+    from transformers import GenerationConfig, WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
     out_dir = Path(out_dir)
     if is_converted(out_dir):
         return out_dir
@@ -198,10 +198,13 @@ def convert(out_dir: str | Path, ct2_dir: str | Path | None = None) -> Path:
                         decoder_ffn_dim=4 * d_model, num_mel_bins=v["encoder/conv1/weight"].shape[1],
                         max_source_positions=v["encoder/position_encodings/encodings"].shape[0],
                         max_target_positions=v["decoder/position_encodings/encodings"].shape[0],
-                        pad_token_id=50256, bos_token_id=50257, eos_token_id=50256, decoder_start_token_id=50257,
-                        suppress_tokens=ct2_cfg.get("suppress_ids"), begin_suppress_tokens=ct2_cfg.get("suppress_ids_begin"),
-                        max_length=448)
+                        pad_token_id=50256, bos_token_id=50257, eos_token_id=50256, decoder_start_token_id=50257)
     model = WhisperForConditionalGeneration(cfg)
+    # decoding settings in generation_config.json, where generate() reads them (set in the model config, transformers
+    # 4.x moves them there with a warning at every save)
+    model.generation_config = GenerationConfig(
+        pad_token_id=50256, bos_token_id=50257, eos_token_id=50256, decoder_start_token_id=50257, max_length=448,
+        suppress_tokens=ct2_cfg.get("suppress_ids"), begin_suppress_tokens=ct2_cfg.get("suppress_ids_begin"))
     sd = {k: torch.from_numpy(a.astype(np.float32)) for k, a in ct2_to_hf_state(v, n_enc, n_dec).items()}
     missing, unexpected = model.load_state_dict(sd, strict=False)
     missing = [k for k in missing if k != "proj_out.weight"]
