@@ -90,6 +90,18 @@ def point_hub_cache(monkeypatch, hub_cache) -> None:
         monkeypatch.setattr(hub, "TRANSFORMERS_CACHE", str(hub_cache))
 
 
+def torchrun(script: str, args: list[str], tmp_path: Path, nproc: int = 2, timeout: int = 300):
+    """Run the repository's `script` under `torchrun --standalone` with `nproc` CPU processes (one thread each);
+    returns the CompletedProcess (text output captured). TMPDIR is `tmp_path`, so torchrun's log folder
+    (`torchelastic_*`, made with tempfile and never removed) stays out of /tmp."""
+    import subprocess
+    repo = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           str(repo / script), *args]
+    env = dict(os.environ, OMP_NUM_THREADS="1", TMPDIR=str(tmp_path))
+    return subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
+
+
 def probe_args(model, data, out, cache, *extra) -> list[str]:
     """The arguments of eval_phonemes.py / eval_downstream.py for one model, its --out and feature cache."""
     return ["--data-dir", str(data), "--model-name", model, "--out", str(out), "--cache-dir", str(cache),

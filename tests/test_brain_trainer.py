@@ -2,8 +2,6 @@
 import csv
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +10,7 @@ import soundfile as sf
 import torch
 
 import brain_trainer_story as trainer
-from conftest import FAMILIES
-
-REPO = Path(__file__).resolve().parents[1]
+from conftest import FAMILIES, torchrun
 
 
 def run(mini, model, out, *extra):
@@ -425,13 +421,10 @@ def test_clear_errors(mini, tiny_models, tmp_path, capsys):
 
 def test_ddp_two_cpu_processes(mini, tiny_models, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(REPO / "brain_trainer_story.py"), "--data-dir", str(mini / "ds003020"), "--subject", "UTS01",
-           "--model-name", tiny_models["wav2vec2"], "--nc-dir", str(mini / "subject_NCs"), "--out-dir", str(out),
-           "--batch-size", "16", "--micro-batch-size", "2", "--num-epochs", "1", "--init-head", "ridge",
-           "--no-progress"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    res = torchrun("brain_trainer_story.py",
+                   ["--data-dir", str(mini / "ds003020"), "--subject", "UTS01", "--model-name", tiny_models["wav2vec2"],
+                    "--nc-dir", str(mini / "subject_NCs"), "--out-dir", str(out), "--batch-size", "16",
+                    "--micro-batch-size", "2", "--num-epochs", "1", "--init-head", "ridge", "--no-progress"], tmp_path)
     # the trainer checks after each epoch that both processes hold identical parameters (exit 1 otherwise)
     assert res.returncode == 0, res.stderr[-3000:]
     resolved = json.loads((out / "config.json").read_text())["args"]["resolved"]
@@ -448,13 +441,11 @@ def test_ddp_processes_stop_together_when_the_gradient_diverges(mini, tiny_model
     # a learning rate of 1e30 overflows the weights at the first step: the all-reduced gradient of the second is NaN
     # on both processes, so both stop there (neither waits at a collective for the other)
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(REPO / "brain_trainer_story.py"), "--data-dir", str(mini / "ds003020"), "--subject", "UTS01",
-           "--model-name", tiny_models["wav2vec2"], "--nc-dir", str(mini / "subject_NCs"), "--out-dir", str(out),
-           "--batch-size", "16", "--micro-batch-size", "2", "--num-epochs", "2", "--lr", "1e30", "--head-lr", "1e30",
-           "--no-progress"]
-    res = subprocess.run(cmd, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
-                         timeout=300)
+    res = torchrun("brain_trainer_story.py",
+                   ["--data-dir", str(mini / "ds003020"), "--subject", "UTS01", "--model-name", tiny_models["wav2vec2"],
+                    "--nc-dir", str(mini / "subject_NCs"), "--out-dir", str(out), "--batch-size", "16",
+                    "--micro-batch-size", "2", "--num-epochs", "2", "--lr", "1e30", "--head-lr", "1e30",
+                    "--no-progress"], tmp_path)
     assert res.returncode != 0 and "exitcode  : 5" in res.stderr, res.stderr[-3000:]  # torchrun reports rank 0's 5
     assert res.stderr.count("the gradient of optimizer step 2 is not finite") == 1  # rank 0 alone reports
     assert "diverged" in json.loads((out / "config.json").read_text()) and not (out / "best").exists()

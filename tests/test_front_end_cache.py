@@ -10,7 +10,7 @@ import brain_trainer_story as trainer
 import data_utils as du
 import models
 import training
-from conftest import FAMILIES
+from conftest import FAMILIES, torchrun
 from front_end_cache import ARRAY, META, build_front_end_cache
 from run_utils import WriteError
 
@@ -286,19 +286,12 @@ def test_concurrent_runs_sharing_a_folder_build_the_cache_once(mini_root, tiny_m
 
 
 def test_torchrun_ranks_fill_one_shared_cache(mini, tiny_models, tmp_path, monkeypatch):
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-    repo = Path(__file__).resolve().parents[1]
     shared = tmp_path / "cache"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(repo / "brain_trainer_story.py"), "--data-dir", str(mini / "ds003020"), "--subject", "UTS01",
-           "--model-name", tiny_models["wav2vec2"], "--nc-dir", str(mini / "subject_NCs"), "--out-dir",
-           str(tmp_path / "ddp"), "--batch-size", "16", "--num-epochs", "1", "--no-progress", "--cache-front-end",
-           "--front-end-cache-dir", str(shared)]
-    res = subprocess.run(cmd, cwd=repo, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
-                         timeout=300)
+    res = torchrun("brain_trainer_story.py",
+                   ["--data-dir", str(mini / "ds003020"), "--subject", "UTS01", "--model-name", tiny_models["wav2vec2"],
+                    "--nc-dir", str(mini / "subject_NCs"), "--out-dir", str(tmp_path / "ddp"), "--batch-size", "16",
+                    "--num-epochs", "1", "--no-progress", "--cache-front-end", "--front-end-cache-dir", str(shared)],
+                   tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     # this process finds the two ranks' cache complete (nothing recomputed) and right for windows of both ranks
     enc = _encoder(tiny_models["wav2vec2"])
