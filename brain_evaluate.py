@@ -32,6 +32,7 @@ import voxel_selection as vs
 from features import (FeatureCache, add_window_arguments, cache_settings, check_finite_features, check_window_fits,
                       extract_story_features_together)
 from inference import inference_threads, sharing_plan
+from ridge import SCORES
 from timing import TEST_EXTRA_TRIM
 from run_utils import (EXIT_DATA, EXIT_USAGE, NPY_READ_ERRORS, HelpFormatter, Stop, array_digest, code_identity,
                        command_line, exit_code, fraction, ignored_flags_problem, model_run_usage_problem,
@@ -80,7 +81,10 @@ def parse_args(argv=None):
                         "bf16 (AVX512-BF16/AMX) is ~1.8x faster, cc_norm effect in bench/RESULTS.md")
     p.add_argument("--backend", default="auto", choices=["auto", "numpy", "torch"],
                    help="ridge backend: auto = torch on the --device when it is a GPU, else numpy")
-    p.add_argument("--ridge-score", default="r2", choices=["r2", "corr"], help="alpha selection criterion")
+    p.add_argument("--ridge-score", default="r2", choices=SCORES,
+                   help="alpha selection criterion, averaged over the bootstraps: r2 = 1 - SSres/SStot (the paper), "
+                        "corr, or signed_sqrt_r2 = the public reference code's (Huth-lab bootstrap_ridge with "
+                        "use_corr=False: sign(R2)*sqrt(|R2|), R2 from the residual's variance)")
     p.add_argument("--cache-dir", help="feature cache (default: $BRAIN_TUNING_CACHE/features, else ~/.cache/brain-tuning/features)")
     p.add_argument("--low-level", action="store_true", help="also run the low-level residual analysis (§4)")
     p.add_argument("--low-level-groups", nargs="+", choices=al.LOW_LEVEL_GROUPS, default=list(al.LOW_LEVEL_GROUPS),
@@ -492,7 +496,8 @@ def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers:
     ridge_kwargs = {**resolved["ridge"], "score": args.ridge_score, "seed": args.seed}
     summary = {"subject": subject_data["subject"], "model": model_name, "model_type": model_type, "layers": layers,
                "n_layers": n_layers, "upper_middle_layers": al.upper_middle_layers(layers, n_layers),
-               "per_layer": {}, "nc_floor": args.nc_floor, "test_story": test_story, "train_stories": train,
+               "per_layer": {}, "nc_floor": args.nc_floor, "ridge_score": args.ridge_score, "test_story": test_story,
+               "train_stories": train,
                "noise_ceiling_digest": subject_data["nc_digest"]}  # --compare: one ceiling
     named = [r for r in rois if r != "all"]  # test predictions of their voxels are kept for --compare's bootstrap
     roi_voxels = np.unique(np.concatenate([rois[r] for r in named])).astype(np.int64) if named else None

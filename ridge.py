@@ -12,6 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 DEFAULT_ALPHAS = np.logspace(1, 4, 15)
+# alpha selection criteria: R² = 1 − SSres/SStot (the paper's words), Pearson r, or the public reference code's
+# criterion (Huth-lab `bootstrap_ridge(use_corr=False)`): sign(R²)·√|R²| with R² = 1 − Var(y − ŷ)/Var(y)
+SCORES = ("r2", "corr", "signed_sqrt_r2")
 
 
 @dataclass
@@ -85,11 +88,15 @@ def _clip_eigs(b, s2):
 
 
 def _score(b, pred, y, kind: str):
-    """Per-voxel validation score: correlation or R² (1 − SSres/SStot)."""
-    if kind == "r2":
-        res = ((y - pred) ** 2).sum(0)
-        tot = ((y - y.mean(0)) ** 2).sum(0)
-        return 1.0 - res / (tot + 1e-12)
+    """Per-voxel validation score (`SCORES`): R² (1 − SSres/SStot), correlation, or the reference's signed √R²,
+    whose R² takes the residual's variance (its mean over the held-out rows removed)."""
+    if kind in ("r2", "signed_sqrt_r2"):
+        res = y - pred
+        if kind == "signed_sqrt_r2":
+            res = res - res.mean(0)
+        r2 = 1.0 - (res ** 2).sum(0) / (((y - y.mean(0)) ** 2).sum(0) + 1e-12)
+        # sign(R²)·√|R²| in one expression for numpy and torch alike (0 stays 0)
+        return r2 if kind == "r2" else r2 / (abs(r2) ** 0.5 + 1e-30)
     pc, yc = pred - pred.mean(0), y - y.mean(0)
     return (pc * yc).sum(0) / (((pc ** 2).sum(0) * (yc ** 2).sum(0)) ** 0.5 + 1e-12)
 
@@ -108,11 +115,12 @@ def bootstrap_ridge(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray
     alphas : grid; penalty is alpha² (Huth convention).
     n_boots, chunk_len, holdout_fraction : each bootstrap holds out `holdout_fraction` of the training TRs
         in contiguous chunks of `chunk_len` TRs.
-    score : "r2" (the paper) or "corr": the held-out score averaged over bootstraps to pick each alpha.
+    score : the held-out score averaged over bootstraps to pick each alpha: "r2" (the paper), "corr", or
+        "signed_sqrt_r2" (the public reference code's, `bootstrap_ridge(use_corr=False)`); see `SCORES`.
     voxel_chunk : voxels per block (memory ~ n_alphas · n_holdout · voxel_chunk floats).
     """
-    if score not in ("r2", "corr"):
-        raise ValueError(f"score must be 'r2' or 'corr', found {score!r}")
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {SCORES}, found {score!r}")
     if x_train.shape[0] != y_train.shape[0]:
         raise ValueError(f"x_train has {x_train.shape[0]} rows but y_train has {y_train.shape[0]}")
     if x_test.shape[1] != x_train.shape[1]:

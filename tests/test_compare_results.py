@@ -108,10 +108,12 @@ def test_flag_combinations(tmp_path, capsys):
     ("test_story", "souls", "b: test story 'souls', expected 'wheretheressmoke' like"),
     ("nc_floor", 0.2, "b: --nc-floor 0.2, expected 0.1 like"),
     ("noise_ceiling_digest", "e5f6", "b: noise ceiling (cc_max digest) 'e5f6', expected 'a1b2' like"),
+    ("ridge_score", "signed_sqrt_r2", "b: --ridge-score 'signed_sqrt_r2', expected 'r2' like"),
 ])
-def test_compare_refuses_folders_of_another_subject_test_story_floor_or_ceiling(tmp_path, capsys, key, value, message):
+def test_compare_refuses_folders_of_another_subject_test_story_floor_ceiling_or_criterion(tmp_path, capsys, key, value,
+                                                                                           message):
     base = {"subject": "UTS01", "test_story": "wheretheressmoke", "nc_floor": 0.1, "model_type": "whisper",
-            "noise_ceiling_digest": "a1b2",
+            "noise_ceiling_digest": "a1b2", "ridge_score": "r2",
             "per_layer": {}, "upper_middle_layers": [], "upper_middle_mean": {"all": 0.1, "language": 0.2}}
     for name, summary in (("a", base), ("b", {**base, key: value})):
         (tmp_path / name).mkdir()

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ridge import bootstrap_ridge, chunked_holdout, ridge_predict
+from ridge import SCORES, bootstrap_ridge, chunked_holdout, ridge_predict
 
 
 @pytest.mark.parametrize("n,p", [(200, 30), (40, 120)])  # primal and kernel paths
@@ -46,12 +46,14 @@ def test_edge_fraction_counts_grid_edges_among_voxels_that_vary():
     assert np.isnan(bootstrap_ridge(x, np.zeros((n, 2)), x[:10], alphas=alphas).edge_fraction)
 
 
-def test_numpy_and_torch_pick_the_same_alphas():
+@pytest.mark.parametrize("score", SCORES)
+def test_numpy_and_torch_pick_the_same_alphas(score):
     rng = np.random.default_rng(2)
     x, xt = rng.normal(size=(150, 20)), rng.normal(size=(30, 20))
     y = x @ rng.normal(size=(20, 50)) * rng.uniform(0.01, 1, 50) + rng.normal(size=(150, 50))
-    a = bootstrap_ridge(x, y, xt, backend="numpy", voxel_chunk=7)
-    b = bootstrap_ridge(x, y, xt, backend="torch")
+    a = bootstrap_ridge(x, y, xt, backend="numpy", voxel_chunk=7, score=score)
+    b = bootstrap_ridge(x, y, xt, backend="torch", score=score)
+    np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
     assert np.mean(a.alphas == b.alphas) > 0.95
     np.testing.assert_allclose(a.predictions, b.predictions, atol=1e-3)
 
@@ -73,7 +75,7 @@ def test_shape_errors_are_named():
         bootstrap_ridge(np.zeros((5, 2)), np.zeros((5, 1)), np.zeros((1, 3)))
 
 
-@pytest.mark.parametrize("score", ["r2", "corr"])
+@pytest.mark.parametrize("score", SCORES)
 def test_alpha_scores_are_the_bootstrap_mean_of_held_out_scores_of_fits_without_the_held_out_rows(score):
     from sklearn.linear_model import Ridge
     from sklearn.metrics import r2_score
@@ -92,6 +94,10 @@ def test_alpha_scores_are_the_bootstrap_mean_of_held_out_scores_of_fits_without_
             pred = Ridge(alpha=a ** 2, fit_intercept=False).fit(x[keep], y[keep]).predict(x[held])
             if score == "r2":
                 expected[k] += r2_score(y[held], pred, multioutput="raw_values") / 2
+            elif score == "signed_sqrt_r2":  # the Huth-lab ridge_corr with use_corr=False, line for line
+                resvar = (y[held] - pred).var(0)
+                rsq = 1 - resvar / y[held].var(0)
+                expected[k] += np.sqrt(np.abs(rsq)) * np.sign(rsq) / 2
             else:  # Pearson r of the held-out rows, each voxel on its own
                 expected[k] += [np.corrcoef(pred[:, j], y[held, j])[0, 1] / 2 for j in range(3)]
     np.testing.assert_allclose(res.scores, expected, rtol=1e-4, atol=1e-5)
@@ -104,3 +110,24 @@ def test_pure_noise_never_gets_the_weakest_penalty():
     alphas = np.logspace(0, 3, 4)
     res = bootstrap_ridge(x, y, x[:5], alphas=alphas)
     assert (res.scores[0] < 0).all() and (res.alphas > alphas[0]).all()
+
+
+def test_brain_evaluate_passes_the_alpha_criterion_to_every_fit_and_records_it(mini, tiny_models, tmp_path):
+    import json
+
+    import brain_evaluate
+    alphas = {}
+    for score in ("r2", "signed_sqrt_r2"):
+        out = tmp_path / score
+        assert brain_evaluate.main(["--data-dir", str(mini / "ds003020"), "--subject", "UTS02", "--model-name",
+                                    tiny_models["wav2vec2"], "--out", str(out), "--nc-dir", str(mini / "subject_NCs"),
+                                    "--stride", "0.5", "--context", "3", "--layers", "2", "--no-progress",
+                                    "--cache-dir", str(tmp_path / "cache"), "--ridge-score", score]) == 0
+        assert json.loads((out / "config.json").read_text())["resolved"]["ridge"]["score"] == score
+        alphas[score] = np.load(out / "layer_2.npz")["alphas"]
+    # same features, bootstraps and grid: the criterion alone moves some voxels' alphas (the reference's signed
+    # √R² of the mean-free residual is not a monotone transform of R² once averaged over bootstraps)
+    assert 0 < np.mean(alphas["r2"] != alphas["signed_sqrt_r2"]) < 0.5
+    # so --compare refuses to set one against the other (exit 2, nothing written)
+    assert brain_evaluate.main(["--compare", str(tmp_path / "r2"), str(tmp_path / "signed_sqrt_r2"), "--out",
+                                str(tmp_path / "c")]) == 2 and not (tmp_path / "c").exists()
