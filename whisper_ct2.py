@@ -138,6 +138,9 @@ def ct2_to_hf_state(v: dict[str, np.ndarray], n_enc: int, n_dec: int) -> dict[st
 
 
 CT2_FILES = ("model.bin", "config.json", "tokenizer.json")  # what a CTranslate2 Whisper export holds
+# Whisper's English-only special tokens: <|endoftext|> 50256 pads and ends, <|startoftranscript|> 50257 starts
+SPECIAL_TOKEN_IDS = {"pad_token_id": 50256, "bos_token_id": 50257, "eos_token_id": 50256,
+                     "decoder_start_token_id": 50257}
 # What a finished conversion holds (the folder is renamed into place only when all are written).
 CONVERTED_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "tokenizer.json")
 
@@ -198,13 +201,13 @@ def convert(out_dir: str | Path, ct2_dir: str | Path | None = None) -> Path:
                         decoder_ffn_dim=4 * d_model, num_mel_bins=v["encoder/conv1/weight"].shape[1],
                         max_source_positions=v["encoder/position_encodings/encodings"].shape[0],
                         max_target_positions=v["decoder/position_encodings/encodings"].shape[0],
-                        pad_token_id=50256, bos_token_id=50257, eos_token_id=50256, decoder_start_token_id=50257)
+                        **SPECIAL_TOKEN_IDS)
     model = WhisperForConditionalGeneration(cfg)
     # decoding settings in generation_config.json, where generate() reads them (set in the model config, transformers
     # 4.x moves them there with a warning at every save)
     model.generation_config = GenerationConfig(
-        pad_token_id=50256, bos_token_id=50257, eos_token_id=50256, decoder_start_token_id=50257, max_length=448,
-        suppress_tokens=ct2_cfg.get("suppress_ids"), begin_suppress_tokens=ct2_cfg.get("suppress_ids_begin"))
+        **SPECIAL_TOKEN_IDS, max_length=448, suppress_tokens=ct2_cfg.get("suppress_ids"),
+        begin_suppress_tokens=ct2_cfg.get("suppress_ids_begin"))
     sd = {k: torch.from_numpy(a.astype(np.float32)) for k, a in ct2_to_hf_state(v, n_enc, n_dec).items()}
     missing, unexpected = model.load_state_dict(sd, strict=False)
     missing = [k for k in missing if k != "proj_out.weight"]

@@ -90,16 +90,19 @@ def point_hub_cache(monkeypatch, hub_cache) -> None:
         monkeypatch.setattr(hub, "TRANSFORMERS_CACHE", str(hub_cache))
 
 
-def torchrun(script: str, args: list[str], tmp_path: Path, nproc: int = 2, timeout: int = 300):
-    """Run the repository's `script` under `torchrun --standalone` with `nproc` CPU processes (one thread each);
-    returns the CompletedProcess (text output captured). TMPDIR is `tmp_path`, so torchrun's log folder
-    (`torchelastic_*`, made with tempfile and never removed) stays out of /tmp."""
+def torchrun_trainer(mini: Path, model: str, out: Path, tmp_path: Path, *extra: str, nproc: int = 2):
+    """Run brain_trainer_story.py under `torchrun --standalone` with `nproc` CPU processes (one thread each) on the
+    miniature's UTS01 (batch 16, `extra` flags added); returns the CompletedProcess (text output captured).
+    TMPDIR is `tmp_path`, so torchrun's log folder (`torchelastic_*`, made with tempfile and never removed) stays
+    out of /tmp."""
     import subprocess
     repo = Path(__file__).resolve().parents[1]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           str(repo / script), *args]
+           str(repo / "brain_trainer_story.py"), "--data-dir", str(mini / "ds003020"), "--subject", "UTS01",
+           "--model-name", model, "--nc-dir", str(mini / "subject_NCs"), "--out-dir", str(out), "--batch-size", "16",
+           "--no-progress", *extra]
     env = dict(os.environ, OMP_NUM_THREADS="1", TMPDIR=str(tmp_path))
-    return subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
 
 
 def probe_args(model, data, out, cache, *extra) -> list[str]:

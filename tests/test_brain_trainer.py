@@ -10,7 +10,7 @@ import soundfile as sf
 import torch
 
 import brain_trainer_story as trainer
-from conftest import FAMILIES, torchrun
+from conftest import FAMILIES, torchrun_trainer
 
 
 def run(mini, model, out, *extra):
@@ -421,10 +421,8 @@ def test_clear_errors(mini, tiny_models, tmp_path, capsys):
 
 def test_ddp_two_cpu_processes(mini, tiny_models, tmp_path):
     out = tmp_path / "ddp"
-    res = torchrun("brain_trainer_story.py",
-                   ["--data-dir", str(mini / "ds003020"), "--subject", "UTS01", "--model-name", tiny_models["wav2vec2"],
-                    "--nc-dir", str(mini / "subject_NCs"), "--out-dir", str(out), "--batch-size", "16",
-                    "--micro-batch-size", "2", "--num-epochs", "1", "--init-head", "ridge", "--no-progress"], tmp_path)
+    res = torchrun_trainer(mini, tiny_models["wav2vec2"], out, tmp_path, "--micro-batch-size", "2", "--num-epochs", "1",
+                           "--init-head", "ridge")
     # the trainer checks after each epoch that both processes hold identical parameters (exit 1 otherwise)
     assert res.returncode == 0, res.stderr[-3000:]
     resolved = json.loads((out / "config.json").read_text())["args"]["resolved"]
@@ -441,11 +439,8 @@ def test_ddp_processes_stop_together_when_the_gradient_diverges(mini, tiny_model
     # a learning rate of 1e30 overflows the weights at the first step: the all-reduced gradient of the second is NaN
     # on both processes, so both stop there (neither waits at a collective for the other)
     out = tmp_path / "ddp"
-    res = torchrun("brain_trainer_story.py",
-                   ["--data-dir", str(mini / "ds003020"), "--subject", "UTS01", "--model-name", tiny_models["wav2vec2"],
-                    "--nc-dir", str(mini / "subject_NCs"), "--out-dir", str(out), "--batch-size", "16",
-                    "--micro-batch-size", "2", "--num-epochs", "2", "--lr", "1e30", "--head-lr", "1e30",
-                    "--no-progress"], tmp_path)
+    res = torchrun_trainer(mini, tiny_models["wav2vec2"], out, tmp_path, "--micro-batch-size", "2", "--num-epochs", "2",
+                           "--lr", "1e30", "--head-lr", "1e30")
     assert res.returncode != 0 and "exitcode  : 5" in res.stderr, res.stderr[-3000:]  # torchrun reports rank 0's 5
     assert res.stderr.count("the gradient of optimizer step 2 is not finite") == 1  # rank 0 alone reports
     assert "diverged" in json.loads((out / "config.json").read_text()) and not (out / "best").exists()

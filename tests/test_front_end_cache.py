@@ -10,7 +10,7 @@ import brain_trainer_story as trainer
 import data_utils as du
 import models
 import training
-from conftest import FAMILIES, torchrun
+from conftest import FAMILIES, torchrun_trainer
 from front_end_cache import ARRAY, META, build_front_end_cache
 from run_utils import WriteError
 
@@ -287,11 +287,8 @@ def test_concurrent_runs_sharing_a_folder_build_the_cache_once(mini_root, tiny_m
 
 def test_torchrun_ranks_fill_one_shared_cache(mini, tiny_models, tmp_path, monkeypatch):
     shared = tmp_path / "cache"
-    res = torchrun("brain_trainer_story.py",
-                   ["--data-dir", str(mini / "ds003020"), "--subject", "UTS01", "--model-name", tiny_models["wav2vec2"],
-                    "--nc-dir", str(mini / "subject_NCs"), "--out-dir", str(tmp_path / "ddp"), "--batch-size", "16",
-                    "--num-epochs", "1", "--no-progress", "--cache-front-end", "--front-end-cache-dir", str(shared)],
-                   tmp_path)
+    res = torchrun_trainer(mini, tiny_models["wav2vec2"], tmp_path / "ddp", tmp_path, "--num-epochs", "1",
+                           "--cache-front-end", "--front-end-cache-dir", str(shared))
     assert res.returncode == 0, res.stderr[-3000:]
     # this process finds the two ranks' cache complete (nothing recomputed) and right for windows of both ranks
     enc = _encoder(tiny_models["wav2vec2"])
