@@ -105,7 +105,9 @@ def residualize(model_train: np.ndarray, model_test: np.ndarray, low_train: np.n
     """
     kwargs = {**(ridge_kwargs or {}), "alphas": RESIDUAL_ALPHAS, "score": RESIDUAL_SCORE}
     res = bootstrap_ridge(low_train, model_train, low_test, **kwargs)
-    fit_train = ridge_predict(low_train, model_train, low_train, res.alphas)
+    # the training rows' fit on the same backend and precision as the test rows' (one fit for both halves)
+    same = {k: kwargs[k] for k in ("backend", "device", "dtype") if k in kwargs}
+    fit_train = ridge_predict(low_train, model_train, low_train, res.alphas, **same)
     return zscore(model_train - fit_train), zscore(model_test - res.predictions)
 
 

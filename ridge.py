@@ -85,8 +85,6 @@ def _clip_eigs(b, s2):
     return s2.clip(min=0) if b.name == "numpy" else s2.clamp(min=0)
 
 
-
-
 def _score(b, pred, y, kind: str):
     """Per-voxel validation score (`SCORES`): R² (1 − SSres/SStot), correlation, or the reference's signed √R²,
     whose R² takes the residual's variance (its mean over the held-out rows removed)."""
@@ -156,12 +154,13 @@ def bootstrap_ridge(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray
 
 
 def ridge_predict(x_train, y_train, x_test, voxel_alphas: np.ndarray, voxel_chunk: int = 10000,
-                  backend: "_Backend | str" = "numpy") -> np.ndarray:
+                  backend: "_Backend | str" = "numpy", device: str | None = None, dtype=np.float32) -> np.ndarray:
     """Fit ridge on all training rows with each voxel's own alpha (penalty alpha²) and predict x_test.
 
+    `backend`, `device` and `dtype` as in `bootstrap_ridge` (or a backend object, which carries them).
     Returns (n_test, V) float32.
     """
-    b = backend if isinstance(backend, _Backend) else _Backend(backend)
+    b = backend if isinstance(backend, _Backend) else _Backend(backend, device, dtype)
     x_tr, x_te = b.asarray(x_train), b.asarray(x_test)
     mode, s2, basis = _spectral(b, x_tr)
     s2 = _clip_eigs(b, s2)

@@ -3,6 +3,7 @@ residual model that regresses them out of model features."""
 import zlib
 
 import numpy as np
+import pytest
 
 from low_level import (ARTICULATORY_FEATURES, articulatory_features, articulatory_vector, mel_band_energy,
                        phone_ngram_features)
@@ -80,6 +81,30 @@ def test_residualize_fits_the_training_rows_with_each_features_chosen_penalty():
     res_train, _ = residualize(model[:160], model[160:], low[:160], low[160:])
     assert np.corrcoef(res_train[:, 0], model[:160, 0])[0, 1] > 0.95  # kept: nothing low-level to remove
     assert abs(np.corrcoef(res_train[:, 1], model[:160, 1])[0, 1]) < 0.5  # mostly removed
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_residualize_fits_train_and_test_rows_with_the_backend_and_precision_asked_for(backend):
+    # both halves come from one fit per feature: with dtype float64 the training residuals equal the closed-form
+    # ridge (penalty alpha²) at the chosen alphas up to the float32 the predictions are stored in (≤ 5e-7 here),
+    # as the test residuals do; computed in float32 (the training half used to be, whatever was asked) they are
+    # 2e-5 off
+    import alignment as al
+    from eval_utils import zscore
+    from ridge import bootstrap_ridge
+    rng = np.random.default_rng(2)
+    base = rng.normal(size=(300, 6))  # three columns nearly spanned by the other three, as mel bands are
+    low = np.column_stack([base[:, :3], base[:, :3] @ rng.normal(size=(3, 3)) + 0.1 * base[:, 3:]])
+    model = low @ rng.normal(size=(6, 4)) + rng.normal(size=(300, 4))
+    kwargs = {"backend": backend, "dtype": np.float64, "seed": 3}
+    res_train, res_test = al.residualize(model[:240], model[240:], low[:240], low[240:], kwargs)
+    alphas = bootstrap_ridge(low[:240], model[:240], low[240:], **{**kwargs, "alphas": al.RESIDUAL_ALPHAS,
+                                                                   "score": al.RESIDUAL_SCORE}).alphas
+    gram = low[:240].T @ low[:240]
+    weights = np.column_stack([np.linalg.solve(gram + a ** 2 * np.eye(6), low[:240].T @ model[:240, j])
+                               for j, a in enumerate(alphas)])
+    np.testing.assert_allclose(res_train, zscore(model[:240] - low[:240] @ weights), rtol=0, atol=3e-6)
+    np.testing.assert_allclose(res_test, zscore(model[240:] - low[240:] @ weights), rtol=0, atol=3e-6)
 
 
 def test_mel_bands_use_a_hann_window_and_stop_at_fmax():
