@@ -36,7 +36,10 @@ class RidgeResult:
 
 
 def chunked_holdout(n_rows: int, rng: np.random.Generator, chunk_len: int = 20, fraction: float = 0.25) -> np.ndarray:
-    """Indices of held-out rows: random contiguous chunks of `chunk_len` rows, about `fraction` of all."""
+    """Indices of held-out rows: random contiguous chunks of `chunk_len` rows, about `fraction` of all.
+
+    The last, shorter chunk may be drawn too; the Huth-lab code (`zip(*[iter(rows)] * chunklen)`) never holds it out.
+    """
     starts = np.arange(0, n_rows, chunk_len)
     n_chunks = max(1, int(round(fraction * len(starts))))
     chosen = rng.choice(len(starts), n_chunks, replace=False)
