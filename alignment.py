@@ -12,7 +12,7 @@ import numpy as np
 
 from eval_utils import (DEFAULT_DELAYS, cc_norm, columnwise_correlation, lanczosinterp2d, make_delayed,
                         weighted_columnwise_correlation, zscore)
-from ridge import DEFAULT_ALPHAS, bootstrap_ridge, ridge_predict
+from ridge import DEFAULT_ALPHAS, bootstrap_ridge
 from timing import TRGrid, trim_slice
 
 
@@ -104,11 +104,10 @@ def residualize(model_train: np.ndarray, model_test: np.ndarray, low_train: np.n
     Returns the z-scored residuals (train (TRs, F), test (TRs, F)).
     """
     kwargs = {**(ridge_kwargs or {}), "alphas": RESIDUAL_ALPHAS, "score": RESIDUAL_SCORE}
-    res = bootstrap_ridge(low_train, model_train, low_test, **kwargs)
-    # the training rows' fit on the same backend and precision as the test rows' (one fit for both halves)
-    same = {k: kwargs[k] for k in ("backend", "device", "dtype") if k in kwargs}
-    fit_train = ridge_predict(low_train, model_train, low_train, res.alphas, **same)
-    return zscore(model_train - fit_train), zscore(model_test - res.predictions)
+    # one refit predicts the training and the test rows (same backend, precision and alphas for both halves)
+    res = bootstrap_ridge(low_train, model_train, np.vstack([low_train, low_test]), **kwargs)
+    n = len(low_train)
+    return zscore(model_train - res.predictions[:n]), zscore(model_test - res.predictions[n:])
 
 
 def story_subsets(train_stories: list[str], counts: list[int], repeats: int, seed: int = 0) -> list[tuple[int, list[str]]]:

@@ -497,8 +497,7 @@ def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers:
     summary = {"subject": subject_data["subject"], "model": model_name, "model_type": model_type, "layers": layers,
                "n_layers": n_layers, "upper_middle_layers": al.upper_middle_layers(layers, n_layers),
                "per_layer": {}, "nc_floor": args.nc_floor, "ridge_score": args.ridge_score, "test_story": test_story,
-               "train_stories": train,
-               "noise_ceiling_digest": subject_data["nc_digest"]}  # --compare: one ceiling
+               "train_stories": train, "noise_ceiling_digest": subject_data["nc_digest"]}  # --compare: one ceiling
     named = [r for r in rois if r != "all"]  # test predictions of their voxels are kept for --compare's bootstrap
     roi_voxels = np.unique(np.concatenate([rois[r] for r in named])).astype(np.int64) if named else None
     out.mkdir(parents=True, exist_ok=True)

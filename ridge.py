@@ -157,13 +157,12 @@ def bootstrap_ridge(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray
 
 
 def ridge_predict(x_train, y_train, x_test, voxel_alphas: np.ndarray, voxel_chunk: int = 10000,
-                  backend: "_Backend | str" = "numpy", device: str | None = None, dtype=np.float32) -> np.ndarray:
+                  backend: "_Backend | str" = "numpy") -> np.ndarray:
     """Fit ridge on all training rows with each voxel's own alpha (penalty alpha²) and predict x_test.
 
-    `backend`, `device` and `dtype` as in `bootstrap_ridge` (or a backend object, which carries them).
     Returns (n_test, V) float32.
     """
-    b = backend if isinstance(backend, _Backend) else _Backend(backend, device, dtype)
+    b = backend if isinstance(backend, _Backend) else _Backend(backend)
     x_tr, x_te = b.asarray(x_train), b.asarray(x_test)
     mode, s2, basis = _spectral(b, x_tr)
     s2 = _clip_eigs(b, s2)
