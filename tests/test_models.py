@@ -51,12 +51,32 @@ def test_whisper_pad30_matches_the_hf_encoder(tiny_models):
     assert t_states[0].shape[1] == 150 and bool(t_valid.all())
 
 
-def test_waveform_normalisation_is_the_feature_extractors(tiny_models):
-    enc, fe = _encoder(tiny_models["wav2vec2"])
-    assert enc.do_normalize and fe.do_normalize
-    wav = np.random.default_rng(0).normal(0.3, 2.0, size=400).astype(np.float32)  # short: ddof 0 vs 1 is 0.1%
-    want = fe(wav, sampling_rate=16000, return_tensors="pt").input_values
-    torch.testing.assert_close(enc._normalise(torch.from_numpy(wav)[None]), want, rtol=1e-5, atol=1e-5)
+@pytest.mark.parametrize("do_normalize", [True, False])
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "whisper"])
+def test_hidden_states_are_hfs_on_its_feature_extractors_input(tiny_models, family, do_normalize, tmp_path):
+    # microsoft/wavlm-base-plus ships do_normalize false (the raw waveform), wav2vec2-base true: each as HF feeds it
+    import shutil
+
+    from transformers import AutoFeatureExtractor, AutoModel
+    folder = tmp_path / family
+    shutil.copytree(tiny_models[family], folder)
+    config = json.loads((folder / "preprocessor_config.json").read_text())
+    (folder / "preprocessor_config.json").write_text(json.dumps({**config, "do_normalize": do_normalize}))
+    enc, _ = _encoder(folder)
+    enc.eval()
+    assert enc.do_normalize is do_normalize
+    wav = np.random.default_rng(1).normal(0.2, 0.05, size=(2, 8000)).astype(np.float32)  # offset and scale matter
+    hf_model = AutoModel.from_pretrained(folder).eval()
+    with torch.no_grad():
+        states, _ = enc(torch.from_numpy(wav), layers=[0, 2])
+        want, other = (hf_model(AutoFeatureExtractor.from_pretrained(folder, do_normalize=norm)(
+            list(wav), sampling_rate=16000, return_tensors="pt").input_values, output_hidden_states=True).hidden_states
+            for norm in (do_normalize, not do_normalize))
+    # both normalise with ddof 0 (torch here, numpy there): float rounding, measured <= 1.2e-5 apart
+    torch.testing.assert_close(states[0], want[0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(states[1], want[2], atol=1e-4, rtol=1e-4)
+    # the other setting's input gives states ~1e-2 away (group-norm front ends are nearly scale-invariant)
+    assert (states[1] - other[2]).abs().max() > 1e-3
 
 
 def test_whisper_frame_count_counts_every_frame_touching_real_audio_up_to_30_s(tiny_models):
