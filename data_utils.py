@@ -24,7 +24,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from run_utils import EXIT_DATA, file_sha256, positive_float, save_npy_atomic, writable_dir_problem
+from run_utils import (EXIT_DATA, NPY_READ_ERRORS, file_sha256, positive_float, save_npy_atomic,
+                       writable_dir_problem)
 from textgrid_utils import (TextGridError, TimedLabels, check_phone_tier, phones_from_tiers, read_textgrid,
                             words_from_tiers)
 from timing import (DEFAULT_TR, AlignmentError, TRGrid, check_alignment, check_audio_duration,
@@ -387,7 +388,7 @@ class Ds003020:
         """Duration of a story's audio in seconds, from the .wav header (or the .npy's shape), without reading it."""
         path = self.audio_path(story)
         if path.suffix == ".npy":
-            return len(np.load(path, mmap_mode="r")) / SAMPLE_RATE
+            return len(_ready_waveform(path, mmap_mode="r")) / SAMPLE_RATE
         return float(audio_info(path).duration)
 
     def check_audio(self, story: str) -> None:
@@ -404,10 +405,7 @@ class Ds003020:
         to cover the story's TR grid (timing.check_audio_duration; raises AlignmentError naming the file)."""
         path = self.audio_path(story)
         if path.suffix == ".npy":
-            wav = np.load(path, allow_pickle=False)
-            if wav.ndim != 1:
-                raise DataError(f"{path}: expected a 1-D 16 kHz waveform, found shape {wav.shape}")
-            wav = wav.astype(np.float32, copy=False)
+            wav = _ready_waveform(path).astype(np.float32, copy=False)
             check_finite_audio(wav, SAMPLE_RATE, path)
         else:
             wav = load_wav_16k(path, self.cache_dir)
@@ -527,6 +525,19 @@ def check_finite_audio(wav: np.ndarray, rate: int, path) -> None:
         first = int(np.flatnonzero(bad.reshape(len(wav), -1).any(axis=1))[0])
         raise DataError(f"{path}: {int(bad.sum())} audio sample(s) are NaN or inf, the first at {first / rate:.3f} s; "
                         f"expected finite samples")
+
+
+def _ready_waveform(path: Path, mmap_mode: str | None = None) -> np.ndarray:
+    """A ready 16 kHz waveform `stimuli/<story>/wav.npy`, checked to be one readable 1-D array (`mmap_mode` "r": the
+    shape without reading the samples); raises DataError naming the file and what it holds."""
+    try:
+        wav = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except NPY_READ_ERRORS as err:
+        raise DataError(f"{path}: not a readable .npy waveform ({npy_read_problem(path, err)})") from err
+    if wav.ndim != 1 or not np.issubdtype(wav.dtype, np.floating):
+        raise DataError(f"{path}: expected a 1-D float 16 kHz waveform (samples,), found {wav.dtype} array of shape "
+                        f"{wav.shape}")
+    return wav
 
 
 def resample_to_16k(wav: np.ndarray, rate: int) -> np.ndarray:

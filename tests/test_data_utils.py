@@ -136,8 +136,27 @@ def test_ready_wav_npy_is_preferred(mini_root, tmp_path):
     root = tmp_path / "ds"
     shutil.copytree(mini_root, root)
     (root / "stimuli" / "souls").mkdir()
-    np.save(root / "stimuli" / "souls" / "wav.npy", np.ones(16000 * 64, np.float32))  # as long as souls.wav
-    assert Ds003020(root).audio("souls").sum() == 16000 * 64
+    ready = root / "stimuli" / "souls" / "wav.npy"
+    np.save(ready, np.ones(16000 * 64, np.float32))  # as long as souls.wav
+    data = Ds003020(root)
+    assert data.audio("souls").sum() == 16000 * 64
+    assert data.audio_seconds("souls") == 64.0  # from the array's shape, not souls.wav's header
+    data.check_audio("souls")
+    np.save(ready, np.ones(16000 * 20, np.float32))  # cut short: the duration checks read the .npy too
+    with pytest.raises(AlignmentError, match=rf"^{re.escape(str(ready))}: audio lasts 20.00 s but the TR grid"):
+        data.check_audio("souls")
+    with pytest.raises(AlignmentError, match=rf"the audio of 'souls' \({re.escape(str(ready))}\) lasts 20.00 s"):
+        data.words("souls")
+    for bad, found in [(np.ones((16000 * 64, 2), np.float32), "float32 array of shape (1024000, 2)"),
+                       (np.ones(16000 * 64, np.int16), "int16 array of shape (1024000,)")]:  # int: no scale known
+        np.save(ready, bad)
+        for read in (data.audio, data.check_audio):
+            with pytest.raises(DataError, match=rf"^{re.escape(str(ready))}: expected a 1-D float 16 kHz waveform "
+                                                rf"\(samples,\), found {re.escape(found)}$"):
+                read("souls")
+    ready.write_bytes(b"RIFF....WAVEfmt ")  # a .wav renamed
+    with pytest.raises(DataError, match=rf"^{re.escape(str(ready))}: not a readable .npy waveform \(not a .npy"):
+        data.audio("souls")
 
 
 def _copy(mini_root, tmp_path):
