@@ -103,6 +103,12 @@ def test_roi_hemisphere_losses_and_controls(mini, tiny_models, tmp_path, capsys)
                "quiet") == trainer.EXIT_DATA
     assert "UTS01: no voxel is both above NC 0.4 and in ['quiet']" in capsys.readouterr().err
     assert not (tmp_path / "none").exists()
+    assert run(mini, model, tmp_path / "none", "--roi-file", str(tmp_path / "quiet.json"), "--roi",
+               "Broca") == trainer.EXIT_DATA
+    assert f"{tmp_path / 'quiet.json'}: no ROI 'Broca' (found ['quiet'])" in capsys.readouterr().err
+    assert run(mini, model, tmp_path / "none", "--val-stories", "nostory") == trainer.EXIT_DATA  # e.g. a typo
+    assert "UTS01 has none of the validation stories ['nostory']" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
     assert run(mini, model, tmp_path / "plain", "--loss", "temporal_corr", "--num-epochs", "1") == 0
     for control in ("story-swap", "block-shuffle"):
         assert run(mini, model, tmp_path / control, "--target-control", control, "--loss", "temporal_corr",

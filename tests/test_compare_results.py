@@ -434,3 +434,20 @@ def test_bootstrap_changes_against_resampled_rows_by_hand(tmp_path):
                               {"language": np.array([0, 1, 2]), "auditory": np.array([0])})
     assert _named_roi_voxels([dirs[0], dirs[1]])["language"].tolist() == [1, 2, 3]
     assert _named_roi_voxels([dirs[0], moved]) == {}
+
+
+def test_data_efficiency_table_adds_the_main_fit_as_all_stories_when_no_count_is_all():
+    from compare_results import render_single
+    layer = {"rois": {"language": {"cc_norm": 0.2, "r": 0.1}, "auditory": {"cc_norm": 0.4, "r": 0.3}}}
+    summary = {"subject": "UTS01", "model": "m", "nc_floor": 0.1, "per_layer": {"3": layer}, "upper_middle_layers": [3],
+               "upper_middle_mean": {"language": 0.2, "auditory": 0.4},
+               "data_efficiency": {"n_train_stories": 4, "repeats": 3, "counts": [1, 2],
+                                   "mean": {"language": [0.05, 0.1], "auditory": [0.1, 0.3]},
+                                   "sd": {"language": [0.01, 0.02], "auditory": [0.03, 0.04]}}}
+    table = render_single(summary).splitlines()
+    start = table.index("| stories | language | auditory |")
+    assert table[start + 2:] == ["| 1 | 0.050 ± 0.010 | 0.100 ± 0.030 |", "| 2 | 0.100 ± 0.020 | 0.300 ± 0.040 |",
+                                 "| 4 (all) | 0.200 | 0.400 |"]  # the main fit: all 4 training stories
+    summary["data_efficiency"].update(counts=[1, 4], mean={"language": [0.05, 0.2], "auditory": [0.1, 0.4]})
+    table = render_single(summary).splitlines()
+    assert table[-1] == "| 4 | 0.200 ± 0.020 | 0.400 ± 0.040 |" and not any("(all)" in line for line in table)

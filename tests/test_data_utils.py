@@ -66,6 +66,11 @@ def test_subjects_are_the_uts_folders_only(tmp_path):
     (base / "UTS03").write_text("a file, not a folder")
     (tmp_path / "stimuli").mkdir()
     assert Ds003020(tmp_path).subjects() == ["UTS01", "UTS10"]
+    shutil.rmtree(base)
+    with pytest.raises(DataError, match=rf"^{re.escape(str(base))}: missing \(expected one folder per subject"):
+        Ds003020(tmp_path).subjects()
+    with pytest.raises(DataError, match=rf"respdict.json: missing \(expected a JSON object story -> number of TRs\)"):
+        Ds003020(tmp_path).respdict
 
 
 def test_read_tsv_takes_a_spreadsheets_file_and_names_a_wrong_header(tmp_path):
@@ -321,6 +326,23 @@ def test_compute_noise_ceiling_cli(mini, mini_root, tmp_path, capsys):
     no_repeats = ["--data-dir", str(mini_root), "--subject", "4", "--story", "souls", "--out", str(tmp_path / "x")]
     assert main(no_repeats) == EXIT_DATA
     assert "souls.hf5" in capsys.readouterr().err and not (tmp_path / "x").exists()  # named, nothing written
+
+
+def test_compute_noise_ceiling_on_a_full_disk_exits_6_and_keeps_the_previous_file(mini_root, tmp_path, monkeypatch,
+                                                                                   capsys):
+    import run_utils
+    from compute_noise_ceiling import main
+    args = ["--data-dir", str(mini_root), "--subject", "4", "--out", str(tmp_path)]
+    assert main(args) == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def disk_full(f, array, allow_pickle):  # numpy's OSError on a full disk names no file
+        raise OSError("2000000 requested and 786400 written")
+    monkeypatch.setattr(run_utils.np, "save", disk_full)
+    capsys.readouterr()
+    assert main(args) == run_utils.EXIT_WRITE
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'UTS04.npy'}: could not be written (OSError: ")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # the ceiling and its record as they were
 
 
 def test_noise_ceiling_in_voxel_blocks_equals_it_at_once_and_its_record_counts_strictly_above(mini_root, tmp_path,
@@ -652,6 +674,7 @@ def test_repeats_must_be_two_or_more_with_the_rows_and_voxels_of_data(mini_root,
     for bad, message in ((repeats[:, :-3], rf"has shape \(3, {rows - 3}, {voxels}\) but 'data' has \({rows}, {voxels}\)"),
                          (repeats[:, :, :-1], rf"has shape \(3, {rows}, {voxels - 1}\) but 'data'"),
                          (repeats[:1], r"holds 1 repeat; a noise ceiling needs at least 2"),
+                         (repeats[0], rf"must be 3-D \(repeats, TRs, voxels\), found shape \({rows}, {voxels}\)"),
                          (repeats.astype("S8"), r"must hold numbers \(float64 in ds003020\), found dtype \|S8")):
         with h5py.File(path, "r+") as f:
             del f["individual_repeats"]

@@ -76,6 +76,19 @@ def test_timit_reader_errors(tmp_path):
     (spk / "sx101.wav").unlink()  # a copy that lost its audio: an error, not a speaker quietly left out
     with pytest.raises(DataError, match=r"mabc0/sx101.phn: no matching .WAV audio beside it \(1 such .PHN in "):
         dd.read_timit(tmp_path)
+    (spk / "sx101.phn").unlink()
+    (spk / "sx101.wav").write_bytes(b"")  # and the reverse: audio whose alignment is missing
+    with pytest.raises(DataError, match=r"mabc0/sx101.wav: no matching .PHN alignment in .*mabc0$"):
+        dd.read_timit(tmp_path)
+    (spk / "sx101.phn").write_text("0 1600 h#\n")
+    for ext in ("wav", "phn"):  # not a TIMIT utterance id (SA, SI or SX): its sentence type is unknown
+        (spk / f"sx101.{ext}").rename(spk / f"xx101.{ext}")
+    with pytest.raises(DataError, match=r"mabc0/xx101.wav: utterance id 'XX101' does not start with SA, SI or SX"):
+        dd.read_timit(tmp_path)
+    for folder in (spk, tmp_path / "TEST" / "DR1" / "FXYZ1"):
+        shutil.rmtree(folder)
+    with pytest.raises(DataError, match=rf"^{re.escape(str(tmp_path))}: TIMIT layout found but no .WAV files under"):
+        dd.read_timit(tmp_path)
 
 
 def test_an_alignment_running_past_its_audio_stops_the_probe_before_extraction(tmp_path):
@@ -258,6 +271,8 @@ def test_slurp_and_words_readers_name_the_bad_line(tmp_path):
         dd.read_slurp(tmp_path / "slurp")
     words = tmp_path / "words"
     words.mkdir()
+    with pytest.raises(DataError, match=rf"^{re.escape(str(words))}: no words.tsv \(the miniature word-dataset layout"):
+        dd.read_words(words)
     (words / "words.tsv").write_text("")
     with pytest.raises(DataError, match="words.tsv: expected header .*, found an empty file"):
         dd.read_words(words)
@@ -340,6 +355,8 @@ def test_speech_commands_speaker_is_the_file_name_before_nohash(downstream):
 
 
 def test_crema_d_needs_an_actor_for_each_split(tmp_path):
+    with pytest.raises(DataError, match=rf"^{re.escape(str(tmp_path))}: no AudioWAV/ folder \(CREMA-D layout\)"):
+        dd.read_crema_d(tmp_path)
     folder = tmp_path / "AudioWAV"
     folder.mkdir()
     for actor in ("1001", "1002"):
@@ -360,6 +377,12 @@ def test_slurp_devel_file_is_the_validation_split(tmp_path):
                                                           "recordings": [{"file": f"{name}.flac"}]}) + "\n")
     assert {u.path.name: u.split for u in dd.read_slurp(tmp_path)} == {"train.flac": "train", "devel.flac": "val",
                                                                        "test.flac": "test"}
+    elsewhere = tmp_path / "flac"  # --audio-dir: the recordings wherever they are
+    assert {u.path for u in dd.read_slurp(tmp_path, audio_dir=elsewhere)} == {elsewhere / f"{name}.flac" for name in
+                                                                              ("train", "devel", "test")}
+    (folder / "devel.jsonl").unlink()
+    with pytest.raises(DataError, match=rf"^{re.escape(str(tmp_path))}: missing dataset/slurp/devel.jsonl \(SLURP"):
+        dd.read_slurp(tmp_path)
 
 
 def test_check_splits_names_an_empty_split(tmp_path):

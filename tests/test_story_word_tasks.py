@@ -1,10 +1,12 @@
 """eval_downstream.py's word-segment tasks end to end on the miniature's stories and an aligned folder:
 semantic preference (synonym vs near-homophone pairs) and the held-out-word category probe."""
 import json
+import re
 
 import pytest
 
 import eval_downstream
+from data_utils import DataError
 from conftest import killed_at_fit, probe_args
 
 
@@ -74,6 +76,25 @@ def test_story_word_category_probe_on_miniature_stories(mini, tiny_models, tmp_p
                                 args[args.index("--word-labels") + 2:]) == 3
     err = capsys.readouterr().err
     assert str(bad) in err and "'word<TAB>label'" in err and "category" in err  # file, expected, found
+    animals = [w for w, c in (line.split("\t") for line in labels.read_text().splitlines()[1:]) if c == "animal"]
+    bad.write_text("word\tlabel\n" + "".join(f"{w}\tanimal\n" for w in animals))  # one label: nothing to tell apart
+    assert eval_downstream.main(args[:args.index("--word-labels") + 1] + [str(bad)] +
+                                args[args.index("--word-labels") + 2:]) == 3
+    assert re.search(rf"{re.escape(str(bad))}: only \d+ labelled words \(1 labels\) occur in the stories; need ≥ 2 "
+                     rf"labels and ≥ 4 words", capsys.readouterr().err)
+
+
+def test_word_labels_name_the_bad_line(tmp_path):
+    from probe_tasks import read_word_labels
+    path = tmp_path / "w.tsv"
+    path.write_text("word\tlabel\nBear\tanimal\nbear\tanimal\nsoup\tfood\n")
+    assert read_word_labels(path) == {"bear": "animal", "soup": "food"}  # case-folded; the same label again is fine
+    for rows, message in [("bear\t\n", r"line 2: expected word<TAB>label, found \['bear', ''\]"),
+                          ("bear\tanimal\tbig\n", r"line 2: expected word<TAB>label, found \['bear', 'animal', 'big'\]"),
+                          ("bear\tanimal\nBEAR\tfood\n", r"line 3: word 'BEAR' labelled twice \('animal', 'food'\)")]:
+        path.write_text("word\tlabel\n" + rows)
+        with pytest.raises(DataError, match=rf"^{re.escape(str(path))}, {message}$"):
+            read_word_labels(path)
 
 
 def test_a_killed_story_word_probe_resumes_from_its_finished_layers(mini, tiny_models, tmp_path, monkeypatch, capsys):
@@ -94,6 +115,22 @@ def test_a_killed_story_word_probe_resumes_from_its_finished_layers(mini, tiny_m
     calls[:] = []  # other folds: every layer fitted again
     assert eval_downstream.main(args(tmp_path / "k", "--folds", "4")) == 0  # the last --folds counts
     assert len(calls) == 4 + 2 * 4 and json.loads((tmp_path / "k" / "config.json").read_text())["layers_reused"] == []
+
+
+def test_semantic_preference_on_timit_word_alignments(downstream, tiny_models, tmp_path):
+    # TIMIT's SA sentences, said by every speaker: "... greasy wash water all year", "... carry an oily rag ..."
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("word1\tword2\trelation\ngreasy\toily\tsynonym\nyear\tyour\tnear_homophone\n"
+                     "water\tnowhere\tnear_homophone\n")
+    out = tmp_path / "sp"
+    assert eval_downstream.main(probe_args(tiny_models["hubert"], downstream / "timit", out, tmp_path / "c", "--task",
+                                      "semantic_preference", "--corpus", "timit", "--pairs", str(pairs),
+                                      "--max-per-word", "2")) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["n_pairs"] == {"synonym": 1, "near_homophone": 1} and res["words_found"] == 5  # water too
+    assert res["skipped_pairs"] == 1  # "nowhere" is said by no one
+    v = res["per_layer"]["2"]
+    assert v["preference"] == pytest.approx(v["synonym"] - v["near_homophone"]) and -1 <= v["synonym"] <= 1
 
 
 def test_story_word_category_on_an_aligned_folder(downstream, tiny_models, tmp_path):
