@@ -343,6 +343,17 @@ def test_compute_noise_ceiling_on_a_full_disk_exits_6_and_keeps_the_previous_fil
     assert main(args) == run_utils.EXIT_WRITE
     assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'UTS04.npy'}: could not be written (OSError: ")
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # the ceiling and its record as they were
+    monkeypatch.undo()
+    calls = []
+
+    def second_fsync_fails(fd):  # whichever of the two files is written second finds the disk full
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+    monkeypatch.setattr(run_utils.os, "fsync", second_fsync_fails)
+    assert main(args + ["--first-row", "40"]) == run_utils.EXIT_WRITE  # another ceiling: its pair must not mix
+    assert len(calls) == 2 and "No space left on device" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
 def test_noise_ceiling_in_voxel_blocks_equals_it_at_once_and_its_record_counts_strictly_above(mini_root, tmp_path,
