@@ -16,7 +16,6 @@ whichever file is there: compute it once, one way, per subject.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import numpy as np
 
 from data_utils import TEST_STORY, DataError, Ds003020, subject_arg
 from run_utils import (EXIT_DATA, EXIT_USAGE, EXIT_WRITE, WriteError, creatable_problem, creation_record,
-                       nonnegative_int, save_npy_atomic, write_json_atomic)
+                       nonnegative_int, save_npy_atomic, write_json_atomic, write_together)
 from eval_utils import noise_ceiling
 from voxel_selection import DEFAULT_NC_DIR
 
@@ -72,17 +71,15 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_DATA
     path = Path(args.out) / f"{subject}.npy"
-    record, staged = path.with_suffix(".json"), path.with_suffix(".json.new")
-    try:  # the record is staged first and renamed in last: a failed write leaves the previous pair as it was
-        write_json_atomic(staged, creation_record({
-            "subject": subject, "story": args.story, "data_dir": str(Path(args.data_dir).resolve()),
-            "n_repeats": int(n_repeats), "rows": [args.first_row, int(n_rows)], "n_voxels": int(nc.size),
-            "above_0.4": int((nc > 0.4).sum()),
-            "median": float(np.median(nc)), "formula": "eval_utils.noise_ceiling (Schoppe et al. 2016 cc_max)"}))
-        save_npy_atomic(path, nc)
-        os.replace(staged, record)
+    record = creation_record({
+        "subject": subject, "story": args.story, "data_dir": str(Path(args.data_dir).resolve()),
+        "n_repeats": int(n_repeats), "rows": [args.first_row, int(n_rows)], "n_voxels": int(nc.size),
+        "above_0.4": int((nc > 0.4).sum()),
+        "median": float(np.median(nc)), "formula": "eval_utils.noise_ceiling (Schoppe et al. 2016 cc_max)"})
+    try:  # the ceiling and its record replace the earlier pair together, or not at all
+        write_together({path: lambda p: save_npy_atomic(p, nc), path.with_suffix(".json"):
+                        lambda p: write_json_atomic(p, record)})
     except WriteError as err:  # a full disk or quota
-        staged.unlink(missing_ok=True)
         print(f"error: {err}", file=sys.stderr)
         return EXIT_WRITE
     print(f"{path}: {nc.size} voxels, {(nc > 0.4).sum()} above 0.4, median {np.median(nc):.3f} "

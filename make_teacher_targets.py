@@ -19,7 +19,6 @@ brain-tuning split's 27 that the dataset has (`--stories` to choose). Exit codes
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -32,8 +31,8 @@ from features import FeatureCache, add_window_arguments, cache_settings, check_w
 from inference import inference_threads
 from run_utils import (EXIT_DATA, EXIT_USAGE, EXIT_WRITE, HelpFormatter, WriteError, command_line, creatable_problem,
                        nonnegative_int, package_versions, positive_int, resolve_device, resolve_precision,
-                       revision_problem, save_npz_atomic, timestamp, unique_temp_path, writable_dir_problem,
-                       write_json_atomic)
+                       revision_problem, save_npz_atomic, timestamp, writable_dir_problem, write_json_atomic,
+                       write_together)
 
 BRAIN_TUNING_STORIES = du.TRAIN_STORIES + du.VAL_STORIES + (du.TEST_STORY,)
 
@@ -175,16 +174,8 @@ def write_targets(out: Path, targets: dict, record: dict) -> None:
     """The targets `out` (.npz, story -> (rows, F)) and their record `<out>.json`, which the trainer reads beside
     them: both written under temporary names first, then renamed, so that a full disk (WriteError) leaves an
     earlier pair as it was, never a new .npz beside the record of other targets."""
-    record_path = out.with_name(out.name + ".json")
-    new_out, new_record = unique_temp_path(out), unique_temp_path(record_path)
-    try:
-        save_npz_atomic(new_out, **targets)
-        write_json_atomic(new_record, record)
-        os.replace(new_out, out)
-        os.replace(new_record, record_path)
-    finally:
-        new_out.unlink(missing_ok=True)
-        new_record.unlink(missing_ok=True)
+    write_together({out: lambda path: save_npz_atomic(path, **targets),
+                    out.with_name(out.name + ".json"): lambda path: write_json_atomic(path, record)})
 
 
 def main(argv=None) -> int:

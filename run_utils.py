@@ -277,6 +277,26 @@ def save_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
     _write_atomic(path, lambda f: np.save(f, array, allow_pickle=False), binary=True)
 
 
+def write_together(writes: dict) -> None:
+    """Replace several files as one output: `writes` maps each path to a function writing it atomically at a path
+    it is given (`save_npy_atomic`, `write_json_atomic`, ...). All are written under temporary names beside their
+    places first and renamed in only when every write succeeded, so that a failed one (WriteError) leaves the
+    earlier files as they were, never a new one beside the record of another (a kill between two renames aside)."""
+    writes = {Path(path): write for path, write in writes.items()}
+    staged = {path: unique_temp_path(path) for path in writes}
+    try:
+        for path, tmp in staged.items():
+            try:
+                writes[path](tmp)
+            except WriteError as err:  # named after its place, not its temporary name
+                raise WriteError(str(err).replace(str(tmp), str(path))) from err
+        for path, tmp in staged.items():
+            os.replace(tmp, path)
+    finally:
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)
+
+
 # what np.load raises on a damaged, truncated or foreign .npy/.npz (a broken .npz is a BadZipFile, not an OSError)
 NPY_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)
 

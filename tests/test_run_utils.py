@@ -692,3 +692,25 @@ def test_out_among_inputs_sees_one_folder_however_it_is_spelled(tmp_path, monkey
     assert run_utils.out_among_inputs("./tuned/", [tmp_path / "pretrained", tmp_path / "tuned"]) == \
         "--out ./tuned/ is one of the compared result folders; choose another"
     assert run_utils.out_among_inputs("tuned2", ["tuned", "pretrained"]) is None
+
+
+def test_files_written_together_replace_the_earlier_ones_only_when_every_write_succeeded(tmp_path, monkeypatch):
+    data, record = tmp_path / "targets.npz", tmp_path / "targets.npz.json"
+    writes = {data: lambda p: run_utils.save_npz_atomic(p, x=np.arange(3)),
+              record: lambda p: run_utils.write_json_atomic(p, {"made": 1})}
+    run_utils.write_together(writes)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["targets.npz", "targets.npz.json"]
+    assert json.loads(record.read_text()) == {"made": 1} and np.load(data)["x"].tolist() == [0, 1, 2]
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    calls = []
+
+    def second_fsync_fails(fd):
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+    monkeypatch.setattr(run_utils.os, "fsync", second_fsync_fails)
+    with pytest.raises(run_utils.WriteError, match=rf"^{re.escape(str(record))}: could not be written \(OSError: "
+                                                   rf"\[Errno 28\] No space left on device\)"):  # its place's name
+        run_utils.write_together({data: lambda p: run_utils.save_npz_atomic(p, x=np.arange(5)),
+                                  record: lambda p: run_utils.write_json_atomic(p, {"made": 2})})
+    assert len(calls) == 2 and {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temp file left
