@@ -106,6 +106,11 @@ def test_models_run_together_equal_each_alone_batch_after_batch(tiny_models, fam
                 torch.testing.assert_close(s, r, rtol=1e-5, atol=1e-5)
             assert torch.equal(valid, ref_valid)
     assert not torch.allclose(together[0][0][2], together[1][0][1])  # the tuned top layer differs
+    shared = plan[1][1]  # the tuned model asking only for states it shares: copied from the pretrained model's
+    (_, _), (states, valid) = hidden_states_together([pre, tuned], batch, [[2], [shared]], plan)
+    ref_states, ref_valid = alone_tuned(batch, layers=[shared])
+    torch.testing.assert_close(states[0], ref_states[0], rtol=1e-5, atol=1e-5)
+    assert torch.equal(valid, ref_valid)
 
 
 def _whisper(tiny_models):
