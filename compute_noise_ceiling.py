@@ -77,8 +77,8 @@ def main(argv=None) -> int:
         "above_0.4": int((nc > 0.4).sum()),
         "median": float(np.median(nc)), "formula": "eval_utils.noise_ceiling (Schoppe et al. 2016 cc_max)"})
     try:  # the ceiling and its record replace the earlier pair together, or not at all
-        write_together({path: lambda p: save_npy_atomic(p, nc), path.with_suffix(".json"):
-                        lambda p: write_json_atomic(p, record)})
+        write_together({path: lambda p: save_npy_atomic(p, nc),
+                        path.with_suffix(".json"): lambda p: write_json_atomic(p, record)})
     except WriteError as err:  # a full disk or quota
         print(f"error: {err}", file=sys.stderr)
         return EXIT_WRITE
