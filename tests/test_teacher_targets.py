@@ -1,6 +1,5 @@
 """Teacher targets (teacher_targets.py, make_teacher_targets.py) and the trainer regressing onto them."""
 import json
-import re
 
 import h5py
 import numpy as np
