@@ -28,6 +28,11 @@ def main(argv=None) -> int:
     ap.add_argument("--ridge", default=str(OUT / "ridge.json"))
     ap.add_argument("--extraction", default=str(OUT / "extraction_wav2vec2.json"))
     args = ap.parse_args(argv)
+    # the projection reads two benchmarks' outputs: name the one missing and the command that writes it
+    for path, command in ((args.ridge, "`python bench/bench_ridge.py`"),
+                          (args.extraction, "`python bench/bench_extraction.py` at its default --audio-s 12")):
+        if not Path(path).is_file():
+            ap.error(f"{path}: not found; it is written by {command}, run that first")
     ridge = json.loads(Path(args.ridge).read_text())
     ext = json.loads(Path(args.extraction).read_text())
     size = ridge["size"]
