@@ -69,7 +69,7 @@ def test_subjects_are_the_uts_folders_only(tmp_path):
     shutil.rmtree(base)
     with pytest.raises(DataError, match=rf"^{re.escape(str(base))}: missing \(expected one folder per subject"):
         Ds003020(tmp_path).subjects()
-    with pytest.raises(DataError, match=rf"respdict.json: missing \(expected a JSON object story -> number of TRs\)"):
+    with pytest.raises(DataError, match=r"respdict.json: missing \(expected a JSON object story -> number of TRs\)"):
         Ds003020(tmp_path).respdict
 
 
