@@ -6,7 +6,6 @@ test rows [50:-5]), z-scored per column, stacked over stories, then FIR-delayed 
 """
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 
@@ -82,11 +81,16 @@ def bootstrap_low_level_impact(full: np.ndarray, residual: np.ndarray) -> np.nda
 
     full, residual : (n_layers, n_boot, n_models) ROI mean cc_norm samples (`bootstrap_roi_cc_norm` per layer) of
     the models' features and of their low-level residuals, on the same samples.
-    Returns (n_boot, n_models): `low_level_impact` per layer (NaN where the full one is 0), then the mean over layers.
+    Returns (n_boot, n_models): `low_level_impact` per layer (NaN where the full one is not positive), then the mean
+    over layers by `upper_middle_impact`, as the summary averages them (NaN where any layer's is).
     """
-    with warnings.catch_warnings():  # a sample where every layer is NaN stays NaN
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(low_level_impact(full, residual), axis=0)
+    return upper_middle_impact(low_level_impact(full, residual), axis=0)
+
+
+def upper_middle_impact(per_layer, axis=None):
+    """The mean of per-layer low-level impacts, NaN where any is NaN: an average over only the layers that define
+    one would be over other layers than the upper-middle mean it is read beside."""
+    return np.mean(np.asarray(per_layer, dtype=float), axis=axis)
 
 
 # The residual model's grid: down to a near-unpenalised fit (penalty 1e-6), which the held-out rows often favour
@@ -194,10 +198,11 @@ def upper_middle_mismatch_note(layer_sets: dict[str, list[int] | None]) -> str |
 def low_level_impact(full, residual):
     """100·(align_full − align_residual)/align_full (percent of alignment explained by low-level features).
 
-    Floats give a float; arrays give an array, elementwise. NaN where align_full is 0 or not finite.
+    Floats give a float; arrays give an array, elementwise. NaN where align_full is not positive or not finite:
+    an ROI the model does not predict has no alignment to explain (a negative one would also flip the sign).
     """
     full, residual = np.asarray(full, dtype=float), np.asarray(residual, dtype=float)
-    ok = np.isfinite(full) & (full != 0)
+    ok = np.isfinite(full) & (full > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         out = np.where(ok, 100.0 * (full - residual) / np.where(ok, full, 1.0), np.nan)
     return float(out) if out.ndim == 0 else out

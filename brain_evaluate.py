@@ -539,7 +539,8 @@ def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers:
         summary["low_level_groups"] = list(args.low_level_groups)
         summary["low_level_residual_model"] = "{score} over {alphas}".format(**residual_ridge)
         summary["upper_middle_low_level_impact"] = {
-            roi: float(np.nanmean([summary["per_layer"][l]["low_level_impact"][roi] for l in um])) for roi in rois}
+            roi: float(al.upper_middle_impact([summary["per_layer"][l]["low_level_impact"][roi] for l in um]))
+            for roi in rois}
     write_json_atomic(out / "config.json", {"args": {**vars(args), "model_name": model_name, "out": str(out)},
                                             "resolved": {"model_revision": models.hub_revision(model_name, args.revision),
                                                          "train_stories": train, **resolved,

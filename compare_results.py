@@ -215,8 +215,13 @@ def _render_bootstrap(boot: dict, names: list[str]) -> list[str]:
         lines += ["", "| model | " + " | ".join(f"{r} low-level impact, points vs {names[0]}" for r in rois) + " |",
                   "|---|" + "---|" * len(rois)]
         for name in names[1:]:
-            ci = boot["low_level_impact_difference_ci95"][f"{name} - {names[0]}"]
-            lines.append(f"| {name} | " + " | ".join(f"{ci[r][0]:+.1f} to {ci[r][1]:+.1f}" for r in rois) + " |")
+            pair = f"{name} - {names[0]}"
+            ci, undefined = boot["low_level_impact_difference_ci95"][pair], \
+                boot.get("low_level_impact_undefined_samples", {}).get(pair, {})
+            lines.append(f"| {name} | " + " | ".join(
+                f"{ci[r][0]:+.1f} to {ci[r][1]:+.1f}" if np.isfinite(ci[r][0]) else
+                f"undefined in {undefined.get(r, '?')} of {boot['n_boot']} samples (full alignment not positive)"
+                for r in rois) + " |")
     return lines
 
 
@@ -345,11 +350,14 @@ def bootstrap_changes(dirs: list[Path], names: list[str], summaries: list[dict],
             for k, name in enumerate(names):
                 for j in range(k):
                     pair, diff = f"{name} - {names[j]}", impact[:, k] - impact[:, j]
-                    diff = diff[np.isfinite(diff)]
+                    # a sample whose full alignment is not positive leaves the impact undefined; an interval over
+                    # the other samples would be conditioned on the alignment, so then none is given
+                    undefined = int(np.sum(~np.isfinite(diff)))
+                    out.setdefault("low_level_impact_undefined_samples", {}).setdefault(pair, {})[roi] = undefined
                     out.setdefault("low_level_impact_difference_ci95", {}).setdefault(pair, {})[roi] = \
-                        _interval(diff) if len(diff) else [float("nan")] * 2
+                        [float("nan")] * 2 if undefined else _interval(diff)
                     out.setdefault("low_level_impact_share_of_samples_above", {}).setdefault(pair, {})[roi] = \
-                        float(np.mean(diff > 0)) if len(diff) else float("nan")
+                        float("nan") if undefined else float(np.mean(diff > 0))
     return out
 
 

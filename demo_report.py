@@ -96,6 +96,8 @@ def impact_interval_note(boot: dict, a: str, b: str, roi: str) -> str:
     if (found := _pair_interval(boot, "low_level_impact_", a, b, roi)) is None:
         return ""
     lo, hi, share = found
+    if not np.isfinite(lo):  # some resample's full alignment is not positive (compare_results.bootstrap_changes)
+        return "no interval: the impact is undefined in some resamples of the test TRs"
     return (f"95% interval {lo:+.1f} to {hi:+.1f} points; {a} below in {100 * (1.0 - share):.0f}% of resamples of "
             f"the test TRs")
 

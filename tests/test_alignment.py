@@ -58,6 +58,17 @@ def test_upper_middle_layers_and_impact():
     assert al.relative_change(0.1, -0.2) == pytest.approx(150.0)  # up from a negative reference is a gain
     assert al.relative_change(0.3, 0.2) == pytest.approx(50.0) and np.isnan(al.relative_change(0.3, 0.0))
     assert np.isnan(al.low_level_impact(0.0, 0.1))
+    # no alignment to explain: a negative full one gives NaN, not -47% for residuals that predict worse
+    assert np.isnan(al.low_level_impact(-0.035, -0.0515)) and np.isnan(al.low_level_impact(np.nan, 0.1))
+    np.testing.assert_allclose(al.low_level_impact(np.array([0.5, -0.5, 0.2]), np.array([0.4, -0.6, 0.3])),
+                               [20.0, np.nan, -50.0])
+    # the mean over layers is undefined where one layer's is (not the mean of the others: other layers than the
+    # upper-middle mean beside it), in a bootstrap sample as in the summary
+    assert al.upper_middle_impact([20.0, 10.0]) == pytest.approx(15.0)
+    assert np.isnan(al.upper_middle_impact([20.0, np.nan]))
+    full_, residual_ = np.array([[[-0.1, 0.4]], [[0.5, 0.5]]]), np.array([[[-0.2, 0.2]], [[0.4, 0.4]]])
+    layers = al.bootstrap_low_level_impact(full_, residual_)  # (2 layers, 1 sample, 2 models)
+    assert layers.shape == (1, 2) and np.isnan(layers[0, 0]) and layers[0, 1] == pytest.approx(35.0)
     w = al.wilcoxon_compare([0.5, 0.6, 0.55, 0.7, 0.65, 0.62], [0.4, 0.5, 0.5, 0.6, 0.55, 0.5])
     assert w["p_value"] < 0.05 and w["n"] == 6
     assert al.mean_sem([1.0, 3.0, np.nan]) == pytest.approx((2.0, 1.0))  # sd sqrt(2), 2 values: SEM 1
@@ -204,7 +215,9 @@ def test_brain_evaluate_end_to_end_cache_and_compare(mini, tiny_models, tmp_path
     assert sub["low_level_groups"] == ["mel", "articulatory"]
     with np.load(tmp_path / "m" / "layer_2.npz") as zm:  # kept in the upper-middle layer for the intervals
         assert zm["test_predictions_roi_residual"].shape == zm["test_predictions_roi"].shape
-    assert sub["upper_middle_low_level_impact"]["all"] != summary["upper_middle_low_level_impact"]["all"]
+    # fewer groups regressed out leave other residual features (the random model's impacts are undefined: below zero)
+    residual_cc = [s["per_layer"]["2"]["rois_residual"]["all"]["cc_norm"] for s in (sub, summary)]
+    assert np.isfinite(residual_cc).all() and residual_cc[0] != residual_cc[1]
     assert "| low-level impact % (mel, articulatory) |" in (tmp_path / "m" / "table.md").read_text()
     capsys.readouterr()
     assert brain_evaluate.main(["--compare", str(tmp_path / "a"), str(tmp_path / "m"), "--out",
@@ -243,13 +256,17 @@ def test_brain_evaluate_end_to_end_cache_and_compare(mini, tiny_models, tmp_path
     assert not (tmp_path / "killed" / "summary.json").exists()
     assert brain_evaluate.main(["--compare", str(tmp_path / "a"), str(tmp_path / "killed"), "--out",
                                 str(tmp_path / "bad")]) == 2
-    # the same low-level result twice: the impact's bootstrap difference is exactly 0 in every sample
+    # the same low-level result twice; the random tiny model's language alignment is below zero (its impact was
+    # read as a signed percentage before): undefined, in the summary and in the resamples that keep it below zero
+    assert summary["upper_middle_mean"]["language"] < 0 and np.isnan(summary["upper_middle_low_level_impact"]["language"])
     shutil.copytree(tmp_path / "a", tmp_path / "a2")
     assert brain_evaluate.main(["--compare", str(tmp_path / "a"), str(tmp_path / "a2"), "--out", str(tmp_path / "c2")]) == 0
     boot2 = json.loads((tmp_path / "c2" / "comparison.json").read_text())["bootstrap"]
-    assert boot2["low_level_impact_difference_ci95"]["a2 - a"]["language"] == [0.0, 0.0]
-    assert boot2["low_level_impact_share_of_samples_above"]["a2 - a"]["language"] == 0.0
-    assert "language low-level impact, points vs a" in (tmp_path / "c2" / "comparison.md").read_text()
+    undefined = boot2["low_level_impact_undefined_samples"]["a2 - a"]["language"]
+    assert 0 < undefined <= 1000 and np.isnan(boot2["low_level_impact_difference_ci95"]["a2 - a"]["language"]).all()
+    assert np.isnan(boot2["low_level_impact_share_of_samples_above"]["a2 - a"]["language"])
+    assert (f"undefined in {undefined} of 1000 samples (full alignment not positive)"
+            in (tmp_path / "c2" / "comparison.md").read_text())
     assert brain_evaluate.main(["--compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "cmp")]) == 0
     table = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert table["change_vs_first_pct"]["b"]["all"] == pytest.approx(0.0, abs=1e-6)

@@ -417,8 +417,28 @@ def test_bootstrap_changes_against_resampled_rows_by_hand(tmp_path):
                                                                        ["language"], n_boot=20)
     full = [_bootstrap_folder(tmp_path / "full" / m, models[m], responses, cc_max, rois, residual_layers=(3, 4))
             for m in ("pre", "tuned")]
-    assert "tuned - pre" in bootstrap_changes(full, ["pre", "tuned"], summaries[:2], ["language"],
-                                              n_boot=20)["low_level_impact_difference_ci95"]
+    with_impact = bootstrap_changes(full, ["pre", "tuned"], summaries[:2], ["language"], n_boot=20)
+    # pre's alignment is negative in every sample: its impact is undefined there, and so is the interval
+    assert with_impact["low_level_impact_undefined_samples"]["tuned - pre"]["language"] == 20
+    assert np.isnan(with_impact["low_level_impact_difference_ci95"]["tuned - pre"]["language"]).all()
+    # a model about as often above zero as below: undefined in some samples only, and still no interval (one over
+    # the samples where its alignment happens to be positive would be conditioned on it)
+    near_zero = {3: rng.standard_normal((t, 4)), 4: rng.standard_normal((t, 4))}
+    tuned2 = {l: p + 0.1 * rng.standard_normal(p.shape) for l, p in models["tuned"].items()}
+    full += [_bootstrap_folder(tmp_path / "full" / name, layers, responses, cc_max, rois, residual_layers=(3, 4))
+             for name, layers in (("zero", near_zero), ("tuned2", tuned2))]
+    some = bootstrap_changes(full[1:], ["tuned", "zero", "tuned2"], summaries[:3], ["language"], n_boot=20)
+    assert 0 < some["low_level_impact_undefined_samples"]["zero - tuned"]["language"] < 20
+    assert np.isnan(some["low_level_impact_difference_ci95"]["zero - tuned"]["language"]).all()
+    assert np.isnan(some["low_level_impact_share_of_samples_above"]["zero - tuned"]["language"])
+    # two models aligned in every sample: the interval, as before
+    assert some["low_level_impact_undefined_samples"]["tuned2 - tuned"]["language"] == 0
+    assert np.isfinite(some["low_level_impact_difference_ci95"]["tuned2 - tuned"]["language"]).all()
+    from compare_results import _render_bootstrap
+    lines = _render_bootstrap({**some, "rois": ["language"]}, ["tuned", "zero", "tuned2"])
+    n_undefined = some["low_level_impact_undefined_samples"]["zero - tuned"]["language"]
+    assert f"| zero | undefined in {n_undefined} of 20 samples (full alignment not positive) |" in lines
+    assert any(line.startswith("| tuned2 | ") and " to " in line for line in lines[-2:])
     # a model whose predictions are constant: its impact is undefined (0 alignment) in every sample, so the share
     # of samples where it is above is unknown (NaN), not 0
     flat = _bootstrap_folder(tmp_path / "flat", {3: np.ones((t, 4)), 4: np.ones((t, 4))}, responses, cc_max, rois,

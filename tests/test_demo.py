@@ -320,6 +320,10 @@ def test_interval_notes_read_the_bootstrap_in_either_pair_order():
     assert impact_interval_note(boot, "pretrained", "tuned", "language") == (
         "95% interval -1.5 to +4.0 points; pretrained below in 25% of resamples of the test TRs")
     assert impact_interval_note(boot, "tuned", "pretrained", "auditory") == ""
+    boot["low_level_impact_difference_ci95"]["tuned - pretrained"]["auditory"] = [float("nan")] * 2  # undefined
+    boot["low_level_impact_share_of_samples_above"]["tuned - pretrained"]["auditory"] = float("nan")
+    assert impact_interval_note(boot, "tuned", "pretrained", "auditory") == (
+        "no interval: the impact is undefined in some resamples of the test TRs")
 
 
 def test_cpu_line_names_the_model_and_its_vector_instructions(tmp_path):
