@@ -6,7 +6,6 @@ test rows [50:-5]), z-scored per column, stacked over stories, then FIR-delayed 
 """
 from __future__ import annotations
 
-
 import numpy as np
 
 from eval_utils import (DEFAULT_DELAYS, cc_norm, columnwise_correlation, lanczosinterp2d, make_delayed,
