@@ -216,11 +216,11 @@ def _render_bootstrap(boot: dict, names: list[str]) -> list[str]:
                   "|---|" + "---|" * len(rois)]
         for name in names[1:]:
             pair = f"{name} - {names[0]}"
-            ci, undefined = boot["low_level_impact_difference_ci95"][pair], \
-                boot.get("low_level_impact_undefined_samples", {}).get(pair, {})
+            ci = boot["low_level_impact_difference_ci95"][pair]
+            undefined = boot["low_level_impact_undefined_samples"][pair]  # written beside each interval
             lines.append(f"| {name} | " + " | ".join(
                 f"{ci[r][0]:+.1f} to {ci[r][1]:+.1f}" if np.isfinite(ci[r][0]) else
-                f"undefined in {undefined.get(r, '?')} of {boot['n_boot']} samples (full alignment not positive)"
+                f"undefined in {undefined[r]} of {boot['n_boot']} samples (full alignment not positive)"
                 for r in rois) + " |")
     return lines
 
