@@ -477,7 +477,10 @@ def compare_subjects(groups: list[list[Path]], out: Path, labels: list[str] | No
         _check_same_low_level_measure([d for g in groups for d in g], [s for ss in summaries for s in ss])
         impact = {name: {r: [ss[k]["upper_middle_low_level_impact"].get(r, float("nan")) for ss in summaries]
                          for r in rois} for k, name in enumerate(names)}
-        table["low_level_impact_pct"] = {n: {r: _across(impact[n][r], subjects) for r in rois} for n in names}
+        # undefined (NaN) where a subject's full alignment is not positive: the mean is over the others, counted
+        table["low_level_impact_pct"] = {n: {r: {**_across(impact[n][r], subjects),
+                                                 "n_defined": int(np.isfinite(impact[n][r]).sum())}
+                                             for r in rois} for n in names}
         table["low_level_groups"] = list(low_level_groups(summaries[0][0]))
         for name in names[1:]:
             for r in rois:
@@ -530,7 +533,8 @@ def _render_subjects(table: dict) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if "low_level_impact_pct" in table:
         low = table["low_level_impact_pct"]
-        lines += ["", "Low-level impact % (mean ± SEM; Wilcoxon p vs the first model):", "",
+        lines += ["", "Low-level impact % (mean ± SEM over the subjects where it is defined, how many in brackets where "
+                      "not all: undefined where the full alignment is not positive; Wilcoxon p vs the first model):", "",
                   "| model | " + " | ".join(rois) + " |", "|---|" + "---|" * len(rois)]
         for name in names:
             cells = []
@@ -538,7 +542,8 @@ def _render_subjects(table: dict) -> str:
                 e = low[name][r]
                 w = e.get("wilcoxon_vs_first", {})
                 p = f" (p {w['p_value']:.3g})" if "p_value" in w else ""
-                cells.append(f"{e['mean']:.1f} ± {e['sem']:.1f}{p}")
+                some = f" ({e['n_defined']}/{len(subjects)})" if e["n_defined"] < len(subjects) else ""
+                cells.append(f"{e['mean']:.1f} ± {e['sem']:.1f}{some}{p}")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if "stories_to_match" in table:
         match = table["stories_to_match"]

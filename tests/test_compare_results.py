@@ -52,6 +52,21 @@ def test_mean_sem_change_and_signed_rank_by_hand(tmp_path, capsys):
     assert "3 subjects (UTS01, UTS02, UTS03)" in capsys.readouterr().out
 
 
+def test_group_low_level_impact_undefined_in_a_subject_is_counted_not_hidden(tmp_path):
+    # UTS02's pretrained language alignment is not positive: its impact is NaN (alignment.low_level_impact)
+    args = _groups(tmp_path, [0.1, -0.05, 0.4], [0.12, 0.02, 0.44],
+                   impacts=[(30, 20), (float("nan"), 24), (40, 30)])
+    assert brain_evaluate.main(args + ["--out", str(tmp_path / "group")]) == 0
+    low = json.loads((tmp_path / "group" / "group.json").read_text())["low_level_impact_pct"]
+    assert low["pretrained"]["language"]["mean"] == pytest.approx(35.0) and low["pretrained"]["language"]["n_defined"] == 2
+    assert low["tuned"]["language"]["mean"] == pytest.approx(74 / 3) and low["tuned"]["language"]["n_defined"] == 3
+    # the paired test drops UTS02: two pairs (-10, -10)
+    assert low["tuned"]["language"]["wilcoxon_vs_first"]["n"] == 2
+    low_table = (tmp_path / "group" / "group.md").read_text().split("Low-level impact %")[1].split("\n\n")[1]
+    assert "| pretrained | 0.0 ± 0.0 | 35.0 ± 5.0 (2/3) | 40.0 ± 0.0 |" in low_table
+    assert "| tuned | 0.0 ± 0.0 | 24.7 ± 2.9 (p 0.5) |" in low_table  # defined in all three: no count
+
+
 def test_signed_rank_p_for_six_subjects(tmp_path):
     pre = [0.1] * 6
     # differences +1 +2 -3 +4 +5 +6 (x0.01): ranks 1..6, W- = 3; subsets of {1..6} summing to <= 3: 5 -> p = 2*5/64
