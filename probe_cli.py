@@ -119,6 +119,10 @@ def run(args, task_runner) -> int:
     if (problem := output_dirs_problem(args.out, ("results.json",), "probe result", is_probe_output)) is not None:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    if not Path(args.data_dir).is_dir():  # a mistyped path: say so before the models load, not "no TRAIN/ folder"
+        found = "a file" if Path(args.data_dir).exists() else "nothing"
+        print(f"error: --data-dir {args.data_dir}: expected the dataset's folder, found {found}", file=sys.stderr)
+        return EXIT_DATA
     # one probe run at a time per --out (a second would mix its results with this one's config)
     return run_claimed(args.out, "probe run", lambda: run_models(args, task_runner))
 

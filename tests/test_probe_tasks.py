@@ -215,6 +215,12 @@ def test_clear_errors(downstream, tiny_models, tmp_path, capsys):
     assert eval_phonemes.main(base + ["--layers", "9"]) == 2          # layer out of range
     assert eval_phonemes.main(probe_args(tiny_models["whisper"], tmp_path / "nowhere", tmp_path / "r",
                                     tmp_path / "c")) == 3             # dataset missing
+    assert f"--data-dir {tmp_path / 'nowhere'}: expected the dataset's folder, found nothing" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("")
+    assert eval_downstream.main(["--task", "commands", "--data-dir", str(tmp_path / "a_file"), "--model-name",
+                                 tiny_models["hubert"], "--out", str(tmp_path / "r")]) == 3
+    assert "a_file: expected the dataset's folder, found a file" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()  # refused before anything is written
     assert eval_downstream.main(["--compare", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
     assert eval_downstream.main(["--compare", str(tmp_path / "nothing"), "--out", str(tmp_path / "x"),
                                  "--model-name", "some/model"]) == 2
