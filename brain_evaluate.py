@@ -483,6 +483,14 @@ def fit_layer(features: dict[str, np.ndarray], low: dict[str, np.ndarray] | None
     return entry, arrays
 
 
+def tr_grids_label(timing: dict) -> str:
+    """The TR grids of a `Ds003020.timing_record()` in a line that two evaluations share when their grids are the
+    same: the trfiles pickle's SHA-256 (wherever it lies), else the TR the grids were simulated with."""
+    if "trfiles_sha256" in timing:
+        return f"trfiles sha256 {timing['trfiles_sha256'][:16]}"
+    return f"simulated, TR {timing['tr']} s"
+
+
 def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers: int,
                     per_layer: dict[int, dict[str, np.ndarray]], subject_data: dict, low: dict | None,
                     resolved: dict) -> None:
@@ -497,7 +505,9 @@ def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers:
     summary = {"subject": subject_data["subject"], "model": model_name, "model_type": model_type, "layers": layers,
                "n_layers": n_layers, "upper_middle_layers": al.upper_middle_layers(layers, n_layers),
                "per_layer": {}, "nc_floor": args.nc_floor, "ridge_score": args.ridge_score, "test_story": test_story,
-               "train_stories": train, "noise_ceiling_digest": subject_data["nc_digest"]}  # --compare: one ceiling
+               "train_stories": train, "noise_ceiling_digest": subject_data["nc_digest"],  # --compare: one ceiling
+               # and one feature sampling: window stride and context, and the TR grids features are resampled to
+               "stride": args.stride, "context": args.context, "tr_grids": tr_grids_label(subject_data["timing"])}
     named = [r for r in rois if r != "all"]  # test predictions of their voxels are kept for --compare's bootstrap
     roi_voxels = np.unique(np.concatenate([rois[r] for r in named])).astype(np.int64) if named else None
     out.mkdir(parents=True, exist_ok=True)

@@ -51,14 +51,15 @@ def _check_one_subject_and_test(dirs, summaries) -> None:
     folders that differ (a subject's Δ% against another subject's, cc_norm under another ceiling, from alphas chosen
     otherwise or from more training data, is not a model effect)."""
     for key, what in (("subject", "subject"), ("test_story", "test story"), ("nc_floor", "--nc-floor"),
-                      ("noise_ceiling_digest", "noise ceiling (cc_max digest)"), ("ridge_score", "--ridge-score")):
+                      ("noise_ceiling_digest", "noise ceiling (cc_max digest)"), ("ridge_score", "--ridge-score"),
+                      ("stride", "--stride"), ("context", "--context"), ("tr_grids", "TR grids (--tr, --trfiles)")):
         for d, s in zip(dirs[1:], summaries[1:]):
             first, this = summaries[0].get(key), s.get(key)
             if first is not None and this is not None and this != first:  # older results lack a key: no check
                 hint = " (across subjects: --subject-results)" if key == "subject" else ""
                 raise ValueError(f"{d}: {what} {this!r}, expected {first!r} like {dirs[0]}: the models compared must "
-                                 f"be evaluated on one subject's test story with one --nc-floor, one "
-                                 f"noise-ceiling file and one --ridge-score{hint}")
+                                 f"be evaluated on one subject's test story with one --nc-floor, noise-ceiling file, "
+                                 f"--ridge-score, --stride, --context and TR grid{hint}")
     # alignment rises with the encoding model's training data (README: data efficiency): other stories confound
     first = summaries[0].get("train_stories")
     for d, s in zip(dirs[1:], summaries[1:]):

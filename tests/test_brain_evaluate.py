@@ -47,6 +47,8 @@ def test_brain_evaluate_end_to_end_cache_and_compare(mini, tiny_models, tmp_path
     # the ceiling it was normalised by, for --compare's check: the noise-ceiling file's values
     nc = np.load(mini / "subject_NCs" / "UTS02.npy").astype(np.float64)
     assert summary["noise_ceiling_digest"] == array_digest(nc)
+    # and its feature sampling, for the same check: the flags given, the TR the grids were simulated with
+    assert (summary["stride"], summary["context"], summary["tr_grids"]) == (0.5, 3.0, "simulated, TR 2.0045 s")
     resolved = json.loads((tmp_path / "a" / "config.json").read_text())["resolved"]
     assert resolved["feature_cache_hits"] == 0
     assert resolved["batch_size"] == 1 and resolved["device"] == "cpu"  # one window at a time on a CPU
@@ -585,3 +587,17 @@ def test_ridge_runs_on_the_evaluation_gpu_by_default():
     assert brain_evaluate.ridge_backend("numpy", gpu) == {"backend": "numpy", "device": None}
     assert brain_evaluate.ridge_backend("torch", cpu) == {"backend": "torch", "device": "cpu"}
 
+
+
+def test_tr_grids_label_names_the_tr_or_the_trfiles_content(mini, tmp_path):
+    # --compare's check of the TR grids: simulated grids by their TR, Box grids by the pickle's content, not its path
+    assert brain_evaluate.tr_grids_label(Ds003020(mini / "ds003020").timing_record()) == "simulated, TR 2.0045 s"
+    assert brain_evaluate.tr_grids_label(Ds003020(mini / "ds003020", tr=2.0).timing_record()) == "simulated, TR 2.0 s"
+    labels = []
+    for copy in ("a", "b"):
+        (tmp_path / copy).mkdir()
+        shutil.copy(mini / "box" / "trfiles_huge.jbl", tmp_path / copy / "trfiles_huge.jbl")
+        data = Ds003020(mini / "ds003020")
+        data.use_box_trfiles(tmp_path / copy / "trfiles_huge.jbl")
+        labels.append(brain_evaluate.tr_grids_label(data.timing_record()))
+    assert labels[0] == labels[1] and labels[0].startswith("trfiles sha256 ") and len(labels[0]) == len("trfiles sha256 ") + 16

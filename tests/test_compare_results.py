@@ -124,12 +124,17 @@ def test_flag_combinations(tmp_path, capsys):
     ("nc_floor", 0.2, "b: --nc-floor 0.2, expected 0.1 like"),
     ("noise_ceiling_digest", "e5f6", "b: noise ceiling (cc_max digest) 'e5f6', expected 'a1b2' like"),
     ("ridge_score", "signed_sqrt_r2", "b: --ridge-score 'signed_sqrt_r2', expected 'r2' like"),
+    # features sampled otherwise (README: --stride 2 --context 6 on a CPU) change alignment without the model changing
+    ("stride", 2.0, "b: --stride 2.0, expected 1.0 like"),
+    ("context", 6.0, "b: --context 6.0, expected 8.0 like"),
+    ("tr_grids", "simulated, TR 2.0 s", "b: TR grids (--tr, --trfiles) 'simulated, TR 2.0 s', expected "
+                                        "'simulated, TR 2.0045 s' like"),
 ])
 def test_compare_refuses_folders_of_another_subject_test_story_floor_ceiling_or_criterion(tmp_path, capsys, key, value,
                                                                                            message):
     base = {"subject": "UTS01", "test_story": "wheretheressmoke", "nc_floor": 0.1, "model_type": "whisper",
-            "noise_ceiling_digest": "a1b2", "ridge_score": "r2",
-            "per_layer": {}, "upper_middle_layers": [], "upper_middle_mean": {"all": 0.1, "language": 0.2}}
+            "noise_ceiling_digest": "a1b2", "ridge_score": "r2", "stride": 1.0, "context": 8.0,
+            "tr_grids": "simulated, TR 2.0045 s", "per_layer": {}, "upper_middle_layers": [], "upper_middle_mean": {"all": 0.1, "language": 0.2}}
     for name, summary in (("a", base), ("b", {**base, key: value})):
         (tmp_path / name).mkdir()
         (tmp_path / name / "summary.json").write_text(json.dumps(summary))
