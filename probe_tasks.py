@@ -466,7 +466,7 @@ def run_semantic_preference(models: list[ProbedModel], words_by_source: dict, au
                   "upper_middle_layers": um, "per_layer": per_layer,
                   "upper_middle_mean": {"preference": float(np.mean([per_layer[str(l)]["preference"] for l in um]))},
                   "n_pairs": pref["n_pairs"], "skipped_pairs": pref["skipped"], "words_found": len(emb),
-                  "pairs_file": str(pairs_file)}
+                  "pairs_file": str(pairs_file), "context_s": context_s, "max_per_word": max_per_word}
         lines = [f"### semantic preference · {m.name}", "",
                  "mean cosine per layer; preference = synonym − near-homophone", "",
                  "| layer | synonym | near-homophone | random | preference |", "|---|---|---|---|---|"]
@@ -563,6 +563,12 @@ def run_story_word_probe(models: list[ProbedModel], words_by_source: dict, audio
     return results
 
 
+# results.json keys that results compared must share -> how an error names them
+COMPARED_PROBE_SETTINGS = {"utterances": "utterances", "classes": "classes", "n_words": "words",
+                           "n_occurrences": "word occurrences", "n_pairs": "pairs", "words_found": "words found",
+                           "context_s": "--context", "max_per_word": "--max-per-word", "n_folds": "--folds"}
+
+
 def compare_probe_results(dirs: list[Path], out: Path, labels: list[str] | None = None) -> dict:
     """Side-by-side upper-middle scores of several result folders of the same task (first = reference); the models
     named by `labels` or else by their folders (`run_utils.result_labels`)."""
@@ -572,11 +578,13 @@ def compare_probe_results(dirs: list[Path], out: Path, labels: list[str] | None 
     if len({r["task"] for r in results}) != 1:
         found = ", ".join(f"{r['task']} in {d}" for d, r in zip(dirs, results))
         raise ValueError(f"--compare needs result folders of one task; found {found}")
-    for key in ("utterances", "classes"):  # one dataset: the same split sizes and labels (older results: no check)
+    # one dataset (split sizes, labels, words and pairs found) probed alike (the word segments' --context,
+    # --max-per-word, --folds); a key an older result lacks is not checked
+    for key, what in COMPARED_PROBE_SETTINGS.items():
         for d, r in zip(dirs[1:], results[1:]):
             if key in r and key in results[0] and r[key] != results[0][key]:
-                raise ValueError(f"{d}: {key} {r[key]}, expected {results[0][key]} like {dirs[0]}: --compare needs "
-                                 f"results on the same data")
+                raise ValueError(f"{d}: {what} {r[key]}, expected {results[0][key]} like {dirs[0]}: --compare needs "
+                                 f"results on the same data, probed with the same settings")
     names = result_labels(dirs, labels)
     metric_names = list(results[0]["upper_middle_mean"])
     ref = results[0]["upper_middle_mean"]

@@ -21,6 +21,16 @@ def test_semantic_preference_on_miniature_stories(mini, downstream, tiny_models,
     assert res["n_pairs"]["near_homophone"] >= 5 and res["n_pairs"]["synonym"] >= 10
     v = res["per_layer"]["1"]
     assert v["preference"] == pytest.approx(v["synonym"] - v["near_homophone"])
+    assert (res["context_s"], res["max_per_word"]) == (3.0, 2)
+    # word segments cut with another --context are other features: --compare refuses to table them side by side
+    assert eval_downstream.main(probe_args(tiny_models["hubert"], mini / "ds003020", tmp_path / "sp1", tmp_path / "c",
+                                      "--task", "semantic_preference", "--pairs",
+                                      str(downstream / "words" / "semantic_pairs.tsv"), "--max-per-word", "2",
+                                      "--context", "1")) == 0
+    capsys.readouterr()
+    assert eval_downstream.main(["--compare", str(out), str(tmp_path / "sp1"), "--out", str(tmp_path / "cmp")]) == 2
+    assert f"{tmp_path / 'sp1'}: --context 1.0, expected 3.0 like {out}" in capsys.readouterr().err
+    assert not (tmp_path / "cmp").exists()
 
 
 def test_story_words_from_a_truncated_story_or_a_broken_textgrid_exit_3_naming_the_file(mini, downstream, tiny_models,
