@@ -30,7 +30,7 @@ import data_utils as du
 import models
 import voxel_selection as vs
 from features import (FeatureCache, add_window_arguments, cache_settings, check_finite_features, check_window_fits,
-                      extract_story_features_together)
+                      extract_story_features_together, resolve_pooling)
 from inference import inference_threads, sharing_plan
 from ridge import SCORES
 from timing import TEST_EXTRA_TRIM
@@ -507,7 +507,10 @@ def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers:
                "per_layer": {}, "nc_floor": args.nc_floor, "ridge_score": args.ridge_score, "test_story": test_story,
                "train_stories": train, "noise_ceiling_digest": subject_data["nc_digest"],  # --compare: one ceiling
                # and one feature sampling: window stride and context, and the TR grids features are resampled to
-               "stride": args.stride, "context": args.context, "tr_grids": tr_grids_label(subject_data["timing"])}
+               "stride": args.stride, "context": args.context, "tr_grids": tr_grids_label(subject_data["timing"]),
+               # and, within a model family, one way of reading the hidden states out (as the feature cache keys it)
+               "pooling": resolve_pooling(args.pooling, model_type),
+               "whisper_mode": args.whisper_mode if model_type == "whisper" else None}
     named = [r for r in rois if r != "all"]  # test predictions of their voxels are kept for --compare's bootstrap
     roi_voxels = np.unique(np.concatenate([rois[r] for r in named])).astype(np.int64) if named else None
     out.mkdir(parents=True, exist_ok=True)

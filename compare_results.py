@@ -47,9 +47,10 @@ def _check_same_low_level_measure(dirs, summaries) -> None:
 
 def _check_one_subject_and_test(dirs, summaries) -> None:
     """The models compared (--compare, or one subject's --subject-results) must be measured on the same voxels and
-    test story with the same cc_norm floor, noise ceiling, alpha criterion and encoding-model training stories; refuse
-    folders that differ (a subject's Δ% against another subject's, cc_norm under another ceiling, from alphas chosen
-    otherwise or from more training data, is not a model effect)."""
+    test story with the same cc_norm floor, noise ceiling, alpha criterion, feature sampling (stride, context, TR
+    grids) and encoding-model training stories, and models of one family read out alike (pooling, Whisper mode);
+    refuse folders that differ (a subject's Δ% against another subject's, cc_norm under another ceiling, from alphas
+    chosen otherwise, from features sampled otherwise or from more training data, is not a model effect)."""
     for key, what in (("subject", "subject"), ("test_story", "test story"), ("nc_floor", "--nc-floor"),
                       ("noise_ceiling_digest", "noise ceiling (cc_max digest)"), ("ridge_score", "--ridge-score"),
                       ("stride", "--stride"), ("context", "--context"), ("tr_grids", "TR grids (--tr, --trfiles)")):
@@ -60,6 +61,14 @@ def _check_one_subject_and_test(dirs, summaries) -> None:
                 raise ValueError(f"{d}: {what} {this!r}, expected {first!r} like {dirs[0]}: the models compared must "
                                  f"be evaluated on one subject's test story with one --nc-floor, noise-ceiling file, "
                                  f"--ridge-score, --stride, --context and TR grid{hint}")
+    # models of one family read out otherwise (--pooling, --whisper-mode) give other features of the same weights
+    for key, what in (("pooling", "--pooling"), ("whisper_mode", "--whisper-mode")):
+        for d, s in zip(dirs[1:], summaries[1:]):
+            first, this = summaries[0].get(key), s.get(key)
+            same_family = s.get("model_type") == summaries[0].get("model_type")
+            if same_family and key in s and key in summaries[0] and this != first:  # older results: no check
+                raise ValueError(f"{d}: {what} {this!r}, expected {first!r} like {dirs[0]}: models of one family "
+                                 f"({s['model_type']}) must be compared with their hidden states read out alike")
     # alignment rises with the encoding model's training data (README: data efficiency): other stories confound
     first = summaries[0].get("train_stories")
     for d, s in zip(dirs[1:], summaries[1:]):

@@ -49,6 +49,7 @@ def test_brain_evaluate_end_to_end_cache_and_compare(mini, tiny_models, tmp_path
     assert summary["noise_ceiling_digest"] == array_digest(nc)
     # and its feature sampling, for the same check: the flags given, the TR the grids were simulated with
     assert (summary["stride"], summary["context"], summary["tr_grids"]) == (0.5, 3.0, "simulated, TR 2.0045 s")
+    assert (summary["pooling"], summary["whisper_mode"]) == ("last", None)  # --pooling auto, not a Whisper model
     resolved = json.loads((tmp_path / "a" / "config.json").read_text())["resolved"]
     assert resolved["feature_cache_hits"] == 0
     assert resolved["batch_size"] == 1 and resolved["device"] == "cpu"  # one window at a time on a CPU

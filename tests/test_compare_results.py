@@ -152,6 +152,27 @@ def test_compare_refuses_folders_of_another_subject_test_story_floor_ceiling_or_
         assert f"b2: {message[3:]}" in capsys.readouterr().err and not (tmp_path / "g").exists()
 
 
+def test_compare_refuses_models_of_one_family_read_out_otherwise_but_not_of_two(tmp_path, capsys):
+    base = {"subject": "UTS01", "test_story": "wheretheressmoke", "model_type": "whisper", "pooling": "last_tr",
+            "whisper_mode": "pad30", "per_layer": {}, "upper_middle_layers": [],
+            "upper_middle_mean": {"all": 0.1, "language": 0.2}}
+    folders = {"pad30": base, "truncate": {**base, "whisper_mode": "truncate"}, "mean": {**base, "pooling": "mean"},
+               "wav2vec2": {**base, "model_type": "wav2vec2", "pooling": "last", "whisper_mode": None}}
+    for name, summary in folders.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps(summary))
+    for other, message in (("truncate", "--whisper-mode 'truncate', expected 'pad30'"),
+                           ("mean", "--pooling 'mean', expected 'last_tr'")):
+        assert brain_evaluate.main(["--compare", str(tmp_path / "pad30"), str(tmp_path / other),
+                                    "--out", str(tmp_path / "c")]) == 2
+        err = capsys.readouterr().err
+        assert f"{tmp_path / other}: {message} like {tmp_path / 'pad30'}" in err and "one family (whisper)" in err
+        assert not (tmp_path / "c").exists()
+    # another family reads its hidden states out its own way: a comparison across families is what it is for
+    assert brain_evaluate.main(["--compare", str(tmp_path / "pad30"), str(tmp_path / "wav2vec2"),
+                                "--out", str(tmp_path / "c")]) == 0
+
+
 @pytest.mark.parametrize("damage, message", [
     ({"upper_middle_mean": {"all": 0.1, "language": None}}, "'upper_middle_mean' should map names to numbers"),
     ({"upper_middle_mean": [0.1, 0.2]}, "'upper_middle_mean' should be an object, as brain_evaluate.py writes it"),
