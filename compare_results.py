@@ -8,8 +8,8 @@ import numpy as np
 
 from alignment import (LOW_LEVEL_GROUPS, mean_sem, relative_change, stories_to_match, upper_middle_mismatch_note,
                        wilcoxon_compare)
-from run_utils import (NPY_READ_ERRORS, read_result_json, result_labels, save_npz_atomic, write_json_atomic,
-                       write_text_atomic)
+from run_utils import (NPY_READ_ERRORS, check_same_readout, read_result_json, result_labels, save_npz_atomic,
+                       write_json_atomic, write_text_atomic)
 
 
 def _fmt(x: float) -> str:
@@ -61,14 +61,7 @@ def _check_one_subject_and_test(dirs, summaries) -> None:
                 raise ValueError(f"{d}: {what} {this!r}, expected {first!r} like {dirs[0]}: the models compared must "
                                  f"be evaluated on one subject's test story with one --nc-floor, noise-ceiling file, "
                                  f"--ridge-score, --stride, --context and TR grid{hint}")
-    # models of one family read out otherwise (--pooling, --whisper-mode) give other features of the same weights
-    for key, what in (("pooling", "--pooling"), ("whisper_mode", "--whisper-mode")):
-        for d, s in zip(dirs[1:], summaries[1:]):
-            first, this = summaries[0].get(key), s.get(key)
-            same_family = s.get("model_type") == summaries[0].get("model_type")
-            if same_family and key in s and key in summaries[0] and this != first:  # older results: no check
-                raise ValueError(f"{d}: {what} {this!r}, expected {first!r} like {dirs[0]}: models of one family "
-                                 f"({s['model_type']}) must be compared with their hidden states read out alike")
+    check_same_readout(dirs, summaries, {"pooling": "--pooling", "whisper_mode": "--whisper-mode"})
     # alignment rises with the encoding model's training data (README: data efficiency): other stories confound
     first = summaries[0].get("train_stories")
     for d, s in zip(dirs[1:], summaries[1:]):

@@ -24,8 +24,8 @@ from data_utils import DataError, file_fingerprint, read_tsv
 from features import FeatureCache, check_finite_features
 from inference import map_inference, prepare_for_inference
 from models import SpeechEncoder, hub_revision
-from run_utils import (array_digest, code_identity, command_line, package_versions, read_result_json, result_labels,
-                       timestamp, write_json_atomic, write_text_atomic)
+from run_utils import (array_digest, check_same_readout, code_identity, command_line, package_versions,
+                       read_result_json, result_labels, timestamp, write_json_atomic, write_text_atomic)
 
 METRICS = ("f1_macro", "f1_micro", "accuracy")
 # the code a layer's probe runs after its features and labels: a change to it makes earlier layer results stale
@@ -309,12 +309,21 @@ def write_layer_probe(path: Path, key: str, task: str, layer: int, result: dict)
     write_json_atomic(path, {"task": task, "layer": layer, "fit_key": key, "result": result})
 
 
-def summarise_probes(task: str, model: str, per_layer: dict, layers: list[int], n_layers: int, extra: dict) -> dict:
-    """results.json's content: the per-layer results (keys as strings) and their mean over the upper-middle layers
-    for each of METRICS, with `extra` (description, classes, chance, ...) merged in."""
-    um = upper_middle_layers(layers, n_layers)
-    return {"task": task, "model": model, "layers": layers, "n_layers": n_layers, "upper_middle_layers": um,
-            "per_layer": {str(l): v for l, v in per_layer.items()},
+def model_record(m: ProbedModel) -> dict:
+    """results.json's description of the model probed: name, family, layers and, for Whisper, how its encoder read
+    the audio (--whisper-mode; --compare checks it within a family)."""
+    enc = m.encoder
+    return {"model": m.name, "model_type": enc.model_type,
+            "whisper_mode": enc.whisper_mode if enc.model_type == "whisper" else None, "layers": m.layers,
+            "n_layers": enc.num_layers, "upper_middle_layers": upper_middle_layers(m.layers, enc.num_layers)}
+
+
+def summarise_probes(task: str, m: ProbedModel, per_layer: dict, extra: dict) -> dict:
+    """results.json's content: the model (`model_record`), the per-layer results (keys as strings) and their mean over
+    the upper-middle layers for each of METRICS, with `extra` (description, classes, chance, ...) merged in."""
+    record = model_record(m)
+    um = record["upper_middle_layers"]
+    return {"task": task, **record, "per_layer": {str(l): v for l, v in per_layer.items()},
             "upper_middle_mean": {m: float(np.mean([per_layer[l]["test"][m] for l in um])) for m in METRICS}, **extra}
 
 
@@ -420,7 +429,7 @@ def run_probe_task(task: str, data_root: str, models: list[ProbedModel], cache_d
         n_rows = {s: int(len(y[s])) for s in dd.SPLITS}
         chance = chance_level(y, spec.kind)
         del x, y  # released before the next model's features are read
-        result = summarise_probes(task, m.name, per_layer, m.layers, m.encoder.num_layers, {
+        result = summarise_probes(task, m, per_layer, {
             "description": spec.description, "kind": spec.kind, "classes": list(classes), "utterances": counts,
             "permutation_unit": spec.group_name if n_permutations else None,
             "n_rows": n_rows, "chance": chance,
@@ -458,12 +467,11 @@ def run_semantic_preference(models: list[ProbedModel], words_by_source: dict, au
     for m, x in zip(models, feats):
         emb = mean_by_word(words, x)
         pref = semantic_preference(emb, pairs, seed=seed)
-        layers = m.layers
         per_layer = {str(l): {k: pref[k][i] for k in ("synonym", "near_homophone", "random", "preference")}
-                     for i, l in enumerate(layers)}
-        um = upper_middle_layers(layers, m.encoder.num_layers)
-        result = {"task": "semantic_preference", "model": m.name, "layers": layers, "n_layers": m.encoder.num_layers,
-                  "upper_middle_layers": um, "per_layer": per_layer,
+                     for i, l in enumerate(m.layers)}
+        record = model_record(m)
+        um = record["upper_middle_layers"]
+        result = {"task": "semantic_preference", **record, "per_layer": per_layer,
                   "upper_middle_mean": {"preference": float(np.mean([per_layer[str(l)]["preference"] for l in um]))},
                   "n_pairs": pref["n_pairs"], "skipped_pairs": pref["skipped"], "words_found": len(emb),
                   "pairs_file": str(pairs_file), "context_s": context_s, "max_per_word": max_per_word}
@@ -475,7 +483,7 @@ def run_semantic_preference(models: list[ProbedModel], words_by_source: dict, au
                          f"| {v['preference']:+.3f} |")
         lines.append(f"| upper-middle {um} | | | | {result['upper_middle_mean']['preference']:+.3f} |")
         lines.append(f"\npairs used: {pref['n_pairs']}, skipped (word not in corpus): {pref['skipped']}")
-        curves = {"preference": {Path(m.name).name: [per_layer[str(l)]["preference"] for l in layers]}}
+        curves = {"preference": {Path(m.name).name: [per_layer[str(l)]["preference"] for l in m.layers]}}
         write_run(m.out, result, {"args": model_config(config, m, models)}, "\n".join(lines) + "\n",
                   "semantic_preference_by_layer.png", curves, "sim(syn) − sim(homophone)")
         results.append(result)
@@ -534,7 +542,7 @@ def run_story_word_probe(models: list[ProbedModel], words_by_source: dict, audio
         per_layer = probes.cross_validated_probes(
             x, y, words, m.layers, len(classes), n_folds, seed, device=device, progress=progress,
             side_by_side=side_by_side, done=done, on_layer=save_layer)
-        result = summarise_probes("story_word_category", m.name, per_layer, m.layers, m.encoder.num_layers, {
+        result = summarise_probes("story_word_category", m, per_layer, {
             "description": "label of story words in context, cross-validated by word", "kind": "multiclass",
             "classes": list(classes), "n_words": len(occ), "n_occurrences": int(len(words)), "n_folds": n_folds,
             "context_s": context_s, "max_per_word": max_per_word, "labels_file": str(labels_file),
@@ -585,6 +593,7 @@ def compare_probe_results(dirs: list[Path], out: Path, labels: list[str] | None 
             if key in r and key in results[0] and r[key] != results[0][key]:
                 raise ValueError(f"{d}: {what} {r[key]}, expected {results[0][key]} like {dirs[0]}: --compare needs "
                                  f"results on the same data, probed with the same settings")
+    check_same_readout(dirs, results, {"whisper_mode": "--whisper-mode"})
     names = result_labels(dirs, labels)
     metric_names = list(results[0]["upper_middle_mean"])
     ref = results[0]["upper_middle_mean"]

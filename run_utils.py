@@ -401,6 +401,19 @@ def out_among_inputs(out: str | os.PathLike, inputs: list) -> str | None:
     return f"--out {out} is one of the compared result folders; choose another" if same else None
 
 
+def check_same_readout(dirs: list, records: list[dict], keys: dict[str, str]) -> None:
+    """Refuse compared results (`records`: their summary.json / results.json) of models of one family (`model_type`)
+    whose hidden states were read out otherwise (`keys`: record key -> the flag that sets it, e.g. `whisper_mode` ->
+    --whisper-mode): other features of the same weights. Across families each keeps its own default; a record
+    lacking a key (an older result) is not checked. Raises ValueError naming the folder, the setting and the first's."""
+    for key, flag in keys.items():
+        for d, r in zip(dirs[1:], records[1:]):
+            same_family = r.get("model_type") == records[0].get("model_type")
+            if same_family and key in r and key in records[0] and r[key] != records[0][key]:
+                raise ValueError(f"{d}: {flag} {r[key]!r}, expected {records[0][key]!r} like {dirs[0]}: models of one "
+                                 f"family ({r['model_type']}) must be compared with their hidden states read out alike")
+
+
 def result_labels(dirs: list, labels: list[str] | None = None) -> list[str]:
     """The names of the models of compared result folders, as tables, JSON keys and plot legends show them:
     `labels` (--labels, one per folder) or else the folders' own names; distinct either way.

@@ -595,6 +595,22 @@ def test_compared_probe_folders_of_one_name_need_labels(tmp_path, capsys):
     assert "--labels names the models of --compare" in capsys.readouterr().err
 
 
+def test_compare_refuses_whisper_probes_read_out_otherwise_but_not_other_families(tmp_path, capsys):
+    result = {"task": "emotion", "model": "m", "model_type": "whisper", "whisper_mode": "pad30", "layers": [2],
+              "upper_middle_layers": [2], "upper_middle_mean": {"f1_macro": 0.3}, "per_layer": {"2": {"f1_macro": 0.3}}}
+    for name, r in (("pad30", result), ("truncate", {**result, "whisper_mode": "truncate"}),
+                    ("hubert", {**result, "model_type": "hubert", "whisper_mode": None})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(r))
+    assert eval_downstream.main(["--compare", str(tmp_path / "pad30"), str(tmp_path / "truncate"),
+                                 "--out", str(tmp_path / "c")]) == 2
+    assert (f"{tmp_path / 'truncate'}: --whisper-mode 'truncate', expected 'pad30' like {tmp_path / 'pad30'}: models "
+            f"of one family (whisper)") in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+    assert eval_downstream.main(["--compare", str(tmp_path / "pad30"), str(tmp_path / "hubert"),
+                                 "--out", str(tmp_path / "c")]) == 0
+
+
 def test_a_hub_id_probe_records_its_commit_and_caches_per_commit(downstream, tiny_models, tmp_path, monkeypatch):
     from conftest import hub_snapshot, point_hub_cache
     hub, repo = tmp_path / "hub", "toolkit-test/tiny-whisper"

@@ -68,6 +68,7 @@ def test_story_word_category_probe_on_miniature_stories(mini, tiny_models, tmp_p
     assert eval_downstream.main(args) == 0
     res = json.loads((out / "results.json").read_text())
     assert res["n_folds"] == 4 and res["max_per_word"] == 2 and len(res["classes"]) == 8
+    assert (res["model_type"], res["whisper_mode"]) == ("whisper", "truncate")  # for --compare's check
     assert res["n_words"] >= 40 and res["n_words"] <= res["n_occurrences"] <= 2 * res["n_words"]
     for layer in ("1", "2"):
         v = res["per_layer"][layer]
