@@ -390,6 +390,7 @@ def load_subject_data(args) -> dict:
     inputs = array_digest(y_train, y_test, cc_max, train, args.test_story, *[x for r in sorted(rois) for x in (r, rois[r])])
     return {"subject": subject, "data": data, "timing": data.timing_record(), "train": train, "missing": missing, "cc_max": cc_max,
             "nc_source": nc_source, "nc_digest": array_digest(np.asarray(cc_max, np.float64)), "rois": rois,
+            "roi_digests": {r: array_digest(np.asarray(v, np.int64)) for r, v in rois.items()},
             "y_train": y_train, "y_test": y_test, "inputs_digest": inputs}
 
 
@@ -505,7 +506,8 @@ def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers:
     summary = {"subject": subject_data["subject"], "model": model_name, "model_type": model_type, "layers": layers,
                "n_layers": n_layers, "upper_middle_layers": al.upper_middle_layers(layers, n_layers),
                "per_layer": {}, "nc_floor": args.nc_floor, "ridge_score": args.ridge_score, "test_story": test_story,
-               "train_stories": train, "noise_ceiling_digest": subject_data["nc_digest"],  # --compare: one ceiling
+               "train_stories": train, "noise_ceiling_digest": subject_data["nc_digest"],  # --compare: one ceiling,
+               "roi_digests": subject_data["roi_digests"],  # ROIs of one name on the same voxels
                # and one feature sampling: window stride and context, and the TR grids features are resampled to
                "stride": args.stride, "context": args.context, "tr_grids": tr_grids_label(subject_data["timing"]),
                # and, within a model family, one way of reading the hidden states out (as the feature cache keys it)

@@ -62,6 +62,12 @@ def _check_one_subject_and_test(dirs, summaries) -> None:
                                  f"be evaluated on one subject's test story with one --nc-floor, noise-ceiling file, "
                                  f"--ridge-score, --stride, --context and TR grid{hint}")
     check_same_readout(dirs, summaries, {"pooling": "--pooling", "whisper_mode": "--whisper-mode"})
+    # an ROI's mean over other voxels (another --roi-file, an edited one) is another measure under the same name
+    first = summaries[0].get("roi_digests") or {}
+    for d, s in zip(dirs[1:], summaries[1:]):
+        if differ := sorted(r for r, v in (s.get("roi_digests") or {}).items() if r in first and first[r] != v):
+            raise ValueError(f"{d}: ROI {', '.join(differ)} holds other voxels than in {dirs[0]}: the models compared "
+                             f"must be evaluated with one --roi-file (ROIs one of them lacks are left out)")
     # alignment rises with the encoding model's training data (README: data efficiency): other stories confound
     first = summaries[0].get("train_stories")
     for d, s in zip(dirs[1:], summaries[1:]):

@@ -50,6 +50,9 @@ def test_brain_evaluate_end_to_end_cache_and_compare(mini, tiny_models, tmp_path
     # and its feature sampling, for the same check: the flags given, the TR the grids were simulated with
     assert (summary["stride"], summary["context"], summary["tr_grids"]) == (0.5, 3.0, "simulated, TR 2.0045 s")
     assert (summary["pooling"], summary["whisper_mode"]) == ("last", None)  # --pooling auto, not a Whisper model
+    rois = json.loads((mini / "rois" / "UTS02.json").read_text())
+    assert set(summary["roi_digests"]) == {"all", *(r for r in rois if not r.startswith("_"))}
+    assert summary["roi_digests"]["language"] == array_digest(np.asarray(rois["language"], np.int64))
     resolved = json.loads((tmp_path / "a" / "config.json").read_text())["resolved"]
     assert resolved["feature_cache_hits"] == 0
     assert resolved["batch_size"] == 1 and resolved["device"] == "cpu"  # one window at a time on a CPU

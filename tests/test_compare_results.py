@@ -152,6 +152,26 @@ def test_compare_refuses_folders_of_another_subject_test_story_floor_ceiling_or_
         assert f"b2: {message[3:]}" in capsys.readouterr().err and not (tmp_path / "g").exists()
 
 
+def test_compare_refuses_an_roi_of_one_name_on_other_voxels_and_leaves_out_an_roi_one_lacks(tmp_path, capsys):
+    digests = {"all": "a0", "language": "l0", "auditory": "u0"}
+    base = {"subject": "UTS01", "test_story": "wheretheressmoke", "model_type": "whisper", "roi_digests": digests,
+            "per_layer": {}, "upper_middle_layers": [],
+            "upper_middle_mean": {"all": 0.1, "language": 0.2, "auditory": 0.4}}
+    folders = {"a": base, "edited": {**base, "roi_digests": {**digests, "language": "l1"}},
+               "no_roi_file": {**base, "roi_digests": {"all": "a0"}, "upper_middle_mean": {"all": 0.12}}}
+    for name, summary in folders.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps(summary))
+    assert brain_evaluate.main(["--compare", str(tmp_path / "a"), str(tmp_path / "edited"),
+                                "--out", str(tmp_path / "c")]) == 2
+    assert (f"{tmp_path / 'edited'}: ROI language holds other voxels than in {tmp_path / 'a'}"
+            in capsys.readouterr().err) and not (tmp_path / "c").exists()
+    # evaluated without the ROI file: the every-voxel summary is compared, the named ROIs left out
+    assert brain_evaluate.main(["--compare", str(tmp_path / "a"), str(tmp_path / "no_roi_file"),
+                                "--out", str(tmp_path / "c")]) == 0
+    assert json.loads((tmp_path / "c" / "comparison.json").read_text())["rois"] == ["all"]
+
+
 def test_compare_refuses_models_of_one_family_read_out_otherwise_but_not_of_two(tmp_path, capsys):
     base = {"subject": "UTS01", "test_story": "wheretheressmoke", "model_type": "whisper", "pooling": "last_tr",
             "whisper_mode": "pad30", "per_layer": {}, "upper_middle_layers": [],
