@@ -324,7 +324,7 @@ def summarise_probes(task: str, m: ProbedModel, per_layer: dict, extra: dict) ->
     record = model_record(m)
     um = record["upper_middle_layers"]
     return {"task": task, **record, "per_layer": {str(l): v for l, v in per_layer.items()},
-            "upper_middle_mean": {m: float(np.mean([per_layer[l]["test"][m] for l in um])) for m in METRICS}, **extra}
+            "upper_middle_mean": {k: float(np.mean([per_layer[l]["test"][k] for l in um])) for k in METRICS}, **extra}
 
 
 def render_probe_table(result: dict) -> str:
