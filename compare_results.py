@@ -45,15 +45,34 @@ def _check_same_low_level_measure(dirs, summaries) -> None:
                          f"compared ({found}); evaluate the older folders again with --low-level")
 
 
+# summary.json settings every result of a comparison shares, within a subject and across subjects -> their names
+EVALUATION_SETTINGS = (("test_story", "test story"), ("nc_floor", "--nc-floor"), ("ridge_score", "--ridge-score"),
+                       ("stride", "--stride"), ("context", "--context"), ("tr_grids", "TR grids (--tr, --trfiles)"))
+READOUT_SETTINGS = {"pooling": "--pooling", "whisper_mode": "--whisper-mode"}  # shared within a model family
+
+
+def _check_subjects_alike(dirs, summaries) -> None:
+    """--subject-results: every subject's results (`dirs`, one per subject) evaluated with the settings of
+    EVALUATION_SETTINGS and READOUT_SETTINGS alike, else the group statistic mixes measures; refuse those that
+    differ."""
+    for key, what in EVALUATION_SETTINGS:
+        for d, s in zip(dirs[1:], summaries[1:]):
+            first, this = summaries[0].get(key), s.get(key)
+            if first is not None and this is not None and this != first:  # older results lack a key: no check
+                raise ValueError(f"{d}: {what} {this!r}, expected {first!r} like {dirs[0]}: every subject's results "
+                                 f"must be evaluated alike (test story, --nc-floor, --ridge-score, --stride, --context, "
+                                 f"TR grid) for a group statistic")
+    check_same_readout(dirs, summaries, READOUT_SETTINGS)
+
+
 def _check_one_subject_and_test(dirs, summaries) -> None:
     """The models compared (--compare, or one subject's --subject-results) must be measured on the same voxels and
     test story with the same cc_norm floor, noise ceiling, alpha criterion, feature sampling (stride, context, TR
     grids) and encoding-model training stories, and models of one family read out alike (pooling, Whisper mode);
     refuse folders that differ (a subject's Δ% against another subject's, cc_norm under another ceiling, from alphas
     chosen otherwise, from features sampled otherwise or from more training data, is not a model effect)."""
-    for key, what in (("subject", "subject"), ("test_story", "test story"), ("nc_floor", "--nc-floor"),
-                      ("noise_ceiling_digest", "noise ceiling (cc_max digest)"), ("ridge_score", "--ridge-score"),
-                      ("stride", "--stride"), ("context", "--context"), ("tr_grids", "TR grids (--tr, --trfiles)")):
+    for key, what in (("subject", "subject"), ("noise_ceiling_digest", "noise ceiling (cc_max digest)"),
+                      *EVALUATION_SETTINGS):
         for d, s in zip(dirs[1:], summaries[1:]):
             first, this = summaries[0].get(key), s.get(key)
             if first is not None and this is not None and this != first:  # older results lack a key: no check
@@ -61,7 +80,7 @@ def _check_one_subject_and_test(dirs, summaries) -> None:
                 raise ValueError(f"{d}: {what} {this!r}, expected {first!r} like {dirs[0]}: the models compared must "
                                  f"be evaluated on one subject's test story with one --nc-floor, noise-ceiling file, "
                                  f"--ridge-score, --stride, --context and TR grid{hint}")
-    check_same_readout(dirs, summaries, {"pooling": "--pooling", "whisper_mode": "--whisper-mode"})
+    check_same_readout(dirs, summaries, READOUT_SETTINGS)
     # an ROI's mean over other voxels (another --roi-file, an edited one) is another measure under the same name
     first = summaries[0].get("roi_digests") or {}
     for d, s in zip(dirs[1:], summaries[1:]):
@@ -468,6 +487,7 @@ def compare_subjects(groups: list[list[Path]], out: Path, labels: list[str] | No
             if ss[k]["model_type"] != summaries[0][k]["model_type"]:
                 raise ValueError(f"{g[k]}: a {ss[k]['model_type']} model at position {k + 1}, expected "
                                  f"{summaries[0][k]['model_type']} like {groups[0][k]}")
+        _check_subjects_alike([g[k] for g in groups], [ss[k] for ss in summaries])  # each model's folders alike
     names = result_labels(groups[0], labels)
     rois = [r for r in summaries[0][0]["upper_middle_mean"] if all(r in s["upper_middle_mean"] for ss in summaries for s in ss)]
     values = {name: {roi: [ss[k]["upper_middle_mean"][roi] for ss in summaries] for roi in rois}

@@ -134,7 +134,8 @@ def test_compare_refuses_folders_of_another_subject_test_story_floor_ceiling_or_
                                                                                            message):
     base = {"subject": "UTS01", "test_story": "wheretheressmoke", "nc_floor": 0.1, "model_type": "whisper",
             "noise_ceiling_digest": "a1b2", "ridge_score": "r2", "stride": 1.0, "context": 8.0,
-            "tr_grids": "simulated, TR 2.0045 s", "per_layer": {}, "upper_middle_layers": [], "upper_middle_mean": {"all": 0.1, "language": 0.2}}
+            "tr_grids": "simulated, TR 2.0045 s", "per_layer": {}, "upper_middle_layers": [],
+            "upper_middle_mean": {"all": 0.1, "language": 0.2}}
     for name, summary in (("a", base), ("b", {**base, key: value})):
         (tmp_path / name).mkdir()
         (tmp_path / name / "summary.json").write_text(json.dumps(summary))
@@ -150,6 +151,17 @@ def test_compare_refuses_folders_of_another_subject_test_story_floor_ceiling_or_
                                     "--subject-results", str(tmp_path / "a"), str(tmp_path / "b"),
                                     "--out", str(tmp_path / "g")]) == 2
         assert f"b2: {message[3:]}" in capsys.readouterr().err and not (tmp_path / "g").exists()
+    if key not in ("subject", "noise_ceiling_digest"):  # a setting no subject has its own: the subjects alike too
+        for name, summary in (("a_again", base), ("a3", {**base, "subject": "UTS02", key: value}),
+                              ("b3", {**base, "subject": "UTS02", key: value})):
+            (tmp_path / name).mkdir()
+            (tmp_path / name / "summary.json").write_text(json.dumps(summary))
+        assert brain_evaluate.main(["--subject-results", str(tmp_path / "a"), str(tmp_path / "a_again"),
+                                    "--subject-results", str(tmp_path / "a3"), str(tmp_path / "b3"),
+                                    "--out", str(tmp_path / "g")]) == 2
+        err = capsys.readouterr().err
+        assert f"a3: {message[3:]} {tmp_path / 'a'}: every subject's results must be evaluated alike" in err
+        assert not (tmp_path / "g").exists()
 
 
 def test_compare_refuses_an_roi_of_one_name_on_other_voxels_and_leaves_out_an_roi_one_lacks(tmp_path, capsys):
