@@ -432,7 +432,7 @@ def run_probe_task(task: str, data_root: str, models: list[ProbedModel], cache_d
         result = summarise_probes(task, m, per_layer, {
             "description": spec.description, "kind": spec.kind, "classes": list(classes), "utterances": counts,
             "permutation_unit": spec.group_name if n_permutations else None,
-            "n_rows": n_rows, "chance": chance,
+            "n_rows": n_rows, "chance": chance, "frame_step": frame_step if spec.level == "frame" else None,
             "skipped_utterances": {"shorter_than_s": dd.MIN_UTTERANCE_S, "files": skipped},
             "feature_cache_hits": cache.hits})
         curves = {k: {Path(m.name).name: [per_layer[l]["test"][k] for l in m.layers]} for k in ("f1_macro", "accuracy")}
@@ -574,7 +574,8 @@ def run_story_word_probe(models: list[ProbedModel], words_by_source: dict, audio
 # results.json keys that results compared must share -> how an error names them
 COMPARED_PROBE_SETTINGS = {"utterances": "utterances", "classes": "classes", "n_words": "words",
                            "n_occurrences": "word occurrences", "n_pairs": "pairs", "words_found": "words found",
-                           "context_s": "--context", "max_per_word": "--max-per-word", "n_folds": "--folds"}
+                           "context_s": "--context", "max_per_word": "--max-per-word", "n_folds": "--folds",
+                           "frame_step": "--frame-step"}
 
 
 def compare_probe_results(dirs: list[Path], out: Path, labels: list[str] | None = None) -> dict:
@@ -587,7 +588,7 @@ def compare_probe_results(dirs: list[Path], out: Path, labels: list[str] | None 
         found = ", ".join(f"{r['task']} in {d}" for d, r in zip(dirs, results))
         raise ValueError(f"--compare needs result folders of one task; found {found}")
     # one dataset (split sizes, labels, words and pairs found) probed alike (the word segments' --context,
-    # --max-per-word, --folds); a key an older result lacks is not checked
+    # --max-per-word, --folds; the frames' --frame-step); a key an older result lacks is not checked
     for key, what in COMPARED_PROBE_SETTINGS.items():
         for d, r in zip(dirs[1:], results[1:]):
             if key in r and key in results[0] and r[key] != results[0][key]:

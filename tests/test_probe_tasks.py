@@ -42,7 +42,7 @@ def _probe_utterance_task_and_story_words(mini, downstream, tiny_models, tmp_pat
 
 
 @pytest.mark.parametrize("task", ["phonemes", "phonemes_frame", "sentence_type"])
-def test_timit_tasks_write_results_and_hit_the_cache(downstream, tiny_models, tmp_path, task):
+def test_timit_tasks_write_results_and_hit_the_cache(downstream, tiny_models, tmp_path, task, capsys):
     args = probe_args(tiny_models["whisper"], downstream / "timit", tmp_path / "r", tmp_path / "cache",
                  "--task", task, "--whisper-mode", "truncate")
     assert eval_phonemes.main(args) == 0
@@ -60,6 +60,15 @@ def test_timit_tasks_write_results_and_hit_the_cache(downstream, tiny_models, tm
     again = json.loads((tmp_path / "r" / "results.json").read_text())
     assert again["feature_cache_hits"] == 3                       # train, val, test read back
     assert again["per_layer"] == res["per_layer"]                 # deterministic probes
+    assert res["frame_step"] == (4 if task == "phonemes_frame" else None)
+    if task == "phonemes_frame":  # other frames sampled: --compare refuses to table them side by side
+        assert eval_phonemes.main(probe_args(tiny_models["whisper"], downstream / "timit", tmp_path / "r8",
+                                             tmp_path / "cache", "--task", task, "--whisper-mode", "truncate",
+                                             "--frame-step", "8")) == 0
+        assert eval_phonemes.main(["--compare", str(tmp_path / "r"), str(tmp_path / "r8"), "--out",
+                                   str(tmp_path / "c")]) == 2
+        assert f"{tmp_path / 'r8'}: --frame-step 8, expected 4 like" in capsys.readouterr().err
+        assert not (tmp_path / "c").exists()
 
 
 @pytest.mark.filterwarnings("ignore:CUDA is not available")
