@@ -8,8 +8,8 @@ import numpy as np
 
 from alignment import (LOW_LEVEL_GROUPS, mean_sem, relative_change, stories_to_match, upper_middle_mismatch_note,
                        wilcoxon_compare)
-from run_utils import (NPY_READ_ERRORS, check_same_readout, read_result_json, result_labels, save_npz_atomic,
-                       write_json_atomic, write_text_atomic)
+from run_utils import (NPY_READ_ERRORS, check_same_readout, check_same_settings, read_result_json, result_labels,
+                       save_npz_atomic, write_json_atomic, write_text_atomic)
 
 
 def _fmt(x: float) -> str:
@@ -46,22 +46,19 @@ def _check_same_low_level_measure(dirs, summaries) -> None:
 
 
 # summary.json settings every result of a comparison shares, within a subject and across subjects -> their names
-EVALUATION_SETTINGS = (("test_story", "test story"), ("nc_floor", "--nc-floor"), ("ridge_score", "--ridge-score"),
-                       ("stride", "--stride"), ("context", "--context"), ("tr_grids", "TR grids (--tr, --trfiles)"))
+EVALUATION_SETTINGS = {"test_story": "test story", "nc_floor": "--nc-floor", "ridge_score": "--ridge-score",
+                       "stride": "--stride", "context": "--context", "tr_grids": "TR grids (--tr, --trfiles)"}
 READOUT_SETTINGS = {"pooling": "--pooling", "whisper_mode": "--whisper-mode"}  # shared within a model family
+ONE_SUBJECT = ("the models compared must be evaluated on one subject's test story with one --nc-floor, noise-ceiling "
+               "file, --ridge-score, --stride, --context and TR grid")
 
 
 def _check_subjects_alike(dirs, summaries) -> None:
     """--subject-results: every subject's results (`dirs`, one per subject) evaluated with the settings of
     EVALUATION_SETTINGS and READOUT_SETTINGS alike, else the group statistic mixes measures; refuse those that
     differ."""
-    for key, what in EVALUATION_SETTINGS:
-        for d, s in zip(dirs[1:], summaries[1:]):
-            first, this = summaries[0].get(key), s.get(key)
-            if first is not None and this is not None and this != first:  # older results lack a key: no check
-                raise ValueError(f"{d}: {what} {this!r}, expected {first!r} like {dirs[0]}: every subject's results "
-                                 f"must be evaluated alike (test story, --nc-floor, --ridge-score, --stride, --context, "
-                                 f"TR grid) for a group statistic")
+    check_same_settings(dirs, summaries, EVALUATION_SETTINGS, "every subject's results must be evaluated alike (test "
+                        "story, --nc-floor, --ridge-score, --stride, --context, TR grid) for a group statistic")
     check_same_readout(dirs, summaries, READOUT_SETTINGS)
 
 
@@ -71,15 +68,9 @@ def _check_one_subject_and_test(dirs, summaries) -> None:
     grids) and encoding-model training stories, and models of one family read out alike (pooling, Whisper mode);
     refuse folders that differ (a subject's Δ% against another subject's, cc_norm under another ceiling, from alphas
     chosen otherwise, from features sampled otherwise or from more training data, is not a model effect)."""
-    for key, what in (("subject", "subject"), ("noise_ceiling_digest", "noise ceiling (cc_max digest)"),
-                      *EVALUATION_SETTINGS):
-        for d, s in zip(dirs[1:], summaries[1:]):
-            first, this = summaries[0].get(key), s.get(key)
-            if first is not None and this is not None and this != first:  # older results lack a key: no check
-                hint = " (across subjects: --subject-results)" if key == "subject" else ""
-                raise ValueError(f"{d}: {what} {this!r}, expected {first!r} like {dirs[0]}: the models compared must "
-                                 f"be evaluated on one subject's test story with one --nc-floor, noise-ceiling file, "
-                                 f"--ridge-score, --stride, --context and TR grid{hint}")
+    check_same_settings(dirs, summaries, {"subject": "subject"}, ONE_SUBJECT + " (across subjects: --subject-results)")
+    check_same_settings(dirs, summaries, {"noise_ceiling_digest": "noise ceiling (cc_max digest)",
+                                          **EVALUATION_SETTINGS}, ONE_SUBJECT)
     check_same_readout(dirs, summaries, READOUT_SETTINGS)
     # an ROI's mean over other voxels (another --roi-file, an edited one) is another measure under the same name
     first = summaries[0].get("roi_digests") or {}

@@ -24,8 +24,9 @@ from data_utils import DataError, file_fingerprint, read_tsv
 from features import FeatureCache, check_finite_features
 from inference import map_inference, prepare_for_inference
 from models import SpeechEncoder, hub_revision
-from run_utils import (array_digest, check_same_readout, code_identity, command_line, package_versions,
-                       read_result_json, result_labels, timestamp, write_json_atomic, write_text_atomic)
+from run_utils import (array_digest, check_same_readout, check_same_settings, code_identity, command_line,
+                       package_versions, read_result_json, result_labels, timestamp, write_json_atomic,
+                       write_text_atomic)
 
 METRICS = ("f1_macro", "f1_micro", "accuracy")
 # the code a layer's probe runs after its features and labels: a change to it makes earlier layer results stale
@@ -589,11 +590,8 @@ def compare_probe_results(dirs: list[Path], out: Path, labels: list[str] | None 
         raise ValueError(f"--compare needs result folders of one task; found {found}")
     # one dataset (split sizes, labels, words and pairs found) probed alike (the word segments' --context,
     # --max-per-word, --folds; the frames' --frame-step); a key an older result lacks is not checked
-    for key, what in COMPARED_PROBE_SETTINGS.items():
-        for d, r in zip(dirs[1:], results[1:]):
-            if key in r and key in results[0] and r[key] != results[0][key]:
-                raise ValueError(f"{d}: {what} {r[key]}, expected {results[0][key]} like {dirs[0]}: --compare needs "
-                                 f"results on the same data, probed with the same settings")
+    check_same_settings(dirs, results, COMPARED_PROBE_SETTINGS,
+                        "--compare needs results on the same data, probed with the same settings")
     check_same_readout(dirs, results, {"whisper_mode": "--whisper-mode"})
     names = result_labels(dirs, labels)
     metric_names = list(results[0]["upper_middle_mean"])

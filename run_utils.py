@@ -401,17 +401,26 @@ def out_among_inputs(out: str | os.PathLike, inputs: list) -> str | None:
     return f"--out {out} is one of the compared result folders; choose another" if same else None
 
 
-def check_same_readout(dirs: list, records: list[dict], keys: dict[str, str]) -> None:
-    """Refuse compared results (`records`: their summary.json / results.json) of models of one family (`model_type`)
-    whose hidden states were read out otherwise (`keys`: record key -> the flag that sets it, e.g. `whisper_mode` ->
-    --whisper-mode): other features of the same weights. Across families each keeps its own default; a record
-    lacking a key (an older result) is not checked. Raises ValueError naming the folder, the setting and the first's."""
-    for key, flag in keys.items():
+def check_same_settings(dirs: list, records: list[dict], keys: dict[str, str], why: str) -> None:
+    """Refuse compared results (`records`: their summary.json / results.json, the first the reference) whose settings
+    differ (`keys`: record key -> how the error names it, e.g. `stride` -> --stride); a key a record lacks or holds
+    None (an older result) is not checked. Raises ValueError naming the folder, its value, the first's, and `why`."""
+    for key, what in keys.items():
         for d, r in zip(dirs[1:], records[1:]):
-            same_family = r.get("model_type") == records[0].get("model_type")
-            if same_family and key in r and key in records[0] and r[key] != records[0][key]:
-                raise ValueError(f"{d}: {flag} {r[key]!r}, expected {records[0][key]!r} like {dirs[0]}: models of one "
-                                 f"family ({r['model_type']}) must be compared with their hidden states read out alike")
+            first, this = records[0].get(key), r.get(key)
+            if first is not None and this is not None and this != first:
+                raise ValueError(f"{d}: {what} {this!r}, expected {first!r} like {dirs[0]}: {why}")
+
+
+def check_same_readout(dirs: list, records: list[dict], keys: dict[str, str]) -> None:
+    """`check_same_settings` over the results of models of the first's family (`model_type`) only, for the settings
+    of `keys` that say how hidden states were read out (e.g. `whisper_mode` -> --whisper-mode): other features of the
+    same weights. Across families each keeps its own default."""
+    family = records[0].get("model_type")
+    for d, r in zip(dirs[1:], records[1:]):
+        if family is not None and r.get("model_type") == family:  # an older result without a family: no check
+            check_same_settings([dirs[0], d], [records[0], r], keys, f"models of one family ({family}) must be "
+                                f"compared with their hidden states read out alike")
 
 
 def result_labels(dirs: list, labels: list[str] | None = None) -> list[str]:

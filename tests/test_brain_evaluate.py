@@ -592,7 +592,6 @@ def test_ridge_runs_on_the_evaluation_gpu_by_default():
     assert brain_evaluate.ridge_backend("torch", cpu) == {"backend": "torch", "device": "cpu"}
 
 
-
 def test_tr_grids_label_names_the_tr_or_the_trfiles_content(mini, tmp_path):
     # --compare's check of the TR grids: simulated grids by their TR, Box grids by the pickle's content, not its path
     assert brain_evaluate.tr_grids_label(Ds003020(mini / "ds003020").timing_record()) == "simulated, TR 2.0045 s"
@@ -604,4 +603,5 @@ def test_tr_grids_label_names_the_tr_or_the_trfiles_content(mini, tmp_path):
         data = Ds003020(mini / "ds003020")
         data.use_box_trfiles(tmp_path / copy / "trfiles_huge.jbl")
         labels.append(brain_evaluate.tr_grids_label(data.timing_record()))
-    assert labels[0] == labels[1] and labels[0].startswith("trfiles sha256 ") and len(labels[0]) == len("trfiles sha256 ") + 16
+    assert labels[0] == labels[1] and labels[0].startswith("trfiles sha256 ")
+    assert len(labels[0]) == len("trfiles sha256 ") + 16

@@ -58,8 +58,9 @@ def test_group_low_level_impact_undefined_in_a_subject_is_counted_not_hidden(tmp
                    impacts=[(30, 20), (float("nan"), 24), (40, 30)])
     assert brain_evaluate.main(args + ["--out", str(tmp_path / "group")]) == 0
     low = json.loads((tmp_path / "group" / "group.json").read_text())["low_level_impact_pct"]
-    assert low["pretrained"]["language"]["mean"] == pytest.approx(35.0) and low["pretrained"]["language"]["n_defined"] == 2
-    assert low["tuned"]["language"]["mean"] == pytest.approx(74 / 3) and low["tuned"]["language"]["n_defined"] == 3
+    pre, tuned = low["pretrained"]["language"], low["tuned"]["language"]
+    assert pre["mean"] == pytest.approx(35.0) and pre["n_defined"] == 2
+    assert tuned["mean"] == pytest.approx(74 / 3) and tuned["n_defined"] == 3
     # the paired test drops UTS02: two pairs (-10, -10)
     assert low["tuned"]["language"]["wilcoxon_vs_first"]["n"] == 2
     low_table = (tmp_path / "group" / "group.md").read_text().split("Low-level impact %")[1].split("\n\n")[1]
