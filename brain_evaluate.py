@@ -353,9 +353,12 @@ def load_subject_data(args) -> dict:
     train = [s for s in (args.train_stories or du.ENCODING_TRAIN_STORIES) if s != args.test_story]
     missing = [s for s in train + [args.test_story] if s not in available]
     if args.test_story in missing:
+        data.check_story_names([args.test_story], "--test-story")
         raise du.DataError(f"{data.response_path(subject, args.test_story)}: test story has no responses")
     if args.train_stories and missing:
-        raise du.DataError(f"{subject} has no responses for {missing}")
+        data.check_story_names(args.train_stories, "--train-stories")
+        raise du.DataError(f"{data.response_path(subject, missing[0]).parent}: {subject} has no responses for "
+                           f"{missing} (has {len(available)} stories)")
     train = [s for s in train if s in available]
     if not train:
         raise du.DataError(f"{subject}: none of the training stories has responses (available {sorted(available)})")

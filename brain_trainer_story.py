@@ -332,6 +332,8 @@ def load_training_data(args, subjects: list[str], quiet: bool) -> TrainingData:
         raise Stop(problem, EXIT_USAGE)
     timing = data.timing_record()
     has = {s: set(data.stories(s)) for s in subjects}
+    for flag, stories in (("--train-stories", args.train_stories), ("--val-stories", args.val_stories)):
+        data.check_story_names(stories or [], flag)  # a typo is an error; a story a subject lacks is skipped
     # several subjects: the stories every one of them has (a row of targets is one TR of one story for all)
     split = du.story_split(sorted(set.intersection(*has.values())), args.split, args.train_stories, args.val_stories)
     # stories skipped because only some of the subjects have them: which subjects lack them

@@ -13,6 +13,7 @@ download:  python data_utils.py --data-dir DIR [--subject S] [--json]
 from __future__ import annotations
 
 import argparse
+import difflib
 import hashlib
 import json
 import os
@@ -180,6 +181,18 @@ class Ds003020:
         if not base.is_dir():
             raise DataError(f"{base}: missing (expected one folder per subject, e.g. UTS03)")
         return sorted(p.name for p in base.iterdir() if p.is_dir() and re.fullmatch(r"UTS\d+", p.name))
+
+    def check_story_names(self, stories: list[str], flag: str) -> None:
+        """Raise DataError for a story named in `flag` that is not a story of the dataset (in no subject's
+        response folder and not in respdict.json): a typo, not a story some subject lacks, which is skipped."""
+        known = {p.stem for p in self.derivative.glob("preprocessed_data/UTS*/*.hf5")} | set(self._box_grids or {})
+        if (self.derivative / "respdict.json").is_file() or self._box_grids is None:
+            known |= set(self.respdict)
+        if unknown := [s for s in stories if s not in known]:
+            close = {s: difflib.get_close_matches(s, sorted(known), n=1) for s in unknown}
+            hint = "; ".join(f"'{s}': did you mean '{c[0]}'?" for s, c in close.items() if c)
+            raise DataError(f"{self.derivative / 'respdict.json'}: {flag} names {unknown}, not stories of this "
+                            f"dataset ({len(known)} stories, e.g. {sorted(known)[:3]}){'; ' + hint if hint else ''}")
 
     def response_path(self, subject: str | int, story: str) -> Path:
         """derivative/preprocessed_data/<UTSxx>/<story>.hf5: the subject's (TRs, voxels) responses to the story."""

@@ -345,7 +345,12 @@ def test_bad_inputs(mini, tiny_models, tmp_path, capsys):
     assert _eval(mini, tiny_models["hubert"], tmp_path / "x", "--layers", "9") == brain_evaluate.EXIT_USAGE
     assert "--layers [9] out of range" in capsys.readouterr().err
     assert _eval(mini, tiny_models["hubert"], tmp_path / "y", "--train-stories", "souls", "naked") == brain_evaluate.EXIT_DATA
-    assert "has no responses for ['naked']" in capsys.readouterr().err
+    assert "respdict.json: --train-stories names ['naked'], not stories of this dataset" in capsys.readouterr().err
+    assert _eval(mini, tiny_models["hubert"], tmp_path / "y", "--test-story", "wheretheresmoke") == brain_evaluate.EXIT_DATA
+    assert "'wheretheresmoke': did you mean 'wheretheressmoke'?" in capsys.readouterr().err
+    assert _eval(mini, tiny_models["hubert"], tmp_path / "y", "--subject", "UTS04", "--roi-file",
+                 str(mini / "rois" / "UTS04.json"), "--train-stories", "souls", "life") == brain_evaluate.EXIT_DATA
+    assert "preprocessed_data/UTS04: UTS04 has no responses for ['life']" in capsys.readouterr().err  # a story it lacks
     np.save(tmp_path / "UTS02.npy", np.zeros(3))
     assert brain_evaluate.main(["--data-dir", str(mini / "ds003020"), "--subject", "UTS02", "--model-name",
                                 tiny_models["hubert"], "--out", str(tmp_path / "z"), "--nc-dir", str(tmp_path)]) == \

@@ -549,6 +549,10 @@ def test_several_subjects_use_the_stories_all_have_and_per_subject_roi_files(min
                          "--resume"]) == trainer.EXIT_USAGE  # the other column order is another run
     assert "describes a different run (setting: (saved, now)): {'subject': (['UTS01', 'UTS04'], ['UTS04', 'UTS01'])}" \
         in capsys.readouterr().err
+    # a story no subject has is a typo, an error before any output; one some subject lacks was skipped above
+    assert run_subjects("bad", "--train-stories", "souls", "avtar", "--val-stories", "stagefright") == trainer.EXIT_DATA
+    assert "--train-stories names ['avtar'], not stories of this dataset" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
     for extra, message in (
             (["--roi-file", rois[0], "--roi", "auditory"], "--roi-file: one file per --subject, in its order: "
                                                            "2 subjects, 1 files"),
