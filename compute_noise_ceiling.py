@@ -64,6 +64,7 @@ def main(argv=None) -> int:
         return EXIT_USAGE
     try:
         data = Ds003020(args.data_dir)
+        data.check_story_names([args.story], "--story")
         nc = subject_noise_ceiling(data, subject, args.story, first_row=args.first_row)
         n_repeats = data.n_repeats(subject, args.story)
         n_rows = data.n_response_rows(subject, args.story, check=False)

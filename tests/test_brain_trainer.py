@@ -107,7 +107,7 @@ def test_roi_hemisphere_losses_and_controls(mini, tiny_models, tmp_path, capsys)
                "Broca") == trainer.EXIT_DATA
     assert f"{tmp_path / 'quiet.json'}: no ROI 'Broca' (found ['quiet'])" in capsys.readouterr().err
     assert run(mini, model, tmp_path / "none", "--val-stories", "nostory") == trainer.EXIT_DATA  # e.g. a typo
-    assert "UTS01 has none of the validation stories ['nostory']" in capsys.readouterr().err
+    assert "--val-stories names ['nostory'], not stories of this dataset" in capsys.readouterr().err
     assert not (tmp_path / "none").exists()
     assert run(mini, model, tmp_path / "plain", "--loss", "temporal_corr", "--num-epochs", "1") == 0
     for control in ("story-swap", "block-shuffle"):
@@ -412,7 +412,12 @@ def test_clear_errors(mini, tiny_models, tmp_path, capsys):
     assert run(mini, model, tmp_path / "b", "--nc-file", str(tmp_path / "nc.npy")) == trainer.EXIT_DATA
     assert "nc.npy: noise ceiling has 7 values but subject UTS01 has 120 voxels" in capsys.readouterr().err
     assert run(mini, model, tmp_path / "c", "--train-stories", "legacy", "naked") == trainer.EXIT_DATA
+    assert "--train-stories names ['legacy', 'naked'], not stories of this dataset" in capsys.readouterr().err
+    assert run(mini, model, tmp_path / "c", "--subject", "UTS04", "--train-stories", "life", "--val-stories",
+               "stagefright") == trainer.EXIT_DATA  # a story of the dataset that UTS04 lacks
     assert "none of the requested training stories has responses" in capsys.readouterr().err
+    assert run(mini, model, tmp_path / "c", "--subject", "UTS04", "--val-stories", "life") == trainer.EXIT_DATA
+    assert "UTS04 has none of the validation stories ['life']" in capsys.readouterr().err
     assert run(mini, str(tmp_path / "nomodel"), tmp_path / "d") == trainer.EXIT_USAGE
     assert "cannot load a model config" in capsys.readouterr().err
     from conftest import link_tree

@@ -326,6 +326,8 @@ def test_compute_noise_ceiling_cli(mini, mini_root, tmp_path, capsys):
     no_repeats = ["--data-dir", str(mini_root), "--subject", "4", "--story", "souls", "--out", str(tmp_path / "x")]
     assert main(no_repeats) == EXIT_DATA
     assert "souls.hf5" in capsys.readouterr().err and not (tmp_path / "x").exists()  # named, nothing written
+    assert main(no_repeats[:-4] + ["--story", "wheretheresmoke", "--out", str(tmp_path / "x")]) == EXIT_DATA
+    assert "'wheretheresmoke': did you mean 'wheretheressmoke'?" in capsys.readouterr().err
 
 
 def test_compute_noise_ceiling_on_a_full_disk_exits_6_and_keeps_the_previous_file(mini_root, tmp_path, monkeypatch,
