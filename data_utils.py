@@ -727,7 +727,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         for subj, entry in summary["subjects"].items():
             ok = sum(s["aligned"] for s in entry["stories"].values())
-            print(f"{subj}: {entry['voxels']} voxels, {ok}/{len(entry['stories'])} stories aligned")
+            print(f"{subj}: {entry['voxels']} voxels, {ok}/{len(entry['stories'])} stories aligned"
+                  if entry["stories"] else f"{subj}: no response files (see the error below)")
             for story, s in entry["stories"].items():
                 print(f"  {story:28s} rows={s.get('hf5_rows')} grid={s.get('tr_grid')} audio_s={s.get('audio_s')} "
                       f"words={s.get('words')} {'ok' if s['aligned'] else 'PROBLEM'}")

@@ -91,12 +91,25 @@ def check_audio_duration(grid: TRGrid, audio_s: float, story: str, where: str = 
         raise AlignmentError(
             f"{where or story}: audio lasts {audio_s:.2f} s but the TR grid of '{story}' ({grid.source}, "
             f"{grid.n_tr} TRs) has responses until {last_response_end:.2f} s after audio onset (the audio normally "
-            f"ends about {grid_end:.2f} s): the file looks truncated")
+            f"ends about {grid_end:.2f} s): {_tr_hint(grid, audio_s, story) or 'the file looks truncated'}")
     if audio_s > AUDIO_MAX_SPAN_RATIO * grid_end:
+        wrong_file = "not this story's audio or a wrong sample rate in its header"
         raise AlignmentError(
             f"{where or story}: audio lasts {audio_s:.2f} s but the TR grid of '{story}' ({grid.source}, "
             f"{grid.n_tr} TRs) ends {grid_end:.2f} s after audio onset: more than {AUDIO_MAX_SPAN_RATIO:g}x "
-            f"longer, so not this story's audio or a wrong sample rate in its header")
+            f"longer, so {_tr_hint(grid, audio_s, story) or wrong_file}")
+
+
+def _tr_hint(grid: TRGrid, audio_s: float, story: str) -> str:
+    """Where a grid simulated with a TR other than the default misfits audio that the default TR's grid fits:
+    the message that blames --tr rather than the file (every story would misfit the same way)."""
+    if grid.source != "respdict" or grid.tr == DEFAULT_TR:
+        return ""
+    try:
+        check_audio_duration(simulated_tr_grid(grid.n_tr + RESPDICT_PAD), audio_s, story)
+    except AlignmentError:
+        return ""
+    return f"the audio fits the grid of the default TR {DEFAULT_TR} s: is --tr {grid.tr:g} this dataset's TR?"
 
 
 TRANSCRIPT_END_TOLERANCE_S = 1.0  # alignment rounding; a phone spoken later than this after the audio ends is not in it

@@ -412,6 +412,10 @@ def test_summary_cli_reports_aligned_and_names_a_corrupted_file(mini_root, tmp_p
     _, problems = data_utils.summarize(data_utils.Ds003020(root))
     assert any(p.endswith("UTS02/souls.hf5: 'data' must be 2-D (TRs, voxels), found shape (5,)") for p in problems)
     assert data_utils.main(["--data-dir", str(tmp_path / "nowhere")]) == data_utils.EXIT_DATA
+    capsys.readouterr()
+    assert data_utils.main(["--data-dir", str(mini_root), "--subject", "9"]) == data_utils.EXIT_DATA
+    out, err = capsys.readouterr()
+    assert out == "UTS09: no response files (see the error below)\n" and "no response folder for subject UTS09" in err
 
 
 def test_summary_names_a_story_whose_rows_or_voxels_do_not_fit(mini_root, tmp_path):

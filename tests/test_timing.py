@@ -65,6 +65,11 @@ def test_audio_must_cover_the_last_response_tr_and_not_be_far_longer_than_the_gr
         check_audio_duration(grid, 41.9, "souls", where="x.wav")
     with pytest.raises(AlignmentError, match=r"audio lasts 78.10 s .*ends 52.00 s after audio onset: more than 1.5x"):
         check_audio_duration(grid, 78.1, "souls")
+    # audio that the default TR's grid fits (52 s) misfits a grid simulated with another --tr: the TR is named
+    for tr, why in ((2.5, r"responses until 55.00 s"), (1.0, r"ends 21.00 s after audio onset: more than 1.5x")):
+        with pytest.raises(AlignmentError, match=why + r".*fits the grid of the default TR 2.0045 s: is --tr "
+                                                       rf"{tr:g} this dataset's TR\?"):
+            check_audio_duration(simulated_tr_grid(36, tr=tr), 52.0, "souls")
 
 
 def test_a_textgrid_must_end_within_its_audio_and_not_far_before_it():
