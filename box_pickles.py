@@ -8,6 +8,8 @@ except numpy's array reconstructors; object arrays are refused too (joblib would
 from __future__ import annotations
 
 import os
+import pickle
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +95,8 @@ def restricted_load(path: str | os.PathLike):
 
     Raises
     ------
-    FileNotFoundError, UnsafePickleError.
+    FileNotFoundError, UnsafePickleError, EOFError (a file that ends early), pickle.UnpicklingError (not a
+    pickle: a JSON, text or .npy file given in its place).
     """
     path = Path(path)
     if not path.is_file():
@@ -104,7 +107,18 @@ def restricted_load(path: str | os.PathLike):
             if isinstance(fobj, str):  # very old joblib format stores a file name
                 raise UnsafePickleError(f"{path}: legacy multi-file joblib format is not supported")
             unpickler = RestrictedUnpickler(str(path), fobj, ensure_native_byte_order=True)
-            return unpickler.load()
+            try:
+                return unpickler.load()
+            except (KeyError, IndexError, struct.error, UnicodeDecodeError) as err:
+                # pickle's pure-Python reader meets bytes that are no opcode (KeyError 123: a '{') or
+                # opcodes out of order; not a pickle, whatever the name
+                raise pickle.UnpicklingError(f"not a pickle ({type(err).__name__}: {err} while reading its "
+                                             f"opcodes; it starts {_first_bytes(path)})") from err
+
+
+def _first_bytes(path: Path, n: int = 16) -> str:
+    with open(path, "rb") as f:
+        return repr(f.read(n))
 
 
 def load_box_textgrids(path: str | os.PathLike) -> dict[str, str]:

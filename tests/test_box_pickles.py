@@ -160,7 +160,11 @@ def test_scripts_place_trs_by_the_trfiles(mini, tiny_models, trfiles_at_2_1, tmp
 
 
 @pytest.mark.parametrize("damage, message", [(lambda raw: raw[:300], "ends early"),
-                                             (lambda raw: b"garbage\n", "not a usable Box trfiles pickle")])
+                                             (lambda raw: b"garbage\n", "not a usable Box trfiles pickle"),
+                                             # another file given in its place: a JSON (an ROI file), a .npy
+                                             (lambda raw: b'{"_subject": "UTS01"}', r"not a pickle \(KeyError: 123 "
+                                              r"while reading its opcodes; it starts b'\{\"_subject"),
+                                             (lambda raw: b"\x93NUMPY\x01\x00v\x00{'descr'", "not a pickle")])
 def test_damaged_trfiles_name_the_file(mini, mini_root, tmp_path, damage, message):
     from data_utils import DataError
     path = tmp_path / "trfiles_huge.jbl"
