@@ -31,7 +31,7 @@ import data_utils as du
 import models
 import training
 import voxel_selection as vs
-from run_utils import (EXIT_DATA, EXIT_DIVERGED, EXIT_USAGE, NPY_READ_ERRORS, RUN_LOCK, HelpFormatter, Stop,
+from run_utils import (EXIT_DATA, EXIT_DIVERGED, EXIT_USAGE, NPY_READ_ERRORS, RUN_LOCK, HelpFormatter, Stop, load_npz,
                        check_replaceable, command_line, exit_code, file_sha256, fraction, nonnegative_float,
                        nonnegative_int, package_versions, positive_float, positive_int, read_result_json, recover_dir,
                        resolve_device, resolve_precision, revision_problem, run_claimed, save_npy_atomic, set_seed,
@@ -350,8 +350,7 @@ def load_training_data(args, subjects: list[str], quiet: bool) -> TrainingData:
     targets_from = None
     if args.targets_from:
         try:
-            with np.load(args.targets_from, allow_pickle=False) as z:
-                targets_from = {k: z[k] for k in z.files}
+            targets_from = load_npz(args.targets_from)
         except NPY_READ_ERRORS as err:  # also a .npz holding pickled (object) arrays
             raise du.DataError(f"{args.targets_from}: not a readable .npz of story -> (TRs, F) targets "
                                f"({du.npy_read_problem(args.targets_from, err)})") from err

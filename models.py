@@ -61,8 +61,9 @@ def load_backbone(name_or_path: str, dtype: torch.dtype = torch.float32, revisio
     used, the decoder is kept only so that a saved tuned model stays a standard checkpoint).
     """
     from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
-    if Path(name_or_path).expanduser().is_dir() and (hint := model_path_hint(name_or_path, revision)):
-        # before transformers: 4.x guesses a model type from the folder's name ("empty" -> mpt) without config.json
+    if Path(name_or_path).expanduser().exists() and (hint := model_path_hint(name_or_path, revision)):
+        # before transformers: 4.x guesses a model type from the folder's name ("empty" -> mpt) without config.json,
+        # and reads a config.json given as a file, then fails on the weights with a message about repo ids
         raise ModelError(f"cannot load a model config from {name_or_path!r}: {hint}")
     try:
         config = AutoConfig.from_pretrained(name_or_path, revision=revision)
@@ -154,6 +155,10 @@ def model_path_hint(name_or_path: str, revision: str = "main") -> str | None:
             found = (f"it holds {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}" if names else "it is empty")
             return f"a folder without config.json ({found}); a local model folder holds config.json and the weights"
         return None
+    if path.is_file():  # a file of the model (config.json, model.safetensors) rather than its folder
+        folder = path.parent
+        return (f"a file, not a model folder; a local model is the folder holding config.json and the weights"
+                + (f": pass {folder}" if (folder / "config.json").is_file() else ""))
     if path.is_absolute() or name_or_path.startswith((".", "~")) or name_or_path.count("/") > 1:
         return f"no such folder {path} (a local model folder holds config.json and the weights)"
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):

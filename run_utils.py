@@ -301,6 +301,16 @@ def write_together(writes: dict) -> None:
 NPY_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)
 
 
+def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every array of a user's .npz, never unpickled; raises one of NPY_READ_ERRORS, a ValueError for a .npy (one
+    unnamed array, where np.load's result would not open as an archive)."""
+    loaded = np.load(path, allow_pickle=False)
+    if isinstance(loaded, np.ndarray):
+        raise ValueError(f"a .npy (one array of shape {loaded.shape}), not an .npz of named arrays")
+    with loaded as z:
+        return {k: z[k] for k in z.files}
+
+
 def save_npz_atomic(path: str | os.PathLike, **arrays: np.ndarray) -> None:
     """Named arrays as an uncompressed .npz, written atomically."""
     _write_atomic(path, lambda f: np.savez(f, **arrays), binary=True)

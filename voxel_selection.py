@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from data_utils import DataError, npy_read_problem, subject_id
-from run_utils import NPY_READ_ERRORS
+from run_utils import NPY_READ_ERRORS, load_npz
 
 NC_THRESHOLD = 0.4
 DEFAULT_NC_DIR = Path(__file__).resolve().parent / "subject_NCs"
@@ -79,8 +79,7 @@ def load_roi_file(path: str | os.PathLike, n_voxels: int | None = None,
         raise DataError(f"{path}: ROI file missing")
     try:
         if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                raw = {k: z[k] for k in z.files}
+            raw = load_npz(path)
         else:
             raw = json.loads(path.read_text())
     except NPY_READ_ERRORS as err:  # JSONDecodeError is a ValueError; so are pickled .npz arrays

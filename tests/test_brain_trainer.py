@@ -183,6 +183,10 @@ def test_teacher_targets_from_file(mini, tiny_models, tmp_path, capsys):
     assert run(mini, w2v, tmp_path / "c", "--targets-from", str(tmp_path / "cut.npz")) == trainer.EXIT_DATA
     assert "cut.npz: not a readable .npz of story -> (TRs, F) targets" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+    np.save(tmp_path / "one.npy", targets["souls"])  # a .npy, whatever its name: np.load returns an array
+    assert run(mini, w2v, tmp_path / "c", "--targets-from", str(tmp_path / "one.npy")) == trainer.EXIT_DATA
+    assert (f"one.npy: not a readable .npz of story -> (TRs, F) targets (ValueError: a .npy (one array of shape "
+            f"{targets['souls'].shape}), not an .npz of named arrays)") in capsys.readouterr().err
 
 
 def test_overwrite_never_deletes_a_folder_that_is_not_a_run(mini, tiny_models, tmp_path, capsys, monkeypatch):

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -219,6 +220,10 @@ def test_what_is_not_a_model_is_named_with_what_to_pass(tiny_models, tmp_path, m
     (tmp_path / "weights_only" / "model.safetensors").write_bytes(b"")
     with pytest.raises(ModelError, match=r"a folder without config.json \(it holds model.safetensors\)"):
         load_backbone(str(tmp_path / "weights_only"))
+    for name in ("config.json", "model.safetensors"):  # a file of the model rather than its folder
+        with pytest.raises(ModelError, match=rf"{name}': a file, not a model folder; a local model is the folder "
+                                             rf"holding config.json and the weights: pass {tiny_models['hubert']}$"):
+            load_backbone(str(Path(tiny_models["hubert"]) / name))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelError, match=r"hub downloads are off \(HF_HUB_OFFLINE=1\) with no cached copy of "
                                          r"someone/no-such-model: pass a local model folder"):

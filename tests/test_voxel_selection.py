@@ -44,6 +44,10 @@ def test_roi_files_name_file_expected_and_found(tmp_path):
     npz.write_bytes(npz.read_bytes()[:100])  # a copy cut short: numpy raises a BadZipFile, not an OSError
     with pytest.raises(DataError, match="rois.npz: not a readable ROI file"):
         load_roi_file(npz, 10)
+    np.save(tmp_path / "one.npy", np.arange(4))
+    (tmp_path / "one.npy").rename(npz)  # an array saved as .npy under an .npz name
+    with pytest.raises(DataError, match=r"rois.npz: not a readable ROI file \(ValueError: a .npy \(one array of shape"):
+        load_roi_file(npz, 10)
 
 
 def test_noise_ceiling_files_name_file_expected_and_found(mini, tmp_path):
