@@ -159,10 +159,31 @@ def roi_summary(result: dict, rois: dict[str, np.ndarray]) -> dict:
     out = {}
     for name, idx in rois.items():
         ccn = result["cc_norm"][idx]
-        out[name] = {"cc_norm": float(np.nanmean(ccn)) if np.isfinite(ccn).any() else float("nan"),
+        out[name] = {"cc_norm": mean_defined(ccn),
                      "r": float(np.mean(result["r"][idx])) if len(idx) else float("nan"),
                      "n_voxels": int(len(idx)), "n_above_floor": int(np.isfinite(ccn).sum())}
     return out
+
+
+def mean_defined(values) -> float:
+    """Mean of the finite values, NaN (without numpy's "Mean of empty slice" warning) where there is none: an ROI
+    with no voxel above the noise-ceiling floor."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(values[np.isfinite(values)].mean()) if np.isfinite(values).any() else float("nan")
+
+
+def undefined_roi_notes(rois: dict[str, np.ndarray], cc_max: np.ndarray, floor: float) -> list[str]:
+    """A line per ROI whose cc_norm is NaN in every layer, and why: it holds no voxel, or none has cc_max > floor."""
+    notes = []
+    for name, idx in rois.items():
+        ceiling = np.asarray(cc_max, dtype=np.float64)[idx]
+        if len(idx) == 0:
+            notes.append(f"note: ROI '{name}' holds no voxel: its summaries are NaN")
+        elif not (ceiling > floor).any():  # NaN compares False
+            highest = f"max {ceiling[np.isfinite(ceiling)].max():.3f}" if np.isfinite(ceiling).any() else "none finite"
+            notes.append(f"note: ROI '{name}': none of its {len(idx)} voxels has a noise ceiling above --nc-floor "
+                         f"{floor:g} ({highest}): its cc_norm is NaN, its r is given")
+    return notes
 
 
 def upper_middle_layers(layers: list[int], n_layers: int) -> list[int]:

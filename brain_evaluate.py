@@ -182,6 +182,8 @@ def _evaluate(args) -> int:
     except (du.DataError, ValueError) as err:
         raise Stop(str(err), EXIT_DATA) from err
     data, train, test_story = subject_data["data"], subject_data["train"], args.test_story
+    for note in al.undefined_roi_notes(subject_data["rois"], subject_data["cc_max"], args.nc_floor):
+        print(note, file=sys.stderr)  # before the work, not a bare "nan" in the table after it
     if args.data_efficiency:
         try:
             subject_data["efficiency_draws"] = al.story_subsets(train, sorted(set(args.data_efficiency)),
@@ -434,7 +436,7 @@ def data_efficiency(per_layer: dict[int, dict[str, np.ndarray]], layers: list[in
         per_layer_rois = [al.subset_alignment(per_layer[l], y_by_story, stories, args.test_story, subject_data["y_test"],
                                               subject_data["cc_max"], rois, args.nc_floor, ridge_kwargs) for l in layers]
         draws.append({"n": n, "stories": stories,
-                      "rois": {r: float(np.nanmean([v[r] for v in per_layer_rois])) for r in rois}})
+                      "rois": {r: al.mean_defined([v[r] for v in per_layer_rois]) for r in rois}})
     counts = sorted({d["n"] for d in draws})
     at = {n: [d["rois"] for d in draws if d["n"] == n] for n in counts}
     return {"counts": counts, "repeats": args.data_efficiency_repeats, "seed": args.seed, "layers": layers,
@@ -547,7 +549,7 @@ def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers:
                         responses=y_test[:, roi_voxels].astype(np.float32),
                         **{f"roi/{r}": np.searchsorted(roi_voxels, rois[r]) for r in named})
     um = [str(l) for l in summary["upper_middle_layers"]]
-    summary["upper_middle_mean"] = {roi: float(np.nanmean([summary["per_layer"][l]["rois"][roi]["cc_norm"] for l in um]))
+    summary["upper_middle_mean"] = {roi: al.mean_defined([summary["per_layer"][l]["rois"][roi]["cc_norm"] for l in um])
                                     for roi in rois}
     if "efficiency_draws" in subject_data:
         summary["data_efficiency"] = data_efficiency(per_layer, summary["upper_middle_layers"], subject_data, args,

@@ -589,4 +589,9 @@ def _render_subjects(table: dict) -> str:
 
 
 def _interval(x: np.ndarray) -> list[float]:
+    """Central 95% of the bootstrap samples that are defined; NaN, without numpy's warning, where none is (an ROI
+    with no voxel above the floor)."""
+    x = np.asarray(x, dtype=np.float64)
+    if not np.isfinite(x).any():
+        return [float("nan"), float("nan")]
     return [float(v) for v in np.nanpercentile(x, [2.5, 97.5])]

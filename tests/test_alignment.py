@@ -191,6 +191,22 @@ def test_roi_summary_averages_the_voxels_above_the_floor_and_counts_them():
     assert np.isnan(out["empty"]["r"]) and out["empty"]["n_voxels"] == 0
 
 
+def test_undefined_rois_are_named_and_their_means_are_nan_without_a_warning():
+    import warnings
+    cc_max = np.array([0.05, 0.5, np.nan, 0.08])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "Mean of empty slice" would be one
+        assert np.isnan(al.mean_defined([np.nan, np.nan])) and np.isnan(al.mean_defined([]))
+        assert al.mean_defined([0.2, np.nan, 0.4]) == pytest.approx(0.3)
+        notes = al.undefined_roi_notes({"ok": np.array([0, 1]), "quiet": np.array([0, 3]), "dead": np.array([2]),
+                                        "empty": np.array([], int)}, cc_max, 0.1)
+    assert notes == ["note: ROI 'quiet': none of its 2 voxels has a noise ceiling above --nc-floor 0.1 (max 0.080): "
+                     "its cc_norm is NaN, its r is given",
+                     "note: ROI 'dead': none of its 1 voxels has a noise ceiling above --nc-floor 0.1 (none finite): "
+                     "its cc_norm is NaN, its r is given",
+                     "note: ROI 'empty' holds no voxel: its summaries are NaN"]
+
+
 def test_upper_middle_mismatch_note_only_where_the_layers_differ():
     assert al.upper_middle_mismatch_note({"a": [7, 8], "b": [7, 8], "old": None}) is None
     note = al.upper_middle_mismatch_note({"a": [7, 8], "b": [8], "old": None})

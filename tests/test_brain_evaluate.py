@@ -515,6 +515,27 @@ def test_out_holding_another_programs_files_is_refused_untouched(mini, tiny_mode
     assert {p.name: p.read_bytes() for p in killed.iterdir()} == before and not (tmp_path / "new").exists()
 
 
+def test_an_roi_without_voxels_above_the_floor_is_named_and_summarised_as_nan_without_warnings(
+        mini, tiny_models, tmp_path, capsys):
+    import warnings
+    nc = np.load(mini / "subject_NCs" / "UTS02.npy")
+    rois = {"_subject": "UTS02", "quiet": np.flatnonzero(nc <= 0.1)[:4].tolist(), "empty": [],
+            "loud": np.flatnonzero(nc > 0.1)[:4].tolist()}
+    (tmp_path / "rois.json").write_text(json.dumps(rois))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # numpy's empty-mean and all-NaN warnings among them
+        for out in ("a", "b"):
+            assert _eval(mini, tiny_models["hubert"], tmp_path / out, "--roi-file", str(tmp_path / "rois.json")) == 0
+        err = capsys.readouterr().err
+        assert brain_evaluate.main(["--compare", str(tmp_path / "a"), str(tmp_path / "b"), "--labels", "x", "y",
+                                    "--out", str(tmp_path / "c")]) == 0
+    assert "note: ROI 'quiet': none of its 4 voxels has a noise ceiling above --nc-floor 0.1" in err
+    assert "note: ROI 'empty' holds no voxel: its summaries are NaN" in err and "ROI 'loud'" not in err
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert np.isnan(summary["upper_middle_mean"]["quiet"]) and np.isnan(summary["upper_middle_mean"]["empty"])
+    assert np.isfinite(summary["upper_middle_mean"]["loud"])
+
+
 def test_an_roi_named_all_would_hide_the_every_voxel_summary_and_is_refused(mini, tmp_path):
     rois = json.loads((mini / "rois" / "UTS01.json").read_text())
     (tmp_path / "rois.json").write_text(json.dumps({**rois, "all": [0, 1, 2]}))
