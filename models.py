@@ -157,7 +157,7 @@ def model_path_hint(name_or_path: str, revision: str = "main") -> str | None:
         return None
     if path.is_file():  # a file of the model (config.json, model.safetensors) rather than its folder
         folder = path.parent
-        return (f"a file, not a model folder; a local model is the folder holding config.json and the weights"
+        return ("a file, not a model folder; a local model is the folder holding config.json and the weights"
                 + (f": pass {folder}" if (folder / "config.json").is_file() else ""))
     if path.is_absolute() or name_or_path.startswith((".", "~")) or name_or_path.count("/") > 1:
         return f"no such folder {path} (a local model folder holds config.json and the weights)"

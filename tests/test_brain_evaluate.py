@@ -530,6 +530,7 @@ def test_an_roi_without_voxels_above_the_floor_is_named_and_summarised_as_nan_wi
         assert brain_evaluate.main(["--compare", str(tmp_path / "a"), str(tmp_path / "b"), "--labels", "x", "y",
                                     "--out", str(tmp_path / "c")]) == 0
         group = _group_as_two_subjects(tmp_path, ("a", "b"))  # mean ± SEM and the test over NaN in every subject
+    assert np.isnan(group["upper_middle_cc_norm"]["a"]["quiet"]["mean"])
     assert "note: ROI 'quiet': none of its 4 voxels has a noise ceiling above --nc-floor 0.1" in err
     assert "note: ROI 'empty' holds no voxel: its summaries are NaN" in err and "ROI 'loud'" not in err
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
