@@ -30,7 +30,7 @@ import data_utils as du
 import models
 import voxel_selection as vs
 from features import (FeatureCache, add_window_arguments, cache_settings, check_finite_features, check_window_fits,
-                      extract_story_features_together, resolve_pooling)
+                      extract_story_features_together, resolve_pooling, window_problem)
 from inference import inference_threads, sharing_plan
 from ridge import SCORES
 from timing import TEST_EXTRA_TRIM
@@ -134,7 +134,8 @@ def main(argv=None) -> int:
             return EXIT_USAGE
         # one writer at a time: two comparisons into one --out would leave one's table beside the other's plots
         return run_claimed(args.out, "brain_evaluate.py run", lambda: write_comparison(args))
-    if (problem := model_run_usage_problem(args, ("data_dir", "subject", "model_name"))) is not None:
+    if (problem := model_run_usage_problem(args, ("data_dir", "subject", "model_name"))
+            or window_problem(args.stride, args.context)) is not None:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     # an earlier result: finished (summary.json), or killed with some layers written

@@ -41,6 +41,18 @@ def window_bounds(n_samples: int, stride_s: float = 0.1, context_s: float = 16.0
     return starts[keep], ends[keep]
 
 
+def window_problem(stride_s: float, context_s: float, sample_rate: int = 16000) -> str | None:
+    """The usage error of --stride/--context whose longest window is under MIN_WINDOW_SAMPLES, else None: every
+    window would be dropped, and the features, and so every fit, would be empty (scored as r = 0)."""
+    longest = int(round((context_s + stride_s) * sample_rate))
+    if longest >= MIN_WINDOW_SAMPLES:
+        return None
+    return (f"--context {context_s:g} + --stride {stride_s:g} gives windows of {longest} samples, under the "
+            f"{MIN_WINDOW_SAMPLES} ({MIN_WINDOW_SAMPLES / sample_rate:g} s) a window needs (the convolutional front "
+            f"end's first frame): none would be kept; give --context of at least "
+            f"{MIN_WINDOW_SAMPLES / sample_rate - stride_s:g} s")
+
+
 def check_window_fits(encoder: SpeechEncoder, stride_s: float, context_s: float) -> None:
     """Raise ModelError when the longest window (`context_s + stride_s` seconds) is more than the model takes
     (Whisper: 30 s, in either --whisper-mode); the wav2vec2 family takes any length."""

@@ -27,7 +27,7 @@ from tqdm import tqdm
 import data_utils as du
 import models
 import teacher_targets as tt
-from features import FeatureCache, add_window_arguments, cache_settings, check_window_fits
+from features import FeatureCache, add_window_arguments, cache_settings, check_window_fits, window_problem
 from inference import inference_threads
 from run_utils import (EXIT_DATA, EXIT_USAGE, EXIT_WRITE, HelpFormatter, WriteError, command_line, creatable_problem,
                        nonnegative_int, package_versions, positive_int, resolve_device, resolve_precision,
@@ -87,6 +87,8 @@ def usage_problem(args) -> str | None:
         return "--batch-size applies to a model teacher; --word-embedding runs none"
     if args.word_embedding and args.revision != "main":
         return "--revision chooses a model teacher's hub revision; --word-embedding reads a file"
+    if args.model_name and (problem := window_problem(args.stride, args.context)):
+        return problem
     return revision_problem([args.model_name or args.text_model], args.revision) if model_flag else None
 
 

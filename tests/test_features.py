@@ -221,3 +221,21 @@ def test_windows_longer_than_whisper_takes_are_refused_before_extraction(mini, t
                                 tiny_models["whisper"], "--out", str(tmp_path / "e"), "--context", "40", "--stride", "2",
                                 "--nc-dir", str(mini / "subject_NCs"), "--no-progress"]) == 2
     assert "windows of up to 42 s" in capsys.readouterr().err and not (tmp_path / "e").exists()
+
+
+def test_windows_too_short_to_keep_are_a_usage_error_before_anything_is_read(mini, tiny_models, tmp_path, capsys):
+    import brain_evaluate
+    import make_teacher_targets
+    n = features.MIN_WINDOW_SAMPLES
+    assert features.window_problem(n / 16000, 0.0) is None  # exactly the minimum: kept (window_bounds above)
+    assert features.window_problem(0.01, 0.01) == (
+        "--context 0.01 + --stride 0.01 gives windows of 320 samples, under the 400 (0.025 s) a window needs (the "
+        "convolutional front end's first frame): none would be kept; give --context of at least 0.015 s")
+    assert len(features.window_bounds(16000 * 5, 0.01, 0.01)[1]) == 0  # what the run would have fitted on
+    common = ["--data-dir", str(tmp_path / "nowhere"), "--model-name", tiny_models["wav2vec2"], "--context", "0.01",
+              "--stride", "0.01"]
+    assert brain_evaluate.main([*common, "--subject", "UTS01", "--out", str(tmp_path / "e")]) == 2
+    assert make_teacher_targets.main([*common, "--layer", "1", "--out", str(tmp_path / "t.npz")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("gives windows of 320 samples") == 2 and "nowhere" not in err  # before the data are looked at
+    assert not (tmp_path / "e").exists() and not (tmp_path / "t.npz").exists()
