@@ -19,7 +19,7 @@ import numpy as np
 from alignment import story_tr_features
 from data_utils import DataError, Ds003020
 from features import FeatureCache, extract_story_features
-from models import ModelError, SpeechEncoder, at_revision
+from models import SUPPORTED_TYPES, ModelError, SpeechEncoder, at_revision, model_path_hint
 
 
 def read_word_embedding(path: str | Path) -> tuple[dict[str, int], np.ndarray]:
@@ -96,12 +96,23 @@ def is_lexical(label: str) -> bool:
 def load_text_model(name_or_path: str, device="cpu", revision: str = "main"):
     """(tokenizer, model in eval mode) of a hub id (at hub branch, tag or commit `revision`) or local dir through the
     Auto classes (weights as shipped; remote code never runs). Raises ModelError naming the model."""
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    where = f"{name_or_path!r}{at_revision(revision)}"
+    if Path(name_or_path).expanduser().exists() and (hint := model_path_hint(name_or_path, revision)):
+        raise ModelError(f"cannot load a text model from {where}: {hint}")  # a file of a model, a run folder
+    try:
+        model_type = AutoConfig.from_pretrained(name_or_path, revision=revision).model_type
+    except (OSError, ValueError) as err:
+        raise ModelError(f"cannot load a text model config from {where}: "
+                         f"{model_path_hint(name_or_path, revision) or err}") from err
+    if model_type in SUPPORTED_TYPES:  # its tokenizer, if any, is a CTC character vocabulary (or none at all)
+        raise ModelError(f"{where} is a {model_type} speech model, not a text model: a speech teacher is given "
+                         f"as --model-name")
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
         model = AutoModel.from_pretrained(name_or_path, revision=revision)
-    except (OSError, ValueError) as err:
-        raise ModelError(f"cannot load a text model and its tokenizer from {name_or_path!r}{at_revision(revision)}: "
+    except (OSError, ValueError, TypeError) as err:  # TypeError: a tokenizer whose vocabulary file is absent
+        raise ModelError(f"cannot load a text model and its tokenizer from {where}: {type(err).__name__}: "
                          f"{err}") from err
     return tokenizer, model.to(device).eval()
 

@@ -1,5 +1,6 @@
 """Teacher targets (teacher_targets.py, make_teacher_targets.py) and the trainer regressing onto them."""
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -228,6 +229,20 @@ def text_model(tmp_path_factory):
     return tt.load_text_model(str(folder))
 
 
+def test_a_speech_model_or_a_file_given_as_text_model_is_named_before_its_tokenizer_is_read(tiny_models, mini_root,
+                                                                                           tmp_path, capsys):
+    from models import ModelError
+    with pytest.raises(ModelError, match=r"wav2vec2' is a wav2vec2 speech model, not a text model: a speech teacher "
+                                         r"is given as --model-name"):
+        tt.load_text_model(tiny_models["wav2vec2"])  # its tokenizer was a TypeError traceback (no vocabulary file)
+    with pytest.raises(ModelError, match=r"config.json': a file, not a model folder"):
+        tt.load_text_model(str(Path(tiny_models["whisper"]) / "config.json"))
+    assert mtt.main(["--data-dir", str(mini_root), "--text-model", tiny_models["hubert"], "--layer", "1", "--out",
+                     str(tmp_path / "t.npz")]) == mtt.EXIT_USAGE
+    assert "is a hubert speech model, not a text model" in capsys.readouterr().err
+    assert not (tmp_path / "t.npz").exists()
+
+
 def _direct(tokenizer, model, text, layer):
     import torch
     ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
@@ -282,7 +297,8 @@ def test_text_teacher_end_to_end(mini, text_model, tmp_path, capsys):
     assert "--layer 5 out of range" in capsys.readouterr().err
     assert mtt.main(["--data-dir", str(mini / "ds003020"), "--text-model", str(tmp_path), "--layer", "1",
                      "--out", str(tmp_path / "x.npz")]) == 2
-    assert "cannot load a text model and its tokenizer from" in capsys.readouterr().err
+    assert ("cannot load a text model from" in (err := capsys.readouterr().err)  # a folder with no model in it
+            and "a folder without config.json (it holds lm.npz, lm.npz.json)" in err)
 
 
 def test_a_text_teacher_hub_id_at_a_revision_loads_and_records_that_commit(mini, text_model, tmp_path, monkeypatch):
