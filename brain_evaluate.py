@@ -243,6 +243,8 @@ def _evaluate(args) -> int:
         if tuning and tuning.get("subject") and subject_data["subject"] not in tuned_subjects(tuning):
             print(f"note: {name} was brain-tuned on {tuning['subject']}, evaluated on {subject_data['subject']} "
                   f"(cross-subject transfer)", file=sys.stderr)
+        if note := models.whisper_mode_note(name, (tuning or {}).get("whisper_mode"), model_types[k], args.whisper_mode):
+            print(note, file=sys.stderr)
         shared = None if plan[k] is None else {"with": args.model_name[plan[k][0]], "blocks": plan[k][1]}
         resolved = {"skipped_stories": subject_data["missing"], "layers": layers[k],
                     "pooling": settings[k]["pooling"], "device": str(device), "precision": precision,
@@ -327,7 +329,8 @@ def tuning_record(model_name: str) -> dict | None:
                            f"name or a list of names; 'stories' {{'train': [names], 'val': [names]}}), found "
                            f"{json.dumps(record)[:200]}; restore it (or remove it to evaluate the model as untuned)")
     return ({k: record.get(k) for k in ("subject", "base_model", "base_model_revision", "epoch", "val_loss")}
-            | ({"stories": stories} if "stories" in record else {}))  # recorded since 2026-12-04
+            | ({"stories": stories} if "stories" in record else {})  # recorded since 2026-12-04
+            | ({"whisper_mode": record["whisper_mode"]} if "whisper_mode" in record else {}))  # Whisper, 2026-12-07
 
 
 def tuned_on_story(record: dict | None, story: str) -> str | None:

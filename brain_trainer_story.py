@@ -654,7 +654,8 @@ def _train(args) -> int:
             best_record = None if not improved else {
                 "epoch": epoch, **val, "subject": config["subject"], "base_model": args.model_name,
                 "base_model_revision": config["resolved"]["model_revision"],
-                "stories": {"train": split.train, "val": split.val}}
+                "stories": {"train": split.train, "val": split.val},
+                **({"whisper_mode": args.whisper_mode} if model_type == "whisper" else {})}
             training.save_epoch(out_dir, model, extractor, optimizer, scheduler, state, best_record)
             print(f"epoch {epoch}: train {train_loss:.4f}  val {val['val_loss']:.4f}  val r {val['val_corr']:.4f}"
                   f"{'  *best*' if improved else ''}", flush=True)

@@ -139,6 +139,27 @@ def hub_revision(name_or_path: str, revision: str = "main") -> str | None:
     return Path(found).parent.name if isinstance(found, str) else None
 
 
+def tuned_whisper_mode(name_or_path: str) -> str | None:
+    """The --whisper-mode a brain-tuned Whisper was tuned with (its brain_tuning.json, since 2026-12-07), else None
+    (any other model, or a record that does not read: the evaluation names that one)."""
+    try:
+        record = json.loads((Path(name_or_path).expanduser() / "brain_tuning.json").read_text())
+    except (OSError, ValueError):
+        return None
+    mode = record.get("whisper_mode") if isinstance(record, dict) else None
+    return mode if mode in WHISPER_MODES else None
+
+
+def whisper_mode_note(name: str, tuned_mode: str | None, model_type: str, whisper_mode: str) -> str | None:
+    """A line for the log where a Whisper model tuned in one --whisper-mode is read in the other (the positions
+    and the padding it attends to differ from those it was tuned with), else None."""
+    if model_type != "whisper" or tuned_mode is None or tuned_mode == whisper_mode:
+        return None
+    return (f"note: {name} was brain-tuned with --whisper-mode {tuned_mode} and is read here with --whisper-mode "
+            f"{whisper_mode}; pass --whisper-mode {tuned_mode} to read it as it was tuned (and the same for every "
+            f"model compared with it)")
+
+
 def model_path_hint(name_or_path: str, revision: str = "main") -> str | None:
     """What to pass instead, where `name_or_path` is clearly not a model: a trainer's run folder, a local path that
     does not exist, or a hub id while hub downloads are off. None when there is nothing more to say."""

@@ -80,6 +80,8 @@ def load_models(args) -> list:
             raise models.ModelError(f"--layers {bad} out of range: {name} has hidden states 0..{n}")
         if note := upper_middle_note(layers, n, name):
             print(note, file=sys.stderr)
+        if note := models.whisper_mode_note(name, models.tuned_whisper_mode(name), model_type, args.whisper_mode):
+            print(note, file=sys.stderr)
         probed.append(ProbedModel(encoder, name, layers, Path(out), args.revision))
     return probed
 

@@ -571,7 +571,7 @@ def test_brain_evaluate_several_models_together_equal_each_alone(mini, tiny_mode
     enc_model.save_pretrained(tuned)
     extractor.save_pretrained(tuned)
     record = {"epoch": 3, "val_loss": 0.9, "val_corr": 0.1, "subject": ["UTS01", "UTS04"], "base_model": "b",
-              "base_model_revision": "c" * 40}
+              "base_model_revision": "c" * 40, "whisper_mode": "pad30"}
     (tuned / "brain_tuning.json").write_text(json.dumps(record))  # as the trainer writes it in best/
     base = tiny_models["whisper"]
     assert _eval(mini, base, tmp_path / "alone" / "pre", "--whisper-mode", "truncate") == 0
@@ -583,8 +583,10 @@ def test_brain_evaluate_several_models_together_equal_each_alone(mini, tiny_mode
                                 str(mini / "rois" / "UTS02.json"), "--stride", "0.5", "--context", "3",
                                 "--no-progress", "--cache-dir", str(tmp_path / "cache2"), "--whisper-mode",
                                 "truncate"]) == 0
-    assert (f"note: {tuned} was brain-tuned on ['UTS01', 'UTS04'], evaluated on UTS02 (cross-subject transfer)"
-            in capsys.readouterr().err)
+    err = capsys.readouterr().err
+    assert f"note: {tuned} was brain-tuned on ['UTS01', 'UTS04'], evaluated on UTS02 (cross-subject transfer)" in err
+    assert (f"note: {tuned} was brain-tuned with --whisper-mode pad30 and is read here with --whisper-mode truncate"
+            in err and err.count("--whisper-mode pad30") == 2)  # the tuned model only, not its base
     for m in ("pre", "tuned"):
         for layer in (1, 2):
             a = np.load(tmp_path / "alone" / m / f"layer_{layer}.npz")
@@ -596,7 +598,7 @@ def test_brain_evaluate_several_models_together_equal_each_alone(mini, tiny_mode
     resolved = json.loads((tmp_path / "together" / "tuned" / "config.json").read_text())["resolved"]
     assert resolved["shared_bottom"] == {"with": base, "blocks": 1} and resolved["evaluated_with"] == [base]
     assert resolved["brain_tuning"] == {"subject": ["UTS01", "UTS04"], "base_model": "b", "base_model_revision": "c" * 40,
-                                        "epoch": 3, "val_loss": 0.9}
+                                        "epoch": 3, "val_loss": 0.9, "whisper_mode": "pad30"}
     pre = json.loads((tmp_path / "together" / "pre" / "config.json").read_text())["resolved"]
     assert pre["shared_bottom"] is None and pre["brain_tuning"] is None
     assert brain_evaluate.main(["--data-dir", str(mini / "ds003020"), "--subject", "UTS02", "--model-name", base,

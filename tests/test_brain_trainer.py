@@ -47,6 +47,8 @@ def test_each_family_trains_and_lowers_validation_loss(mini, tiny_models, family
     for name in ("metrics.csv", "loss_curve.png", "best/config.json", "best/voxel_head.safetensors",
                  "best/preprocessor_config.json", "last/optim.pt", "last/model.safetensors"):
         assert (tmp_path / "r" / name).is_file(), name
+    tuned_with = json.loads((tmp_path / "r" / "best" / "brain_tuning.json").read_text()).get("whisper_mode")
+    assert tuned_with == ("truncate" if family == "whisper" else None)  # what a reader of the model should use
 
 
 def test_best_dir_reproduces_the_best_validation_loss(mini, tiny_models, tmp_path, capsys):

@@ -352,3 +352,17 @@ def test_a_revision_loads_and_names_the_snapshot_its_branch_tag_or_commit_names(
     assert not torch.equal(weights(load_backbone(repo)[0]), local)  # main: the retrained weights
     with pytest.raises(ModelError, match=rf"from '{repo}' at revision 'v2': .*no cached copy of {repo} at revision 'v2'"):
         load_backbone(repo, revision="v2")
+
+
+def test_a_whisper_read_in_another_mode_than_it_was_tuned_in_is_noted(tmp_path):
+    from models import tuned_whisper_mode, whisper_mode_note
+    (tmp_path / "brain_tuning.json").write_text(json.dumps({"epoch": 1, "whisper_mode": "truncate"}))
+    assert tuned_whisper_mode(str(tmp_path)) == "truncate" and tuned_whisper_mode(str(tmp_path / "none")) is None
+    assert whisper_mode_note("m", "truncate", "whisper", "truncate") is None  # read as tuned
+    assert whisper_mode_note("m", None, "whisper", "pad30") is None  # pretrained, or tuned before the record
+    assert whisper_mode_note("m", "truncate", "wav2vec2", "pad30") is None  # the mode means nothing there
+    assert whisper_mode_note("m", "truncate", "whisper", "pad30") == (
+        "note: m was brain-tuned with --whisper-mode truncate and is read here with --whisper-mode pad30; pass "
+        "--whisper-mode truncate to read it as it was tuned (and the same for every model compared with it)")
+    (tmp_path / "brain_tuning.json").write_text("{")  # unreadable: the evaluation names it, this stays quiet
+    assert tuned_whisper_mode(str(tmp_path)) is None

@@ -29,6 +29,18 @@ def test_running_out_of_device_memory_names_the_batch_to_lower(downstream, tiny_
         capsys.readouterr().err
 
 
+def test_a_whisper_tuned_in_another_mode_is_noted(downstream, tiny_models, tmp_path, capsys):
+    tuned = tmp_path / "tuned"
+    shutil.copytree(tiny_models["whisper"], tuned)
+    (tuned / "brain_tuning.json").write_text(json.dumps({"epoch": 1, "subject": "UTS01", "stories": {},
+                                                         "whisper_mode": "truncate"}))
+    for mode, noted in (("pad30", True), ("truncate", False)):
+        assert eval_phonemes.main(probe_args(str(tuned), downstream / "timit", tmp_path / mode, tmp_path / "c",
+                                             "--task", "sentence_type", "--layers", "2", "--whisper-mode", mode)) == 0
+        assert (f"note: {tuned} was brain-tuned with --whisper-mode truncate and is read here with --whisper-mode "
+                f"pad30" in capsys.readouterr().err) is noted
+
+
 def _probe_utterance_task_and_story_words(mini, downstream, tiny_models, tmp_path, *extra):
     """sentence_type with a 2-probe null into tmp_path/p, story_word_category over 3 folds into tmp_path/w:
     3 + 2 * 3 probes (the task's and its null's; each fold's model and context-label baseline)."""
