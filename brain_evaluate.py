@@ -37,8 +37,8 @@ from timing import TEST_EXTRA_TRIM
 from run_utils import (EXIT_DATA, EXIT_USAGE, NPY_READ_ERRORS, HelpFormatter, Stop, array_digest, code_identity,
                        command_line, exit_code, fraction, ignored_flags_problem, model_run_usage_problem,
                        nonnegative_int, out_among_inputs, output_dirs_problem, package_versions, positive_int,
-                       resolve_device, resolve_precision, run_claimed, save_npz_atomic, set_seed, timestamp, to_json,
-                       writable_dir_problem, write_json_atomic, write_text_atomic)
+                       remove_stale_outputs, resolve_device, resolve_precision, run_claimed, save_npz_atomic, set_seed,
+                       timestamp, to_json, writable_dir_problem, write_json_atomic, write_text_atomic)
 
 PAPER_LAYERS = (2, 5, 7, 8, 10, 11, 12)
 
@@ -591,6 +591,11 @@ def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers:
         plot_layer_curves({roi: {Path(model_name).name: means[roi]} for roi in rois}, counts,
                           out / "data_efficiency.png", "mean cc_norm (upper-middle layers)",
                           title=subject_data["subject"], xlabel="encoding-model training stories", log_x=True)
+    # an earlier result in this folder (other layers, ROIs, data efficiency) leaves nothing this one did not write
+    remove_stale_outputs(out, ("layer_*.npz", "test_responses_roi.npz", "data_efficiency.png"),
+                         {f"layer_{l}.npz" for l in layers} | ({"test_responses_roi.npz"} if roi_voxels is not None
+                                                               else set())
+                         | ({"data_efficiency.png"} if "data_efficiency" in summary else set()))
     write_json_atomic(out / "summary.json", summary)
     print(table)
 

@@ -25,8 +25,8 @@ from features import FeatureCache, check_finite_features
 from inference import map_inference, prepare_for_inference
 from models import SpeechEncoder, hub_revision
 from run_utils import (array_digest, check_same_readout, check_same_settings, code_identity, command_line,
-                       package_versions, read_result_json, result_labels, timestamp, write_json_atomic,
-                       write_text_atomic)
+                       package_versions, read_result_json, remove_stale_outputs, result_labels, timestamp,
+                       write_json_atomic, write_text_atomic)
 
 METRICS = ("f1_macro", "f1_micro", "accuracy")
 # the code a layer's probe runs after its features and labels: a change to it makes earlier layer results stale
@@ -365,6 +365,10 @@ def write_run(out: Path, result: dict, config: dict, table: str, plot_name: str,
                                              "versions": package_versions()})
     plot_layer_curves(curves, result["layers"], out / plot_name, ylabel, title=result["task"],
                       highlight=result.get("upper_middle_layers"))
+    # an earlier result in this folder (other layers, another task) leaves nothing this one did not write
+    layer_files = {layer_probe_path(out, l).name for l in result["layers"]
+                   if (stored := stored_layer_probe(layer_probe_path(out, l))) and stored["task"] == result["task"]}
+    remove_stale_outputs(out, ("layer_*.json", "*_by_layer.png"), layer_files | {plot_name})
     write_json_atomic(out / "results.json", result)
     print(result_line(result, out), flush=True)
 

@@ -272,6 +272,16 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     _write_atomic(path, lambda f: f.write(text))
 
 
+def remove_stale_outputs(out: str | os.PathLike, patterns: tuple[str, ...], keep: set[str]) -> list[str]:
+    """Remove the files of `out` matching `patterns` (globs) whose names are not in `keep`: what an earlier run into
+    the same result folder wrote and this one did not (other layers, another task's plot), so that the folder holds
+    one result. Returns the names removed, sorted."""
+    stale = sorted({p.name for pattern in patterns for p in Path(out).glob(pattern) if p.is_file()} - set(keep))
+    for name in stale:
+        (Path(out) / name).unlink(missing_ok=True)
+    return stale
+
+
 def save_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
     """`array` as .npy (no pickles), written atomically."""
     _write_atomic(path, lambda f: np.save(f, array, allow_pickle=False), binary=True)

@@ -1,5 +1,6 @@
 """brain_evaluate.py end to end on the miniature: results, caches, resumption, --compare, refusals."""
 import json
+import os
 import shutil
 
 import numpy as np
@@ -536,6 +537,18 @@ def test_an_roi_without_voxels_above_the_floor_is_named_and_summarised_as_nan_wi
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert np.isnan(summary["upper_middle_mean"]["quiet"]) and np.isnan(summary["upper_middle_mean"]["empty"])
     assert np.isfinite(summary["upper_middle_mean"]["loud"])
+
+
+def test_a_rerun_into_the_same_folder_leaves_only_its_own_files(mini, tiny_models, tmp_path):
+    out = tmp_path / "r"
+    assert _eval(mini, tiny_models["hubert"], out, "--data-efficiency", "1", "2") == 0
+    assert {"layer_1.npz", "layer_2.npz", "test_responses_roi.npz", "data_efficiency.png"} <= set(os.listdir(out))
+    assert _eval(mini, tiny_models["hubert"], out, "--layers", "1", "--roi-file", str(tmp_path / "none.json")) == 3
+    (tmp_path / "none.json").write_text(json.dumps({"_subject": "UTS02"}))  # no named ROI: no test predictions kept
+    assert _eval(mini, tiny_models["hubert"], out, "--layers", "1", "--roi-file", str(tmp_path / "none.json")) == 0
+    assert sorted(set(os.listdir(out)) - {".run.lock"}) == ["alignment_by_layer.png", "config.json", "layer_1.npz",
+                                                           "summary.json", "table.md"]  # the rest was stale
+    assert json.loads((out / "summary.json").read_text())["layers"] == [1]
 
 
 def test_an_roi_named_all_would_hide_the_every_voxel_summary_and_is_refused(mini, tmp_path):

@@ -1,5 +1,6 @@
 """eval_phonemes.py / eval_downstream.py end to end on the miniature layouts with tiny models."""
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -39,6 +40,18 @@ def test_a_whisper_tuned_in_another_mode_is_noted(downstream, tiny_models, tmp_p
                                              "--task", "sentence_type", "--layers", "2", "--whisper-mode", mode)) == 0
         assert (f"note: {tuned} was brain-tuned with --whisper-mode truncate and is read here with --whisper-mode "
                 f"pad30" in capsys.readouterr().err) is noted
+
+
+def test_a_rerun_into_the_same_folder_leaves_only_its_own_files(downstream, tiny_models, tmp_path):
+    def probe(*extra):
+        return eval_phonemes.main(probe_args(tiny_models["wav2vec2"], downstream / "timit", tmp_path / "r",
+                                             tmp_path / "c", *extra))
+    assert probe("--task", "sentence_type") == 0
+    assert {"layer_1.json", "layer_2.json", "sentence_type_by_layer.png"} <= set(os.listdir(tmp_path / "r"))
+    assert probe("--task", "phonemes", "--layers", "2") == 0  # another task and fewer layers into the same folder
+    assert sorted(set(os.listdir(tmp_path / "r")) - {".run.lock"}) == ["config.json", "layer_2.json",
+                                                                      "phonemes_by_layer.png", "results.json", "table.md"]
+    assert json.loads((tmp_path / "r" / "layer_2.json").read_text())["task"] == "phonemes"
 
 
 def _probe_utterance_task_and_story_words(mini, downstream, tiny_models, tmp_path, *extra):
