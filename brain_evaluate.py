@@ -183,6 +183,9 @@ def _evaluate(args) -> int:
     except (du.DataError, ValueError) as err:
         raise Stop(str(err), EXIT_DATA) from err
     data, train, test_story = subject_data["data"], subject_data["train"], args.test_story
+    if subject_data["nc_source"] == "computed from repeats":  # a --nc-dir typo would otherwise pass unseen
+        print(f"note: no {vs.nc_path(subject_data['subject'], args.nc_dir)}: cc_max computed from the repeats of "
+              f"'{test_story}' (every row, as compute_noise_ceiling.py does by default)", file=sys.stderr)
     for note in al.undefined_roi_notes(subject_data["rois"], subject_data["cc_max"], args.nc_floor):
         print(note, file=sys.stderr)  # before the work, not a bare "nan" in the table after it
     if args.data_efficiency:

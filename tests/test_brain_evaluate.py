@@ -539,6 +539,15 @@ def test_an_roi_without_voxels_above_the_floor_is_named_and_summarised_as_nan_wi
     assert np.isfinite(summary["upper_middle_mean"]["loud"])
 
 
+def test_a_noise_ceiling_computed_from_the_repeats_is_said(mini, tiny_models, tmp_path, capsys):
+    assert _eval(mini, tiny_models["hubert"], tmp_path / "a", "--layers", "1") == 0  # its UTS02.npy is there
+    assert "cc_max computed from the repeats" not in capsys.readouterr().err
+    assert _eval(mini, tiny_models["hubert"], tmp_path / "b", "--layers", "1", "--nc-dir", str(tmp_path / "empty")) == 0
+    assert (f"note: no {tmp_path / 'empty' / 'UTS02.npy'}: cc_max computed from the repeats of 'wheretheressmoke' "
+            f"(every row, as compute_noise_ceiling.py does by default)") in capsys.readouterr().err
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["resolved"]["noise_ceiling"] == "computed from repeats"
+
+
 def test_a_rerun_into_the_same_folder_leaves_only_its_own_files(mini, tiny_models, tmp_path):
     out = tmp_path / "r"
     assert _eval(mini, tiny_models["hubert"], out, "--data-efficiency", "1", "2") == 0
