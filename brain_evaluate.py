@@ -246,7 +246,8 @@ def _evaluate(args) -> int:
         if tuning and tuning.get("subject") and subject_data["subject"] not in tuned_subjects(tuning):
             print(f"note: {name} was brain-tuned on {tuning['subject']}, evaluated on {subject_data['subject']} "
                   f"(cross-subject transfer)", file=sys.stderr)
-        if note := models.whisper_mode_note(name, (tuning or {}).get("whisper_mode"), model_types[k], args.whisper_mode):
+        tuned_mode = (tuning or {}).get("whisper_mode")
+        if note := models.whisper_mode_note(name, tuned_mode, model_types[k], args.whisper_mode):
             print(note, file=sys.stderr)
         shared = None if plan[k] is None else {"with": args.model_name[plan[k][0]], "blocks": plan[k][1]}
         resolved = {"skipped_stories": subject_data["missing"], "layers": layers[k],
@@ -311,7 +312,7 @@ def tuning_record(model_name: str) -> dict | None:
     """What brain_trainer_story.py wrote beside a tuned model (its best/brain_tuning.json): the subject or
     subjects it was tuned on, its base model (and the hub commit of it, None for a local folder or a record older
     than 2026-12-05), epoch and validation loss, and the stories it was tuned and
-    early-stopped on where recorded; None for any other model. Raises DataError naming a record that does not
+    early-stopped on and (Whisper) its --whisper-mode where recorded; None for any other model. Raises DataError naming a record that does not
     read or is not shaped as the trainer writes it: the held-out check could not be made."""
     path = Path(model_name) / "brain_tuning.json"
     if not path.is_file():

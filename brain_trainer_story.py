@@ -31,8 +31,8 @@ import data_utils as du
 import models
 import training
 import voxel_selection as vs
-from run_utils import (EXIT_DATA, EXIT_DIVERGED, EXIT_USAGE, NPY_READ_ERRORS, RUN_LOCK, HelpFormatter, Stop, load_npz,
-                       check_replaceable, command_line, exit_code, file_sha256, fraction, nonnegative_float,
+from run_utils import (EXIT_DATA, EXIT_DIVERGED, EXIT_USAGE, NPY_READ_ERRORS, RUN_LOCK, HelpFormatter, Stop,
+                       check_replaceable, command_line, exit_code, file_sha256, fraction, load_npz, nonnegative_float,
                        nonnegative_int, package_versions, positive_float, positive_int, read_result_json, recover_dir,
                        resolve_device, resolve_precision, revision_problem, run_claimed, save_npy_atomic, set_seed,
                        timestamp, writable_dir_problem, write_json_atomic)

@@ -314,7 +314,7 @@ NPY_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)
 def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Every array of a user's .npz, never unpickled; raises one of NPY_READ_ERRORS, a ValueError for a .npy (one
     unnamed array, where np.load's result would not open as an archive)."""
-    loaded = np.load(path, allow_pickle=False)
+    loaded = np.load(path, allow_pickle=False, mmap_mode="r")  # a .npy given by mistake is not read whole
     if isinstance(loaded, np.ndarray):
         raise ValueError(f"a .npy (one array of shape {loaded.shape}), not an .npz of named arrays")
     with loaded as z:
