@@ -233,6 +233,12 @@ def relative_change(new: float, reference: float) -> float:
     return float(100.0 * (new - reference) / abs(reference)) if reference and np.isfinite(reference) else float("nan")
 
 
+def signed_change(x: float) -> str:
+    """A change in % or points as a table cell, signed, one decimal; "nan" where undefined (a first value of 0, an
+    ROI with no voxel above the floor), not "+nan"."""
+    return "nan" if x is None or not np.isfinite(x) else f"{x:+.1f}"
+
+
 def mean_sem(values) -> tuple[float, float]:
     """Mean and standard error of the mean (ddof 1) of finite `values`; SEM is NaN for fewer than two."""
     x = np.asarray(values, float)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from alignment import (LOW_LEVEL_GROUPS, mean_sem, relative_change, stories_to_match, upper_middle_mismatch_note,
-                       wilcoxon_compare)
+from alignment import (LOW_LEVEL_GROUPS, mean_sem, relative_change, signed_change, stories_to_match,
+                       upper_middle_mismatch_note, wilcoxon_compare)
 from run_utils import (NPY_READ_ERRORS, check_same_readout, check_same_settings, read_result_json, result_labels,
                        save_npz_atomic, write_json_atomic, write_text_atomic)
 
@@ -159,7 +159,7 @@ def compare(dirs: list[Path], out: Path, labels: list[str] | None = None) -> dic
         vals = s["upper_middle_mean"]
         table["upper_middle_cc_norm"][name] = {r: vals[r] for r in rois}
         table["change_vs_first_pct"][name] = {r: relative_change(vals[r], ref[r]) for r in rois}
-        cells = [f"{_fmt(vals[r])} | {relative_change(vals[r], ref[r]):+.1f}" for r in rois]
+        cells = [f"{_fmt(vals[r])} | {signed_change(relative_change(vals[r], ref[r]))}" for r in rois]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     table["upper_middle_layers"] = {n: s.get("upper_middle_layers") for n, s in zip(names, summaries)}
     if (note := upper_middle_mismatch_note(table["upper_middle_layers"])) is not None:
@@ -229,7 +229,8 @@ def _render_bootstrap(boot: dict, names: list[str]) -> list[str]:
              "| model | " + " | ".join(f"{r} Δ% vs {names[0]}" for r in rois) + " |", "|---|" + "---|" * len(rois)]
     for name in names[1:]:
         ci = boot["change_vs_first_pct_ci95"][name]
-        lines.append(f"| {name} | " + " | ".join(f"{ci[r][0]:+.1f} to {ci[r][1]:+.1f}" for r in rois) + " |")
+        cells = [f"{signed_change(ci[r][0])} to {signed_change(ci[r][1])}" for r in rois]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if "low_level_impact_difference_ci95" in boot:
         lines += ["", "| model | " + " | ".join(f"{r} low-level impact, points vs {names[0]}" for r in rois) + " |",
                   "|---|" + "---|" * len(rois)]
@@ -238,7 +239,7 @@ def _render_bootstrap(boot: dict, names: list[str]) -> list[str]:
             ci = boot["low_level_impact_difference_ci95"][pair]
             undefined = boot["low_level_impact_undefined_samples"][pair]  # written beside each interval
             lines.append(f"| {name} | " + " | ".join(
-                f"{ci[r][0]:+.1f} to {ci[r][1]:+.1f}" if np.isfinite(ci[r][0]) else
+                f"{signed_change(ci[r][0])} to {signed_change(ci[r][1])}" if np.isfinite(ci[r][0]) else
                 f"undefined in {undefined[r]} of {boot['n_boot']} samples (full alignment not positive)"
                 for r in rois) + " |")
     return lines
@@ -549,7 +550,7 @@ def _render_subjects(table: dict) -> str:
         for r in rois:
             c, w = change[name][r], test[name][r]
             p = f"{w['p_value']:.3g}" if "p_value" in w else "n/a"
-            cells.append(f"{c['mean']:+.1f} ± {c['sem']:.1f} | {p} (n={w['n']})")
+            cells.append(f"{signed_change(c['mean'])} ± {c['sem']:.1f} | {p} (n={w['n']})")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if "low_level_impact_pct" in table:
         low = table["low_level_impact_pct"]

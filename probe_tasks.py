@@ -19,7 +19,7 @@ import torch
 
 import downstream_data as dd
 import probes
-from alignment import relative_change, upper_middle_layers, upper_middle_mismatch_note
+from alignment import relative_change, signed_change, upper_middle_layers, upper_middle_mismatch_note
 from data_utils import DataError, file_fingerprint, read_tsv
 from features import FeatureCache, check_finite_features
 from inference import map_inference, prepare_for_inference
@@ -607,7 +607,7 @@ def compare_probe_results(dirs: list[Path], out: Path, labels: list[str] | None 
         um = r["upper_middle_mean"]
         table["upper_middle_mean"][name] = um
         table["change_vs_first_pct"][name] = {m: relative_change(um[m], ref[m]) for m in metric_names}
-        lines.append(f"| {name} | " + " | ".join(f"{um[m]:.3f} | {relative_change(um[m], ref[m]):+.1f}"
+        lines.append(f"| {name} | " + " | ".join(f"{um[m]:.3f} | {signed_change(relative_change(um[m], ref[m]))}"
                                                  for m in metric_names) + " |")
     table["upper_middle_layers"] = {n: r.get("upper_middle_layers") for n, r in zip(names, results)}
     if (note := upper_middle_mismatch_note(table["upper_middle_layers"])) is not None:

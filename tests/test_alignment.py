@@ -207,6 +207,12 @@ def test_undefined_rois_are_named_and_their_means_are_nan_without_a_warning():
                      "note: ROI 'empty' holds no voxel: its summaries are NaN"]
 
 
+def test_signed_change_cells():
+    assert [al.signed_change(x) for x in (12.345, -0.04, 0.0, float("nan"), None)] == ["+12.3", "-0.0", "+0.0", "nan",
+                                                                                        "nan"]
+    assert al.signed_change(al.relative_change(0.2, 0.0)) == "nan"  # a first value of 0: no relative change
+
+
 def test_upper_middle_mismatch_note_only_where_the_layers_differ():
     assert al.upper_middle_mismatch_note({"a": [7, 8], "b": [7, 8], "old": None}) is None
     note = al.upper_middle_mismatch_note({"a": [7, 8], "b": [8], "old": None})

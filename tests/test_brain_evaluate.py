@@ -532,6 +532,8 @@ def test_an_roi_without_voxels_above_the_floor_is_named_and_summarised_as_nan_wi
                                     "--out", str(tmp_path / "c")]) == 0
         group = _group_as_two_subjects(tmp_path, ("a", "b"))  # mean ± SEM and the test over NaN in every subject
     assert np.isnan(group["upper_middle_cc_norm"]["a"]["quiet"]["mean"])
+    for table in (tmp_path / "c" / "comparison.md", tmp_path / "group" / "group.md"):
+        assert "nan" in table.read_text() and "+nan" not in table.read_text()  # undefined, not a signed number
     assert "note: ROI 'quiet': none of its 4 voxels has a noise ceiling above --nc-floor 0.1" in err
     assert "note: ROI 'empty' holds no voxel: its summaries are NaN" in err and "ROI 'loud'" not in err
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
