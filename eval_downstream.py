@@ -76,8 +76,9 @@ def main(argv=None) -> int:
     g.add_argument("--max-per-word", type=positive_int,
                    help="occurrences used per word (default 10; story_word_category 5)")
     g.add_argument("--word-labels", help="story_word_category: TSV word/label (e.g. a semantic category per word)")
-    g.add_argument("--folds", type=number_type(int, lambda v: v >= 2, "an integer >= 2"), default=6,
-                   help="story_word_category: folds of held-out words")
+    g.add_argument("--folds", type=number_type(int, lambda v: v >= 3, "an integer >= 3"), default=6,
+                   help="story_word_category: folds of held-out words (each fold scored, the next one choosing the "
+                        "probe, the rest training it: at least 3)")
     args = parser.parse_args(argv)
     word_tasks = ("semantic_preference", "story_word_category")
     if problem := task_flags_problem(args, (("--pairs", "pairs", ("semantic_preference",)),

@@ -13,6 +13,7 @@ import numpy as np
 
 from data_utils import DataError, read_tsv
 from downstream_data import check_within_audio
+from features import MIN_WINDOW_SAMPLES
 from inference import map_inference, prepare_for_inference
 from probes import frame_features_together, segment_mean
 
@@ -66,6 +67,18 @@ def context_label_counts(words_by_source: dict[str, list[tuple[float, float, str
     return rows
 
 
+def segment_samples(start_s: float, end_s: float, context_s: float, n_samples: int) -> tuple[int, int]:
+    """First and end sample of a word's segment: the word and `context_s` s before it, within the audio, widened
+    back (then forward, at the audio's start) to MIN_WINDOW_SAMPLES, the least the convolutional front end turns
+    into a frame (a 10-ms word at --context 0 gave none, and a crash)."""
+    start = max(0, int((start_s - context_s) * 16000))
+    end = min(n_samples, int(np.ceil(end_s * 16000)))
+    if end - start < MIN_WINDOW_SAMPLES:
+        start = max(0, end - MIN_WINDOW_SAMPLES)
+        end = min(n_samples, start + MIN_WINDOW_SAMPLES)
+    return start, end
+
+
 def occurrence_features(encoder, audio_by_source: dict[str, np.ndarray], occurrences: dict[str, list],
                         layers: list[int], context_s: float = 3.0, device="cpu",
                         progress: bool = True, threads: int = 1) -> tuple[list[str], np.ndarray]:
@@ -93,8 +106,7 @@ def occurrence_features_together(encoders: list, audio_by_source: dict[str, np.n
     def segment_means(item) -> list[np.ndarray]:
         _, (source, a, b) = item
         wav = audio_by_source[source]
-        start = max(0, int((a - context_s) * 16000))
-        end = min(len(wav), int(np.ceil(b * 16000)))
+        start, end = segment_samples(a, b, context_s, len(wav))
         return [segment_mean(times, states, a - start / 16000, b - start / 16000)
                 for times, states in frame_features_together(encoders, wav[start:end], layers, device, plan)]
 

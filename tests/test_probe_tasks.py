@@ -410,6 +410,11 @@ def test_semantic_category_permutation_null_in_results_and_table(downstream, tin
     assert stopped.value.code == 2
     assert "argument --permutations: expected an integer >= 0, found -1" in capsys.readouterr().err
     assert not (tmp_path / "x" / "results.json").exists()
+    with pytest.raises(SystemExit) as stopped:  # a fold to score, one to choose the probe, the rest to train it
+        eval_downstream.main(probe_args(tiny_models["whisper"], downstream / "words", tmp_path / "x", tmp_path / "c",
+                                        "--task", "story_word_category", "--folds", "2"))
+    assert stopped.value.code == 2
+    assert "argument --folds: expected an integer >= 3, found 2" in capsys.readouterr().err
 
 
 def test_broken_and_empty_utterances_are_found_before_extraction(downstream, tiny_models, tmp_path, capsys,

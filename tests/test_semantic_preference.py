@@ -178,3 +178,16 @@ def test_each_occurrence_is_heard_with_the_context_before_it(mini_root, tiny_mod
     monkeypatch.setattr(sp, "segment_mean", recording_segment)
     sp.occurrence_features(encoder, {story: data.audio(story)}, occ, [1], context_s=3.0, progress=False)
     assert segments == [(1.0, 1.5), (3.0, 3.25)]  # the word's frames, in the clip's own time
+
+
+def test_a_word_shorter_than_the_front_ends_first_frame_is_widened_not_a_crash(mini_root, tiny_models):
+    from features import MIN_WINDOW_SAMPLES as n
+    from semantic_preference import occurrence_features, segment_samples
+    assert segment_samples(2.0, 2.5, 1.0, 160000) == (16000, 40000)  # a word and its second of context
+    assert segment_samples(2.0, 2.01, 0.0, 160000) == (32160 - n, 32160)  # widened back to n samples
+    assert segment_samples(0.0, 0.005, 0.0, 160000) == (0, n)  # at the audio's start: widened forward
+    assert segment_samples(0.0, 0.005, 0.0, 300) == (0, 300)  # never past the audio
+    encoder, data, story = _encoder_and_first_story(mini_root, tiny_models)
+    occ = {"brief": [(story, 2.0, 2.01)], "first": [(story, 0.0, 0.005)]}  # 10 ms and 5 ms, no context
+    words, feats = occurrence_features(encoder, {story: data.audio(story)}, occ, [1], context_s=0.0, progress=False)
+    assert words == ["brief", "first"] and feats.shape[:2] == (1, 2) and np.isfinite(feats).all()
