@@ -15,6 +15,7 @@ from data_utils import DataError, read_tsv
 from downstream_data import check_within_audio
 from features import MIN_WINDOW_SAMPLES
 from inference import map_inference, prepare_for_inference
+from models import ModelError
 from probes import frame_features_together, segment_mean
 
 RELATIONS = ("synonym", "near_homophone")
@@ -102,6 +103,13 @@ def occurrence_features_together(encoders: list, audio_by_source: dict[str, np.n
     flat = [(w, o) for w in sorted(occurrences) for o in occurrences[w]]
     for _, (source, _, b) in flat:  # before any extraction
         check_within_audio(source, b, len(audio_by_source[source]), "word segments")
+    bounds = [segment_samples(a, b, context_s, len(audio_by_source[source])) for _, (source, a, b) in flat]
+    longest = max((end - start for start, end in bounds), default=0)
+    for enc in encoders:  # found before the first segment, named by the flag that shortens it
+        if enc.model_type == "whisper" and longest > enc.max_input_samples:
+            raise ModelError(f"word segments (each word with --context {context_s:g} s of audio before it) reach "
+                             f"{longest / 16000:.1f} s, more than the {enc.max_input_samples / 16000:g} s Whisper "
+                             f"takes; lower --context")
 
     def segment_means(item) -> list[np.ndarray]:
         _, (source, a, b) = item

@@ -191,3 +191,20 @@ def test_a_word_shorter_than_the_front_ends_first_frame_is_widened_not_a_crash(m
     occ = {"brief": [(story, 2.0, 2.01)], "first": [(story, 0.0, 0.005)]}  # 10 ms and 5 ms, no context
     words, feats = occurrence_features(encoder, {story: data.audio(story)}, occ, [1], context_s=0.0, progress=False)
     assert words == ["brief", "first"] and feats.shape[:2] == (1, 2) and np.isfinite(feats).all()
+
+
+def test_word_segments_longer_than_whisper_takes_are_named_by_context_before_extraction(mini_root, tiny_models,
+                                                                                        monkeypatch):
+    import data_utils as du
+    import models
+    import semantic_preference
+    backbone, extractor, model_type = models.load_backbone(tiny_models["whisper"])
+    encoder = models.SpeechEncoder(backbone, extractor, model_type, "truncate")
+    data = du.Ds003020(mini_root)
+    story = sorted(data.respdict)[0]
+    occ = {"late": [(story, 35.0, 35.5)], "early": [(story, 1.0, 1.2)]}
+    monkeypatch.setattr(semantic_preference, "map_inference", lambda *a, **k: pytest.fail("extraction started"))
+    with pytest.raises(models.ModelError, match=r"word segments \(each word with --context 40 s of audio before it\) "
+                                                r"reach 35.5 s, more than the 30 s Whisper takes; lower --context"):
+        semantic_preference.occurrence_features(encoder, {story: data.audio(story)}, occ, [1], context_s=40.0,
+                                                progress=False)
