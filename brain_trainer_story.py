@@ -536,6 +536,10 @@ def _train(args) -> int:
 
     # ---------------------------------------------------------------- model
     model, extractor, model_type, lora_targets = build_model(args, n_targets)
+    hidden = model.encoder.hidden_size
+    if is_main and args.head_rank and args.head_rank >= min(hidden, n_targets):  # a full-rank map, factored
+        print(f"note: --head-rank {args.head_rank} is not below min(hidden size {hidden}, voxels {n_targets}): the "
+              f"readout is not low-rank, only factored in two", file=sys.stderr)
     model = model.to(device)
     encoder = model.encoder
     cache_info = None

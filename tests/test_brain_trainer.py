@@ -143,6 +143,11 @@ def test_teacher_targets_from_file(mini, tiny_models, tmp_path, capsys):
     assert f"{teacher}: other content than the run was tuned on" in capsys.readouterr().err
     teacher.write_bytes(original)
     assert run(mini, tiny_models["wav2vec2"], tmp_path / "t", *resume) == 0  # the same targets: resumable
+    assert "--head-rank" not in capsys.readouterr().err
+    assert run(mini, tiny_models["wav2vec2"], tmp_path / "hr", "--targets-from", str(teacher), "--num-epochs", "1",
+               "--head-rank", "6") == 0  # 6 targets: a rank-6 head is a full-rank map
+    assert ("note: --head-rank 6 is not below min(hidden size 64, voxels 6): the readout is not low-rank, only "
+            "factored in two") in capsys.readouterr().err
     assert run(mini, tiny_models["wav2vec2"], tmp_path / "r", "--targets-from", str(tmp_path / "teacher.npz"),
                "--roi-file", str(mini / "rois" / "UTS01.json"), "--roi", "language") == trainer.EXIT_USAGE
     assert "--targets-from replaces the fMRI targets, so --roi/--hemisphere/--nc-file" in capsys.readouterr().err
