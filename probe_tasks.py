@@ -479,7 +479,8 @@ def run_semantic_preference(models: list[ProbedModel], words_by_source: dict, au
         result = {"task": "semantic_preference", **record, "per_layer": per_layer,
                   "upper_middle_mean": {"preference": float(np.mean([per_layer[str(l)]["preference"] for l in um]))},
                   "n_pairs": pref["n_pairs"], "skipped_pairs": pref["skipped"], "words_found": len(emb),
-                  "pairs_file": str(pairs_file), "context_s": context_s, "max_per_word": max_per_word}
+                  "pairs_file": str(pairs_file), "context_s": context_s, "max_per_word": max_per_word,
+                  "corpus": (config or {}).get("corpus")}
         lines = [f"### semantic preference · {m.name}", "",
                  "mean cosine per layer; preference = synonym − near-homophone", "",
                  "| layer | synonym | near-homophone | random | preference |", "|---|---|---|---|---|"]
@@ -551,6 +552,7 @@ def run_story_word_probe(models: list[ProbedModel], words_by_source: dict, audio
             "description": "label of story words in context, cross-validated by word", "kind": "multiclass",
             "classes": list(classes), "n_words": len(occ), "n_occurrences": int(len(words)), "n_folds": n_folds,
             "context_s": context_s, "max_per_word": max_per_word, "labels_file": str(labels_file),
+            "corpus": (config or {}).get("corpus"),
             "context_label_baseline": {"test": baseline["test"], "sem": baseline["sem"],
                                        "mean_context_words": mean_context_words},
             "chance": {"accuracy": float(majority), "f1_macro_uniform_guess": 1.0 / len(classes)}})
@@ -577,7 +579,7 @@ def run_story_word_probe(models: list[ProbedModel], words_by_source: dict, audio
 
 
 # results.json keys that results compared must share -> how an error names them
-COMPARED_PROBE_SETTINGS = {"utterances": "utterances", "classes": "classes", "n_words": "words",
+COMPARED_PROBE_SETTINGS = {"corpus": "--corpus", "utterances": "utterances", "classes": "classes", "n_words": "words",
                            "n_occurrences": "word occurrences", "n_pairs": "pairs", "words_found": "words found",
                            "context_s": "--context", "max_per_word": "--max-per-word", "n_folds": "--folds",
                            "frame_step": "--frame-step"}

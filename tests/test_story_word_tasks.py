@@ -2,6 +2,7 @@
 semantic preference (synonym vs near-homophone pairs) and the held-out-word category probe."""
 import json
 import re
+import shutil
 
 import pytest
 
@@ -144,7 +145,7 @@ def test_semantic_preference_on_timit_word_alignments(downstream, tiny_models, t
     assert v["preference"] == pytest.approx(v["synonym"] - v["near_homophone"]) and -1 <= v["synonym"] <= 1
 
 
-def test_story_word_category_on_an_aligned_folder(downstream, tiny_models, tmp_path):
+def test_story_word_category_on_an_aligned_folder(downstream, tiny_models, tmp_path, capsys):
     carriers = downstream / "words_in_carriers"
     out = tmp_path / "carriers"
     assert eval_downstream.main(probe_args(tiny_models["whisper"], carriers, out, tmp_path / "c", "--task",
@@ -155,6 +156,12 @@ def test_story_word_category_on_an_aligned_folder(downstream, tiny_models, tmp_p
     # neutral sentences: no labelled word precedes the target, so the baseline has nothing to go on
     assert res["context_label_baseline"]["mean_context_words"] == 0
     assert res["context_label_baseline"]["test"]["accuracy"] == pytest.approx(1 / 8)
+    assert res["corpus"] == "aligned"  # recorded: --compare refuses the same task on another corpus
+    other = tmp_path / "stories"
+    shutil.copytree(out, other)
+    (other / "results.json").write_text(json.dumps({**res, "corpus": "ds003020"}))
+    assert eval_downstream.main(["--compare", str(other), str(out), "--out", str(tmp_path / "cmp")]) == 2
+    assert f"{out}: --corpus 'aligned', expected 'ds003020' like {other}" in capsys.readouterr().err
 
 
 def test_word_tasks_default_occurrences_per_word(monkeypatch):
