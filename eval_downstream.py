@@ -68,25 +68,35 @@ def main(argv=None) -> int:
                            "dataset root in its public layout (see README)")
     g = parser.add_argument_group("word segments of stories (semantic_preference, story_word_category)")
     g.add_argument("--pairs", help="TSV word1/word2/relation (default: the shipped English list)")
-    g.add_argument("--corpus", default="ds003020", choices=["ds003020", "timit", "aligned"],
-                   help="where word segments come from (aligned: a folder of <name>.wav + <name>.TextGrid)")
+    g.add_argument("--corpus", choices=["ds003020", "timit", "aligned"],
+                   help="where word segments come from (default ds003020; aligned: a folder of <name>.wav + "
+                        "<name>.TextGrid)")
     g.add_argument("--stories", nargs="+", help="ds003020 stories to take words from (default: all)")
-    g.add_argument("--context", type=nonnegative_float, default=3.0,
-                   help="seconds of audio before each word given to the model")
+    g.add_argument("--context", type=nonnegative_float,
+                   help="seconds of audio before each word given to the model (default 3)")
     g.add_argument("--max-per-word", type=positive_int,
                    help="occurrences used per word (default 10; story_word_category 5)")
     g.add_argument("--word-labels", help="story_word_category: TSV word/label (e.g. a semantic category per word)")
-    g.add_argument("--folds", type=number_type(int, lambda v: v >= 3, "an integer >= 3"), default=6,
-                   help="story_word_category: folds of held-out words (each fold scored, the next one choosing the "
-                        "probe, the rest training it: at least 3)")
+    g.add_argument("--folds", type=number_type(int, lambda v: v >= 3, "an integer >= 3"),
+                   help="story_word_category: folds of held-out words (default 6; each fold scored, the next one "
+                        "choosing the probe, the rest training it: at least 3)")
     args = parser.parse_args(argv)
     word_tasks = ("semantic_preference", "story_word_category")
     if problem := task_flags_problem(args, (("--pairs", "pairs", ("semantic_preference",)),
                                             ("--word-labels", "word_labels", ("story_word_category",)),
                                             ("--stories", "stories", word_tasks),
+                                            ("--corpus", "corpus", word_tasks), ("--context", "context", word_tasks),
+                                            ("--folds", "folds", ("story_word_category",)),
                                             ("--max-per-word", "max_per_word", word_tasks))):
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    if args.stories is not None and args.corpus not in (None, "ds003020"):  # the other corpora read every recording
+        print(f"error: --stories chooses ds003020 stories; --corpus {args.corpus} reads every recording of its folder",
+              file=sys.stderr)
+        return EXIT_USAGE
+    if args.task in word_tasks:  # the defaults, resolved where they apply (config.json records them)
+        args.corpus, args.context = args.corpus or "ds003020", 3.0 if args.context is None else args.context
+        args.folds = (args.folds or 6) if args.task == "story_word_category" else None
     if args.task == "story_word_category" and not (args.word_labels or args.compare):
         print("error: --task story_word_category needs --word-labels (TSV with header word<TAB>label)", file=sys.stderr)
         return EXIT_USAGE

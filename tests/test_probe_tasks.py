@@ -415,6 +415,15 @@ def test_semantic_category_permutation_null_in_results_and_table(downstream, tin
                                         "--task", "story_word_category", "--folds", "2"))
     assert stopped.value.code == 2
     assert "argument --folds: expected an integer >= 3, found 2" in capsys.readouterr().err
+    for task, flags, says in (  # flags that would be ignored by the task given: usage errors, as --frame-step's
+            ("commands", ["--context", "5"], "--context applies to --task semantic_preference or story_word_category"),
+            ("commands", ["--corpus", "timit"], "--corpus applies to --task semantic_preference or story_word_category"),
+            ("semantic_preference", ["--folds", "4"], "--folds applies to --task story_word_category"),
+            ("semantic_preference", ["--corpus", "aligned", "--stories", "souls"],
+             "--stories chooses ds003020 stories; --corpus aligned reads every recording of its folder")):
+        assert eval_downstream.main(probe_args(tiny_models["whisper"], downstream / "words", tmp_path / "x",
+                                               tmp_path / "c", "--task", task, *flags)) == 2
+        assert says in capsys.readouterr().err
 
 
 def test_broken_and_empty_utterances_are_found_before_extraction(downstream, tiny_models, tmp_path, capsys,
