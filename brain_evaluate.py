@@ -596,10 +596,10 @@ def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers:
                           out / "data_efficiency.png", "mean cc_norm (upper-middle layers)",
                           title=subject_data["subject"], xlabel="encoding-model training stories", log_x=True)
     # an earlier result in this folder (other layers, ROIs, data efficiency) leaves nothing this one did not write
-    remove_stale_outputs(out, ("layer_*.npz", "test_responses_roi.npz", "data_efficiency.png"),
-                         {f"layer_{l}.npz" for l in layers} | ({"test_responses_roi.npz"} if roi_voxels is not None
-                                                               else set())
-                         | ({"data_efficiency.png"} if "data_efficiency" in summary else set()))
+    written = {f"layer_{l}.npz" for l in layers}
+    written |= {"test_responses_roi.npz"} if roi_voxels is not None else set()
+    written |= {"data_efficiency.png"} if "data_efficiency" in summary else set()
+    remove_stale_outputs(out, ("layer_*.npz", "test_responses_roi.npz", "data_efficiency.png"), written)
     write_json_atomic(out / "summary.json", summary)
     print(table)
 

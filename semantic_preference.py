@@ -112,14 +112,12 @@ def occurrence_features_together(encoders: list, audio_by_source: dict[str, np.n
                              f"takes; lower --context")
 
     def segment_means(item) -> list[np.ndarray]:
-        _, (source, a, b) = item
-        wav = audio_by_source[source]
-        start, end = segment_samples(a, b, context_s, len(wav))
-        return [segment_mean(times, states, a - start / 16000, b - start / 16000)
-                for times, states in frame_features_together(encoders, wav[start:end], layers, device, plan)]
+        (_, (source, a, b)), (start, end) = item
+        return [segment_mean(times, states, a - start / 16000, b - start / 16000) for times, states in
+                frame_features_together(encoders, audio_by_source[source][start:end], layers, device, plan)]
 
     vecs = [[] for _ in encoders]
-    for per_model in map_inference(segment_means, flat, threads, "word segments", progress):
+    for per_model in map_inference(segment_means, list(zip(flat, bounds)), threads, "word segments", progress):
         for k, v in enumerate(per_model):
             vecs[k].append(v)
     words = [w for w, _ in flat]
