@@ -35,6 +35,7 @@ def subject_noise_ceiling(data: Ds003020, subject: str, story: str = TEST_STORY,
     `first_row` : rows of the repeats (TRs of the response file) before it are left out; 0 uses them all.
     Raises DataError naming the file when fewer than 2 rows would remain.
     """
+    data.stories(subject)  # a subject without a folder is named with the dataset's subjects, not as one missing file
     data.n_repeats(subject, story)  # the repeats' own checks first: a file without them is named as such
     n_vox, n_rows = data.n_voxels(subject, story), data.n_response_rows(subject, story, check=False)
     if n_rows - first_row < 2:

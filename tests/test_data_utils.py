@@ -328,6 +328,9 @@ def test_compute_noise_ceiling_cli(mini, mini_root, tmp_path, capsys):
     assert "souls.hf5" in capsys.readouterr().err and not (tmp_path / "x").exists()  # named, nothing written
     assert main(no_repeats[:-4] + ["--story", "wheretheresmoke", "--out", str(tmp_path / "x")]) == EXIT_DATA
     assert "'wheretheresmoke': did you mean 'wheretheressmoke'?" in capsys.readouterr().err
+    assert main(no_repeats[:2] + ["--subject", "9", "--out", str(tmp_path / "x")]) == EXIT_DATA  # no such subject
+    assert ("UTS09: no response folder for subject UTS09 (found subjects ['UTS01', 'UTS02', 'UTS04'])"
+            in capsys.readouterr().err)  # not "UTS09/wheretheressmoke.hf5: response file missing"
 
 
 def test_compute_noise_ceiling_on_a_full_disk_exits_6_and_keeps_the_previous_file(mini_root, tmp_path, monkeypatch,
