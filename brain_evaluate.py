@@ -135,7 +135,7 @@ def main(argv=None) -> int:
         # one writer at a time: two comparisons into one --out would leave one's table beside the other's plots
         return run_claimed(args.out, "brain_evaluate.py run", lambda: write_comparison(args))
     if (problem := model_run_usage_problem(args, ("data_dir", "subject", "model_name"))
-            or window_problem(args.stride, args.context)) is not None:
+            or window_problem(args.stride, args.context) or vs.nc_dir_problem(args.nc_dir)) is not None:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     # an earlier result: finished (summary.json), or killed with some layers written

@@ -182,6 +182,8 @@ def flag_problem(args) -> str | None:
         if value is not None and len(per_subject(value, len(subjects))) != len(subjects):
             return (f"{flag}: one file per --subject, in its order: {len(subjects)} subjects, "
                     f"{len(per_subject(value, len(subjects)))} files")
+    if problem := vs.nc_dir_problem(args.nc_dir, "--nc-file"):
+        return problem
     if args.lora_targets and not args.lora_rank:
         return "--lora-targets chooses the modules of --lora-rank adapters; add --lora-rank"
     if args.front_end_cache_dir and not args.cache_front_end:

@@ -26,6 +26,19 @@ def nc_path(subject: str | int, nc_dir: str | os.PathLike | None = None) -> Path
     return Path(nc_dir or DEFAULT_NC_DIR) / f"{subject_id(subject)}.npy"
 
 
+def nc_dir_problem(nc_dir: str | os.PathLike, file_flag: str | None = None) -> str | None:
+    """A usage problem when `nc_dir` (--nc-dir) is a file, not the folder of <SUBJ>.npy files, else None.
+
+    Without this a file given as --nc-dir is read as a folder lacking <SUBJ>.npy (`UTS01.npy/UTS01.npy`).
+    `file_flag` names the script's flag that takes one file instead, if it has one.
+    """
+    if not Path(nc_dir).is_file():
+        return None
+    instead = f", or give the file as {file_flag}" if file_flag else ""
+    return (f"--nc-dir {nc_dir} is a file; it takes the folder that holds <SUBJ>.npy (here {Path(nc_dir).parent})"
+            f"{instead}")
+
+
 def load_noise_ceiling(subject: str | int, n_voxels: int | None = None, nc_file: str | os.PathLike | None = None,
                        nc_dir: str | os.PathLike | None = None) -> np.ndarray:
     """Noise ceiling (V,) float64 of a subject from `subject_NCs/<SUBJ>.npy` (or `nc_file`), checked: one value per

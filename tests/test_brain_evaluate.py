@@ -548,6 +548,10 @@ def test_a_noise_ceiling_computed_from_the_repeats_is_said(mini, tiny_models, tm
     assert (f"note: no {tmp_path / 'empty' / 'UTS02.npy'}: cc_max computed from the repeats of 'wheretheressmoke' "
             f"(every row, as compute_noise_ceiling.py does by default)") in capsys.readouterr().err
     assert json.loads((tmp_path / "b" / "config.json").read_text())["resolved"]["noise_ceiling"] == "computed from repeats"
+    nc_file = mini / "subject_NCs" / "UTS02.npy"  # the subject's file given for its folder: refused, not recomputed
+    assert _eval(mini, tiny_models["hubert"], tmp_path / "c", "--layers", "1", "--nc-dir", str(nc_file)) == 2
+    assert (f"error: --nc-dir {nc_file} is a file; it takes the folder that holds <SUBJ>.npy (here {nc_file.parent})\n"
+            == capsys.readouterr().err and not (tmp_path / "c").exists())
 
 
 def test_a_rerun_into_the_same_folder_leaves_only_its_own_files(mini, tiny_models, tmp_path):

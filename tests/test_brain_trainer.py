@@ -159,7 +159,10 @@ def test_teacher_targets_from_file(mini, tiny_models, tmp_path, capsys):
                            (["--lora-targets", "fc1"], "--lora-targets chooses the modules of --lora-rank adapters"),
                            (["--front-end-cache-dir", str(tmp_path / "fec")], "add --cache-front-end"),
                            (["--roi", "language"], "--roi/--hemisphere need --roi-file"),
-                           (["--hemisphere", "left"], "--roi/--hemisphere need --roi-file")):
+                           (["--hemisphere", "left"], "--roi/--hemisphere need --roi-file"),
+                           (["--nc-dir", str(mini / "subject_NCs" / "UTS01.npy")],
+                            f"--nc-dir {mini / 'subject_NCs' / 'UTS01.npy'} is a file; it takes the folder that holds "
+                            f"<SUBJ>.npy (here {mini / 'subject_NCs'}), or give the file as --nc-file")):
         assert run(mini, tiny_models["wav2vec2"], tmp_path / "h", *flags) == 2
         assert message in capsys.readouterr().err
         assert not (tmp_path / "h").exists()  # refused before any output
