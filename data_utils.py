@@ -72,6 +72,17 @@ def not_downloaded_hint(path: str | os.PathLike) -> str:
     return ""
 
 
+def missing_file_message(path: str | os.PathLike, what: str) -> str:
+    """Why the `what` file at `path` cannot be opened: "<path>: <what> missing", or that `path` is a folder (with
+    a few of its files: the one meant is usually among them), or a download placeholder (`not_downloaded_hint`)."""
+    path = Path(path)
+    if path.is_dir():
+        names = [p.name for p in visible_files(path, "*") if p.is_file()]
+        inside = f"; it holds {names[:4]}{' ...' if len(names) > 4 else ''}" if names else "; it holds no file"
+        return f"{path}: a folder, expected the {what}{inside}"
+    return f"{path}: {what} missing{not_downloaded_hint(path)}"
+
+
 def npy_read_problem(path: str | os.PathLike, err: Exception) -> str:
     """Why `np.load(path, allow_pickle=False)` raised `err`, in words that name what the file holds.
 
@@ -224,7 +235,7 @@ class Ds003020:
         try:
             self._box_grids = load_box_tr_grids(path)
         except FileNotFoundError as err:
-            raise DataError(f"{path}: trfiles pickle missing{not_downloaded_hint(path)}") from err
+            raise DataError(missing_file_message(path, "trfiles pickle")) from err
         except EOFError as err:
             raise DataError(f"{path}: Box trfiles pickle ends early (a truncated download?)") from err
         except (UnsafePickleError, pickle.UnpicklingError, ValueError, OSError, TypeError) as err:

@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 
 from alignment import story_tr_features
-from data_utils import DataError, Ds003020
+from data_utils import DataError, Ds003020, missing_file_message
 from features import FeatureCache, extract_story_features
 from models import SUPPORTED_TYPES, ModelError, SpeechEncoder, at_revision, model_path_hint
 
@@ -29,7 +29,7 @@ def read_word_embedding(path: str | Path) -> tuple[dict[str, int], np.ndarray]:
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: word embedding file missing")
+        raise DataError(missing_file_message(path, "word embedding file"))
     try:
         with h5py.File(path, "r") as f:
             missing = [k for k in ("data", "vocab") if k not in f]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_utils import DataError, npy_read_problem, subject_id
+from data_utils import DataError, missing_file_message, npy_read_problem, subject_id
 from run_utils import NPY_READ_ERRORS, load_npz
 
 NC_THRESHOLD = 0.4
@@ -44,6 +44,8 @@ def load_noise_ceiling(subject: str | int, n_voxels: int | None = None, nc_file:
     """Noise ceiling (V,) float64 of a subject from `subject_NCs/<SUBJ>.npy` (or `nc_file`), checked: one value per
     voxel, finite values in [0, 1] (cc_max), at least one finite. NaN values are kept (such voxels pass no floor)."""
     path = Path(nc_file) if nc_file else nc_path(subject, nc_dir)
+    if path.is_dir():
+        raise DataError(missing_file_message(path, "noise-ceiling file"))
     if not path.is_file():
         raise DataError(f"{path}: noise-ceiling file missing; create it with "
                         f"`python compute_noise_ceiling.py --data-dir DIR --subject {subject_id(subject)}`")
@@ -89,7 +91,7 @@ def load_roi_file(path: str | os.PathLike, n_voxels: int | None = None,
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: ROI file missing")
+        raise DataError(missing_file_message(path, "ROI file"))
     try:
         if path.suffix == ".npz":
             raw = load_npz(path)

@@ -125,6 +125,9 @@ def test_trfiles_replace_the_simulated_grids_and_are_recorded(mini_root, mini, t
         open_ds003020(mini_root, trfiles=mini / "box" / "grids_huge.jbl")  # the TextGrid pickle by mistake
     with pytest.raises(DataError, match="absent.jbl: trfiles pickle missing"):
         open_ds003020(mini_root, trfiles=tmp_path / "absent.jbl")
+    with pytest.raises(DataError, match=r"box: a folder, expected the trfiles pickle; it holds \['grids_huge.jbl', "
+                                        r"'trfiles_huge.jbl'\]"):
+        open_ds003020(mini_root, trfiles=mini / "box")
 
 
 def test_scripts_place_trs_by_the_trfiles(mini, tiny_models, trfiles_at_2_1, tmp_path, capsys):

@@ -46,6 +46,9 @@ def test_read_word_embedding_names_the_file_and_what_it_found(tmp_path):
         tt.read_word_embedding(tmp_path / "nokey.hf5")
     with pytest.raises(du.DataError, match="absent.hf5: word embedding file missing"):
         tt.read_word_embedding(tmp_path / "absent.hf5")
+    (tmp_path / "em_data").mkdir()
+    with pytest.raises(du.DataError, match="em_data: a folder, expected the word embedding file; it holds no file"):
+        tt.read_word_embedding(tmp_path / "em_data")
     (tmp_path / "text.hf5").write_text("not hdf5")
     with pytest.raises(du.DataError, match="text.hf5: not a readable HDF5 file"):
         tt.read_word_embedding(tmp_path / "text.hf5")

@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -23,6 +24,10 @@ def test_roi_files_name_file_expected_and_found(tmp_path):
         rois.write_text(text)
         with pytest.raises(DataError, match=message):
             load_roi_file(rois, 10)
+    with pytest.raises(DataError, match=r"rois.jsn: ROI file missing$"):
+        load_roi_file(tmp_path / "rois.jsn", 10)
+    with pytest.raises(DataError, match=r": a folder, expected the ROI file; it holds \['rois.json'\]$"):
+        load_roi_file(tmp_path, 10)  # the folder of the subjects' files given for one
     rois.write_text('{"_note": "metadata", "AC": [4, 1, 4], "empty": [], "mask": ' + json.dumps([True] * 2 + [False] * 8)
                     + "}")
     loaded = load_roi_file(rois, 10)  # sorted, unique; "_" keys are metadata; masks become indices
@@ -91,6 +96,10 @@ def test_noise_ceiling_files_name_file_expected_and_found(mini, tmp_path):
     with pytest.raises(DataError, match=r"UTS03.npy: noise-ceiling file missing; create it with `python "
                                         r"compute_noise_ceiling.py --data-dir DIR --subject UTS03`"):
         load_noise_ceiling(3, nc_dir=tmp_path)
+    # the folder given for the file: named as a folder with what it holds, not as missing nor "create it"
+    with pytest.raises(DataError, match=rf"^{re.escape(str(tmp_path))}: a folder, expected the noise-ceiling file; "
+                                        r"it holds \['UTS01.npy'\]$"):
+        load_noise_ceiling("UTS01", 3, nc_file=tmp_path)
 
 
 def test_noise_ceiling_files_match_the_formula_and_mask(mini, mini_root):
