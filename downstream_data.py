@@ -92,6 +92,15 @@ def _ci_glob(folder: Path, pattern: str) -> list[Path]:
     return sorted(p for p in folder.iterdir() if rx.match(p.name) and not p.name.startswith("."))  # no AppleDouble
 
 
+def held_below_hint(root: Path, marker: str) -> str:
+    """"; <root>/<sub> holds <marker>: pass that folder" when a folder just below `root` holds `marker` (a relative
+    path, any letter case at its first level), else "": the parent of the dataset given (say the miniature's root)."""
+    first, _, rest = marker.partition("/")
+    subs = [d for d in _ci_glob(root, "*") if d.is_dir()]
+    held = [d for d in subs if any(p.joinpath(rest).exists() if rest else True for p in _ci_glob(d, first))]
+    return f"; {held[0]} holds {marker}: pass that folder" if held else ""
+
+
 def held_out_speakers(speakers: list[str], fraction: float) -> set[str]:
     """A deterministic speaker-level hold-out (at least one): the speakers with the smallest CRC32 of their id."""
     ranked = sorted(set(speakers), key=lambda sp: (zlib.crc32(sp.encode()), sp))
@@ -110,8 +119,7 @@ def read_timit(root: str | Path, val_fraction: float = 0.1, include_sa: bool = T
     for top in ("TRAIN", "TEST"):
         (top_dir,) = _ci_glob(root, top) or [None]
         if top_dir is None:
-            inner = _ci_glob(root, "data")  # Kaggle's copy of TIMIT keeps TRAIN/ and TEST/ under data/
-            hint = f"; {inner[0]} holds it: pass that folder" if inner and _ci_glob(inner[0], top) else ""
+            hint = held_below_hint(root, top)  # Kaggle's copy of TIMIT keeps TRAIN/ and TEST/ under data/
             raise DataError(f"{root}: no {top}/ folder (expected the TIMIT layout TRAIN|TEST/DR1..DR8/<SPEAKER>/){hint}")
         speaker_dirs += [(top, d) for dr in _ci_glob(top_dir, "DR*") for d in sorted(dr.iterdir()) if d.is_dir()]
     val_speakers = held_out_speakers([d.name.upper() for top, d in speaker_dirs if top == "TRAIN"], val_fraction)
@@ -163,7 +171,8 @@ def read_speech_commands(root: str | Path, words: tuple = SPEECH_COMMANDS_35) ->
         if not path.is_file():
             # torchaudio's SPEECHCOMMANDS (the paper's loader) downloads into <root>/SpeechCommands/<version>/
             inner = [d for d in sorted((root / "SpeechCommands").glob("speech_commands_v0.0*")) if (d / name).is_file()]
-            hint = f"; {inner[-1]} holds it (torchaudio's download layout): pass that folder" if inner else ""
+            hint = (f"; {inner[-1]} holds it (torchaudio's download layout): pass that folder" if inner
+                    else held_below_hint(root, name))
             raise DataError(f"{root}: missing {name} (Speech Commands v0.02 layout){hint}")
         lists.update({line.strip(): split for line in read_text_file(path).splitlines() if line.strip()})
     utts = []
@@ -188,7 +197,7 @@ def read_crema_d(root: str | Path, val_fraction: float = 0.1, test_fraction: flo
     """CREMA-D: `AudioWAV/<actor>_<sentence>_<EMO>_<level>.wav`; split by actor (sorted ids: last ones test)."""
     folder = Path(root) / "AudioWAV"
     if not folder.is_dir():
-        raise DataError(f"{root}: no AudioWAV/ folder (CREMA-D layout)")
+        raise DataError(f"{root}: no AudioWAV/ folder (CREMA-D layout){held_below_hint(Path(root), 'AudioWAV')}")
     rows = []
     for wav in visible_files(folder, "*.wav"):
         parts = wav.stem.split("_")
@@ -221,7 +230,8 @@ def read_slurp(root: str | Path, label: str = "intent", audio_dir: str | Path | 
         places = [root / "slurp_real", root / "audio" / "slurp_real", root / "scripts" / "audio" / "slurp_real"]
         audio = next((p for p in places if p.is_dir()), None)
         if audio is None:  # found now, not as a missing file hours into the extraction
-            raise DataError(f"{root}: no SLURP audio folder (expected one of {', '.join(map(str, places))})")
+            raise DataError(f"{root}: no SLURP audio folder (expected one of {', '.join(map(str, places))})"
+                            f"{held_below_hint(root, 'dataset/slurp')}")
     utts = []
     for split, name in (("train", "train"), ("val", "devel"), ("test", "test")):
         path = root / "dataset" / "slurp" / f"{name}.jsonl"
@@ -252,7 +262,8 @@ def read_words(root: str | Path) -> list[Utterance]:
     """
     path = Path(root) / "words.tsv"
     if not path.is_file():
-        raise DataError(f"{root}: no words.tsv (the miniature word-dataset layout)")
+        raise DataError(f"{root}: no words.tsv (the miniature word-dataset layout)"
+                        f"{held_below_hint(Path(root), 'words.tsv')}")
     utts, first_seen = [], {}  # word -> (line, category, split) of its first row
     for i, row in read_tsv(path, ["file", "word", "category", "split", "speaker"]):
         if len(row) != 5 or row[3] not in SPLITS or not all(row):

@@ -51,7 +51,7 @@ def test_timit_reader_takes_kaggles_riff_copies_once_and_points_into_its_data_fo
     (spk / "sx101.wav.wav").write_bytes(b"")            # RIFF copy beside the SPHERE original
     test_spk = root / "data" / "TEST" / "DR1" / "FXYZ1"
     (test_spk / "sx101.wav").rename(test_spk / "SX101.WAV.wav")  # only the copy
-    with pytest.raises(DataError, match=r"no TRAIN/ folder .*data holds it: pass that folder"):
+    with pytest.raises(DataError, match=r"no TRAIN/ folder .*data holds TRAIN: pass that folder$"):
         dd.read_timit(root)
     utts = dd.read_timit(root / "data", val_fraction=0.0)
     assert sorted(u.path.name for u in utts) == ["SX101.WAV.wav", "sx101.wav.wav"]  # one utterance per speaker
@@ -160,6 +160,18 @@ def test_speech_commands_files_listed_but_absent_are_an_error(downstream, tmp_pa
     word = listed.split("/")[0]  # a run on the other words does not need that word's files
     others = tuple(w for w in dd.SPEECH_COMMANDS_35 if w != word)
     assert {u.label for u in dd.read_speech_commands(root, words=others)} == set(others)
+
+
+def test_the_folder_above_a_dataset_points_to_the_dataset_below_it(downstream):
+    # the miniature's root given for one of its datasets: each reader names the sub-folder that holds its layout
+    for read, sub, marker in ((dd.read_timit, "timit", "TRAIN"), (dd.read_crema_d, "crema_d", "AudioWAV"),
+                              (dd.read_speech_commands, "speech_commands", "validation_list.txt"),
+                              (dd.read_slurp, "slurp", "dataset/slurp"), (dd.read_words, "words", "words.tsv")):
+        with pytest.raises(DataError, match=rf"^{re.escape(str(downstream))}: .*; "
+                                            rf"{re.escape(str(downstream / sub))} holds {marker}: pass that folder$"):
+            read(downstream)
+    with pytest.raises(DataError, match=r"\(CREMA-D layout\)$"):
+        dd.read_crema_d(downstream / "slurp")  # nothing below it holds the layout: no hint
 
 
 def test_speech_commands_under_torchaudios_download_root_is_pointed_to(downstream, tmp_path):
