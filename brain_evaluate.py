@@ -29,6 +29,7 @@ import alignment as al
 import data_utils as du
 import models
 import voxel_selection as vs
+from atomic_io import save_npz_atomic, to_json, write_json_atomic, write_text_atomic
 from features import (FeatureCache, add_window_arguments, cache_settings, check_finite_features, check_window_fits,
                       extract_story_features_together, resolve_pooling, window_problem)
 from inference import inference_threads, sharing_plan
@@ -37,8 +38,8 @@ from timing import TEST_EXTRA_TRIM
 from run_utils import (EXIT_DATA, EXIT_USAGE, NPY_READ_ERRORS, HelpFormatter, Stop, array_digest, code_identity,
                        command_line, exit_code, fraction, ignored_flags_problem, model_run_usage_problem,
                        nonnegative_int, out_among_inputs, output_dirs_problem, package_versions, positive_int,
-                       remove_stale_outputs, resolve_device, resolve_precision, run_claimed, save_npz_atomic, set_seed,
-                       timestamp, to_json, writable_dir_problem, write_json_atomic, write_text_atomic)
+                       remove_stale_outputs, resolve_device, resolve_precision, run_claimed, set_seed, timestamp,
+                       writable_dir_problem)
 
 PAPER_LAYERS = (2, 5, 7, 8, 10, 11, 12)
 

@@ -31,11 +31,12 @@ import data_utils as du
 import models
 import training
 import voxel_selection as vs
+from atomic_io import recover_dir, save_npy_atomic, write_json_atomic
 from run_utils import (EXIT_DATA, EXIT_DIVERGED, EXIT_USAGE, NPY_READ_ERRORS, RUN_LOCK, HelpFormatter, Stop,
                        check_replaceable, command_line, exit_code, file_sha256, fraction, load_npz, nonnegative_float,
-                       nonnegative_int, package_versions, positive_float, positive_int, read_result_json, recover_dir,
-                       resolve_device, resolve_precision, revision_problem, run_claimed, save_npy_atomic, set_seed,
-                       timestamp, writable_dir_problem, write_json_atomic)
+                       nonnegative_int, package_versions, positive_float, positive_int, read_result_json,
+                       resolve_device, resolve_precision, revision_problem, run_claimed, set_seed, timestamp,
+                       writable_dir_problem)
 
 # Settings that define a run: a resumed run must agree on all of them.
 RUN_DEFINING = ("data_dir", "subject", "model_name", "revision", "nc_threshold", "roi", "hemisphere", "loss",

@@ -8,8 +8,8 @@ import numpy as np
 
 from alignment import (LOW_LEVEL_GROUPS, mean_sem, relative_change, signed_change, stories_to_match,
                        upper_middle_mismatch_note, wilcoxon_compare)
-from run_utils import (NPY_READ_ERRORS, check_same_readout, check_same_settings, read_result_json, result_labels,
-                       save_npz_atomic, write_json_atomic, write_text_atomic)
+from atomic_io import save_npz_atomic, write_json_atomic, write_text_atomic
+from run_utils import NPY_READ_ERRORS, check_same_readout, check_same_settings, read_result_json, result_labels
 
 
 def _fmt(x: float) -> str:

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from atomic_io import WriteError, save_npy_atomic, write_json_atomic, write_together
 from data_utils import TEST_STORY, DataError, Ds003020, subject_arg
-from run_utils import (EXIT_DATA, EXIT_USAGE, EXIT_WRITE, WriteError, creatable_problem, creation_record,
-                       nonnegative_int, save_npy_atomic, write_json_atomic, write_together)
+from run_utils import EXIT_DATA, EXIT_USAGE, EXIT_WRITE, creatable_problem, creation_record, nonnegative_int
 from eval_utils import noise_ceiling
 from voxel_selection import DEFAULT_NC_DIR
 

@@ -25,8 +25,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from run_utils import (EXIT_DATA, NPY_READ_ERRORS, file_sha256, positive_float, save_npy_atomic,
-                       writable_dir_problem)
+from atomic_io import save_npy_atomic
+from run_utils import EXIT_DATA, NPY_READ_ERRORS, file_sha256, positive_float, writable_dir_problem
 from textgrid_utils import (TextGridError, TimedLabels, check_phone_tier, phones_from_tiers, read_textgrid,
                             words_from_tiers)
 from timing import (DEFAULT_TR, AlignmentError, TRGrid, check_alignment, check_audio_duration,

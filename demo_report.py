@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from run_utils import package_versions, timestamp, write_json_atomic, write_text_atomic
+from atomic_io import write_json_atomic, write_text_atomic
+from run_utils import package_versions, timestamp
 
 MODELS = ("pretrained", "tuned", "control")
 LANGUAGE_GAIN_AIM = 20.0  # percent, the aim (the paper reports ~+30% for wav2vec2/HuBERT)

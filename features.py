@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from atomic_io import save_npz_atomic, write_json_atomic
 from inference import hidden_states_together, pooled_over_batches, prepare_for_inference
 from models import ModelError, SpeechEncoder, hub_revision
-from run_utils import NPY_READ_ERRORS, nonnegative_float, positive_float, save_npz_atomic, write_json_atomic
+from run_utils import NPY_READ_ERRORS, nonnegative_float, positive_float
 
 MIN_WINDOW_SAMPLES = 400
 POOLINGS = ("last", "last_tr", "mean")

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from run_utils import NPY_READ_ERRORS, reserve_space, write_json_atomic, writing
+from atomic_io import reserve_space, write_json_atomic, writing
+from run_utils import NPY_READ_ERRORS
 
 META = "front_end.json"
 ARRAY = "front_end.npy"

@@ -27,10 +27,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from atomic_io import replace_dir, write_json_atomic
 from eval_utils import lanczosinterp2d, make_delayed, zscore
 from low_level import mel_band_energy
-from run_utils import (EXIT_USAGE, check_replaceable, creation_record, nonnegative_int, positive_float,
-                       replace_dir, write_json_atomic)
+from run_utils import EXIT_USAGE, check_replaceable, creation_record, nonnegative_int, positive_float
 from textgrid_utils import format_textgrid
 from timing import DEFAULT_TR, AlignmentError, check_audio_duration, simulated_tr_grid, trim_slice
 

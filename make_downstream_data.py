@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from atomic_io import replace_dir, write_json_atomic
 from downstream_data import CREMA_EMOTIONS, SPEECH_COMMANDS_35
 from make_demo_data import CATEGORIES, NEAR_HOMOPHONES, VOCABULARY, word_categories_tsv
-from run_utils import (EXIT_USAGE, check_replaceable, creation_record, nonnegative_int, replace_dir,
-                       write_json_atomic)
+from run_utils import EXIT_USAGE, check_replaceable, creation_record, nonnegative_int
 
 RATE = 16000
 SIZES = {"demo": {"timit_speakers": (10, 4), "sc_speakers": 6, "crema_actors": 10, "slurp_speakers": 4,

@@ -27,12 +27,12 @@ from tqdm import tqdm
 import data_utils as du
 import models
 import teacher_targets as tt
+from atomic_io import WriteError, save_npz_atomic, write_json_atomic, write_together
 from features import FeatureCache, add_window_arguments, cache_settings, check_window_fits, window_problem
 from inference import inference_threads
-from run_utils import (EXIT_DATA, EXIT_USAGE, EXIT_WRITE, HelpFormatter, WriteError, command_line, creatable_problem,
+from run_utils import (EXIT_DATA, EXIT_USAGE, EXIT_WRITE, HelpFormatter, command_line, creatable_problem,
                        nonnegative_int, package_versions, positive_int, resolve_device, resolve_precision,
-                       revision_problem, save_npz_atomic, timestamp, writable_dir_problem, write_json_atomic,
-                       write_together)
+                       revision_problem, timestamp, writable_dir_problem)
 
 BRAIN_TUNING_STORIES = du.TRAIN_STORIES + du.VAL_STORIES + (du.TEST_STORY,)
 

@@ -8,7 +8,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from run_utils import unique_temp_path, writing  # noqa: E402
+from atomic_io import unique_temp_path, writing  # noqa: E402
 
 
 def _save(fig, path) -> None:

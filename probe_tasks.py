@@ -20,13 +20,13 @@ import torch
 import downstream_data as dd
 import probes
 from alignment import relative_change, signed_change, upper_middle_layers, upper_middle_mismatch_note
+from atomic_io import write_json_atomic, write_text_atomic
 from data_utils import DataError, file_fingerprint, read_tsv
 from features import FeatureCache, check_finite_features
 from inference import map_inference, prepare_for_inference
 from models import SpeechEncoder, hub_revision
 from run_utils import (array_digest, check_same_readout, check_same_settings, code_identity, command_line,
-                       package_versions, read_result_json, remove_stale_outputs, result_labels, timestamp,
-                       write_json_atomic, write_text_atomic)
+                       package_versions, read_result_json, remove_stale_outputs, result_labels, timestamp)
 
 METRICS = ("f1_macro", "f1_micro", "accuracy")
 # the code a layer's probe runs after its features and labels: a change to it makes earlier layer results stale

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from atomic_io import write_json_atomic
 from data_utils import DataError, subject_arg
-from run_utils import EXIT_DATA, EXIT_MISSING_DEP, creation_record, write_json_atomic
+from run_utils import EXIT_DATA, EXIT_MISSING_DEP, creation_record
 
 
 def mask_columns(mask: np.ndarray, roi_mask: np.ndarray) -> list[int]:

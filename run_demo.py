@@ -132,7 +132,8 @@ def run_pipeline(out: Path, data: Path, seed: int, quick: bool, progress: bool, 
 def _run_steps(out: Path, data: Path, seed: int, quick: bool, progress: bool, size: str, diagnostics: bool,
                settings: dict | None, teacher: bool) -> dict:
     settings = settings or demo_settings(seed, quick, size, diagnostics, teacher)
-    from run_utils import creation_record, write_json_atomic
+    from atomic_io import write_json_atomic
+    from run_utils import creation_record
     (out / "findings.json").unlink(missing_ok=True)  # written last: its presence means this run finished
     # written first: the run's settings and versions, and the mark of a demo folder (demo_out_problem)
     write_json_atomic(out / RUN_RECORD, creation_record(settings))

@@ -18,10 +18,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from atomic_io import replace_dir, save_npz_atomic, write_csv_atomic, write_json_atomic, writing
 from data_utils import DataError, Ds003020
 from models import save_tuned
-from run_utils import (NPY_READ_ERRORS, replace_dir, save_npz_atomic, write_csv_atomic, write_json_atomic,
-                       writing)
+from run_utils import NPY_READ_ERRORS
 from timing import TRGrid, cut_window, response_tr_indices, window_end_samples, window_samples
 
 LOSSES = ("mse", "spatial_corr", "temporal_corr")

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from run_utils import (EXIT_DATA, EXIT_MISSING_DEP, EXIT_USAGE, EXIT_WRITE, WriteError, check_replaceable,
-                       creation_record, file_sha256, read_result_json, replace_dir, write_json_atomic, writing)
+from atomic_io import WriteError, replace_dir, write_json_atomic, writing
+from run_utils import (EXIT_DATA, EXIT_MISSING_DEP, EXIT_USAGE, EXIT_WRITE, check_replaceable, creation_record,
+                       file_sha256, read_result_json)
 
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 

@@ -335,6 +335,7 @@ def test_compute_noise_ceiling_cli(mini, mini_root, tmp_path, capsys):
 
 def test_compute_noise_ceiling_on_a_full_disk_exits_6_and_keeps_the_previous_file(mini_root, tmp_path, monkeypatch,
                                                                                    capsys):
+    import atomic_io
     import run_utils
     from compute_noise_ceiling import main
     args = ["--data-dir", str(mini_root), "--subject", "4", "--out", str(tmp_path)]
@@ -343,7 +344,7 @@ def test_compute_noise_ceiling_on_a_full_disk_exits_6_and_keeps_the_previous_fil
 
     def disk_full(f, array, allow_pickle):  # numpy's OSError on a full disk names no file
         raise OSError("2000000 requested and 786400 written")
-    monkeypatch.setattr(run_utils.np, "save", disk_full)
+    monkeypatch.setattr(atomic_io.np, "save", disk_full)
     capsys.readouterr()
     assert main(args) == run_utils.EXIT_WRITE
     assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'UTS04.npy'}: could not be written (OSError: ")
@@ -355,7 +356,7 @@ def test_compute_noise_ceiling_on_a_full_disk_exits_6_and_keeps_the_previous_fil
         calls.append(fd)
         if len(calls) == 2:
             raise OSError(28, "No space left on device")
-    monkeypatch.setattr(run_utils.os, "fsync", second_fsync_fails)
+    monkeypatch.setattr(atomic_io.os, "fsync", second_fsync_fails)
     assert main(args + ["--first-row", "40"]) == run_utils.EXIT_WRITE  # another ceiling: its pair must not mix
     assert len(calls) == 2 and "No space left on device" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

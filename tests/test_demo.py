@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+import atomic_io
 import run_demo
 import run_utils
 
@@ -364,7 +365,7 @@ def test_seeds_resume_reads_back_only_seeds_finished_with_the_same_settings_and_
                               "holds": False}], "models": ["pretrained"],
                   "alignment": {"pretrained": {"language": 0.1}}, "change_pct": {"pretrained": {"language": 0.0}},
                   "settings": settings}
-        run_utils.write_json_atomic(out / "findings.json", result)
+        atomic_io.write_json_atomic(out / "findings.json", result)
         return result
     monkeypatch.setattr(run_demo, "run_pipeline", fake_pipeline)
 

@@ -10,9 +10,9 @@ import brain_trainer_story as trainer
 import data_utils as du
 import models
 import training
+from atomic_io import WriteError
 from conftest import FAMILIES, torchrun_trainer
 from front_end_cache import ARRAY, META, build_front_end_cache
-from run_utils import WriteError
 
 
 def _encoder(path, mode="truncate", freeze_layers=0):

@@ -185,7 +185,7 @@ def test_usage_and_data_errors(mini, tiny_models, tmp_path, capsys):
 
 
 def test_a_full_disk_keeps_the_earlier_targets_beside_their_own_record(mini, tmp_path, capsys, monkeypatch):
-    import run_utils
+    import atomic_io
     argv = ["--data-dir", str(mini / "ds003020"), "--word-embedding", "english1000", "--no-progress",
             "--out", str(tmp_path / "t.npz")]
     assert mtt.main(argv + ["--stories", "life"]) == 0
@@ -193,14 +193,14 @@ def test_a_full_disk_keeps_the_earlier_targets_beside_their_own_record(mini, tmp
 
     def full(f, **arrays):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(run_utils.np, "savez", full)  # the .npz cannot be written: the earlier pair stays
+    monkeypatch.setattr(atomic_io.np, "savez", full)  # the .npz cannot be written: the earlier pair stays
     assert mtt.main(argv) == 6
     assert f"error: {tmp_path / 't.npz'}: could not be written (OSError: [Errno 28]" in capsys.readouterr().err
     assert ((tmp_path / "t.npz").read_bytes(), (tmp_path / "t.npz.json").read_bytes()) == earlier
     monkeypatch.undo()
 
     def record_fails(path, obj):  # the new .npz is written, its record is not: it must not replace the earlier one
-        with run_utils.writing(path):
+        with atomic_io.writing(path):
             raise OSError(28, "No space left on device")
     monkeypatch.setattr(mtt, "write_json_atomic", record_fails)
     assert mtt.main(argv) == 6

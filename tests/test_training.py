@@ -7,7 +7,7 @@ import torch
 from safetensors import SafetensorError
 
 import training
-from run_utils import WriteError
+from atomic_io import WriteError
 
 from training import StoryData, WindowDataset, _distant_permutation, apply_target_control, brain_loss, warmup_linear_decay
 from timing import simulated_tr_grid
@@ -229,7 +229,7 @@ def test_several_subjects_targets_are_each_subjects_responses_side_by_side_and_a
 
 
 def test_stored_pooled_features_are_used_only_when_readable_and_of_these_windows(tmp_path):
-    from run_utils import save_npz_atomic
+    from atomic_io import save_npz_atomic
     path = tmp_path / "pooled.npz"
     train, val = np.ones((5, 3)), np.zeros((2, 3))
     save_npz_atomic(path, train=train, val=val)
