@@ -42,6 +42,7 @@ from run_utils import (EXIT_DATA, EXIT_USAGE, NPY_READ_ERRORS, HelpFormatter, St
                        writable_dir_problem)
 
 PAPER_LAYERS = (2, 5, 7, 8, 10, 11, 12)
+DATA_EFFICIENCY_REPEATS = 3  # draws of training stories per N of --data-efficiency
 
 
 def parse_args(argv=None):
@@ -95,8 +96,9 @@ def parse_args(argv=None):
                    help="also fit the upper-middle layers' encoding models on N randomly drawn training stories, for "
                         "each N (summary.json's data_efficiency, data_efficiency.png); --compare then gives the stories "
                         "each model needs to match the first model's full-data alignment")
-    p.add_argument("--data-efficiency-repeats", type=positive_int, default=3,
-                   help="draws of stories per N (the same draws for every model with this --seed)")
+    p.add_argument("--data-efficiency-repeats", type=positive_int,
+                   help=f"draws of stories per N of --data-efficiency (the same draws for every model with this "
+                        f"--seed; default {DATA_EFFICIENCY_REPEATS})")
     p.add_argument("--seed", type=nonnegative_int, default=0,
                    help="seed of the ridge bootstraps and the data-efficiency draws")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -264,11 +266,16 @@ def _evaluate(args) -> int:
 
 def check_request(args) -> list[dict | None]:
     """The `tuning_record` of each --model-name, once the request is one that can be answered: --low-level-groups
-    only with --low-level (put in column order), and no tuned model scored on a story it was tuned or
+    only with --low-level (put in column order), --data-efficiency-repeats only with --data-efficiency (its
+    default resolved there), and no tuned model scored on a story it was tuned or
     early-stopped on. Raises Stop (exit 2; exit 3 for a tuning record that does not read)."""
     args.low_level_groups = [g for g in al.LOW_LEVEL_GROUPS if g in args.low_level_groups]  # column order, once each
     if tuple(args.low_level_groups) != al.LOW_LEVEL_GROUPS and not args.low_level:
         raise Stop("--low-level-groups chooses the features of --low-level; add --low-level", EXIT_USAGE)
+    if args.data_efficiency_repeats is not None and not args.data_efficiency:
+        raise Stop("--data-efficiency-repeats sets the draws of --data-efficiency; add --data-efficiency", EXIT_USAGE)
+    if args.data_efficiency and args.data_efficiency_repeats is None:
+        args.data_efficiency_repeats = DATA_EFFICIENCY_REPEATS
     try:
         tunings = [tuning_record(name) for name in args.model_name]
     except du.DataError as err:

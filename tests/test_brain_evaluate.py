@@ -266,12 +266,15 @@ def test_data_efficiency_curves_and_stories_to_match(mini, tiny_models, tmp_path
     # encoding models refitted on n drawn training stories; the full count is the main fit itself, and --compare
     # says how many stories each model needs for the first model's full-data alignment
     n_train = len([s for s in ENCODING_TRAIN_STORIES if s in Ds003020(mini / "ds003020").stories("UTS02")])
-    flags = ("--data-efficiency", "1", "2", str(n_train), "--data-efficiency-repeats", "3", "--layers", "1", "2")
-    for model, out in ((tiny_models["wav2vec2"], "w"), (tiny_models["hubert"], "h")):
-        assert _eval(mini, model, tmp_path / out, *flags) == 0
+    flags = ("--data-efficiency", "1", "2", str(n_train), "--layers", "1", "2")
+    for model, out, repeats in ((tiny_models["wav2vec2"], "w", ()), (tiny_models["hubert"], "h", ("3",))):
+        # the default draws (3 per N) for one model, the same number given for the other
+        assert _eval(mini, model, tmp_path / out, *flags, *(("--data-efficiency-repeats", *repeats) if repeats
+                                                            else ())) == 0
     summary = json.loads((tmp_path / "w" / "summary.json").read_text())
     eff = summary["data_efficiency"]
     assert eff["counts"] == [1, 2, n_train] and eff["n_train_stories"] == n_train and eff["layers"] == [2]
+    assert eff["repeats"] == 3  # the default
     assert [d["n"] for d in eff["draws"]] == [1, 1, 1, 2, 2, 2, n_train]
     full = eff["draws"][-1]["rois"]
     for roi, value in summary["upper_middle_mean"].items():  # all the stories: the main fit's value
@@ -324,6 +327,9 @@ def test_data_efficiency_curves_and_stories_to_match(mini, tiny_models, tmp_path
         _eval(mini, tiny_models["hubert"], tmp_path / "bad", "--data-efficiency", "2", "--data-efficiency-repeats", "0")
     assert stopped.value.code == 2 and not (tmp_path / "bad").exists()
     assert "argument --data-efficiency-repeats: expected an integer > 0, found 0" in capsys.readouterr().err
+    assert _eval(mini, tiny_models["hubert"], tmp_path / "bad", "--data-efficiency-repeats", "5") == 2  # draws of nothing
+    assert ("error: --data-efficiency-repeats sets the draws of --data-efficiency; add --data-efficiency"
+            in capsys.readouterr().err and not (tmp_path / "bad").exists())
 
 
 def test_default_layers_are_the_papers_or_all_and_requested_ones_sorted_once():
