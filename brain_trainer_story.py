@@ -44,6 +44,8 @@ RUN_DEFINING = ("data_dir", "subject", "model_name", "revision", "nc_threshold",
                 "head_rank", "batch_size", "lr", "head_lr", "seed", "tr", "trfiles", "whisper_mode", "train_stories",
                 "val_stories", "split", "num_epochs", "warmup_fraction", "freeze_layers", "init_head")
 
+LORA_DEFAULTS = {"lora_alpha": 4.0, "lora_dropout": 0.1}  # BrainWavLM's LoRA settings
+
 
 def teacher_record(targets_file: str, timing: dict) -> dict:
     """How make_teacher_targets.py made `targets_file` (its `<file>.json`), for this run's config; {} if absent.
@@ -108,9 +110,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--head-rank", type=positive_int, help="low-rank readout (BrainWavLM: 100); default full rank")
     g.add_argument("--lora-rank", type=positive_int,
                    help="train LoRA adapters of this rank instead of the full transformer")
-    g.add_argument("--lora-alpha", type=positive_float, default=4.0,
+    g.add_argument("--lora-alpha", type=positive_float, default=LORA_DEFAULTS["lora_alpha"],
                    help="LoRA scaling numerator (scale = alpha / rank)")
-    g.add_argument("--lora-dropout", type=fraction, default=0.1, help="dropout on the LoRA input")
+    g.add_argument("--lora-dropout", type=fraction, default=LORA_DEFAULTS["lora_dropout"],
+                   help="dropout on the LoRA input")
     g.add_argument("--lora-targets", nargs="+", help="module names to adapt (default per family)")
     g.add_argument("--freeze-layers", type=nonnegative_int, default=0,
                    help="also freeze the bottom N transformer layers (tune only the layers above)")
@@ -187,6 +190,10 @@ def flag_problem(args) -> str | None:
         return problem
     if args.lora_targets and not args.lora_rank:
         return "--lora-targets chooses the modules of --lora-rank adapters; add --lora-rank"
+    # their defaults are values (kept so that earlier runs' records resume): given only where they differ
+    lora_settings = [f"--{d.replace('_', '-')}" for d, default in LORA_DEFAULTS.items() if getattr(args, d) != default]
+    if lora_settings and not args.lora_rank:
+        return f"{' and '.join(lora_settings)} given without --lora-rank (settings of its LoRA adapters); add --lora-rank"
     if args.front_end_cache_dir and not args.cache_front_end:
         return "--front-end-cache-dir is where --cache-front-end keeps its cache; add --cache-front-end"
     return revision_problem([args.model_name], args.revision)
@@ -539,6 +546,8 @@ def _train(args) -> int:
 
     # ---------------------------------------------------------------- model
     model, extractor, model_type, lora_targets = build_model(args, n_targets)
+    if is_main and (note := models.whisper_mode_note(args.model_name, None, model_type, args.whisper_mode)):
+        print(note, file=sys.stderr)
     hidden = model.encoder.hidden_size
     if is_main and args.head_rank and args.head_rank >= min(hidden, n_targets):  # a full-rank map, factored
         print(f"note: --head-rank {args.head_rank} is not below min(hidden size {hidden}, voxels {n_targets}): the "

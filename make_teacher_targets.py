@@ -154,6 +154,8 @@ def speech_model_teacher(args, data: du.Ds003020, stories: list[str]) -> tuple[d
     threads = inference_threads(args.inference_threads, device)
     backbone, extractor, model_type = models.load_backbone(args.model_name, revision=args.revision)
     encoder = models.SpeechEncoder(backbone, extractor, model_type, args.whisper_mode)
+    if note := models.whisper_mode_note(args.model_name, None, model_type, args.whisper_mode):
+        print(note, file=sys.stderr)
     check_layer(args.layer, encoder.num_layers, args.model_name)
     check_window_fits(encoder, args.stride, args.context)
     precision = resolve_precision(args.precision, device)

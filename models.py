@@ -152,8 +152,13 @@ def tuned_whisper_mode(name_or_path: str) -> str | None:
 
 def whisper_mode_note(name: str, tuned_mode: str | None, model_type: str, whisper_mode: str) -> str | None:
     """A line for the log where a Whisper model tuned in one --whisper-mode is read in the other (the positions
-    and the padding it attends to differ from those it was tuned with), else None."""
-    if model_type != "whisper" or tuned_mode is None or tuned_mode == whisper_mode:
+    and the padding it attends to differ from those it was tuned with), or where a mode other than the default is
+    given for a model that is not a Whisper (it reads it the same either way), else None."""
+    if model_type != "whisper":
+        return (None if whisper_mode == WHISPER_MODES[0] else
+                f"note: --whisper-mode {whisper_mode} applies to Whisper models; {name} ({model_type}) is read the "
+                f"same in either mode")
+    if tuned_mode is None or tuned_mode == whisper_mode:
         return None
     return (f"note: {name} was brain-tuned with --whisper-mode {tuned_mode} and is read here with --whisper-mode "
             f"{whisper_mode}; pass --whisper-mode {tuned_mode} to read it as it was tuned (and the same for every "

@@ -361,6 +361,8 @@ def test_a_whisper_read_in_another_mode_than_it_was_tuned_in_is_noted(tmp_path):
     assert whisper_mode_note("m", "truncate", "whisper", "truncate") is None  # read as tuned
     assert whisper_mode_note("m", None, "whisper", "pad30") is None  # pretrained, or tuned before the record
     assert whisper_mode_note("m", "truncate", "wav2vec2", "pad30") is None  # the mode means nothing there
+    assert whisper_mode_note("m", None, "hubert", "truncate") == (  # given for a model it does not change: said
+        "note: --whisper-mode truncate applies to Whisper models; m (hubert) is read the same in either mode")
     assert whisper_mode_note("m", "truncate", "whisper", "pad30") == (
         "note: m was brain-tuned with --whisper-mode truncate and is read here with --whisper-mode pad30; pass "
         "--whisper-mode truncate to read it as it was tuned (and the same for every model compared with it)")
