@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from probe_cli import common_parser, run, side_by_side, task_flags_problem
-from probe_tasks import TaskUsageError, run_probe_task, run_semantic_preference, run_story_word_probe
+from probe_tasks import run_probe_task, run_semantic_preference, run_story_word_probe
 from run_utils import EXIT_USAGE, nonnegative_float, number_type, positive_int, resolve_precision
 
 PROBE_TASKS = ["commands", "emotion", "intent", "action", "semantic_category"]
@@ -104,10 +104,6 @@ def main(argv=None) -> int:
         args.max_per_word = 5 if args.task == "story_word_category" else 10
 
     def task(args, probed, device, cache_dir):
-        if args.permutations and args.task in ("semantic_preference", "story_word_category"):
-            raise TaskUsageError(f"--permutations applies to the probe tasks, not {args.task}")
-        if args.weight_decay_fit and args.task == "semantic_preference":  # no probe is fitted there
-            raise TaskUsageError(f"--weight-decay-fit applies to tasks that fit probes, not {args.task}")
         if args.task == "semantic_preference":
             return semantic_preference_task(args, probed, device)
         if args.task == "story_word_category":

@@ -381,6 +381,20 @@ def result_line(result: dict, out: Path) -> str:
             f"({out / 'table.md'})")
 
 
+def task_flags_problem(task: str, n_permutations: int, weight_decay_fit: str | None) -> str | None:
+    """Why --permutations or --weight-decay-fit cannot apply to `task` (checked before any model loads), else None:
+    permutations give the chance level of multiclass utterance-level probes; semantic_preference fits no probe."""
+    spec = TASKS.get(task)
+    if n_permutations and spec is None:
+        multiclass = [t for t, s in TASKS.items() if s.kind == "multiclass" and s.level == "utterance"]
+        return f"--permutations applies to the multiclass utterance-level probes ({', '.join(multiclass)}), not {task}"
+    if n_permutations and (spec.kind != "multiclass" or spec.level != "utterance"):
+        return f"--permutations needs a multiclass utterance-level task; {task} is {spec.kind} at the {spec.level} level"
+    if weight_decay_fit and task == "semantic_preference":
+        return f"--weight-decay-fit applies to tasks that fit probes, not {task}"
+    return None
+
+
 def run_probe_task(task: str, data_root: str, models: list[ProbedModel], cache_dir: Path, frame_step: int = 4,
                    batch_size: int = 16, device="cpu", precision: str = "fp32", seed: int = 0, progress: bool = True,
                    config: dict | None = None, threads: int = 1, n_permutations: int = 0,
@@ -394,9 +408,8 @@ def run_probe_task(task: str, data_root: str, models: list[ProbedModel], cache_d
     utterance tasks only). side_by_side: how the probes' weight decays are fitted (`probes.fits_side_by_side`).
     """
     spec = TASKS[task]
-    if n_permutations and (spec.kind != "multiclass" or spec.level != "utterance"):
-        raise TaskUsageError(f"--permutations needs a multiclass utterance-level task; {task} is {spec.kind} at the "
-                             f"{spec.level} level")
+    if n_permutations and (problem := task_flags_problem(task, n_permutations, None)):
+        raise TaskUsageError(problem)
     utts, lengths, skipped = drop_short_utterances(spec.reader(data_root), progress)
     if skipped:
         print(f"note: {len(skipped)} utterance(s) shorter than {dd.MIN_UTTERANCE_S} s left out (recorded in "

@@ -397,13 +397,17 @@ def test_semantic_category_permutation_null_in_results_and_table(downstream, tin
     assert plain["per_layer"]["2"]["test"] == res["per_layer"]["2"]["test"] and plain["permutation_unit"] is None
     assert "permutation_null" not in plain["per_layer"]["2"]
     capsys.readouterr()
-    # tasks without a multiclass utterance label, and a negative count: usage errors (exit 2) that say why
-    for script, data, task, reason in (
-            (eval_phonemes, "timit", "phonemes", "multiclass utterance-level task; phonemes is multilabel"),
-            (eval_downstream, "words", "semantic_preference", "not semantic_preference")):
-        assert script.main(probe_args(tiny_models["whisper"], downstream / data, tmp_path / "x", tmp_path / "c",
-                                 "--task", task, "--permutations", "3")) == 2
-        assert reason in capsys.readouterr().err
+    # tasks without a multiclass utterance label, and a negative count: usage errors (exit 2) that say why, before
+    # any model is loaded (a model folder that is not there is not reached)
+    for script, data, task, extra, reason in (
+            (eval_phonemes, "timit", "phonemes", (), "multiclass utterance-level task; phonemes is multilabel"),
+            (eval_downstream, "words", "semantic_preference", (), "probes (sentence_type, commands, emotion, intent, "
+                                                                  "action, semantic_category), not semantic_preference"),
+            (eval_downstream, "words", "story_word_category", ("--word-labels", "w.tsv"), "not story_word_category")):
+        for model in (tiny_models["whisper"], str(tmp_path / "no_model")):
+            assert script.main(probe_args(model, downstream / data, tmp_path / "x", tmp_path / "c", "--task", task,
+                                          "--permutations", "3", *extra)) == 2
+            assert reason in capsys.readouterr().err
     with pytest.raises(SystemExit) as stopped:
         eval_downstream.main(probe_args(tiny_models["whisper"], downstream / "words", tmp_path / "x", tmp_path / "c",
                                    "--task", "semantic_category", "--permutations", "-1"))
