@@ -595,13 +595,16 @@ def read_tsv(path: str | os.PathLike, header: list[str]) -> list[tuple[int, list
     Raises DataError naming the file, and for a wrong header the expected header and the found first row.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(missing_file_message(path, f"tab-separated list with header {'<TAB>'.join(header)!r}"))
     if not path.is_file():
         raise DataError(f"{path}: file missing (expected a tab-separated list with header {'<TAB>'.join(header)!r})")
     rows = [(i, [cell.strip() for cell in l.split("\t")])
             for i, l in enumerate(read_text_file(path).splitlines(), 1)
             if l.strip() and not l.startswith("#")]
     if not rows or rows[0][1] != header:
-        found = rows[0][1] if rows else "an empty file"
+        found = str(rows[0][1]) if rows else "an empty file"
+        found = found if len(found) <= 120 else found[:120] + f"... ({len(found)} characters)"  # another kind of file
         raise DataError(f"{path}: expected header {'<TAB>'.join(header)!r}, found {found}")
     return rows[1:]
 

@@ -21,9 +21,11 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from data_utils import DataError
 from probe_cli import common_parser, run, side_by_side, task_flags_problem
-from probe_tasks import run_probe_task, run_semantic_preference, run_story_word_probe
-from run_utils import EXIT_USAGE, nonnegative_float, number_type, positive_int, resolve_precision
+from probe_tasks import read_word_labels, run_probe_task, run_semantic_preference, run_story_word_probe
+from run_utils import EXIT_DATA, EXIT_USAGE, nonnegative_float, number_type, positive_int, resolve_precision
+from semantic_preference import ENGLISH_PAIRS, read_pairs
 
 PROBE_TASKS = ["commands", "emotion", "intent", "action", "semantic_category"]
 
@@ -49,7 +51,6 @@ def story_words(args) -> tuple[dict, Callable]:
 
 
 def semantic_preference_task(args, probed, device):
-    from semantic_preference import ENGLISH_PAIRS
     words_by_source, loader = story_words(args)
     run_semantic_preference(probed, words_by_source, loader, args.pairs or ENGLISH_PAIRS, args.context,
                             args.max_per_word, device, args.seed, not args.no_progress, config=vars(args),
@@ -102,6 +103,14 @@ def main(argv=None) -> int:
         return EXIT_USAGE
     if args.max_per_word is None:
         args.max_per_word = 5 if args.task == "story_word_category" else 10
+    if not args.compare:
+        try:  # the word lists are small: read (and checked) now, not after the models load
+            for path, read in ((args.pairs, read_pairs), (args.word_labels, read_word_labels)):
+                if path:
+                    read(path)
+        except DataError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_DATA
 
     def task(args, probed, device, cache_dir):
         if args.task == "semantic_preference":

@@ -115,9 +115,9 @@ def run(args, task_runner) -> int:
             return EXIT_USAGE
         # one writer at a time: two comparisons into one --out would mix their files
         return run_claimed(args.out, "probe run", lambda: write_comparison(args))
-    from probe_tasks import task_flags_problem
+    from probe_tasks import probe_fit_flags_problem
     if (problem := model_run_usage_problem(args, ("data_dir", "model_name"))
-            or task_flags_problem(args.task, args.permutations, args.weight_decay_fit)) is not None:
+            or probe_fit_flags_problem(args.task, args.permutations, args.weight_decay_fit)) is not None:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     if (problem := output_dirs_problem(args.out, ("results.json",), "probe result", is_probe_output)) is not None:

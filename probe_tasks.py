@@ -381,7 +381,7 @@ def result_line(result: dict, out: Path) -> str:
             f"({out / 'table.md'})")
 
 
-def task_flags_problem(task: str, n_permutations: int, weight_decay_fit: str | None) -> str | None:
+def probe_fit_flags_problem(task: str, n_permutations: int, weight_decay_fit: str | None) -> str | None:
     """Why --permutations or --weight-decay-fit cannot apply to `task` (checked before any model loads), else None:
     permutations give the chance level of multiclass utterance-level probes; semantic_preference fits no probe."""
     spec = TASKS.get(task)
@@ -408,7 +408,7 @@ def run_probe_task(task: str, data_root: str, models: list[ProbedModel], cache_d
     utterance tasks only). side_by_side: how the probes' weight decays are fitted (`probes.fits_side_by_side`).
     """
     spec = TASKS[task]
-    if n_permutations and (problem := task_flags_problem(task, n_permutations, None)):
+    if n_permutations and (problem := probe_fit_flags_problem(task, n_permutations, None)):
         raise TaskUsageError(problem)
     utts, lengths, skipped = drop_short_utterances(spec.reader(data_root), progress)
     if skipped:

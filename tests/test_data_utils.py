@@ -94,6 +94,14 @@ def test_read_tsv_takes_a_spreadsheets_file_and_names_a_wrong_header(tmp_path):
     with pytest.raises(DataError, match=r"nothere.tsv: file missing \(expected a tab-separated list with header "
                                         r"'path<TAB>label'\)"):
         read_tsv(tmp_path / "nothere.tsv", ["path", "label"])
+    with pytest.raises(DataError, match=r": a folder, expected the tab-separated list with header 'path<TAB>label'; "
+                                        r"it holds \['labels.tsv'\]$"):
+        read_tsv(tmp_path, ["path", "label"])
+    path.write_text(json.dumps({"auditory": list(range(5000))}))  # another kind of file: its start, not all of it
+    with pytest.raises(DataError) as err:
+        read_tsv(path, ["path", "label"])
+    assert str(err.value).startswith(f"{path}: expected header 'path<TAB>label', found ['{{\"auditory\": [0, 1, 2, ")
+    assert re.search(r"\.\.\. \(\d{5} characters\)$", str(err.value)) and len(str(err.value)) < 300
 
 
 def test_audio_44k_stereo_and_mono_to_16k(mini_root):

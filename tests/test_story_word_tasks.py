@@ -96,6 +96,18 @@ def test_story_word_category_probe_on_miniature_stories(mini, tiny_models, tmp_p
                      rf"labels and ≥ 4 words", capsys.readouterr().err)
 
 
+def test_word_lists_are_read_before_any_model_loads(mini, tmp_path, capsys):
+    (tmp_path / "pairs.tsv").write_text("word1\tword2\nbear\tbare\n")  # a column short in its header
+    for task, flag, path, message in (
+            ("story_word_category", "--word-labels", tmp_path / "labels.tsv", "labels.tsv: file missing"),
+            ("semantic_preference", "--pairs", tmp_path / "pairs.tsv", "pairs.tsv: expected header "
+                                                                        "'word1<TAB>word2<TAB>relation'")):
+        # a model folder that is not there: the list's error comes first (it was found after the models loaded)
+        assert eval_downstream.main(probe_args(str(tmp_path / "no_model"), mini / "ds003020", tmp_path / "o",
+                                               tmp_path / "c", "--task", task, flag, str(path))) == 3
+        assert message in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
 def test_word_labels_name_the_bad_line(tmp_path):
     from probe_tasks import read_word_labels
     path = tmp_path / "w.tsv"
