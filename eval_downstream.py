@@ -21,10 +21,9 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from data_utils import DataError
 from probe_cli import common_parser, run, side_by_side, task_flags_problem
 from probe_tasks import read_word_labels, run_probe_task, run_semantic_preference, run_story_word_probe
-from run_utils import EXIT_DATA, EXIT_USAGE, nonnegative_float, number_type, positive_int, resolve_precision
+from run_utils import EXIT_USAGE, nonnegative_float, number_type, positive_int, resolve_precision
 from semantic_preference import ENGLISH_PAIRS, read_pairs
 
 PROBE_TASKS = ["commands", "emotion", "intent", "action", "semantic_category"]
@@ -103,14 +102,6 @@ def main(argv=None) -> int:
         return EXIT_USAGE
     if args.max_per_word is None:
         args.max_per_word = 5 if args.task == "story_word_category" else 10
-    if not args.compare:
-        try:  # the word lists are small: read (and checked) now, not after the models load
-            for path, read in ((args.pairs, read_pairs), (args.word_labels, read_word_labels)):
-                if path:
-                    read(path)
-        except DataError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return EXIT_DATA
 
     def task(args, probed, device, cache_dir):
         if args.task == "semantic_preference":
@@ -121,7 +112,11 @@ def main(argv=None) -> int:
                        precision=resolve_precision("auto", device), seed=args.seed, progress=not args.no_progress,
                        config=vars(args), threads=args.inference_threads,
                        n_permutations=args.permutations, side_by_side=side_by_side(args))
-    return run(args, task)
+    def read_word_lists():  # small: read (and checked) before the models load, not after them
+        for path, read in ((args.pairs, read_pairs), (args.word_labels, read_word_labels)):
+            if path:
+                read(path)
+    return run(args, task, read_word_lists)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Callable
 
 import data_utils as du
 import models
@@ -97,8 +98,12 @@ def is_probe_output(folder: Path) -> bool:
     return any(stored_layer_probe(path) is not None for path in Path(folder).glob("layer_*.json"))
 
 
-def run(args, task_runner) -> int:
-    """Validate flags, load the models, call `task_runner(args, probed_models, device, cache_dir)`; map errors to exit codes."""
+def run(args, task_runner, read_inputs: Callable[[], None] | None = None) -> int:
+    """Validate flags, load the models, call `task_runner(args, probed_models, device, cache_dir)`; map errors to exit codes.
+
+    `read_inputs()`: reads the task's small input files (word lists), raising one of `DATA_ERRORS` that names the
+    file; called once the flags are checked, before any model loads.
+    """
     if args.labels and not args.compare:
         print("error: --labels names the models of --compare", file=sys.stderr)
         return EXIT_USAGE
@@ -126,6 +131,12 @@ def run(args, task_runner) -> int:
     if not Path(args.data_dir).is_dir():  # a mistyped path: say so before the models load, not "no TRAIN/ folder"
         found = "a file" if Path(args.data_dir).exists() else "nothing"
         print(f"error: --data-dir {args.data_dir}: expected the dataset's folder, found {found}", file=sys.stderr)
+        return EXIT_DATA
+    try:
+        if read_inputs is not None:
+            read_inputs()
+    except du.DATA_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
         return EXIT_DATA
     # one probe run at a time per --out (a second would mix its results with this one's config)
     return run_claimed(args.out, "probe run", lambda: run_models(args, task_runner))

@@ -178,7 +178,7 @@ def test_story_word_category_on_an_aligned_folder(downstream, tiny_models, tmp_p
 
 def test_word_tasks_default_occurrences_per_word(monkeypatch):
     seen = []
-    monkeypatch.setattr(eval_downstream, "run", lambda args, task: seen.append(args.max_per_word) or 0)
+    monkeypatch.setattr(eval_downstream, "run", lambda args, task, read_inputs: seen.append(args.max_per_word) or 0)
     for task, extra in (("story_word_category", ["--word-labels", "w.tsv"]), ("semantic_preference", []),
                         ("semantic_preference", ["--max-per-word", "3"])):
         assert eval_downstream.main(["--task", task, "--data-dir", "d", "--model-name", "m", "--out", "o", *extra]) == 0
