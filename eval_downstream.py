@@ -112,6 +112,7 @@ def main(argv=None) -> int:
                        precision=resolve_precision("auto", device), seed=args.seed, progress=not args.no_progress,
                        config=vars(args), threads=args.inference_threads,
                        n_permutations=args.permutations, side_by_side=side_by_side(args))
+
     def read_word_lists():  # small: read (and checked) before the models load, not after them
         for path, read in ((args.pairs, read_pairs), (args.word_labels, read_word_labels)):
             if path:

@@ -296,8 +296,8 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(mini, tiny_models, tmp
     assert f"{other / 'target_voxels.npy'}: the run was tuned on {(nc > 0.4).sum()} voxels" in err
     assert "(other ones)" in err
     assert run_files(other) == before
-    assert run(mini, model, other, *args, "--lora-alpha", "8", "--resume") == trainer.EXIT_USAGE  # another model
-    assert "'lora_alpha': (4.0, 8.0)" in capsys.readouterr().err
+    assert run(mini, model, other, *args, "--loss", "spatial_corr", "--resume") == trainer.EXIT_USAGE  # another run
+    assert "'loss': ('mse', 'spatial_corr')" in capsys.readouterr().err
     assert run(mini, model, tmp_path / "cut", *args, "--resume") == 0
     full, cut = metrics(tmp_path / "full"), metrics(tmp_path / "cut")
     assert [r["epoch"] for r in cut] == [0, 1, 2, 3]
