@@ -37,7 +37,7 @@ from run_utils import (EXIT_DATA, EXIT_USAGE, EXIT_WRITE, HelpFormatter, command
 BRAIN_TUNING_STORIES = du.TRAIN_STORIES + du.VAL_STORIES + (du.TEST_STORY,)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     p.add_argument("--data-dir", required=True, help="ds003020 root (holds derivative/ and stimuli/)")
     p.add_argument("--out", required=True, help="the .npz to write (story -> (rows, F)); <out>.json beside it")
@@ -67,7 +67,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="auto = bf16 autocast on CUDA, fp32 on CPU")
     g.add_argument("--cache-dir", help="feature cache shared with brain_evaluate.py (default: its default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def usage_problem(args) -> str | None:
@@ -79,12 +83,17 @@ def usage_problem(args) -> str | None:
         return f"{model_flag} needs --layer (the teacher's hidden-state index)"
     if args.word_embedding and args.layer is not None:
         return "--layer chooses a model teacher's layer; --word-embedding has none"
-    speech_only = [f for f, d in (("--cache-dir", "cache_dir"), ("--inference-threads", "inference_threads"))
-                   if getattr(args, d) is not None]
+    parser = build_parser()  # flags whose defaults are values are given where they differ from them
+
+    def given(dests: tuple[str, ...]) -> list[str]:
+        return [f"--{d.replace('_', '-')}" for d in dests if getattr(args, d) != parser.get_default(d)]
+    speech_only = given(("cache_dir", "inference_threads", "stride", "context", "pooling", "whisper_mode", "precision"))
     if not args.model_name and speech_only:
         return f"{', '.join(speech_only)} appl{'ies' if len(speech_only) == 1 else 'y'} to a speech teacher (--model-name)"
-    if args.word_embedding and args.batch_size is not None:
-        return "--batch-size applies to a model teacher; --word-embedding runs none"
+    if not args.text_model and given(("context_words",)):
+        return "--context-words applies to a text teacher (--text-model)"
+    if args.word_embedding and (model_only := given(("batch_size", "device"))):
+        return f"{', '.join(model_only)} appl{'ies' if len(model_only) == 1 else 'y'} to a model teacher; --word-embedding runs none"
     if args.word_embedding and args.revision != "main":
         return "--revision chooses a model teacher's hub revision; --word-embedding reads a file"
     if args.model_name and (problem := window_problem(args.stride, args.context)):
@@ -96,6 +105,7 @@ def choose_stories(data: du.Ds003020, requested: list[str] | None) -> tuple[list
     """(stories to write, default stories the dataset lacks); a requested story without audio is a DataError."""
     have = {s for s in data.respdict if data.audio_path(s).is_file()}
     if requested:
+        data.check_story_names(requested, "--stories")  # a typo: named with the closest story
         if missing := [s for s in requested if s not in have]:
             raise du.DataError(f"{data.root}: no respdict entry and audio for {missing}")
         return list(requested), []

@@ -162,15 +162,30 @@ def test_usage_and_data_errors(mini, tiny_models, tmp_path, capsys):
     assert "--layer 3 out of range: " in (err := capsys.readouterr().err) and "has hidden states 0..2" in err
     assert mtt.main(["--data-dir", root, "--word-embedding", str(tmp_path / "e.hf5"), "--out", str(tmp_path / "t.npz")]) == 3
     assert "e.hf5: word embedding file missing" in capsys.readouterr().err
-    assert mtt.main(["--data-dir", root, "--word-embedding", "english1000", "--stories", "nosuchstory",
+    assert mtt.main(["--data-dir", root, "--word-embedding", "english1000", "--stories", "stagefrite",
                      "--out", str(tmp_path / "t.npz")]) == 3
-    assert "no respdict entry and audio for ['nosuchstory']" in capsys.readouterr().err
+    assert "--stories names ['stagefrite'], not stories of this dataset" in (err := capsys.readouterr().err)
+    assert "'stagefrite': did you mean 'stagefright'?" in err
     assert mtt.main(["--data-dir", root, "--word-embedding", "english1000", "--cache-dir", str(tmp_path),
                      "--out", str(tmp_path / "t.npz")]) == 2
     assert "--cache-dir applies to a speech teacher (--model-name)" in capsys.readouterr().err
     assert mtt.main(["--data-dir", root, "--word-embedding", "english1000", "--batch-size", "8",
                      "--out", str(tmp_path / "t.npz")]) == 2
     assert "--batch-size applies to a model teacher" in capsys.readouterr().err
+    # flags whose defaults are values, given for a teacher that does not read them: refused, not ignored
+    for teacher, flags, message in (
+            (["--word-embedding", "english1000"], ["--stride", "0.5", "--pooling", "mean"],
+             "--stride, --pooling apply to a speech teacher (--model-name)"),
+            (["--word-embedding", "english1000"], ["--device", "cpu"], "--device applies to a model teacher"),
+            (["--word-embedding", "english1000"], ["--context-words", "3"], "--context-words applies to a text teacher"),
+            (["--text-model", str(tmp_path / "lm"), "--layer", "1"], ["--whisper-mode", "truncate"],
+             "--whisper-mode applies to a speech teacher"),
+            (["--model-name", tiny_models["hubert"], "--layer", "1"], ["--context-words", "5"],
+             "--context-words applies to a text teacher (--text-model)")):
+        assert mtt.main(["--data-dir", root, *teacher, *flags, "--out", str(tmp_path / "t.npz")]) == 2
+        assert message in capsys.readouterr().err
+    assert mtt.main(["--data-dir", root, "--word-embedding", "english1000", "--context-words", "20", "--stride", "0.1",
+                     "--out", str(tmp_path / "same.npz"), "--no-progress"]) == 0  # the defaults given: nothing ignored
     assert mtt.main(["--data-dir", root, "--word-embedding", "english1000", "--layer", "1",
                      "--out", str(tmp_path / "t.npz")]) == 2
     assert "--layer chooses a model teacher's layer; --word-embedding has none" in capsys.readouterr().err
