@@ -188,6 +188,8 @@ def flag_problem(args) -> str | None:
                     f"{len(per_subject(value, len(subjects)))} files")
     if problem := vs.nc_dir_problem(args.nc_dir, "--nc-file"):
         return problem
+    if args.split != "paper" and args.train_stories:  # the list would override the preset without a word
+        return f"--split {args.split} chooses the training stories and --train-stories names them: give one of the two"
     if args.lora_targets and not args.lora_rank:
         return "--lora-targets chooses the modules of --lora-rank adapters; add --lora-rank"
     # their defaults are values (kept so that earlier runs' records resume): given only where they differ

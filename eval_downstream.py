@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+import data_utils as du
 from probe_cli import common_parser, run, side_by_side, task_flags_problem
 from probe_tasks import read_word_labels, run_probe_task, run_semantic_preference, run_story_word_probe
 from run_utils import EXIT_USAGE, nonnegative_float, number_type, positive_int, resolve_precision
@@ -32,7 +33,6 @@ PROBE_TASKS = ["commands", "emotion", "intent", "action", "semantic_category"]
 def story_words(args) -> tuple[dict, Callable]:
     """Word segments {source: [(start_s, end_s, word)]} and an audio loader: ds003020 TextGrids, TIMIT .WRD files
     or an aligned folder (<name>.wav + <name>.TextGrid)."""
-    import data_utils as du
     import downstream_data as dd
     if args.corpus == "ds003020":
         data = du.Ds003020(args.data_dir)
@@ -113,11 +113,13 @@ def main(argv=None) -> int:
                        config=vars(args), threads=args.inference_threads,
                        n_permutations=args.permutations, side_by_side=side_by_side(args))
 
-    def read_word_lists():  # small: read (and checked) before the models load, not after them
+    def read_inputs():  # small: read (and checked) before the models load, not after them
         for path, read in ((args.pairs, read_pairs), (args.word_labels, read_word_labels)):
             if path:
                 read(path)
-    return run(args, task, read_word_lists)
+        if args.stories:  # a typo: named with the closest story
+            du.Ds003020(args.data_dir).check_story_names(args.stories, "--stories")
+    return run(args, task, read_inputs)
 
 
 if __name__ == "__main__":

@@ -158,6 +158,8 @@ def test_teacher_targets_from_file(mini, tiny_models, tmp_path, capsys):
     assert "--targets-from replaces the fMRI targets, so --roi/--hemisphere/--nc-file" in capsys.readouterr().err
     for flags, message in ((["--head-rank", "4", "--init-head", "ridge"], "--init-head ridge needs a full-rank head"),
                            (["--lora-targets", "fc1"], "--lora-targets chooses the modules of --lora-rank adapters"),
+                           (["--split", "all", "--train-stories", "souls"], "error: --split all chooses the "
+                            "training stories and --train-stories names them: give one of the two\n"),
                            (["--lora-alpha", "8"], "error: --lora-alpha given without --lora-rank (settings of its "
                                                    "LoRA adapters); add --lora-rank\n"),
                            (["--lora-dropout", "0", "--lora-alpha", "1"], "error: --lora-alpha and --lora-dropout given "

@@ -106,6 +106,9 @@ def test_word_lists_are_read_before_any_model_loads(mini, tmp_path, capsys):
         assert eval_downstream.main(probe_args(str(tmp_path / "no_model"), mini / "ds003020", tmp_path / "o",
                                                tmp_path / "c", "--task", task, flag, str(path))) == 3
         assert message in capsys.readouterr().err and not (tmp_path / "o").exists()
+    assert eval_downstream.main(probe_args(str(tmp_path / "no_model"), mini / "ds003020", tmp_path / "o", tmp_path / "c",
+                                           "--task", "semantic_preference", "--stories", "avtar", "souls")) == 3
+    assert "'avtar': did you mean 'avatar'?" in capsys.readouterr().err  # was "no entry for story", models loaded
 
 
 def test_word_labels_name_the_bad_line(tmp_path):
