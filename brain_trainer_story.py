@@ -19,6 +19,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass
@@ -211,6 +212,27 @@ def is_trainer_run(folder: Path) -> bool:
     return True
 
 
+def foreign_record_problem(folder: Path) -> str | None:
+    """Why `folder/config.json`, readable, is another program's (a model's config, another script's run record)
+    rather than a brain-tuning run's, else None (a damaged file is left to read_result_json to name)."""
+    try:
+        record = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or is_trainer_run(folder):
+        return None
+    if "model_type" in record:
+        what = f"a model folder (its config.json is a {record['model_type']} model's)"
+    else:  # this script's record, damaged, is left to read_result_json to name
+        others = {p.name for p in Path(__file__).resolve().parent.glob("*.py")} - {Path(__file__).name}
+        command = record.get("command") if isinstance(record.get("command"), str) else ""
+        scripts = [s for s in re.findall(r"[\w-]+\.py", command) if s in others]
+        if not scripts:
+            return None
+        what = f"another script's results (its config.json records a run of {scripts[0]})"
+    return f"{folder} is {what}, not a brain-tuning run: choose another --out-dir"
+
+
 def resumed_targets_problem(out_dir: Path, old_run: dict, subjects: list[str], voxels: list[np.ndarray] | None,
                             vox_info: dict) -> str | None:
     """Why the targets now are not those of the run being resumed, else None: the voxels selected now against its
@@ -286,6 +308,8 @@ def prepare_out_dir(args, config: dict, out_dir: Path, world: int, is_main: bool
     that is not a trainer run."""
     old_cfg_path = out_dir / "config.json"
     old_run = {}
+    if problem := foreign_record_problem(out_dir):  # never resumed, replaced or written into
+        raise Stop(problem, EXIT_USAGE)
     if old_cfg_path.is_file() and not args.overwrite:
         try:
             old_run = read_result_json(out_dir, "config.json", "brain-tuning run", ("args",), objects=("args",))

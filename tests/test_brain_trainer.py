@@ -216,8 +216,18 @@ def test_overwrite_never_deletes_a_folder_that_is_not_a_run(mini, tiny_models, t
     assert "home: not a brain-tuning run" in capsys.readouterr().err
     model_dir = Path(tiny_models["hubert"])  # an HF model folder has a config.json too: not a run
     assert (model_dir / "config.json").is_file()
-    assert run(mini, tiny_models["wav2vec2"], model_dir, "--overwrite") == trainer.EXIT_USAGE
-    assert (model_dir / "config.json").is_file() and "not a brain-tuning run" in capsys.readouterr().err
+    for flags in (["--overwrite"], ["--resume"], []):  # named as a model folder (it was "a damaged run record")
+        assert run(mini, tiny_models["wav2vec2"], model_dir, *flags) == trainer.EXIT_USAGE
+        assert (f"error: {model_dir} is a model folder (its config.json is a hubert model's), not a brain-tuning "
+                f"run: choose another --out-dir\n") == capsys.readouterr().err
+    assert (model_dir / "config.json").is_file()
+    evaluation = tmp_path / "ev"  # another script's result folder: named, not resumed as "a different run"
+    evaluation.mkdir()
+    (evaluation / "config.json").write_text(json.dumps({"args": {"model_name": "m"}, "finished": "now", "versions": {},
+                                                        "command": "cd /x && python brain_evaluate.py --out ev"}))
+    assert run(mini, tiny_models["wav2vec2"], evaluation, "--resume") == trainer.EXIT_USAGE
+    assert "ev is another script's results (its config.json records a run of brain_evaluate.py), not a " \
+           "brain-tuning run" in capsys.readouterr().err
     assert run(mini, tiny_models["hubert"], tmp_path / "r", "--num-epochs", "1") == 0
     (tmp_path / "r" / "stale.txt").write_text("from the earlier run")
     real_load, second = trainer.load_training_data, []
