@@ -36,10 +36,10 @@ from inference import inference_threads, sharing_plan
 from ridge import SCORES
 from timing import TEST_EXTRA_TRIM
 from run_utils import (EXIT_DATA, EXIT_USAGE, NPY_READ_ERRORS, HelpFormatter, Stop, array_digest, code_identity,
-                       command_line, exit_code, fraction, ignored_flags_problem, model_run_usage_problem,
-                       nonnegative_int, out_among_inputs, output_dirs_problem, package_versions, positive_int,
-                       remove_stale_outputs, resolve_device, resolve_precision, run_claimed, set_seed, timestamp,
-                       writable_dir_problem)
+                       command_line, compare_count_problem, exit_code, fraction, ignored_flags_problem,
+                       model_run_usage_problem, nonnegative_int, out_among_inputs, output_dirs_problem,
+                       package_versions, positive_int, remove_stale_outputs, resolve_device, resolve_precision,
+                       run_claimed, set_seed, timestamp, writable_dir_problem)
 
 PAPER_LAYERS = (2, 5, 7, 8, 10, 11, 12)
 DATA_EFFICIENCY_REPEATS = 3  # draws of training stories per N of --data-efficiency
@@ -129,6 +129,9 @@ def main(argv=None) -> int:
             print(f"error: {flag} writes one folder; found --out {' '.join(args.out)}", file=sys.stderr)
             return EXIT_USAGE
         if (problem := ignored_flags_problem(args, flag, ("data_dir", "subject", "model_name"))) is not None:
+            print(f"error: {problem}", file=sys.stderr)
+            return EXIT_USAGE
+        if args.compare and (problem := compare_count_problem(args.compare)):
             print(f"error: {problem}", file=sys.stderr)
             return EXIT_USAGE
         inputs = args.compare or [d for group in args.subject_results for d in group]

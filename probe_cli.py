@@ -10,9 +10,10 @@ import data_utils as du
 import models
 from alignment import upper_middle_note
 from inference import inference_threads
-from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, Stop, exit_code, ignored_flags_problem,
-                       model_run_usage_problem, nonnegative_int, out_among_inputs, output_dirs_problem, positive_int,
-                       read_result_json, resolve_device, run_claimed, set_seed, writable_dir_problem)
+from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, Stop, compare_count_problem, exit_code,
+                       ignored_flags_problem, model_run_usage_problem, nonnegative_int, out_among_inputs,
+                       output_dirs_problem, positive_int, read_result_json, resolve_device, run_claimed, set_seed,
+                       writable_dir_problem)
 
 
 def common_parser(description: str, tasks: list[str], data_help: str) -> argparse.ArgumentParser:
@@ -112,7 +113,7 @@ def run(args, task_runner, read_inputs: Callable[[], None] | None = None) -> int
             print(f"error: --compare writes one --out folder, found {len(args.out)}", file=sys.stderr)
             return EXIT_USAGE
         ignored = ("data_dir", "model_name", "weight_decay_fit")
-        if (problem := ignored_flags_problem(args, "--compare", ignored)) is not None:
+        if (problem := ignored_flags_problem(args, "--compare", ignored) or compare_count_problem(args.compare)):
             print(f"error: {problem}", file=sys.stderr)
             return EXIT_USAGE
         if (problem := out_among_inputs(args.out[0], args.compare)) is not None:

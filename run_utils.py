@@ -251,6 +251,15 @@ def output_dirs_problem(outs: list, markers: tuple[str, ...], what: str,
     return next((p for out in outs if (p := writable_dir_problem(out, f"a {what} folder")) is not None), None)
 
 
+def compare_count_problem(dirs: list) -> str | None:
+    """The usage error of a --compare given fewer than two result folders (a table of one model against itself),
+    else None."""
+    if len(dirs) < 2:
+        return (f"--compare sets result folders against the first: give at least 2, found {len(dirs)} "
+                f"({', '.join(map(str, dirs))})")
+    return None
+
+
 def out_among_inputs(out: str | os.PathLike, inputs: list) -> str | None:
     """Why `out` cannot take a comparison of the result folders `inputs` (it is one of them: the comparison's plot
     would replace that result's), else None."""

@@ -112,6 +112,10 @@ def test_brain_evaluate_end_to_end_cache_and_compare(mini, tiny_models, tmp_path
     assert not (tmp_path / "killed" / "summary.json").exists()
     assert brain_evaluate.main(["--compare", str(tmp_path / "a"), str(tmp_path / "killed"), "--out",
                                 str(tmp_path / "bad")]) == 2
+    capsys.readouterr()
+    assert brain_evaluate.main(["--compare", str(tmp_path / "a"), "--out", str(tmp_path / "bad")]) == 2  # one folder
+    assert (f"error: --compare sets result folders against the first: give at least 2, found 1 ({tmp_path / 'a'})\n"
+            == capsys.readouterr().err and not (tmp_path / "bad").exists())
     # the same low-level result twice; the random tiny model's language alignment is below zero (its impact was
     # read as a signed percentage before): undefined, in the summary and in the resamples that keep it below zero
     assert summary["upper_middle_mean"]["language"] < 0 and np.isnan(summary["upper_middle_low_level_impact"]["language"])

@@ -256,6 +256,7 @@ def test_clear_errors(downstream, tiny_models, tmp_path, capsys):
     assert "a_file: expected the dataset's folder, found a file" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()  # refused before anything is written
     assert eval_downstream.main(["--compare", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
+    assert "--compare sets result folders against the first: give at least 2, found 1" in capsys.readouterr().err
     assert eval_downstream.main(["--compare", str(tmp_path / "nothing"), "--out", str(tmp_path / "x"),
                                  "--model-name", "some/model"]) == 2
     assert "--compare only reads earlier result folders; --model-name would be ignored" in capsys.readouterr().err
