@@ -703,8 +703,15 @@ def summarize(data: Ds003020, subjects: list[str] | None = None) -> tuple[dict, 
                 grid = data.tr_grid(story)
                 info["tr_grid"] = grid.n_tr
                 check_alignment(grid, shape[0], story, where=str(path))
-                if story not in story_cache:
-                    story_cache[story] = _story_stimulus_summary(data, story)
+                if story not in story_cache:  # the stimuli are every subject's: checked, and a problem counted, once
+                    try:
+                        story_cache[story] = _story_stimulus_summary(data, story)
+                    except (DataError, ValueError, FileNotFoundError) as err:
+                        story_cache[story] = err
+                        problems.append(str(err))
+                if isinstance(story_cache[story], Exception):
+                    info["error"] = str(story_cache[story])
+                    continue
                 info.update(story_cache[story])
                 info["aligned"] = True
             except (DataError, ValueError, FileNotFoundError) as err:

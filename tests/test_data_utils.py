@@ -418,6 +418,9 @@ def test_summary_cli_reports_aligned_and_names_a_corrupted_file(mini_root, tmp_p
     (root / "derivative" / "TextGrids" / "avatar.TextGrid").write_text("garbage")
     assert data_utils.main(["--data-dir", str(root)]) == data_utils.EXIT_DATA
     assert "avatar.TextGrid" in capsys.readouterr().err
+    summary, problems = data_utils.summarize(data_utils.Ds003020(root))  # a stimulus every subject hears:
+    assert sum("avatar.TextGrid" in p for p in problems) == 1  # one problem, not one per subject
+    assert all("avatar.TextGrid" in s["stories"]["avatar"]["error"] for s in summary["subjects"].values())
     with h5py.File(root / "derivative" / "preprocessed_data" / "UTS02" / "souls.hf5", "w") as f:
         f["data"] = np.zeros(5)  # 1-D: reported as a problem of this file, not a crash
     assert data_utils.main(["--data-dir", str(root)]) == data_utils.EXIT_DATA
