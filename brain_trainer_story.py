@@ -586,6 +586,10 @@ def _train(args) -> int:
         train_set, val_set, cache_info = cached_front_end(cache_dir, encoder, train_set, val_set, device, precision,
                                                           micro, rank, world, quiet=args.no_progress or not is_main)
     backbone_params = [p for p in model.encoder.parameters() if p.requires_grad]
+    if is_main and args.freeze_layers == encoder.num_layers:  # a head-only run: allowed, but said
+        above = sum(p.numel() for p in backbone_params)
+        print(f"note: --freeze-layers {args.freeze_layers} freezes every transformer layer: only the voxel head is "
+              f"tuned{f' (and the {above} parameters of the final layer norm)' if above else ''}", file=sys.stderr)
     optimizer = torch.optim.Adam([{"params": backbone_params, "lr": args.lr},
                                   {"params": model.head.parameters(), "lr": args.head_lr}])
     steps_per_epoch = -(-len(train_set) // args.batch_size)

@@ -488,10 +488,11 @@ def test_ddp_processes_stop_together_when_the_gradient_diverges(mini, tiny_model
     assert "diverged" in json.loads((out / "config.json").read_text()) and not (out / "best").exists()
 
 
-def test_ridge_head_init_starts_below_the_random_head(mini, tiny_models, tmp_path):
+def test_ridge_head_init_starts_below_the_random_head(mini, tiny_models, tmp_path, capsys):
     assert run(mini, tiny_models["hubert"], tmp_path / "rand", "--num-epochs", "1") == 0
     assert run(mini, tiny_models["hubert"], tmp_path / "ridge", "--num-epochs", "1", "--init-head", "ridge",
                "--freeze-layers", "1") == 0
+    assert "freezes every transformer layer" not in capsys.readouterr().err  # one of two blocks: no note
     assert metrics(tmp_path / "ridge")[0]["val_loss"] < metrics(tmp_path / "rand")[0]["val_loss"]
     cfg = json.loads((tmp_path / "ridge" / "config.json").read_text())
     assert cfg["args"]["freeze_layers"] == 1
@@ -499,6 +500,12 @@ def test_ridge_head_init_starts_below_the_random_head(mini, tiny_models, tmp_pat
     assert cfg["args"]["resolved"]["trainable_backbone_params"] < json.loads(
         (tmp_path / "rand" / "config.json").read_text())["args"]["resolved"]["trainable_backbone_params"]
     assert run(mini, tiny_models["hubert"], tmp_path / "lr", "--init-head", "ridge", "--head-rank", "8") == 2
+    # every block frozen: a head-only run, allowed and said; nothing of the backbone trains
+    assert run(mini, tiny_models["hubert"], tmp_path / "head", "--num-epochs", "1", "--freeze-layers", "2") == 0
+    assert ("note: --freeze-layers 2 freezes every transformer layer: only the voxel head is tuned\n"
+            in capsys.readouterr().err)
+    assert json.loads((tmp_path / "head" / "config.json").read_text())["args"]["resolved"][
+        "trainable_backbone_params"] == 0
 
 
 def test_a_best_epoch_no_better_than_the_start_is_flagged(mini, tiny_models, tmp_path, capsys):
