@@ -642,7 +642,7 @@ def test_audio_that_does_not_cover_its_tr_grid_is_an_error_naming_the_file(mini_
     with pytest.raises(AlignmentError, match="souls.wav: audio lasts 20.00 s"):
         data.check_audio("souls")  # from the header alone
     _, problems = data_utils.summarize(data)
-    assert sum("souls.wav: audio lasts 20.00 s" in p for p in problems) == len(data.subjects())
+    assert sum("souls.wav: audio lasts 20.00 s" in p for p in problems) == 1  # one file, whichever subjects hear it
     sf.write(path, wav, 8000)  # the same samples under a header claiming half the rate: twice as long
     with pytest.raises(AlignmentError, match=r"souls.wav: audio lasts 128.00 s .* more than 1.5x longer"):
         data.check_audio("souls")
