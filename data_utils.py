@@ -268,7 +268,7 @@ class Ds003020:
     @staticmethod
     def _open_h5(path: Path) -> h5py.File:
         if not path.is_file():
-            raise DataError(f"{path}: response file missing{not_downloaded_hint(path)}")
+            raise DataError(missing_file_message(path, "response file"))
         try:
             return h5py.File(path, "r")
         except OSError as err:
@@ -500,7 +500,7 @@ def audio_info(path: str | os.PathLike):
     import soundfile as sf
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: audio file missing{not_downloaded_hint(path)}")
+        raise DataError(missing_file_message(path, "audio file"))
     try:
         return sf.info(str(path))
     except Exception as err:  # soundfile raises LibsndfileError / RuntimeError on bad headers
@@ -520,7 +520,7 @@ def load_wav_16k(path: Path, cache_dir: Path | None = None) -> np.ndarray:
     import soundfile as sf
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: audio file missing{not_downloaded_hint(path)}")
+        raise DataError(missing_file_message(path, "audio file"))
     cache = None
     if cache_dir is not None:
         key = hashlib.sha1(file_fingerprint(path).encode()).hexdigest()[:16]
