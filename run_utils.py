@@ -417,7 +417,8 @@ def resolve_device(choice: str, local_rank: int | None = None):
     """The --device flag resolved to a torch.device: "auto" means CUDA when present (under torchrun the process's
     own GPU, `local_rank`), else the CPU; anything else ("cpu", "cuda:1") is returned once checked.
 
-    Raises ValueError for a device string torch does not know, or a GPU this machine does not have.
+    Raises ValueError for a device string torch does not know, a device type other than the CPU and CUDA, or a GPU
+    this machine does not have.
     """
     import torch
     if choice != "auto":
@@ -425,6 +426,9 @@ def resolve_device(choice: str, local_rank: int | None = None):
             device = torch.device(choice)
         except RuntimeError as err:
             raise ValueError(f"--device {choice}: not a device ({err}); expected auto, cpu, cuda or cuda:N") from err
+        if device.type not in ("cpu", "cuda"):  # torch knows mps, xpu, meta...: untested here, they crashed mid-run
+            raise ValueError(f"--device {choice}: {device.type} devices are not supported (the toolkit runs on CPUs "
+                             f"and CUDA GPUs); expected auto, cpu, cuda or cuda:N")
         if device.type == "cuda":
             n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
             if (device.index or 0) >= n_gpus:

@@ -249,6 +249,9 @@ def test_a_device_the_machine_lacks_is_a_usage_error(monkeypatch):
         resolve_device("cuda:2")
     with pytest.raises(ValueError, match="--device gpu: not a device .*expected auto, cpu, cuda or cuda:N"):
         resolve_device("gpu")
+    for other in ("mps", "xpu", "meta"):  # devices torch names; without this they crashed mid-run with a traceback
+        with pytest.raises(ValueError, match=f"--device {other}: {other} devices are not supported .*expected auto"):
+            resolve_device(other)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match=r"--device cuda: this machine has 0 usable CUDA GPU\(s\) \(or torch was built"):
         resolve_device("cuda")
