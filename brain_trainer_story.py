@@ -323,7 +323,11 @@ def prepare_out_dir(args, config: dict, out_dir: Path, world: int, is_main: bool
             raise Stop(f"{out_dir} already holds a run; pass --resume to continue it or --overwrite to replace it",
                        EXIT_USAGE)
         if diff:
-            raise Stop(f"{old_cfg_path} describes a different run (setting: (saved, now)): {diff}", EXIT_USAGE)
+            why = (" (its learning-rate warm-up and decay span the saved --num-epochs, so a run cannot be lengthened)"
+                   if "num_epochs" in diff else "")
+            raise Stop(f"{old_cfg_path} describes a different run (setting: (saved, now)): {diff}; --resume continues "
+                       f"a run with the settings it started with{why}: for other settings choose another --out-dir, or "
+                       f"--overwrite to replace it", EXIT_USAGE)
     if args.overwrite and out_dir.exists():
         try:  # only a trainer run (or an empty folder) is ever deleted, never a mistyped --out-dir
             check_replaceable(out_dir, ("front_end_cache",), "brain-tuning run (a run's config.json)",

@@ -310,6 +310,12 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(mini, tiny_models, tmp
     assert run_files(other) == before
     assert run(mini, model, other, *args, "--loss", "spatial_corr", "--resume") == trainer.EXIT_USAGE  # another run
     assert "'loss': ('mse', 'spatial_corr')" in capsys.readouterr().err
+    # more epochs: the schedule spans the saved --num-epochs, and the refusal says so and what to do instead
+    assert run(mini, model, other, *args, "--num-epochs", "6", "--resume") == trainer.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert ("'num_epochs': (3, 6)}; --resume continues a run with the settings it started with (its learning-rate "
+            "warm-up and decay span the saved --num-epochs, so a run cannot be lengthened): for other settings "
+            "choose another --out-dir, or --overwrite to replace it") in err
     assert run(mini, model, tmp_path / "cut", *args, "--resume") == 0
     full, cut = metrics(tmp_path / "full"), metrics(tmp_path / "cut")
     assert [r["epoch"] for r in cut] == [0, 1, 2, 3]
