@@ -62,7 +62,8 @@ def parse_args(argv=None):
     p.add_argument("--revision", default="main", help="hub branch, tag or commit of the --model-name hub ids (local "
                                                        "folders have one version)")
     p.add_argument("--layers", type=int, nargs="+", help="hidden-state indices (default: the paper's 2 5 7 8 10 11 12 "
-                                                          "that the model has, else all)")
+                                                          "for 12 layers, at the same relative depth for deeper "
+                                                          "models, all layers for fewer than 12)")
     p.add_argument("--train-stories", nargs="+", help="encoding-model training stories (default: the paper's 26)")
     p.add_argument("--test-story", default=du.TEST_STORY, help="held-out story the alignment is scored on")
     p.add_argument("--roi-file", help="JSON {roi: [voxel indices]}; 'all' is always reported")
@@ -111,8 +112,11 @@ def resolve_layers(requested, n_layers: int) -> list[int]:
         if bad:
             raise models.ModelError(f"--layers {bad} out of range: the model has hidden states 0..{n_layers}")
         return sorted(set(requested))
-    paper = [l for l in PAPER_LAYERS if l <= n_layers]
-    return paper if n_layers >= 12 else list(range(1, n_layers + 1))
+    if n_layers < 12:
+        return list(range(1, n_layers + 1))
+    # the paper's layers of its 12-layer models at the same relative depth: 24 layers -> 4 10 14 16 20 22 24, so a
+    # deeper model is evaluated over its depth and its upper middle (12 < l <= 20) holds layers, not at 2..12 only
+    return sorted({int(np.floor(l * n_layers / 12 + 0.5)) for l in PAPER_LAYERS})
 
 
 def main(argv=None) -> int:

@@ -338,7 +338,13 @@ def test_data_efficiency_curves_and_stories_to_match(mini, tiny_models, tmp_path
 
 def test_default_layers_are_the_papers_or_all_and_requested_ones_sorted_once():
     assert brain_evaluate.resolve_layers(None, 12) == [2, 5, 7, 8, 10, 11, 12]
-    assert brain_evaluate.resolve_layers(None, 24) == [2, 5, 7, 8, 10, 11, 12]  # the paper's indices, as it evaluates
+    # deeper models (wav2vec2-large, Whisper medium): the paper's layers at the same relative depth, l·n/12 rounded
+    assert brain_evaluate.resolve_layers(None, 24) == [4, 10, 14, 16, 20, 22, 24]
+    assert brain_evaluate.resolve_layers(None, 32) == [5, 13, 19, 21, 27, 29, 32]  # 2·32/12 = 5.33, 7·32/12 = 18.67
+    assert brain_evaluate.resolve_layers(None, 18) == [3, 8, 11, 12, 15, 17, 18]  # 7.5 rounds up, never to even
+    for n in (13, 16, 24, 32):  # each still has layers in its upper middle, as the 12-layer default has 7, 8, 10
+        assert al.upper_middle_note(brain_evaluate.resolve_layers(None, n), n, "m") is None
+    assert al.upper_middle_note([2, 5, 7, 8, 10, 11, 12], 24, "m") is not None  # the old default
     assert brain_evaluate.resolve_layers(None, 4) == [1, 2, 3, 4]  # fewer than 12 layers: every transformer layer
     assert brain_evaluate.resolve_layers([5, 0, 5, 2], 12) == [0, 2, 5]
     with pytest.raises(brain_evaluate.models.ModelError, match=r"--layers \[13, -1\] out of range: the model has "
