@@ -142,7 +142,10 @@ class Ds003020:
         self.tr = float(tr)
         self.derivative = self.root / "derivative"
         self.stimuli = self.root / "stimuli"
-        if self.root.exists() and not self.root.is_dir():
+        if not self.root.exists():  # a mistyped path: its missing derivative/ would read as a layout problem
+            raise DataError(f"{self.root}: no such folder (expected the ds003020 root holding 'derivative/' and "
+                            f"'stimuli/')")
+        if not self.root.is_dir():
             raise DataError(f"{self.root}: expected the ds003020 folder (holding 'derivative/' and 'stimuli/'), "
                             f"found a file")
         for d in (self.derivative, self.stimuli):

@@ -598,6 +598,8 @@ def test_a_root_one_level_off_is_named_with_the_real_root(mini_root, tmp_path):
         Ds003020(tmp_path)  # nothing near: no guess
     with pytest.raises(DataError, match=r"respdict.json: expected the ds003020 folder .*found a file$"):
         Ds003020(mini_root / "derivative" / "respdict.json")
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'ds00302'}: no such folder \(expected the ds003020 root"):
+        Ds003020(tmp_path / "ds00302")  # a mistyped path is named as such, not as a layout without derivative/
 
 
 def test_read_columns_reads_a_run_of_voxels_as_a_slab_and_any_selection_right(tmp_path):
