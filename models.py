@@ -91,7 +91,21 @@ def load_backbone(name_or_path: str, dtype: torch.dtype = torch.float32, revisio
         raise ModelError(f"{name_or_path}: its feature extractor expects {rate} Hz audio (preprocessor_config.json "
                          f"'sampling_rate'); the toolkit gives every model {SAMPLE_RATE} Hz audio")
     check_loaded_weights(model, model_type, loading["missing_keys"], loading["unexpected_keys"], name_or_path)
+    if note := task_checkpoint_note(name_or_path, config.architectures, model_type):
+        print(note, file=sys.stderr)
     return model, extractor, model_type
+
+
+def task_checkpoint_note(name: str, architectures: list[str] | None, model_type: str) -> str | None:
+    """A line for the log when `name` holds an encoder fine-tuned for a task (config.json `architectures`, e.g.
+    Wav2Vec2ForCTC: facebook/wav2vec2-base-960h), whose encoder is read without its task head; None for a
+    self-supervised checkpoint (…Model, …ForPreTraining) and for Whisper, whose checkpoints all carry the decoder."""
+    tasks = [a for a in architectures or () if "For" in a and not a.endswith("ForPreTraining")]
+    if model_type == "whisper" or not tasks:
+        return None
+    return (f"note: {name} is a {tasks[0]} checkpoint, fine-tuned for a task: its encoder is used with the "
+            f"fine-tuned weights and its task head is left out; the paper brain-tunes and compares self-supervised "
+            f"checkpoints (facebook/wav2vec2-base, not wav2vec2-base-960h)")
 
 
 def check_loaded_weights(model: nn.Module, model_type: str, missing, unexpected, where: str) -> None:

@@ -290,6 +290,29 @@ def test_weights_missing_from_the_checkpoint_are_refused_or_named(tiny_models, f
     assert "warning" not in capsys.readouterr().err
     torch.testing.assert_close(model.state_dict()[encoder_keys[0]], saved[encoder_keys[0]])
 
+def test_a_checkpoint_fine_tuned_for_a_task_is_read_as_its_encoder_with_a_note(tiny_models, tmp_path, capsys):
+    from transformers import AutoFeatureExtractor, Wav2Vec2Config, Wav2Vec2ForCTC
+    config = Wav2Vec2Config.from_pretrained(tiny_models["wav2vec2"])
+    config.vocab_size = 32
+    ctc = Wav2Vec2ForCTC(config)  # as facebook/wav2vec2-base-960h: architectures ["Wav2Vec2ForCTC"], an lm_head
+    ctc.save_pretrained(tmp_path / "ctc")
+    AutoFeatureExtractor.from_pretrained(tiny_models["wav2vec2"]).save_pretrained(tmp_path / "ctc")
+    capsys.readouterr()
+    model, _, _ = load_backbone(str(tmp_path / "ctc"))
+    assert (f"note: {tmp_path / 'ctc'} is a Wav2Vec2ForCTC checkpoint, fine-tuned for a task: its encoder is used "
+            f"with the fine-tuned weights and its task head is left out") in capsys.readouterr().err
+    torch.testing.assert_close(model.state_dict()["encoder.layers.0.attention.k_proj.weight"],
+                               ctc.state_dict()["wav2vec2.encoder.layers.0.attention.k_proj.weight"])
+    for family in ("wav2vec2", "whisper"):  # a self-supervised model; Whisper (every checkpoint holds the decoder)
+        load_backbone(tiny_models[family])
+        assert "note" not in capsys.readouterr().err
+    assert models.task_checkpoint_note("m", ["Wav2Vec2ForPreTraining"], "wav2vec2") is None  # facebook/wav2vec2-base
+    assert models.task_checkpoint_note("m", ["HubertModel"], "hubert") is None
+    assert models.task_checkpoint_note("m", None, "wavlm") is None  # a config without the field
+    assert models.task_checkpoint_note("m", ["WhisperForConditionalGeneration"], "whisper") is None
+    assert "a WavLMForXVector checkpoint" in models.task_checkpoint_note("m", ["WavLMForXVector"], "wavlm")
+
+
 @pytest.mark.parametrize("family", ["wav2vec2", "whisper"])
 def test_freeze_bottom_layers(tiny_models, family):
     backbone, fe, mt = models.load_backbone(tiny_models[family])
