@@ -193,6 +193,10 @@ def _evaluate(args) -> int:
     except (du.DataError, ValueError) as err:
         raise Stop(str(err), EXIT_DATA) from err
     data, train, test_story = subject_data["data"], subject_data["train"], args.test_story
+    if skipped := subject_data["missing"]:  # only default stories are skipped (a --train-stories one is an error)
+        print(f"note: {subject_data['subject']} has no responses for {len(skipped)} of the default training stories "
+              f"({', '.join(skipped[:3])}{'...' if len(skipped) > 3 else ''}); the encoding models are fitted on the "
+              f"other {len(train)} (config.json: skipped_stories)", file=sys.stderr)
     if subject_data["nc_source"] == "computed from repeats":  # a --nc-dir typo would otherwise pass unseen
         print(f"note: no {vs.nc_path(subject_data['subject'], args.nc_dir)}: cc_max computed from the repeats of "
               f"'{test_story}' (every row, as compute_noise_ceiling.py does by default)", file=sys.stderr)

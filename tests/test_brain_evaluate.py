@@ -251,7 +251,7 @@ def test_a_killed_evaluation_resumes_from_its_finished_layers(mini, tiny_models,
 
 
 def test_the_test_story_leaves_the_default_training_stories_and_upper_middle_layers_are_averaged(
-        mini, tiny_models, tmp_path, monkeypatch):
+        mini, tiny_models, tmp_path, monkeypatch, capsys):
     # a default training list holding the test story: the encoding model never trains on it. Two upper-middle
     # layers (as a 12-layer model's 7, 8 and 10): their summary is the mean of both
     monkeypatch.setattr(brain_evaluate.du, "ENCODING_TRAIN_STORIES", [*ENCODING_TRAIN_STORIES, "wheretheressmoke"])
@@ -260,6 +260,10 @@ def test_the_test_story_leaves_the_default_training_stories_and_upper_middle_lay
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     have = Ds003020(mini / "ds003020").stories("UTS02")
     assert summary["train_stories"] == [s for s in ENCODING_TRAIN_STORIES if s in have]
+    # the default stories the subject lacks are skipped, and said (as the trainer says it); they were skipped silently
+    lacking = [s for s in ENCODING_TRAIN_STORIES if s not in have]
+    assert (f"note: UTS02 has no responses for {len(lacking)} of the default training stories ({', '.join(lacking[:3])}"
+            f"...); the encoding models are fitted on the other {len(summary['train_stories'])}") in capsys.readouterr().err
     assert summary["upper_middle_layers"] == [1, 2]
     for roi, mean in summary["upper_middle_mean"].items():
         per_layer = [summary["per_layer"][l]["rois"][roi]["cc_norm"] for l in ("1", "2")]
