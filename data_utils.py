@@ -707,16 +707,11 @@ def summarize(data: Ds003020, subjects: list[str] | None = None) -> tuple[dict, 
                 info["tr_grid"] = grid.n_tr
                 check_alignment(grid, shape[0], story, where=str(path))
                 if story not in story_cache:  # the stimuli are every subject's: checked, and a problem counted, once
-                    try:
-                        story_cache[story] = _story_stimulus_summary(data, story)
-                    except (DataError, ValueError, FileNotFoundError) as err:
-                        story_cache[story] = err
-                        problems.append(str(err))
-                if isinstance(story_cache[story], Exception):
-                    info["error"] = str(story_cache[story])
-                    continue
+                    story_cache[story] = _story_stimulus_summary(data, story)
+                    if "error" in story_cache[story]:
+                        problems.append(story_cache[story]["error"])
                 info.update(story_cache[story])
-                info["aligned"] = True
+                info["aligned"] = "error" not in info
             except (DataError, ValueError, FileNotFoundError) as err:
                 problems.append(str(err))
                 info["error"] = str(err)
@@ -724,11 +719,17 @@ def summarize(data: Ds003020, subjects: list[str] | None = None) -> tuple[dict, 
 
 
 def _story_stimulus_summary(data: Ds003020, story: str) -> dict:
-    """Audio seconds and word count of a story; raises on unreadable files, audio that does not fit the TR grid and
-    a TextGrid that does not fit the audio (in that order: a truncated audio file is named as such)."""
-    audio_s = round(data.audio_seconds(story), 3)
-    check_audio_duration(data.tr_grid(story), audio_s, story, where=str(data.audio_path(story)))  # header read once
-    return {"audio_s": audio_s, "words": len(data.words(story))}
+    """Audio seconds and word count of a story, as far as they read, and "error": the first problem of unreadable
+    files, audio that does not fit the TR grid and a TextGrid that does not fit the audio (in that order: a
+    truncated audio file is named as such; the seconds are kept where the header reads, beside any problem)."""
+    out: dict = {}
+    try:
+        out["audio_s"] = audio_s = round(data.audio_seconds(story), 3)
+        check_audio_duration(data.tr_grid(story), audio_s, story, where=str(data.audio_path(story)))  # header once
+        out["words"] = len(data.words(story))
+    except (DataError, ValueError, FileNotFoundError) as err:
+        out["error"] = str(err)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -755,7 +756,7 @@ def main(argv: list[str] | None = None) -> int:
                   if entry["stories"] else f"{subj}: no response files (see the error below)")
             for story, s in entry["stories"].items():
                 print(f"  {story:28s} rows={s.get('hf5_rows')} grid={s.get('tr_grid')} audio_s={s.get('audio_s')} "
-                      f"words={s.get('words')} {'ok' if s['aligned'] else 'PROBLEM'}")
+                      f"words={s.get('words')} {'ok' if s['aligned'] else 'PROBLEM: ' + s.get('error', '?')}")
     if problems:
         print(f"error: {len(problems)} problem(s); first: {problems[0]}", file=sys.stderr)
         return EXIT_DATA

@@ -421,6 +421,11 @@ def test_summary_cli_reports_aligned_and_names_a_corrupted_file(mini_root, tmp_p
     summary, problems = data_utils.summarize(data_utils.Ds003020(root))  # a stimulus every subject hears:
     assert sum("avatar.TextGrid" in p for p in problems) == 1  # one problem, not one per subject
     assert all("avatar.TextGrid" in s["stories"]["avatar"]["error"] for s in summary["subjects"].values())
+    # the audio's seconds still read beside the TextGrid's problem (they read None), and the line names the problem
+    assert summary["subjects"]["UTS01"]["stories"]["avatar"]["audio_s"] == pytest.approx(56.0, abs=0.01)
+    assert data_utils.main(["--data-dir", str(root), "--subject", "UTS01"]) == data_utils.EXIT_DATA
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.strip().startswith("avatar"))
+    assert "audio_s=56.0 words=None PROBLEM: " in line and line.endswith(problems[0])
     with h5py.File(root / "derivative" / "preprocessed_data" / "UTS02" / "souls.hf5", "w") as f:
         f["data"] = np.zeros(5)  # 1-D: reported as a problem of this file, not a crash
     assert data_utils.main(["--data-dir", str(root)]) == data_utils.EXIT_DATA
