@@ -41,6 +41,9 @@ def plot_loss_curve(metrics: list[dict], path, title: str = "brain-tuning") -> N
     _save(fig, path)
 
 
+PANELS_PER_ROW = 4
+
+
 def plot_layer_curves(curves: dict[str, dict[str, list[float]]], layers: list[int], path, ylabel: str,
                       title: str = "", highlight: list[int] | None = None, xlabel: str = "layer",
                       log_x: bool = False) -> None:
@@ -48,10 +51,15 @@ def plot_layer_curves(curves: dict[str, dict[str, list[float]]], layers: list[in
     `xlabel`, e.g. training stories); the layers in `highlight` (e.g. the upper-middle ones the summaries
     average) shaded; `log_x`: a log-scaled x axis (amounts of data), ticks still at `layers`."""
     rois = list(curves)
-    # one y scale for all panels, labelled once: ROIs compare at a glance and labels do not overlap panels
-    fig, axes = plt.subplots(1, len(rois), figsize=(4 * len(rois), 3.2), squeeze=False, sharey=True,
+    # one y scale for all panels, labelled once per row: ROIs compare at a glance and labels do not overlap panels;
+    # at most PANELS_PER_ROW side by side (a subject's pycortex ROIs made one figure tens of panels wide)
+    n_cols = min(len(rois), PANELS_PER_ROW)
+    n_rows = -(-len(rois) // n_cols)
+    fig, grid = plt.subplots(n_rows, n_cols, figsize=(4 * n_cols, 3.2 * n_rows), squeeze=False, sharey=True,
                              layout="constrained")
-    for ax, roi in zip(axes[0], rois):
+    for ax in grid.flat[len(rois):]:  # the last row's empty places
+        ax.remove()
+    for ax, roi in zip(grid.flat, rois):
         for model, values in curves[roi].items():
             ax.plot(layers, values, "o-", label=model)
         ax.set_title(roi)
@@ -64,8 +72,9 @@ def plot_layer_curves(curves: dict[str, dict[str, list[float]]], layers: list[in
         for n, layer in enumerate(highlight or []):
             ax.axvspan(layer - 0.4, layer + 0.4, color="grey", alpha=0.15, lw=0,
                        label="upper-middle" if n == 0 else None)
-    axes[0][0].set_ylabel(ylabel)
-    axes[0][0].legend(fontsize=8)
+    for row in grid:
+        row[0].set_ylabel(ylabel)
+    grid[0][0].legend(fontsize=8)
     if title:
         fig.suptitle(title)
     _save(fig, path)

@@ -32,6 +32,18 @@ def test_layer_curves_share_one_scale_label_it_once_and_shade_the_highlighted_la
     assert [t.get_text() for t in axes[0].get_legend().get_texts()] == ["pre", "tuned", "upper-middle"]
 
 
+def test_layer_curves_of_many_rois_wrap_into_rows_of_four_panels(captured):
+    rois = [f"roi{k}" for k in range(6)]  # a subject's pycortex ROIs: one row of them was 24 inches wide
+    plotting.plot_layer_curves({r: {"pre": [0.1 * k, 0.2]} for k, r in enumerate(rois)}, [1, 2], "unused.png", "y")
+    fig = captured[0]
+    assert [a.get_title() for a in fig.axes] == rois  # the two unused places of the second row are removed
+    assert fig.get_size_inches().tolist() == [16.0, 6.4]
+    rows = [a.get_subplotspec().rowspan.start for a in fig.axes]
+    assert rows == [0, 0, 0, 0, 1, 1]
+    assert [a.get_ylabel() for a in fig.axes] == ["y", "", "", "", "y", ""]  # labelled once per row
+    assert len({a.get_ylim() for a in fig.axes}) == 1  # one scale throughout
+
+
 def test_bars_mark_each_referenced_group_across_its_bars_only(captured):
     values = {"commands": {"pre": 0.9, "tuned": 0.95}, "phonemes": {"pre": 0.8, "tuned": 0.85},
               "semantic": {"pre": 0.05, "tuned": 0.1}}
