@@ -115,17 +115,23 @@ def plot_voxel_scatter(reference, models: dict, rois: dict, path, xlabel: str) -
     """Each voxel's value under a model (y) against the reference model's (x): one row per model, one panel per ROI
     (name -> voxel indices; ROIs may overlap, e.g. hemispheres and functional areas), its voxels coloured over all
     voxels in grey, the diagonal drawn, one scale everywhere; NaN voxels left out. No ROI: one panel of all voxels.
+    More than PANELS_PER_ROW ROIs: each model's panels take several rows.
     reference : (V,); models : {name: (V,)}."""
     import numpy as np
     reference = np.asarray(reference, float)
     models = {name: np.asarray(y, float) for name, y in models.items()}
     panels = list(rois) or [None]
-    fig, axes = plt.subplots(len(models), len(panels), figsize=(3.2 * len(panels), 3.2 * len(models)), squeeze=False,
-                             layout="constrained")
+    n_cols = min(len(panels), PANELS_PER_ROW)
+    rows_per_model = -(-len(panels) // n_cols)  # each model's ROI panels in rows of at most PANELS_PER_ROW
+    fig, grid = plt.subplots(len(models) * rows_per_model, n_cols, figsize=(3.2 * n_cols, 3.2 * len(models)
+                             * rows_per_model), squeeze=False, layout="constrained")
     finite = np.concatenate([v[np.isfinite(v)] for v in (reference, *models.values())])
     lo, hi = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
-    for row, (name, y) in zip(axes, models.items()):
+    for m, (name, y) in enumerate(models.items()):
         ok = np.isfinite(reference) & np.isfinite(y)
+        row = grid[m * rows_per_model:(m + 1) * rows_per_model].ravel()
+        for ax in row[len(panels):]:  # the model's last row's empty places
+            ax.remove()
         for k, (ax, roi) in enumerate(zip(row, panels)):
             ax.scatter(reference[ok], y[ok], s=3, color="lightgrey", lw=0, rasterized=True, label="all voxels")
             if roi is not None:
@@ -138,5 +144,6 @@ def plot_voxel_scatter(reference, models: dict, rois: dict, path, xlabel: str) -
             ax.set_ylim(lo, hi)
             ax.set_aspect("equal")
             ax.set_xlabel(xlabel)
-        row[0].set_ylabel(f"{name} cc_norm")
+            if k % n_cols == 0:
+                ax.set_ylabel(f"{name} cc_norm")
     _save(fig, path)

@@ -93,6 +93,19 @@ def test_voxel_scatter_draws_one_panel_per_model_and_roi_with_its_voxels_over_al
     assert len(ax.collections) == 1 and len(ax.collections[0].get_offsets()) == 4
 
 
+def test_voxel_scatter_of_many_rois_wraps_each_models_panels_into_rows_of_four(captured):
+    rois = {f"roi{k}": np.array([k]) for k in range(5)}
+    models = {"tuned": np.linspace(0, 1, 5), "control": np.linspace(1, 0, 5)}
+    plotting.plot_voxel_scatter(np.linspace(0, 1, 5), models, rois, "unused.png", "pre cc_norm")
+    fig = captured[0]
+    assert [a.get_title() for a in fig.axes] == [*rois, *rois]  # each model's 5 panels; 3 empty places removed
+    assert [a.get_subplotspec().rowspan.start for a in fig.axes] == [0, 0, 0, 0, 1, 2, 2, 2, 2, 3]
+    assert [a.get_ylabel() for a in fig.axes] == ["tuned cc_norm", "", "", "", "tuned cc_norm",
+                                                  "control cc_norm", "", "", "", "control cc_norm"]
+    assert fig.get_size_inches().tolist() == pytest.approx([12.8, 12.8])
+    np.testing.assert_allclose(fig.axes[9].collections[1].get_offsets(), [[1.0, 0.0]])  # control's voxel 4 in roi4
+
+
 def test_loss_curve_draws_train_and_validation_loss_and_validation_r_per_epoch(captured):
     metrics = [{"epoch": 0, "train_loss": np.nan, "val_loss": 1.0, "val_corr": 0.0},
                {"epoch": 1, "train_loss": 0.9, "val_loss": 0.95, "val_corr": 0.1},
