@@ -544,7 +544,9 @@ def write_alignment(out: Path, args, model_name: str, model_type: str, n_layers:
                "stride": args.stride, "context": args.context, "tr_grids": tr_grids_label(subject_data["timing"]),
                # and, within a model family, one way of reading the hidden states out (as the feature cache keys it)
                "pooling": resolve_pooling(args.pooling, model_type),
-               "whisper_mode": args.whisper_mode if model_type == "whisper" else None}
+               "whisper_mode": args.whisper_mode if model_type == "whisper" else None,
+               # --subject-results says where a subject's row is another subject's tuned model (None: not tuned)
+               "tuned_subjects": tuned_subjects(resolved["brain_tuning"]) if resolved["brain_tuning"] else None}
     named = [r for r in rois if r != "all"]  # test predictions of their voxels are kept for --compare's bootstrap
     roi_voxels = np.unique(np.concatenate([rois[r] for r in named])).astype(np.int64) if named else None
     out.mkdir(parents=True, exist_ok=True)

@@ -507,6 +507,10 @@ def compare_subjects(groups: list[list[Path]], out: Path, labels: list[str] | No
             for r in rois:
                 table["low_level_impact_pct"][name][r]["wilcoxon_vs_first"] = _wilcoxon(
                     impact[name][r], impact[names[0]][r], ("n", "statistic", "p_value"))
+    # a subject evaluated with a model tuned on others (results since 2026-12-07 record whom): a transfer, not its own
+    table["cross_subject"] = {name: other for k, name in enumerate(names)
+                              if (other := {subj: ss[k]["tuned_subjects"] for subj, ss in zip(subjects, summaries)
+                                            if ss[k].get("tuned_subjects") and subj not in ss[k]["tuned_subjects"]})}
     efficiency = [compare_efficiency(names, ss, rois) for ss in summaries]  # within each subject: the same draws
     if all(e and "note" not in e for e in efficiency):
         table["stories_to_match"] = {n: {r: _across([e["stories_to_match"][n][r] for e in efficiency], subjects)
@@ -578,6 +582,9 @@ def _render_subjects(table: dict) -> str:
                 reached = sum(np.isfinite(v) for v in e["per_subject"].values())
                 cells.append(f"{_fmt(e['mean'])} ± {_fmt(e['sem'])} ({reached}/{len(subjects)})")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for name, other in table["cross_subject"].items():
+        at = "; ".join(f"{subj} with a model tuned on {', '.join(tuned)}" for subj, tuned in other.items())
+        lines += ["", f"Note: {name} is not each subject's own brain-tuned model: {at} (cross-subject transfer)."]
     n = min(w["n"] for per_roi in test.values() for w in per_roi.values()) if test else 0
     if 0 < n < 6:
         lines += ["", f"With {n} subjects the two-sided signed-rank test cannot go below p = {2 / 2 ** n:.3g}: "

@@ -649,6 +649,9 @@ def test_brain_evaluate_several_models_together_equal_each_alone(mini, tiny_mode
                                         "epoch": 3, "val_loss": 0.9, "whisper_mode": "pad30"}
     pre = json.loads((tmp_path / "together" / "pre" / "config.json").read_text())["resolved"]
     assert pre["shared_bottom"] is None and pre["brain_tuning"] is None
+    # summary.json says whom each model was tuned on, for --subject-results to tell a transfer from a subject's own
+    assert [json.loads((tmp_path / "together" / m / "summary.json").read_text())["tuned_subjects"]
+            for m in ("pre", "tuned")] == [None, ["UTS01", "UTS04"]]
     assert brain_evaluate.main(["--data-dir", str(mini / "ds003020"), "--subject", "UTS02", "--model-name", base,
                                 str(tuned), "--out", outs[0]]) == brain_evaluate.EXIT_USAGE
     assert "expected one --out folder per --model-name (2), found 1" in capsys.readouterr().err

@@ -6,10 +6,10 @@ import pytest
 import brain_evaluate
 
 
-def _result(folder, subject, language, auditory=0.3, model_type="whisper", impact=None):
+def _result(folder, subject, language, auditory=0.3, model_type="whisper", impact=None, tuned_subjects=None):
     """A finished brain_evaluate.py result folder holding only what the comparison reads."""
     folder.mkdir(parents=True)
-    summary = {"subject": subject, "model_type": model_type,
+    summary = {"subject": subject, "model_type": model_type, "tuned_subjects": tuned_subjects,
                "upper_middle_mean": {"all": 0.1, "language": language, "auditory": auditory}}
     if impact is not None:
         summary["upper_middle_low_level_impact"] = {"all": 0.0, "language": impact, "auditory": 40.0}
@@ -79,6 +79,22 @@ def test_signed_rank_p_for_six_subjects(tmp_path):
     assert w["statistic"] == 3 and w["p_value"] == pytest.approx(10 / 64) and w["n"] == 6
     assert "low_level_impact_pct" not in g  # the folders were evaluated without --low-level
     assert "cannot go below" not in (tmp_path / "g" / "group.md").read_text()
+
+
+def test_a_subject_evaluated_with_another_subjects_tuned_model_is_noted(tmp_path):
+    argv = []
+    for subj in ("UTS01", "UTS02", "UTS03"):  # UTS01's tuned model passed for every subject (a copy-paste slip?)
+        argv += ["--subject-results", _result(tmp_path / subj / "pre", subj, 0.1),
+                 _result(tmp_path / subj / "tuned", subj, 0.2, tuned_subjects=["UTS01"])]
+    assert brain_evaluate.main(argv + ["--out", str(tmp_path / "g")]) == 0
+    g = json.loads((tmp_path / "g" / "group.json").read_text())
+    assert g["cross_subject"] == {"tuned": {"UTS02": ["UTS01"], "UTS03": ["UTS01"]}}
+    assert ("Note: tuned is not each subject's own brain-tuned model: UTS02 with a model tuned on UTS01; UTS03 with a "
+            "model tuned on UTS01 (cross-subject transfer).") in (tmp_path / "g" / "group.md").read_text()
+    own = _groups(tmp_path / "own", [0.1, 0.2], [0.2, 0.3])  # each subject's own (or untuned, older) results: none
+    assert brain_evaluate.main(own + ["--out", str(tmp_path / "g2")]) == 0
+    assert json.loads((tmp_path / "g2" / "group.json").read_text())["cross_subject"] == {}
+    assert "cross-subject" not in (tmp_path / "g2" / "group.md").read_text()
 
 
 @pytest.mark.parametrize("case, message", [
