@@ -84,8 +84,9 @@ def _check_one_subject_and_test(dirs, summaries) -> None:
         this = s.get("train_stories")
         if isinstance(first, list) and isinstance(this, list) and sorted(this) != sorted(first):
             lacks, adds = sorted(set(first) - set(this)), sorted(set(this) - set(first))
+            which = ", ".join(f"{verb} {stories}" for verb, stories in (("lacking", lacks), ("adding", adds)) if stories)
             raise ValueError(f"{d}: encoding models fitted on {len(this)} training stories, {len(first)} for {dirs[0]} "
-                             f"(without {lacks or 'none'} of them, with {adds or 'no'} others): the models compared "
+                             f"({which}): the models compared "
                              f"must be evaluated on the same training stories (--train-stories), since alignment "
                              f"rises with them")
 

@@ -382,15 +382,15 @@ def test_compare_refuses_results_fitted_on_other_training_stories(tmp_path, caps
             del summary["train_stories"]
         (tmp_path / name / "summary.json").write_text(json.dumps(summary))
     assert brain_evaluate.main(["--compare", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "x")]) == 2
-    assert (f"{tmp_path / 'b'}: encoding models fitted on 3 training stories, 3 for {tmp_path / 'a'} (without ['avatar'] "
-            f"of them, with ['naked'] others)") in capsys.readouterr().err
+    assert (f"{tmp_path / 'b'}: encoding models fitted on 3 training stories, 3 for {tmp_path / 'a'} (lacking ['avatar'], "
+            f"adding ['naked']): the models compared") in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
     (tmp_path / "s2").mkdir()
     (tmp_path / "s2" / "summary.json").write_text(json.dumps({**base, "subject": "UTS02"}))
     assert brain_evaluate.main(["--subject-results", str(tmp_path / "s2"), str(tmp_path / "s2"), "--labels", "p", "t",
                                 "--subject-results", str(tmp_path / "a"), str(tmp_path / "b"),
                                 "--out", str(tmp_path / "g")]) == 2  # within a subject, the same rule
-    assert "with ['naked'] others" in capsys.readouterr().err and not (tmp_path / "g").exists()
+    assert "(lacking ['avatar'], adding ['naked'])" in capsys.readouterr().err and not (tmp_path / "g").exists()
     for other in ("c", "old"):  # the same stories in another order, or a result that does not say: compared
         assert brain_evaluate.main(["--compare", str(tmp_path / "a"), str(tmp_path / other),
                                     "--out", str(tmp_path / f"ok_{other}")]) == 0
