@@ -44,6 +44,13 @@ def plot_loss_curve(metrics: list[dict], path, title: str = "brain-tuning") -> N
 PANELS_PER_ROW = 4
 
 
+def _grid_shape(n_panels: int) -> tuple[int, int]:
+    """(rows, columns) for `n_panels` panels: as few rows as PANELS_PER_ROW allows, filled evenly (5 panels: 3 + 2,
+    not 4 + 1)."""
+    n_rows = -(-n_panels // PANELS_PER_ROW)
+    return n_rows, -(-n_panels // n_rows)
+
+
 def plot_layer_curves(curves: dict[str, dict[str, list[float]]], layers: list[int], path, ylabel: str,
                       title: str = "", highlight: list[int] | None = None, xlabel: str = "layer",
                       log_x: bool = False) -> None:
@@ -53,8 +60,7 @@ def plot_layer_curves(curves: dict[str, dict[str, list[float]]], layers: list[in
     rois = list(curves)
     # one y scale for all panels, labelled once per row: ROIs compare at a glance and labels do not overlap panels;
     # at most PANELS_PER_ROW side by side (a subject's pycortex ROIs made one figure tens of panels wide)
-    n_cols = min(len(rois), PANELS_PER_ROW)
-    n_rows = -(-len(rois) // n_cols)
+    n_rows, n_cols = _grid_shape(len(rois))
     fig, grid = plt.subplots(n_rows, n_cols, figsize=(4 * n_cols, 3.2 * n_rows), squeeze=False, sharey=True,
                              layout="constrained")
     for ax in grid.flat[len(rois):]:  # the last row's empty places
@@ -121,8 +127,7 @@ def plot_voxel_scatter(reference, models: dict, rois: dict, path, xlabel: str) -
     reference = np.asarray(reference, float)
     models = {name: np.asarray(y, float) for name, y in models.items()}
     panels = list(rois) or [None]
-    n_cols = min(len(panels), PANELS_PER_ROW)
-    rows_per_model = -(-len(panels) // n_cols)  # each model's ROI panels in rows of at most PANELS_PER_ROW
+    rows_per_model, n_cols = _grid_shape(len(panels))  # each model's ROI panels in rows of at most PANELS_PER_ROW
     fig, grid = plt.subplots(len(models) * rows_per_model, n_cols, figsize=(3.2 * n_cols, 3.2 * len(models)
                              * rows_per_model), squeeze=False, layout="constrained")
     finite = np.concatenate([v[np.isfinite(v)] for v in (reference, *models.values())])

@@ -32,15 +32,16 @@ def test_layer_curves_share_one_scale_label_it_once_and_shade_the_highlighted_la
     assert [t.get_text() for t in axes[0].get_legend().get_texts()] == ["pre", "tuned", "upper-middle"]
 
 
-def test_layer_curves_of_many_rois_wrap_into_rows_of_four_panels(captured):
+def test_layer_curves_of_many_rois_wrap_into_even_rows_of_at_most_four_panels(captured):
+    assert [plotting._grid_shape(n) for n in (1, 4, 5, 7, 9, 13)] == [(1, 1), (1, 4), (2, 3), (2, 4), (3, 3), (4, 4)]
     rois = [f"roi{k}" for k in range(6)]  # a subject's pycortex ROIs: one row of them was 24 inches wide
     plotting.plot_layer_curves({r: {"pre": [0.1 * k, 0.2]} for k, r in enumerate(rois)}, [1, 2], "unused.png", "y")
     fig = captured[0]
-    assert [a.get_title() for a in fig.axes] == rois  # the two unused places of the second row are removed
-    assert fig.get_size_inches().tolist() == [16.0, 6.4]
+    assert [a.get_title() for a in fig.axes] == rois
+    assert fig.get_size_inches().tolist() == [12.0, 6.4]  # two rows of three, not four and two
     rows = [a.get_subplotspec().rowspan.start for a in fig.axes]
-    assert rows == [0, 0, 0, 0, 1, 1]
-    assert [a.get_ylabel() for a in fig.axes] == ["y", "", "", "", "y", ""]  # labelled once per row
+    assert rows == [0, 0, 0, 1, 1, 1]
+    assert [a.get_ylabel() for a in fig.axes] == ["y", "", "", "y", "", ""]  # labelled once per row
     assert len({a.get_ylim() for a in fig.axes}) == 1  # one scale throughout
 
 
@@ -93,16 +94,16 @@ def test_voxel_scatter_draws_one_panel_per_model_and_roi_with_its_voxels_over_al
     assert len(ax.collections) == 1 and len(ax.collections[0].get_offsets()) == 4
 
 
-def test_voxel_scatter_of_many_rois_wraps_each_models_panels_into_rows_of_four(captured):
+def test_voxel_scatter_of_many_rois_wraps_each_models_panels_into_even_rows(captured):
     rois = {f"roi{k}": np.array([k]) for k in range(5)}
     models = {"tuned": np.linspace(0, 1, 5), "control": np.linspace(1, 0, 5)}
     plotting.plot_voxel_scatter(np.linspace(0, 1, 5), models, rois, "unused.png", "pre cc_norm")
     fig = captured[0]
-    assert [a.get_title() for a in fig.axes] == [*rois, *rois]  # each model's 5 panels; 3 empty places removed
-    assert [a.get_subplotspec().rowspan.start for a in fig.axes] == [0, 0, 0, 0, 1, 2, 2, 2, 2, 3]
-    assert [a.get_ylabel() for a in fig.axes] == ["tuned cc_norm", "", "", "", "tuned cc_norm",
-                                                  "control cc_norm", "", "", "", "control cc_norm"]
-    assert fig.get_size_inches().tolist() == pytest.approx([12.8, 12.8])
+    assert [a.get_title() for a in fig.axes] == [*rois, *rois]  # each model's 5 panels; its empty place removed
+    assert [a.get_subplotspec().rowspan.start for a in fig.axes] == [0, 0, 0, 1, 1, 2, 2, 2, 3, 3]  # 3 + 2 each
+    assert [a.get_ylabel() for a in fig.axes] == ["tuned cc_norm", "", "", "tuned cc_norm", "",
+                                                  "control cc_norm", "", "", "control cc_norm", ""]
+    assert fig.get_size_inches().tolist() == pytest.approx([9.6, 12.8])
     np.testing.assert_allclose(fig.axes[9].collections[1].get_offsets(), [[1.0, 0.0]])  # control's voxel 4 in roi4
 
 
