@@ -30,7 +30,7 @@ import teacher_targets as tt
 from atomic_io import WriteError, save_npz_atomic, write_json_atomic, write_together
 from features import FeatureCache, add_window_arguments, cache_settings, check_window_fits, window_problem
 from inference import inference_threads
-from run_utils import (EXIT_DATA, EXIT_USAGE, EXIT_WRITE, HelpFormatter, command_line, creatable_problem,
+from run_utils import (EXIT_DATA, EXIT_USAGE, EXIT_WRITE, HelpFormatter, command_line, creatable_problem, exit_code,
                        nonnegative_int, package_versions, positive_int, resolve_device, resolve_precision,
                        revision_problem, timestamp, writable_dir_problem)
 
@@ -205,6 +205,11 @@ def main(argv=None) -> int:
     if (problem := creatable_problem(out, "--out")) is not None:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    return exit_code(lambda: make_targets(args, out))  # Ctrl-C, SIGTERM: a line and their exit codes
+
+
+def make_targets(args, out: Path) -> int:
+    """The run of main() once its flags are checked: the teacher's targets of every story, written to `out`."""
     make = (word_embedding_teacher if args.word_embedding else text_model_teacher if args.text_model
             else speech_model_teacher)
     try:

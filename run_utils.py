@@ -29,6 +29,7 @@ EXIT_DATA = 3           # a data file missing, unreadable or of the wrong shape 
 EXIT_MISSING_DEP = 4    # an optional package the command needs is not installed
 EXIT_DIVERGED = 5       # training stopped: a gradient became NaN or inf (the checkpoints keep the last finite epoch)
 EXIT_WRITE = 6          # an output could not be written mid-run (a full disk or quota, a storage fault); earlier ones whole
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT); a SIGTERM (a cluster's time limit or preemption) exits 143: 128 + the signal
 
 PACKAGES = ("torch", "transformers", "peft", "numpy", "scipy", "h5py", "scikit-learn", "librosa", "soundfile",
             "soxr", "textgrid", "matplotlib", "safetensors",
@@ -378,13 +379,43 @@ class Stop(Exception):
         self.code = code
 
 
+class Terminated(Exception):
+    """A SIGTERM received while `exit_code` runs a job (raised in the main thread, so cleanups run)."""
+
+
+@contextlib.contextmanager
+def _terminate_as_exception():
+    """SIGTERM raises Terminated in the main thread while the block runs (outside it: the handler before)."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated()
+    before = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def exit_code(job: Callable[[], int], out_of_memory: str | None = None) -> int:
     """`job()`'s exit code; a `Stop` it raises is printed to stderr ("error: <message>") and its code returned, so
     a script's stages raise their refusals and one place turns them into the exit code (a `WriteError`:
     `EXIT_WRITE`). `out_of_memory`: what to lower when torch runs out of device memory (a flag: the batch is
-    the user's to choose, not the toolkit's to guess); that error then exits with EXIT_USAGE, naming it."""
+    the user's to choose, not the toolkit's to guess); that error then exits with EXIT_USAGE, naming it. Ctrl-C and
+    SIGTERM end the job with a line saying how to go on instead of a traceback (EXIT_INTERRUPTED, 143)."""
     try:
-        return job()
+        with _terminate_as_exception():
+            return job()
+    except (KeyboardInterrupt, Terminated) as err:  # every output is renamed into place whole: none is half-written
+        name, code = ("SIGTERM", 128 + 15) if isinstance(err, Terminated) else ("Ctrl-C", EXIT_INTERRUPTED)
+        print(f"error: interrupted ({name}); what was written before is whole: run the same command again to go on "
+              f"(the trainer with --resume, from its last finished epoch)",
+              file=sys.stderr)
+        return code
     except Stop as err:
         print(f"error: {err}", file=sys.stderr)
         return err.code

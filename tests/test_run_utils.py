@@ -7,6 +7,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +103,28 @@ def test_exit_code_prints_a_stop_and_returns_its_code_and_lets_other_errors_thro
         raise KeyError("x")
     with pytest.raises(KeyError):
         run_utils.exit_code(broken)
+
+
+def test_ctrl_c_and_sigterm_end_the_job_with_a_line_and_their_exit_codes(capsys):
+    import signal
+
+    def pressed():
+        raise KeyboardInterrupt
+    assert run_utils.exit_code(pressed) == run_utils.EXIT_INTERRUPTED == 130
+    assert capsys.readouterr().err.startswith("error: interrupted (Ctrl-C); what was written before is whole")
+    before = signal.getsignal(signal.SIGTERM)
+    cleaned = []
+
+    def preempted():  # a cluster's time limit: the signal arrives mid-job, the job's cleanups still run
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+            return 0
+        finally:
+            cleaned.append(True)
+    assert run_utils.exit_code(preempted) == 143 and cleaned == [True]
+    assert "error: interrupted (SIGTERM)" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is the job's only
 
 
 def test_exit_code_names_the_flag_to_lower_when_the_device_runs_out_of_memory(capsys):

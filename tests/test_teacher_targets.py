@@ -222,6 +222,14 @@ def test_a_full_disk_keeps_the_earlier_targets_beside_their_own_record(mini, tmp
     assert f"error: {tmp_path / 't.npz.json'}: could not be written (OSError: [Errno 28]" in capsys.readouterr().err
     assert ((tmp_path / "t.npz").read_bytes(), (tmp_path / "t.npz.json").read_bytes()) == earlier
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.npz", "t.npz.json"]  # no temporary file left
+    monkeypatch.undo()
+
+    def pressed(*args):  # Ctrl-C mid-extraction: a line and exit 130, not a traceback; the earlier pair stays
+        raise KeyboardInterrupt
+    monkeypatch.setattr(mtt, "word_embedding_teacher", pressed)
+    assert mtt.main(argv) == 130
+    assert "error: interrupted (Ctrl-C); what was written before is whole" in capsys.readouterr().err
+    assert ((tmp_path / "t.npz").read_bytes(), (tmp_path / "t.npz.json").read_bytes()) == earlier
 
 
 def test_english1000_missing_from_the_dataset_says_where_the_file_is_kept(mini, tmp_path, capsys):
