@@ -71,7 +71,8 @@ def parse_args(argv=None):
     p.add_argument("--nc-floor", type=fraction, default=0.1, help="cc_norm only where cc_max exceeds this")
     du.add_timing_arguments(p)
     add_window_arguments(p)
-    p.add_argument("--whisper-mode", default="pad30", choices=models.WHISPER_MODES)
+    p.add_argument("--whisper-mode", default="pad30", choices=models.WHISPER_MODES,
+                   help="pad30 = pad each window to 30 s (paper); truncate = positions cut to the window (faster)")
     p.add_argument("--batch-size", type=positive_int,
                    help="windows per forward pass (default 16 on CUDA, 1 on CPU, where "
                         "batching saves no time and costs memory: bench/RESULTS.md)")

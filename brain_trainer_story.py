@@ -122,7 +122,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="ridge = start from the ridge readout of the pretrained pooled features (alpha per voxel "
                         "chosen on the validation windows)")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--loss", default="mse", choices=training.LOSSES)
+    g.add_argument("--loss", default="mse", choices=training.LOSSES,
+                   help="mse (paper 1); spatial_corr = minus the correlation across voxels per TR (BrainWavLM); "
+                        "temporal_corr = minus each voxel's correlation over the batch's TRs")
     g.add_argument("--lr", type=nonnegative_float, default=5e-5,
                    help="backbone learning rate (with --lora-rank: the adapters'; 0: left as it is)")
     g.add_argument("--head-lr", type=nonnegative_float, default=1e-4, help="voxel-head learning rate")
@@ -145,7 +147,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="where the cache lives (shareable between runs; kept); default <out-dir>/front_end_cache, "
                         "removed when the run finishes")
     g = p.add_argument_group("run")
-    g.add_argument("--out-dir", required=True)
+    g.add_argument("--out-dir", required=True, help="run folder: config.json, metrics.csv, best/ (the tuned model), "
+                                                     "last/ (for --resume)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out-dir from last/")
     g.add_argument("--overwrite", action="store_true", help="replace a different run in --out-dir")
     g.add_argument("--no-progress", action="store_true", help="no progress bars (batch logs)")

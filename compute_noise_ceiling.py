@@ -51,7 +51,7 @@ def subject_noise_ceiling(data: Ds003020, subject: str, story: str = TEST_STORY,
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--data-dir", required=True, help="ds003020 root (holds derivative/ and stimuli/)")
     parser.add_argument("--subject", required=True, type=subject_arg, help="UTS03 or 3")
     parser.add_argument("--story", default=TEST_STORY, help="the repeated story (default wheretheressmoke)")
     parser.add_argument("--out", default=str(DEFAULT_NC_DIR), help="folder for <SUBJ>.npy (default subject_NCs/)")

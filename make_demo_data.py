@@ -464,9 +464,12 @@ def check_miniature(tmp: Path, preset: SizePreset) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Write the miniature ds003020 dataset with planted signal.")
     parser.add_argument("--out", required=True, help="output folder (OUT/ds003020 is the dataset root)")
-    parser.add_argument("--seed", type=nonnegative_int, default=0)
-    parser.add_argument("--size", choices=sorted(SIZES), default="demo")
-    parser.add_argument("--tr", type=positive_float, default=DEFAULT_TR)
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the speech, voxels and noise "
+                                                                          "(default 0; a seed builds bit-identically)")
+    parser.add_argument("--size", choices=sorted(SIZES), default="demo",
+                        help="demo (make demo's), large (all 24 training stories) or tiny (the tests') (default demo)")
+    parser.add_argument("--tr", type=positive_float, default=DEFAULT_TR,
+                        help=f"repetition time in seconds of the simulated scans (default {DEFAULT_TR})")
     args = parser.parse_args(argv)
     problem = tr_problem(args.size, args.tr)
     if problem:

@@ -273,9 +273,11 @@ def build(out: Path, seed: int = 0, size: str = "demo", quiet: bool = False) -> 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--seed", type=nonnegative_int, default=0)
-    parser.add_argument("--size", choices=sorted(SIZES), default="demo")
+    parser.add_argument("--out", required=True, help="output folder (one sub-folder per dataset, in its public "
+                                                      "layout)")
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the voices and sentences (default 0)")
+    parser.add_argument("--size", choices=sorted(SIZES), default="demo",
+                        help="demo (make demo's) or tiny (the tests') (default demo)")
     args = parser.parse_args(argv)
     try:
         out = build(Path(args.out), args.seed, args.size)

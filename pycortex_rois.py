@@ -52,7 +52,7 @@ def rois_from_store(store: Path, subject: str, roi_names: list[str] | None = Non
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir", required=True)
+    p.add_argument("--data-dir", required=True, help="ds003020 root (holds derivative/pycortex-db/)")
     p.add_argument("--subject", required=True, type=subject_arg, help="UTS03 or 3")
     p.add_argument("--out", required=True, help="ROI JSON to write")
     p.add_argument("--rois", nargs="+", help="ROI names of the store (default: all)")

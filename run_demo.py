@@ -220,7 +220,8 @@ def _run_steps(out: Path, data: Path, seed: int, quick: bool, progress: bool, si
 def main(argv=None) -> int:
     from run_utils import nonnegative_int
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="runs/demo")
+    parser.add_argument("--out", default="runs/demo", help="where REPORT.md and every step's outputs go "
+                                                          "(default runs/demo)")
     parser.add_argument("--data", default="data", help="where the miniature datasets are built")
     one_or_several = parser.add_mutually_exclusive_group()  # --seed beside --seeds would be ignored
     one_or_several.add_argument("--seed", type=nonnegative_int, default=0,
@@ -238,7 +239,7 @@ def main(argv=None) -> int:
                              "embedding as targets), reported beside the others")
     parser.add_argument("--resume", action="store_true",
                         help="with --seeds: read back the seeds finished with the same settings and code")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (batch logs)")
     args = parser.parse_args(argv)
     if args.resume and not args.seeds:
         parser.error("--resume needs --seeds (a single seed is one run)")

