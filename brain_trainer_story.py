@@ -40,7 +40,9 @@ from run_utils import (EXIT_DATA, EXIT_DIVERGED, EXIT_USAGE, NPY_READ_ERRORS, RU
                        writable_dir_problem)
 
 # Settings that define a run: a resumed run must agree on all of them.
-RUN_DEFINING = ("data_dir", "subject", "model_name", "revision", "nc_threshold", "roi", "hemisphere", "loss",
+# Not --data-dir: a cluster job often copies the dataset to node-local scratch under a new path each time, so a
+# resumed run reads it wherever it is and checks what it reads instead (`resumed_data_problem`, target voxels).
+RUN_DEFINING = ("subject", "model_name", "revision", "nc_threshold", "roi", "hemisphere", "loss",
                 "target_control", "targets_from", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets",
                 "head_rank", "batch_size", "lr", "head_lr", "seed", "tr", "trfiles", "whisper_mode", "train_stories",
                 "val_stories", "split", "num_epochs", "warmup_fraction", "freeze_layers", "init_head")
@@ -459,13 +461,38 @@ def cached_front_end(cache_dir: Path, encoder, train_set, val_set, device, preci
                                 "gigabytes": round((train_set.meta["bytes"] + val_set.meta["bytes"]) / 1e9, 3)}
 
 
+def moved(then: str | None, now: str) -> bool:
+    """Whether --data-dir names another folder than the run's first start did (the same one written otherwise, e.g.
+    relative and absolute, is not a move)."""
+    return then is None or Path(then).expanduser().resolve() != Path(now).expanduser().resolve()
+
+
+def resumed_data_problem(old_run: dict, config: dict) -> str | None:
+    """Why the data read now are not those of the run being resumed, else None: another story split (a story the
+    subjects lack now or have now), other window counts, or other TR grids than its config.json records (records
+    written before these were kept are not checked). A moved --data-dir is fine when these agree."""
+    old = old_run.get("args", {})
+    where = f"--data-dir {config['data_dir']}" + (f" (the run's record names {old['data_dir']})"
+                                                  if moved(old.get("data_dir"), config["data_dir"]) else "")
+    old_resolved = old.get("resolved") if isinstance(old.get("resolved"), dict) else {}
+    checks = [("story split", old.get("stories"), config["stories"])]
+    checks += [(what, old_resolved.get(key), config["resolved"][key])
+               for what, key in (("training windows", "train_windows"), ("validation windows", "val_windows"),
+                                 ("TR grids", "timing"))]
+    for what, then, now in checks:
+        if then is not None and then != now:
+            return (f"{where}: other {what} than the run was tuned on ({then} then, {now} now): resume on the "
+                    f"dataset it started with, or start again with --overwrite")
+    return None
+
+
 def resume_record(run_config: dict, config: dict, old_run: dict, state: dict) -> None:
     """Keep the first start's record in a resumed run's config (`run_config`, in place) and add this resumption."""
     # the weights resume from last/, so the base model is the one the first start loaded, whatever the hub's now
     first = old_run["args"].get("resolved")
     if isinstance(first, dict) and "model_revision" in first:
         config["resolved"]["model_revision"] = first["model_revision"]
-    now = {"command": run_config["command"], "versions": run_config["versions"]}
+    now = {"command": run_config["command"], "versions": run_config["versions"], "data_dir": config["data_dir"]}
     run_config.update({k: old_run[k] for k in ("command", "started", "versions", "head_init") if k in old_run})
     run_config["resumed"] = old_run.get("resumed", []) + [{"at": timestamp(), "after_epoch": state["epoch"], **now}]
 
@@ -624,8 +651,11 @@ def _train(args) -> int:
     state = {"epoch": 0, "step": 0, "best_val": None, "best_epoch": None, "bad_epochs": 0, "metrics": []}
     last = recover_dir(out_dir / "last") if args.resume else None
     if last is not None and (problem := resumed_targets_problem(out_dir, old_run, subjects, data.voxels,
-                                                                data.vox_info)):
+                                                                data.vox_info) or resumed_data_problem(old_run, config)):
         raise Stop(problem, EXIT_DATA)
+    if last is not None and is_main and moved(old_run["args"].get("data_dir"), config["data_dir"]):
+        print(f"note: resuming on the dataset at {config['data_dir']}, moved from {old_run['args'].get('data_dir')} "
+              f"(same stories, windows and TR grids)", file=sys.stderr)
     if last is not None:
         try:
             state = training.load_training_state(last, model, optimizer, scheduler)

@@ -10,7 +10,7 @@ import soundfile as sf
 import torch
 
 import brain_trainer_story as trainer
-from conftest import FAMILIES, torchrun_trainer
+from conftest import FAMILIES, link_tree, torchrun_trainer
 
 
 def run(mini, model, out, *extra):
@@ -316,7 +316,19 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(mini, tiny_models, tmp
     assert ("'num_epochs': (3, 6)}; --resume continues a run with the settings it started with (its learning-rate "
             "warm-up and decay span the saved --num-epochs, so a run cannot be lengthened): for other settings "
             "choose another --out-dir, or --overwrite to replace it") in err
-    assert run(mini, model, tmp_path / "cut", *args, "--resume") == 0
+    # the dataset read from elsewhere (a job's node-local copy): resumed, said and recorded; one that lacks a
+    # story of the split now is another dataset: exit 3, the run untouched
+    lacking = link_tree(mini / "ds003020", tmp_path / "partial" / "ds003020",
+                        without=("derivative/preprocessed_data/UTS01/souls.hf5",))
+    before = run_files(other)
+    assert run(mini, model, other, *args, "--data-dir", str(lacking), "--resume") == trainer.EXIT_DATA
+    assert (f"--data-dir {lacking} (the run's record names {mini / 'ds003020'}): other story split than the run was "
+            f"tuned on") in capsys.readouterr().err
+    assert run_files(other) == before
+    scratch = link_tree(mini / "ds003020", tmp_path / "scratch" / "ds003020")
+    assert run(mini, model, tmp_path / "cut", *args, "--data-dir", str(scratch), "--resume") == 0
+    assert f"note: resuming on the dataset at {scratch}, moved from {mini / 'ds003020'}" in capsys.readouterr().err
+    assert json.loads((tmp_path / "cut" / "config.json").read_text())["resumed"][-1]["data_dir"] == str(scratch)
     full, cut = metrics(tmp_path / "full"), metrics(tmp_path / "cut")
     assert [r["epoch"] for r in cut] == [0, 1, 2, 3]
     # the record keeps the first start (and its ridge head) and adds the resumption
