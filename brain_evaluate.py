@@ -31,7 +31,7 @@ import models
 import voxel_selection as vs
 from atomic_io import save_npz_atomic, to_json, write_json_atomic, write_text_atomic
 from features import (FeatureCache, add_window_arguments, cache_settings, check_finite_features, check_window_fits,
-                      extract_story_features_together, resolve_pooling, window_problem)
+                      extract_story_features_together, resolve_pooling, stride_note, stride_problem, window_problem)
 from inference import inference_threads, sharing_plan
 from ridge import SCORES
 from timing import TEST_EXTRA_TRIM
@@ -146,9 +146,12 @@ def main(argv=None) -> int:
         # one writer at a time: two comparisons into one --out would leave one's table beside the other's plots
         return run_claimed(args.out, "brain_evaluate.py run", lambda: write_comparison(args))
     if (problem := model_run_usage_problem(args, ("data_dir", "subject", "model_name"))
-            or window_problem(args.stride, args.context) or vs.nc_dir_problem(args.nc_dir)) is not None:
+            or window_problem(args.stride, args.context) or stride_problem(args.stride, args.tr)
+            or vs.nc_dir_problem(args.nc_dir)) is not None:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    if note := stride_note(args.stride, args.tr):
+        print(note, file=sys.stderr)
     # an earlier result: finished (summary.json), or killed with some layers written
     if (problem := output_dirs_problem(args.out, ("summary.json",), "brain_evaluate.py result",
                                        is_output=lambda folder: any(folder.glob("layer_*.npz")))) is not None:

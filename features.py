@@ -54,6 +54,29 @@ def window_problem(stride_s: float, context_s: float, sample_rate: int = 16000) 
             f"{MIN_WINDOW_SAMPLES / sample_rate - stride_s:g} s")
 
 
+LANCZOS_LOBES = 3  # eval_utils.lanczosinterp2d's window: a TR takes the windows within 3 TRs of it
+
+
+def stride_problem(stride_s: float, tr_s: float) -> str | None:
+    """The usage error of a --stride so long that some TRs have no window within the Lanczos filter's reach (its
+    support spans 2·LANCZOS_LOBES TRs): their features would be all zeros. None otherwise."""
+    if stride_s <= 2 * LANCZOS_LOBES * tr_s:
+        return None
+    return (f"--stride {stride_s:g} s leaves TRs with no feature window within the {LANCZOS_LOBES} TRs the Lanczos "
+            f"resampling reaches on either side: their features would be zeros; give --stride of at most "
+            f"{2 * LANCZOS_LOBES * tr_s:g} s (the paper samples every 0.1 s)")
+
+
+def stride_note(stride_s: float, tr_s: float) -> str | None:
+    """A line for the log when --stride is longer than the TR: the features are then sampled more coarsely than the
+    responses they are resampled to, which the Lanczos downsampling does not expect (TRs get uneven weights);
+    None otherwise."""
+    if stride_s <= tr_s:
+        return None
+    return (f"note: --stride {stride_s:g} s is longer than the TR ({tr_s:g} s): the features are sampled more coarsely "
+            f"than the responses, and the Lanczos resampling weighs TRs unevenly (the paper samples every 0.1 s)")
+
+
 def check_window_fits(encoder: SpeechEncoder, stride_s: float, context_s: float) -> None:
     """Raise ModelError when the longest window (`context_s + stride_s` seconds) is more than the model takes
     (Whisper: 30 s, in either --whisper-mode); the wav2vec2 family takes any length."""

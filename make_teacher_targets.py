@@ -28,7 +28,8 @@ import data_utils as du
 import models
 import teacher_targets as tt
 from atomic_io import WriteError, save_npz_atomic, write_json_atomic, write_together
-from features import FeatureCache, add_window_arguments, cache_settings, check_window_fits, window_problem
+from features import (FeatureCache, add_window_arguments, cache_settings, check_window_fits, stride_note,
+                      stride_problem, window_problem)
 from inference import inference_threads
 from run_utils import (EXIT_DATA, EXIT_USAGE, EXIT_WRITE, HelpFormatter, command_line, creatable_problem, exit_code,
                        nonnegative_int, package_versions, positive_int, resolve_device, resolve_precision,
@@ -97,7 +98,8 @@ def usage_problem(args) -> str | None:
         return f"{', '.join(model_only)} appl{'ies' if len(model_only) == 1 else 'y'} to a model teacher; --word-embedding runs none"
     if args.word_embedding and args.revision != "main":
         return "--revision chooses a model teacher's hub revision; --word-embedding reads a file"
-    if args.model_name and (problem := window_problem(args.stride, args.context)):
+    if args.model_name and (problem := window_problem(args.stride, args.context) or stride_problem(args.stride,
+                                                                                                   args.tr)):
         return problem
     return revision_problem([args.model_name or args.text_model], args.revision) if model_flag else None
 
@@ -161,6 +163,8 @@ def speech_model_teacher(args, data: du.Ds003020, stories: list[str]) -> tuple[d
     cache_root = Path(args.cache_dir) if args.cache_dir else data.cache_dir / "features"
     if problem := data.audio_cache_problem() or writable_dir_problem(cache_root, "the feature cache (--cache-dir)"):
         raise ValueError(problem)  # a usage error, before the model is loaded
+    if note := stride_note(args.stride, args.tr):
+        print(note, file=sys.stderr)
     device = resolve_device(args.device)
     threads = inference_threads(args.inference_threads, device)
     backbone, extractor, model_type = models.load_backbone(args.model_name, revision=args.revision)

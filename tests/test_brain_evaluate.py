@@ -106,8 +106,7 @@ def test_brain_evaluate_end_to_end_cache_and_compare(mini, tiny_models, tmp_path
             raise KeyboardInterrupt
         return fit(*a, **k)
     monkeypatch.setattr(al, "fit_and_score", dies_in_the_second_layer)
-    with pytest.raises(KeyboardInterrupt):
-        _eval(mini, tiny_models["wav2vec2"], tmp_path / "killed", "--nc-floor", "0.2")
+    assert _eval(mini, tiny_models["wav2vec2"], tmp_path / "killed", "--nc-floor", "0.2") == 130  # Ctrl-C: a line, 130
     monkeypatch.undo()
     assert not (tmp_path / "killed" / "summary.json").exists()
     assert brain_evaluate.main(["--compare", str(tmp_path / "a"), str(tmp_path / "killed"), "--out",
@@ -205,8 +204,7 @@ def test_a_killed_evaluation_resumes_from_its_finished_layers(mini, tiny_models,
         return fit(*a, **k)
     monkeypatch.setattr(al, "fit_and_score", counted)
     dies = True
-    with pytest.raises(KeyboardInterrupt):
-        _eval(mini, model, tmp_path / "k", "--low-level")
+    assert _eval(mini, model, tmp_path / "k", "--low-level") == run_utils.EXIT_INTERRUPTED
     assert (tmp_path / "k" / "layer_1.npz").is_file() and not (tmp_path / "k" / "layer_2.npz").exists()
     dies, calls[:] = False, []
     assert _eval(mini, model, tmp_path / "k", "--low-level") == 0
@@ -365,6 +363,8 @@ def test_tuned_subjects_of_a_one_and_a_several_subject_record():
 def test_bad_inputs(mini, tiny_models, tmp_path, capsys):
     assert _eval(mini, tiny_models["hubert"], tmp_path / "x", "--layers", "9") == brain_evaluate.EXIT_USAGE
     assert "--layers [9] out of range" in capsys.readouterr().err
+    assert _eval(mini, tiny_models["hubert"], tmp_path / "x", "--stride", "13") == brain_evaluate.EXIT_USAGE
+    assert "--stride 13 s leaves TRs with no feature window" in capsys.readouterr().err and not (tmp_path / "x").exists()
     assert _eval(mini, tiny_models["hubert"], tmp_path / "y", "--train-stories", "souls", "naked") == brain_evaluate.EXIT_DATA
     assert "respdict.json: --train-stories names ['naked'], not stories of this dataset" in capsys.readouterr().err
     assert _eval(mini, tiny_models["hubert"], tmp_path / "y", "--test-story", "wheretheresmoke") == brain_evaluate.EXIT_DATA

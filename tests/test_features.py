@@ -239,3 +239,23 @@ def test_windows_too_short_to_keep_are_a_usage_error_before_anything_is_read(min
     err = capsys.readouterr().err
     assert err.count("gives windows of 320 samples") == 2 and "nowhere" not in err  # before the data are looked at
     assert not (tmp_path / "e").exists() and not (tmp_path / "t.npz").exists()
+
+
+def test_a_stride_beyond_the_lanczos_reach_is_refused_and_one_above_the_tr_noted():
+    from eval_utils import lanczosinterp2d
+    tr = 2.0045
+    tr_times = np.arange(10, 300) * tr + tr / 2
+
+    def resampled_weights(stride):  # each TR's sum of Lanczos weights over the windows: 0 = all-zero features
+        window_ends = np.arange(stride, 300 * tr + 20, stride)
+        return lanczosinterp2d(np.ones((len(window_ends), 1)), window_ends, tr_times)[:, 0]
+    limit = 2 * features.LANCZOS_LOBES * tr  # 12.027 s
+    assert features.stride_problem(limit, tr) is None and (np.abs(resampled_weights(limit)) > 1e-6).all()
+    assert features.stride_problem(13, tr) == (
+        "--stride 13 s leaves TRs with no feature window within the 3 TRs the Lanczos resampling reaches on either "
+        "side: their features would be zeros; give --stride of at most 12.027 s (the paper samples every 0.1 s)")
+    assert (resampled_weights(13) == 0).sum() > 0  # what the refusal prevents
+    assert features.stride_note(2.0, tr) is None  # the demo's stride: every TR weighed alike
+    assert np.ptp(resampled_weights(2.0)) < 0.01
+    assert features.stride_note(3, tr).startswith("note: --stride 3 s is longer than the TR (2.0045 s)")
+    assert np.ptp(resampled_weights(3)) > 0.1  # TRs weighed unevenly: what the note says

@@ -160,6 +160,9 @@ def test_usage_and_data_errors(mini, tiny_models, tmp_path, capsys):
     assert mtt.main(["--data-dir", root, "--model-name", tiny_models["hubert"], "--layer", "3",
                      "--out", str(tmp_path / "t.npz")]) == 2
     assert "--layer 3 out of range: " in (err := capsys.readouterr().err) and "has hidden states 0..2" in err
+    assert mtt.main(["--data-dir", root, "--model-name", tiny_models["hubert"], "--layer", "1", "--stride", "13",
+                     "--out", str(tmp_path / "t.npz")]) == 2  # some TRs' features would be zeros
+    assert "--stride 13 s leaves TRs with no feature window" in capsys.readouterr().err
     assert mtt.main(["--data-dir", root, "--word-embedding", str(tmp_path / "e.hf5"), "--out", str(tmp_path / "t.npz")]) == 3
     assert "e.hf5: word embedding file missing" in capsys.readouterr().err
     assert mtt.main(["--data-dir", root, "--word-embedding", "english1000", "--stories", "stagefrite",
