@@ -462,8 +462,8 @@ def cached_front_end(cache_dir: Path, encoder, train_set, val_set, device, preci
 
 
 def moved(then: str | None, now: str) -> bool:
-    """Whether --data-dir names another folder than the run's first start did (the same one written otherwise, e.g.
-    relative and absolute, is not a move)."""
+    """Whether --data-dir names another folder than the run's record (its last start's) does (the same folder written
+    otherwise, e.g. relative and absolute, is not a move)."""
     return then is None or Path(then).expanduser().resolve() != Path(now).expanduser().resolve()
 
 
