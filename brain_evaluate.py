@@ -204,6 +204,8 @@ def _evaluate(args) -> int:
     if subject_data["nc_source"] == "computed from repeats":  # a --nc-dir typo would otherwise pass unseen
         print(f"note: no {vs.nc_path(subject_data['subject'], args.nc_dir)}: cc_max computed from the repeats of "
               f"'{test_story}' (every row, as compute_noise_ceiling.py does by default)", file=sys.stderr)
+    elif note := vs.other_story_ceiling_note(subject_data["nc_source"], test_story, du.TEST_STORY):
+        print(note, file=sys.stderr)  # a voxel's ceiling on one story, used as its ceiling on another
     for note in al.undefined_roi_notes(subject_data["rois"], subject_data["cc_max"], args.nc_floor):
         print(note, file=sys.stderr)  # before the work, not a bare "nan" in the table after it
     if args.data_efficiency:
@@ -408,7 +410,14 @@ def load_subject_data(args) -> dict:
         cc_max, nc_source = vs.load_noise_ceiling(subject, n_vox, nc_dir=args.nc_dir), str(nc_file)
     else:
         from compute_noise_ceiling import subject_noise_ceiling
-        cc_max, nc_source = subject_noise_ceiling(data, subject, args.test_story), "computed from repeats"
+        try:
+            cc_max, nc_source = subject_noise_ceiling(data, subject, args.test_story), "computed from repeats"
+        except du.DataError as err:  # a test story heard once: the ceiling can only come from a file
+            if args.test_story == du.TEST_STORY:
+                raise
+            raise du.DataError(f"{err}: --test-story {args.test_story} has no repeats to compute cc_max from, and "
+                               f"there is no {nc_file}; give --nc-dir a folder holding {subject}.npy (computed from "
+                               f"the {du.TEST_STORY} repeats by compute_noise_ceiling.py)") from err
     rois = {"all": np.arange(n_vox)}
     if args.roi_file:
         named = vs.load_roi_file(args.roi_file, n_vox, subject=subject)

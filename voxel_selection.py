@@ -81,6 +81,22 @@ def nc_voxel_mask(noise_ceiling: np.ndarray, threshold: float = NC_THRESHOLD, so
     return mask
 
 
+def other_story_ceiling_note(nc_file: str | Path, test_story: str, default_story: str) -> str | None:
+    """A line for the log when the noise-ceiling file was computed from the repeats of another story than the one
+    the alignment is scored on (the story its `<SUBJ>.json` record names, written by compute_noise_ceiling.py; without
+    a readable record, `default_story`, the dataset's repeated one): its cc_max is then a ceiling measured elsewhere.
+    None when the stories agree."""
+    try:
+        story = json.loads(Path(nc_file).with_suffix(".json").read_text()).get("story")
+    except (OSError, ValueError, AttributeError):
+        story = None
+    measured = story if isinstance(story, str) else default_story
+    if measured == test_story:
+        return None
+    return (f"note: cc_max of {nc_file} (the repeats of '{measured}'{'' if story else ', presumably'}) normalises the "
+            f"alignment on '{test_story}', a story it was not measured on")
+
+
 def load_roi_file(path: str | os.PathLike, n_voxels: int | None = None,
                   subject: str | None = None) -> dict[str, np.ndarray]:
     """ROIs from a JSON file {name: [voxel indices]} (or .npz of index arrays) -> name -> sorted int array.

@@ -395,6 +395,13 @@ def test_subject_data_computes_the_noise_ceiling_from_repeats_when_no_file_exist
     computed = load(brain_evaluate.parse_args(common + ["--nc-dir", str(tmp_path)]))
     assert from_file["nc_source"].endswith("UTS04.npy") and computed["nc_source"] == "computed from repeats"
     np.testing.assert_allclose(computed["cc_max"], from_file["cc_max"], atol=1e-6)
+    # another held-out story, heard once: no repeats, so without a ceiling file it says where the ceiling comes from
+    args = brain_evaluate.parse_args(common + ["--nc-dir", str(tmp_path), "--test-story", "souls", "--train-stories",
+                                               "avatar"])
+    with pytest.raises(brain_evaluate.du.DataError, match=rf"souls.hf5: expected key 'individual_repeats'.*: "
+                       rf"--test-story souls has no repeats to compute cc_max from, and there is no "
+                       rf"{tmp_path / 'UTS04.npy'}; give --nc-dir a folder holding UTS04.npy"):
+        load(args)
     args = brain_evaluate.parse_args(common + ["--test-story", "life"])  # UTS04 has no 'life'
     with pytest.raises(brain_evaluate.du.DataError, match="UTS04/life.hf5: test story has no responses"):
         brain_evaluate.load_subject_data(args)

@@ -116,3 +116,20 @@ def test_noise_ceiling_files_match_the_formula_and_mask(mini, mini_root):
 def test_nc_voxel_mask_keeps_voxels_strictly_above_the_threshold_and_never_nan():
     mask = nc_voxel_mask(np.array([0.4, 0.41, np.nan, 0.1, 0.9]), 0.4)
     assert mask.tolist() == [False, True, False, False, True]
+
+
+def test_a_ceiling_measured_on_another_story_than_the_scored_one_is_noted(tmp_path):
+    from voxel_selection import other_story_ceiling_note
+    nc = tmp_path / "UTS01.npy"
+    np.save(nc, np.full(3, 0.5))
+    # no record beside it: the dataset's repeated story is presumed
+    assert other_story_ceiling_note(nc, "wheretheressmoke", "wheretheressmoke") is None
+    assert other_story_ceiling_note(nc, "souls", "wheretheressmoke") == (
+        f"note: cc_max of {nc} (the repeats of 'wheretheressmoke', presumably) normalises the alignment on 'souls', "
+        "a story it was not measured on")
+    (tmp_path / "UTS01.json").write_text(json.dumps({"story": "souls"}))  # compute_noise_ceiling.py --story souls
+    assert other_story_ceiling_note(nc, "souls", "wheretheressmoke") is None
+    assert "(the repeats of 'souls') normalises the alignment on 'wheretheressmoke'" in other_story_ceiling_note(
+        nc, "wheretheressmoke", "wheretheressmoke")
+    (tmp_path / "UTS01.json").write_text("{not json")  # an unreadable record: presumed, not a crash
+    assert "presumably" in other_story_ceiling_note(nc, "souls", "wheretheressmoke")
