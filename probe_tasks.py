@@ -341,7 +341,7 @@ def render_probe_table(result: dict) -> str:
     lines.append(f"| upper-middle {result['upper_middle_layers']} | {um['f1_macro']:.3f} | {um['f1_micro']:.3f} "
                  f"| {um['accuracy']:.3f} | | |")
     lines.append(f"\nchance (majority class): accuracy {result['chance']['accuracy']:.3f}; "
-                 f"rows train/val/test: {result['n_rows']}")
+                 f"rows: {', '.join(f'{split} {n}' for split, n in result['n_rows'].items())}")
     nulls = {l: v["permutation_null"] for l, v in result["per_layer"].items() if "permutation_null" in v}
     if nulls:
         n = next(iter(nulls.values()))["n"]

@@ -77,6 +77,8 @@ def test_timit_tasks_write_results_and_hit_the_cache(downstream, tiny_models, tm
     assert res["classes"] == (["SA", "SI", "SX"] if task == "sentence_type" else list(TIMIT_39))
     for name in ("table.md", "config.json", f"{task}_by_layer.png"):
         assert (tmp_path / "r" / name).is_file()
+    n = res["n_rows"]  # each split's count in words (a Python dict was printed)
+    assert f"rows: train {n['train']}, val {n['val']}, test {n['test']}\n" in (tmp_path / "r" / "table.md").read_text()
     assert res["feature_cache_hits"] == 0
     recorded = json.loads((tmp_path / "r" / "config.json").read_text())["args"]
     assert recorded["device"] == "cpu" and recorded["inference_threads"] >= 1  # resolved, not "auto" and None
