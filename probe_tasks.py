@@ -350,6 +350,9 @@ def render_probe_table(result: dict) -> str:
                   "| layer | F1 macro | null mean ± SD | null 95% range | p (observed above null) |", "|---|---|---|---|---|"]
         lines += [f"| {l} | {result['per_layer'][l]['test']['f1_macro']:.3f} | {v['mean']:.3f} ± {v['sd']:.3f} | "
                   f"{v['range95'][0]:.3f} to {v['range95'][1]:.3f} | {v['p_above']:.3f} |" for l, v in nulls.items()]
+        if n < 99:  # p = (1 + nulls at or above) / (1 + n): a score above every null still reads 1/(n + 1)
+            lines += ["", f"With {n} permutations p cannot go below {1 / (n + 1):.3g}: --permutations 99 or more "
+                          f"to test at 0.01."]
     return "\n".join(lines) + "\n"
 
 

@@ -10,6 +10,7 @@ import pytest
 import brain_trainer_story
 import eval_downstream
 import eval_phonemes
+import probe_tasks
 import run_utils
 from conftest import killed_at_fit, probe_args
 from downstream_data import TIMIT_39
@@ -393,6 +394,7 @@ def test_semantic_category_permutation_null_in_results_and_table(downstream, tin
     assert 0 <= null["range95"][0] <= null["mean"] <= null["range95"][1] <= 1 and 1 / 6 <= null["p_above"] <= 1
     table = (tmp_path / "r" / "table.md").read_text()
     assert "5 probes refitted on labels shuffled among the words of each split" in table
+    assert "With 5 permutations p cannot go below 0.167: --permutations 99 or more to test at 0.01." in table
     # the score itself is the run's without the null
     assert eval_downstream.main(probe_args(tiny_models["whisper"], downstream / "words", tmp_path / "plain", tmp_path / "c",
                                       "--task", "semantic_category", "--whisper-mode", "truncate", "--layers", "2")) == 0
@@ -748,3 +750,16 @@ def test_frames_no_segment_covers_are_left_out_of_features_and_labels():
     for split in dd.SPLITS:
         np.testing.assert_array_equal(labels[split], [0, 1, 0, 1])
         np.testing.assert_array_equal(feats[split], full[:, [0, 2, 4, 6]])
+
+
+def test_the_permutation_floor_is_said_only_where_it_is_above_0_01():
+    per_layer = {"2": {"test": {"f1_macro": 0.5, "f1_micro": 0.5, "accuracy": 0.5}, "weight_decay": 0.0, "epochs": 5,
+                       "permutation_null": None}}
+    result = {"task": "t", "model": "m", "per_layer": per_layer, "upper_middle_layers": [2],
+              "upper_middle_mean": {"f1_macro": 0.5, "f1_micro": 0.5, "accuracy": 0.5}, "chance": {"accuracy": 0.1},
+              "n_rows": {"train": 8, "val": 2, "test": 2}, "permutation_unit": "word"}
+    for n, said in ((19, "With 19 permutations p cannot go below 0.05"), (99, None)):
+        per_layer["2"]["permutation_null"] = {"n": n, "mean": 0.1, "sd": 0.05, "range95": [0.0, 0.2],
+                                              "p_above": 1 / (n + 1)}
+        table = probe_tasks.render_probe_table(result)
+        assert (said in table) if said else ("cannot go below" not in table)
