@@ -36,7 +36,7 @@ from inference import inference_threads, sharing_plan
 from ridge import SCORES
 from timing import TEST_EXTRA_TRIM
 from run_utils import (EXIT_DATA, EXIT_USAGE, NPY_READ_ERRORS, HelpFormatter, Stop, array_digest, code_identity,
-                       command_line, compare_count_problem, exit_code, fraction, ignored_flags_problem,
+                       command_line, compare_count_problem, exit_code, first_few, fraction, ignored_flags_problem,
                        model_run_usage_problem, nonnegative_int, out_among_inputs, output_dirs_problem,
                        package_versions, positive_int, remove_stale_outputs, resolve_device, resolve_precision,
                        run_claimed, set_seed, timestamp, writable_dir_problem)
@@ -72,7 +72,7 @@ def parse_args(argv=None):
     du.add_timing_arguments(p)
     add_window_arguments(p)
     p.add_argument("--whisper-mode", default="pad30", choices=models.WHISPER_MODES,
-                   help="pad30 = pad each window to 30 s (paper); truncate = positions cut to the window (faster)")
+                   help=models.WINDOW_WHISPER_MODE_HELP)
     p.add_argument("--batch-size", type=positive_int,
                    help="windows per forward pass (default 16 on CUDA, 1 on CPU, where "
                         "batching saves no time and costs memory: bench/RESULTS.md)")
@@ -199,7 +199,7 @@ def _evaluate(args) -> int:
     data, train, test_story = subject_data["data"], subject_data["train"], args.test_story
     if skipped := subject_data["missing"]:  # only default stories are skipped (a --train-stories one is an error)
         print(f"note: {subject_data['subject']} has no responses for {len(skipped)} of the default training stories "
-              f"({', '.join(skipped[:3])}{'...' if len(skipped) > 3 else ''}); the encoding models are fitted on the "
+              f"({first_few(skipped)}); the encoding models are fitted on the "
               f"other {len(train)} (config.json: skipped_stories)", file=sys.stderr)
     if subject_data["nc_source"] == "computed from repeats":  # a --nc-dir typo would otherwise pass unseen
         print(f"note: no {vs.nc_path(subject_data['subject'], args.nc_dir)}: cc_max computed from the repeats of "
@@ -398,7 +398,7 @@ def load_subject_data(args) -> dict:
     if not train:
         raise du.DataError(f"{subject}: none of the training stories has responses (available {sorted(available)})")
     if absent := data.missing_stimuli(train + [args.test_story], textgrids=args.low_level):
-        raise du.DataError(f"stimuli missing ({len(absent)}): {', '.join(absent[:4])}{' ...' if len(absent) > 4 else ''}"
+        raise du.DataError(f"stimuli missing ({len(absent)}): {first_few(absent, 4)}"
                            f"{du.not_downloaded_hint(absent[0])}")
     for story in train + [args.test_story]:  # a truncated file is found now, not after hours of extraction
         data.check_audio(story)

@@ -34,10 +34,10 @@ import training
 import voxel_selection as vs
 from atomic_io import recover_dir, save_npy_atomic, write_json_atomic
 from run_utils import (EXIT_DATA, EXIT_DIVERGED, EXIT_USAGE, NPY_READ_ERRORS, RUN_LOCK, HelpFormatter, Stop,
-                       check_replaceable, command_line, exit_code, file_sha256, fraction, load_npz, nonnegative_float,
-                       nonnegative_int, package_versions, positive_float, positive_int, read_result_json,
-                       resolve_device, resolve_precision, revision_problem, run_claimed, set_seed, timestamp,
-                       writable_dir_problem)
+                       check_replaceable, command_line, exit_code, file_sha256, first_few, fraction, load_npz,
+                       nonnegative_float, nonnegative_int, package_versions, positive_float, positive_int,
+                       read_result_json, resolve_device, resolve_precision, revision_problem, run_claimed, set_seed,
+                       timestamp, writable_dir_problem)
 
 # Settings that define a run: a resumed run must agree on all of them.
 # Not --data-dir: a cluster job often copies the dataset to node-local scratch under a new path each time, so a
@@ -418,7 +418,7 @@ def load_training_data(args, subjects: list[str], quiet: bool) -> TrainingData:
 def skipped_stories_note(subjects: list[str], split: du.StorySplit, lacking: dict) -> str:
     """The stderr note for requested stories without responses (several subjects: which of them lack each)."""
     subject = "+".join(subjects)
-    brief = {k: f"{len(v)}: {', '.join(v[:3])}{'...' if len(v) > 3 else ''}" for k, v in split.missing.items()}
+    brief = {k: f"{len(v)}: {first_few(v)}" for k, v in split.missing.items()}
     if len(subjects) == 1:
         return f"note: {subject} has no responses for requested stories {brief}; skipped"
     who = "; ".join(f"{story}: {', '.join(ss)}" for story, ss in lacking.items())

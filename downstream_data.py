@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from data_utils import SAMPLE_RATE, DataError, audio_info, load_wav_16k, read_text_file, read_tsv, visible_files
+from run_utils import first_few
 
 SPLITS = ("train", "val", "test")
 
@@ -189,7 +190,7 @@ def read_speech_commands(root: str | Path, words: tuple = SPEECH_COMMANDS_35) ->
     absent = [rel for rel in lists if rel.split("/")[0] in words and not (root / rel).is_file()]
     if absent:
         raise DataError(f"{root}: {len(absent)} file(s) listed in validation_list.txt/testing_list.txt are missing: "
-                        f"{', '.join(absent[:3])}{' ...' if len(absent) > 3 else ''} (an incomplete download?)")
+                        f"{first_few(absent)} (an incomplete download?)")
     return utts
 
 

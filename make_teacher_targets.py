@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("speech teacher (the alignment evaluation's feature settings)")
     add_window_arguments(g)
     g.add_argument("--whisper-mode", default="pad30", choices=models.WHISPER_MODES,
-                   help="pad30 = pad each window to 30 s (paper); truncate = positions cut to the window (faster)")
+                   help=models.WINDOW_WHISPER_MODE_HELP)
     g.add_argument("--batch-size", type=positive_int,
                    help="windows per forward pass (default 16 on CUDA, 1 on CPU); text "
                         "teacher: words per forward pass (default 32)")

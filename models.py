@@ -96,6 +96,9 @@ def load_backbone(name_or_path: str, dtype: torch.dtype = torch.float32, revisio
     return model, extractor, model_type
 
 
+WINDOW_WHISPER_MODE_HELP = "pad30 = pad each window to 30 s (paper); truncate = positions cut to the window (faster)"
+
+
 def task_checkpoint_note(name: str, architectures: list[str] | None, model_type: str) -> str | None:
     """A line for the log when `name` holds an encoder fine-tuned for a task (config.json `architectures`, e.g.
     Wav2Vec2ForCTC: facebook/wav2vec2-base-960h), whose encoder is read without its task head; None for a

@@ -26,7 +26,7 @@ from features import FeatureCache, check_finite_features
 from inference import map_inference, prepare_for_inference
 from models import SpeechEncoder, hub_revision
 from run_utils import (array_digest, check_same_readout, check_same_settings, code_identity, command_line,
-                       package_versions, read_result_json, remove_stale_outputs, result_labels, timestamp)
+                       first_few, package_versions, read_result_json, remove_stale_outputs, result_labels, timestamp)
 
 METRICS = ("f1_macro", "f1_micro", "accuracy")
 # the code a layer's probe runs after its features and labels: a change to it makes earlier layer results stale
@@ -416,7 +416,7 @@ def run_probe_task(task: str, data_root: str, models: list[ProbedModel], cache_d
     utts, lengths, skipped = drop_short_utterances(spec.reader(data_root), progress)
     if skipped:
         print(f"note: {len(skipped)} utterance(s) shorter than {dd.MIN_UTTERANCE_S} s left out (recorded in "
-              f"results.json): {', '.join(skipped[:3])}{' ...' if len(skipped) > 3 else ''}", file=sys.stderr)
+              f"results.json): {first_few(skipped)}", file=sys.stderr)
     check_input_lengths(models, utts, lengths)
     counts = dd.check_splits(utts, str(data_root))
     classes, to_label = task_labels(spec, utts)

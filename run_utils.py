@@ -29,7 +29,8 @@ EXIT_DATA = 3           # a data file missing, unreadable or of the wrong shape 
 EXIT_MISSING_DEP = 4    # an optional package the command needs is not installed
 EXIT_DIVERGED = 5       # training stopped: a gradient became NaN or inf (the checkpoints keep the last finite epoch)
 EXIT_WRITE = 6          # an output could not be written mid-run (a full disk or quota, a storage fault); earlier ones whole
-EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT); a SIGTERM (a cluster's time limit or preemption) exits 143: 128 + the signal
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT): 128 + the signal's number, as a shell reports it
+EXIT_TERMINATED = 143   # SIGTERM (a cluster's time limit or preemption)
 
 PACKAGES = ("torch", "transformers", "peft", "numpy", "scipy", "h5py", "scikit-learn", "librosa", "soundfile",
             "soxr", "textgrid", "matplotlib", "safetensors",
@@ -252,6 +253,11 @@ def output_dirs_problem(outs: list, markers: tuple[str, ...], what: str,
     return next((p for out in outs if (p := writable_dir_problem(out, f"a {what} folder")) is not None), None)
 
 
+def first_few(items: list, n: int = 3) -> str:
+    """The first `n` of `items` for a message, comma-separated, with " ..." when there are more."""
+    return ", ".join(map(str, items[:n])) + (" ..." if len(items) > n else "")
+
+
 def compare_count_problem(dirs: list) -> str | None:
     """The usage error of a --compare given fewer than two result folders (a table of one model against itself),
     else None."""
@@ -406,12 +412,12 @@ def exit_code(job: Callable[[], int], out_of_memory: str | None = None) -> int:
     a script's stages raise their refusals and one place turns them into the exit code (a `WriteError`:
     `EXIT_WRITE`). `out_of_memory`: what to lower when torch runs out of device memory (a flag: the batch is
     the user's to choose, not the toolkit's to guess); that error then exits with EXIT_USAGE, naming it. Ctrl-C and
-    SIGTERM end the job with a line saying how to go on instead of a traceback (EXIT_INTERRUPTED, 143)."""
+    SIGTERM end the job with a line saying how to go on instead of a traceback (EXIT_INTERRUPTED, EXIT_TERMINATED)."""
     try:
         with _terminate_as_exception():
             return job()
     except (KeyboardInterrupt, Terminated) as err:  # every output is renamed into place whole: none is half-written
-        name, code = ("SIGTERM", 128 + 15) if isinstance(err, Terminated) else ("Ctrl-C", EXIT_INTERRUPTED)
+        name, code = ("SIGTERM", EXIT_TERMINATED) if isinstance(err, Terminated) else ("Ctrl-C", EXIT_INTERRUPTED)
         print(f"error: interrupted ({name}); what was written before is whole: run the same command again to go on "
               f"(the trainer with --resume, from its last finished epoch)",
               file=sys.stderr)

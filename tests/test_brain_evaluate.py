@@ -261,7 +261,7 @@ def test_the_test_story_leaves_the_default_training_stories_and_upper_middle_lay
     # the default stories the subject lacks are skipped, and said (as the trainer says it); they were skipped silently
     lacking = [s for s in ENCODING_TRAIN_STORIES if s not in have]
     assert (f"note: UTS02 has no responses for {len(lacking)} of the default training stories ({', '.join(lacking[:3])}"
-            f"...); the encoding models are fitted on the other {len(summary['train_stories'])}") in capsys.readouterr().err
+            f" ...); the encoding models are fitted on the other {len(summary['train_stories'])}") in capsys.readouterr().err
     assert summary["upper_middle_layers"] == [1, 2]
     for roi, mean in summary["upper_middle_mean"].items():
         per_layer = [summary["per_layer"][l]["rois"][roi]["cc_norm"] for l in ("1", "2")]

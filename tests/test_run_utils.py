@@ -122,7 +122,7 @@ def test_ctrl_c_and_sigterm_end_the_job_with_a_line_and_their_exit_codes(capsys)
             return 0
         finally:
             cleaned.append(True)
-    assert run_utils.exit_code(preempted) == 143 and cleaned == [True]
+    assert run_utils.exit_code(preempted) == run_utils.EXIT_TERMINATED == 143 and cleaned == [True]
     assert "error: interrupted (SIGTERM)" in capsys.readouterr().err
     assert signal.getsignal(signal.SIGTERM) is before  # the handler is the job's only
 
@@ -563,3 +563,9 @@ def test_out_among_inputs_sees_one_folder_however_it_is_spelled(tmp_path, monkey
     assert run_utils.out_among_inputs("tuned2", ["tuned", "pretrained"]) is None
 
 
+
+
+def test_first_few_lists_n_items_and_marks_the_rest():
+    assert run_utils.first_few(["souls", "avatar"]) == "souls, avatar"
+    assert run_utils.first_few(["a", "b", "c", "d"]) == "a, b, c ..."
+    assert run_utils.first_few([1, 2, 3, 4, 5], 4) == "1, 2, 3, 4 ..."
