@@ -11,6 +11,7 @@ import torch
 
 import brain_trainer_story as trainer
 from conftest import FAMILIES, link_tree, torchrun_trainer
+from run_utils import RUN_LOCK
 
 
 def run(mini, model, out, *extra):
@@ -23,7 +24,7 @@ def run(mini, model, out, *extra):
 def run_files(out) -> dict:
     """The files at the top of a run folder and their bytes, but the claim file each run rewrites with its pid and
     start time (a refused run's folder is compared before and after)."""
-    return {p.name: p.read_bytes() for p in Path(out).iterdir() if p.is_file() and p.name != trainer.RUN_LOCK}
+    return {p.name: p.read_bytes() for p in Path(out).iterdir() if p.is_file() and p.name != RUN_LOCK}
 
 
 def metrics(out):
