@@ -199,8 +199,8 @@ def _evaluate(args) -> int:
     data, train, test_story = subject_data["data"], subject_data["train"], args.test_story
     if skipped := subject_data["missing"]:  # only default stories are skipped (a --train-stories one is an error)
         print(f"note: {subject_data['subject']} has no responses for {len(skipped)} of the default training stories "
-              f"({first_few(skipped)}); the encoding models are fitted on the "
-              f"other {len(train)} (config.json: skipped_stories)", file=sys.stderr)
+              f"({first_few(skipped)}); the encoding models are fitted on the other {len(train)} (config.json: "
+              f"skipped_stories)", file=sys.stderr)
     if subject_data["nc_source"] == "computed from repeats":  # a --nc-dir typo would otherwise pass unseen
         print(f"note: no {vs.nc_path(subject_data['subject'], args.nc_dir)}: cc_max computed from the repeats of "
               f"'{test_story}' (every row, as compute_noise_ceiling.py does by default)", file=sys.stderr)

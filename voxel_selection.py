@@ -90,7 +90,8 @@ def other_story_ceiling_note(nc_file: str | Path, test_story: str, default_story
         story = json.loads(Path(nc_file).with_suffix(".json").read_text()).get("story")
     except (OSError, ValueError, AttributeError):
         story = None
-    measured = story if isinstance(story, str) else default_story
+    story = story if isinstance(story, str) else None  # a record naming no story is no record of one
+    measured = story or default_story
     if measured == test_story:
         return None
     return (f"note: cc_max of {nc_file} (the repeats of '{measured}'{'' if story else ', presumably'}) normalises the "

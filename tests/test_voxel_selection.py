@@ -133,3 +133,5 @@ def test_a_ceiling_measured_on_another_story_than_the_scored_one_is_noted(tmp_pa
         nc, "wheretheressmoke", "wheretheressmoke")
     (tmp_path / "UTS01.json").write_text("{not json")  # an unreadable record: presumed, not a crash
     assert "presumably" in other_story_ceiling_note(nc, "souls", "wheretheressmoke")
+    (tmp_path / "UTS01.json").write_text(json.dumps({"story": 7}))  # a story that is no name: presumed too
+    assert "(the repeats of 'wheretheressmoke', presumably)" in other_story_ceiling_note(nc, "souls", "wheretheressmoke")
