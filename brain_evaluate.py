@@ -32,6 +32,7 @@ import voxel_selection as vs
 from atomic_io import save_npz_atomic, to_json, write_json_atomic, write_text_atomic
 from features import (FeatureCache, add_window_arguments, cache_settings, check_finite_features, check_window_fits,
                       extract_story_features_together, resolve_pooling, stride_note, stride_problem, window_problem)
+from file_readers import not_downloaded_hint
 from inference import inference_threads, sharing_plan
 from ridge import SCORES
 from timing import TEST_EXTRA_TRIM
@@ -399,7 +400,7 @@ def load_subject_data(args) -> dict:
         raise du.DataError(f"{subject}: none of the training stories has responses (available {sorted(available)})")
     if absent := data.missing_stimuli(train + [args.test_story], textgrids=args.low_level):
         raise du.DataError(f"stimuli missing ({len(absent)}): {first_few(absent, 4)}"
-                           f"{du.not_downloaded_hint(absent[0])}")
+                           f"{not_downloaded_hint(absent[0])}")
     for story in train + [args.test_story]:  # a truncated file is found now, not after hours of extraction
         data.check_audio(story)
         if args.low_level:  # so is a TextGrid that does not parse (raises TextGridError, a ValueError)

@@ -32,6 +32,7 @@ import models
 import training
 import voxel_selection as vs
 from atomic_io import recover_dir, save_npy_atomic, write_json_atomic
+from file_readers import npy_read_problem
 from run_utils import (EXIT_DATA, EXIT_DIVERGED, EXIT_USAGE, NPY_READ_ERRORS, HelpFormatter, Stop, command_line,
                        exit_code, file_sha256, first_few, fraction, load_npz, nonnegative_float, nonnegative_int,
                        package_versions, positive_float, positive_int, read_result_json, resolve_device,
@@ -288,7 +289,7 @@ def load_training_data(args, subjects: list[str], quiet: bool) -> TrainingData:
             targets_from = load_npz(args.targets_from)
         except NPY_READ_ERRORS as err:  # also a .npz holding pickled (object) arrays
             raise du.DataError(f"{args.targets_from}: not a readable .npz of story -> (TRs, F) targets "
-                               f"({du.npy_read_problem(args.targets_from, err)})") from err
+                               f"({npy_read_problem(args.targets_from, err)})") from err
         voxels, vox_info = None, {"targets_from": args.targets_from, "targets_sha256": file_sha256(args.targets_from),
                                   **teacher_record(args.targets_from, timing)}
     else:

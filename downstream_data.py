@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_utils import SAMPLE_RATE, DataError, audio_info, load_wav_16k, read_text_file, read_tsv, visible_files
+from file_readers import SAMPLE_RATE, DataError, audio_info, load_wav_16k, read_text_file, read_tsv, visible_files
 from run_utils import first_few
 
 SPLITS = ("train", "val", "test")

@@ -85,7 +85,7 @@ def load_backbone(name_or_path: str, dtype: torch.dtype = torch.float32, revisio
     except RuntimeError as err:  # transformers raises it, after logging the shapes, when the weights misfit the config
         raise ModelError(f"cannot load the {model_type} model in {name_or_path!r}: its weights do not fit its "
                          f"config.json (tensor shapes differ; transformers' report above lists them)") from err
-    from data_utils import SAMPLE_RATE
+    from file_readers import SAMPLE_RATE
     rate = getattr(extractor, "sampling_rate", SAMPLE_RATE)
     if rate != SAMPLE_RATE:  # every script feeds 16 kHz audio: another rate would be read as the wrong speed
         raise ModelError(f"{name_or_path}: its feature extractor expects {rate} Hz audio (preprocessor_config.json "

@@ -9,6 +9,7 @@ from typing import Callable
 import data_utils as du
 import models
 from alignment import upper_middle_note
+from file_readers import default_cache_dir
 from inference import inference_threads
 from run_utils import (EXIT_DATA, EXIT_USAGE, HelpFormatter, Stop, compare_count_problem, exit_code,
                        ignored_flags_problem, model_run_usage_problem, nonnegative_int, out_among_inputs,
@@ -172,7 +173,7 @@ def _run_models(args, task_runner) -> int:
         args.inference_threads = inference_threads(args.inference_threads, device)  # recorded resolved
     except ValueError as err:
         raise Stop(str(err), EXIT_USAGE) from err
-    cache_dir = Path(args.cache_dir) if args.cache_dir else du.default_cache_dir() / "probes"
+    cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir() / "probes"
     if problem := writable_dir_problem(cache_dir, "the feature cache (--cache-dir)"):
         raise Stop(problem, EXIT_USAGE)
     try:

@@ -21,7 +21,7 @@ import downstream_data as dd
 import probes
 from alignment import relative_change, signed_change, upper_middle_layers, upper_middle_mismatch_note
 from atomic_io import write_json_atomic, write_text_atomic
-from data_utils import DataError, file_fingerprint, read_tsv
+from file_readers import DataError, file_fingerprint, read_tsv
 from features import FeatureCache, check_finite_features
 from inference import map_inference, prepare_for_inference
 from models import SpeechEncoder, hub_revision

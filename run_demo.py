@@ -115,7 +115,7 @@ def run_pipeline(out: Path, data: Path, seed: int, quick: bool, progress: bool, 
     ($BRAIN_TUNING_CACHE points there during the run): the miniature is rebuilt each time, so an older cache never
     applies, and the user's ~/.cache/brain-tuning gains nothing (each run's resampled audio is ~0.2 GB).
     """
-    from data_utils import CACHE_ENV
+    from file_readers import CACHE_ENV
     cache_dir = (out / "cache").resolve()
     shutil.rmtree(cache_dir, ignore_errors=True)
     before = os.environ.get(CACHE_ENV)

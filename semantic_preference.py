@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_utils import DataError, read_tsv
+from file_readers import DataError, read_tsv
 from downstream_data import check_within_audio
 from features import MIN_WINDOW_SAMPLES
 from inference import map_inference, prepare_for_inference

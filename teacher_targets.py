@@ -17,7 +17,8 @@ import h5py
 import numpy as np
 
 from alignment import story_tr_features
-from data_utils import DataError, Ds003020, missing_file_message
+from data_utils import DataError, Ds003020
+from file_readers import missing_file_message
 from features import FeatureCache, extract_story_features
 from models import SUPPORTED_TYPES, ModelError, SpeechEncoder, at_revision, model_path_hint
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data_utils import DataError, missing_file_message, npy_read_problem, subject_id
+from data_utils import DataError, subject_id
+from file_readers import missing_file_message, npy_read_problem
 from run_utils import NPY_READ_ERRORS, load_npz
 
 NC_THRESHOLD = 0.4

