@@ -31,8 +31,9 @@ demo: $(STAMP)
 demo-quick: $(STAMP)
 	$(BIN)/python run_demo.py --out runs/demo-quick --quick
 
+# the ten slowest tests close the log: CI must stay under 20 minutes on 2 cores (README, Known limits)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=10 tests
 
 # The oldest releases requirements.txt allows, each `>=` floor pinned, in their own venv (a maintainer's check
 # after changing a floor or the code's use of a package: CI tests the newest, and both would not fit its 20 min).
